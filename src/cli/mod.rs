@@ -1,0 +1,105 @@
+//! The command-line layer: parses arguments, sets up logging, runs one
+//! command and maps its outcome to an exit code. Only this layer prints.
+
+mod args;
+mod instances;
+mod settings;
+mod table;
+
+use std::process::ExitCode;
+
+pub use args::Cli;
+use clap::Parser;
+
+use crate::contabo::ContaboError;
+
+/// Exit code for errors the operator can fix: bad inventory, flags, credentials.
+pub const EXIT_USER_ERROR: u8 = 1;
+/// Exit code for everything else: Contabo or a node failed, or a bug.
+pub const EXIT_FAILURE: u8 = 3;
+
+/// A command's failure, classified for the exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Something the operator gave us is wrong.
+    #[error("{0}")]
+    User(String),
+    /// Contabo failed or refused.
+    #[error(transparent)]
+    Contabo(#[from] ContaboError),
+    /// A bug or an environment problem.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl CliError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            Self::User(_) => EXIT_USER_ERROR,
+            Self::Contabo(e) if e.is_user_error() => EXIT_USER_ERROR,
+            Self::Contabo(_) | Self::Internal(_) => EXIT_FAILURE,
+        }
+    }
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.global);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    match runtime.block_on(run(&cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            report(&e);
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+async fn run(cli: &Cli) -> Result<ExitCode, CliError> {
+    match &cli.command {
+        args::Command::Instances(a) => instances::run(&cli.global, a)
+            .await
+            .map(|()| ExitCode::SUCCESS),
+    }
+}
+
+/// Prints an error and its whole chain of causes, once.
+fn report(error: &CliError) {
+    let mut text = format!("error: {error}");
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(&format!("\n  caused by: {cause}"));
+        source = cause.source();
+    }
+    eprintln!("{text}");
+}
+
+fn init_logging(global: &args::GlobalArgs) {
+    use tracing_subscriber::EnvFilter;
+    let default = if global.quiet {
+        "error"
+    } else {
+        match global.verbose {
+            0 => "warn",
+            1 => "info",
+            2 => "debug",
+            _ => "trace",
+        }
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(settings::use_color(global.color) && std::env::var_os("NO_COLOR").is_none())
+        .try_init();
+}

@@ -1,0 +1,62 @@
+//! Turns flags and environment into plain settings for the core.
+
+use std::io::IsTerminal;
+
+use super::args::{ColorChoice, GlobalArgs};
+use super::CliError;
+use crate::contabo::{ClientConfig, ContaboClient, Credentials};
+use crate::secret::Secret;
+
+/// Whether to colour output written to stdout.
+pub fn use_color(choice: ColorChoice) -> bool {
+    match choice {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => {
+            std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+                && std::io::stdout().is_terminal()
+        }
+    }
+}
+
+/// The Contabo credentials, or an error naming every one that is missing.
+pub fn credentials(global: &GlobalArgs) -> Result<Credentials, CliError> {
+    let c = &global.credentials;
+    let missing: Vec<&str> = [
+        (c.client_id.is_none(), "CNTB_OAUTH2_CLIENT_ID (--client-id)"),
+        (
+            c.client_secret.is_none(),
+            "CNTB_OAUTH2_CLIENT_SECRET (--client-secret)",
+        ),
+        (c.api_user.is_none(), "CNTB_OAUTH2_USER (--api-user)"),
+        (
+            c.api_password.is_none(),
+            "CNTB_OAUTH2_PASS (--api-password)",
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(absent, name)| absent.then_some(name))
+    .collect();
+    match (&c.client_id, &c.client_secret, &c.api_user, &c.api_password) {
+        (Some(id), Some(secret), Some(user), Some(password)) => Ok(Credentials {
+            client_id: id.clone(),
+            client_secret: Secret::new(secret.clone()),
+            username: user.clone(),
+            password: Secret::new(password.clone()),
+        }),
+        _ => Err(CliError::User(format!(
+            "missing Contabo API credentials: {}. They are in the Contabo Customer Control \
+             Panel under API; export them as environment variables",
+            missing.join(", ")
+        ))),
+    }
+}
+
+/// A Contabo client configured from the global flags.
+pub fn contabo_client(global: &GlobalArgs) -> Result<ContaboClient, CliError> {
+    let mut config = ClientConfig::new(credentials(global)?);
+    config.api_url = global.api_url.clone();
+    config.auth_url = global.auth_url.clone();
+    config.requests_per_second = global.rate_limit;
+    ContaboClient::new(config).map_err(CliError::from)
+}

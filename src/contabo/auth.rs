@@ -1,0 +1,167 @@
+//! OAuth2 password grant against Contabo's Keycloak, with a cached token that
+//! is renewed before it expires and on demand after a 401.
+
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use tokio::sync::Mutex;
+
+use super::error::ContaboError;
+use crate::secret::Secret;
+
+/// The four values from Contabo's Customer Control Panel. Read from
+/// `CNTB_OAUTH2_*`, the names Contabo's Terraform provider uses.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    /// OAuth client id (not secret on its own, but kept out of logs anyway).
+    pub client_id: String,
+    /// OAuth client secret.
+    pub client_secret: Secret,
+    /// API user (an e-mail address).
+    pub username: String,
+    /// API password.
+    pub password: Secret,
+}
+
+/// A token is renewed when less than this remains of its life.
+const RENEW_MARGIN: Duration = Duration::from_secs(30);
+
+#[derive(Debug)]
+struct CachedToken {
+    value: Secret,
+    renew_at: Instant,
+}
+
+/// The token cache shared by all requests of one client.
+#[derive(Debug)]
+pub(super) struct TokenSource {
+    url: String,
+    credentials: Credentials,
+    cached: Mutex<Option<CachedToken>>,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    #[serde(default)]
+    expires_in: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct OAuthError {
+    #[serde(default)]
+    error: String,
+    #[serde(default)]
+    error_description: String,
+}
+
+impl TokenSource {
+    pub(super) fn new(url: String, credentials: Credentials) -> Self {
+        Self {
+            url,
+            credentials,
+            cached: Mutex::new(None),
+        }
+    }
+
+    /// A valid token, from the cache when it still has time left.
+    pub(super) async fn token(&self, http: &reqwest::Client) -> Result<Secret, ContaboError> {
+        let mut cached = self.cached.lock().await;
+        if let Some(token) = cached.as_ref() {
+            if Instant::now() < token.renew_at {
+                return Ok(token.value.clone());
+            }
+            tracing::debug!("API token close to expiry, renewing");
+        }
+        let fresh = self.fetch(http).await?;
+        let value = fresh.value.clone();
+        *cached = Some(fresh);
+        Ok(value)
+    }
+
+    /// Forgets `rejected` so the next [`Self::token`] fetches a new one. A
+    /// token another task already replaced is left alone.
+    pub(super) async fn invalidate(&self, rejected: &Secret) {
+        let mut cached = self.cached.lock().await;
+        if cached.as_ref().is_some_and(|t| t.value == *rejected) {
+            *cached = None;
+        }
+    }
+
+    async fn fetch(&self, http: &reqwest::Client) -> Result<CachedToken, ContaboError> {
+        const ATTEMPTS: u32 = 3;
+        let mut last_error = None;
+        for attempt in 1..=ATTEMPTS {
+            match self.fetch_once(http).await {
+                Ok(token) => return Ok(token),
+                Err(FetchError::Refused(e)) => return Err(e),
+                Err(FetchError::Transient(e)) => {
+                    tracing::debug!(attempt, error = %e, "token request failed");
+                    last_error = Some(e);
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                }
+            }
+        }
+        Err(ContaboError::TokenTransport {
+            url: self.url.clone(),
+            attempts: ATTEMPTS,
+            source: last_error.map_or_else(|| "no attempt made".into(), Into::into),
+        })
+    }
+
+    async fn fetch_once(&self, http: &reqwest::Client) -> Result<CachedToken, FetchError> {
+        let c = &self.credentials;
+        let form = [
+            ("grant_type", "password"),
+            ("client_id", c.client_id.as_str()),
+            ("client_secret", c.client_secret.expose().as_str()),
+            ("username", c.username.as_str()),
+            ("password", c.password.expose().as_str()),
+        ];
+        let started = Instant::now();
+        let response = http
+            .post(&self.url)
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| FetchError::Transient(e.without_url().into()))?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| FetchError::Transient(e.without_url().into()))?;
+        if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            return Err(FetchError::Transient(format!("HTTP {status}").into()));
+        }
+        if !status.is_success() {
+            let reason = serde_json::from_slice::<OAuthError>(&body)
+                .map(|e| {
+                    format!("{} {}", e.error, e.error_description)
+                        .trim()
+                        .to_string()
+                })
+                .unwrap_or_else(|_| "no OAuth error in the answer".to_string());
+            return Err(FetchError::Refused(ContaboError::Credentials {
+                url: self.url.clone(),
+                status,
+                reason,
+            }));
+        }
+        let token: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
+            FetchError::Transient(format!("token answer is not OAuth JSON: {e}").into())
+        })?;
+        // Unknown lifetime: assume the shortest sensible one and renew early.
+        let lifetime = Duration::from_secs(token.expires_in.unwrap_or(60));
+        let renew_at = started + lifetime.saturating_sub(RENEW_MARGIN.min(lifetime / 2));
+        tracing::debug!(lifetime_s = lifetime.as_secs(), "obtained API token");
+        Ok(CachedToken {
+            value: Secret::new(token.access_token),
+            renew_at,
+        })
+    }
+}
+
+enum FetchError {
+    Refused(ContaboError),
+    Transient(Box<dyn std::error::Error + Send + Sync>),
+}

@@ -1,0 +1,20 @@
+//! A typed client for Contabo's public API (`shared/contabo/openapi.yaml`).
+//!
+//! One request pipeline ([`ContaboClient`]) paces requests with a shared rate
+//! limit, authenticates with a cached OAuth2 token, tags every request with a
+//! fresh `x-request-id` and the run's `x-trace-id`, pages through lists, and
+//! retries only what is safe to retry ([`retry`]). Orders are never retried
+//! blindly: see [`ContaboClient::create_instance`].
+
+mod auth;
+mod client;
+mod error;
+pub mod models;
+pub mod retry;
+
+pub use auth::Credentials;
+pub use client::{
+    ClientConfig, ContaboClient, InstanceFilter, OrderResolution, DEFAULT_API_URL, DEFAULT_AUTH_URL,
+};
+pub use error::{ContaboError, RequestContext, UnconfirmedOrder};
+pub use retry::RetryPolicy;

@@ -1,0 +1,130 @@
+//! The one retry policy of the Contabo client.
+//!
+//! Retried: 429 (after `Retry-After` when Contabo sends one, else exponential
+//! back-off with jitter), 502/503/504, connection resets and timeouts — but the
+//! last three only for requests that are safe to repeat. A `POST` that creates
+//! something is never repeated on an ambiguous failure: the server may have
+//! acted on it, and for an order that would buy a second server.
+
+use std::time::Duration;
+
+use backon::ExponentialBuilder;
+use reqwest::StatusCode;
+
+/// How often and how patiently to retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt.
+    pub max_retries: usize,
+    /// First back-off delay.
+    pub min_delay: Duration,
+    /// Longest single back-off delay (also caps `Retry-After`).
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_retries: 6,
+            min_delay: Duration::from_millis(250),
+            max_delay: Duration::from_secs(30),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// No waiting between attempts: for tests, so they stay fast.
+    pub fn immediate(max_retries: usize) -> Self {
+        Self {
+            max_retries,
+            min_delay: Duration::ZERO,
+            max_delay: Duration::ZERO,
+        }
+    }
+
+    pub(super) fn backoff(&self) -> ExponentialBuilder {
+        ExponentialBuilder::default()
+            .with_min_delay(self.min_delay)
+            .with_max_delay(self.max_delay)
+            .with_max_times(self.max_retries)
+            .with_jitter()
+    }
+
+    /// The delay to use: the server's `Retry-After` when it gave one (capped),
+    /// otherwise back-off's own. `None` from back-off means "give up".
+    pub(super) fn delay(
+        &self,
+        backoff: Option<Duration>,
+        retry_after: Option<Duration>,
+    ) -> Option<Duration> {
+        let planned = backoff?;
+        Some(match retry_after {
+            Some(asked) => asked.min(self.max_delay.max(planned)),
+            None => planned,
+        })
+    }
+}
+
+/// Whether a request may be sent again after this outcome.
+pub(super) fn is_retryable_status(status: StatusCode, idempotent: bool) -> bool {
+    match status {
+        // The rate limiter refused it: nothing was done, any request may repeat.
+        StatusCode::TOO_MANY_REQUESTS => true,
+        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT => {
+            idempotent
+        }
+        _ => false,
+    }
+}
+
+/// Parses `Retry-After` in its seconds form; the HTTP-date form is ignored
+/// (back-off applies) because clock skew makes it unreliable.
+pub(super) fn parse_retry_after(value: Option<&reqwest::header::HeaderValue>) -> Option<Duration> {
+    let secs: f64 = value?.to_str().ok()?.trim().parse().ok()?;
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    #[test]
+    fn rate_limited_requests_are_always_retryable_but_5xx_only_when_idempotent() {
+        assert!(is_retryable_status(StatusCode::TOO_MANY_REQUESTS, false));
+        assert!(is_retryable_status(StatusCode::SERVICE_UNAVAILABLE, true));
+        assert!(!is_retryable_status(StatusCode::SERVICE_UNAVAILABLE, false));
+        assert!(!is_retryable_status(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            true
+        ));
+        assert!(!is_retryable_status(StatusCode::CONFLICT, true));
+    }
+
+    #[test]
+    fn retry_after_wins_over_backoff_but_is_capped() {
+        let p = RetryPolicy::default();
+        let header = HeaderValue::from_static("3");
+        let asked = parse_retry_after(Some(&header));
+        assert_eq!(asked, Some(Duration::from_secs(3)));
+        assert_eq!(
+            p.delay(Some(Duration::from_millis(10)), asked),
+            Some(Duration::from_secs(3))
+        );
+        let huge = Some(Duration::from_secs(3600));
+        assert_eq!(
+            p.delay(Some(Duration::from_millis(10)), huge),
+            Some(p.max_delay)
+        );
+        assert_eq!(
+            p.delay(None, asked),
+            None,
+            "exhausted back-off stops retries"
+        );
+        assert_eq!(
+            parse_retry_after(Some(&HeaderValue::from_static("soon"))),
+            None
+        );
+    }
+}

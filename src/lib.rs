@@ -1,0 +1,12 @@
+//! kiwi-infra orders, bootstraps and labels KiwiStack's machines at Contabo.
+//!
+//! The crate follows observe → plan → execute (see README "Architecture"):
+//! [`inventory`] and [`observe`] produce plain data, [`plan`] turns it into
+//! steps without any I/O, and the executors carry the steps out.
+
+pub mod cli;
+pub mod contabo;
+pub mod inventory;
+pub mod observe;
+pub mod plan;
+pub mod secret;
