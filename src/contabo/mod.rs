@@ -6,12 +6,14 @@
 //! retries only what is safe to retry ([`retry`]). Orders are never retried
 //! blindly: see [`ContaboClient::create_instance`].
 
+mod api;
 mod auth;
 mod client;
 mod error;
 pub mod models;
 pub mod retry;
 
+pub use api::CloudApi;
 pub use auth::Credentials;
 pub use client::{
     ClientConfig, ContaboClient, InstanceFilter, OrderResolution, DEFAULT_API_URL, DEFAULT_AUTH_URL,
