@@ -1,8 +1,10 @@
 //! The one retry policy of the Contabo client.
 //!
 //! Retried: 429 (after `Retry-After` when Contabo sends one, else exponential
-//! back-off with jitter), 502/503/504, connection resets and timeouts — but the
-//! last three only for requests that are safe to repeat. A `POST` that creates
+//! back-off with jitter), 500/502/503/504, connection resets and timeouts — but
+//! all except 429 only for requests that are safe to repeat. (500 is included
+//! because Contabo's gateway answers it for passing faults; repeating a read
+//! or an idempotent write after one is harmless.) A `POST` that creates
 //! something is never repeated on an ambiguous failure: the server may have
 //! acted on it, and for an order that would buy a second server.
 
@@ -18,8 +20,10 @@ pub struct RetryPolicy {
     pub max_retries: usize,
     /// First back-off delay.
     pub min_delay: Duration,
-    /// Longest single back-off delay (also caps `Retry-After`).
+    /// Longest single back-off delay.
     pub max_delay: Duration,
+    /// Longest wait a server's `Retry-After` may impose.
+    pub max_retry_after: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -28,17 +32,20 @@ impl Default for RetryPolicy {
             max_retries: 6,
             min_delay: Duration::from_millis(250),
             max_delay: Duration::from_secs(30),
+            max_retry_after: Duration::from_secs(120),
         }
     }
 }
 
 impl RetryPolicy {
-    /// No waiting between attempts: for tests, so they stay fast.
+    /// No back-off between attempts, for tests, so they stay fast. A
+    /// server's `Retry-After` is still obeyed.
     pub fn immediate(max_retries: usize) -> Self {
         Self {
             max_retries,
             min_delay: Duration::ZERO,
             max_delay: Duration::ZERO,
+            max_retry_after: Duration::from_secs(120),
         }
     }
 
@@ -59,7 +66,7 @@ impl RetryPolicy {
     ) -> Option<Duration> {
         let planned = backoff?;
         Some(match retry_after {
-            Some(asked) => asked.min(self.max_delay.max(planned)),
+            Some(asked) => asked.min(self.max_retry_after).max(planned),
             None => planned,
         })
     }
@@ -70,9 +77,10 @@ pub(super) fn is_retryable_status(status: StatusCode, idempotent: bool) -> bool 
     match status {
         // The rate limiter refused it: nothing was done, any request may repeat.
         StatusCode::TOO_MANY_REQUESTS => true,
-        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT => {
-            idempotent
-        }
+        StatusCode::INTERNAL_SERVER_ERROR
+        | StatusCode::BAD_GATEWAY
+        | StatusCode::SERVICE_UNAVAILABLE
+        | StatusCode::GATEWAY_TIMEOUT => idempotent,
         _ => false,
     }
 }
@@ -95,10 +103,12 @@ mod tests {
         assert!(is_retryable_status(StatusCode::TOO_MANY_REQUESTS, false));
         assert!(is_retryable_status(StatusCode::SERVICE_UNAVAILABLE, true));
         assert!(!is_retryable_status(StatusCode::SERVICE_UNAVAILABLE, false));
+        assert!(is_retryable_status(StatusCode::INTERNAL_SERVER_ERROR, true));
         assert!(!is_retryable_status(
             StatusCode::INTERNAL_SERVER_ERROR,
-            true
+            false
         ));
+        assert!(!is_retryable_status(StatusCode::NOT_IMPLEMENTED, true));
         assert!(!is_retryable_status(StatusCode::CONFLICT, true));
     }
 
@@ -115,7 +125,13 @@ mod tests {
         let huge = Some(Duration::from_secs(3600));
         assert_eq!(
             p.delay(Some(Duration::from_millis(10)), huge),
-            Some(p.max_delay)
+            Some(p.max_retry_after)
+        );
+        let immediate = RetryPolicy::immediate(3);
+        assert_eq!(
+            immediate.delay(Some(Duration::ZERO), asked),
+            asked,
+            "tests obey Retry-After too"
         );
         assert_eq!(
             p.delay(None, asked),

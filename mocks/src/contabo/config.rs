@@ -1,0 +1,329 @@
+//! Settings of a mock instance: the sandbox credentials, the timing of an instance's life, the
+//! address pool and the faults to inject. Kept apart from the server so that the binary's flags
+//! and the tests' struct literals describe the same knobs.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::MockError;
+
+/// Statuses that a product override may hold new orders in. These are the statuses in which the
+/// real Contabo parks an order until a human (or a payment) moves it on.
+pub const HOLD_STATUSES: [&str; 4] = [
+    "product_not_available",
+    "manual_provisioning",
+    "verification_required",
+    "pending_payment",
+];
+
+/// The credentials the token endpoint accepts. `Debug` hides the secrets so that a logged
+/// config never leaks them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// OAuth2 client id (`client_id` form field).
+    pub client_id: String,
+    /// OAuth2 client secret (`client_secret` form field).
+    pub client_secret: String,
+    /// API user (`username` form field), an e-mail address at Contabo.
+    pub username: String,
+    /// API password (`password` form field).
+    pub password: String,
+}
+
+impl Default for Credentials {
+    fn default() -> Self {
+        Self {
+            client_id: "kiwi-sandbox".into(),
+            client_secret: "sandbox-secret".into(),
+            username: "operator@kiwistack.test".into(),
+            password: "sandbox-password".into(),
+        }
+    }
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"***")
+            .field("username", &self.username)
+            .field("password", &"***")
+            .finish()
+    }
+}
+
+/// Faults injected into `/v1` traffic. Changeable at run time (`PUT /_mock/faults` or
+/// [`super::MockHandle::set_faults`]); never applied to the control API or the token endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Faults {
+    /// Added to every `/v1` request before it is handled.
+    pub latency_ms: u64,
+    /// Fraction (0..=1) of `/v1` requests answered with an injected 500 or 503 instead of being
+    /// handled. Drawn from the seeded RNG.
+    pub error_rate: f64,
+    /// Sustained requests per second of the shared token bucket; `None` means unlimited.
+    pub rate_limit_rps: Option<f64>,
+    /// Bucket size: how many requests may arrive at once before 429s start.
+    pub rate_burst: u32,
+    /// The next N instance orders are placed but their responses are dropped (connection
+    /// closed without a response).
+    pub drop_create_responses: u32,
+    /// Probability (0..=1) that any other instance order's response is dropped the same way.
+    pub drop_create_probability: f64,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Self {
+            latency_ms: 0,
+            error_rate: 0.0,
+            rate_limit_rps: None,
+            rate_burst: 10,
+            drop_create_responses: 0,
+            drop_create_probability: 0.0,
+        }
+    }
+}
+
+impl Faults {
+    /// Rejects values that cannot mean anything (a rate above 1, a negative RPS), naming the field.
+    pub fn check(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.error_rate) {
+            return Err(format!(
+                "errorRate must be within 0..=1, got {}",
+                self.error_rate
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.drop_create_probability) {
+            return Err(format!(
+                "dropCreateProbability must be within 0..=1, got {}",
+                self.drop_create_probability
+            ));
+        }
+        if let Some(rps) = self.rate_limit_rps {
+            if !(rps.is_finite() && rps > 0.0) {
+                return Err(format!("rateLimitRps must be a positive number, got {rps}"));
+            }
+        }
+        if self.rate_burst == 0 {
+            return Err("rateBurst must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// A pool of loopback IPv4 addresses handed to new instances, with the network they pretend to
+/// sit in. Only loopback is allowed: tests and the sandbox connect to these addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpRange {
+    /// First address handed out.
+    pub first: Ipv4Addr,
+    /// Last address handed out (inclusive).
+    pub last: Ipv4Addr,
+    /// Prefix length reported as `netmaskCidr`.
+    pub prefix: u8,
+    /// Reported as the instances' gateway; never handed out.
+    pub gateway: Ipv4Addr,
+}
+
+impl Default for IpRange {
+    fn default() -> Self {
+        Self {
+            first: Ipv4Addr::new(127, 0, 10, 2),
+            last: Ipv4Addr::new(127, 0, 10, 254),
+            prefix: 24,
+            gateway: Ipv4Addr::new(127, 0, 10, 1),
+        }
+    }
+}
+
+impl IpRange {
+    /// Every address of the pool, in order, skipping the gateway.
+    pub fn addresses(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        (u32::from(self.first)..=u32::from(self.last))
+            .map(Ipv4Addr::from)
+            .filter(move |ip| *ip != self.gateway)
+    }
+}
+
+impl FromStr for IpRange {
+    type Err = MockError;
+
+    /// Accepts `127.0.10.1-127.0.10.254` (a /24 around the first address is assumed, with
+    /// `.1` as gateway) or a CIDR such as `127.0.20.0/24` (gateway = first host, pool = the
+    /// other hosts).
+    fn from_str(input: &str) -> Result<Self, Self::Err> {
+        let invalid = |reason: &str| MockError::IpRange {
+            input: input.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let parse_ip = |s: &str| {
+            s.trim()
+                .parse::<Ipv4Addr>()
+                .map_err(|_| invalid("not an IPv4 address"))
+        };
+        let range = if let Some((net, prefix)) = input.split_once('/') {
+            let net = u32::from(parse_ip(net)?);
+            let prefix: u8 = prefix
+                .trim()
+                .parse()
+                .map_err(|_| invalid("prefix is not a number"))?;
+            if !(8..=30).contains(&prefix) {
+                return Err(invalid("prefix must be within /8../30"));
+            }
+            let mask = u32::MAX << (32 - prefix);
+            let network = net & mask;
+            let broadcast = network | !mask;
+            Self {
+                first: Ipv4Addr::from(network + 2),
+                last: Ipv4Addr::from(broadcast - 1),
+                prefix,
+                gateway: Ipv4Addr::from(network + 1),
+            }
+        } else if let Some((first, last)) = input.split_once('-') {
+            let first = parse_ip(first)?;
+            let last = parse_ip(last)?;
+            if u32::from(first) > u32::from(last) {
+                return Err(invalid("first address is after the last one"));
+            }
+            let gateway = Ipv4Addr::from(u32::from(first) & 0xffff_ff00 | 1);
+            Self {
+                first,
+                last,
+                prefix: 24,
+                gateway,
+            }
+        } else {
+            return Err(invalid("expected FIRST-LAST or NETWORK/PREFIX"));
+        };
+        if !(range.first.is_loopback() && range.last.is_loopback()) {
+            return Err(invalid(
+                "only loopback addresses (127.0.0.0/8) may be handed out",
+            ));
+        }
+        if range.addresses().next().is_none() {
+            return Err(invalid("the range holds no usable address"));
+        }
+        Ok(range)
+    }
+}
+
+/// Parses `V9=product_not_available` (the `--product-status` flag).
+pub fn parse_product_status(input: &str) -> Result<(String, String), MockError> {
+    let invalid = |reason: String| MockError::ProductStatus {
+        input: input.to_owned(),
+        reason,
+    };
+    let (product, status) = input
+        .split_once('=')
+        .ok_or_else(|| invalid("expected PRODUCT=STATUS".into()))?;
+    let (product, status) = (product.trim(), status.trim());
+    if super::catalog::product(product).is_none() {
+        return Err(invalid(format!("{product} is not a known product id")));
+    }
+    if !HOLD_STATUSES.contains(&status) {
+        return Err(invalid(format!(
+            "status must be one of {}",
+            HOLD_STATUSES.join(", ")
+        )));
+    }
+    Ok((product.to_owned(), status.to_owned()))
+}
+
+/// Everything a mock needs to start. `MockConfig::default()` is the sandbox: default
+/// credentials, 300 ms per install phase, no faults, in-memory state, 127.0.0.1 on a free port.
+#[derive(Debug, Clone)]
+pub struct MockConfig {
+    /// Where to listen. Port 0 picks a free port; [`super::MockHandle::base_url`] tells which.
+    pub listen: SocketAddr,
+    /// The one account the token endpoint knows.
+    pub credentials: Credentials,
+    /// Lifetime of issued access tokens.
+    pub token_ttl: Duration,
+    /// Time an order spends in `provisioning`.
+    pub provisioning_delay: Duration,
+    /// Time an install (first or re-) spends in `installing`.
+    pub installing_delay: Duration,
+    /// How often the background ticker advances instance statuses.
+    pub tick: Duration,
+    /// Addresses handed to new instances.
+    pub ip_range: IpRange,
+    /// Page size when a list request names none.
+    pub default_page_size: u32,
+    /// Largest page size served; bigger requests are cut down to it.
+    pub max_page_size: u32,
+    /// Faults in force at start.
+    pub faults: Faults,
+    /// Product id → hold status for new orders (see [`HOLD_STATUSES`]).
+    pub product_statuses: BTreeMap<String, String>,
+    /// Seed of the RNG behind injected errors and dropped responses.
+    pub seed: u64,
+    /// If set, state is loaded from and saved to this JSON file.
+    pub state_file: Option<PathBuf>,
+}
+
+impl Default for MockConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            credentials: Credentials::default(),
+            token_ttl: Duration::from_secs(300),
+            provisioning_delay: Duration::from_millis(300),
+            installing_delay: Duration::from_millis(300),
+            tick: Duration::from_millis(25),
+            ip_range: IpRange::default(),
+            default_page_size: 10,
+            max_page_size: 100,
+            faults: Faults::default(),
+            product_statuses: BTreeMap::new(),
+            seed: 0,
+            state_file: None,
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_reserves_gateway_and_broadcast() {
+        let r: IpRange = "127.0.20.0/29".parse().unwrap();
+        let all: Vec<_> = r.addresses().map(|a| a.to_string()).collect();
+        assert_eq!(r.gateway, Ipv4Addr::new(127, 0, 20, 1));
+        assert_eq!(
+            all,
+            [
+                "127.0.20.2",
+                "127.0.20.3",
+                "127.0.20.4",
+                "127.0.20.5",
+                "127.0.20.6"
+            ]
+        );
+    }
+
+    #[test]
+    fn non_loopback_ranges_are_refused() {
+        assert!("10.0.0.1-10.0.0.9".parse::<IpRange>().is_err());
+        assert!("192.168.1.0/24".parse::<IpRange>().is_err());
+    }
+
+    #[test]
+    fn product_status_flag_names_known_products_only() {
+        assert_eq!(
+            parse_product_status("V9=product_not_available").unwrap(),
+            ("V9".to_owned(), "product_not_available".to_owned())
+        );
+        assert!(parse_product_status("V1=product_not_available").is_err());
+        assert!(parse_product_status("V9=running").is_err());
+    }
+}

@@ -1,0 +1,370 @@
+//! The Contabo client against the Contabo mock, with the independent spec
+//! validator in between: every request and response of every test is checked
+//! against `shared/contabo/openapi.yaml`, and each test ends by asserting that
+//! the validator found nothing.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use kiwi_infra::contabo::models::{CreateInstance, Period, Region};
+use kiwi_infra::contabo::{
+    ClientConfig, ContaboClient, ContaboError, Credentials, InstanceFilter, OrderResolution,
+    RetryPolicy,
+};
+use kiwi_infra::secret::Secret;
+use kiwi_mocks::contabo::{spawn, Faults, MockConfig, MockHandle};
+use kiwi_mocks::openapi::{spawn_proxy, ProxyHandle};
+
+const UBUNTU: &str = "ubuntu-24.04";
+
+struct Rig {
+    mock: MockHandle,
+    proxy: ProxyHandle,
+}
+
+impl Rig {
+    async fn start(config: MockConfig) -> Self {
+        let mock = spawn(config).await.unwrap();
+        let proxy = spawn_proxy(&mock.base_url()).await.unwrap();
+        Self { mock, proxy }
+    }
+
+    fn config(&self) -> ClientConfig {
+        let c = self.mock.credentials();
+        let mut config = ClientConfig::new(Credentials {
+            client_id: c.client_id,
+            client_secret: Secret::new(c.client_secret),
+            username: c.username,
+            password: Secret::new(c.password),
+        });
+        config.api_url = self.proxy.base_url().to_string();
+        config.auth_url = format!(
+            "{}/auth/realms/contabo/protocol/openid-connect/token",
+            self.proxy.base_url()
+        );
+        config.requests_per_second = 1000.0;
+        config.retry = RetryPolicy::immediate(8);
+        config.request_timeout = Duration::from_secs(10);
+        config
+    }
+
+    fn client(&self) -> ContaboClient {
+        ContaboClient::new(self.config()).unwrap()
+    }
+
+    async fn image_id(&self, client: &ContaboClient) -> String {
+        client.find_images_by_name(UBUNTU).await.unwrap()[0]
+            .image_id
+            .clone()
+    }
+
+    fn assert_spec_clean(&self) {
+        let violations = self.proxy.violations();
+        assert!(
+            violations.is_empty(),
+            "spec violations:\n{}",
+            violations
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        let (requests, responses) = self.proxy.checked();
+        assert!(
+            requests > 0 && responses > 0,
+            "the validator saw no traffic"
+        );
+    }
+}
+
+fn order(name: &str, image_id: &str) -> CreateInstance {
+    CreateInstance {
+        product_id: "V94".into(),
+        region: Region::Eu,
+        image_id: image_id.into(),
+        period: Period::OneMonth,
+        display_name: name.into(),
+        ssh_keys: vec![],
+        user_data: Some(Secret::new("#cloud-config\n{}\n".into())),
+        default_user: None,
+    }
+}
+
+fn quick_mock() -> MockConfig {
+    MockConfig {
+        provisioning_delay: Duration::from_millis(10),
+        installing_delay: Duration::from_millis(10),
+        ..MockConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn lists_gather_every_page_in_order() {
+    let rig = Rig::start(quick_mock()).await;
+    let mut config = rig.config();
+    config.page_size = 10;
+    let client = ContaboClient::new(config).unwrap();
+    let image = rig.image_id(&client).await;
+    for n in 1..=25 {
+        client
+            .create_instance(order(&format!("kiwi-test-pool-{n:02}"), &image))
+            .await
+            .unwrap();
+    }
+    rig.mock.reset_stats();
+
+    let all = client
+        .list_instances(&InstanceFilter::default())
+        .await
+        .unwrap();
+
+    let names: Vec<_> = all.iter().map(|i| i.display_name.clone()).collect();
+    let expected: Vec<_> = (1..=25).map(|n| format!("kiwi-test-pool-{n:02}")).collect();
+    assert_eq!(names, expected);
+    let stats = rig.mock.stats();
+    assert_eq!(
+        stats.requests_by_route.get("GET /v1/compute/instances"),
+        Some(&3),
+        "25 instances at 10 a page are 3 requests: {stats:?}"
+    );
+    rig.assert_spec_clean();
+}
+
+#[tokio::test]
+async fn a_revoked_token_is_renewed_once_and_the_call_succeeds() {
+    let rig = Rig::start(quick_mock()).await;
+    let client = rig.client();
+    client.list_tags().await.unwrap();
+    assert_eq!(rig.mock.stats().tokens_issued, 1);
+    client.list_tags().await.unwrap();
+    assert_eq!(rig.mock.stats().tokens_issued, 1, "the token is cached");
+
+    rig.mock.revoke_tokens();
+    client.list_tags().await.unwrap();
+
+    assert_eq!(rig.mock.stats().tokens_issued, 2);
+    rig.assert_spec_clean();
+}
+
+#[tokio::test]
+async fn a_token_about_to_expire_is_renewed_before_use() {
+    let rig = Rig::start(MockConfig {
+        token_ttl: Duration::from_secs(1),
+        ..quick_mock()
+    })
+    .await;
+    let client = rig.client();
+    client.list_tags().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    client.list_tags().await.unwrap();
+    let stats = rig.mock.stats();
+    assert_eq!(stats.tokens_issued, 2);
+    assert_eq!(
+        stats.requests_total, 2,
+        "no request was sent with the expired token (it would have been a 401 and a retry)"
+    );
+}
+
+#[tokio::test]
+async fn wrong_credentials_are_a_user_error_that_never_shows_the_password() {
+    let rig = Rig::start(quick_mock()).await;
+    let mut config = rig.config();
+    config.credentials.password = Secret::new("canary-password-9f2".into());
+    let err = ContaboClient::new(config)
+        .unwrap()
+        .list_tags()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ContaboError::Credentials { .. }), "{err:?}");
+    assert!(err.is_user_error());
+    let shown = format!("{err} {err:?}");
+    assert!(shown.contains("CNTB_OAUTH2_PASS"), "{shown}");
+    assert!(!shown.contains("canary-password-9f2"), "{shown}");
+}
+
+#[tokio::test]
+async fn rate_limited_requests_wait_for_retry_after_and_succeed() {
+    let rig = Rig::start(MockConfig {
+        faults: Faults {
+            rate_limit_rps: Some(4.0),
+            rate_burst: 1,
+            ..Faults::default()
+        },
+        ..quick_mock()
+    })
+    .await;
+    let client = rig.client();
+    for _ in 0..4 {
+        client.list_tags().await.unwrap();
+    }
+    let stats = rig.mock.stats();
+    assert!(
+        stats.rate_limited > 0,
+        "the client outpaced the mock, so 429s were expected: {stats:?}"
+    );
+    rig.assert_spec_clean();
+}
+
+#[tokio::test]
+async fn reads_survive_injected_503s() {
+    let rig = Rig::start(MockConfig {
+        faults: Faults {
+            error_rate: 0.5,
+            ..Faults::default()
+        },
+        seed: 7,
+        ..quick_mock()
+    })
+    .await;
+    let client = rig.client();
+    for _ in 0..10 {
+        client.list_tags().await.unwrap();
+    }
+    assert!(rig.mock.stats().injected_errors > 0);
+    rig.assert_spec_clean();
+}
+
+#[tokio::test]
+async fn an_order_whose_response_was_dropped_is_not_sent_again() {
+    let rig = Rig::start(quick_mock()).await;
+    let client = rig.client();
+    let image = rig.image_id(&client).await;
+    rig.mock
+        .set_faults(Faults {
+            drop_create_responses: 1,
+            ..Faults::default()
+        })
+        .unwrap();
+
+    let err = client
+        .create_instance(order("kiwi-acme-agents-01", &image))
+        .await
+        .unwrap_err();
+
+    let ContaboError::OrderOutcomeUnknown { order, .. } = err else {
+        panic!("expected an unknown outcome, got {err:?}");
+    };
+    let stats = rig.mock.stats();
+    assert_eq!(stats.instances_created, 1);
+    assert_eq!(
+        stats.requests_by_route.get("POST /v1/compute/instances"),
+        Some(&1),
+        "the order was sent exactly once"
+    );
+    match client.resolve_unconfirmed_order(*order).await.unwrap() {
+        OrderResolution::Placed(found) => {
+            assert_eq!(found.len(), 1);
+            assert_eq!(found[0].display_name, "kiwi-acme-agents-01");
+        }
+        OrderResolution::NotPlaced(_) => panic!("the mock placed the order"),
+    }
+    assert_eq!(rig.mock.instances().len(), 1);
+    rig.assert_spec_clean();
+}
+
+#[tokio::test]
+async fn an_order_answered_with_503_is_looked_up_before_a_second_attempt() {
+    let rig = Rig::start(quick_mock()).await;
+    let client = rig.client();
+    let image = rig.image_id(&client).await;
+    rig.mock
+        .set_faults(Faults {
+            error_rate: 1.0,
+            ..Faults::default()
+        })
+        .unwrap();
+
+    let err = client
+        .create_instance(order("kiwi-acme-agents-02", &image))
+        .await
+        .unwrap_err();
+    let ContaboError::OrderOutcomeUnknown { order, .. } = err else {
+        panic!("expected an unknown outcome, got {err:?}");
+    };
+    assert_eq!(
+        rig.mock
+            .stats()
+            .requests_by_route
+            .get("POST /v1/compute/instances"),
+        Some(&1),
+        "a 503 on an order is not retried blindly"
+    );
+
+    rig.mock.set_faults(Faults::default()).unwrap();
+    let OrderResolution::NotPlaced(again) = client.resolve_unconfirmed_order(*order).await.unwrap()
+    else {
+        panic!("the 503 was injected before the order was placed");
+    };
+    client.create_instance(again).await.unwrap();
+    assert_eq!(rig.mock.instances().len(), 1);
+    rig.assert_spec_clean();
+}
+
+#[tokio::test]
+async fn twenty_concurrent_callers_share_one_rate_limit() {
+    let rig = Rig::start(MockConfig {
+        faults: Faults {
+            rate_limit_rps: Some(20.0),
+            rate_burst: 2,
+            ..Faults::default()
+        },
+        ..quick_mock()
+    })
+    .await;
+    let mut config = rig.config();
+    config.requests_per_second = 20.0;
+    let client = ContaboClient::new(config).unwrap();
+    client.list_tags().await.unwrap(); // token fetched outside the measured burst
+
+    let callers: Vec<_> = (0..20)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                for _ in 0..3 {
+                    client.list_tags().await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for caller in callers {
+        caller.await.unwrap();
+    }
+
+    let stats = rig.mock.stats();
+    assert_eq!(stats.requests_total, 61);
+    assert_eq!(
+        stats.rate_limited, 0,
+        "the client paced itself: no request was refused"
+    );
+    rig.assert_spec_clean();
+}
+
+#[tokio::test]
+async fn a_rejected_order_names_the_field_and_the_request_id() {
+    let rig = Rig::start(quick_mock()).await;
+    let client = rig.client();
+    let image = rig.image_id(&client).await;
+    let mut bad = order("kiwi-acme-agents-03", &image);
+    bad.product_id = "V999".into();
+
+    let err = client.create_instance(bad).await.unwrap_err();
+
+    let ContaboError::Api {
+        status,
+        context,
+        message,
+    } = &err
+    else {
+        panic!("expected an API error, got {err:?}");
+    };
+    assert_eq!(status.as_u16(), 400);
+    assert!(message.contains("V999"), "{message}");
+    assert!(uuid::Uuid::parse_str(&context.request_id).is_ok());
+    let shown = err.to_string();
+    assert!(shown.contains(&context.request_id), "{shown}");
+    assert!(shown.contains(client.trace_id()), "{shown}");
+    assert!(shown.contains("POST /v1/compute/instances"), "{shown}");
+    assert!(rig.mock.instances().is_empty());
+    rig.assert_spec_clean();
+}
