@@ -114,6 +114,74 @@ pub enum Command {
     ///
     /// Example: kiwi-infra instances --json | jq '.[].displayName'
     Instances(InstancesArgs),
+
+    /// Check the inventory without touching the network.
+    ///
+    /// Every error of every file is reported at once, as FILE:LINE:COLUMN.
+    /// Example: kiwi-infra validate --inventory ./inventory
+    Validate,
+
+    /// Show what apply would order, join, label and cancel, and what it costs.
+    ///
+    /// Examples:
+    ///   kiwi-infra plan
+    ///   kiwi-infra plan --out plan.json      # apply it later with `kiwi-infra apply plan.json`
+    ///   kiwi-infra plan --detailed-exitcode  # 0 nothing to do, 2 changes, 1 error
+    Plan(PlanArgs),
+
+    /// Carry out a plan: order, wait for and tag servers (asks first).
+    ///
+    /// Examples:
+    ///   kiwi-infra apply                   # plan, show, ask for `yes`, apply
+    ///   kiwi-infra apply --auto-approve    # no question (CI, runbooks)
+    ///   kiwi-infra apply plan.json         # exactly a saved plan, if still fresh
+    Apply(ApplyArgs),
+}
+
+/// `kiwi-infra apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// A plan saved with `kiwi-infra plan --out FILE`; refused when stale.
+    #[arg(value_name = "PLAN_FILE")]
+    pub plan_file: Option<std::path::PathBuf>,
+
+    /// Apply without asking for confirmation.
+    #[arg(long)]
+    pub auto_approve: bool,
+
+    #[command(flatten)]
+    pub choices: PlanChoices,
+}
+
+/// `kiwi-infra plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Print the plan as JSON (schema: docs/plan-json.md) instead of text.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Exit 0 when there is nothing to do, 2 when there are changes, 1 on error.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+
+    /// Also save the plan to FILE, for `kiwi-infra apply FILE`.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<std::path::PathBuf>,
+
+    #[command(flatten)]
+    pub choices: PlanChoices,
+}
+
+/// Choices that change what a plan contains or allows.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct PlanChoices {
+    /// Take over instances that carry a slot's name but no kiwi-managed tag.
+    #[arg(long)]
+    pub adopt: bool,
+
+    /// Allow destructive steps (drain, delete node, cancel instance).
+    #[arg(long)]
+    pub allow_destroy: bool,
 }
 
 /// `kiwi-infra instances`.

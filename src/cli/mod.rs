@@ -1,8 +1,10 @@
 //! The command-line layer: parses arguments, sets up logging, runs one
 //! command and maps its outcome to an exit code. Only this layer prints.
 
+mod apply;
 mod args;
 mod instances;
+mod plan;
 mod settings;
 mod table;
 
@@ -24,6 +26,9 @@ pub enum CliError {
     /// Something the operator gave us is wrong.
     #[error("{0}")]
     User(String),
+    /// The inventory has errors; each is printed on its own line.
+    #[error("{0}")]
+    Inventory(crate::inventory::Diagnostics),
     /// Contabo failed or refused.
     #[error(transparent)]
     Contabo(#[from] ContaboError),
@@ -35,7 +40,7 @@ pub enum CliError {
 impl CliError {
     fn exit_code(&self) -> u8 {
         match self {
-            Self::User(_) => EXIT_USER_ERROR,
+            Self::User(_) | Self::Inventory(_) => EXIT_USER_ERROR,
             Self::Contabo(e) if e.is_user_error() => EXIT_USER_ERROR,
             Self::Contabo(_) | Self::Internal(_) => EXIT_FAILURE,
         }
@@ -70,11 +75,14 @@ async fn run(cli: &Cli) -> Result<ExitCode, CliError> {
         args::Command::Instances(a) => instances::run(&cli.global, a)
             .await
             .map(|()| ExitCode::SUCCESS),
+        args::Command::Validate => plan::validate(&cli.global).map(|()| ExitCode::SUCCESS),
+        args::Command::Plan(a) => plan::run(&cli.global, a).await,
+        args::Command::Apply(a) => apply::run(&cli.global, a).await,
     }
 }
 
 /// Prints an error and its whole chain of causes, once.
-fn report(error: &CliError) {
+pub(crate) fn report(error: &CliError) {
     let mut text = format!("error: {error}");
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {

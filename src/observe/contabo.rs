@@ -6,10 +6,11 @@ use std::collections::BTreeSet;
 
 use crate::contabo::models::{Image, Instance, InstanceId, StoredSecret, Tag};
 use crate::contabo::{CloudApi, ContaboError};
+use crate::plan;
 
 /// The tag that marks an instance as kiwi-infra's. Apply assigns it after the
 /// cluster and class tags, so its presence means the instance is fully tagged.
-pub const OWNERSHIP_TAG: &str = "kiwi-managed";
+pub const OWNERSHIP_TAG: &str = plan::tags::MANAGED;
 
 /// The account as observed at one moment.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,4 +56,56 @@ pub async fn observe_account(
         secrets,
         images,
     })
+}
+
+impl AccountSnapshot {
+    /// The snapshot as the planner's plain data. Only the ownership tag's
+    /// assignments are read (see [`OWNERSHIP_TAG`]), so an instance's tag set
+    /// holds that tag or nothing.
+    pub fn into_observed(self, image_name: &str) -> plan::Observed {
+        let owned = self.owned;
+        let instances = self
+            .instances
+            .into_iter()
+            .map(|i| plan::Instance {
+                tags: if owned.contains(&i.instance_id) {
+                    BTreeSet::from([OWNERSHIP_TAG.to_string()])
+                } else {
+                    BTreeSet::new()
+                },
+                ipv4: i.ipv4().map(str::to_string),
+                id: plan::InstanceId(i.instance_id.0),
+                display_name: i.display_name,
+                product_id: i.product_id,
+                region: i.region.to_string(),
+                status: plan::InstanceStatus::parse(i.status.as_str()),
+                created_date: i.created_date,
+                cancel_date: i.cancel_date,
+                image_id: i.image_id.map(plan::ImageId),
+            })
+            .collect();
+        let image = self
+            .images
+            .into_iter()
+            .find(|i| i.name == image_name)
+            .map(|i| plan::ResolvedImage {
+                name: i.name,
+                id: plan::ImageId(i.image_id),
+            });
+        plan::Observed {
+            instances,
+            tags: self
+                .tags
+                .into_iter()
+                .map(|t| (t.name, plan::TagId(t.tag_id.0)))
+                .collect(),
+            secrets: self
+                .secrets
+                .into_iter()
+                .map(|s| (s.name, plan::SecretId(s.secret_id.0)))
+                .collect(),
+            image,
+            clusters: Default::default(),
+        }
+    }
 }

@@ -1,0 +1,132 @@
+//! `kiwi-infra validate` and `kiwi-infra plan`: read the inventory, observe
+//! Contabo, plan, render.
+
+use std::process::ExitCode;
+
+use super::args::{GlobalArgs, PlanArgs, PlanChoices};
+use super::{settings, CliError};
+use crate::contabo::ContaboClient;
+use crate::inventory::{self, Desired};
+use crate::observe::contabo::observe_account;
+use crate::plan::{self, Observed, Plan, PlanOptions, RenderOptions, SavedPlan};
+
+/// Exit code of `plan --detailed-exitcode` when there are changes.
+const EXIT_CHANGES: u8 = 2;
+
+/// Loads and validates the inventory, turning diagnostics into a user error.
+pub(super) fn load_inventory(global: &GlobalArgs) -> Result<Desired, CliError> {
+    inventory::load(&global.inventory).map_err(CliError::Inventory)
+}
+
+/// `kiwi-infra validate`.
+pub(super) fn validate(global: &GlobalArgs) -> Result<(), CliError> {
+    let desired = load_inventory(global)?;
+    let nodes: usize = desired
+        .clusters
+        .iter()
+        .flat_map(|c| &c.pools)
+        .map(|p| p.count as usize)
+        .sum();
+    println!(
+        "{}: valid ({} customers, {} clusters, {} node slots)",
+        global.inventory.display(),
+        desired.customers.len(),
+        desired.clusters.len(),
+        nodes
+    );
+    Ok(())
+}
+
+/// Everything a plan is made from, observed at one moment.
+#[derive(Debug)]
+pub(super) struct Planned {
+    pub desired: Desired,
+    pub observed: Observed,
+    pub plan: Plan,
+    pub client: ContaboClient,
+}
+
+/// Reads the inventory, observes Contabo and plans.
+pub(super) async fn observe_and_plan(
+    global: &GlobalArgs,
+    choices: PlanChoices,
+) -> Result<Planned, CliError> {
+    let desired = load_inventory(global)?;
+    let client = settings::contabo_client(global)?;
+    let observed = observe(&client, &desired).await?;
+    let plan = plan::plan(&desired, &observed, &plan_options(choices));
+    Ok(Planned {
+        desired,
+        observed,
+        plan,
+        client,
+    })
+}
+
+/// Observes what the plan depends on.
+pub(super) async fn observe(
+    client: &ContaboClient,
+    desired: &Desired,
+) -> Result<Observed, CliError> {
+    let image = &desired.provider.image;
+    Ok(observe_account(client, image).await?.into_observed(image))
+}
+
+pub(super) fn plan_options(choices: PlanChoices) -> PlanOptions {
+    PlanOptions {
+        adopt: choices.adopt,
+        allow_destroy: choices.allow_destroy,
+    }
+}
+
+/// `kiwi-infra plan`.
+pub(super) async fn run(global: &GlobalArgs, args: &PlanArgs) -> Result<ExitCode, CliError> {
+    let result = plan_and_print(global, args).await;
+    match result {
+        Ok(has_changes) if args.detailed_exitcode && has_changes => {
+            Ok(ExitCode::from(EXIT_CHANGES))
+        }
+        Ok(_) => Ok(ExitCode::SUCCESS),
+        Err(e) if args.detailed_exitcode => {
+            // The documented contract of --detailed-exitcode: any error is 1.
+            super::report(&e);
+            Ok(ExitCode::from(1))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn plan_and_print(global: &GlobalArgs, args: &PlanArgs) -> Result<bool, CliError> {
+    let planned = observe_and_plan(global, args.choices).await?;
+    if let Some(path) = &args.out {
+        let saved = SavedPlan::new(&planned.desired, &planned.observed, planned.plan.clone());
+        write_new_file(path, &saved.to_json())?;
+    }
+    if args.json {
+        let json = serde_json::to_string_pretty(&plan::render_json(&planned.plan))
+            .map_err(|e| CliError::Internal(format!("cannot encode the plan as JSON: {e}")))?;
+        println!("{json}");
+    } else {
+        let options = RenderOptions {
+            color: settings::use_color(global.color),
+            allow_destroy: args.choices.allow_destroy,
+        };
+        print!("{}", plan::render_human(&planned.plan, &options));
+        if let Some(path) = &args.out {
+            println!(
+                "\nSaved this plan to {0}. Apply exactly it with: kiwi-infra apply {0}",
+                path.display()
+            );
+        }
+    }
+    Ok(!planned.plan.is_empty())
+}
+
+/// Writes `text` to `path` through a temporary file and a rename, so a
+/// crash never leaves half a plan behind.
+fn write_new_file(path: &std::path::Path, text: &str) -> Result<(), CliError> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| CliError::User(format!("cannot write the plan to {}: {e}", path.display())))
+}
