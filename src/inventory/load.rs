@@ -1,0 +1,263 @@
+//! Reads the inventory directory: `kiwi.toml` and `customers/*.toml`. Each
+//! table is deserialised on its own, so one bad pool does not hide the errors
+//! of the next, and a broken file does not stop the others from being read.
+
+use super::diagnostics::{Collector, FileId, SourceFile};
+use super::files::{
+    CustomerFile, MainFile, NamedPool, RawCore, RawCustomerHead, RawK3s, RawPool, RawPrice,
+    RawProvider,
+};
+use serde::de::DeserializeOwned;
+use std::path::Path;
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+/// The file holding provider defaults and the Core cluster.
+pub const MAIN_FILE: &str = "kiwi.toml";
+/// The folder holding one file per customer.
+pub const CUSTOMERS_DIR: &str = "customers";
+
+/// Everything read from the inventory directory, before validation.
+#[derive(Debug)]
+pub(crate) struct RawInventory {
+    pub(crate) main: Option<(FileId, MainFile)>,
+    pub(crate) customers: Vec<(FileId, CustomerFile)>,
+}
+
+/// Reads every file of the inventory, recording errors in `errors`.
+pub(crate) fn read_inventory(dir: &Path, errors: &mut Collector) -> RawInventory {
+    let mut inventory = RawInventory {
+        main: None,
+        customers: Vec::new(),
+    };
+    if !dir.is_dir() {
+        errors.about_file(
+            dir,
+            "inventory directory not found; expected a directory holding kiwi.toml and customers/",
+        );
+        return inventory;
+    }
+    let main_path = dir.join(MAIN_FILE);
+    if let Some(file) = read_file(&main_path, errors) {
+        inventory.main = Some((file, read_main(file, errors)));
+    }
+    for path in customer_paths(dir, errors) {
+        let Some(name) = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .map(str::to_string)
+        else {
+            errors.about_file(&path, "file name is not UTF-8; expected <customer>.toml");
+            continue;
+        };
+        if let Some(file) = read_file(&path, errors) {
+            inventory
+                .customers
+                .push((file, read_customer(file, name, errors)));
+        }
+    }
+    inventory
+}
+
+/// The `customers/*.toml` files in name order; other files are ignored.
+fn customer_paths(dir: &Path, errors: &mut Collector) -> Vec<std::path::PathBuf> {
+    let customers = dir.join(CUSTOMERS_DIR);
+    if !customers.exists() {
+        return Vec::new();
+    }
+    let entries = match std::fs::read_dir(&customers) {
+        Ok(entries) => entries,
+        Err(e) => {
+            errors.about_file(&customers, format!("cannot read directory: {e}"));
+            return Vec::new();
+        }
+    };
+    let mut paths: Vec<_> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    paths.sort();
+    paths
+}
+
+fn read_file(path: &Path, errors: &mut Collector) -> Option<FileId> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Some(errors.add_file(SourceFile::new(path.to_path_buf(), text))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            errors.about_file(path, "file not found; expected the inventory's main file with [provider], [prices] and [core]");
+            None
+        }
+        Err(e) => {
+            errors.about_file(path, format!("cannot read file: {e}"));
+            None
+        }
+    }
+}
+
+/// Parses the document, reporting a syntax error at its position.
+fn parse_document<'a>(file: FileId, text: &'a str, errors: &mut Collector) -> Option<DeTable<'a>> {
+    match DeTable::parse(text) {
+        Ok(doc) => Some(doc.into_inner()),
+        Err(e) => {
+            let span = e.span().unwrap_or(0..0);
+            errors.at(file, span, toml_message(&e));
+            None
+        }
+    }
+}
+
+fn read_main(file: FileId, errors: &mut Collector) -> MainFile {
+    let text = errors.text(file).to_string();
+    let mut main = MainFile::default();
+    let Some(doc) = parse_document(file, &text, errors) else {
+        return main;
+    };
+    let mut seen_provider = false;
+    let mut seen_prices = false;
+    for (key, value) in doc {
+        match key.get_ref().as_ref() {
+            "provider" => {
+                seen_provider = true;
+                main.provider_span = Some(key.span());
+                main.provider = section::<RawProvider>(file, value, errors);
+            }
+            "prices" => {
+                seen_prices = true;
+                if let Some(prices) = section(file, value, errors) {
+                    let prices: std::collections::BTreeMap<Spanned<String>, Spanned<RawPrice>> =
+                        prices;
+                    main.prices = prices.into_iter().collect();
+                }
+            }
+            "k3s" => main.k3s = section::<RawK3s>(file, value, errors),
+            "core" => {
+                main.core_span = Some(key.span());
+                if let Some((head, pools)) = split_pools(file, value, errors) {
+                    main.core = section::<RawCore>(file, head, errors);
+                    main.core_pools = pools;
+                }
+            }
+            other => errors.at(
+                file,
+                key.span(),
+                format!(
+                    "unknown key `{other}`; expected one of `provider`, `prices`, `k3s`, `core`"
+                ),
+            ),
+        }
+    }
+    if !seen_provider {
+        errors.at(
+            file,
+            0..0,
+            "missing table `[provider]`; expected region, image, ssh_public_key and period",
+        );
+    }
+    if !seen_prices {
+        errors.at(file, 0..0, "missing table `[prices]`; expected the monthly price of each product in use, e.g. `V94 = \"8.49\"`");
+    }
+    if main.core_span.is_none() {
+        errors.at(file, 0..0, "missing table `[core]`; expected the Core cluster's api_endpoint, kubernetes_version, control_plane and pools");
+    }
+    main
+}
+
+fn read_customer(file: FileId, name: String, errors: &mut Collector) -> CustomerFile {
+    let text = errors.text(file).to_string();
+    let mut customer = CustomerFile {
+        name,
+        head: None,
+        servers: None,
+        pools_span: None,
+        pools: Vec::new(),
+    };
+    let Some(mut doc) = parse_document(file, &text, errors) else {
+        return customer;
+    };
+    if let Some((key, value)) = doc.remove_entry("servers") {
+        customer.servers = Some((key.span(), section::<RawPool>(file, value, errors)));
+    }
+    if let Some((key, value)) = doc.remove_entry("pools") {
+        customer.pools_span = Some(key.span());
+        customer.pools = named_pools(file, value, errors);
+    }
+    let whole = Spanned::new(0..text.len(), DeValue::Table(doc));
+    customer.head = section::<RawCustomerHead>(file, whole, errors);
+    customer
+}
+
+/// Splits a table holding a `pools` sub-table into the rest and the pools.
+fn split_pools<'a>(
+    file: FileId,
+    value: Spanned<DeValue<'a>>,
+    errors: &mut Collector,
+) -> Option<(Spanned<DeValue<'a>>, Vec<NamedPool>)> {
+    let span = value.span();
+    let DeValue::Table(mut table) = value.into_inner() else {
+        errors.at(file, span, "expected a table");
+        return None;
+    };
+    let pools = match table.remove("pools") {
+        Some(pools) => named_pools(file, pools, errors),
+        None => Vec::new(),
+    };
+    Some((Spanned::new(span, DeValue::Table(table)), pools))
+}
+
+/// Reads `pools.<name>` tables one by one.
+fn named_pools(
+    file: FileId,
+    value: Spanned<DeValue<'_>>,
+    errors: &mut Collector,
+) -> Vec<NamedPool> {
+    let span = value.span();
+    let DeValue::Table(table) = value.into_inner() else {
+        errors.at(
+            file,
+            span,
+            "`pools` is not a table; expected `[pools.<name>]` tables",
+        );
+        return Vec::new();
+    };
+    table
+        .into_iter()
+        .map(|(name, pool)| NamedPool {
+            name: Spanned::new(name.span(), name.into_inner().into_owned()),
+            pool: section::<RawPool>(file, pool, errors),
+        })
+        .collect()
+}
+
+/// Deserialises one table (or value), reporting its first error.
+fn section<T: DeserializeOwned>(
+    file: FileId,
+    value: Spanned<DeValue<'_>>,
+    errors: &mut Collector,
+) -> Option<T> {
+    let span = value.span();
+    match T::deserialize(toml::de::ValueDeserializer::from(value)) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            errors.at(file, e.span().unwrap_or(span), toml_message(&e));
+            None
+        }
+    }
+}
+
+/// toml's message, in our `<what>; expected <what>` shape and vocabulary
+/// (TOML has keys, not fields).
+fn toml_message(e: &toml::de::Error) -> String {
+    let message = e.message().trim_end().replace('\n', " ");
+    let message = message
+        .replacen("unknown field", "unknown key", 1)
+        .replacen("missing field", "missing key", 1)
+        .replacen(", expected ", "; expected ", 1);
+    match message.split_once("; expected ") {
+        Some(_) => message,
+        None if message.starts_with("missing key") => {
+            format!("{message}; expected it in this table")
+        }
+        None => message,
+    }
+}

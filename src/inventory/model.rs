@@ -1,0 +1,274 @@
+//! The desired state, as read from `inventory/` and validated: plain data the
+//! planner can trust (every pool's product exists, has a price and matches
+//! its class; every name is DNS-safe; k3s server counts are odd).
+
+use super::kube::Taint;
+use super::products::NodeClass;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// The cluster name of the shared Core cluster.
+pub const CORE_CLUSTER: &str = "core";
+
+/// The pool name of a k3s cluster's servers.
+pub const SERVER_POOL: &str = "server";
+
+/// An amount of money in euro cents. Money is never a float.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct Money {
+    /// Euro cents; negative for savings.
+    pub cents: i64,
+}
+
+impl Money {
+    /// An amount from cents.
+    pub const fn from_cents(cents: i64) -> Self {
+        Self { cents }
+    }
+
+    /// Parses a euro amount written `"7.99"`, `"12"` or `"0.5"`.
+    pub fn parse_euros(s: &str) -> Option<Money> {
+        let (whole, frac) = match s.split_once('.') {
+            Some((w, f)) => (w, f),
+            None => (s, ""),
+        };
+        let digits = |x: &str| x.bytes().all(|b| b.is_ascii_digit());
+        if whole.is_empty() || !digits(whole) || frac.len() > 2 || !digits(frac) {
+            return None;
+        }
+        let whole: i64 = whole.parse().ok()?;
+        let frac: i64 = match frac.len() {
+            0 => 0,
+            1 => frac.parse::<i64>().ok()? * 10,
+            _ => frac.parse().ok()?,
+        };
+        whole
+            .checked_mul(100)?
+            .checked_add(frac)
+            .map(Money::from_cents)
+    }
+}
+
+impl fmt::Display for Money {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sign = if self.cents < 0 { "-" } else { "" };
+        let abs = self.cents.unsigned_abs();
+        write!(f, "{sign}€{}.{:02}", abs / 100, abs % 100)
+    }
+}
+
+/// A customer's tier (architecture A7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    /// Namespaces in the shared Core cluster; adds no nodes.
+    Core,
+    /// Dedicated k3s cluster.
+    Mesh,
+    /// Dedicated k3s cluster, plus device management.
+    Fleet,
+}
+
+impl Tier {
+    /// Lowercase name, as in labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Core => "core",
+            Tier::Mesh => "mesh",
+            Tier::Fleet => "fleet",
+        }
+    }
+}
+
+impl fmt::Display for Tier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Provider defaults from `[provider]` in `kiwi.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provider {
+    /// Contabo region, e.g. `EU`.
+    pub region: String,
+    /// OS image name, resolved to an image id through the API.
+    pub image: String,
+    /// The operator's OpenSSH public key (public, so safe to print).
+    pub ssh_public_key: String,
+    /// Contract period in months: 1, 3, 6 or 12.
+    pub period: u8,
+}
+
+/// The whole desired state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Desired {
+    /// Provider defaults.
+    pub provider: Provider,
+    /// Monthly price per product id, kept by the operator.
+    pub prices: BTreeMap<String, Money>,
+    /// Clusters with nodes: Core first, then one per Mesh/Fleet customer in
+    /// name order.
+    pub clusters: Vec<ClusterSpec>,
+    /// Every customer with its tier, Core-tier ones included.
+    pub customers: Vec<Customer>,
+}
+
+/// A customer file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Customer {
+    /// File stem of `customers/<name>.toml`.
+    pub name: String,
+    /// Tier.
+    pub tier: Tier,
+}
+
+/// A cluster and the nodes it should have.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterSpec {
+    /// `core`, or the customer's name.
+    pub name: String,
+    /// The tier its nodes are labelled with.
+    pub tier: Tier,
+    /// Kubeadm (Core) or k3s (Mesh/Fleet), with what joining needs.
+    pub kind: ClusterKind,
+    /// When true, no destructive step is ever planned for this cluster.
+    pub protected: bool,
+    /// Pools in inventory order; for k3s the server pool comes first.
+    pub pools: Vec<PoolSpec>,
+}
+
+/// How nodes join a cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "distribution", rename_all = "snake_case")]
+pub enum ClusterKind {
+    /// Upstream Kubernetes with an existing HA control plane; workers join
+    /// with `kubeadm join`.
+    Kubeadm {
+        /// `host:port` of the API server.
+        api_endpoint: String,
+        /// Kubernetes version of the cluster, e.g. `v1.31.4`.
+        kubernetes_version: String,
+        /// The existing control-plane nodes, which kiwi-infra does not order.
+        control_plane: Vec<ControlPlaneNode>,
+    },
+    /// k3s with embedded etcd.
+    K3s {
+        /// Pinned k3s version, e.g. `v1.31.4+k3s1`.
+        version: String,
+    },
+}
+
+/// An existing control-plane node of the Core cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlPlaneNode {
+    /// Kubernetes node name.
+    pub name: String,
+    /// Address kiwi-infra reaches it at (for join tokens).
+    pub address: String,
+}
+
+/// What nodes of a pool do in their cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PoolRole {
+    /// k3s server (embedded etcd member).
+    K3sServer,
+    /// k3s agent.
+    K3sAgent,
+    /// kubeadm worker of the Core cluster.
+    KubeadmWorker,
+}
+
+/// A pool of identical nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolSpec {
+    /// Pool name (DNS label).
+    pub name: String,
+    /// Server, agent or kubeadm worker.
+    pub role: PoolRole,
+    /// VPS or VDS.
+    pub class: NodeClass,
+    /// Contabo product id.
+    pub product: String,
+    /// Number of nodes.
+    pub count: u32,
+    /// Extra labels, on top of the `kiwistack.io/*` ones.
+    pub labels: BTreeMap<String, String>,
+    /// Taints.
+    pub taints: Vec<Taint>,
+}
+
+/// The deterministic name of a node slot, used as the instance's
+/// `displayName` and the Kubernetes node name, so a rerun finds what an
+/// earlier run ordered.
+pub fn slot_name(cluster: &str, pool: &str, index: u32) -> String {
+    format!("kiwi-{cluster}-{pool}-{index:02}")
+}
+
+impl Desired {
+    /// The cluster with this name.
+    pub fn cluster(&self, name: &str) -> Option<&ClusterSpec> {
+        self.clusters.iter().find(|c| c.name == name)
+    }
+
+    /// The monthly price of a product, if the operator gave one.
+    pub fn price(&self, product: &str) -> Option<Money> {
+        self.prices.get(product).copied()
+    }
+
+    /// A sha256 over the canonical JSON form, so a saved plan can tell
+    /// whether the inventory changed since.
+    pub fn digest(&self) -> String {
+        let bytes = serde_json::to_vec(self).unwrap_or_default();
+        hex(&Sha256::digest(&bytes))
+    }
+}
+
+impl PoolSpec {
+    /// The labels every node of this pool carries: the pool's extra labels
+    /// plus the `kiwistack.io/*` labels kiwi-infra sets itself.
+    pub fn node_labels(&self, cluster: &ClusterSpec) -> BTreeMap<String, String> {
+        let mut labels = self.labels.clone();
+        labels.insert("kiwistack.io/node-class".into(), self.class.to_string());
+        labels.insert("kiwistack.io/cluster".into(), cluster.name.clone());
+        labels.insert("kiwistack.io/pool".into(), self.name.clone());
+        labels.insert("kiwistack.io/tier".into(), cluster.tier.to_string());
+        labels
+    }
+}
+
+/// Lowercase hex of a byte string.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn euro_amounts_parse_to_exact_cents() {
+        assert_eq!(Money::parse_euros("7.99"), Some(Money::from_cents(799)));
+        assert_eq!(Money::parse_euros("12"), Some(Money::from_cents(1200)));
+        assert_eq!(Money::parse_euros("0.5"), Some(Money::from_cents(50)));
+        assert_eq!(Money::parse_euros("7.999"), None);
+        assert_eq!(Money::parse_euros("-1"), None);
+        assert_eq!(Money::parse_euros("€7"), None);
+    }
+
+    #[test]
+    fn money_prints_as_euros() {
+        assert_eq!(Money::from_cents(8396).to_string(), "€83.96");
+        assert_eq!(Money::from_cents(-1505).to_string(), "-€15.05");
+    }
+
+    #[test]
+    fn slot_names_are_two_digit_and_one_based() {
+        assert_eq!(slot_name("core", "general", 1), "kiwi-core-general-01");
+    }
+}

@@ -1,0 +1,628 @@
+//! Checks the inventory as read against the rules the planner relies on, and
+//! builds the [`Desired`] state. Every rule reports at the offending value, and
+//! every rule runs even after others failed, so one run lists every mistake.
+
+use super::diagnostics::{Collector, FileId};
+use super::files::{CustomerFile, MainFile, NamedPool, RawPool, RawPrice};
+use super::kube::{self, Taint, KIWI_LABEL_PREFIX};
+use super::load::{RawInventory, MAIN_FILE};
+use super::model::{
+    slot_name, ClusterKind, ClusterSpec, ControlPlaneNode, Customer, Desired, Money, PoolRole,
+    PoolSpec, Provider, Tier, CORE_CLUSTER, SERVER_POOL,
+};
+use super::products::{self, NodeClass};
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+use std::path::Path;
+use toml::Spanned;
+
+/// Regions `POST /v1/compute/instances` accepts.
+const REGIONS: &[&str] = &[
+    "EU",
+    "US-central",
+    "US-east",
+    "US-west",
+    "SIN",
+    "UK",
+    "AUS",
+    "JPN",
+    "IND",
+];
+
+/// Contract periods (months) Contabo accepts.
+const PERIODS: &[i64] = &[1, 3, 6, 12];
+
+/// Slot numbers are two digits.
+const MAX_POOL_COUNT: i64 = 99;
+
+/// A node name as it will exist, with where it came from, for duplicate checks.
+struct NameSource {
+    file: FileId,
+    what: String,
+}
+
+struct Validator<'a> {
+    dir: &'a Path,
+    errors: &'a mut Collector,
+    prices: Option<BTreeMap<String, Money>>,
+    names: BTreeMap<String, NameSource>,
+}
+
+/// Validates what was read and builds the desired state; returns `None` when
+/// anything was wrong (the errors are in `errors`).
+pub(crate) fn validate(dir: &Path, raw: RawInventory, errors: &mut Collector) -> Option<Desired> {
+    let mut v = Validator {
+        dir,
+        errors,
+        prices: None,
+        names: BTreeMap::new(),
+    };
+    let (main_file, main) = match raw.main {
+        Some((file, main)) => (Some(file), Some(main)),
+        None => (None, None),
+    };
+    let mut provider = None;
+    let mut core = None;
+    let mut k3s_version = None;
+    if let (Some(file), Some(main)) = (main_file, main) {
+        v.prices = Some(v.prices(file, &main));
+        provider = v.provider(file, &main);
+        k3s_version = main.k3s.as_ref().map(|k| k.version.get_ref().clone());
+        if let Some(k3s) = &main.k3s {
+            v.non_empty(file, &k3s.version, "k3s version", "e.g. \"v1.31.4+k3s1\"");
+        }
+        core = v.core(file, main);
+    }
+    let mut clusters: Vec<ClusterSpec> = core.into_iter().collect();
+    let mut customers = Vec::new();
+    for (file, customer) in raw.customers {
+        if let Some((c, cluster)) = v.customer(file, customer, k3s_version.as_deref(), main_file) {
+            customers.push(c);
+            clusters.extend(cluster);
+        }
+    }
+    if v.errors.has_errors() {
+        return None;
+    }
+    Some(Desired {
+        provider: provider?,
+        prices: v.prices?,
+        clusters,
+        customers,
+    })
+}
+
+impl Validator<'_> {
+    fn non_empty(
+        &mut self,
+        file: FileId,
+        value: &Spanned<String>,
+        what: &str,
+        example: &str,
+    ) -> bool {
+        if value.get_ref().trim().is_empty() {
+            self.errors.at(
+                file,
+                value.span(),
+                format!("{what} is empty; expected {example}"),
+            );
+            return false;
+        }
+        true
+    }
+
+    fn prices(&mut self, file: FileId, main: &MainFile) -> BTreeMap<String, Money> {
+        let mut prices = BTreeMap::new();
+        for (product, price) in &main.prices {
+            if products::product(product.get_ref()).is_none() {
+                self.errors.at(
+                    file,
+                    product.span(),
+                    format!(
+                        "unknown product `{}`; expected {}",
+                        product.get_ref(),
+                        catalog_hint()
+                    ),
+                );
+            }
+            let money = match price.get_ref() {
+                RawPrice::Text(s) => Money::parse_euros(s).ok_or_else(|| {
+                    format!("price `{s}` is not an amount in euros; expected e.g. \"8.49\"")
+                }),
+                RawPrice::Integer(n) if *n >= 0 => Ok(Money::from_cents(n.saturating_mul(100))),
+                RawPrice::Integer(n) => Err(format!(
+                    "price {n} is negative; expected euros such as \"8.49\""
+                )),
+                RawPrice::Float(x) => Err(format!(
+                    "price {x} is a floating-point number; expected a string such as \"{x}\" \
+                     so cents stay exact"
+                )),
+            };
+            match money {
+                Ok(m) => {
+                    prices.insert(product.get_ref().clone(), m);
+                }
+                Err(message) => self.errors.at(file, price.span(), message),
+            }
+        }
+        prices
+    }
+
+    fn provider(&mut self, file: FileId, main: &MainFile) -> Option<Provider> {
+        let p = main.provider.as_ref()?;
+        let mut ok = true;
+        if !REGIONS.contains(&p.region.get_ref().as_str()) {
+            self.errors.at(
+                file,
+                p.region.span(),
+                format!(
+                    "unknown region `{}`; expected one of {}",
+                    p.region.get_ref(),
+                    REGIONS.join(", ")
+                ),
+            );
+            ok = false;
+        }
+        ok &= self.non_empty(
+            file,
+            &p.image,
+            "image name",
+            "an OS image name such as \"ubuntu-24.04\"",
+        );
+        if !PERIODS.contains(p.period.get_ref()) {
+            self.errors.at(
+                file,
+                p.period.span(),
+                format!(
+                    "contract period {} is not offered; expected 1, 3, 6 or 12 (months)",
+                    p.period.get_ref()
+                ),
+            );
+            ok = false;
+        }
+        let key = match (&p.ssh_public_key, &p.ssh_public_key_file) {
+            (Some(key), None) => self.public_key(file, key.span(), key.get_ref()),
+            (None, Some(path)) => self.public_key_file(file, path),
+            (Some(_), Some(path)) => {
+                self.errors.at(
+                    file,
+                    path.span(),
+                    "both ssh_public_key and ssh_public_key_file are set; expected only one",
+                );
+                None
+            }
+            (None, None) => {
+                let span = main.provider_span.clone().unwrap_or(0..0);
+                self.errors.at(file, span, "no operator SSH key; expected ssh_public_key = \"ssh-ed25519 …\" or ssh_public_key_file = \"operator.pub\"");
+                None
+            }
+        };
+        (ok && key.is_some()).then(|| Provider {
+            region: p.region.get_ref().clone(),
+            image: p.image.get_ref().trim().to_string(),
+            ssh_public_key: key.unwrap_or_default(),
+            period: u8::try_from(*p.period.get_ref()).unwrap_or(1),
+        })
+    }
+
+    fn public_key_file(&mut self, file: FileId, path: &Spanned<String>) -> Option<String> {
+        let full = self.dir.join(path.get_ref());
+        match std::fs::read_to_string(&full) {
+            Ok(text) => self.public_key(file, path.span(), text.trim()),
+            Err(e) => {
+                self.errors.at(
+                    file,
+                    path.span(),
+                    format!("cannot read SSH public key file {}: {e}; expected a path relative to the inventory directory", full.display()),
+                );
+                None
+            }
+        }
+    }
+
+    /// Accepts an OpenSSH public key line. A private key is refused without
+    /// echoing any of it.
+    fn public_key(&mut self, file: FileId, span: Range<usize>, key: &str) -> Option<String> {
+        const TYPES: &[&str] = &[
+            "ssh-ed25519",
+            "ssh-rsa",
+            "ecdsa-sha2-nistp256",
+            "ecdsa-sha2-nistp384",
+            "ecdsa-sha2-nistp521",
+            "sk-ssh-ed25519@openssh.com",
+            "sk-ecdsa-sha2-nistp256@openssh.com",
+        ];
+        if key.contains("PRIVATE KEY") {
+            self.errors.at(
+                file,
+                span,
+                "this is a private key; expected the operator's public key (the .pub file)",
+            );
+            return None;
+        }
+        let mut parts = key.split_whitespace();
+        let kind = parts.next().unwrap_or("");
+        let blob = parts.next().unwrap_or("");
+        let base64 = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
+        };
+        if !TYPES.contains(&kind) || !base64(blob) || key.lines().count() > 1 {
+            self.errors.at(
+                file,
+                span,
+                "not an OpenSSH public key; expected one line like \"ssh-ed25519 AAAA… comment\"",
+            );
+            return None;
+        }
+        Some(key.to_string())
+    }
+
+    fn core(&mut self, file: FileId, main: MainFile) -> Option<ClusterSpec> {
+        let raw = main.core?;
+        let mut ok = true;
+        let endpoint = raw.api_endpoint.get_ref();
+        let endpoint_ok = endpoint.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+        if !endpoint_ok {
+            self.errors.at(file, raw.api_endpoint.span(), format!("api_endpoint `{endpoint}` is not host:port; expected e.g. \"api.core.example.net:6443\""));
+            ok = false;
+        }
+        if !raw.kubernetes_version.get_ref().starts_with('v') {
+            self.errors.at(
+                file,
+                raw.kubernetes_version.span(),
+                format!(
+                    "kubernetes_version `{}` is not a version; expected e.g. \"v1.31.4\"",
+                    raw.kubernetes_version.get_ref()
+                ),
+            );
+            ok = false;
+        }
+        let nodes = raw.control_plane.get_ref();
+        if nodes.is_empty() || nodes.len() % 2 == 0 {
+            self.errors.at(file, raw.control_plane.span(), format!("{} control-plane nodes cannot keep etcd quorum; expected an odd number (3 for HA)", nodes.len()));
+            ok = false;
+        }
+        let mut control_plane = Vec::new();
+        for node in nodes {
+            let name = node.name.get_ref();
+            if !is_node_name(name) {
+                self.errors.at(file, node.name.span(), format!("control-plane node name `{name}` is not a valid node name; expected lowercase letters, digits, `-` and `.`"));
+                ok = false;
+            }
+            self.claim_name(
+                file,
+                node.name.span(),
+                name,
+                format!("control-plane node `{name}`"),
+            );
+            ok &= self.non_empty(
+                file,
+                &node.address,
+                "control-plane address",
+                "an IP address or host name",
+            );
+            control_plane.push(ControlPlaneNode {
+                name: name.clone(),
+                address: node.address.get_ref().clone(),
+            });
+        }
+        let pools = self.pools(
+            file,
+            CORE_CLUSTER,
+            &main.core_pools,
+            PoolRole::KubeadmWorker,
+            &BTreeSet::new(),
+        );
+        (ok && pools.is_some()).then(|| ClusterSpec {
+            name: CORE_CLUSTER.to_string(),
+            tier: Tier::Core,
+            kind: ClusterKind::Kubeadm {
+                api_endpoint: endpoint.clone(),
+                kubernetes_version: raw.kubernetes_version.get_ref().clone(),
+                control_plane,
+            },
+            protected: raw.protected,
+            pools: pools.unwrap_or_default(),
+        })
+    }
+
+    fn customer(
+        &mut self,
+        file: FileId,
+        raw: CustomerFile,
+        k3s_version: Option<&str>,
+        main_file: Option<FileId>,
+    ) -> Option<(Customer, Option<ClusterSpec>)> {
+        let name = raw.name.clone();
+        let mut ok = true;
+        if !kube::is_dns_label(&name) {
+            self.errors.at(file, 0..0, format!("customer name `{name}` (from the file name) is not a DNS label; expected lowercase letters, digits and `-`"));
+            ok = false;
+        } else if name == CORE_CLUSTER {
+            self.errors.at(
+                file,
+                0..0,
+                "customer name `core` is taken by the Core cluster; expected another file name",
+            );
+            ok = false;
+        }
+        let reserved: BTreeSet<&str> = [SERVER_POOL].into_iter().collect();
+        let Some(head) = raw.head else {
+            // Still check the pools, so their errors show in this run too.
+            self.pools(file, &name, &raw.pools, PoolRole::K3sAgent, &reserved);
+            if let Some((_, Some(servers))) = &raw.servers {
+                self.pool(
+                    file,
+                    &name,
+                    &Spanned::new(0..0, SERVER_POOL.to_string()),
+                    servers,
+                    PoolRole::K3sServer,
+                    true,
+                );
+            }
+            return None;
+        };
+        let tier = *head.tier.get_ref();
+        if tier == Tier::Core {
+            if let Some((span, _)) = &raw.servers {
+                self.errors.at(file, span.clone(), "a core-tier customer adds no nodes; expected no [servers] (its services run in the Core cluster)");
+                ok = false;
+            }
+            if let Some(span) = &raw.pools_span {
+                self.errors.at(file, span.clone(), "a core-tier customer adds no nodes; expected no [pools] (its services run in the Core cluster)");
+                ok = false;
+            }
+            return ok.then_some((Customer { name, tier }, None));
+        }
+        if k3s_version.is_none() {
+            let at = main_file.map_or(file, |f| f);
+            if at == file {
+                self.errors.at(
+                    file,
+                    head.tier.span(),
+                    "no k3s version; expected [k3s] version = \"v1.31.4+k3s1\" in kiwi.toml",
+                );
+            } else {
+                self.errors.at(at, 0..0, format!("missing table `[k3s]`; expected version = \"v1.31.4+k3s1\", needed by {tier} customer `{name}`"));
+            }
+            ok = false;
+        }
+        let mut pools = Vec::new();
+        match &raw.servers {
+            None => {
+                self.errors.at(file, head.tier.span(), format!("a {tier} customer has a dedicated k3s cluster; expected a [servers] table (class, product, count = 3)"));
+                ok = false;
+            }
+            Some((span, servers)) => match servers {
+                Some(servers) => {
+                    let label = Spanned::new(span.clone(), SERVER_POOL.to_string());
+                    match self.pool(file, &name, &label, servers, PoolRole::K3sServer, true) {
+                        Some(p) => pools.push(p),
+                        None => ok = false,
+                    }
+                }
+                None => ok = false,
+            },
+        }
+        match self.pools(file, &name, &raw.pools, PoolRole::K3sAgent, &reserved) {
+            Some(agents) => pools.extend(agents),
+            None => ok = false,
+        }
+        let cluster = ClusterSpec {
+            name: name.clone(),
+            tier,
+            kind: ClusterKind::K3s {
+                version: k3s_version.unwrap_or_default().to_string(),
+            },
+            protected: head.protected,
+            pools,
+        };
+        ok.then_some((Customer { name, tier }, Some(cluster)))
+    }
+
+    /// Validates named pools; `None` if any was wrong.
+    fn pools(
+        &mut self,
+        file: FileId,
+        cluster: &str,
+        pools: &[NamedPool],
+        role: PoolRole,
+        reserved: &BTreeSet<&str>,
+    ) -> Option<Vec<PoolSpec>> {
+        let mut ok = true;
+        let mut specs = Vec::new();
+        for named in pools {
+            let name = named.name.get_ref();
+            let clash = reserved.contains(name.as_str());
+            if clash {
+                self.errors.at(file, named.name.span(), format!("pool name `{name}` duplicates the name of the k3s servers' pool; expected another name"));
+                ok = false;
+            }
+            match &named.pool {
+                // A clashing pool's node names clash too; say it once.
+                Some(raw) => match self.pool(file, cluster, &named.name, raw, role, !clash) {
+                    Some(spec) => specs.push(spec),
+                    None => ok = false,
+                },
+                None => ok = false,
+            }
+        }
+        ok.then_some(specs)
+    }
+
+    fn pool(
+        &mut self,
+        file: FileId,
+        cluster: &str,
+        name: &Spanned<String>,
+        raw: &RawPool,
+        role: PoolRole,
+        claim_names: bool,
+    ) -> Option<PoolSpec> {
+        let errors_before = self.error_count_marker();
+        let pool_name = name.get_ref();
+        if !kube::is_dns_label(pool_name) {
+            self.errors.at(file, name.span(), format!("pool name `{pool_name}` is not a DNS label; expected lowercase letters, digits and `-`"));
+        }
+        let longest = slot_name(cluster, pool_name, 99);
+        if longest.len() > 63 {
+            self.errors.at(file, name.span(), format!("node names like `{longest}` would be {} characters; expected at most 63 (shorten the customer or pool name)", longest.len()));
+        }
+        let class = *raw.class.get_ref();
+        self.product(file, raw, class);
+        let count = *raw.count.get_ref();
+        if role == PoolRole::K3sServer {
+            if count <= 0 || count % 2 == 0 {
+                self.errors.at(file, raw.count.span(), format!("{count} k3s servers cannot keep etcd quorum; expected an odd number (3 for HA)"));
+            }
+        } else if !(0..=MAX_POOL_COUNT).contains(&count) {
+            self.errors.at(
+                file,
+                raw.count.span(),
+                format!("count {count} is out of range; expected 0 to {MAX_POOL_COUNT}"),
+            );
+        }
+        if role == PoolRole::K3sServer && count > MAX_POOL_COUNT {
+            self.errors.at(
+                file,
+                raw.count.span(),
+                format!("count {count} is out of range; expected at most {MAX_POOL_COUNT}"),
+            );
+        }
+        let labels = self.labels(file, raw);
+        let taints = self.taints(file, raw);
+        let count = u32::try_from(count.clamp(0, MAX_POOL_COUNT)).unwrap_or(0);
+        for index in (1..=count).filter(|_| claim_names) {
+            let slot = slot_name(cluster, pool_name, index);
+            self.claim_name(
+                file,
+                name.span(),
+                &slot,
+                format!("pool `{pool_name}` of cluster `{cluster}`"),
+            );
+        }
+        if self.error_count_marker() != errors_before {
+            return None;
+        }
+        Some(PoolSpec {
+            name: pool_name.clone(),
+            role,
+            class,
+            product: raw.product.get_ref().clone(),
+            count,
+            labels,
+            taints,
+        })
+    }
+
+    /// Errors recorded so far (to tell whether a pool added any).
+    fn error_count_marker(&self) -> usize {
+        self.errors.count()
+    }
+
+    fn product(&mut self, file: FileId, raw: &RawPool, class: NodeClass) {
+        let id = raw.product.get_ref();
+        match products::product(id) {
+            None => self.errors.at(
+                file,
+                raw.product.span(),
+                format!("unknown product `{id}`; expected {}", catalog_hint()),
+            ),
+            Some(p) if p.class != class => {
+                let wanted = products::ids_of_class(class).join(", ");
+                self.errors.at(
+                    file,
+                    raw.product.span(),
+                    format!(
+                        "product `{id}` ({}) is a {} product but the pool's class is `{class}`; expected a {} product: {wanted}",
+                        p.name,
+                        p.class.as_str().to_uppercase(),
+                        class.as_str().to_uppercase(),
+                    ),
+                );
+            }
+            Some(_) => {}
+        }
+        if let Some(prices) = &self.prices {
+            if !prices.contains_key(id) && products::product(id).is_some() {
+                self.errors.at(file, raw.product.span(), format!("no price for product `{id}`; expected `{id} = \"…\"` under [prices] in {MAIN_FILE}"));
+            }
+        }
+    }
+
+    fn labels(&mut self, file: FileId, raw: &RawPool) -> BTreeMap<String, String> {
+        let mut labels = BTreeMap::new();
+        for (key, value) in &raw.labels {
+            let k = key.get_ref();
+            if k.starts_with(KIWI_LABEL_PREFIX) {
+                self.errors.at(file, key.span(), format!("label `{k}` is set by kiwi-infra itself; expected a key outside `{KIWI_LABEL_PREFIX}` (e.g. `workload.kiwistack.io/…`)"));
+            } else if let Err(why) = kube::check_label_key(k) {
+                self.errors.at(file, key.span(), format!("{why}; expected [prefix/]name with a DNS-subdomain prefix and a name of at most 63 characters"));
+            } else if !kube::kubelet_may_set(k) {
+                self.errors.at(file, key.span(), format!("label `{k}` is under kubernetes.io/k8s.io and a kubelet may not set it on its own node (NodeRestriction); expected another domain, or one of the allowed keys such as node.kubernetes.io/…"));
+            }
+            if let Err(why) = kube::check_label_value(value.get_ref()) {
+                self.errors.at(
+                    file,
+                    value.span(),
+                    format!("{why}; expected at most 63 characters"),
+                );
+            }
+            labels.insert(k.clone(), value.get_ref().clone());
+        }
+        labels
+    }
+
+    fn taints(&mut self, file: FileId, raw: &RawPool) -> Vec<Taint> {
+        let mut taints: Vec<Taint> = Vec::new();
+        for text in &raw.taints {
+            match Taint::parse(text.get_ref()) {
+                Ok(t) => {
+                    if taints
+                        .iter()
+                        .any(|o| o.key == t.key && o.effect == t.effect)
+                    {
+                        self.errors.at(file, text.span(), format!("taint `{t}` repeats a key and effect of this pool; expected each key:effect once"));
+                    } else {
+                        taints.push(t);
+                    }
+                }
+                Err(why) => self.errors.at(file, text.span(), why),
+            }
+        }
+        taints
+    }
+
+    /// Records a node name, reporting it when another part of the inventory
+    /// already produces it.
+    fn claim_name(&mut self, file: FileId, span: Range<usize>, name: &str, what: String) {
+        if let Some(first) = self.names.get(name) {
+            let first_path = self.errors.path(first.file).display().to_string();
+            let message = format!(
+                "duplicate node name `{name}`: {what} and {} ({first_path}) both produce it; expected unique names",
+                first.what
+            );
+            self.errors.at(file, span, message);
+            return;
+        }
+        self.names
+            .insert(name.to_string(), NameSource { file, what });
+    }
+}
+
+/// Kubernetes node names are DNS subdomains.
+fn is_node_name(name: &str) -> bool {
+    name.len() <= 253 && name.split('.').all(kube::is_dns_label)
+}
+
+fn catalog_hint() -> String {
+    format!(
+        "a Contabo product id (VPS: {}; VDS: {})",
+        "V91–V107, V68–V89",
+        products::ids_of_class(NodeClass::Vds).join(", ")
+    )
+}

@@ -1,0 +1,434 @@
+//! Bad inventories: each validation rule reports the file, line and column of
+//! the mistake, and one run reports every mistake of every file.
+#![allow(clippy::unwrap_used)]
+
+use kiwi_infra::inventory::{self, Desired, Diagnostics};
+use std::path::Path;
+
+const KIWI: &str = r#"[provider]
+region = "EU"
+image = "ubuntu-24.04"
+ssh_public_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGFZqtyOeLGjPjiuhoCmVODskzMSRJGYucm9572VSt8G ops@example"
+period = 1
+
+[prices]
+V94 = "8.49"
+V8 = "38.40"
+
+[k3s]
+version = "v1.31.4+k3s1"
+
+[core]
+api_endpoint = "api.core.example:6443"
+kubernetes_version = "v1.31.4"
+control_plane = [
+  { name = "cp-01", address = "203.0.113.11" },
+  { name = "cp-02", address = "203.0.113.12" },
+  { name = "cp-03", address = "203.0.113.13" },
+]
+
+[core.pools.general]
+class = "vps"
+product = "V94"
+count = 2
+"#;
+
+const ACME: &str = r#"tier = "mesh"
+
+[servers]
+class = "vps"
+product = "V94"
+count = 3
+
+[pools.rtc]
+class = "vds"
+product = "V8"
+count = 1
+labels = { "workload.example.com/rtc" = "true" }
+taints = ["workload.example.com/rtc=true:NoSchedule"]
+"#;
+
+/// Writes an inventory (kiwi.toml plus customers) into a temporary folder.
+fn write(kiwi: &str, customers: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("kiwi.toml"), kiwi).unwrap();
+    std::fs::create_dir(dir.path().join("customers")).unwrap();
+    for (name, text) in customers {
+        std::fs::write(
+            dir.path().join("customers").join(format!("{name}.toml")),
+            text,
+        )
+        .unwrap();
+    }
+    dir
+}
+
+fn load(dir: &tempfile::TempDir) -> Result<Desired, Diagnostics> {
+    inventory::load(dir.path())
+}
+
+/// The errors as the operator reads them, with the temporary folder shown
+/// as `inventory`.
+fn errors(kiwi: &str, customers: &[(&str, &str)]) -> String {
+    let dir = write(kiwi, customers);
+    match load(&dir) {
+        Ok(_) => panic!("inventory unexpectedly valid"),
+        Err(d) => d
+            .to_string()
+            .replace(&dir.path().display().to_string(), "inventory"),
+    }
+}
+
+#[test]
+fn the_base_inventory_of_these_tests_is_valid() {
+    let dir = write(KIWI, &[("acme", ACME)]);
+    let desired = load(&dir).unwrap();
+    assert_eq!(desired.clusters.len(), 2);
+}
+
+#[test]
+fn unknown_keys_are_reported_with_file_line_and_column_all_at_once() {
+    let kiwi = KIWI.replace("period = 1", "period = 1\nregoin = \"EU\"");
+    let acme = ACME
+        .replace("count = 1\n", "count = 1\nlabel = {}\n")
+        .replace("tier = \"mesh\"", "tier = \"mesh\"\nprotect = true");
+    let out = errors(&kiwi, &[("acme", &acme)]);
+    assert!(
+        out.contains("inventory/kiwi.toml:6:1: error: unknown key `regoin`; expected one of"),
+        "{out}"
+    );
+    assert!(
+        out.contains("inventory/customers/acme.toml:2:1: error: unknown key `protect`"),
+        "{out}"
+    );
+    assert!(
+        out.contains("inventory/customers/acme.toml:13:1: error: unknown key `label`"),
+        "{out}"
+    );
+    assert_eq!(out.lines().count(), 3, "{out}");
+}
+
+#[test]
+fn a_vps_product_in_a_vds_pool_and_the_reverse_are_errors() {
+    let kiwi = KIWI.replace(
+        "class = \"vps\"\nproduct = \"V94\"\ncount = 2",
+        "class = \"vds\"\nproduct = \"V94\"\ncount = 2",
+    );
+    let acme = ACME.replace(
+        "class = \"vds\"\nproduct = \"V8\"",
+        "class = \"vps\"\nproduct = \"V8\"",
+    );
+    let out = errors(&kiwi, &[("acme", &acme)]);
+    assert!(
+        out.contains("inventory/kiwi.toml:25:11: error: product `V94` (VPS 20 NVMe) is a VPS product but the pool's class is `vds`; expected a VDS product: V8, V9, V10, V11, V16"),
+        "{out}"
+    );
+    assert!(out.contains("inventory/customers/acme.toml:10:11: error: product `V8` (VDS S) is a VDS product but the pool's class is `vps`"), "{out}");
+}
+
+#[test]
+fn an_unknown_product_and_an_unknown_class_are_errors() {
+    let acme = ACME
+        .replace("product = \"V8\"", "product = \"V7\"")
+        .replace("class = \"vps\"", "class = \"vsp\"");
+    let out = errors(KIWI, &[("acme", &acme)]);
+    assert!(
+        out.contains("acme.toml:10:11: error: unknown product `V7`; expected a Contabo product id"),
+        "{out}"
+    );
+    assert!(
+        out.contains("acme.toml:4:9: error: unknown variant `vsp`; expected `vps` or `vds`"),
+        "{out}"
+    );
+}
+
+#[test]
+fn an_even_or_zero_number_of_k3s_servers_is_an_error() {
+    for (count, shown) in [("2", "2 k3s servers"), ("0", "0 k3s servers")] {
+        let acme = ACME.replacen("count = 3", &format!("count = {count}"), 1);
+        let out = errors(KIWI, &[("acme", &acme)]);
+        assert!(
+            out.contains(&format!("inventory/customers/acme.toml:6:9: error: {shown} cannot keep etcd quorum; expected an odd number (3 for HA)")),
+            "{out}"
+        );
+    }
+}
+
+#[test]
+fn a_mesh_customer_without_servers_is_an_error() {
+    let acme = "tier = \"fleet\"\n";
+    let out = errors(KIWI, &[("acme", acme)]);
+    assert!(out.contains("acme.toml:1:8: error: a fleet customer has a dedicated k3s cluster; expected a [servers] table"), "{out}");
+}
+
+#[test]
+fn a_core_tier_customer_adds_no_nodes() {
+    let shop = "tier = \"core\"\n\n[pools.extra]\nclass = \"vps\"\nproduct = \"V94\"\ncount = 1\n";
+    let out = errors(KIWI, &[("shop", shop)]);
+    assert!(
+        out.contains("customers/shop.toml:3:2: error: a core-tier customer adds no nodes"),
+        "{out}"
+    );
+}
+
+#[test]
+fn duplicate_names_are_errors() {
+    // An agent pool may not be called like the servers' pool.
+    let acme = ACME.replace("[pools.rtc]", "[pools.server]");
+    let out = errors(KIWI, &[("acme", &acme)]);
+    assert!(
+        out.contains(
+            "acme.toml:8:8: error: pool name `server` duplicates the name of the k3s servers' pool"
+        ),
+        "{out}"
+    );
+
+    // Cluster `a-b` pool `c` and cluster `a` pool `b-c` both make kiwi-a-b-c-01.
+    let a = "tier = \"mesh\"\n[servers]\nclass = \"vps\"\nproduct = \"V94\"\ncount = 1\n[pools.b-c]\nclass = \"vps\"\nproduct = \"V94\"\ncount = 1\n";
+    let a_b = "tier = \"mesh\"\n[servers]\nclass = \"vps\"\nproduct = \"V94\"\ncount = 1\n[pools.c]\nclass = \"vps\"\nproduct = \"V94\"\ncount = 1\n";
+    let out = errors(KIWI, &[("a", a), ("a-b", a_b)]);
+    assert!(
+        out.contains("customers/a.toml:6:8: error: duplicate node name `kiwi-a-b-c-01`: pool `b-c` of cluster `a` and pool `c` of cluster `a-b` (inventory/customers/a-b.toml) both produce it; expected unique names"),
+        "{out}"
+    );
+
+    let kiwi = KIWI.replace("name = \"cp-02\"", "name = \"cp-01\"");
+    let out = errors(&kiwi, &[]);
+    assert!(
+        out.contains("kiwi.toml:19:12: error: duplicate node name `cp-01`"),
+        "{out}"
+    );
+
+    let core = "tier = \"core\"\n";
+    let out = errors(KIWI, &[("core", core)]);
+    assert!(
+        out.contains(
+            "customers/core.toml:1:1: error: customer name `core` is taken by the Core cluster"
+        ),
+        "{out}"
+    );
+}
+
+#[test]
+fn labels_a_kubelet_may_not_set_on_itself_are_errors() {
+    let acme = ACME.replace(
+        "labels = { \"workload.example.com/rtc\" = \"true\" }",
+        "labels = { \"node-role.kubernetes.io/rtc\" = \"\", \"kubernetes.io/role\" = \"rtc\", \"topology.kubernetes.io/zone\" = \"nue\", \"node.kubernetes.io/rtc\" = \"yes\" }",
+    );
+    let out = errors(KIWI, &[("acme", &acme)]);
+    assert!(out.contains("acme.toml:12:12: error: label `node-role.kubernetes.io/rtc` is under kubernetes.io/k8s.io and a kubelet may not set it on its own node (NodeRestriction)"), "{out}");
+    assert!(
+        out.contains("error: label `kubernetes.io/role` is under kubernetes.io/k8s.io"),
+        "{out}"
+    );
+    // The allowed ones pass.
+    assert_eq!(out.lines().count(), 2, "{out}");
+}
+
+#[test]
+fn pools_may_not_override_kiwistack_labels_or_use_malformed_ones() {
+    let acme = ACME.replace(
+        "labels = { \"workload.example.com/rtc\" = \"true\" }",
+        "labels = { \"kiwistack.io/node-class\" = \"vps\", \"Bad_Prefix.com/x\" = \"y\", \"ok\" = \"not ok!\" }",
+    );
+    let out = errors(KIWI, &[("acme", &acme)]);
+    assert!(
+        out.contains(
+            "acme.toml:12:12: error: label `kiwistack.io/node-class` is set by kiwi-infra itself"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("error: label key `Bad_Prefix.com/x` has an invalid prefix"),
+        "{out}"
+    );
+    assert!(
+        out.contains("error: label value `not ok!` is malformed"),
+        "{out}"
+    );
+}
+
+#[test]
+fn malformed_taints_are_errors() {
+    let acme = ACME.replace(
+        "taints = [\"workload.example.com/rtc=true:NoSchedule\"]",
+        "taints = [\"rtc=true\", \"rtc=true:Sometimes\", \"=x:NoSchedule\"]",
+    );
+    let out = errors(KIWI, &[("acme", &acme)]);
+    assert!(
+        out.contains(
+            "acme.toml:13:11: error: taint `rtc=true` has no effect; expected `key=value:Effect`"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "acme.toml:13:23: error: taint `rtc=true:Sometimes` has unknown effect `Sometimes`"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "acme.toml:13:45: error: taint `=x:NoSchedule`: label key `` has an invalid name"
+        ),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_product_in_use_without_a_price_is_an_error() {
+    let kiwi = KIWI.replace("V8 = \"38.40\"\n", "");
+    let out = errors(&kiwi, &[("acme", ACME)]);
+    assert_eq!(
+        out,
+        "inventory/customers/acme.toml:10:11: error: no price for product `V8`; expected `V8 = \"…\"` under [prices] in kiwi.toml"
+    );
+}
+
+#[test]
+fn prices_must_be_exact_euro_strings_for_known_products() {
+    let kiwi = KIWI.replace(
+        "V8 = \"38.40\"",
+        "V8 = 38.40\nV1 = \"1.00\"\nV9 = \"4.999\"",
+    );
+    let out = errors(&kiwi, &[]);
+    assert!(out.contains("kiwi.toml:9:6: error: price 38.4 is a floating-point number; expected a string such as \"38.4\""), "{out}");
+    assert!(
+        out.contains("kiwi.toml:10:1: error: unknown product `V1`"),
+        "{out}"
+    );
+    assert!(
+        out.contains("kiwi.toml:11:6: error: price `4.999` is not an amount in euros"),
+        "{out}"
+    );
+}
+
+#[test]
+fn provider_values_are_checked() {
+    let kiwi = KIWI
+        .replace("region = \"EU\"", "region = \"Mars\"")
+        .replace("period = 1", "period = 2");
+    let out = errors(&kiwi, &[]);
+    assert!(
+        out.contains(
+            "kiwi.toml:2:10: error: unknown region `Mars`; expected one of EU, US-central"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "kiwi.toml:5:10: error: contract period 2 is not offered; expected 1, 3, 6 or 12"
+        ),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_private_key_is_refused_without_being_echoed() {
+    let secret = "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ";
+    let kiwi = KIWI.replace(
+        "ssh_public_key = \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGFZqtyOeLGjPjiuhoCmVODskzMSRJGYucm9572VSt8G ops@example\"",
+        &format!("ssh_public_key = \"-----BEGIN OPENSSH PRIVATE KEY-----\\n{secret}\\n\""),
+    );
+    let out = errors(&kiwi, &[]);
+    assert!(
+        out.contains(
+            "kiwi.toml:4:18: error: this is a private key; expected the operator's public key"
+        ),
+        "{out}"
+    );
+    assert!(!out.contains(secret), "{out}");
+}
+
+#[test]
+fn the_ssh_key_may_come_from_a_file_next_to_the_inventory() {
+    let kiwi = KIWI.replace(
+        "ssh_public_key = \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGFZqtyOeLGjPjiuhoCmVODskzMSRJGYucm9572VSt8G ops@example\"",
+        "ssh_public_key_file = \"operator.pub\"",
+    );
+    let dir = write(&kiwi, &[]);
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGFZqtyOeLGjPjiuhoCmVODskzMSRJGYucm9572VSt8G file@example";
+    std::fs::write(dir.path().join("operator.pub"), format!("{key}\n")).unwrap();
+    assert_eq!(load(&dir).unwrap().provider.ssh_public_key, key);
+}
+
+#[test]
+fn a_syntax_error_in_one_file_does_not_hide_errors_in_others() {
+    let broken = "tier = \"mesh\n";
+    let acme = ACME.replace("count = 3", "count = 4");
+    let out = errors(KIWI, &[("broken", broken), ("acme", &acme)]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].starts_with("inventory/customers/acme.toml:6:9: error: 4 k3s servers"),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with("inventory/customers/broken.toml:1:"),
+        "{out}"
+    );
+}
+
+#[test]
+fn errors_of_every_rule_and_file_come_in_one_run() {
+    let kiwi = KIWI
+        .replace("V8 = \"38.40\"\n", "")
+        .replace("period = 1", "period = 1\nfoo = 1");
+    let acme = ACME.replace("count = 3", "count = 2").replace(
+        "taints = [\"workload.example.com/rtc=true:NoSchedule\"]",
+        "taints = [\"x:Never\"]",
+    );
+    let globex = ACME.replace("[pools.rtc]", "[pools.server]");
+    let dir = write(&kiwi, &[("acme", &acme), ("globex", &globex)]);
+    let diagnostics = load(&dir).unwrap_err();
+    let kinds: Vec<String> = diagnostics
+        .iter()
+        .map(|d| d.message.split(';').next().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(diagnostics.len(), 6, "{diagnostics}");
+    assert!(kinds[0].starts_with("unknown key `foo`"), "{kinds:?}");
+    assert!(
+        kinds.iter().any(|k| k.starts_with("2 k3s servers")),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.iter().any(|k| k.starts_with("taint `x:Never`")),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.iter().any(|k| k.starts_with("pool name `server`")),
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| k.starts_with("no price for product `V8`"))
+            .count(),
+        2,
+        "{kinds:?}"
+    );
+}
+
+#[test]
+fn a_missing_inventory_is_a_clear_error() {
+    let out = match inventory::load(Path::new("/nonexistent/inventory")) {
+        Ok(_) => panic!("loaded a missing inventory"),
+        Err(d) => d.to_string(),
+    };
+    assert_eq!(out, "/nonexistent/inventory: error: inventory directory not found; expected a directory holding kiwi.toml and customers/");
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = inventory::load(dir.path()).unwrap_err().to_string();
+    assert!(out.ends_with("kiwi.toml: error: file not found; expected the inventory's main file with [provider], [prices] and [core]"), "{out}");
+}
+
+#[test]
+fn missing_sections_and_keys_are_named() {
+    let out = errors("[provider]\nregion = \"EU\"\n", &[]);
+    assert!(
+        out.contains("kiwi.toml:1:1: error: missing key `image`"),
+        "{out}"
+    );
+    assert!(out.contains("error: missing table `[prices]`"), "{out}");
+    assert!(out.contains("error: missing table `[core]`"), "{out}");
+}
