@@ -83,6 +83,15 @@ async fn run(cli: &Cli) -> Result<ExitCode, CliError> {
 
 /// Prints an error and its whole chain of causes, once.
 pub(crate) fn report(error: &CliError) {
+    if let CliError::Inventory(diagnostics) = error {
+        // Each diagnostic already reads `FILE:LINE:COL: error: …`.
+        eprintln!("{diagnostics}");
+        eprintln!(
+            "{} error(s) in the inventory; nothing was changed",
+            diagnostics.len()
+        );
+        return;
+    }
     let mut text = format!("error: {error}");
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {

@@ -1,0 +1,25 @@
+//! Planning: compare the inventory with what Contabo and the clusters report,
+//! and list the steps that would make them match. [`plan()`] is pure (no I/O,
+//! no clock), so a plan can be reviewed, saved, tested against golden files,
+//! and checked for staleness before it is applied.
+
+mod observed;
+mod planner;
+mod render;
+mod saved;
+mod simulate;
+mod steps;
+
+pub use observed::{
+    tags, ClusterObservation, ImageId, Instance, InstanceId, InstanceStatus, Node, NodeName,
+    Observed, ResolvedImage, SecretId, TagId,
+};
+pub use planner::{plan, ssh_key_secret_name, PlanOptions};
+pub use render::{render_human, render_json, summary_line, RenderOptions};
+pub use saved::{fingerprint, SavedPlan, SavedPlanError, Stale, SAVED_PLAN_FORMAT_VERSION};
+pub use simulate::simulate;
+pub use steps::{
+    ImageRef, InstanceBrief, InstanceRef, K3sJoin, KubeadmJoin, KubeadmRole, Order, Plan,
+    Reinstall, Step, StepId, StepKind, Summary, Unverified, UserDataTemplate, Warning,
+    PLAN_FORMAT_VERSION,
+};

@@ -1,0 +1,314 @@
+//! What exists, as observed: the Contabo account (instances, tags, secrets,
+//! the OS image) and, when kiwi-infra can reach them, the clusters' nodes.
+//! Plain data, filled by `observe/` and serialisable so test fixtures can be
+//! JSON files.
+
+use crate::inventory::{NodeClass, Taint};
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+macro_rules! id_newtype {
+    ($(#[$doc:meta])* $name:ident($inner:ty)) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub $inner);
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    };
+}
+
+id_newtype!(
+    /// Contabo's `instanceId`.
+    InstanceId(i64)
+);
+id_newtype!(
+    /// Contabo's `tagId`.
+    TagId(i64)
+);
+id_newtype!(
+    /// Contabo's `secretId`.
+    SecretId(i64)
+);
+id_newtype!(
+    /// Contabo's `imageId` (a UUID).
+    ImageId(String)
+);
+id_newtype!(
+    /// A Kubernetes node name; for nodes kiwi-infra ordered, the slot name.
+    NodeName(String)
+);
+
+/// Everything the planner compares the inventory with.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Observed {
+    /// Every instance of the account, whoever ordered it.
+    pub instances: Vec<Instance>,
+    /// Tags that exist, by name.
+    #[serde(default)]
+    pub tags: BTreeMap<String, TagId>,
+    /// Secrets that exist, by name.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, SecretId>,
+    /// The inventory's OS image, if the API knows an image of that name.
+    #[serde(default)]
+    pub image: Option<ResolvedImage>,
+    /// Per cluster name: its nodes, or `None` when it could not be observed
+    /// (no node access yet). A cluster missing from the map is unobserved too.
+    #[serde(default)]
+    pub clusters: BTreeMap<String, Option<ClusterObservation>>,
+}
+
+/// The OS image the inventory names, as found through the API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolvedImage {
+    /// Image name, as in the inventory.
+    pub name: String,
+    /// Its id.
+    pub id: ImageId,
+}
+
+/// One Contabo instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Instance {
+    /// `instanceId`.
+    pub id: InstanceId,
+    /// `displayName`; for kiwi-infra's instances, the slot name.
+    pub display_name: String,
+    /// `productId`, e.g. `V94`.
+    pub product_id: String,
+    /// `region`, e.g. `EU`.
+    pub region: String,
+    /// `status`.
+    pub status: InstanceStatus,
+    /// Main IPv4 address, if any yet.
+    #[serde(default)]
+    pub ipv4: Option<String>,
+    /// `createdDate`.
+    pub created_date: DateTime<Utc>,
+    /// `cancelDate`: set once the instance is cancelled; it runs until then.
+    #[serde(default)]
+    pub cancel_date: Option<NaiveDate>,
+    /// `imageId`.
+    #[serde(default)]
+    pub image_id: Option<ImageId>,
+    /// Names of the tags assigned to it.
+    #[serde(default)]
+    pub tags: BTreeSet<String>,
+}
+
+/// An instance's `status`; values the spec does not list yet are kept in
+/// [`InstanceStatus::Unknown`] rather than failing.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum InstanceStatus {
+    /// Being provisioned after an order.
+    Provisioning,
+    /// No OS installed.
+    Uninstalled,
+    /// Running.
+    Running,
+    /// Stopped.
+    Stopped,
+    /// Failed; reinstallable.
+    Error,
+    /// OS being installed.
+    Installing,
+    /// Contabo's own `unknown`.
+    StatusUnknown,
+    /// Contabo staff must act.
+    ManualProvisioning,
+    /// The product is sold out.
+    ProductNotAvailable,
+    /// The account must be verified.
+    VerificationRequired,
+    /// Booted into rescue.
+    Rescue,
+    /// Waiting for payment.
+    PendingPayment,
+    /// Contabo's own `other`.
+    Other,
+    /// Root password being reset.
+    ResetPassword,
+    /// A value the spec does not list.
+    Unknown(String),
+}
+
+const STATUS_NAMES: &[(InstanceStatus, &str)] = &[
+    (InstanceStatus::Provisioning, "provisioning"),
+    (InstanceStatus::Uninstalled, "uninstalled"),
+    (InstanceStatus::Running, "running"),
+    (InstanceStatus::Stopped, "stopped"),
+    (InstanceStatus::Error, "error"),
+    (InstanceStatus::Installing, "installing"),
+    (InstanceStatus::StatusUnknown, "unknown"),
+    (InstanceStatus::ManualProvisioning, "manual_provisioning"),
+    (InstanceStatus::ProductNotAvailable, "product_not_available"),
+    (
+        InstanceStatus::VerificationRequired,
+        "verification_required",
+    ),
+    (InstanceStatus::Rescue, "rescue"),
+    (InstanceStatus::PendingPayment, "pending_payment"),
+    (InstanceStatus::Other, "other"),
+    (InstanceStatus::ResetPassword, "reset_password"),
+];
+
+impl InstanceStatus {
+    /// The API's spelling.
+    pub fn as_str(&self) -> &str {
+        if let InstanceStatus::Unknown(s) = self {
+            return s;
+        }
+        STATUS_NAMES
+            .iter()
+            .find(|(status, _)| status == self)
+            .map_or("", |(_, name)| name)
+    }
+
+    /// Parses the API's spelling; anything else is kept as `Unknown`.
+    pub fn parse(s: &str) -> Self {
+        STATUS_NAMES
+            .iter()
+            .find(|(_, name)| *name == s)
+            .map_or_else(
+                || InstanceStatus::Unknown(s.to_string()),
+                |(status, _)| status.clone(),
+            )
+    }
+
+    /// On its way to running, or running: a node can be joined once it is.
+    pub fn is_usable(&self) -> bool {
+        matches!(
+            self,
+            InstanceStatus::Running
+                | InstanceStatus::Provisioning
+                | InstanceStatus::Installing
+                | InstanceStatus::ResetPassword
+        )
+    }
+
+    /// Broken in a way a reinstall fixes, without a new order.
+    pub fn needs_reinstall(&self) -> bool {
+        matches!(self, InstanceStatus::Uninstalled | InstanceStatus::Error)
+    }
+}
+
+impl fmt::Display for InstanceStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for InstanceStatus {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for InstanceStatus {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(InstanceStatus::parse(&s))
+    }
+}
+
+/// The nodes of one cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterObservation {
+    /// Every node of the cluster.
+    pub nodes: Vec<Node>,
+}
+
+/// One Kubernetes node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Node {
+    /// Node name.
+    pub name: NodeName,
+    /// All its labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// All its taints.
+    #[serde(default)]
+    pub taints: Vec<Taint>,
+    /// Whether its `Ready` condition is true.
+    #[serde(default)]
+    pub ready: bool,
+}
+
+/// The Contabo tags that mark an instance as kiwi-infra's.
+pub mod tags {
+    use super::NodeClass;
+
+    /// Present on every instance kiwi-infra owns.
+    pub const MANAGED: &str = "kiwi-managed";
+
+    /// The tag naming an owned instance's cluster.
+    pub fn cluster(name: &str) -> String {
+        format!("kiwi-cluster-{name}")
+    }
+
+    /// The tag naming an owned instance's node class.
+    pub fn class(class: NodeClass) -> String {
+        format!("kiwi-class-{class}")
+    }
+
+    /// The cluster an owned instance's tags name, if any.
+    pub fn cluster_of<'a>(tags: impl IntoIterator<Item = &'a String>) -> Option<&'a str> {
+        tags.into_iter()
+            .find_map(|t| t.strip_prefix("kiwi-cluster-"))
+    }
+}
+
+impl Instance {
+    /// True when kiwi-infra owns it (it carries the `kiwi-managed` tag).
+    pub fn is_owned(&self) -> bool {
+        self.tags.contains(tags::MANAGED)
+    }
+
+    /// True once it has been cancelled; it never counts as capacity again.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel_date.is_some()
+    }
+}
+
+impl Observed {
+    /// The observation of a cluster, `None` when it was not observed.
+    pub fn cluster(&self, name: &str) -> Option<&ClusterObservation> {
+        self.clusters.get(name).and_then(Option::as_ref)
+    }
+}
+
+impl ClusterObservation {
+    /// The node with this name.
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.name.0 == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_fourteen_documented_statuses_round_trip_and_others_survive() {
+        assert_eq!(STATUS_NAMES.len(), 14);
+        for (status, name) in STATUS_NAMES {
+            assert_eq!(InstanceStatus::parse(name), *status);
+            assert_eq!(status.as_str(), *name);
+        }
+        let odd = InstanceStatus::parse("migrating");
+        assert_eq!(odd, InstanceStatus::Unknown("migrating".into()));
+        assert_eq!(odd.as_str(), "migrating");
+    }
+}

@@ -1,0 +1,929 @@
+//! The planner: a pure function from the desired and the observed state to a
+//! [`Plan`]. No I/O, no clock, no randomness: the same inputs always give the
+//! same plan, which is what makes golden tests and saved plans possible.
+
+use super::observed::{tags, ClusterObservation, Instance, NodeName, Observed};
+use super::steps::{
+    ImageRef, InstanceBrief, InstanceRef, K3sJoin, KubeadmJoin, KubeadmRole, Order, Plan,
+    Reinstall, Step, StepId, StepKind, Summary, Unverified, UserDataTemplate, Warning,
+    PLAN_FORMAT_VERSION,
+};
+use crate::inventory::{
+    products, slot_name, ClusterKind, ClusterSpec, Desired, PoolRole, PoolSpec, CORE_CLUSTER,
+    SERVER_POOL,
+};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Choices the operator makes on the command line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlanOptions {
+    /// Take over instances that have a slot's name but no ownership tag.
+    pub adopt: bool,
+    /// Let `apply` carry out destructive steps. The planner plans them either
+    /// way (marked destructive); renderers use this to say what is held back.
+    pub allow_destroy: bool,
+}
+
+/// The name of the secret holding the operator's SSH key. It embeds a digest
+/// of the key, so changing the key in the inventory creates a new secret
+/// rather than silently reusing the old one.
+pub fn ssh_key_secret_name(public_key: &str) -> String {
+    let digest = Sha256::digest(public_key.trim().as_bytes());
+    let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    format!("kiwi-operator-ssh-{hex}")
+}
+
+/// Plans the steps that make Contabo and the clusters match the inventory.
+pub fn plan(desired: &Desired, observed: &Observed, options: &PlanOptions) -> Plan {
+    let mut planner = Planner::new(desired, observed, *options);
+    for cluster in &desired.clusters {
+        planner.cluster(cluster);
+    }
+    planner.removals();
+    planner.finish()
+}
+
+/// Where a slot's instance stands after the instance-level steps.
+#[derive(Debug)]
+struct SlotInstance<'a> {
+    instance: InstanceRef,
+    /// Running but not a node of its cluster: reinstall it before joining,
+    /// if it can join at all.
+    reinstall_first: Option<&'a Instance>,
+    /// The order or reinstall step the node's join must wait for.
+    ready: Option<StepId>,
+    /// Ordered or reinstalled by this plan: certainly not a node yet.
+    fresh: bool,
+    /// Its status lets a join proceed.
+    usable: bool,
+}
+
+/// What the node of a slot needs.
+#[derive(Debug)]
+enum NodeNeed<'o> {
+    Join(SlotInstance<'o>),
+    Present(&'o super::observed::Node),
+    Unverified,
+    Nothing,
+}
+
+struct Planner<'a> {
+    desired: &'a Desired,
+    observed: &'a Observed,
+    options: PlanOptions,
+    by_name: BTreeMap<&'a str, Vec<&'a Instance>>,
+    /// Instances matched to a desired slot (whatever their state).
+    handled: BTreeSet<i64>,
+    account: Vec<Step>,
+    steps: Vec<Step>,
+    warnings: Vec<Warning>,
+    unverified: Vec<Unverified>,
+    ensured_tags: BTreeSet<String>,
+    secret: Option<Option<StepId>>,
+    image_warned: bool,
+}
+
+impl<'a> Planner<'a> {
+    fn new(desired: &'a Desired, observed: &'a Observed, options: PlanOptions) -> Self {
+        let mut by_name: BTreeMap<&str, Vec<&Instance>> = BTreeMap::new();
+        for instance in &observed.instances {
+            by_name
+                .entry(instance.display_name.as_str())
+                .or_default()
+                .push(instance);
+        }
+        for list in by_name.values_mut() {
+            list.sort_by(|a, b| (a.created_date, &a.id).cmp(&(b.created_date, &b.id)));
+        }
+        Planner {
+            desired,
+            observed,
+            options,
+            by_name,
+            handled: BTreeSet::new(),
+            account: Vec::new(),
+            steps: Vec::new(),
+            warnings: Vec::new(),
+            unverified: Vec::new(),
+            ensured_tags: BTreeSet::new(),
+            secret: None,
+            image_warned: false,
+        }
+    }
+
+    fn finish(self) -> Plan {
+        let mut steps = self.account;
+        steps.extend(self.steps);
+        let summary = Summary::of(&steps);
+        Plan {
+            format_version: PLAN_FORMAT_VERSION,
+            steps,
+            unverified: self.unverified,
+            warnings: self.warnings,
+            summary,
+        }
+    }
+
+    fn push(
+        &mut self,
+        cluster: &str,
+        id: StepId,
+        kind: StepKind,
+        depends_on: Vec<StepId>,
+        destructive: bool,
+    ) -> StepId {
+        self.steps.push(Step {
+            id: id.clone(),
+            cluster: Some(cluster.to_string()),
+            kind,
+            depends_on,
+            destructive,
+        });
+        id
+    }
+
+    /// The step creating the SSH key secret, if it does not exist yet.
+    fn secret_step(&mut self) -> Option<StepId> {
+        if let Some(step) = &self.secret {
+            return step.clone();
+        }
+        let name = self.secret_name();
+        let step = if self.observed.secrets.contains_key(&name) {
+            None
+        } else {
+            let id = StepId(format!("secret:{name}"));
+            self.account.push(Step {
+                id: id.clone(),
+                cluster: None,
+                kind: StepKind::EnsureSecret { name },
+                depends_on: Vec::new(),
+                destructive: false,
+            });
+            Some(id)
+        };
+        self.secret = Some(step.clone());
+        step
+    }
+
+    fn secret_name(&self) -> String {
+        ssh_key_secret_name(&self.desired.provider.ssh_public_key)
+    }
+
+    /// The step creating a tag, if it does not exist yet.
+    fn tag_step(&mut self, tag: &str) -> Option<StepId> {
+        if self.observed.tags.contains_key(tag) {
+            return None;
+        }
+        let id = StepId(format!("tag:{tag}"));
+        if self.ensured_tags.insert(tag.to_string()) {
+            self.account.push(Step {
+                id: id.clone(),
+                cluster: None,
+                kind: StepKind::EnsureTag {
+                    name: tag.to_string(),
+                },
+                depends_on: Vec::new(),
+                destructive: false,
+            });
+        }
+        Some(id)
+    }
+
+    fn image(&mut self) -> ImageRef {
+        let name = self.desired.provider.image.clone();
+        let id = self
+            .observed
+            .image
+            .as_ref()
+            .filter(|i| i.name == name)
+            .map(|i| i.id.clone());
+        if id.is_none() && !self.image_warned {
+            self.image_warned = true;
+            self.warnings.push(Warning::ImageUnresolved {
+                image: name.clone(),
+            });
+        }
+        ImageRef { name, id }
+    }
+
+    fn cluster(&mut self, cluster: &'a ClusterSpec) {
+        let observation = self.observed.cluster(&cluster.name);
+        if let (ClusterKind::Kubeadm { control_plane, .. }, Some(obs)) =
+            (&cluster.kind, observation)
+        {
+            for node in control_plane {
+                if obs.node(&node.name).is_none() {
+                    self.warnings.push(Warning::ControlPlaneNodeMissing {
+                        cluster: cluster.name.clone(),
+                        node: NodeName(node.name.clone()),
+                    });
+                }
+            }
+        }
+        // Pass 1: instances (order, tag, reinstall) and what each node needs.
+        let mut needs: Vec<(&PoolSpec, String, usize, NodeNeed<'a>)> = Vec::new();
+        for pool in &cluster.pools {
+            for index in 1..=pool.count {
+                let name = slot_name(&cluster.name, &pool.name, index);
+                let steps_before = self.steps.len();
+                let need = match self.slot_instance(cluster, pool, &name, observation) {
+                    None => NodeNeed::Nothing,
+                    Some(si) => self.node_need(si, &name, observation),
+                };
+                needs.push((pool, name, steps_before, need));
+            }
+        }
+        // Pass 2: node steps, inserted after each slot's instance steps so a
+        // node reads top to bottom. Servers first, as the agents join them.
+        let mut via = self.existing_server(cluster, &needs, observation);
+        let mut bootstrap: Option<StepId> = None;
+        let mut previous_server: Option<StepId> = None;
+        let mut node_steps: Vec<(usize, Vec<Step>)> = Vec::new();
+        for (pool, name, at, need) in needs {
+            let before = self.steps.len();
+            match need {
+                NodeNeed::Nothing => {}
+                NodeNeed::Unverified => self.unverified.push(Unverified {
+                    cluster: cluster.name.clone(),
+                    node: NodeName(name.clone()),
+                    labels: pool.node_labels(cluster),
+                    taints: pool.taints.clone(),
+                }),
+                NodeNeed::Present(node) => self.drift(cluster, pool, node),
+                NodeNeed::Join(si) => {
+                    let joined = self.join(
+                        cluster,
+                        pool,
+                        &name,
+                        si,
+                        &mut via,
+                        &mut bootstrap,
+                        &previous_server,
+                    );
+                    match (&joined, observation.and_then(|o| o.node(&name))) {
+                        (Some(_), _) if pool.role == PoolRole::K3sServer => {
+                            previous_server = joined
+                        }
+                        // Cannot join, but a (stale) node of that name is
+                        // there: keep its labels right meanwhile.
+                        (None, Some(node)) => self.drift(cluster, pool, node),
+                        _ => {}
+                    }
+                }
+            }
+            let added: Vec<Step> = self.steps.drain(before..).collect();
+            node_steps.push((at, added));
+        }
+        // Re-insert node steps after their slot's instance steps, last first
+        // so earlier offsets stay valid.
+        let mut offsets: Vec<usize> = Vec::new();
+        let mut next_start: Vec<usize> = node_steps.iter().map(|(at, _)| *at).collect();
+        next_start.push(self.steps.len());
+        for (i, _) in node_steps.iter().enumerate() {
+            offsets.push(next_start[i + 1]);
+        }
+        for (i, (_, added)) in node_steps.into_iter().enumerate().rev() {
+            let at = offsets[i];
+            self.steps.splice(at..at, added);
+        }
+    }
+
+    /// The first server node known to exist, which new servers and agents
+    /// join through: observed as a node, or existing in an unobserved
+    /// cluster. Servers left alone (awaiting adoption, needing a human) count
+    /// too, so the plan never bootstraps a second cluster beside them.
+    fn existing_server(
+        &self,
+        cluster: &ClusterSpec,
+        needs: &[(&PoolSpec, String, usize, NodeNeed<'_>)],
+        observation: Option<&ClusterObservation>,
+    ) -> Option<NodeName> {
+        if !matches!(cluster.kind, ClusterKind::K3s { .. }) {
+            return None;
+        }
+        needs
+            .iter()
+            .filter(|(pool, _, _, _)| pool.role == PoolRole::K3sServer)
+            .find(|(_, name, _, need)| match need {
+                NodeNeed::Present(_) | NodeNeed::Unverified => true,
+                NodeNeed::Join(_) => false,
+                NodeNeed::Nothing => match observation {
+                    Some(obs) => obs.node(name).is_some(),
+                    None => self
+                        .by_name
+                        .get(name.as_str())
+                        .is_some_and(|list| list.iter().any(|i| !i.is_cancelled())),
+                },
+            })
+            .map(|(_, name, _, _)| NodeName(name.clone()))
+    }
+
+    /// Finds (or orders) the instance of a slot and plans its tags and any
+    /// reinstall. `None` when the slot must be left alone.
+    fn slot_instance(
+        &mut self,
+        cluster: &ClusterSpec,
+        pool: &PoolSpec,
+        name: &str,
+        observation: Option<&ClusterObservation>,
+    ) -> Option<SlotInstance<'a>> {
+        let all: Vec<&'a Instance> = self.by_name.get(name).cloned().unwrap_or_default();
+        let mut live = Vec::new();
+        for instance in all {
+            self.handled.insert(instance.id.0);
+            match instance.cancel_date {
+                Some(cancel_date) => self.warnings.push(Warning::CancelledInstance {
+                    name: name.to_string(),
+                    instance: instance.id.clone(),
+                    cancel_date,
+                }),
+                None => live.push(instance),
+            }
+        }
+        let Some(chosen) = live.iter().find(|i| i.is_owned()).or(live.first()).copied() else {
+            return Some(self.order(cluster, pool, name));
+        };
+        if live.len() > 1 {
+            self.warnings.push(Warning::DuplicateInstances {
+                name: name.to_string(),
+                instances: live.iter().map(|i| brief(i)).collect(),
+                kept: chosen.id.clone(),
+            });
+        }
+        if !chosen.is_owned() && !self.options.adopt {
+            self.warnings.push(Warning::NeedsAdoption {
+                name: name.to_string(),
+                instance: brief(chosen),
+            });
+            return None;
+        }
+        let instance = InstanceRef {
+            name: name.to_string(),
+            id: Some(chosen.id.clone()),
+        };
+        self.mismatches(pool, name, chosen);
+        self.assign_tags(cluster, pool, &instance, chosen, None);
+        if chosen.status.needs_reinstall() {
+            let step = self.reinstall(cluster, pool, &instance, chosen, false);
+            return Some(SlotInstance {
+                instance,
+                reinstall_first: None,
+                ready: Some(step),
+                fresh: true,
+                usable: true,
+            });
+        }
+        if !chosen.status.is_usable() {
+            self.warnings.push(Warning::NeedsAttention {
+                name: name.to_string(),
+                instance: chosen.id.clone(),
+                status: chosen.status.clone(),
+            });
+            return Some(SlotInstance {
+                instance,
+                reinstall_first: None,
+                ready: None,
+                fresh: false,
+                usable: false,
+            });
+        }
+        // A running instance that is not a node of its (observed) cluster has
+        // lost its node, or never finished joining: start it over.
+        let lost_node = observation.is_some_and(|o| o.node(name).is_none());
+        if lost_node && chosen.status == super::observed::InstanceStatus::Running {
+            if cluster.protected {
+                self.protected(
+                    cluster,
+                    format!("reinstall {name} (running but not a node)"),
+                );
+                return Some(SlotInstance {
+                    instance,
+                    reinstall_first: None,
+                    ready: None,
+                    fresh: false,
+                    usable: false,
+                });
+            }
+            return Some(SlotInstance {
+                instance,
+                reinstall_first: Some(chosen),
+                ready: None,
+                fresh: true,
+                usable: true,
+            });
+        }
+        Some(SlotInstance {
+            instance,
+            reinstall_first: None,
+            ready: None,
+            fresh: false,
+            usable: true,
+        })
+    }
+
+    fn node_need(
+        &self,
+        si: SlotInstance<'a>,
+        name: &str,
+        observation: Option<&'a ClusterObservation>,
+    ) -> NodeNeed<'a> {
+        if si.fresh {
+            return NodeNeed::Join(si);
+        }
+        match observation {
+            None => NodeNeed::Unverified,
+            Some(obs) => match obs.node(name) {
+                Some(node) => NodeNeed::Present(node),
+                None if si.usable => NodeNeed::Join(si),
+                None => NodeNeed::Nothing,
+            },
+        }
+    }
+
+    fn order(&mut self, cluster: &ClusterSpec, pool: &PoolSpec, name: &str) -> SlotInstance<'a> {
+        let secret = self.secret_step();
+        let image = self.image();
+        let product_name = products::product(&pool.product)
+            .map_or_else(|| pool.product.clone(), |p| p.name.to_string());
+        let order = Order {
+            slot: NodeName(name.to_string()),
+            pool: pool.name.clone(),
+            role: pool.role,
+            product: pool.product.clone(),
+            product_name,
+            class: pool.class,
+            region: self.desired.provider.region.clone(),
+            image,
+            period: self.desired.provider.period,
+            monthly_price: self.desired.price(&pool.product).unwrap_or_default(),
+            ssh_key_secret: self.secret_name(),
+            user_data: UserDataTemplate::for_role(pool.role),
+        };
+        let id = self.push(
+            &cluster.name,
+            StepId(format!("order:{name}")),
+            StepKind::OrderInstance(order),
+            secret.into_iter().collect(),
+            false,
+        );
+        let instance = InstanceRef {
+            name: name.to_string(),
+            id: None,
+        };
+        for tag in owned_tags(cluster, pool) {
+            let ensure = self.tag_step(&tag);
+            self.assign(cluster, &tag, &instance, ensure, Some(id.clone()));
+        }
+        SlotInstance {
+            instance,
+            reinstall_first: None,
+            ready: Some(id),
+            fresh: true,
+            usable: true,
+        }
+    }
+
+    fn assign_tags(
+        &mut self,
+        cluster: &ClusterSpec,
+        pool: &PoolSpec,
+        instance: &InstanceRef,
+        observed: &Instance,
+        after: Option<StepId>,
+    ) {
+        for tag in owned_tags(cluster, pool) {
+            if observed.tags.contains(&tag) {
+                continue;
+            }
+            let ensure = self.tag_step(&tag);
+            self.assign(cluster, &tag, instance, ensure, after.clone());
+        }
+    }
+
+    fn assign(
+        &mut self,
+        cluster: &ClusterSpec,
+        tag: &str,
+        instance: &InstanceRef,
+        ensure: Option<StepId>,
+        after: Option<StepId>,
+    ) {
+        let depends_on = after.into_iter().chain(ensure).collect();
+        self.push(
+            &cluster.name,
+            StepId(format!("assign:{tag}:{}", instance.name)),
+            StepKind::AssignTag {
+                tag: tag.to_string(),
+                instance: instance.clone(),
+            },
+            depends_on,
+            false,
+        );
+    }
+
+    fn reinstall(
+        &mut self,
+        cluster: &ClusterSpec,
+        pool: &PoolSpec,
+        instance: &InstanceRef,
+        observed: &Instance,
+        destructive: bool,
+    ) -> StepId {
+        let secret = self.secret_step();
+        let image = self.image();
+        let reinstall = Reinstall {
+            instance: instance.clone(),
+            status: observed.status.clone(),
+            image,
+            ssh_key_secret: self.secret_name(),
+            user_data: UserDataTemplate::for_role(pool.role),
+        };
+        self.push(
+            &cluster.name,
+            StepId(format!("reinstall:{}", instance.name)),
+            StepKind::ReinstallInstance(reinstall),
+            secret.into_iter().collect(),
+            destructive,
+        )
+    }
+
+    fn mismatches(&mut self, pool: &PoolSpec, name: &str, instance: &Instance) {
+        let checks = [
+            ("product", &pool.product, &instance.product_id),
+            ("region", &self.desired.provider.region, &instance.region),
+        ];
+        for (field, expected, actual) in checks {
+            if expected != actual {
+                self.warnings.push(Warning::Mismatch {
+                    name: name.to_string(),
+                    instance: instance.id.clone(),
+                    field: field.to_string(),
+                    expected: expected.clone(),
+                    actual: actual.clone(),
+                });
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn join(
+        &mut self,
+        cluster: &ClusterSpec,
+        pool: &PoolSpec,
+        name: &str,
+        si: SlotInstance<'a>,
+        via: &mut Option<NodeName>,
+        bootstrap: &mut Option<StepId>,
+        previous_server: &Option<StepId>,
+    ) -> Option<StepId> {
+        let node = NodeName(name.to_string());
+        let can_join = match &cluster.kind {
+            ClusterKind::K3s { .. } => pool.role == PoolRole::K3sServer || via.is_some(),
+            ClusterKind::Kubeadm { control_plane, .. } => !control_plane.is_empty(),
+        };
+        if !can_join {
+            self.warnings.push(Warning::NoServerToJoin {
+                cluster: cluster.name.clone(),
+                node,
+            });
+            return None;
+        }
+        let mut ready = si.ready;
+        if let Some(instance) = si.reinstall_first {
+            ready = Some(self.reinstall(cluster, pool, &si.instance, instance, true));
+        }
+        let labels = pool.node_labels(cluster);
+        let taints = pool.taints.clone();
+        let ready: Vec<StepId> = ready.into_iter().collect();
+        match &cluster.kind {
+            ClusterKind::K3s { version } => {
+                let mut join = K3sJoin {
+                    node: node.clone(),
+                    instance: si.instance,
+                    version: version.clone(),
+                    via: via.clone(),
+                    labels,
+                    taints,
+                };
+                match pool.role {
+                    PoolRole::K3sServer if via.is_none() => {
+                        join.via = None;
+                        let id = self.push(
+                            &cluster.name,
+                            StepId(format!("bootstrap:{name}")),
+                            StepKind::BootstrapK3sServer(join),
+                            ready,
+                            false,
+                        );
+                        *via = Some(node);
+                        *bootstrap = Some(id.clone());
+                        Some(id)
+                    }
+                    PoolRole::K3sServer => {
+                        let depends_on = ready.into_iter().chain(previous_server.clone()).collect();
+                        Some(self.push(
+                            &cluster.name,
+                            StepId(format!("join:{name}")),
+                            StepKind::JoinK3sServer(join),
+                            depends_on,
+                            false,
+                        ))
+                    }
+                    _ if via.is_none() => {
+                        self.warnings.push(Warning::NoServerToJoin {
+                            cluster: cluster.name.clone(),
+                            node,
+                        });
+                        None
+                    }
+                    _ => {
+                        let depends_on = ready.into_iter().chain(bootstrap.clone()).collect();
+                        Some(self.push(
+                            &cluster.name,
+                            StepId(format!("join:{name}")),
+                            StepKind::JoinK3sAgent(join),
+                            depends_on,
+                            false,
+                        ))
+                    }
+                }
+            }
+            ClusterKind::Kubeadm {
+                api_endpoint,
+                kubernetes_version,
+                control_plane,
+            } => {
+                let Some(first) = control_plane.first() else {
+                    self.warnings.push(Warning::NoServerToJoin {
+                        cluster: cluster.name.clone(),
+                        node,
+                    });
+                    return None;
+                };
+                let join = KubeadmJoin {
+                    node,
+                    instance: si.instance,
+                    role: KubeadmRole::Worker,
+                    via: NodeName(first.name.clone()),
+                    api_endpoint: api_endpoint.clone(),
+                    kubernetes_version: kubernetes_version.clone(),
+                    labels,
+                    taints,
+                };
+                Some(self.push(
+                    &cluster.name,
+                    StepId(format!("join:{name}")),
+                    StepKind::KubeadmJoin(join),
+                    ready,
+                    false,
+                ))
+            }
+        }
+    }
+
+    /// Label and taint steps for a node that exists. Labels under
+    /// `kiwistack.io/` belong to kiwi-infra and are removed when no longer
+    /// wanted; other labels are only added or updated, since other software
+    /// may set them. Taints outside the Kubernetes domains all come from the
+    /// inventory, so unwanted ones are removed.
+    fn drift(&mut self, cluster: &ClusterSpec, pool: &PoolSpec, node: &super::observed::Node) {
+        let name = &node.name;
+        let wanted = pool.node_labels(cluster);
+        for (key, value) in &wanted {
+            let current = node.labels.get(key);
+            if current != Some(value) {
+                self.push(
+                    &cluster.name,
+                    StepId(format!("label:{name}:{key}")),
+                    StepKind::SetLabel {
+                        node: name.clone(),
+                        key: key.clone(),
+                        value: value.clone(),
+                        previous: current.cloned(),
+                    },
+                    Vec::new(),
+                    false,
+                );
+            }
+        }
+        for (key, value) in &node.labels {
+            if key.starts_with(crate::inventory::kube::KIWI_LABEL_PREFIX)
+                && !wanted.contains_key(key)
+            {
+                self.push(
+                    &cluster.name,
+                    StepId(format!("unlabel:{name}:{key}")),
+                    StepKind::RemoveLabel {
+                        node: name.clone(),
+                        key: key.clone(),
+                        previous: value.clone(),
+                    },
+                    Vec::new(),
+                    false,
+                );
+            }
+        }
+        for taint in &node.taints {
+            let replaced = pool
+                .taints
+                .iter()
+                .any(|t| t.key == taint.key && t.effect == taint.effect);
+            if !taint.is_system() && !replaced {
+                self.push(
+                    &cluster.name,
+                    StepId(format!("untaint:{name}:{}:{:?}", taint.key, taint.effect)),
+                    StepKind::RemoveTaint {
+                        node: name.clone(),
+                        taint: taint.clone(),
+                    },
+                    Vec::new(),
+                    false,
+                );
+            }
+        }
+        for taint in &pool.taints {
+            if !node.taints.contains(taint) {
+                self.push(
+                    &cluster.name,
+                    StepId(format!("taint:{name}:{}:{:?}", taint.key, taint.effect)),
+                    StepKind::SetTaint {
+                        node: name.clone(),
+                        taint: taint.clone(),
+                    },
+                    Vec::new(),
+                    false,
+                );
+            }
+        }
+    }
+
+    fn protected(&mut self, cluster: &ClusterSpec, what: String) {
+        for warning in &mut self.warnings {
+            if let Warning::Protected {
+                cluster: c,
+                skipped,
+            } = warning
+            {
+                if *c == cluster.name {
+                    skipped.push(what);
+                    return;
+                }
+            }
+        }
+        self.warnings.push(Warning::Protected {
+            cluster: cluster.name.clone(),
+            skipped: vec![what],
+        });
+    }
+
+    /// Owned instances no slot wants any more: drain, delete the node, cancel.
+    /// Highest-numbered first; agents before servers; servers one at a time.
+    fn removals(&mut self) {
+        let mut by_cluster: BTreeMap<String, Vec<&'a Instance>> = BTreeMap::new();
+        for instance in &self.observed.instances {
+            if self.handled.contains(&instance.id.0) || !instance.is_owned() {
+                continue;
+            }
+            if let Some(cancel_date) = instance.cancel_date {
+                self.warnings.push(Warning::CancelledInstance {
+                    name: instance.display_name.clone(),
+                    instance: instance.id.clone(),
+                    cancel_date,
+                });
+                continue;
+            }
+            let cluster = tags::cluster_of(&instance.tags)
+                .map(str::to_string)
+                .or_else(|| cluster_from_name(&instance.display_name))
+                .unwrap_or_else(|| CORE_CLUSTER.to_string());
+            by_cluster.entry(cluster).or_default().push(instance);
+        }
+        // Desired clusters first, in inventory order, then removed ones.
+        let mut order: Vec<String> = self
+            .desired
+            .clusters
+            .iter()
+            .map(|c| c.name.clone())
+            .collect();
+        order.extend(
+            by_cluster
+                .keys()
+                .filter(|k| self.desired.cluster(k).is_none())
+                .cloned(),
+        );
+        for cluster in order {
+            let Some(mut instances) = by_cluster.remove(&cluster) else {
+                continue;
+            };
+            let server_prefix = format!("kiwi-{cluster}-{SERVER_POOL}-");
+            instances.sort_by(|a, b| {
+                let a_server = a.display_name.starts_with(&server_prefix);
+                let b_server = b.display_name.starts_with(&server_prefix);
+                (a_server, &b.display_name, &b.id).cmp(&(b_server, &a.display_name, &a.id))
+            });
+            if let Some(spec) = self.desired.cluster(&cluster).filter(|c| c.protected) {
+                for instance in instances {
+                    self.protected(
+                        spec,
+                        format!(
+                            "remove {} (instance {})",
+                            instance.display_name, instance.id
+                        ),
+                    );
+                }
+                continue;
+            }
+            self.remove_instances(&cluster, &instances, &server_prefix);
+        }
+    }
+
+    fn remove_instances(&mut self, cluster: &str, instances: &[&'a Instance], server_prefix: &str) {
+        let observation = self.observed.cluster(cluster);
+        let mut agents_done: Vec<StepId> = Vec::new();
+        let mut previous_server: Option<StepId> = None;
+        let mut drained: BTreeSet<String> = BTreeSet::new();
+        for instance in instances {
+            let is_server = instance.display_name.starts_with(server_prefix);
+            let mut after: Vec<StepId> = if is_server {
+                previous_server
+                    .clone()
+                    .map_or_else(|| agents_done.clone(), |s| vec![s])
+            } else {
+                Vec::new()
+            };
+            let name = &instance.display_name;
+            // Unobserved cluster: plan the node steps; apply checks first.
+            let node_exists = observation.is_none_or(|o| o.node(name).is_some());
+            if node_exists && drained.insert(name.clone()) {
+                let node = NodeName(name.clone());
+                let drain = self.push(
+                    cluster,
+                    StepId(format!("drain:{name}")),
+                    StepKind::DrainNode { node: node.clone() },
+                    after,
+                    true,
+                );
+                let delete = self.push(
+                    cluster,
+                    StepId(format!("delete-node:{name}")),
+                    StepKind::DeleteNode { node },
+                    vec![drain],
+                    true,
+                );
+                after = vec![delete];
+            }
+            let cancel = self.push(
+                cluster,
+                StepId(format!("cancel:{}", instance.id)),
+                StepKind::CancelInstance {
+                    instance: InstanceRef {
+                        name: name.clone(),
+                        id: Some(instance.id.clone()),
+                    },
+                    product: instance.product_id.clone(),
+                    monthly_price: self.desired.price(&instance.product_id),
+                },
+                after,
+                true,
+            );
+            if is_server {
+                previous_server = Some(cancel);
+            } else {
+                agents_done.push(cancel);
+            }
+        }
+    }
+}
+
+/// The tags an owned instance of this pool carries.
+fn owned_tags(cluster: &ClusterSpec, pool: &PoolSpec) -> [String; 3] {
+    [
+        tags::MANAGED.to_string(),
+        tags::cluster(&cluster.name),
+        tags::class(pool.class),
+    ]
+}
+
+fn brief(instance: &Instance) -> InstanceBrief {
+    InstanceBrief {
+        id: instance.id.clone(),
+        created_date: instance.created_date,
+        status: instance.status.clone(),
+        owned: instance.is_owned(),
+    }
+}
+
+/// The cluster of a `kiwi-<cluster>-<pool>-<NN>` name, when the ownership
+/// tags do not say (the cluster tag was lost). Cluster names may contain
+/// dashes, so this is a best effort: everything between `kiwi-` and the last
+/// two dash-separated parts.
+fn cluster_from_name(name: &str) -> Option<String> {
+    let rest = name.strip_prefix("kiwi-")?;
+    let mut parts: Vec<&str> = rest.split('-').collect();
+    if parts.len() < 3 {
+        return None;
+    }
+    parts.truncate(parts.len() - 2);
+    Some(parts.join("-"))
+}

@@ -1,0 +1,436 @@
+//! Renderings of a plan: for people, in the manner of `terraform plan`
+//! (grouped by cluster, `+` add, `~` change, `-` remove, a summary line), and
+//! as versioned JSON for scripts (documented in `docs/plan-json.md`).
+
+use super::observed::InstanceStatus;
+use super::steps::{Plan, Step, StepKind, Summary, Warning};
+use crate::inventory::{products, Money, Taint};
+use anstyle::{AnsiColor, Style};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// How to render for people.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RenderOptions {
+    /// Use ANSI colours (when the output is a terminal).
+    pub color: bool,
+    /// `--allow-destroy` was given; otherwise destructive steps say they
+    /// need it.
+    pub allow_destroy: bool,
+}
+
+/// The plan as JSON, with its `format_version`.
+pub fn render_json(plan: &Plan) -> serde_json::Value {
+    serde_json::to_value(plan).unwrap_or(serde_json::Value::Null)
+}
+
+/// The plan for people.
+pub fn render_human(plan: &Plan, options: &RenderOptions) -> String {
+    let r = Renderer { options: *options };
+    let mut out = String::new();
+    for (group, steps) in groups(plan) {
+        let header = match group {
+            None => "Contabo account".to_string(),
+            Some(name) => format!("Cluster {name}"),
+        };
+        let _ = writeln!(out, "{}", r.paint(&header, Style::new().bold()));
+        let mut i = 0;
+        while i < steps.len() {
+            i += r.step(&mut out, &steps[i..]);
+        }
+        for u in plan
+            .unverified
+            .iter()
+            .filter(|u| Some(u.cluster.as_str()) == group)
+        {
+            let text = format!(
+                "? {}: cluster not observed (no node access yet); join, labels and taints unverified",
+                u.node
+            );
+            let _ = writeln!(out, "  {}", r.paint(&text, fg(AnsiColor::Cyan)));
+        }
+        out.push('\n');
+    }
+    if !plan.warnings.is_empty() {
+        let _ = writeln!(out, "{}", r.paint("Warnings", fg(AnsiColor::Yellow).bold()));
+        for w in &plan.warnings {
+            let _ = writeln!(
+                out,
+                "  {} {}",
+                r.paint("!", fg(AnsiColor::Yellow).bold()),
+                warning(w)
+            );
+        }
+        out.push('\n');
+    }
+    if plan.is_empty() {
+        out.push_str("No changes. The inventory matches Contabo.\n");
+    } else {
+        let _ = writeln!(
+            out,
+            "{}",
+            r.paint(&summary_line(&plan.summary), Style::new().bold())
+        );
+        if plan.summary.destructive > 0 && !options.allow_destroy {
+            let _ = writeln!(
+                out,
+                "{} destructive step(s) will only be carried out with --allow-destroy.",
+                plan.summary.destructive
+            );
+        }
+    }
+    out
+}
+
+/// `Plan: 4 to order (+€83.96/month), 4 to bootstrap, 2 labels to change, 0 to cancel.`
+/// Counts that are usually zero (reinstalls, taints, tags, node removals)
+/// appear only when they are not.
+pub fn summary_line(s: &Summary) -> String {
+    let mut parts = Vec::new();
+    if s.to_order > 0 {
+        parts.push(format!(
+            "{} to order (+{}/month)",
+            s.to_order, s.monthly_cost_added
+        ));
+    } else {
+        parts.push("0 to order".to_string());
+    }
+    if s.to_reinstall > 0 {
+        parts.push(format!("{} to reinstall", s.to_reinstall));
+    }
+    if s.instances_to_tag > 0 {
+        parts.push(format!("{} to tag", s.instances_to_tag));
+    }
+    parts.push(format!("{} to bootstrap", s.to_bootstrap));
+    parts.push(format!(
+        "{} {} to change",
+        s.labels_to_change,
+        plural(s.labels_to_change, "label", "labels")
+    ));
+    if s.taints_to_change > 0 {
+        parts.push(format!(
+            "{} {} to change",
+            s.taints_to_change,
+            plural(s.taints_to_change, "taint", "taints")
+        ));
+    }
+    if s.nodes_to_remove > 0 {
+        parts.push(format!(
+            "{} {} to remove",
+            s.nodes_to_remove,
+            plural(s.nodes_to_remove, "node", "nodes")
+        ));
+    }
+    if s.to_cancel > 0 {
+        parts.push(format!(
+            "{} to cancel (-{}/month)",
+            s.to_cancel, s.monthly_cost_removed
+        ));
+    } else {
+        parts.push("0 to cancel".to_string());
+    }
+    format!("Plan: {}.", parts.join(", "))
+}
+
+fn plural<'s>(n: u32, one: &'s str, many: &'s str) -> &'s str {
+    if n == 1 {
+        one
+    } else {
+        many
+    }
+}
+
+/// Steps grouped by cluster: account-wide steps first, then clusters in the
+/// order they first appear (steps, then unverified nodes).
+fn groups(plan: &Plan) -> Vec<(Option<&str>, Vec<&Step>)> {
+    let mut order: Vec<Option<&str>> = Vec::new();
+    let mut by: BTreeMap<Option<&str>, Vec<&Step>> = BTreeMap::new();
+    for step in &plan.steps {
+        let key = step.cluster.as_deref();
+        if !order.contains(&key) {
+            order.push(key);
+        }
+        by.entry(key).or_default().push(step);
+    }
+    for u in &plan.unverified {
+        let key = Some(u.cluster.as_str());
+        if !order.contains(&key) {
+            order.push(key);
+        }
+    }
+    order.sort_by_key(|k| k.is_some());
+    order
+        .into_iter()
+        .map(|k| (k, by.remove(&k).unwrap_or_default()))
+        .collect()
+}
+
+fn fg(color: AnsiColor) -> Style {
+    Style::new().fg_color(Some(color.into()))
+}
+
+struct Renderer {
+    options: RenderOptions,
+}
+
+impl Renderer {
+    fn paint(&self, text: &str, style: Style) -> String {
+        if self.options.color {
+            format!("{}{text}{}", style.render(), style.render_reset())
+        } else {
+            text.to_string()
+        }
+    }
+
+    fn line(&self, out: &mut String, sign: char, text: &str, step: &Step) {
+        let style = match sign {
+            '+' => fg(AnsiColor::Green),
+            '-' => fg(AnsiColor::Red),
+            _ => fg(AnsiColor::Yellow),
+        };
+        let mut text = format!("{sign} {text}");
+        if step.destructive {
+            text.push_str(if self.options.allow_destroy {
+                "  [destructive]"
+            } else {
+                "  [destructive, needs --allow-destroy]"
+            });
+        }
+        let _ = writeln!(out, "  {}", self.paint(&text, style));
+    }
+
+    fn detail(&self, out: &mut String, text: &str) {
+        let _ = writeln!(out, "      {}", self.paint(text, Style::new().dimmed()));
+    }
+
+    /// Renders the first step (and any following tag assignments to the same
+    /// instance, shown as one line); returns how many steps it used.
+    fn step(&self, out: &mut String, steps: &[&Step]) -> usize {
+        let Some(step) = steps.first() else { return 1 };
+        match &step.kind {
+            StepKind::EnsureSecret { name } => self.line(
+                out,
+                '+',
+                &format!("create secret {name} (operator SSH public key)"),
+                step,
+            ),
+            StepKind::EnsureTag { name } => {
+                self.line(out, '+', &format!("create tag {name}"), step)
+            }
+            StepKind::OrderInstance(o) => {
+                self.line(out, '+', &format!("order {}", o.slot), step);
+                self.detail(
+                    out,
+                    &format!(
+                        "{} ({}), class {}, region {}, {}/month, {}-month term, image {}",
+                        o.product,
+                        o.product_name,
+                        o.class,
+                        o.region,
+                        o.monthly_price,
+                        o.period,
+                        o.image.name
+                    ),
+                );
+            }
+            StepKind::AssignTag { instance, .. } => {
+                let run: Vec<&str> = steps
+                    .iter()
+                    .map_while(|s| match &s.kind {
+                        StepKind::AssignTag { tag, instance: i } if i == instance => {
+                            Some(tag.as_str())
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                let who = match &instance.id {
+                    Some(id) => format!("{} (instance {id})", instance.name),
+                    None => instance.name.clone(),
+                };
+                self.line(out, '~', &format!("tag {who}: {}", run.join(", ")), step);
+                return run.len().max(1);
+            }
+            StepKind::ReinstallInstance(r) => {
+                let id = r
+                    .instance
+                    .id
+                    .as_ref()
+                    .map_or_else(String::new, |id| format!(" (instance {id})"));
+                let why = match r.status {
+                    InstanceStatus::Running => "running but not a node of the cluster".to_string(),
+                    ref other => format!("status {other}"),
+                };
+                self.line(
+                    out,
+                    '~',
+                    &format!("reinstall {}{id}: {why}", r.instance.name),
+                    step,
+                );
+                self.detail(out, &format!("image {}", r.image.name));
+            }
+            StepKind::BootstrapK3sServer(j) => {
+                self.line(
+                    out,
+                    '+',
+                    &format!(
+                        "bootstrap {} as the first k3s server (cluster-init, {})",
+                        j.node, j.version
+                    ),
+                    step,
+                );
+                self.node_details(out, &j.labels, &j.taints);
+            }
+            StepKind::JoinK3sServer(j) => {
+                let via = j
+                    .via
+                    .as_ref()
+                    .map_or_else(String::new, |v| format!(" via {v}"));
+                self.line(
+                    out,
+                    '+',
+                    &format!("join {} as k3s server{via}", j.node),
+                    step,
+                );
+                self.node_details(out, &j.labels, &j.taints);
+            }
+            StepKind::JoinK3sAgent(j) => {
+                let via = j
+                    .via
+                    .as_ref()
+                    .map_or_else(String::new, |v| format!(" via {v}"));
+                self.line(
+                    out,
+                    '+',
+                    &format!("join {} as k3s agent{via}", j.node),
+                    step,
+                );
+                self.node_details(out, &j.labels, &j.taints);
+            }
+            StepKind::KubeadmJoin(j) => {
+                let role = match j.role {
+                    super::steps::KubeadmRole::Worker => "worker",
+                    super::steps::KubeadmRole::ControlPlane => "control-plane node",
+                };
+                self.line(
+                    out,
+                    '+',
+                    &format!("kubeadm join {} as {role} via {}", j.node, j.via),
+                    step,
+                );
+                self.node_details(out, &j.labels, &j.taints);
+            }
+            StepKind::SetLabel {
+                node,
+                key,
+                value,
+                previous,
+            } => match previous {
+                Some(p) => self.line(
+                    out,
+                    '~',
+                    &format!("label {node}: {key}={value} (was {p:?})"),
+                    step,
+                ),
+                None => self.line(out, '+', &format!("label {node}: {key}={value}"), step),
+            },
+            StepKind::RemoveLabel {
+                node,
+                key,
+                previous,
+            } => self.line(
+                out,
+                '-',
+                &format!("label {node}: {key} (was {previous:?})"),
+                step,
+            ),
+            StepKind::SetTaint { node, taint } => {
+                self.line(out, '+', &format!("taint {node}: {taint}"), step)
+            }
+            StepKind::RemoveTaint { node, taint } => {
+                self.line(out, '-', &format!("taint {node}: {taint}"), step)
+            }
+            StepKind::DrainNode { node } => self.line(out, '-', &format!("drain {node}"), step),
+            StepKind::DeleteNode { node } => {
+                self.line(out, '-', &format!("delete node {node}"), step)
+            }
+            StepKind::CancelInstance {
+                instance,
+                product,
+                monthly_price,
+            } => {
+                let id = instance
+                    .id
+                    .as_ref()
+                    .map_or_else(String::new, |id| format!(" (instance {id})"));
+                let name = products::product(product).map_or("", |p| p.name);
+                let price = monthly_price.map_or_else(
+                    || "price unknown".to_string(),
+                    |m: Money| format!("-{m}/month"),
+                );
+                self.line(out, '-', &format!("cancel {}{id}", instance.name), step);
+                self.detail(out, &format!("{product} ({name}), {price}"));
+            }
+        }
+        1
+    }
+
+    fn node_details(&self, out: &mut String, labels: &BTreeMap<String, String>, taints: &[Taint]) {
+        let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        self.detail(out, &format!("labels: {}", labels.join(", ")));
+        if !taints.is_empty() {
+            let taints: Vec<String> = taints.iter().map(Taint::to_string).collect();
+            self.detail(out, &format!("taints: {}", taints.join(", ")));
+        }
+    }
+}
+
+fn warning(w: &Warning) -> String {
+    match w {
+        Warning::DuplicateInstances { name, instances, kept } => {
+            let list: Vec<String> = instances
+                .iter()
+                .map(|i| {
+                    format!(
+                        "{} created {} ({}{})",
+                        i.id,
+                        i.created_date.format("%Y-%m-%d %H:%M UTC"),
+                        i.status,
+                        if i.owned { ", owned" } else { "" }
+                    )
+                })
+                .collect();
+            format!(
+                "{name}: {} instances share this name (a past double order): {}. The plan uses {kept} and leaves the others alone; cancel the extra ones once checked.",
+                instances.len(),
+                list.join("; ")
+            )
+        }
+        Warning::NeedsAdoption { name, instance } => format!(
+            "{name}: instance {} (created {}) has this slot's name but not the kiwi-managed tag; left alone. Pass --adopt to take it over.",
+            instance.id,
+            instance.created_date.format("%Y-%m-%d %H:%M UTC")
+        ),
+        Warning::NeedsAttention { name, instance, status } => format!(
+            "{name}: instance {instance} is `{status}`; it needs a human (Contabo panel or support) before it can be used."
+        ),
+        Warning::CancelledInstance { name, instance, cancel_date } => format!(
+            "{name}: instance {instance} is cancelled (runs until {cancel_date}); it does not count as capacity."
+        ),
+        Warning::ImageUnresolved { image } => format!(
+            "image `{image}` was not found at Contabo; orders and reinstalls cannot be placed until it resolves."
+        ),
+        Warning::Mismatch { name, instance, field, expected, actual } => format!(
+            "{name}: instance {instance} has {field} {actual}, the inventory says {expected}; changing it is not automated."
+        ),
+        Warning::Protected { cluster, skipped } => format!(
+            "cluster {cluster} is protected; not planned: {}.",
+            skipped.join("; ")
+        ),
+        Warning::NoServerToJoin { cluster, node } => format!(
+            "{node}: cluster {cluster} has no server or control-plane node to join through; not joined."
+        ),
+        Warning::ControlPlaneNodeMissing { cluster, node } => format!(
+            "{node}: control-plane node of cluster {cluster} listed in the inventory is not in the cluster."
+        ),
+    }
+}

@@ -1,0 +1,124 @@
+//! Saved plans (`plan --out FILE`): the steps, plus digests of the inventory
+//! and of what was observed, so that applying the file later can re-observe
+//! and refuse a plan the world has moved away from. A saved plan holds no
+//! secret: steps name secrets and templates, never their contents.
+
+use super::observed::Observed;
+use super::steps::Plan;
+use crate::inventory::Desired;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Version of the saved-plan file format.
+pub const SAVED_PLAN_FORMAT_VERSION: u32 = 1;
+
+/// A sha256 over what the planner reads from the observed state, in a
+/// canonical order (instances by id, nodes by name, taints sorted), so the
+/// order the API lists things in does not matter. Node readiness and IP
+/// addresses are left out: the planner does not read them, and they change
+/// without changing the plan.
+pub fn fingerprint(observed: &Observed) -> String {
+    let mut canonical = observed.clone();
+    canonical.instances.sort_by(|a, b| a.id.cmp(&b.id));
+    for instance in &mut canonical.instances {
+        instance.ipv4 = None;
+    }
+    for cluster in canonical.clusters.values_mut().flatten() {
+        cluster.nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        for node in &mut cluster.nodes {
+            node.ready = false;
+            node.taints.sort();
+        }
+    }
+    let bytes = serde_json::to_vec(&canonical).unwrap_or_default();
+    hex(&Sha256::digest(&bytes))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A plan saved to a file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SavedPlan {
+    /// [`SAVED_PLAN_FORMAT_VERSION`].
+    pub format_version: u32,
+    /// `kiwi-infra <version>`.
+    pub created_by: String,
+    /// [`Desired::digest`] of the inventory it was planned from.
+    pub inventory_digest: String,
+    /// [`fingerprint`] of what was observed.
+    pub observed_fingerprint: String,
+    /// The plan.
+    pub plan: Plan,
+}
+
+/// Why a saved plan can no longer be applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Stale {
+    /// The file was written by an incompatible version.
+    #[error("saved plan has format version {found}, this kiwi-infra reads version {expected}; run `kiwi-infra plan` again")]
+    FormatVersion {
+        /// Version in the file.
+        found: u32,
+        /// Version this build reads.
+        expected: u32,
+    },
+    /// The inventory changed since the plan was made.
+    #[error("the inventory changed since this plan was made; run `kiwi-infra plan` again")]
+    InventoryChanged,
+    /// Contabo or a cluster changed since the plan was made.
+    #[error("Contabo or a cluster changed since this plan was made; run `kiwi-infra plan` again")]
+    ObservedChanged,
+}
+
+/// A saved plan file that cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SavedPlanError {
+    /// Not JSON of the expected shape.
+    #[error("not a kiwi-infra saved plan")]
+    Malformed(#[source] serde_json::Error),
+}
+
+impl SavedPlan {
+    /// Wraps a plan with the digests of what it was made from.
+    pub fn new(desired: &Desired, observed: &Observed, plan: Plan) -> Self {
+        SavedPlan {
+            format_version: SAVED_PLAN_FORMAT_VERSION,
+            created_by: format!("kiwi-infra {}", env!("CARGO_PKG_VERSION")),
+            inventory_digest: desired.digest(),
+            observed_fingerprint: fingerprint(observed),
+            plan,
+        }
+    }
+
+    /// The file's contents: pretty JSON with a trailing newline.
+    pub fn to_json(&self) -> String {
+        let mut text = serde_json::to_string_pretty(self).unwrap_or_default();
+        text.push('\n');
+        text
+    }
+
+    /// Reads a saved plan file's contents.
+    pub fn from_json(text: &str) -> Result<Self, SavedPlanError> {
+        serde_json::from_str(text).map_err(SavedPlanError::Malformed)
+    }
+
+    /// Refuses a plan made from another inventory or another observed state.
+    pub fn check_fresh(&self, observed: &Observed, desired: &Desired) -> Result<(), Stale> {
+        if self.format_version != SAVED_PLAN_FORMAT_VERSION {
+            return Err(Stale::FormatVersion {
+                found: self.format_version,
+                expected: SAVED_PLAN_FORMAT_VERSION,
+            });
+        }
+        if self.inventory_digest != desired.digest() {
+            return Err(Stale::InventoryChanged);
+        }
+        if self.observed_fingerprint != fingerprint(observed) {
+            return Err(Stale::ObservedChanged);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,480 @@
+//! The plan as data: an ordered list of fully specified steps with their
+//! dependencies, warnings for what needs a human, and a summary. `apply`
+//! carries the steps out and makes no decisions of its own; a saved plan and
+//! `--json` are this structure serialised (see `docs/plan-json.md`).
+
+use super::observed::{ImageId, InstanceId, InstanceStatus, NodeName};
+use crate::inventory::{Money, NodeClass, PoolRole, Taint};
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Version of the plan's JSON form. Bump it on any incompatible change.
+pub const PLAN_FORMAT_VERSION: u32 = 1;
+
+/// A plan: what to do, in order, to make Contabo and the clusters match the
+/// inventory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// [`PLAN_FORMAT_VERSION`].
+    pub format_version: u32,
+    /// Steps in an order that respects their dependencies.
+    pub steps: Vec<Step>,
+    /// Existing nodes of clusters that could not be observed: their join,
+    /// labels and taints are not verified by this plan.
+    pub unverified: Vec<Unverified>,
+    /// Things the operator must know or decide.
+    pub warnings: Vec<Warning>,
+    /// Counts and cost.
+    pub summary: Summary,
+}
+
+impl Plan {
+    /// True when there is nothing to do (warnings may remain).
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    /// The step with this id.
+    pub fn step(&self, id: &StepId) -> Option<&Step> {
+        self.steps.iter().find(|s| &s.id == id)
+    }
+}
+
+/// A step's id, unique within a plan and stable across plans of the same
+/// state, e.g. `order:kiwi-acme-server-01`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct StepId(pub String);
+
+impl fmt::Display for StepId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One thing to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    /// Unique id.
+    pub id: StepId,
+    /// The cluster it belongs to; `None` for account-wide steps (secrets, tags).
+    pub cluster: Option<String>,
+    /// What to do.
+    #[serde(flatten)]
+    pub kind: StepKind,
+    /// Steps that must have succeeded first.
+    pub depends_on: Vec<StepId>,
+    /// Loses data or capacity (drain, delete, cancel, reinstall of a running
+    /// instance); `apply` only does it with `--allow-destroy`.
+    pub destructive: bool,
+}
+
+/// Names an instance: by id when it exists, by display name when an earlier
+/// step of the plan orders it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct InstanceRef {
+    /// Display name (the slot name for kiwi-infra's instances).
+    pub name: String,
+    /// Instance id, `None` until ordered.
+    pub id: Option<InstanceId>,
+}
+
+/// The OS image of an order or reinstall.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRef {
+    /// Name from the inventory.
+    pub name: String,
+    /// Id resolved through the API; `None` if no image has that name (a
+    /// warning says so, and `apply` refuses to order).
+    pub id: Option<ImageId>,
+}
+
+/// Which cloud-init template renders an instance's user data. The plan names
+/// the template only; the rendered user data (with its generated host key)
+/// never appears in a plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserDataTemplate {
+    /// A k3s server node.
+    K3sServer,
+    /// A k3s agent node.
+    K3sAgent,
+    /// A kubeadm worker of the Core cluster.
+    KubeadmWorker,
+}
+
+impl UserDataTemplate {
+    /// The template for a pool role.
+    pub fn for_role(role: PoolRole) -> Self {
+        match role {
+            PoolRole::K3sServer => UserDataTemplate::K3sServer,
+            PoolRole::K3sAgent => UserDataTemplate::K3sAgent,
+            PoolRole::KubeadmWorker => UserDataTemplate::KubeadmWorker,
+        }
+    }
+}
+
+/// An order of one instance (`POST /v1/compute/instances`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    /// Slot name, used as `displayName` and node name. (The cluster is the
+    /// step's own `cluster`.)
+    pub slot: NodeName,
+    /// Pool name.
+    pub pool: String,
+    /// Role of the node.
+    pub role: PoolRole,
+    /// Product id.
+    pub product: String,
+    /// Product name, for people.
+    pub product_name: String,
+    /// Node class.
+    pub class: NodeClass,
+    /// Region.
+    pub region: String,
+    /// OS image.
+    pub image: ImageRef,
+    /// Contract period in months.
+    pub period: u8,
+    /// Monthly price from the inventory, in cents.
+    #[serde(rename = "monthly_price_cents")]
+    pub monthly_price: Money,
+    /// Name of the secret holding the operator's SSH key.
+    pub ssh_key_secret: String,
+    /// User-data template.
+    pub user_data: UserDataTemplate,
+}
+
+/// A reinstall of an owned instance (`PUT /v1/compute/instances/{id}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reinstall {
+    /// The instance.
+    pub instance: InstanceRef,
+    /// Its status when observed, the reason for the reinstall.
+    pub status: InstanceStatus,
+    /// OS image.
+    pub image: ImageRef,
+    /// Name of the secret holding the operator's SSH key.
+    pub ssh_key_secret: String,
+    /// User-data template.
+    pub user_data: UserDataTemplate,
+}
+
+/// Joining one node to a k3s cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct K3sJoin {
+    /// Node name.
+    pub node: NodeName,
+    /// The instance it runs on.
+    pub instance: InstanceRef,
+    /// k3s version.
+    pub version: String,
+    /// The server node to join through; `None` for the first server, which
+    /// initialises the cluster.
+    pub via: Option<NodeName>,
+    /// Labels the node registers with.
+    pub labels: BTreeMap<String, String>,
+    /// Taints the node registers with.
+    pub taints: Vec<Taint>,
+}
+
+/// Role of a node joining with kubeadm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KubeadmRole {
+    /// A worker.
+    Worker,
+    /// A (replacement) control-plane node.
+    ControlPlane,
+}
+
+/// Joining one node to the Core cluster with `kubeadm join`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KubeadmJoin {
+    /// Node name.
+    pub node: NodeName,
+    /// The instance it runs on.
+    pub instance: InstanceRef,
+    /// Worker or control plane.
+    pub role: KubeadmRole,
+    /// Control-plane node that creates the join token.
+    pub via: NodeName,
+    /// API endpoint, `host:port`.
+    pub api_endpoint: String,
+    /// Kubernetes version to install.
+    pub kubernetes_version: String,
+    /// Labels the node registers with.
+    pub labels: BTreeMap<String, String>,
+    /// Taints the node registers with.
+    pub taints: Vec<Taint>,
+}
+
+/// What a step does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StepKind {
+    /// Create the secret holding the operator's SSH public key.
+    EnsureSecret {
+        /// Secret name; it embeds a digest of the key, so a new key gets a
+        /// new secret.
+        name: String,
+    },
+    /// Create a tag.
+    EnsureTag {
+        /// Tag name.
+        name: String,
+    },
+    /// Order an instance.
+    OrderInstance(Order),
+    /// Assign a tag to an instance.
+    AssignTag {
+        /// Tag name.
+        tag: String,
+        /// The instance.
+        instance: InstanceRef,
+    },
+    /// Reinstall an owned instance instead of ordering a new one.
+    ReinstallInstance(Reinstall),
+    /// Start the first k3s server with `--cluster-init`.
+    BootstrapK3sServer(K3sJoin),
+    /// Join a k3s server to the cluster.
+    JoinK3sServer(K3sJoin),
+    /// Join a k3s agent to the cluster.
+    JoinK3sAgent(K3sJoin),
+    /// Join a node with kubeadm.
+    KubeadmJoin(KubeadmJoin),
+    /// Set (add or change) a node label.
+    SetLabel {
+        /// Node.
+        node: NodeName,
+        /// Label key.
+        key: String,
+        /// New value.
+        value: String,
+        /// Value it has now, if any.
+        previous: Option<String>,
+    },
+    /// Remove a node label.
+    RemoveLabel {
+        /// Node.
+        node: NodeName,
+        /// Label key.
+        key: String,
+        /// Value it has now.
+        previous: String,
+    },
+    /// Set a taint (replacing any with the same key and effect).
+    SetTaint {
+        /// Node.
+        node: NodeName,
+        /// Taint.
+        taint: Taint,
+    },
+    /// Remove a taint.
+    RemoveTaint {
+        /// Node.
+        node: NodeName,
+        /// Taint.
+        taint: Taint,
+    },
+    /// Cordon and drain a node.
+    DrainNode {
+        /// Node.
+        node: NodeName,
+    },
+    /// Delete a node object (and, for a k3s server, its etcd membership).
+    DeleteNode {
+        /// Node.
+        node: NodeName,
+    },
+    /// Cancel an instance; it keeps running until its cancel date.
+    CancelInstance {
+        /// The instance.
+        instance: InstanceRef,
+        /// Its product id.
+        product: String,
+        /// Monthly price saved, in cents, if the inventory has a price for it.
+        #[serde(rename = "monthly_price_cents")]
+        monthly_price: Option<Money>,
+    },
+}
+
+/// An existing node of an unobserved cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unverified {
+    /// Cluster.
+    pub cluster: String,
+    /// Node (slot) name.
+    pub node: NodeName,
+    /// Labels it should carry.
+    pub labels: BTreeMap<String, String>,
+    /// Taints it should carry.
+    pub taints: Vec<Taint>,
+}
+
+/// One instance in a warning.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceBrief {
+    /// Instance id.
+    pub id: InstanceId,
+    /// Creation date.
+    pub created_date: DateTime<Utc>,
+    /// Status.
+    pub status: InstanceStatus,
+    /// Whether it carries the ownership tag.
+    pub owned: bool,
+}
+
+/// Something the operator must know or decide.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Warning {
+    /// Several live instances share a slot name: a past double order.
+    DuplicateInstances {
+        /// Slot name.
+        name: String,
+        /// All of them, oldest first.
+        instances: Vec<InstanceBrief>,
+        /// The one the plan uses; the others are left alone.
+        kept: InstanceId,
+    },
+    /// An instance has a slot's name but not the ownership tag.
+    NeedsAdoption {
+        /// Slot name.
+        name: String,
+        /// The instance.
+        instance: InstanceBrief,
+    },
+    /// An instance is in a state only a human (or Contabo) can resolve.
+    NeedsAttention {
+        /// Display name.
+        name: String,
+        /// Instance id.
+        instance: InstanceId,
+        /// Its status.
+        status: InstanceStatus,
+    },
+    /// A cancelled instance is still present; it is not counted as capacity.
+    CancelledInstance {
+        /// Display name.
+        name: String,
+        /// Instance id.
+        instance: InstanceId,
+        /// Date it stops.
+        cancel_date: NaiveDate,
+    },
+    /// The inventory's OS image was not found.
+    ImageUnresolved {
+        /// Image name.
+        image: String,
+    },
+    /// An owned instance differs from its pool in a way the plan does not fix.
+    Mismatch {
+        /// Slot name.
+        name: String,
+        /// Instance id.
+        instance: InstanceId,
+        /// `product` or `region`.
+        field: String,
+        /// What the inventory says.
+        expected: String,
+        /// What the instance has.
+        actual: String,
+    },
+    /// Destructive steps not planned because the cluster is protected.
+    Protected {
+        /// Cluster.
+        cluster: String,
+        /// What was not planned, one entry per node.
+        skipped: Vec<String>,
+    },
+    /// A node cannot join because its cluster has no server to join.
+    NoServerToJoin {
+        /// Cluster.
+        cluster: String,
+        /// Node.
+        node: NodeName,
+    },
+    /// A control-plane node listed in the inventory is not in the cluster.
+    ControlPlaneNodeMissing {
+        /// Cluster.
+        cluster: String,
+        /// Node.
+        node: NodeName,
+    },
+}
+
+/// Counts and monthly cost of a plan. Money is in cents.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Instances to order.
+    pub to_order: u32,
+    /// Monthly cost of the orders, in cents.
+    #[serde(rename = "monthly_cost_added_cents")]
+    pub monthly_cost_added: Money,
+    /// Instances to reinstall.
+    pub to_reinstall: u32,
+    /// Nodes to bootstrap or join.
+    pub to_bootstrap: u32,
+    /// Label changes (set or remove).
+    pub labels_to_change: u32,
+    /// Taint changes (set or remove).
+    pub taints_to_change: u32,
+    /// Tag assignments.
+    pub tags_to_assign: u32,
+    /// Existing instances getting tags (adopted, or tags lost).
+    pub instances_to_tag: u32,
+    /// Nodes to drain or delete.
+    pub nodes_to_remove: u32,
+    /// Instances to cancel.
+    pub to_cancel: u32,
+    /// Monthly cost saved by the cancellations (known prices only), in cents.
+    #[serde(rename = "monthly_cost_removed_cents")]
+    pub monthly_cost_removed: Money,
+    /// Steps marked destructive.
+    pub destructive: u32,
+}
+
+impl Summary {
+    /// Counts the steps of a plan.
+    pub fn of(steps: &[Step]) -> Summary {
+        let mut s = Summary::default();
+        let mut tagged = std::collections::BTreeSet::new();
+        for step in steps {
+            if step.destructive {
+                s.destructive += 1;
+            }
+            match &step.kind {
+                StepKind::OrderInstance(o) => {
+                    s.to_order += 1;
+                    s.monthly_cost_added.cents += o.monthly_price.cents;
+                }
+                StepKind::ReinstallInstance(_) => s.to_reinstall += 1,
+                StepKind::BootstrapK3sServer(_)
+                | StepKind::JoinK3sServer(_)
+                | StepKind::JoinK3sAgent(_)
+                | StepKind::KubeadmJoin(_) => s.to_bootstrap += 1,
+                StepKind::SetLabel { .. } | StepKind::RemoveLabel { .. } => s.labels_to_change += 1,
+                StepKind::SetTaint { .. } | StepKind::RemoveTaint { .. } => s.taints_to_change += 1,
+                StepKind::AssignTag { instance, .. } => {
+                    s.tags_to_assign += 1;
+                    if let Some(id) = &instance.id {
+                        tagged.insert(id.clone());
+                    }
+                }
+                StepKind::DeleteNode { .. } => s.nodes_to_remove += 1,
+                StepKind::CancelInstance { monthly_price, .. } => {
+                    s.to_cancel += 1;
+                    s.monthly_cost_removed.cents += monthly_price.map_or(0, |m| m.cents);
+                }
+                StepKind::EnsureSecret { .. }
+                | StepKind::EnsureTag { .. }
+                | StepKind::DrainNode { .. } => {}
+            }
+        }
+        s.instances_to_tag = u32::try_from(tagged.len()).unwrap_or(u32::MAX);
+        s
+    }
+}

@@ -1,0 +1,345 @@
+//! Golden plans: the fixture inventory (`tests/fixtures/plan/inventory`)
+//! against observed states of the account and clusters, rendered for people
+//! and as JSON. A diff of these snapshots is a review of the plan's behaviour.
+#![allow(clippy::unwrap_used)]
+
+use kiwi_infra::inventory::{self, Desired};
+use kiwi_infra::plan::{
+    self, render_human, render_json, Observed, Plan, PlanOptions, RenderOptions,
+};
+use std::path::Path;
+
+const FIXTURES: &str = "tests/fixtures/plan";
+
+fn desired() -> Desired {
+    inventory::load(&Path::new(FIXTURES).join("inventory")).unwrap()
+}
+
+/// The fixture inventory with some text of one file replaced, as an
+/// operator's edit would.
+fn desired_with(edits: &[(&str, &str, &str)]) -> Desired {
+    let dir = tempfile::tempdir().unwrap();
+    let src = Path::new(FIXTURES).join("inventory");
+    std::fs::create_dir(dir.path().join("customers")).unwrap();
+    for file in ["kiwi.toml", "customers/acme.toml", "customers/shop.toml"] {
+        let mut text = std::fs::read_to_string(src.join(file)).unwrap();
+        for (f, from, to) in edits {
+            if *f == file {
+                assert!(text.contains(from), "{file} has no {from:?}");
+                text = text.replacen(from, to, 1);
+            }
+        }
+        std::fs::write(dir.path().join(file), text).unwrap();
+    }
+    inventory::load(dir.path()).unwrap()
+}
+
+fn observed(name: &str) -> Observed {
+    let text = std::fs::read_to_string(Path::new(FIXTURES).join(format!("{name}.json"))).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn human(plan: &Plan) -> String {
+    render_human(
+        plan,
+        &RenderOptions {
+            color: false,
+            allow_destroy: false,
+        },
+    )
+}
+
+fn ids(plan: &Plan, prefix: &str) -> Vec<String> {
+    plan.steps
+        .iter()
+        .map(|s| s.id.0.clone())
+        .filter(|id| id.starts_with(prefix))
+        .collect()
+}
+
+fn deps(plan: &Plan, id: &str) -> Vec<String> {
+    let step = plan
+        .steps
+        .iter()
+        .find(|s| s.id.0 == id)
+        .unwrap_or_else(|| panic!("no step {id}"));
+    step.depends_on.iter().map(|d| d.0.clone()).collect()
+}
+
+#[test]
+fn empty_account_orders_and_bootstraps_everything() {
+    let plan = plan::plan(
+        &desired(),
+        &observed("empty_account"),
+        &PlanOptions::default(),
+    );
+    assert_eq!(
+        plan::summary_line(&plan.summary),
+        "Plan: 8 to order (+€127.74/month), 8 to bootstrap, 0 labels to change, 0 to cancel."
+    );
+    // Orders wait for the SSH key secret; tags wait for their order and tag.
+    assert_eq!(
+        deps(&plan, "order:kiwi-acme-server-01"),
+        ["secret:kiwi-operator-ssh-5330dd7cf30c"]
+    );
+    assert_eq!(
+        deps(&plan, "assign:kiwi-managed:kiwi-acme-server-01"),
+        ["order:kiwi-acme-server-01", "tag:kiwi-managed"]
+    );
+    // The first server initialises the cluster; the others join one after
+    // the other; agents only need the bootstrap.
+    assert_eq!(
+        deps(&plan, "bootstrap:kiwi-acme-server-01"),
+        ["order:kiwi-acme-server-01"]
+    );
+    assert_eq!(
+        deps(&plan, "join:kiwi-acme-server-02"),
+        ["order:kiwi-acme-server-02", "bootstrap:kiwi-acme-server-01"]
+    );
+    assert_eq!(
+        deps(&plan, "join:kiwi-acme-server-03"),
+        ["order:kiwi-acme-server-03", "join:kiwi-acme-server-02"]
+    );
+    assert_eq!(
+        deps(&plan, "join:kiwi-acme-general-01"),
+        [
+            "order:kiwi-acme-general-01",
+            "bootstrap:kiwi-acme-server-01"
+        ]
+    );
+    assert_eq!(
+        deps(&plan, "join:kiwi-core-general-01"),
+        ["order:kiwi-core-general-01"]
+    );
+    insta::assert_snapshot!("empty_account", human(&plan));
+    insta::assert_json_snapshot!("empty_account_json", render_json(&plan));
+}
+
+#[test]
+fn an_account_in_sync_needs_no_changes() {
+    let plan = plan::plan(&desired(), &observed("in_sync"), &PlanOptions::default());
+    assert!(
+        plan.is_empty() && plan.warnings.is_empty(),
+        "{}",
+        human(&plan)
+    );
+    assert_eq!(human(&plan), "No changes. The inventory matches Contabo.\n");
+}
+
+#[test]
+fn a_partial_order_is_completed_without_ordering_twice() {
+    let plan = plan::plan(
+        &desired(),
+        &observed("partial_order"),
+        &PlanOptions::default(),
+    );
+    assert_eq!(
+        ids(&plan, "order:"),
+        [
+            "order:kiwi-core-realtime-01",
+            "order:kiwi-acme-server-02",
+            "order:kiwi-acme-server-03",
+            "order:kiwi-acme-general-01",
+            "order:kiwi-acme-realtime-01"
+        ]
+    );
+    // acme cannot be observed yet, and server-01 exists: the new servers join
+    // it rather than bootstrapping a second cluster.
+    assert!(ids(&plan, "bootstrap:").is_empty());
+    assert_eq!(
+        deps(&plan, "join:kiwi-acme-server-03"),
+        ["order:kiwi-acme-server-03", "join:kiwi-acme-server-02"]
+    );
+    insta::assert_snapshot!("partial_order", human(&plan));
+    insta::assert_json_snapshot!("partial_order_json", render_json(&plan));
+}
+
+#[test]
+fn a_double_order_is_reported_with_ids_and_dates() {
+    let plan = plan::plan(
+        &desired(),
+        &observed("double_order"),
+        &PlanOptions::default(),
+    );
+    assert!(plan.is_empty());
+    let text = human(&plan);
+    assert!(
+        text.contains("201400102 created 2025-03-04 09:12 UTC"),
+        "{text}"
+    );
+    assert!(
+        text.contains("201400199 created 2025-03-04 09:16 UTC"),
+        "{text}"
+    );
+    insta::assert_snapshot!("double_order", text);
+}
+
+#[test]
+fn scaling_up_orders_and_joins_the_new_slots_only() {
+    let desired = desired_with(&[
+        ("kiwi.toml", "count = 2", "count = 4"),
+        (
+            "customers/acme.toml",
+            "[pools.general]\nclass = \"vps\"\nproduct = \"V94\"\ncount = 1",
+            "[pools.general]\nclass = \"vps\"\nproduct = \"V94\"\ncount = 2",
+        ),
+    ]);
+    let plan = plan::plan(&desired, &observed("in_sync"), &PlanOptions::default());
+    assert_eq!(
+        ids(&plan, "order:"),
+        [
+            "order:kiwi-core-general-03",
+            "order:kiwi-core-general-04",
+            "order:kiwi-acme-general-02"
+        ]
+    );
+    // The agent joins the existing server; nothing is bootstrapped.
+    assert_eq!(
+        deps(&plan, "join:kiwi-acme-general-02"),
+        ["order:kiwi-acme-general-02"]
+    );
+    insta::assert_snapshot!("scale_up", human(&plan));
+    insta::assert_json_snapshot!("scale_up_json", render_json(&plan));
+}
+
+#[test]
+fn scaling_down_and_removing_a_customer_is_planned_destructive() {
+    let desired = desired_with(&[
+        ("kiwi.toml", "count = 2", "count = 1"),
+        (
+            "customers/acme.toml",
+            "[pools.general]\nclass = \"vps\"\nproduct = \"V94\"\ncount = 1",
+            "[pools.general]\nclass = \"vps\"\nproduct = \"V94\"\ncount = 0",
+        ),
+    ]);
+    let plan = plan::plan(&desired, &observed("scale_down"), &PlanOptions::default());
+    assert!(plan.steps.iter().all(|s| s.destructive));
+    // Removed customer oldco: agents first, highest slot first, the server last.
+    assert_eq!(
+        ids(&plan, "cancel:"),
+        [
+            "cancel:201400102",
+            "cancel:201400107",
+            "cancel:201400303",
+            "cancel:201400302",
+            "cancel:201400301"
+        ]
+    );
+    let server_drain = deps(&plan, "drain:kiwi-oldco-server-01");
+    assert_eq!(server_drain, ["cancel:201400303", "cancel:201400302"]);
+    insta::assert_snapshot!("scale_down", human(&plan));
+    insta::assert_json_snapshot!("scale_down_json", render_json(&plan));
+}
+
+#[test]
+fn a_protected_cluster_gets_no_destructive_step() {
+    let desired = desired_with(&[
+        (
+            "customers/acme.toml",
+            "tier = \"mesh\"",
+            "tier = \"mesh\"\nprotected = true",
+        ),
+        (
+            "customers/acme.toml",
+            "[pools.general]\nclass = \"vps\"\nproduct = \"V94\"\ncount = 1",
+            "[pools.general]\nclass = \"vps\"\nproduct = \"V94\"\ncount = 0",
+        ),
+    ]);
+    let plan = plan::plan(
+        &desired,
+        &observed("in_sync"),
+        &PlanOptions {
+            adopt: false,
+            allow_destroy: true,
+        },
+    );
+    assert!(plan.is_empty(), "{}", human(&plan));
+    insta::assert_snapshot!("protected", human(&plan));
+}
+
+#[test]
+fn label_and_taint_drift_is_corrected() {
+    let plan = plan::plan(
+        &desired(),
+        &observed("label_drift"),
+        &PlanOptions::default(),
+    );
+    let text = human(&plan);
+    // Labels other software set, and system taints, are left alone.
+    assert!(!text.contains("team.example.com/owner"), "{text}");
+    assert!(!text.contains("node.kubernetes.io/unreachable"), "{text}");
+    insta::assert_snapshot!("label_drift", text);
+    insta::assert_json_snapshot!("label_drift_json", render_json(&plan));
+}
+
+#[test]
+fn an_untagged_instance_with_a_slot_name_is_only_adopted_on_request() {
+    let observed = observed("adoption");
+    let plan = plan::plan(&desired(), &observed, &PlanOptions::default());
+    assert!(plan.is_empty());
+    insta::assert_snapshot!("adoption_without_flag", human(&plan));
+
+    let plan = plan::plan(
+        &desired(),
+        &observed,
+        &PlanOptions {
+            adopt: true,
+            allow_destroy: false,
+        },
+    );
+    assert_eq!(plan.summary.instances_to_tag, 1);
+    assert!(ids(&plan, "order:").is_empty());
+    insta::assert_snapshot!("adoption_with_flag", human(&plan));
+}
+
+#[test]
+fn broken_instances_are_reinstalled_replaced_or_reported() {
+    let plan = plan::plan(
+        &desired(),
+        &observed("broken_instances"),
+        &PlanOptions::default(),
+    );
+    // error → reinstall; cancelled → new order; running but not a node →
+    // reinstall marked destructive; pending_payment → a human.
+    assert_eq!(
+        ids(&plan, "reinstall:"),
+        [
+            "reinstall:kiwi-acme-server-03",
+            "reinstall:kiwi-acme-general-01"
+        ]
+    );
+    assert_eq!(ids(&plan, "order:"), ["order:kiwi-core-realtime-01"]);
+    assert!(
+        plan.step(&plan::StepId("reinstall:kiwi-acme-server-03".into()))
+            .unwrap()
+            .destructive
+    );
+    assert!(
+        !plan
+            .step(&plan::StepId("reinstall:kiwi-acme-general-01".into()))
+            .unwrap()
+            .destructive
+    );
+    insta::assert_snapshot!("broken_instances", human(&plan));
+}
+
+#[test]
+fn colour_is_only_used_when_asked() {
+    let plan = plan::plan(
+        &desired(),
+        &observed("empty_account"),
+        &PlanOptions::default(),
+    );
+    assert!(!human(&plan).contains('\u{1b}'));
+    let coloured = render_human(
+        &plan,
+        &RenderOptions {
+            color: true,
+            allow_destroy: false,
+        },
+    );
+    assert!(
+        coloured.contains("\u{1b}[32m+ order kiwi-core-general-01"),
+        "{coloured}"
+    );
+}

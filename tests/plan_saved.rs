@@ -1,0 +1,129 @@
+//! Saved plans (`plan --out`): they round-trip, hold no secret, and are
+//! refused once the inventory or the observed state has changed.
+#![allow(clippy::unwrap_used)]
+
+use kiwi_infra::inventory::{self, Desired};
+use kiwi_infra::plan::{
+    self, fingerprint, InstanceStatus, Observed, PlanOptions, SavedPlan, Stale,
+};
+use std::path::Path;
+
+fn desired() -> Desired {
+    inventory::load(Path::new("tests/fixtures/plan/inventory")).unwrap()
+}
+
+fn observed(name: &str) -> Observed {
+    let text = std::fs::read_to_string(format!("tests/fixtures/plan/{name}.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn saved() -> (Desired, Observed, SavedPlan) {
+    let desired = desired();
+    let observed = observed("partial_order");
+    let plan = plan::plan(&desired, &observed, &PlanOptions::default());
+    let saved = SavedPlan::new(&desired, &observed, plan);
+    (desired, observed, saved)
+}
+
+#[test]
+fn a_saved_plan_reads_back_identical_and_fresh() {
+    let (desired, observed, saved) = saved();
+    let text = saved.to_json();
+    let back = SavedPlan::from_json(&text).unwrap();
+    assert_eq!(back, saved);
+    assert_eq!(back.check_fresh(&observed, &desired), Ok(()));
+    assert!(back.created_by.starts_with("kiwi-infra "));
+}
+
+#[test]
+fn a_saved_plan_holds_no_key_material() {
+    let (desired, _, saved) = saved();
+    let text = saved.to_json();
+    let key_blob = desired
+        .provider
+        .ssh_public_key
+        .split_whitespace()
+        .nth(1)
+        .unwrap();
+    assert!(
+        !text.contains(key_blob),
+        "the plan should name the key's secret, not carry the key"
+    );
+    assert!(!text.contains("PRIVATE"));
+    assert!(text.contains("kiwi-operator-ssh-"));
+}
+
+#[test]
+fn a_changed_account_makes_a_saved_plan_stale() {
+    let (desired, mut observed, saved) = saved();
+    observed.instances[0].status = InstanceStatus::Error;
+    assert_eq!(
+        saved.check_fresh(&observed, &desired),
+        Err(Stale::ObservedChanged)
+    );
+}
+
+#[test]
+fn a_changed_inventory_makes_a_saved_plan_stale() {
+    let (mut desired, observed, saved) = saved();
+    desired.clusters[0].pools[0].count += 1;
+    assert_eq!(
+        saved.check_fresh(&observed, &desired),
+        Err(Stale::InventoryChanged)
+    );
+}
+
+#[test]
+fn listing_order_addresses_and_readiness_do_not_make_a_plan_stale() {
+    let (desired, mut observed, saved) = saved();
+    observed.instances.reverse();
+    observed.instances[0].ipv4 = Some("192.0.2.1".into());
+    if let Some(Some(core)) = observed.clusters.get_mut("core") {
+        core.nodes.reverse();
+        core.nodes[0].ready = !core.nodes[0].ready;
+    }
+    assert_eq!(saved.check_fresh(&observed, &desired), Ok(()));
+}
+
+#[test]
+fn a_plan_from_another_format_version_is_refused() {
+    let (desired, observed, mut saved) = saved();
+    saved.format_version = 99;
+    assert!(matches!(
+        saved.check_fresh(&observed, &desired),
+        Err(Stale::FormatVersion { found: 99, .. })
+    ));
+    assert_ne!(fingerprint(&observed), fingerprint(&Observed::default()));
+}
+
+#[test]
+fn every_kind_of_step_and_warning_survives_a_save() {
+    let desired = desired();
+    for name in [
+        "empty_account",
+        "partial_order",
+        "double_order",
+        "label_drift",
+        "adoption",
+        "broken_instances",
+        "scale_down",
+    ] {
+        let observed = observed(name);
+        for adopt in [false, true] {
+            let plan = plan::plan(
+                &desired,
+                &observed,
+                &PlanOptions {
+                    adopt,
+                    allow_destroy: false,
+                },
+            );
+            let saved = SavedPlan::new(&desired, &observed, plan);
+            assert_eq!(
+                SavedPlan::from_json(&saved.to_json()).unwrap(),
+                saved,
+                "{name}"
+            );
+        }
+    }
+}
