@@ -83,8 +83,18 @@ fn empty_account_orders_and_bootstraps_everything() {
         ["secret:kiwi-operator-ssh-5330dd7cf30c"]
     );
     assert_eq!(
+        deps(&plan, "assign:kiwi-cluster-acme:kiwi-acme-server-01"),
+        ["order:kiwi-acme-server-01", "tag:kiwi-cluster-acme"]
+    );
+    // The ownership tag comes last: its presence means "fully tagged".
+    assert_eq!(
         deps(&plan, "assign:kiwi-managed:kiwi-acme-server-01"),
-        ["order:kiwi-acme-server-01", "tag:kiwi-managed"]
+        [
+            "order:kiwi-acme-server-01",
+            "tag:kiwi-managed",
+            "assign:kiwi-cluster-acme:kiwi-acme-server-01",
+            "assign:kiwi-class-vps:kiwi-acme-server-01"
+        ]
     );
     // The first server initialises the cluster; the others join one after
     // the other; agents only need the bootstrap.

@@ -471,10 +471,7 @@ impl<'a> Planner<'a> {
             name: name.to_string(),
             id: None,
         };
-        for tag in owned_tags(cluster, pool) {
-            let ensure = self.tag_step(&tag);
-            self.assign(cluster, &tag, &instance, ensure, Some(id.clone()));
-        }
+        self.plan_tags(cluster, pool, &instance, None, Some(id.clone()));
         SlotInstance {
             instance,
             reinstall_first: None,
@@ -484,6 +481,10 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// Tags an instance as kiwi-infra's. Only the ownership tag is observed
+    /// (one list call for all instances), so it is assigned last, after the
+    /// cluster and class tags: its presence means the instance is fully
+    /// tagged, and an owned instance needs no tag step.
     fn assign_tags(
         &mut self,
         cluster: &ClusterSpec,
@@ -492,12 +493,32 @@ impl<'a> Planner<'a> {
         observed: &Instance,
         after: Option<StepId>,
     ) {
-        for tag in owned_tags(cluster, pool) {
-            if observed.tags.contains(&tag) {
+        if observed.is_owned() {
+            return;
+        }
+        self.plan_tags(cluster, pool, instance, Some(observed), after);
+    }
+
+    fn plan_tags(
+        &mut self,
+        cluster: &ClusterSpec,
+        pool: &PoolSpec,
+        instance: &InstanceRef,
+        observed: Option<&Instance>,
+        after: Option<StepId>,
+    ) {
+        let mut descriptive = Vec::new();
+        for tag in descriptive_tags(cluster, pool) {
+            if observed.is_some_and(|o| o.tags.contains(&tag)) {
                 continue;
             }
             let ensure = self.tag_step(&tag);
-            self.assign(cluster, &tag, instance, ensure, after.clone());
+            descriptive.push(self.assign(cluster, &tag, instance, ensure, after.clone()));
+        }
+        let ensure = self.tag_step(tags::MANAGED);
+        let id = self.assign(cluster, tags::MANAGED, instance, ensure, after);
+        if let Some(step) = self.steps.iter_mut().find(|s| s.id == id) {
+            step.depends_on.extend(descriptive);
         }
     }
 
@@ -508,7 +529,7 @@ impl<'a> Planner<'a> {
         instance: &InstanceRef,
         ensure: Option<StepId>,
         after: Option<StepId>,
-    ) {
+    ) -> StepId {
         let depends_on = after.into_iter().chain(ensure).collect();
         self.push(
             &cluster.name,
@@ -519,7 +540,7 @@ impl<'a> Planner<'a> {
             },
             depends_on,
             false,
-        );
+        )
     }
 
     fn reinstall(
@@ -896,13 +917,10 @@ impl<'a> Planner<'a> {
     }
 }
 
-/// The tags an owned instance of this pool carries.
-fn owned_tags(cluster: &ClusterSpec, pool: &PoolSpec) -> [String; 3] {
-    [
-        tags::MANAGED.to_string(),
-        tags::cluster(&cluster.name),
-        tags::class(pool.class),
-    ]
+/// The tags that say which cluster and class an owned instance belongs to;
+/// [`tags::MANAGED`] follows them.
+fn descriptive_tags(cluster: &ClusterSpec, pool: &PoolSpec) -> [String; 2] {
+    [tags::cluster(&cluster.name), tags::class(pool.class)]
 }
 
 fn brief(instance: &Instance) -> InstanceBrief {
