@@ -43,6 +43,8 @@ pub(super) struct Planned {
     pub desired: Desired,
     pub observed: Observed,
     pub plan: Plan,
+    // Read by `apply`, which carries the plan out with the same client.
+    #[allow(dead_code)]
     pub client: ContaboClient,
 }
 
