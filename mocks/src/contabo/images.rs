@@ -44,10 +44,7 @@ pub async fn list(
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> ApiResult {
     let params = Params::from_query(query)?;
-    let paging = Paging {
-        page: params.positive("page")?.unwrap_or(1),
-        size: shared.page_size(params.positive("size")?),
-    };
+    let paging = Paging::requested(&params, &shared)?;
     let name = params.get("name");
     let standard = params.boolean("standardImage")?;
     let search = params.get("search").map(str::to_lowercase);

@@ -248,10 +248,7 @@ pub async fn list(
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> ApiResult {
     let params = Params::from_query(query)?;
-    let paging = Paging {
-        page: params.positive("page")?.unwrap_or(1),
-        size: shared.page_size(params.positive("size")?),
-    };
+    let paging = Paging::requested(&params, &shared)?;
     let statuses = params.list("status");
     for s in statuses.iter().flatten() {
         if !catalog::INSTANCE_STATUSES.contains(&s.as_str()) {

@@ -40,10 +40,7 @@ pub async fn list(
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> ApiResult {
     let params = Params::from_query(query)?;
-    let paging = Paging {
-        page: params.positive("page")?.unwrap_or(1),
-        size: shared.page_size(params.positive("size")?),
-    };
+    let paging = Paging::requested(&params, &shared)?;
     let name = params.get("name");
     let items = shared.read(|a| {
         a.tags
@@ -176,10 +173,7 @@ pub async fn list_assignments(
 ) -> ApiResult {
     let id = path_id("tagId", &id)?;
     let params = Params::from_query(query)?;
-    let paging = Paging {
-        page: params.positive("page")?.unwrap_or(1),
-        size: shared.page_size(params.positive("size")?),
-    };
+    let paging = Paging::requested(&params, &shared)?;
     let kind = params.get("resourceType");
     let items = shared.read(|a| {
         if !a.tags.contains_key(&id) {

@@ -172,6 +172,15 @@ pub struct Paging {
 }
 
 impl Paging {
+    /// The page and size a list request asks for (`page` defaults to 1; the
+    /// size defaults to and is capped by the mock's settings).
+    pub fn requested(params: &Params, shared: &super::shared::Shared) -> Result<Self, ApiError> {
+        Ok(Self {
+            page: params.positive("page")?.unwrap_or(1),
+            size: shared.page_size(params.positive("size")?),
+        })
+    }
+
     /// Serves one page of `items` with `_pagination` and `_links` (first/last always, previous
     /// and next when such pages exist).
     pub fn respond(&self, path: &str, params: &Params, items: Vec<Value>) -> Response {
