@@ -4,9 +4,12 @@
 //! [`inventory`] and [`observe`] produce plain data, [`plan`] turns it into
 //! steps without any I/O, and the executors carry the steps out.
 
+pub mod apply;
 pub mod cli;
+pub mod cloudinit;
 pub mod contabo;
 pub mod inventory;
 pub mod observe;
 pub mod plan;
+pub mod report;
 pub mod secret;

@@ -149,6 +149,11 @@ pub struct ApplyArgs {
     #[arg(long)]
     pub auto_approve: bool,
 
+    /// Only the Contabo side (secrets, tags, orders, reinstalls, waiting for
+    /// `running`); node steps are left for a later apply.
+    #[arg(long)]
+    pub contabo_only: bool,
+
     #[command(flatten)]
     pub choices: PlanChoices,
 }

@@ -5,6 +5,7 @@ mod apply;
 mod args;
 mod instances;
 mod plan;
+mod progress;
 mod settings;
 mod table;
 

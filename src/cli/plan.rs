@@ -43,9 +43,6 @@ pub(super) struct Planned {
     pub desired: Desired,
     pub observed: Observed,
     pub plan: Plan,
-    // Read by `apply`, which carries the plan out with the same client.
-    #[allow(dead_code)]
-    pub client: ContaboClient,
 }
 
 /// Reads the inventory, observes Contabo and plans.
@@ -61,7 +58,6 @@ pub(super) async fn observe_and_plan(
         desired,
         observed,
         plan,
-        client,
     })
 }
 

@@ -1,0 +1,204 @@
+//! Errors of the apply layer. Each names the step, the slot or resource and,
+//! where known, the instance id, so the final summary says what failed where;
+//! the Contabo error underneath (with its request and trace ids) is the source.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::cloudinit::CloudInitError;
+use crate::contabo::models::InstanceId;
+use crate::contabo::ContaboError;
+use crate::plan::StepId;
+
+/// Everything that can go wrong while applying a plan.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// A Contabo call of a step failed.
+    #[error("step {step}: {action}")]
+    Contabo {
+        /// The step.
+        step: StepId,
+        /// What the step was doing, e.g. `creating tag kiwi-managed`.
+        action: String,
+        /// Contabo's answer.
+        #[source]
+        source: ContaboError,
+    },
+
+    /// An order's answer was lost and looking for its instance kept failing:
+    /// kiwi-infra will not order again until it knows.
+    #[error(
+        "step {step}: the order of {slot} may have been placed, and {attempts} look-ups by name \
+         failed; nothing was ordered again. Rerun `kiwi-infra apply`: it looks for {slot} first"
+    )]
+    OrderUnresolved {
+        /// The step.
+        step: StepId,
+        /// Slot name.
+        slot: String,
+        /// Look-ups tried.
+        attempts: u32,
+        /// The last look-up's error.
+        #[source]
+        source: ContaboError,
+    },
+
+    /// An order was sent again and again without an instance appearing.
+    #[error(
+        "step {step}: ordered {slot} {attempts} times without Contabo confirming or listing it; \
+         stopped to avoid buying more than one. Check the Contabo Customer Control Panel, then \
+         rerun `kiwi-infra apply`"
+    )]
+    OrderNotConfirmed {
+        /// The step.
+        step: StepId,
+        /// Slot name.
+        slot: String,
+        /// Orders sent.
+        attempts: u32,
+    },
+
+    /// An instance with the slot's name exists that this tool did not order
+    /// (not in the plan, not in the order journal).
+    #[error(
+        "step {step}: instance {instance} named {slot} appeared since the plan was made and \
+         kiwi-infra did not order it; it is left alone. Run `kiwi-infra plan` (with --adopt to \
+         take it over)"
+    )]
+    ForeignInstance {
+        /// The step.
+        step: StepId,
+        /// Slot name.
+        slot: String,
+        /// The instance found.
+        instance: InstanceId,
+    },
+
+    /// The plan names an OS image the API did not know when planning.
+    #[error("step {step}: image {image:?} was not found at Contabo; fix provider.image in the inventory")]
+    ImageUnresolved {
+        /// The step.
+        step: StepId,
+        /// Image name.
+        image: String,
+    },
+
+    /// The SSH key secret an order needs does not exist.
+    #[error("step {step}: the SSH key secret {name} does not exist at Contabo")]
+    SecretMissing {
+        /// The step.
+        step: StepId,
+        /// Secret name.
+        name: String,
+    },
+
+    /// A tag to assign does not exist.
+    #[error("step {step}: tag {name} does not exist at Contabo")]
+    TagMissing {
+        /// The step.
+        step: StepId,
+        /// Tag name.
+        name: String,
+    },
+
+    /// The instance a step works on cannot be found by name.
+    #[error("step {step}: no live instance named {slot} exists")]
+    InstanceMissing {
+        /// The step.
+        step: StepId,
+        /// Slot name.
+        slot: String,
+    },
+
+    /// Creating a resource failed and it is not there afterwards.
+    #[error("step {step}: {what} could not be created and does not exist")]
+    NotCreated {
+        /// The step.
+        step: StepId,
+        /// What, e.g. `tag kiwi-managed`.
+        what: String,
+        /// Why the creation failed.
+        #[source]
+        source: ContaboError,
+    },
+
+    /// An order's fields are not something Contabo accepts.
+    #[error("step {step}: {reason}")]
+    InvalidOrder {
+        /// The step.
+        step: StepId,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// The user data could not be rendered.
+    #[error("step {step}: cannot render the user data of {slot}")]
+    UserData {
+        /// The step.
+        step: StepId,
+        /// Slot name.
+        slot: String,
+        /// The template problem.
+        #[source]
+        source: CloudInitError,
+    },
+
+    /// An instance stayed in one status longer than allowed.
+    #[error(
+        "{slot} (instance {instance}) has been {status} for more than {} minutes; check it in \
+         the Contabo Customer Control Panel, then rerun `kiwi-infra apply`",
+        limit.as_secs().div_ceil(60)
+    )]
+    WaitTimedOut {
+        /// Slot name.
+        slot: String,
+        /// The instance.
+        instance: InstanceId,
+        /// The status it stayed in.
+        status: String,
+        /// The limit for that status.
+        limit: Duration,
+    },
+
+    /// The order journal could not be written; no order is sent without it.
+    #[error("cannot write the order journal {path}")]
+    Journal {
+        /// The journal file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Another apply holds the inventory's lock.
+    #[error("{holder}; wait for it to finish (the lock is {path})")]
+    LockHeld {
+        /// The lock file.
+        path: PathBuf,
+        /// Who holds it and since when, as far as the file says.
+        holder: String,
+    },
+
+    /// The lock file could not be opened or locked.
+    #[error("cannot take the apply lock {path}")]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ApplyError {
+    /// The error and all its causes on one line each, as the summary prints them.
+    pub fn chain(&self) -> String {
+        let mut text = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            text.push_str(&format!("\n    caused by: {cause}"));
+            source = cause.source();
+        }
+        text
+    }
+}

@@ -1,0 +1,1157 @@
+//! Carries out a plan's steps as a graph: a step starts once every step it
+//! depends on succeeded; independent steps run at once, up to a bound; a
+//! failure stops only what depends on it; every outcome is kept for the
+//! summary. The executor decides nothing the plan did not say, with one
+//! exception that exists to keep money safe: before each order it looks for
+//! the slot's instance again, and after a lost answer it looks before doing
+//! anything else, so a slot is never bought twice.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
+use std::sync::Mutex;
+
+use crate::cloudinit::{self, UserDataVars};
+use crate::contabo::models::{
+    CreateInstance, Instance, InstanceId, Period, Region, ReinstallInstance, SecretId, TagId,
+};
+use crate::contabo::{CloudApi, ContaboError, OrderResolution, UnconfirmedOrder};
+use crate::plan::{self, tags, InstanceRef, Observed, Order, Reinstall, Step, StepId, StepKind};
+use crate::report::{Reporter, Stage, StepOutcome};
+use crate::secret::Secret;
+
+use super::error::ApplyError;
+use super::journal::{Entry, Event, OrderJournal};
+use super::node::{is_node_step, NodeExecutor, NodeStepDone};
+use super::wait::{StatusBoard, WaitEnd, WaitSettings};
+
+/// Colour of the tags kiwi-infra creates (Contabo shows it in its panel).
+pub const TAG_COLOR: &str = "#0A78C3";
+
+/// How long before an intent an instance's creation date may lie and still
+/// be the answer to it (clock skew between this host and Contabo).
+const CLOCK_SKEW: chrono::Duration = chrono::Duration::minutes(10);
+
+/// Knobs of one apply.
+#[derive(Debug, Clone)]
+pub struct ApplySettings {
+    /// Steps (other than waits) running at once.
+    pub concurrency: usize,
+    /// Only Contabo-side steps; node steps are left for a later run.
+    pub contabo_only: bool,
+    /// Waiting for `running`.
+    pub wait: WaitSettings,
+    /// How long to keep looking for an order that may exist but is not
+    /// listed (yet) before ordering again.
+    pub unlisted_order_wait: Duration,
+    /// How old a journal intent may be and still mean "maybe not listed yet".
+    pub journal_horizon: Duration,
+    /// Orders sent at most per slot in one run (each after confirming the
+    /// previous one was not placed).
+    pub max_order_attempts: u32,
+    /// Look-ups tried to settle a lost order answer before giving up.
+    pub resolve_attempts: u32,
+    /// The run's `x-trace-id`, written to the journal.
+    pub trace_id: String,
+}
+
+impl ApplySettings {
+    /// Production settings.
+    pub fn production(trace_id: String) -> Self {
+        ApplySettings {
+            concurrency: 8,
+            contabo_only: false,
+            wait: WaitSettings::production(),
+            unlisted_order_wait: Duration::from_secs(120),
+            journal_horizon: Duration::from_secs(3600),
+            max_order_attempts: 3,
+            resolve_attempts: 8,
+            trace_id,
+        }
+    }
+
+    /// Millisecond settings for tests.
+    pub fn fast(trace_id: String) -> Self {
+        ApplySettings {
+            wait: WaitSettings::fast(),
+            unlisted_order_wait: Duration::from_millis(300),
+            ..Self::production(trace_id)
+        }
+    }
+}
+
+/// An existing instance to wait for although no step of the plan touches
+/// it: one an earlier, interrupted apply ordered or reinstalled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettleTarget {
+    /// Slot name.
+    pub slot: String,
+    /// The instance.
+    pub instance: InstanceId,
+}
+
+/// What to apply.
+#[derive(Debug, Clone)]
+pub struct ApplyInput {
+    /// The steps, in plan order.
+    pub steps: Vec<Step>,
+    /// Instances to wait for besides the plan's own orders and reinstalls.
+    pub settle: Vec<SettleTarget>,
+    /// The operator's OpenSSH public key (for the secret and user data).
+    pub ssh_public_key: String,
+}
+
+/// The end of one task: a plan step or a wait for `running`.
+#[derive(Debug)]
+pub struct TaskResult {
+    /// Step id; waits are `wait:<slot>`.
+    pub id: StepId,
+    /// The slot it concerns, if any.
+    pub slot: Option<String>,
+    /// How it ended.
+    pub outcome: StepOutcome,
+    /// The error, for failed tasks.
+    pub error: Option<ApplyError>,
+}
+
+/// Everything an apply did.
+#[derive(Debug, Default)]
+pub struct ApplyOutcome {
+    /// Every task, in plan order (waits after their step).
+    pub results: Vec<TaskResult>,
+    /// Node steps left out by `--contabo-only`.
+    pub deferred: Vec<StepId>,
+    /// Slots ordered in this run, with their instance.
+    pub ordered: Vec<(String, InstanceId)>,
+    /// The last state seen of each slot's instance.
+    pub instances: BTreeMap<String, Instance>,
+}
+
+impl ApplyOutcome {
+    /// True when every task is done.
+    pub fn all_done(&self) -> bool {
+        self.results.iter().all(|r| r.outcome.is_done())
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Work {
+    Step(Box<Step>),
+    Wait {
+        slot: String,
+        instance: Option<InstanceId>,
+        own_action: bool,
+    },
+}
+
+#[derive(Debug)]
+struct Task {
+    id: StepId,
+    deps: Vec<StepId>,
+    work: Work,
+}
+
+/// What is known about the account while applying: filled from the
+/// observation and by steps as they create things.
+#[derive(Debug, Default)]
+struct Known {
+    tags: BTreeMap<String, TagId>,
+    secrets: BTreeMap<String, SecretId>,
+    instances: BTreeMap<String, InstanceId>,
+}
+
+/// Applies `input` against `api`, running node steps through `nodes`.
+/// Never fails as a whole: every failure is in the outcome.
+pub async fn execute<A: CloudApi, N: NodeExecutor>(
+    api: &A,
+    nodes: &N,
+    reporter: &dyn Reporter,
+    journal: &OrderJournal,
+    observed: &Observed,
+    input: ApplyInput,
+    settings: &ApplySettings,
+) -> ApplyOutcome {
+    let known = Known {
+        tags: observed
+            .tags
+            .iter()
+            .map(|(n, id)| (n.clone(), TagId(id.0)))
+            .collect(),
+        secrets: observed
+            .secrets
+            .iter()
+            .map(|(n, id)| (n.clone(), SecretId(id.0)))
+            .collect(),
+        instances: BTreeMap::new(),
+    };
+    let executor = Executor {
+        api,
+        nodes,
+        reporter,
+        journal,
+        settings,
+        ssh_public_key: input.ssh_public_key.clone(),
+        known: Mutex::new(known),
+        board: StatusBoard::new(settings.wait),
+        seen: Mutex::new(BTreeMap::new()),
+        ordered: Mutex::new(Vec::new()),
+    };
+    let (tasks, deferred) = build_tasks(input, settings.contabo_only);
+    let results = {
+        let schedule = async {
+            let results = executor.schedule(tasks).await;
+            executor.board.stop();
+            results
+        };
+        let (results, ()) = tokio::join!(schedule, executor.board.run_poller(api));
+        results
+    };
+    ApplyOutcome {
+        results,
+        deferred,
+        ordered: executor.ordered.into_inner().unwrap_or_default(),
+        instances: executor.seen.into_inner().unwrap_or_default(),
+    }
+}
+
+/// Turns steps into tasks: waits after orders and reinstalls (node steps
+/// wait for them, tag assignments do not), `kiwi-managed` after an
+/// instance's other tags, and node steps left out with `contabo_only`.
+fn build_tasks(input: ApplyInput, contabo_only: bool) -> (Vec<Task>, Vec<StepId>) {
+    let mut deferred = Vec::new();
+    let mut steps = Vec::new();
+    for step in input.steps {
+        if contabo_only && is_node_step(&step.kind) {
+            deferred.push(step.id);
+        } else {
+            steps.push(step);
+        }
+    }
+    // Order/reinstall step id → its wait task id.
+    let mut waits: HashMap<StepId, StepId> = HashMap::new();
+    for step in &steps {
+        if let Some(slot) = instance_step_slot(&step.kind) {
+            waits.insert(step.id.clone(), wait_id(slot));
+        }
+    }
+    // Other tag assignments per instance name, for kiwi-managed to wait on.
+    let mut other_tags: HashMap<String, Vec<StepId>> = HashMap::new();
+    for step in &steps {
+        if let StepKind::AssignTag { tag, instance } = &step.kind {
+            if tag != tags::MANAGED {
+                other_tags
+                    .entry(instance.name.clone())
+                    .or_default()
+                    .push(step.id.clone());
+            }
+        }
+    }
+    let mut tasks = Vec::new();
+    let mut waited: HashSet<String> = HashSet::new();
+    for step in steps {
+        let mut deps = step.depends_on.clone();
+        if is_node_step(&step.kind) {
+            for dep in &step.depends_on {
+                if let Some(wait) = waits.get(dep) {
+                    deps.push(wait.clone());
+                }
+            }
+        }
+        if let StepKind::AssignTag { tag, instance } = &step.kind {
+            if tag == tags::MANAGED {
+                for other in other_tags.get(&instance.name).into_iter().flatten() {
+                    if !deps.contains(other) {
+                        deps.push(other.clone());
+                    }
+                }
+            }
+        }
+        let follow_up = instance_step_slot(&step.kind).map(|slot| {
+            let instance = match &step.kind {
+                StepKind::ReinstallInstance(r) => r.instance.id.as_ref().map(to_api_id),
+                _ => None,
+            };
+            waited.insert(slot.to_string());
+            Task {
+                id: wait_id(slot),
+                deps: vec![step.id.clone()],
+                work: Work::Wait {
+                    slot: slot.to_string(),
+                    instance,
+                    own_action: true,
+                },
+            }
+        });
+        tasks.push(Task {
+            id: step.id.clone(),
+            deps,
+            work: Work::Step(Box::new(step)),
+        });
+        tasks.extend(follow_up);
+    }
+    for target in input.settle {
+        if waited.insert(target.slot.clone()) {
+            tasks.push(Task {
+                id: wait_id(&target.slot),
+                deps: Vec::new(),
+                work: Work::Wait {
+                    slot: target.slot,
+                    instance: Some(target.instance),
+                    own_action: false,
+                },
+            });
+        }
+    }
+    (tasks, deferred)
+}
+
+fn wait_id(slot: &str) -> StepId {
+    StepId(format!("wait:{slot}"))
+}
+
+fn instance_step_slot(kind: &StepKind) -> Option<&str> {
+    match kind {
+        StepKind::OrderInstance(o) => Some(&o.slot.0),
+        StepKind::ReinstallInstance(r) => Some(&r.instance.name),
+        _ => None,
+    }
+}
+
+fn step_slot(kind: &StepKind) -> Option<String> {
+    match kind {
+        StepKind::OrderInstance(o) => Some(o.slot.0.clone()),
+        StepKind::ReinstallInstance(r) => Some(r.instance.name.clone()),
+        StepKind::AssignTag { instance, .. } => Some(instance.name.clone()),
+        StepKind::CancelInstance { instance, .. } => Some(instance.name.clone()),
+        StepKind::BootstrapK3sServer(j)
+        | StepKind::JoinK3sServer(j)
+        | StepKind::JoinK3sAgent(j) => Some(j.node.0.clone()),
+        StepKind::KubeadmJoin(j) => Some(j.node.0.clone()),
+        StepKind::SetLabel { node, .. }
+        | StepKind::RemoveLabel { node, .. }
+        | StepKind::SetTaint { node, .. }
+        | StepKind::RemoveTaint { node, .. }
+        | StepKind::DrainNode { node }
+        | StepKind::DeleteNode { node } => Some(node.0.clone()),
+        StepKind::EnsureSecret { .. } | StepKind::EnsureTag { .. } => None,
+    }
+}
+
+fn to_api_id(id: &plan::InstanceId) -> InstanceId {
+    InstanceId(id.0)
+}
+
+/// Creations of a tag or secret tried per step, each after looking for it.
+const CREATE_ATTEMPTS: u32 = 4;
+
+/// A refusal that trying again cannot change (bad request, forbidden, ...);
+/// 409 (exists) and 429 (rate limit) are not final.
+fn is_final_refusal(e: &ContaboError) -> bool {
+    match e.status() {
+        Some(s) => s.is_client_error() && s.as_u16() != 409 && s.as_u16() != 429,
+        None => matches!(
+            e,
+            ContaboError::Config(_) | ContaboError::Credentials { .. }
+        ),
+    }
+}
+
+/// True when an order error means nothing was placed.
+fn surely_not_placed(e: &ContaboError) -> bool {
+    match e {
+        ContaboError::Api { status, .. } => status.is_client_error(),
+        ContaboError::Credentials { .. }
+        | ContaboError::Config(_)
+        | ContaboError::TokenTransport { .. } => true,
+        _ => false,
+    }
+}
+
+/// Whether the journal says this tool ordered `instance` for `slot`.
+pub fn journal_claims(
+    entries: &[Entry],
+    slot: &str,
+    instance: InstanceId,
+    created: chrono::DateTime<chrono::Utc>,
+) -> bool {
+    entries
+        .iter()
+        .filter(|e| e.slot == slot)
+        .any(|e| match &e.event {
+            Event::Placed { instance_id } => *instance_id == instance.0,
+            Event::Intent { .. } => created >= e.at - CLOCK_SKEW,
+            Event::Absent | Event::Refused { .. } => false,
+        })
+}
+
+type TaskFuture<'a> = BoxFuture<'a, (usize, Result<StepOutcome, ApplyError>)>;
+
+struct Executor<'a, A, N> {
+    api: &'a A,
+    nodes: &'a N,
+    reporter: &'a dyn Reporter,
+    journal: &'a OrderJournal,
+    settings: &'a ApplySettings,
+    ssh_public_key: String,
+    known: Mutex<Known>,
+    board: StatusBoard,
+    seen: Mutex<BTreeMap<String, Instance>>,
+    ordered: Mutex<Vec<(String, InstanceId)>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Pending,
+    Running,
+    Done,
+    NotDone,
+}
+
+impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
+    async fn schedule(&self, tasks: Vec<Task>) -> Vec<TaskResult> {
+        let index: HashMap<StepId, usize> = tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.id.clone(), i))
+            .collect();
+        let mut state = vec![State::Pending; tasks.len()];
+        let mut results: Vec<Option<TaskResult>> = tasks.iter().map(|_| None).collect();
+        let mut running: FuturesUnordered<TaskFuture<'_>> = FuturesUnordered::new();
+        let mut busy = 0usize;
+        loop {
+            // Settle what can be settled without running anything, then
+            // start what is ready, in plan order.
+            let mut progressed = true;
+            while progressed {
+                progressed = false;
+                for i in 0..tasks.len() {
+                    if state[i] != State::Pending {
+                        continue;
+                    }
+                    let mut blocked = None;
+                    let mut ready = true;
+                    for dep in &tasks[i].deps {
+                        match index.get(dep).map(|&d| state[d]) {
+                            // Not part of this run (done already, or deferred
+                            // by --contabo-only and not a prerequisite here).
+                            None => {}
+                            Some(State::Done) => {}
+                            Some(State::NotDone) => {
+                                blocked = Some(dep.clone());
+                                break;
+                            }
+                            Some(State::Pending | State::Running) => ready = false,
+                        }
+                    }
+                    if let Some(because) = blocked {
+                        state[i] = State::NotDone;
+                        let outcome = StepOutcome::Skipped { because };
+                        self.reporter.step_finished(&tasks[i].id, &outcome);
+                        results[i] = Some(TaskResult {
+                            id: tasks[i].id.clone(),
+                            slot: task_slot(&tasks[i]),
+                            outcome,
+                            error: None,
+                        });
+                        progressed = true;
+                        continue;
+                    }
+                    let is_wait = matches!(tasks[i].work, Work::Wait { .. });
+                    if ready && (is_wait || busy < self.settings.concurrency.max(1)) {
+                        state[i] = State::Running;
+                        if !is_wait {
+                            busy += 1;
+                        }
+                        let work = tasks[i].work.clone();
+                        let id = tasks[i].id.clone();
+                        running.push(Box::pin(
+                            async move { (i, self.run_task(&id, &work).await) },
+                        ));
+                    }
+                }
+            }
+            let Some((i, result)) = running.next().await else {
+                break;
+            };
+            if !matches!(tasks[i].work, Work::Wait { .. }) {
+                busy -= 1;
+            }
+            let (outcome, error) = match result {
+                Ok(outcome) => (outcome, None),
+                Err(e) => (StepOutcome::Failed(e.chain()), Some(e)),
+            };
+            state[i] = if outcome.is_done() {
+                State::Done
+            } else {
+                State::NotDone
+            };
+            if let Some(slot) = task_slot(&tasks[i]) {
+                if error.is_some() {
+                    self.reporter.node_stage(&slot, &Stage::Failed);
+                }
+            }
+            self.reporter.step_finished(&tasks[i].id, &outcome);
+            results[i] = Some(TaskResult {
+                id: tasks[i].id.clone(),
+                slot: task_slot(&tasks[i]),
+                outcome,
+                error,
+            });
+        }
+        // Anything still pending sits on a dependency cycle (a plan bug).
+        results
+            .into_iter()
+            .zip(&tasks)
+            .map(|(r, t)| {
+                r.unwrap_or_else(|| TaskResult {
+                    id: t.id.clone(),
+                    slot: task_slot(t),
+                    outcome: StepOutcome::Failed("its dependencies form a cycle".into()),
+                    error: None,
+                })
+            })
+            .collect()
+    }
+
+    async fn run_task(&self, id: &StepId, work: &Work) -> Result<StepOutcome, ApplyError> {
+        match work {
+            Work::Step(step) => {
+                self.reporter.step_started(step);
+                self.run_step(step).await
+            }
+            Work::Wait {
+                slot,
+                instance,
+                own_action,
+            } => {
+                let instance = match instance {
+                    Some(id) => *id,
+                    None => self.instance_of(id, slot).await?,
+                };
+                match self
+                    .board
+                    .wait_for_running(slot, instance, *own_action, self.reporter)
+                    .await?
+                {
+                    WaitEnd::Running(i) => {
+                        let ip = i.ipv4().unwrap_or("no IPv4 yet").to_string();
+                        self.remember(slot, &i);
+                        Ok(StepOutcome::Done(format!(
+                            "instance {instance} is running at {ip}"
+                        )))
+                    }
+                    WaitEnd::NeedsHuman { instance, message } => {
+                        self.remember(slot, &instance);
+                        Ok(StepOutcome::NeedsHuman(message))
+                    }
+                }
+            }
+        }
+    }
+
+    fn remember(&self, slot: &str, instance: &Instance) {
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.insert(slot.to_string(), instance.clone());
+        }
+    }
+
+    async fn run_step(&self, step: &Step) -> Result<StepOutcome, ApplyError> {
+        if step.destructive {
+            return Ok(StepOutcome::NotCarriedOut(
+                "destructive steps are not carried out by this kiwi-infra release (drain, delete, \
+                 cancel and reinstalls of running machines come with --allow-destroy later)"
+                    .into(),
+            ));
+        }
+        match &step.kind {
+            StepKind::EnsureSecret { name } => self.ensure_secret(step, name).await,
+            StepKind::EnsureTag { name } => self.ensure_tag(step, name).await,
+            StepKind::OrderInstance(order) => self.order(step, order).await,
+            StepKind::AssignTag { tag, instance } => self.assign_tag(step, tag, instance).await,
+            StepKind::ReinstallInstance(r) => self.reinstall(step, r).await,
+            StepKind::CancelInstance { .. } => Ok(StepOutcome::NotCarriedOut(
+                "cancelling is not carried out by this kiwi-infra release".into(),
+            )),
+            kind if is_node_step(kind) => {
+                if let Some(slot) = step_slot(kind) {
+                    let stage = match kind {
+                        StepKind::SetLabel { .. }
+                        | StepKind::RemoveLabel { .. }
+                        | StepKind::SetTaint { .. }
+                        | StepKind::RemoveTaint { .. } => Stage::Labelling,
+                        _ => Stage::Bootstrapping,
+                    };
+                    self.reporter.node_stage(&slot, &stage);
+                }
+                Ok(match self.nodes.run(step).await? {
+                    NodeStepDone::Done(text) => StepOutcome::Done(text),
+                    NodeStepDone::NotCarriedOut(why) => StepOutcome::NotCarriedOut(why),
+                })
+            }
+            _ => Ok(StepOutcome::NotCarriedOut(
+                "this kind of step is not carried out by this kiwi-infra release".into(),
+            )),
+        }
+    }
+
+    fn contabo(step: &Step, action: impl Into<String>) -> impl FnOnce(ContaboError) -> ApplyError {
+        let step = step.id.clone();
+        let action = action.into();
+        move |source| ApplyError::Contabo {
+            step,
+            action,
+            source,
+        }
+    }
+
+    // ----- account-wide steps ---------------------------------------------
+
+    async fn ensure_secret(&self, step: &Step, name: &str) -> Result<StepOutcome, ApplyError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            if let Some(id) = self.find_secret(step, name).await? {
+                return Ok(StepOutcome::Done(format!("secret {name} exists (id {id})")));
+            }
+            match self
+                .api
+                .create_ssh_key(name, self.ssh_public_key.trim())
+                .await
+            {
+                Ok(secret) => {
+                    self.lock_known()
+                        .secrets
+                        .insert(name.to_string(), secret.secret_id);
+                    return Ok(StepOutcome::Done(format!(
+                        "created secret {name} (id {})",
+                        secret.secret_id
+                    )));
+                }
+                // The answer may have been lost after the secret was stored:
+                // look again (top of the loop) before creating again.
+                Err(e) if attempt < CREATE_ATTEMPTS && !is_final_refusal(&e) => {
+                    tracing::debug!(name, error = %e, "creating the secret failed; looking again");
+                    tokio::time::sleep(self.settings.wait.poll_min).await;
+                }
+                Err(e) => {
+                    return match self.find_secret(step, name).await? {
+                        Some(id) => {
+                            Ok(StepOutcome::Done(format!("secret {name} exists (id {id})")))
+                        }
+                        None => Err(ApplyError::NotCreated {
+                            step: step.id.clone(),
+                            what: format!("secret {name}"),
+                            source: e,
+                        }),
+                    }
+                }
+            }
+        }
+    }
+
+    async fn find_secret(&self, step: &Step, name: &str) -> Result<Option<SecretId>, ApplyError> {
+        let secrets = self
+            .api
+            .list_secrets()
+            .await
+            .map_err(Self::contabo(step, "listing secrets"))?;
+        let found = secrets
+            .into_iter()
+            .find(|s| s.name == name)
+            .map(|s| s.secret_id);
+        if let Some(id) = found {
+            self.lock_known().secrets.insert(name.to_string(), id);
+        }
+        Ok(found)
+    }
+
+    async fn ensure_tag(&self, step: &Step, name: &str) -> Result<StepOutcome, ApplyError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            if let Some(id) = self.find_tag(step, name).await? {
+                return Ok(StepOutcome::Done(format!("tag {name} exists (id {id})")));
+            }
+            match self.api.create_tag(name, TAG_COLOR).await {
+                Ok(id) => {
+                    self.lock_known().tags.insert(name.to_string(), id);
+                    return Ok(StepOutcome::Done(format!("created tag {name} (id {id})")));
+                }
+                // A 409 (it exists after all) or a lost answer: look again
+                // (top of the loop) before creating again.
+                Err(e) if attempt < CREATE_ATTEMPTS && !is_final_refusal(&e) => {
+                    tracing::debug!(name, error = %e, "creating the tag failed; looking again");
+                    tokio::time::sleep(self.settings.wait.poll_min).await;
+                }
+                Err(e) => {
+                    return match self.find_tag(step, name).await? {
+                        Some(id) => Ok(StepOutcome::Done(format!("tag {name} exists (id {id})"))),
+                        None => Err(ApplyError::NotCreated {
+                            step: step.id.clone(),
+                            what: format!("tag {name}"),
+                            source: e,
+                        }),
+                    }
+                }
+            }
+        }
+    }
+
+    async fn find_tag(&self, step: &Step, name: &str) -> Result<Option<TagId>, ApplyError> {
+        let tags = self
+            .api
+            .list_tags()
+            .await
+            .map_err(Self::contabo(step, "listing tags"))?;
+        let found = tags.into_iter().find(|t| t.name == name).map(|t| t.tag_id);
+        if let Some(id) = found {
+            self.lock_known().tags.insert(name.to_string(), id);
+        }
+        Ok(found)
+    }
+
+    fn lock_known(&self) -> std::sync::MutexGuard<'_, Known> {
+        // A poisoned lock means a panic elsewhere; the data is still usable.
+        self.known.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    // ----- tags on instances ----------------------------------------------
+
+    async fn assign_tag(
+        &self,
+        step: &Step,
+        tag: &str,
+        instance: &InstanceRef,
+    ) -> Result<StepOutcome, ApplyError> {
+        let known_tag = self.lock_known().tags.get(tag).copied();
+        let tag_id = match known_tag {
+            Some(id) => id,
+            None => self
+                .find_tag(step, tag)
+                .await?
+                .ok_or_else(|| ApplyError::TagMissing {
+                    step: step.id.clone(),
+                    name: tag.to_string(),
+                })?,
+        };
+        let id = match &instance.id {
+            Some(id) => to_api_id(id),
+            None => self.instance_of(&step.id, &instance.name).await?,
+        };
+        self.api
+            .assign_tag(tag_id, id)
+            .await
+            .map_err(Self::contabo(
+                step,
+                format!("assigning tag {tag} to instance {id}"),
+            ))?;
+        Ok(StepOutcome::Done(format!(
+            "tagged instance {id} with {tag}"
+        )))
+    }
+
+    /// The instance of a slot: the one this run ordered, else looked up by name.
+    async fn instance_of(&self, step: &StepId, slot: &str) -> Result<InstanceId, ApplyError> {
+        if let Some(id) = self.lock_known().instances.get(slot) {
+            return Ok(*id);
+        }
+        let live = self
+            .api
+            .find_instances_by_display_name(slot)
+            .await
+            .map_err(|source| ApplyError::Contabo {
+                step: step.clone(),
+                action: format!("looking for instance {slot}"),
+                source,
+            })?;
+        let chosen = oldest_live(live).ok_or_else(|| ApplyError::InstanceMissing {
+            step: step.clone(),
+            slot: slot.to_string(),
+        })?;
+        self.lock_known()
+            .instances
+            .insert(slot.to_string(), chosen.instance_id);
+        Ok(chosen.instance_id)
+    }
+
+    // ----- orders -----------------------------------------------------------
+
+    async fn order(&self, step: &Step, order: &Order) -> Result<StepOutcome, ApplyError> {
+        let slot = order.slot.0.as_str();
+        self.reporter.node_stage(slot, &Stage::Ordering);
+        // 1. A fresh look: the plan may be minutes old, or an earlier run's
+        //    order may have become visible since.
+        if let Some(found) = self.live_instance(step, slot).await? {
+            return self.continue_with_found(step, slot, found);
+        }
+        // 2. The journal says an order may be on its way: give Contabo time
+        //    to list it before buying again.
+        let horizon = chrono::Duration::from_std(self.settings.journal_horizon)
+            .unwrap_or(chrono::Duration::hours(1));
+        if let Some(entry) = self.journal.possibly_unlisted(slot, horizon) {
+            self.reporter.message(&format!(
+                "{slot}: an earlier apply sent an order at {} that Contabo does not list; looking \
+                 again for up to {}s before ordering",
+                entry.at.format("%Y-%m-%d %H:%M:%S UTC"),
+                self.settings.unlisted_order_wait.as_secs()
+            ));
+            if let Some(found) = self
+                .look_again(step, slot, self.settings.unlisted_order_wait)
+                .await?
+            {
+                return self.continue_with_found(step, slot, found);
+            }
+            self.record(slot, Event::Absent)?;
+        }
+        // 3. Order, and settle every lost answer before anything else.
+        let mut request = self.create_request(step, order).await?;
+        for attempt in 1..=self.settings.max_order_attempts.max(1) {
+            self.record(
+                slot,
+                Event::Intent {
+                    trace_id: self.settings.trace_id.clone(),
+                    product: order.product.clone(),
+                },
+            )?;
+            let error = match self.api.create_instance(request.clone()).await {
+                Ok(created) => {
+                    return self.placed(slot, created.instance_id, "ordered");
+                }
+                Err(e) => e,
+            };
+            if let ContaboError::Api { status, .. } = &error {
+                if status.as_u16() == 429 {
+                    // Refused by the rate limit before anything happened.
+                    self.record(slot, Event::Refused { status: Some(429) })?;
+                    tokio::time::sleep(self.settings.wait.poll_max).await;
+                    continue;
+                }
+            }
+            if surely_not_placed(&error) {
+                self.record(
+                    slot,
+                    Event::Refused {
+                        status: error.status().map(|s| s.as_u16()),
+                    },
+                )?;
+                return Err(ApplyError::Contabo {
+                    step: step.id.clone(),
+                    action: format!("ordering {slot} ({})", order.product),
+                    source: error,
+                });
+            }
+            self.reporter.message(&format!(
+                "{slot}: the answer to the order was lost ({}); looking for it before anything else",
+                first_line(&error)
+            ));
+            let next = match error {
+                ContaboError::OrderOutcomeUnknown { order, .. } => {
+                    match self.resolve(step, slot, *order).await? {
+                        OrderResolution::Placed(found) => match oldest_live(found) {
+                            Some(i) => {
+                                return self.placed(
+                                    slot,
+                                    i.instance_id,
+                                    "ordered (found after a lost answer)",
+                                )
+                            }
+                            None => request.clone(),
+                        },
+                        OrderResolution::NotPlaced(again) => again,
+                    }
+                }
+                // Only a CloudApi other than ContaboClient returns these for
+                // an order; treat them as a lost answer all the same.
+                _ => request.clone(),
+            };
+            // Not listed right now is not proof: Contabo may list a new
+            // order late. Look a while longer before buying again.
+            if let Some(found) = self
+                .look_again(step, slot, self.settings.unlisted_order_wait)
+                .await?
+            {
+                return self.placed(
+                    slot,
+                    found.instance_id,
+                    "ordered (found after a lost answer)",
+                );
+            }
+            self.record(slot, Event::Absent)?;
+            if attempt < self.settings.max_order_attempts {
+                self.reporter.message(&format!(
+                    "{slot}: the lost order was not placed; ordering again"
+                ));
+            }
+            request = next;
+        }
+        Err(ApplyError::OrderNotConfirmed {
+            step: step.id.clone(),
+            slot: slot.to_string(),
+            attempts: self.settings.max_order_attempts.max(1),
+        })
+    }
+
+    fn placed(&self, slot: &str, id: InstanceId, how: &str) -> Result<StepOutcome, ApplyError> {
+        self.record(slot, Event::Placed { instance_id: id.0 })?;
+        self.lock_known().instances.insert(slot.to_string(), id);
+        if let Ok(mut ordered) = self.ordered.lock() {
+            ordered.push((slot.to_string(), id));
+        }
+        self.reporter.node_stage(slot, &Stage::Provisioning);
+        Ok(StepOutcome::Done(format!("{how} instance {id}")))
+    }
+
+    /// An instance of the slot exists although the plan orders one: use it
+    /// if the journal says this tool ordered it, else leave it alone.
+    fn continue_with_found(
+        &self,
+        step: &Step,
+        slot: &str,
+        found: Instance,
+    ) -> Result<StepOutcome, ApplyError> {
+        if !journal_claims(
+            &self.journal.entries(),
+            slot,
+            found.instance_id,
+            found.created_date,
+        ) {
+            return Err(ApplyError::ForeignInstance {
+                step: step.id.clone(),
+                slot: slot.to_string(),
+                instance: found.instance_id,
+            });
+        }
+        self.reporter.message(&format!(
+            "{slot}: instance {} from an earlier, interrupted apply exists; continuing with it",
+            found.instance_id
+        ));
+        self.record(
+            slot,
+            Event::Placed {
+                instance_id: found.instance_id.0,
+            },
+        )?;
+        self.lock_known()
+            .instances
+            .insert(slot.to_string(), found.instance_id);
+        if let Ok(mut ordered) = self.ordered.lock() {
+            ordered.push((slot.to_string(), found.instance_id));
+        }
+        Ok(StepOutcome::Done(format!(
+            "found instance {} ordered by an earlier apply",
+            found.instance_id
+        )))
+    }
+
+    async fn live_instance(&self, step: &Step, slot: &str) -> Result<Option<Instance>, ApplyError> {
+        let found = self
+            .api
+            .find_instances_by_display_name(slot)
+            .await
+            .map_err(Self::contabo(step, format!("looking for instance {slot}")))?;
+        Ok(oldest_live(found))
+    }
+
+    /// Looks for the slot's instance until `patience` has passed. `None`
+    /// only if the last look-up succeeded and found nothing.
+    async fn look_again(
+        &self,
+        step: &Step,
+        slot: &str,
+        patience: Duration,
+    ) -> Result<Option<Instance>, ApplyError> {
+        let deadline = tokio::time::Instant::now() + patience;
+        let mut delay = self.settings.wait.poll_min;
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let last = match self.api.find_instances_by_display_name(slot).await {
+                Ok(found) => {
+                    if let Some(i) = oldest_live(found) {
+                        return Ok(Some(i));
+                    }
+                    None
+                }
+                Err(e) => Some(e),
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return match last {
+                    None => Ok(None),
+                    Some(source) => Err(ApplyError::OrderUnresolved {
+                        step: step.id.clone(),
+                        slot: slot.to_string(),
+                        attempts,
+                        source,
+                    }),
+                };
+            }
+            tokio::time::sleep(delay.min(deadline - tokio::time::Instant::now())).await;
+            delay = (delay * 2).min(self.settings.wait.poll_max);
+        }
+    }
+
+    /// Settles a lost order answer, retrying the look-up (never the order).
+    async fn resolve(
+        &self,
+        step: &Step,
+        slot: &str,
+        order: UnconfirmedOrder,
+    ) -> Result<OrderResolution, ApplyError> {
+        let mut delay = self.settings.wait.poll_min;
+        let attempts = self.settings.resolve_attempts.max(1);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.api.resolve_unconfirmed_order(order.clone()).await {
+                Ok(resolution) => return Ok(resolution),
+                Err(source) if attempt >= attempts => {
+                    return Err(ApplyError::OrderUnresolved {
+                        step: step.id.clone(),
+                        slot: slot.to_string(),
+                        attempts,
+                        source,
+                    })
+                }
+                Err(e) => {
+                    tracing::debug!(slot, attempt, error = %e, "looking for a lost order failed; trying again");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(self.settings.wait.poll_max * 4);
+                }
+            }
+        }
+    }
+
+    fn record(&self, slot: &str, event: Event) -> Result<(), ApplyError> {
+        self.journal.record(slot, event)
+    }
+
+    async fn secret_id(&self, step: &Step, name: &str) -> Result<SecretId, ApplyError> {
+        let known = self.lock_known().secrets.get(name).copied();
+        match known {
+            Some(id) => Ok(id),
+            None => self
+                .find_secret(step, name)
+                .await?
+                .ok_or_else(|| ApplyError::SecretMissing {
+                    step: step.id.clone(),
+                    name: name.to_string(),
+                }),
+        }
+    }
+
+    fn user_data(
+        &self,
+        step: &Step,
+        slot: &str,
+        template: plan::UserDataTemplate,
+    ) -> Result<Secret<String>, ApplyError> {
+        cloudinit::render(
+            template,
+            &UserDataVars {
+                hostname: slot.to_string(),
+                ssh_public_key: self.ssh_public_key.clone(),
+            },
+        )
+        .map_err(|source| ApplyError::UserData {
+            step: step.id.clone(),
+            slot: slot.to_string(),
+            source,
+        })
+    }
+
+    async fn create_request(
+        &self,
+        step: &Step,
+        order: &Order,
+    ) -> Result<CreateInstance, ApplyError> {
+        let slot = order.slot.0.as_str();
+        let image_id = order
+            .image
+            .id
+            .as_ref()
+            .ok_or_else(|| ApplyError::ImageUnresolved {
+                step: step.id.clone(),
+                image: order.image.name.clone(),
+            })?
+            .0
+            .clone();
+        let period = Period::try_from(order.period).map_err(|reason| ApplyError::InvalidOrder {
+            step: step.id.clone(),
+            reason,
+        })?;
+        let secret = self.secret_id(step, &order.ssh_key_secret).await?;
+        Ok(CreateInstance {
+            product_id: order.product.clone(),
+            region: Region::from(order.region.as_str()),
+            image_id,
+            period,
+            display_name: slot.to_string(),
+            ssh_keys: vec![secret],
+            user_data: Some(self.user_data(step, slot, order.user_data)?),
+            default_user: None,
+        })
+    }
+
+    // ----- reinstalls -------------------------------------------------------
+
+    async fn reinstall(&self, step: &Step, r: &Reinstall) -> Result<StepOutcome, ApplyError> {
+        let slot = r.instance.name.as_str();
+        let id = match &r.instance.id {
+            Some(id) => to_api_id(id),
+            None => self.instance_of(&step.id, slot).await?,
+        };
+        let image_id = r
+            .image
+            .id
+            .as_ref()
+            .ok_or_else(|| ApplyError::ImageUnresolved {
+                step: step.id.clone(),
+                image: r.image.name.clone(),
+            })?
+            .0
+            .clone();
+        let secret = self.secret_id(step, &r.ssh_key_secret).await?;
+        let request = ReinstallInstance {
+            image_id,
+            ssh_keys: vec![secret],
+            user_data: Some(self.user_data(step, slot, r.user_data)?),
+            default_user: None,
+        };
+        self.reporter.node_stage(slot, &Stage::Reinstalling);
+        self.api
+            .reinstall_instance(id, &request)
+            .await
+            .map_err(Self::contabo(
+                step,
+                format!("reinstalling instance {id} ({slot})"),
+            ))?;
+        self.lock_known().instances.insert(slot.to_string(), id);
+        Ok(StepOutcome::Done(format!(
+            "reinstall of instance {id} (was {}) started",
+            r.status
+        )))
+    }
+}
+
+fn task_slot(task: &Task) -> Option<String> {
+    match &task.work {
+        Work::Step(step) => step_slot(&step.kind),
+        Work::Wait { slot, .. } => Some(slot.clone()),
+    }
+}
+
+/// The oldest instance that is not cancelled.
+fn oldest_live(mut found: Vec<Instance>) -> Option<Instance> {
+    found.retain(|i| i.cancel_date.is_none());
+    found.sort_by_key(|i| (i.created_date, i.instance_id));
+    found.into_iter().next()
+}
+
+fn first_line(e: &ContaboError) -> String {
+    match e {
+        ContaboError::OrderOutcomeUnknown { cause, .. } => cause.to_string(),
+        other => other.to_string(),
+    }
+}

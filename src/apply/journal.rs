@@ -1,0 +1,224 @@
+//! The local order journal, `<inventory>/.kiwi/orders.jsonl`.
+//!
+//! Contabo has no idempotency key, and a new order may take a while to show
+//! up in its instance list. So before every order kiwi-infra writes (and
+//! fsyncs) an `intent` line, and after it a `placed` line with the instance
+//! id. A later run that finds an `intent` for a slot whose instance Contabo
+//! does not list yet knows an order may be on its way, and waits and looks
+//! again before ordering; and an instance carrying a slot's name but no
+//! ownership tag is recognised as this tool's own, interrupted before it
+//! could tag it. Lines hold names, ids and times only, never user data or
+//! credentials.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::error::ApplyError;
+use super::lock::state_dir;
+
+/// One line of the journal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// When it was written.
+    pub at: DateTime<Utc>,
+    /// Slot name (the order's `displayName`).
+    pub slot: String,
+    /// What happened.
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// What a journal line records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// An order is about to be sent.
+    Intent {
+        /// The run's `x-trace-id`, to quote to Contabo support.
+        trace_id: String,
+        /// Product id.
+        product: String,
+    },
+    /// Contabo confirmed the order, or it was found after a lost answer.
+    Placed {
+        /// The instance.
+        instance_id: i64,
+    },
+    /// Looked for an unconfirmed order long enough: it was not placed.
+    Absent,
+    /// Contabo refused the order; nothing was placed.
+    Refused {
+        /// The HTTP status, when there was one.
+        status: Option<u16>,
+    },
+}
+
+/// The journal of one inventory. Appends are serialised and each is fsynced
+/// before the call returns.
+#[derive(Debug)]
+pub struct OrderJournal {
+    path: PathBuf,
+    file: Mutex<File>,
+    entries: Mutex<Vec<Entry>>,
+}
+
+impl OrderJournal {
+    /// Opens (or creates) the journal of the inventory in `inventory`.
+    pub fn open(inventory: &Path) -> Result<Self, ApplyError> {
+        let dir = state_dir(inventory).map_err(|source| ApplyError::Journal {
+            path: inventory.join(super::lock::STATE_DIR),
+            source,
+        })?;
+        Self::open_file(&dir.join("orders.jsonl"))
+    }
+
+    /// Opens (or creates) a journal file.
+    pub fn open_file(path: &Path) -> Result<Self, ApplyError> {
+        let io = |source| ApplyError::Journal {
+            path: path.to_path_buf(),
+            source,
+        };
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(io(e)),
+        };
+        // A line cut short by a crash is skipped, not fatal: the lines
+        // before it are intact, and the next run looks the slot up anyway.
+        let entries = text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .filter_map(|l| match serde_json::from_str(l) {
+                Ok(entry) => Some(entry),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "skipping an unreadable order journal line");
+                    None
+                }
+            })
+            .collect();
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(io)?;
+        // End a line torn by a crash, so the next entry starts on its own line.
+        if !text.is_empty() && !text.ends_with('\n') {
+            file.write_all(b"\n").map_err(io)?;
+        }
+        Ok(OrderJournal {
+            path: path.to_path_buf(),
+            file: Mutex::new(file),
+            entries: Mutex::new(entries),
+        })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends a line and fsyncs it.
+    pub fn record(&self, slot: &str, event: Event) -> Result<(), ApplyError> {
+        let entry = Entry {
+            at: Utc::now(),
+            slot: slot.to_string(),
+            event,
+        };
+        let io = |source| ApplyError::Journal {
+            path: self.path.clone(),
+            source,
+        };
+        let mut line = serde_json::to_string(&entry).map_err(|e| io(std::io::Error::other(e)))?;
+        line.push('\n');
+        {
+            let mut file = self
+                .file
+                .lock()
+                .map_err(|_| io(std::io::Error::other("journal lock poisoned")))?;
+            file.write_all(line.as_bytes())
+                .and_then(|()| file.sync_data())
+                .map_err(io)?;
+        }
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.push(entry);
+        }
+        Ok(())
+    }
+
+    /// Every entry, oldest first.
+    pub fn entries(&self) -> Vec<Entry> {
+        self.entries.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+
+    /// The last entry of each slot.
+    pub fn latest(&self) -> BTreeMap<String, Entry> {
+        let mut latest = BTreeMap::new();
+        for entry in self.entries() {
+            latest.insert(entry.slot.clone(), entry);
+        }
+        latest
+    }
+
+    /// The latest entry of `slot` if it says an order may exist that Contabo
+    /// might not list yet: an `intent` or `placed` newer than `horizon`.
+    pub fn possibly_unlisted(&self, slot: &str, horizon: chrono::Duration) -> Option<Entry> {
+        self.latest()
+            .remove(slot)
+            .filter(|e| matches!(e.event, Event::Intent { .. } | Event::Placed { .. }))
+            .filter(|e| Utc::now() - e.at < horizon)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_survive_reopen_and_a_torn_last_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("orders.jsonl");
+        let j = OrderJournal::open_file(&path).unwrap();
+        j.record(
+            "kiwi-a-server-01",
+            Event::Intent {
+                trace_id: "t".into(),
+                product: "V94".into(),
+            },
+        )
+        .unwrap();
+        j.record("kiwi-a-server-01", Event::Placed { instance_id: 7 })
+            .unwrap();
+        drop(j);
+        // A crash in the middle of a write.
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(br#"{"at":"2026-01-01T00:00:00Z","slot":"kiwi-a-ser"#)
+            .unwrap();
+        let j = OrderJournal::open_file(&path).unwrap();
+        assert_eq!(j.entries().len(), 2);
+        assert_eq!(
+            j.latest()["kiwi-a-server-01"].event,
+            Event::Placed { instance_id: 7 }
+        );
+        assert!(j
+            .possibly_unlisted("kiwi-a-server-01", chrono::Duration::hours(1))
+            .is_some());
+        j.record("kiwi-a-server-01", Event::Absent).unwrap();
+        drop(j);
+        let j = OrderJournal::open_file(&path).unwrap();
+        assert_eq!(
+            j.entries().len(),
+            3,
+            "the entry after the torn line is readable"
+        );
+        assert!(j
+            .possibly_unlisted("kiwi-a-server-01", chrono::Duration::hours(1))
+            .is_none());
+    }
+}

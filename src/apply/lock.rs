@@ -1,0 +1,165 @@
+//! One apply at a time per inventory.
+//!
+//! Two applies of the same inventory could both decide a slot is empty and
+//! both order it. The lock is an OS file lock on `<inventory>/.kiwi/apply.lock`:
+//! the kernel releases it when the process ends, however it ends, so a
+//! crashed or killed apply never blocks the next one. The file also holds who
+//! took the lock (pid, host, user, time), so a second apply can say who is
+//! in the way; that text is informative only, the OS lock is what counts.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::error::ApplyError;
+
+/// The folder, inside the inventory, that holds the lock and the order journal.
+pub const STATE_DIR: &str = ".kiwi";
+
+/// Who holds the lock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    /// Process id.
+    pub pid: u32,
+    /// Host name.
+    pub host: String,
+    /// User name.
+    pub user: String,
+    /// When the lock was taken.
+    pub since: DateTime<Utc>,
+}
+
+impl Holder {
+    fn current() -> Self {
+        let env = |names: &[&str]| {
+            names
+                .iter()
+                .find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
+        };
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .or_else(|| env(&["HOSTNAME", "COMPUTERNAME"]))
+            .unwrap_or_else(|| "unknown host".into());
+        Holder {
+            pid: std::process::id(),
+            host,
+            user: env(&["USER", "USERNAME", "LOGNAME"]).unwrap_or_else(|| "unknown user".into()),
+            since: Utc::now(),
+        }
+    }
+}
+
+/// The held lock. Dropping it closes the file, which releases the OS lock;
+/// the holder text stays behind and is overwritten by the next apply.
+#[derive(Debug)]
+pub struct ApplyLock {
+    /// Kept open: the OS lock lives as long as this descriptor.
+    _file: File,
+    path: PathBuf,
+}
+
+/// Creates `<inventory>/.kiwi/` with a `.gitignore` that keeps its contents
+/// (lock, journal) out of the inventory's repository.
+pub fn state_dir(inventory: &Path) -> std::io::Result<PathBuf> {
+    let dir = inventory.join(STATE_DIR);
+    std::fs::create_dir_all(&dir)?;
+    let ignore = dir.join(".gitignore");
+    if !ignore.exists() {
+        std::fs::write(
+            &ignore,
+            "# kiwi-infra's local state (apply lock, order journal): not for version control.\n*\n",
+        )?;
+    }
+    Ok(dir)
+}
+
+impl ApplyLock {
+    /// Takes the lock of the inventory in `inventory`, or says who holds it.
+    pub fn acquire(inventory: &Path) -> Result<Self, ApplyError> {
+        let path = inventory.join(STATE_DIR).join("apply.lock");
+        let io = |source| ApplyError::Lock {
+            path: path.clone(),
+            source,
+        };
+        state_dir(inventory).map_err(io)?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
+                let holder = match serde_json::from_str::<Holder>(&text) {
+                    Ok(h) => format!(
+                        "another apply (pid {} on host {}, user {}) has held the lock since {}",
+                        h.pid,
+                        h.host,
+                        h.user,
+                        h.since.format("%Y-%m-%d %H:%M:%S UTC")
+                    ),
+                    Err(_) => "another apply holds the lock (it has not written who it is yet)"
+                        .to_string(),
+                };
+                return Err(ApplyError::LockHeld { path, holder });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
+        let holder = serde_json::to_string(&Holder::current()).unwrap_or_default();
+        file.set_len(0)
+            .and_then(|()| file.seek(SeekFrom::Start(0)))
+            .and_then(|_| file.write_all(holder.as_bytes()))
+            .and_then(|()| file.sync_data())
+            .map_err(io)?;
+        Ok(ApplyLock { _file: file, path })
+    }
+
+    /// The lock file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_lock_names_the_holder_and_release_frees_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = ApplyLock::acquire(dir.path()).unwrap();
+        let err = ApplyLock::acquire(dir.path()).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("pid {}", std::process::id())),
+            "{text}"
+        );
+        assert!(text.contains("has held the lock since"), "{text}");
+        drop(first);
+        ApplyLock::acquire(dir.path()).unwrap();
+        let ignore = std::fs::read_to_string(dir.path().join(".kiwi/.gitignore")).unwrap();
+        assert!(ignore.lines().any(|l| l == "*"));
+    }
+
+    #[test]
+    fn a_stale_lock_file_without_a_process_does_not_block() {
+        let dir = tempfile::tempdir().unwrap();
+        state_dir(dir.path()).unwrap();
+        std::fs::write(
+            dir.path().join(".kiwi/apply.lock"),
+            r#"{"pid":1,"host":"gone","user":"x","since":"2020-01-01T00:00:00Z"}"#,
+        )
+        .unwrap();
+        ApplyLock::acquire(dir.path()).unwrap();
+    }
+}

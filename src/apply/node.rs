@@ -1,0 +1,56 @@
+//! The seam for steps that run on nodes (k3s bootstrap and join, kubeadm
+//! join, labels, taints). Reaching nodes over SSH is a later issue; until
+//! then [`NoNodeAccess`] says so, and `apply` reports those steps as not
+//! carried out instead of pretending.
+
+use std::future::Future;
+
+use crate::plan::{Step, StepKind};
+
+use super::error::ApplyError;
+
+/// How a node step ended when it did not fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeStepDone {
+    /// Done; the text says what changed.
+    Done(String),
+    /// Not carried out; the text says why. The step stays pending.
+    NotCarriedOut(String),
+}
+
+/// Runs node steps.
+pub trait NodeExecutor: Send + Sync {
+    /// Carries out one node step (see [`is_node_step`]).
+    fn run(&self, step: &Step) -> impl Future<Output = Result<NodeStepDone, ApplyError>> + Send;
+}
+
+/// Today's node executor: node access does not exist yet.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoNodeAccess;
+
+impl NodeExecutor for NoNodeAccess {
+    async fn run(&self, _step: &Step) -> Result<NodeStepDone, ApplyError> {
+        Ok(NodeStepDone::NotCarriedOut(
+            "node access is not implemented yet (a later kiwi-infra release bootstraps, joins \
+             and labels nodes)"
+                .into(),
+        ))
+    }
+}
+
+/// True for steps that act on a node or a cluster rather than on Contabo.
+pub fn is_node_step(kind: &StepKind) -> bool {
+    matches!(
+        kind,
+        StepKind::BootstrapK3sServer(_)
+            | StepKind::JoinK3sServer(_)
+            | StepKind::JoinK3sAgent(_)
+            | StepKind::KubeadmJoin(_)
+            | StepKind::SetLabel { .. }
+            | StepKind::RemoveLabel { .. }
+            | StepKind::SetTaint { .. }
+            | StepKind::RemoveTaint { .. }
+            | StepKind::DrainNode { .. }
+            | StepKind::DeleteNode { .. }
+    )
+}

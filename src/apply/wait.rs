@@ -1,0 +1,344 @@
+//! Waiting for instances to reach `running`, with a purpose.
+//!
+//! One poller lists the account's instances once per round for every node
+//! that waits (never one call per node per round), backing off between
+//! rounds. Each waiting node reads the rounds it cares about and decides on
+//! its own: `running` ends the wait; statuses that need a human (payment,
+//! verification, sold-out product, manual provisioning) or `error` end it at
+//! once with a message saying what to do; every other status, known or not,
+//! is waited out up to a per-status time limit. One node's end never stops
+//! another's wait.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{watch, Notify};
+
+use crate::contabo::models::{Instance, InstanceId, InstanceStatus};
+use crate::contabo::CloudApi;
+use crate::report::{Reporter, Stage};
+
+use super::error::ApplyError;
+
+/// How patiently to wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitSettings {
+    /// First pause between two polls.
+    pub poll_min: Duration,
+    /// Longest pause between two polls.
+    pub poll_max: Duration,
+    /// Longest time an instance may stay `provisioning`.
+    pub provisioning_limit: Duration,
+    /// Longest time an instance may stay `installing`.
+    pub installing_limit: Duration,
+    /// Longest time in any other status on the way (unknown values, not
+    /// listed yet, `reset_password`, ...).
+    pub other_limit: Duration,
+    /// After kiwi-infra's own order or reinstall, `error` and `uninstalled`
+    /// seen within this time are taken as "not started yet": Contabo may
+    /// still report the instance's old state for a moment.
+    pub start_grace: Duration,
+}
+
+impl WaitSettings {
+    /// What production needs: Contabo takes minutes to hours per phase.
+    pub fn production() -> Self {
+        WaitSettings {
+            poll_min: Duration::from_secs(5),
+            poll_max: Duration::from_secs(30),
+            provisioning_limit: Duration::from_secs(30 * 60),
+            installing_limit: Duration::from_secs(30 * 60),
+            other_limit: Duration::from_secs(30 * 60),
+            start_grace: Duration::from_secs(60),
+        }
+    }
+
+    /// Millisecond polls for tests against the mock or the fake.
+    pub fn fast() -> Self {
+        WaitSettings {
+            poll_min: Duration::from_millis(20),
+            poll_max: Duration::from_millis(100),
+            provisioning_limit: Duration::from_secs(60),
+            installing_limit: Duration::from_secs(60),
+            other_limit: Duration::from_secs(60),
+            start_grace: Duration::from_millis(500),
+        }
+    }
+
+    fn limit(&self, status: Option<&InstanceStatus>) -> Duration {
+        match status {
+            Some(InstanceStatus::Provisioning) => self.provisioning_limit,
+            Some(InstanceStatus::Installing) => self.installing_limit,
+            _ => self.other_limit,
+        }
+    }
+}
+
+/// How a wait ended.
+#[derive(Debug)]
+pub enum WaitEnd {
+    /// The instance runs.
+    Running(Box<Instance>),
+    /// Only a human can move it on; the text says what to do.
+    NeedsHuman {
+        /// The last state seen.
+        instance: Box<Instance>,
+        /// What the operator should do.
+        message: String,
+    },
+}
+
+/// One poll round: the instances of the account, when the list was asked for.
+#[derive(Debug)]
+struct Round {
+    started: Instant,
+    instances: HashMap<InstanceId, Instance>,
+}
+
+/// The shared poller and the rounds it publishes.
+#[derive(Debug)]
+pub struct StatusBoard {
+    settings: WaitSettings,
+    rounds: watch::Sender<Option<Arc<Round>>>,
+    waiting: AtomicUsize,
+    wake: Notify,
+    stopped: AtomicBool,
+    stop: Notify,
+}
+
+/// Decrements the waiter count however the wait ends.
+struct Registration<'a>(&'a StatusBoard);
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl StatusBoard {
+    /// A board with no waiters; [`Self::run_poller`] must run beside the waits.
+    pub fn new(settings: WaitSettings) -> Self {
+        StatusBoard {
+            settings,
+            rounds: watch::channel(None).0,
+            waiting: AtomicUsize::new(0),
+            wake: Notify::new(),
+            stopped: AtomicBool::new(false),
+            stop: Notify::new(),
+        }
+    }
+
+    /// Ends [`Self::run_poller`].
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        self.stop.notify_waiters();
+        self.stop.notify_one();
+    }
+
+    /// Polls while anyone waits, until [`Self::stop`].
+    pub async fn run_poller(&self, api: &impl CloudApi) {
+        let mut delay = self.settings.poll_min;
+        loop {
+            if self.stopped.load(Ordering::SeqCst) {
+                return;
+            }
+            if self.waiting.load(Ordering::SeqCst) == 0 {
+                tokio::select! {
+                    () = self.wake.notified() => {}
+                    () = self.stop.notified() => {}
+                }
+                delay = self.settings.poll_min;
+                continue;
+            }
+            let started = Instant::now();
+            match api.list_instances().await {
+                Ok(list) => {
+                    let instances = list.into_iter().map(|i| (i.instance_id, i)).collect();
+                    self.rounds
+                        .send_replace(Some(Arc::new(Round { started, instances })));
+                }
+                // The waits' time limits bound how long failures may last.
+                Err(e) => tracing::debug!(error = %e, "status poll failed; polling again"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = self.wake.notified() => delay = self.settings.poll_min,
+                () = self.stop.notified() => {}
+            }
+            delay = (delay.mul_f64(1.5)).min(self.settings.poll_max);
+        }
+    }
+
+    /// Waits until `instance` (the node `slot`) runs, needs a human, or stays
+    /// in one status too long. `own_action` says kiwi-infra just ordered or
+    /// reinstalled it (see [`WaitSettings::start_grace`]).
+    pub async fn wait_for_running(
+        &self,
+        slot: &str,
+        instance: InstanceId,
+        own_action: bool,
+        reporter: &dyn Reporter,
+    ) -> Result<WaitEnd, ApplyError> {
+        let mut rx = self.rounds.subscribe();
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _registered = Registration(self);
+        self.wake.notify_one();
+        let registered = Instant::now();
+        // (status, since when); `None` = not listed yet.
+        let mut current: Option<(Option<InstanceStatus>, Instant)> = None;
+        let mut last_seen: Option<Instance> = None;
+        loop {
+            // Polls may fail for a while; the time limit still applies then.
+            let changed = tokio::select! {
+                r = rx.changed() => r.is_ok(),
+                () = tokio::time::sleep(self.settings.poll_max * 2) => false,
+            };
+            let since = current.as_ref().map_or(registered, |(_, since)| *since);
+            let status_now = current.as_ref().and_then(|(s, _)| s.as_ref());
+            if since.elapsed() > self.settings.limit(status_now) {
+                reporter.node_stage(slot, &Stage::Failed);
+                return Err(self.timed_out(slot, instance, &current));
+            }
+            if !changed {
+                continue;
+            }
+            let Some(round) = rx.borrow_and_update().clone() else {
+                continue;
+            };
+            // A round asked for before this wait began may predate our own
+            // order or reinstall.
+            if round.started < registered {
+                continue;
+            }
+            let seen = round.instances.get(&instance).cloned();
+            let status = seen.as_ref().map(|i| i.status.clone());
+            match &current {
+                Some((s, _)) if *s == status => {}
+                _ => {
+                    reporter.node_stage(slot, &stage_of(status.as_ref()));
+                    current = Some((status.clone(), Instant::now()));
+                }
+            }
+            if let Some(i) = seen {
+                last_seen = Some(i);
+            }
+            let in_grace = own_action && registered.elapsed() < self.settings.start_grace;
+            if let (Some(status), Some(i)) = (&status, &last_seen) {
+                match classify(status, in_grace) {
+                    Verdict::Done => return Ok(WaitEnd::Running(Box::new(i.clone()))),
+                    Verdict::Human => {
+                        reporter.node_stage(slot, &Stage::NeedsHuman);
+                        return Ok(WaitEnd::NeedsHuman {
+                            message: needs_human_message(slot, i),
+                            instance: Box::new(i.clone()),
+                        });
+                    }
+                    Verdict::Wait => {}
+                }
+            }
+        }
+    }
+
+    fn timed_out(
+        &self,
+        slot: &str,
+        instance: InstanceId,
+        current: &Option<(Option<InstanceStatus>, Instant)>,
+    ) -> ApplyError {
+        let status = current.as_ref().and_then(|(s, _)| s.clone());
+        ApplyError::WaitTimedOut {
+            slot: slot.to_string(),
+            instance,
+            status: status
+                .as_ref()
+                .map_or_else(|| "not listed".to_string(), |s| s.to_string()),
+            limit: self.settings.limit(status.as_ref()),
+        }
+    }
+}
+
+enum Verdict {
+    Done,
+    Wait,
+    Human,
+}
+
+fn classify(status: &InstanceStatus, in_grace: bool) -> Verdict {
+    use InstanceStatus as S;
+    match status {
+        S::Running => Verdict::Done,
+        S::ManualProvisioning
+        | S::ProductNotAvailable
+        | S::VerificationRequired
+        | S::PendingPayment
+        | S::Stopped
+        | S::Rescue => Verdict::Human,
+        S::Error | S::Uninstalled if in_grace => Verdict::Wait,
+        S::Error | S::Uninstalled => Verdict::Human,
+        S::Provisioning
+        | S::Installing
+        | S::ResetPassword
+        | S::UnknownStatus
+        | S::Other
+        | S::Unknown(_) => Verdict::Wait,
+    }
+}
+
+fn stage_of(status: Option<&InstanceStatus>) -> Stage {
+    match status {
+        None => Stage::Waiting("not listed yet".into()),
+        Some(InstanceStatus::Provisioning) => Stage::Provisioning,
+        Some(InstanceStatus::Installing) => Stage::Installing,
+        Some(InstanceStatus::Running) => Stage::Running,
+        Some(other) => Stage::Waiting(other.to_string()),
+    }
+}
+
+/// What the operator should do about an instance stuck in `status`.
+pub fn needs_human_message(slot: &str, i: &Instance) -> String {
+    use InstanceStatus as S;
+    let id = i.instance_id;
+    let what = match &i.status {
+        S::PendingPayment => {
+            "pay the open invoice in the Contabo Customer Control Panel, then rerun \
+             `kiwi-infra apply`"
+                .to_string()
+        }
+        S::ProductNotAvailable => format!(
+            "Contabo cannot deliver {} in {} right now; choose another product for this pool in \
+             the inventory, or rerun `kiwi-infra apply` later",
+            i.product_id, i.region
+        ),
+        S::VerificationRequired => {
+            "Contabo must verify the account first; follow Contabo's e-mail or \
+             the Customer Control Panel, then rerun `kiwi-infra apply`"
+                .to_string()
+        }
+        S::ManualProvisioning => format!(
+            "Contabo staff set this machine up by hand, which can take hours; rerun \
+             `kiwi-infra apply` later, or ask Contabo support about instance {id}"
+        ),
+        S::Stopped => "it is stopped; start it in the Contabo Customer Control Panel (kiwi-infra \
+             never starts machines), then rerun `kiwi-infra apply`"
+            .to_string(),
+        S::Rescue => "it is booted into the rescue system; leave rescue mode in the Contabo \
+             Customer Control Panel, then rerun `kiwi-infra apply`"
+            .to_string(),
+        S::Error => format!(
+            "Contabo reports an error{}; rerun `kiwi-infra apply`, which reinstalls it, and if \
+             that fails again ask Contabo support about instance {id}",
+            i.error_message
+                .as_deref()
+                .filter(|m| !m.is_empty())
+                .map(|m| format!(" ({m})"))
+                .unwrap_or_default()
+        ),
+        S::Uninstalled => {
+            "it has no operating system; rerun `kiwi-infra apply`, which reinstalls it".to_string()
+        }
+        other => format!("it is {other}; check it in the Contabo Customer Control Panel"),
+    };
+    format!("{slot} (instance {id}) is {}: {what}", i.status)
+}

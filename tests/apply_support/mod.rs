@@ -1,0 +1,131 @@
+//! Shared helpers of the `apply_*` integration tests: a copy of the example
+//! inventory per test (the lock and the order journal live in it), and the
+//! real `kiwi-infra` binary pointed at an in-process mock.
+
+#![allow(clippy::unwrap_used, dead_code)]
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use kiwi_mocks::contabo::MockHandle;
+
+/// The example inventory's 15 slot names.
+pub fn slot_names() -> BTreeSet<String> {
+    let desired =
+        kiwi_infra::inventory::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("inventory"))
+            .unwrap();
+    desired
+        .clusters
+        .iter()
+        .flat_map(|c| {
+            c.pools.iter().flat_map(move |p| {
+                (1..=p.count).map(move |i| kiwi_infra::inventory::slot_name(&c.name, &p.name, i))
+            })
+        })
+        .collect()
+}
+
+/// A fresh copy of `inventory/` in a temporary directory.
+pub fn inventory_copy() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("inventory");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("inventory"),
+        &target,
+    );
+    (dir, target)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        if name == ".kiwi" {
+            continue;
+        }
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &to.join(&name));
+        } else {
+            std::fs::copy(entry.path(), to.join(&name)).unwrap();
+        }
+    }
+}
+
+/// `kiwi-infra` against `mock`, with short waits.
+pub fn command(mock: &MockHandle, inventory: &Path, args: &[&str]) -> Command {
+    let c = mock.credentials();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiwi-infra"));
+    cmd.args(args)
+        .arg("--inventory")
+        .arg(inventory)
+        .args([
+            "--api-url",
+            &mock.base_url(),
+            "--auth-url",
+            &mock.token_url(),
+        ])
+        .env("CNTB_OAUTH2_CLIENT_ID", c.client_id)
+        .env("CNTB_OAUTH2_CLIENT_SECRET", c.client_secret)
+        .env("CNTB_OAUTH2_USER", c.username)
+        .env("CNTB_OAUTH2_PASS", &c.password)
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
+        .env("KIWI_RATE_LIMIT", "100")
+        .env("KIWI_APPLY_POLL_MS", "30")
+        .env("KIWI_APPLY_UNLISTED_WAIT_MS", "300")
+        .env("KIWI_APPLY_START_GRACE_MS", "300")
+        .env("KIWI_APPLY_STATUS_LIMIT_SECS", "60")
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Runs `kiwi-infra` to completion (off the async runtime's threads).
+pub async fn run(mut cmd: Command) -> Output {
+    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap()
+}
+
+/// Starts `kiwi-infra` without waiting.
+pub fn start(mut cmd: Command) -> Child {
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Text of stdout and stderr, for assertion messages.
+pub fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Display names of the mock's instances that are not cancelled, sorted.
+pub fn live_names(mock: &MockHandle) -> Vec<String> {
+    let mut names: Vec<String> = mock
+        .instances()
+        .into_iter()
+        .filter(|i| i.cancel_date.is_none())
+        .map(|i| i.display_name)
+        .collect();
+    names.sort();
+    names
+}
+
+/// Every slot has exactly one instance, and nothing else exists.
+pub fn assert_each_slot_once(mock: &MockHandle) {
+    let names = live_names(mock);
+    let unique: BTreeSet<String> = names.iter().cloned().collect();
+    assert_eq!(
+        names.len(),
+        unique.len(),
+        "a slot was ordered twice: {names:?}"
+    );
+    assert_eq!(unique, slot_names(), "instances do not match the slots");
+}
