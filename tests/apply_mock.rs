@@ -297,58 +297,6 @@ async fn no_secret_reaches_output_or_journal_even_at_trace_level() {
     }
 }
 
-/// Places an order through the mock's own HTTP API, as an apply that was
-/// killed before it could read the answer would have.
-async fn order_directly(mock: &kiwi_mocks::contabo::MockHandle, name: &str, product: &str) -> i64 {
-    let http = reqwest::Client::new();
-    let c = mock.credentials();
-    let token: serde_json::Value = http
-        .post(mock.token_url())
-        .form(&[
-            ("grant_type", "password"),
-            ("client_id", c.client_id.as_str()),
-            ("client_secret", c.client_secret.as_str()),
-            ("username", c.username.as_str()),
-            ("password", c.password.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = token["access_token"].as_str().unwrap().to_string();
-    let images: serde_json::Value = http
-        .get(format!(
-            "{}/v1/compute/images?name=ubuntu-24.04",
-            mock.base_url()
-        ))
-        .bearer_auth(&token)
-        .header("x-request-id", uuid::Uuid::new_v4().to_string())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let image = images["data"][0]["imageId"].as_str().unwrap();
-    let created: serde_json::Value = http
-        .post(format!("{}/v1/compute/instances", mock.base_url()))
-        .bearer_auth(&token)
-        .header("x-request-id", uuid::Uuid::new_v4().to_string())
-        .json(&serde_json::json!({
-            "productId": product, "region": "EU", "imageId": image,
-            "period": 1, "displayName": name
-        }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    created["data"][0]["instanceId"].as_i64().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_left_untagged_by_a_killed_apply_is_finished_not_bought_again() {
     let mock = spawn(quick()).await.unwrap();

@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod apply_support;
+
 use std::process::Command;
 
 use kiwi_mocks::contabo::{spawn, MockConfig, MockHandle};
@@ -9,52 +11,8 @@ use kiwi_mocks::contabo::{spawn, MockConfig, MockHandle};
 /// Places orders through the mock's own HTTP API, as an operator's other
 /// tools would, so the listing has something to show.
 async fn order(mock: &MockHandle, names: &[&str]) {
-    let http = reqwest::Client::new();
-    let c = mock.credentials();
-    let token: serde_json::Value = http
-        .post(mock.token_url())
-        .form(&[
-            ("grant_type", "password"),
-            ("client_id", c.client_id.as_str()),
-            ("client_secret", c.client_secret.as_str()),
-            ("username", c.username.as_str()),
-            ("password", c.password.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = token["access_token"].as_str().unwrap().to_string();
-    let images: serde_json::Value = http
-        .get(format!(
-            "{}/v1/compute/images?name=ubuntu-24.04",
-            mock.base_url()
-        ))
-        .bearer_auth(&token)
-        .header("x-request-id", uuid::Uuid::new_v4().to_string())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let image = images["data"][0]["imageId"].as_str().unwrap();
     for name in names {
-        let status = http
-            .post(format!("{}/v1/compute/instances", mock.base_url()))
-            .bearer_auth(&token)
-            .header("x-request-id", uuid::Uuid::new_v4().to_string())
-            .json(&serde_json::json!({
-                "productId": "V8", "region": "EU", "imageId": image,
-                "period": 1, "displayName": name
-            }))
-            .send()
-            .await
-            .unwrap()
-            .status();
-        assert_eq!(status.as_u16(), 201);
+        apply_support::order_directly(mock, name, "V8").await;
     }
 }
 

@@ -1,6 +1,7 @@
 //! Shared helpers of the `apply_*` integration tests: a copy of the example
 //! inventory per test (the lock and the order journal live in it), and the
-//! real `kiwi-infra` binary pointed at an in-process mock.
+//! real `kiwi-infra` binary pointed at an in-process mock, and orders placed
+//! around the tool through the mock's own API. The `cli_*` tests use it too.
 
 #![allow(clippy::unwrap_used, dead_code)]
 
@@ -128,4 +129,56 @@ pub fn assert_each_slot_once(mock: &MockHandle) {
         "a slot was ordered twice: {names:?}"
     );
     assert_eq!(unique, slot_names(), "instances do not match the slots");
+}
+
+/// Places an order through the mock's own HTTP API, as an apply that was
+/// killed before it could read the answer would have.
+pub async fn order_directly(mock: &MockHandle, name: &str, product: &str) -> i64 {
+    let http = reqwest::Client::new();
+    let c = mock.credentials();
+    let token: serde_json::Value = http
+        .post(mock.token_url())
+        .form(&[
+            ("grant_type", "password"),
+            ("client_id", c.client_id.as_str()),
+            ("client_secret", c.client_secret.as_str()),
+            ("username", c.username.as_str()),
+            ("password", c.password.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["access_token"].as_str().unwrap().to_string();
+    let images: serde_json::Value = http
+        .get(format!(
+            "{}/v1/compute/images?name=ubuntu-24.04",
+            mock.base_url()
+        ))
+        .bearer_auth(&token)
+        .header("x-request-id", uuid::Uuid::new_v4().to_string())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let image = images["data"][0]["imageId"].as_str().unwrap();
+    let created: serde_json::Value = http
+        .post(format!("{}/v1/compute/instances", mock.base_url()))
+        .bearer_auth(&token)
+        .header("x-request-id", uuid::Uuid::new_v4().to_string())
+        .json(&serde_json::json!({
+            "productId": product, "region": "EU", "imageId": image,
+            "period": 1, "displayName": name
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    created["data"][0]["instanceId"].as_i64().unwrap()
 }
