@@ -13,3 +13,4 @@ pub mod observe;
 pub mod plan;
 pub mod report;
 pub mod secret;
+pub mod ssh;
