@@ -5,6 +5,7 @@
 //! steps without any I/O, and the executors carry the steps out.
 
 pub mod apply;
+pub mod bootstrap;
 pub mod cli;
 pub mod cloudinit;
 pub mod contabo;

@@ -25,6 +25,16 @@ pub enum ApplyError {
         source: ContaboError,
     },
 
+    /// A node step (bootstrap, join, label, taint) failed on a node.
+    #[error("step {step}")]
+    Node {
+        /// The step.
+        step: StepId,
+        /// What failed on which node.
+        #[source]
+        source: Box<crate::bootstrap::BootstrapError>,
+    },
+
     /// An order's answer was lost and looking for its instance kept failing:
     /// kiwi-infra will not order again until it knows.
     #[error(

@@ -552,6 +552,9 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
     }
 
     fn remember(&self, slot: &str, instance: &Instance) {
+        if let Some(ip) = instance.ipv4() {
+            self.nodes.learn_address(slot, ip);
+        }
         if let Ok(mut seen) = self.seen.lock() {
             seen.insert(slot.to_string(), instance.clone());
         }

@@ -22,6 +22,9 @@ pub enum NodeStepDone {
 pub trait NodeExecutor: Send + Sync {
     /// Carries out one node step (see [`is_node_step`]).
     fn run(&self, step: &Step) -> impl Future<Output = Result<NodeStepDone, ApplyError>> + Send;
+
+    /// Tells the executor a node's address once its instance runs.
+    fn learn_address(&self, _node: &str, _ip: &str) {}
 }
 
 /// Today's node executor: node access does not exist yet.

@@ -125,7 +125,8 @@ pub enum TaintEffect {
 }
 
 impl TaintEffect {
-    fn as_str(self) -> &'static str {
+    /// The effect as Kubernetes writes it.
+    pub fn as_str(self) -> &'static str {
         match self {
             TaintEffect::NoSchedule => "NoSchedule",
             TaintEffect::PreferNoSchedule => "PreferNoSchedule",

@@ -1,0 +1,243 @@
+//! Reading and changing Kubernetes nodes with `kubectl` on a node that can
+//! reach the cluster's API (a k3s server, a kubeadm control-plane node).
+//!
+//! Parsing a `NodeList` is pure, so it is tested on its own; the commands are
+//! the ones `docs/node-contract.md` lists.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::inventory::{Taint, TaintEffect};
+use crate::plan::{Node, NodeName};
+
+/// How `kubectl` is invoked on a cluster's API node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kubectl {
+    /// `sudo k3s kubectl` on a k3s server.
+    K3s,
+    /// `sudo kubectl --kubeconfig /etc/kubernetes/admin.conf` on a kubeadm
+    /// control-plane node.
+    Kubeadm,
+}
+
+impl Kubectl {
+    /// The command prefix.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Self::K3s => "sudo k3s kubectl",
+            Self::Kubeadm => "sudo kubectl --kubeconfig /etc/kubernetes/admin.conf",
+        }
+    }
+
+    /// `get nodes -o json`.
+    pub fn get_nodes(self) -> String {
+        format!("{} get nodes -o json", self.prefix())
+    }
+
+    /// Sets `key=value` on `node`, replacing another value.
+    pub fn set_label(self, node: &str, key: &str, value: &str) -> String {
+        format!(
+            "{} label node {} {}={} --overwrite",
+            self.prefix(),
+            quote(node),
+            quote(key),
+            quote(value)
+        )
+    }
+
+    /// Removes label `key` from `node`.
+    pub fn remove_label(self, node: &str, key: &str) -> String {
+        format!(
+            "{} label node {} {}-",
+            self.prefix(),
+            quote(node),
+            quote(key)
+        )
+    }
+
+    /// Adds `taint` to `node`, replacing one with the same key and effect.
+    pub fn set_taint(self, node: &str, taint: &Taint) -> String {
+        format!(
+            "{} taint node {} {} --overwrite",
+            self.prefix(),
+            quote(node),
+            quote(&taint.to_string())
+        )
+    }
+
+    /// Removes `taint` from `node`.
+    pub fn remove_taint(self, node: &str, taint: &Taint) -> String {
+        format!(
+            "{} taint node {} {}-",
+            self.prefix(),
+            quote(node),
+            quote(&taint.to_string())
+        )
+    }
+}
+
+/// Single-quotes a word for a POSIX shell. Names, label keys and values the
+/// inventory accepts contain no quote, but quoting keeps it safe regardless.
+pub fn quote(word: &str) -> String {
+    if !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:+,@".contains(c))
+    {
+        return word.to_string();
+    }
+    format!("'{}'", word.replace('\'', r"'\''"))
+}
+
+#[derive(Deserialize)]
+struct NodeList {
+    kind: String,
+    #[serde(default)]
+    items: Vec<NodeItem>,
+}
+
+#[derive(Deserialize)]
+struct NodeItem {
+    metadata: Metadata,
+    #[serde(default)]
+    spec: Spec,
+    #[serde(default)]
+    status: Status,
+}
+
+#[derive(Deserialize)]
+struct Metadata {
+    name: String,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize, Default)]
+struct Spec {
+    #[serde(default)]
+    taints: Vec<TaintItem>,
+}
+
+#[derive(Deserialize)]
+struct TaintItem {
+    key: String,
+    #[serde(default)]
+    value: Option<String>,
+    effect: String,
+}
+
+#[derive(Deserialize, Default)]
+struct Status {
+    #[serde(default)]
+    conditions: Vec<Condition>,
+}
+
+#[derive(Deserialize)]
+struct Condition {
+    #[serde(rename = "type")]
+    kind: String,
+    status: String,
+}
+
+/// Parses `kubectl get nodes -o json`. Taints with an effect this build
+/// does not know are skipped (they cannot come from the inventory).
+pub fn parse_node_list(json: &str) -> Result<Vec<Node>, String> {
+    let list: NodeList =
+        serde_json::from_str(json).map_err(|e| format!("not a Kubernetes NodeList: {e}"))?;
+    if list.kind != "NodeList" && list.kind != "List" {
+        return Err(format!("expected kind NodeList, got {}", list.kind));
+    }
+    Ok(list
+        .items
+        .into_iter()
+        .map(|item| Node {
+            name: NodeName(item.metadata.name),
+            labels: item.metadata.labels,
+            taints: item
+                .spec
+                .taints
+                .into_iter()
+                .filter_map(|t| {
+                    let effect = match t.effect.as_str() {
+                        "NoSchedule" => TaintEffect::NoSchedule,
+                        "PreferNoSchedule" => TaintEffect::PreferNoSchedule,
+                        "NoExecute" => TaintEffect::NoExecute,
+                        _ => return None,
+                    };
+                    Some(Taint {
+                        key: t.key,
+                        value: t.value.filter(|v| !v.is_empty()),
+                        effect,
+                    })
+                })
+                .collect(),
+            ready: item
+                .status
+                .conditions
+                .iter()
+                .any(|c| c.kind == "Ready" && c.status == "True"),
+        })
+        .collect())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const LIST: &str = r#"{
+      "apiVersion": "v1", "kind": "NodeList",
+      "items": [
+        {"metadata": {"name": "kiwi-acme-server-01",
+                      "labels": {"kiwistack.io/node-class": "vps", "kubernetes.io/os": "linux"}},
+         "spec": {"taints": [{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"},
+                             {"key": "workload.kiwistack.io/realtime", "value": "true", "effect": "NoSchedule"},
+                             {"key": "x", "effect": "SomethingNew"}]},
+         "status": {"conditions": [{"type": "MemoryPressure", "status": "False"},
+                                   {"type": "Ready", "status": "True"}]}},
+        {"metadata": {"name": "kiwi-acme-general-01"},
+         "status": {"conditions": [{"type": "Ready", "status": "Unknown"}]}}
+      ]}"#;
+
+    #[test]
+    fn a_node_list_gives_labels_taints_and_readiness() {
+        let nodes = parse_node_list(LIST).unwrap();
+        assert_eq!(nodes.len(), 2);
+        assert_eq!(nodes[0].name.0, "kiwi-acme-server-01");
+        assert_eq!(nodes[0].labels["kiwistack.io/node-class"], "vps");
+        assert!(nodes[0].ready);
+        let taints: Vec<String> = nodes[0].taints.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            taints,
+            [
+                "node-role.kubernetes.io/control-plane:NoSchedule",
+                "workload.kiwistack.io/realtime=true:NoSchedule"
+            ]
+        );
+        assert!(!nodes[1].ready, "Unknown is not Ready");
+        assert!(nodes[1].labels.is_empty());
+    }
+
+    #[test]
+    fn anything_but_a_node_list_is_an_error() {
+        assert!(parse_node_list("{\"kind\": \"PodList\", \"items\": []}").is_err());
+        assert!(parse_node_list("error: the server doesn't have a resource type").is_err());
+    }
+
+    #[test]
+    fn commands_quote_what_a_shell_would_split() {
+        assert_eq!(
+            Kubectl::K3s.set_label("n1", "kiwistack.io/pool", "general"),
+            "sudo k3s kubectl label node n1 kiwistack.io/pool=general --overwrite"
+        );
+        assert_eq!(quote("a b"), "'a b'");
+        assert_eq!(quote("it's"), r"'it'\''s'");
+        let taint = Taint::parse("workload.kiwistack.io/realtime=true:NoSchedule").unwrap();
+        assert_eq!(
+            Kubectl::Kubeadm.remove_taint("n1", &taint),
+            "sudo kubectl --kubeconfig /etc/kubernetes/admin.conf taint node n1 \
+             workload.kiwistack.io/realtime=true:NoSchedule-"
+        );
+    }
+}

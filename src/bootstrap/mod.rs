@@ -1,0 +1,843 @@
+//! Clusters: bootstrapping k3s servers, joining k3s servers and agents and
+//! kubeadm workers or control-plane nodes, and keeping labels and taints
+//! true — over SSH, exactly as `docs/node-contract.md` describes.
+//!
+//! [`SshNodeExecutor`] is the [`NodeExecutor`] that `apply` hands node steps
+//! to. It reaches nodes through a [`NodeConnector`] (OpenSSH in production, a
+//! fake in unit tests) and keeps join tokens in memory only, for the run.
+
+pub mod k3s;
+pub mod kubeadm;
+pub mod kubectl;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::apply::{ApplyError, NodeExecutor, NodeStepDone};
+use crate::inventory::{ClusterKind, Desired, PoolRole, Taint};
+use crate::plan::{K3sJoin, KubeadmJoin, KubeadmRole, Node, Step, StepKind};
+use crate::secret::Secret;
+use crate::ssh::{Output, RemoteCommand, RemoteExec, SshError};
+
+use kubectl::Kubectl;
+
+/// Opens a [`RemoteExec`] to a node.
+pub trait NodeConnector: Send + Sync {
+    /// The connection type.
+    type Exec: RemoteExec;
+
+    /// Connects to `node` at `address`, checking its pinned host key.
+    fn connect(
+        &self,
+        node: &str,
+        address: &str,
+    ) -> impl Future<Output = Result<Self::Exec, SshError>> + Send;
+}
+
+/// Time limits of cluster work.
+#[derive(Debug, Clone, Copy)]
+pub struct BootstrapSettings {
+    /// How long a node may take to become `Ready` after it joined.
+    pub ready_timeout: Duration,
+    /// Pause between readiness polls.
+    pub poll: Duration,
+    /// Limit of an install or join command.
+    pub install_timeout: Duration,
+    /// Limit of any other command.
+    pub command_timeout: Duration,
+}
+
+impl Default for BootstrapSettings {
+    fn default() -> Self {
+        Self {
+            ready_timeout: Duration::from_secs(600),
+            poll: Duration::from_secs(3),
+            install_timeout: Duration::from_secs(900),
+            command_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Failures of cluster work; each names the node.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    /// The node could not be reached or refused us.
+    #[error(transparent)]
+    Ssh(#[from] SshError),
+    /// A command exited non-zero.
+    #[error("`{command}` on {node} failed with status {status:?}: {stderr}")]
+    Command {
+        /// Node.
+        node: String,
+        /// The command (never holds a secret).
+        command: String,
+        /// Exit status.
+        status: Option<i32>,
+        /// Last lines of stderr, secrets redacted.
+        stderr: String,
+    },
+    /// A node did not become `Ready` in time.
+    #[error(
+        "{node} did not become Ready within {timeout:?}; last lines of its {unit} log:\n{log}"
+    )]
+    NeverReady {
+        /// Node.
+        node: String,
+        /// Limit.
+        timeout: Duration,
+        /// systemd unit whose log is shown.
+        unit: String,
+        /// The log tail (or why it could not be read).
+        log: String,
+    },
+    /// A node answered something that does not fit the contract.
+    #[error("{node}: {what}")]
+    Protocol {
+        /// Node.
+        node: String,
+        /// What was wrong.
+        what: String,
+    },
+    /// No address is known for a node.
+    #[error("no IPv4 address is known for {node}; is its instance running?")]
+    NoAddress {
+        /// Node.
+        node: String,
+    },
+    /// No node of the cluster can run kubectl.
+    #[error("no control node of cluster {cluster} answers; tried {tried}")]
+    NoControlNode {
+        /// Cluster.
+        cluster: String,
+        /// Nodes tried.
+        tried: String,
+    },
+}
+
+/// How to reach one cluster's API.
+#[derive(Debug, Clone)]
+struct ClusterAccess {
+    kubectl: Kubectl,
+    /// Nodes that can run kubectl, in order of preference.
+    control_nodes: Vec<String>,
+}
+
+/// Tokens of one k3s cluster, read from its first server.
+#[derive(Debug, Clone)]
+struct K3sTokens {
+    server: Secret,
+    agent: Secret,
+}
+
+/// Carries out node steps over SSH.
+#[derive(Debug)]
+pub struct SshNodeExecutor<C> {
+    connector: C,
+    clusters: BTreeMap<String, ClusterAccess>,
+    addresses: Mutex<BTreeMap<String, String>>,
+    tokens: tokio::sync::Mutex<BTreeMap<String, K3sTokens>>,
+    settings: BootstrapSettings,
+}
+
+impl<C: NodeConnector> SshNodeExecutor<C> {
+    /// An executor for the clusters of `desired`. `addresses` maps node
+    /// names to IPv4 addresses known so far (running instances, the Core
+    /// control plane); [`NodeExecutor::learn_address`] adds new ones.
+    pub fn new(
+        connector: C,
+        desired: &Desired,
+        addresses: BTreeMap<String, String>,
+        settings: BootstrapSettings,
+    ) -> Self {
+        let mut known = addresses;
+        let clusters = desired
+            .clusters
+            .iter()
+            .map(|c| {
+                let access = match &c.kind {
+                    ClusterKind::Kubeadm { control_plane, .. } => {
+                        for cp in control_plane {
+                            known
+                                .entry(cp.name.clone())
+                                .or_insert_with(|| cp.address.clone());
+                        }
+                        ClusterAccess {
+                            kubectl: Kubectl::Kubeadm,
+                            control_nodes: control_plane.iter().map(|n| n.name.clone()).collect(),
+                        }
+                    }
+                    ClusterKind::K3s { .. } => ClusterAccess {
+                        kubectl: Kubectl::K3s,
+                        control_nodes: c
+                            .pools
+                            .iter()
+                            .filter(|p| p.role == PoolRole::K3sServer)
+                            .flat_map(|p| {
+                                (1..=p.count)
+                                    .map(|i| crate::inventory::slot_name(&c.name, &p.name, i))
+                            })
+                            .collect(),
+                    },
+                };
+                (c.name.clone(), access)
+            })
+            .collect();
+        Self {
+            connector,
+            clusters,
+            addresses: Mutex::new(known),
+            tokens: tokio::sync::Mutex::new(BTreeMap::new()),
+            settings,
+        }
+    }
+
+    fn address(&self, node: &str) -> Result<String, BootstrapError> {
+        self.addresses
+            .lock()
+            .ok()
+            .and_then(|a| a.get(node).cloned())
+            .ok_or_else(|| BootstrapError::NoAddress {
+                node: node.to_string(),
+            })
+    }
+
+    async fn connect(&self, node: &str) -> Result<C::Exec, BootstrapError> {
+        let address = self.address(node)?;
+        Ok(self.connector.connect(node, &address).await?)
+    }
+
+    /// Runs `command`; a non-zero exit is an error carrying its stderr with
+    /// `secrets` redacted.
+    async fn run(
+        &self,
+        exec: &C::Exec,
+        command: &str,
+        timeout: Duration,
+        secrets: &[&Secret],
+    ) -> Result<Output, BootstrapError> {
+        let out = exec
+            .run(&RemoteCommand {
+                command: command.to_string(),
+                stdin: None,
+                timeout,
+            })
+            .await?;
+        if out.success() {
+            return Ok(out);
+        }
+        Err(BootstrapError::Command {
+            node: exec.node().to_string(),
+            command: command.to_string(),
+            status: out.status,
+            stderr: redact(&tail(&out.stderr, 20), secrets),
+        })
+    }
+
+    /// Reads a file through sudo; its content is treated as a secret.
+    async fn read_secret(&self, exec: &C::Exec, path: &str) -> Result<Secret, BootstrapError> {
+        let out = self
+            .run(
+                exec,
+                &format!("sudo cat {path}"),
+                self.settings.command_timeout,
+                &[],
+            )
+            .await?;
+        Ok(Secret::new(out.stdout.trim().to_string()))
+    }
+
+    async fn wait_for_first_boot(&self, exec: &C::Exec) -> Result<(), BootstrapError> {
+        self.run(
+            exec,
+            "cloud-init status --wait",
+            self.settings.install_timeout,
+            &[],
+        )
+        .await
+        .map(drop)
+    }
+
+    /// The cluster's nodes, through the first control node that answers.
+    pub async fn nodes_of(&self, cluster: &str) -> Result<Vec<Node>, BootstrapError> {
+        let access = self.access(cluster)?;
+        let mut tried = Vec::new();
+        for node in &access.control_nodes {
+            let Ok(exec) = self.connect(node).await else {
+                tried.push(node.clone());
+                continue;
+            };
+            match self
+                .run(
+                    &exec,
+                    &access.kubectl.get_nodes(),
+                    self.settings.command_timeout,
+                    &[],
+                )
+                .await
+            {
+                Ok(out) => {
+                    return kubectl::parse_node_list(&out.stdout).map_err(|what| {
+                        BootstrapError::Protocol {
+                            node: node.clone(),
+                            what,
+                        }
+                    })
+                }
+                Err(_) => tried.push(node.clone()),
+            }
+        }
+        Err(BootstrapError::NoControlNode {
+            cluster: cluster.to_string(),
+            tried: tried.join(", "),
+        })
+    }
+
+    fn access(&self, cluster: &str) -> Result<&ClusterAccess, BootstrapError> {
+        self.clusters
+            .get(cluster)
+            .ok_or_else(|| BootstrapError::Protocol {
+                node: cluster.to_string(),
+                what: "the cluster is not in the inventory".into(),
+            })
+    }
+
+    /// Polls `via`'s kubectl until `node` is Ready; on timeout, shows the
+    /// last lines of the node's `unit` log.
+    async fn wait_ready(
+        &self,
+        kubectl: Kubectl,
+        via: &C::Exec,
+        node: &str,
+        unit: &str,
+    ) -> Result<(), BootstrapError> {
+        let deadline = Instant::now() + self.settings.ready_timeout;
+        loop {
+            if let Ok(out) = self
+                .run(
+                    via,
+                    &kubectl.get_nodes(),
+                    self.settings.command_timeout,
+                    &[],
+                )
+                .await
+            {
+                if let Ok(nodes) = kubectl::parse_node_list(&out.stdout) {
+                    if nodes.iter().any(|n| n.name.0 == node && n.ready) {
+                        return Ok(());
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                let log = self.log_tail(node, unit).await;
+                return Err(BootstrapError::NeverReady {
+                    node: node.to_string(),
+                    timeout: self.settings.ready_timeout,
+                    unit: unit.to_string(),
+                    log,
+                });
+            }
+            tokio::time::sleep(self.settings.poll).await;
+        }
+    }
+
+    async fn log_tail(&self, node: &str, unit: &str) -> String {
+        let command = format!("sudo journalctl -u {unit} -n 30 --no-pager");
+        match self.connect(node).await {
+            Ok(exec) => match self
+                .run(&exec, &command, self.settings.command_timeout, &[])
+                .await
+            {
+                Ok(out) => tail(&out.stdout, 30),
+                Err(e) => format!("(could not read the log: {e})"),
+            },
+            Err(e) => format!("(could not reach the node: {e})"),
+        }
+    }
+
+    // ----- k3s ---------------------------------------------------------------
+
+    async fn bootstrap_k3s(&self, cluster: &str, join: &K3sJoin) -> Result<String, BootstrapError> {
+        let node = join.node.0.as_str();
+        let ip = self.address(node)?;
+        let exec = self.connect(node).await?;
+        self.wait_for_first_boot(&exec).await?;
+        let configured = exec
+            .run(&RemoteCommand {
+                command: format!("sudo test -e {}", k3s::CONFIG_PATH),
+                stdin: None,
+                timeout: self.settings.command_timeout,
+            })
+            .await?
+            .success();
+        let what = if configured {
+            // A rerun after a crash: never choose new tokens for a cluster
+            // that may already exist; make sure k3s runs and read them back.
+            self.run(
+                &exec,
+                "sudo systemctl start k3s",
+                self.settings.command_timeout,
+                &[],
+            )
+            .await?;
+            "was already initialised; k3s is running"
+        } else {
+            let token = random_token();
+            let agent_token = random_token();
+            let config = k3s::render_config(&k3s::NodeConfig {
+                node_name: node,
+                node_ip: &ip,
+                role: k3s::Role::FirstServer {
+                    token: token.clone(),
+                    agent_token: agent_token.clone(),
+                },
+                labels: &join.labels,
+                taints: &join.taints,
+            });
+            self.upload(&exec, k3s::CONFIG_PATH, &config).await?;
+            self.install_k3s(&exec, &join.version, "server", &[&token, &agent_token])
+                .await?;
+            "initialised the cluster (embedded etcd)"
+        };
+        self.wait_ready(Kubectl::K3s, &exec, node, "k3s").await?;
+        let tokens = self.read_tokens(&exec).await?;
+        self.tokens.lock().await.insert(cluster.to_string(), tokens);
+        Ok(format!("{node} {what}; it is Ready"))
+    }
+
+    async fn read_tokens(&self, server: &C::Exec) -> Result<K3sTokens, BootstrapError> {
+        let server_token = self.read_secret(server, k3s::SERVER_TOKEN_PATH).await?;
+        let agent = self.read_secret(server, k3s::AGENT_TOKEN_PATH).await?;
+        for (token, path) in [
+            (&server_token, k3s::SERVER_TOKEN_PATH),
+            (&agent, k3s::AGENT_TOKEN_PATH),
+        ] {
+            k3s::check_secure_token(token, path).map_err(|what| BootstrapError::Protocol {
+                node: server.node().to_string(),
+                what,
+            })?;
+        }
+        Ok(K3sTokens {
+            server: server_token,
+            agent,
+        })
+    }
+
+    async fn tokens_of(&self, cluster: &str, via: &C::Exec) -> Result<K3sTokens, BootstrapError> {
+        let mut tokens = self.tokens.lock().await;
+        if let Some(t) = tokens.get(cluster) {
+            return Ok(t.clone());
+        }
+        let fresh = self.read_tokens(via).await?;
+        tokens.insert(cluster.to_string(), fresh.clone());
+        Ok(fresh)
+    }
+
+    async fn join_k3s(
+        &self,
+        cluster: &str,
+        join: &K3sJoin,
+        as_server: bool,
+    ) -> Result<String, BootstrapError> {
+        let node = join.node.0.as_str();
+        let via_name =
+            join.via
+                .as_ref()
+                .map(|v| v.0.clone())
+                .ok_or_else(|| BootstrapError::Protocol {
+                    node: node.to_string(),
+                    what: "a join needs a server to join through".into(),
+                })?;
+        let via_ip = self.address(&via_name)?;
+        let via = self.connect(&via_name).await?;
+        let tokens = self.tokens_of(cluster, &via).await?;
+        let ip = self.address(node)?;
+        let exec = self.connect(node).await?;
+        self.wait_for_first_boot(&exec).await?;
+        let server_url = format!("https://{via_ip}:6443");
+        let (role, token, unit) = if as_server {
+            let t = tokens.server.clone();
+            (
+                k3s::Role::Server {
+                    server_url,
+                    token: t.clone(),
+                },
+                t,
+                "k3s",
+            )
+        } else {
+            let t = tokens.agent.clone();
+            (
+                k3s::Role::Agent {
+                    server_url,
+                    token: t.clone(),
+                },
+                t,
+                "k3s-agent",
+            )
+        };
+        let exec_kind = role.exec();
+        let config = k3s::render_config(&k3s::NodeConfig {
+            node_name: node,
+            node_ip: &ip,
+            role,
+            labels: &join.labels,
+            taints: &join.taints,
+        });
+        self.upload(&exec, k3s::CONFIG_PATH, &config).await?;
+        self.install_k3s(&exec, &join.version, exec_kind, &[&token])
+            .await?;
+        self.wait_ready(Kubectl::K3s, &via, node, unit).await?;
+        Ok(format!(
+            "{node} joined as k3s {exec_kind} through {via_name}; it is Ready"
+        ))
+    }
+
+    async fn install_k3s(
+        &self,
+        exec: &C::Exec,
+        version: &str,
+        role: &str,
+        secrets: &[&Secret],
+    ) -> Result<(), BootstrapError> {
+        let command = format!(
+            "sudo env INSTALL_K3S_VERSION={} INSTALL_K3S_EXEC={role} sh {}",
+            kubectl::quote(version),
+            k3s::INSTALL_SCRIPT
+        );
+        self.run(exec, &command, self.settings.install_timeout, secrets)
+            .await
+            .map(drop)
+    }
+
+    async fn upload(
+        &self,
+        exec: &C::Exec,
+        path: &str,
+        text: &Secret,
+    ) -> Result<(), BootstrapError> {
+        let bytes = Secret::new(text.expose().as_bytes().to_vec());
+        Ok(exec.upload(path, &bytes, 0o600).await?)
+    }
+
+    // ----- kubeadm -----------------------------------------------------------
+
+    async fn kubeadm_join(&self, join: &KubeadmJoin) -> Result<String, BootstrapError> {
+        let node = join.node.0.as_str();
+        let via_name = join.via.0.as_str();
+        let via = self.connect(via_name).await?;
+        let printed = self
+            .run(
+                &via,
+                kubeadm::CREATE_TOKEN,
+                self.settings.command_timeout,
+                &[],
+            )
+            .await?;
+        let creds = kubeadm::parse_join_command(&Secret::new(printed.stdout)).map_err(|what| {
+            BootstrapError::Protocol {
+                node: via_name.to_string(),
+                what,
+            }
+        })?;
+        let certificate_key = match join.role {
+            KubeadmRole::Worker => None,
+            KubeadmRole::ControlPlane => {
+                let out = self
+                    .run(
+                        &via,
+                        kubeadm::UPLOAD_CERTS,
+                        self.settings.command_timeout,
+                        &[],
+                    )
+                    .await?;
+                Some(
+                    kubeadm::parse_certificate_key(&Secret::new(out.stdout)).map_err(|what| {
+                        BootstrapError::Protocol {
+                            node: via_name.to_string(),
+                            what,
+                        }
+                    })?,
+                )
+            }
+        };
+        let ip = self.address(node)?;
+        let exec = self.connect(node).await?;
+        self.wait_for_first_boot(&exec).await?;
+        let config = kubeadm::render_join_configuration(
+            &kubeadm::JoinSpec {
+                node_name: node,
+                node_ip: &ip,
+                api_endpoint: &join.api_endpoint,
+                labels: &join.labels,
+                taints: &join.taints,
+                certificate_key: certificate_key.as_ref(),
+            },
+            &creds,
+        );
+        self.upload(&exec, kubeadm::JOIN_CONFIG_PATH, &config)
+            .await?;
+        let mut secrets = vec![&creds.token];
+        if let Some(key) = &certificate_key {
+            secrets.push(key);
+        }
+        let joined = self
+            .run(
+                &exec,
+                &format!("sudo kubeadm join --config {}", kubeadm::JOIN_CONFIG_PATH),
+                self.settings.install_timeout,
+                &secrets,
+            )
+            .await;
+        // The file holds the token: remove it whatever the join did.
+        let cleanup = self
+            .run(
+                &exec,
+                &format!("sudo rm -f {}", kubeadm::JOIN_CONFIG_PATH),
+                self.settings.command_timeout,
+                &[],
+            )
+            .await;
+        joined?;
+        cleanup?;
+        self.wait_ready(Kubectl::Kubeadm, &via, node, "kubelet")
+            .await?;
+        let role = match join.role {
+            KubeadmRole::Worker => "worker",
+            KubeadmRole::ControlPlane => "control-plane node",
+        };
+        Ok(format!(
+            "{node} joined the cluster as {role} through {via_name}; it is Ready"
+        ))
+    }
+
+    // ----- labels and taints -------------------------------------------------
+
+    async fn change_node(
+        &self,
+        cluster: &str,
+        node: &str,
+        change: &Change<'_>,
+    ) -> Result<String, BootstrapError> {
+        let access = self.access(cluster)?.clone();
+        let command = match change {
+            Change::SetLabel(k, v) => access.kubectl.set_label(node, k, v),
+            Change::RemoveLabel(k) => access.kubectl.remove_label(node, k),
+            Change::SetTaint(t) => access.kubectl.set_taint(node, t),
+            Change::RemoveTaint(t) => access.kubectl.remove_taint(node, t),
+        };
+        let mut done = false;
+        let mut tried = Vec::new();
+        for control in &access.control_nodes {
+            let Ok(exec) = self.connect(control).await else {
+                tried.push(control.clone());
+                continue;
+            };
+            self.run(&exec, &command, self.settings.command_timeout, &[])
+                .await?;
+            done = true;
+            break;
+        }
+        if !done {
+            return Err(BootstrapError::NoControlNode {
+                cluster: cluster.to_string(),
+                tried: tried.join(", "),
+            });
+        }
+        if access.kubectl == Kubectl::K3s {
+            self.keep_k3s_config_in_step(node, change).await?;
+        }
+        Ok(format!("{node}: {}", change.describe()))
+    }
+
+    /// Rewrites the node's `config.yaml` so a k3s restart registers the
+    /// same labels and taints as the cluster now has.
+    async fn keep_k3s_config_in_step(
+        &self,
+        node: &str,
+        change: &Change<'_>,
+    ) -> Result<(), BootstrapError> {
+        let exec = self.connect(node).await?;
+        let config = self.read_secret(&exec, k3s::CONFIG_PATH).await?;
+        let (mut labels, mut taints) = k3s_lists(&config);
+        match change {
+            Change::SetLabel(k, v) => {
+                labels.insert((*k).to_string(), (*v).to_string());
+            }
+            Change::RemoveLabel(k) => {
+                labels.remove(*k);
+            }
+            Change::SetTaint(t) => {
+                taints.retain(|x| !(x.key == t.key && x.effect == t.effect));
+                taints.push((*t).clone());
+            }
+            Change::RemoveTaint(t) => taints.retain(|x| x != *t),
+        }
+        let updated = k3s::with_labels_and_taints(&config, &labels, &taints);
+        self.upload(&exec, k3s::CONFIG_PATH, &updated).await
+    }
+}
+
+/// One label or taint change.
+#[derive(Debug)]
+enum Change<'a> {
+    SetLabel(&'a str, &'a str),
+    RemoveLabel(&'a str),
+    SetTaint(&'a Taint),
+    RemoveTaint(&'a Taint),
+}
+
+impl Change<'_> {
+    fn describe(&self) -> String {
+        match self {
+            Self::SetLabel(k, v) => format!("label {k}={v} set"),
+            Self::RemoveLabel(k) => format!("label {k} removed"),
+            Self::SetTaint(t) => format!("taint {t} set"),
+            Self::RemoveTaint(t) => format!("taint {t} removed"),
+        }
+    }
+}
+
+/// The `node-label` and `node-taint` lists of a config kiwi-infra wrote.
+fn k3s_lists(config: &Secret) -> (BTreeMap<String, String>, Vec<Taint>) {
+    let mut labels = BTreeMap::new();
+    let mut taints = Vec::new();
+    let mut section = "";
+    for line in config.expose().lines() {
+        if !line.starts_with(' ') {
+            section = line.split(':').next().unwrap_or("");
+            continue;
+        }
+        let Some(item) = line.trim().strip_prefix("- ") else {
+            continue;
+        };
+        let value: String = serde_json::from_str(item).unwrap_or_else(|_| item.to_string());
+        match section {
+            "node-label" => {
+                if let Some((k, v)) = value.split_once('=') {
+                    labels.insert(k.to_string(), v.to_string());
+                }
+            }
+            "node-taint" => {
+                if let Ok(t) = Taint::parse(&value) {
+                    taints.push(t);
+                }
+            }
+            _ => {}
+        }
+    }
+    (labels, taints)
+}
+
+impl<C: NodeConnector> NodeExecutor for SshNodeExecutor<C> {
+    async fn run(&self, step: &Step) -> Result<NodeStepDone, ApplyError> {
+        let cluster = step.cluster.clone().unwrap_or_default();
+        let result = match &step.kind {
+            StepKind::BootstrapK3sServer(j) => self.bootstrap_k3s(&cluster, j).await,
+            StepKind::JoinK3sServer(j) => self.join_k3s(&cluster, j, true).await,
+            StepKind::JoinK3sAgent(j) => self.join_k3s(&cluster, j, false).await,
+            StepKind::KubeadmJoin(j) => self.kubeadm_join(j).await,
+            StepKind::SetLabel {
+                node, key, value, ..
+            } => {
+                self.change_node(&cluster, &node.0, &Change::SetLabel(key, value))
+                    .await
+            }
+            StepKind::RemoveLabel { node, key, .. } => {
+                self.change_node(&cluster, &node.0, &Change::RemoveLabel(key))
+                    .await
+            }
+            StepKind::SetTaint { node, taint } => {
+                self.change_node(&cluster, &node.0, &Change::SetTaint(taint))
+                    .await
+            }
+            StepKind::RemoveTaint { node, taint } => {
+                self.change_node(&cluster, &node.0, &Change::RemoveTaint(taint))
+                    .await
+            }
+            _ => {
+                return Ok(NodeStepDone::NotCarriedOut(
+                    "draining and deleting nodes come with --allow-destroy in a later release"
+                        .into(),
+                ))
+            }
+        };
+        result
+            .map(NodeStepDone::Done)
+            .map_err(|source| ApplyError::Node {
+                step: step.id.clone(),
+                source: Box::new(source),
+            })
+    }
+
+    fn learn_address(&self, node: &str, ip: &str) {
+        if let Ok(mut a) = self.addresses.lock() {
+            a.insert(node.to_string(), ip.to_string());
+        }
+    }
+}
+
+/// 32 random hex characters from the OS's CSPRNG.
+fn random_token() -> Secret {
+    let bytes: [u8; 16] = rand::random();
+    Secret::new(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn redact(text: &str, secrets: &[&Secret]) -> String {
+    secrets
+        .iter()
+        .filter(|s| s.expose().len() >= 4)
+        .fold(text.to_string(), |t, s| {
+            t.replace(s.expose().as_str(), "***")
+        })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_and_taint_lists_are_read_back_from_a_rendered_config() {
+        let labels = BTreeMap::from([("kiwistack.io/pool".to_string(), "rt=x".to_string())]);
+        let taints = [Taint::parse("workload.kiwistack.io/realtime=true:NoSchedule").unwrap()];
+        let config = k3s::render_config(&k3s::NodeConfig {
+            node_name: "n",
+            node_ip: "127.0.10.2",
+            role: k3s::Role::Agent {
+                server_url: "https://127.0.10.1:6443".into(),
+                token: Secret::new("K10x::node:y".into()),
+            },
+            labels: &labels,
+            taints: &taints,
+        });
+        let (read_labels, read_taints) = k3s_lists(&config);
+        assert_eq!(read_labels, labels, "a value containing '=' survives");
+        assert_eq!(read_taints, taints);
+    }
+
+    #[test]
+    fn stderr_excerpts_hide_the_tokens_a_command_used() {
+        let token = Secret::new("K10abcd::server:s3cret".to_string());
+        let shown = redact(
+            "join failed: token K10abcd::server:s3cret rejected",
+            &[&token],
+        );
+        assert_eq!(shown, "join failed: token *** rejected");
+    }
+
+    #[test]
+    fn generated_tokens_are_random_hex() {
+        let a = random_token();
+        let b = random_token();
+        assert_eq!(a.expose().len(), 32);
+        assert!(a.expose().chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a.expose(), b.expose());
+    }
+}
