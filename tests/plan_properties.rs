@@ -290,6 +290,7 @@ fn observed(c: &mut Choices<'_>, desired: &Desired) -> Observed {
         if c.pick(3) != 0 {
             let mut observation = ClusterObservation {
                 nodes: nodes.remove(cluster).unwrap_or_default(),
+                pristine: Default::default(),
             };
             if cluster == "core" && c.pick(4) != 0 {
                 observation.nodes.push(Node {

@@ -1,4 +1,6 @@
-//! Observation: reads what exists (at Contabo, later in each cluster) and
-//! returns it as plain data for the planner. Nothing here decides anything.
+//! Observation: reads what exists, at Contabo ([`contabo`]) and in each
+//! cluster ([`clusters`]), and returns it as plain data for the planner.
+//! Nothing here decides anything.
 
+pub mod clusters;
 pub mod contabo;

@@ -227,6 +227,12 @@ impl<'de> Deserialize<'de> for InstanceStatus {
 pub struct ClusterObservation {
     /// Every node of the cluster.
     pub nodes: Vec<Node>,
+    /// Instances of the cluster that are no node yet and carry no trace of
+    /// an earlier join attempt (checked over SSH): they simply join. A
+    /// running instance that is no node and not listed here is a failed
+    /// bootstrap, which is reinstalled before it joins again.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub pristine: BTreeSet<String>,
 }
 
 /// One Kubernetes node.

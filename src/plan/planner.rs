@@ -390,7 +390,8 @@ impl<'a> Planner<'a> {
         }
         // A running instance that is not a node of its (observed) cluster has
         // lost its node, or never finished joining: start it over.
-        let lost_node = observation.is_some_and(|o| o.node(name).is_none());
+        let lost_node =
+            observation.is_some_and(|o| o.node(name).is_none() && !o.pristine.contains(name));
         if lost_node && chosen.status == super::observed::InstanceStatus::Running {
             if cluster.protected {
                 self.protected(
