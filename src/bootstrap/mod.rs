@@ -12,7 +12,7 @@ pub mod kubectl;
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::apply::{ApplyError, NodeExecutor, NodeStepDone};
@@ -132,13 +132,25 @@ struct K3sTokens {
 }
 
 /// Carries out node steps over SSH.
-#[derive(Debug)]
-pub struct SshNodeExecutor<C> {
+pub struct SshNodeExecutor<C: NodeConnector> {
     connector: C,
     clusters: BTreeMap<String, ClusterAccess>,
     addresses: Mutex<BTreeMap<String, String>>,
+    /// One connection per node for the whole run (OpenSSH multiplexes
+    /// every command over it).
+    connections: tokio::sync::Mutex<BTreeMap<String, Arc<C::Exec>>>,
     tokens: tokio::sync::Mutex<BTreeMap<String, K3sTokens>>,
     settings: BootstrapSettings,
+}
+
+impl<C: NodeConnector> std::fmt::Debug for SshNodeExecutor<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SshNodeExecutor")
+            .field("clusters", &self.clusters)
+            .field("addresses", &self.addresses)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<C: NodeConnector> SshNodeExecutor<C> {
@@ -188,6 +200,7 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
             connector,
             clusters,
             addresses: Mutex::new(known),
+            connections: tokio::sync::Mutex::new(BTreeMap::new()),
             tokens: tokio::sync::Mutex::new(BTreeMap::new()),
             settings,
         }
@@ -203,9 +216,15 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
             })
     }
 
-    async fn connect(&self, node: &str) -> Result<C::Exec, BootstrapError> {
+    async fn connect(&self, node: &str) -> Result<Arc<C::Exec>, BootstrapError> {
+        let mut connections = self.connections.lock().await;
+        if let Some(exec) = connections.get(node) {
+            return Ok(exec.clone());
+        }
         let address = self.address(node)?;
-        Ok(self.connector.connect(node, &address).await?)
+        let exec = Arc::new(self.connector.connect(node, &address).await?);
+        connections.insert(node.to_string(), exec.clone());
+        Ok(exec)
     }
 
     /// Runs `command`; a non-zero exit is an error carrying its stderr with
@@ -773,7 +792,13 @@ impl<C: NodeConnector> NodeExecutor for SshNodeExecutor<C> {
 
     fn learn_address(&self, node: &str, ip: &str) {
         if let Ok(mut a) = self.addresses.lock() {
-            a.insert(node.to_string(), ip.to_string());
+            let changed = a.insert(node.to_string(), ip.to_string()).as_deref() != Some(ip);
+            if changed {
+                // A connection to the old address is of no use any more.
+                if let Ok(mut connections) = self.connections.try_lock() {
+                    connections.remove(node);
+                }
+            }
         }
     }
 }
