@@ -3,4 +3,6 @@
 //! that spec ([`openapi`]).
 
 pub mod contabo;
+pub mod nodes;
 pub mod openapi;
+pub mod standin;

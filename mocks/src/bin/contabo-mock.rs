@@ -1,15 +1,23 @@
 //! `contabo-mock`: runs the Contabo stand-in of [`kiwi_mocks::contabo`] until SIGINT/SIGTERM.
 //! Prints its base URL as the first line on stdout so that scripts can read it; logs go to
 //! stderr (filter with `RUST_LOG`).
+//!
+//! With `--nodes DIR`, instances that become `running` also appear as simulated nodes
+//! ([`kiwi_mocks::nodes`]): an SSH server on port 22 of the instance's loopback address, with
+//! the node's own filesystem. This needs root; the mock says what is missing otherwise.
+//! `--control-plane` adds nodes that exist without an order (the Core cluster's first control
+//! plane) and runs the stand-in `kubeadm init` on the first of them; further control planes are
+//! not joined (the tool's own code does that for ordered nodes).
 
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
 use kiwi_mocks::contabo::{self, config, Credentials, Faults, IpRange, MockConfig};
+use kiwi_mocks::nodes::{self, NodeSimulator, NodesConfig, StaticNode};
 
 /// Local stand-in for Contabo's API (token endpoint, /v1 and the /_mock control API).
 #[derive(Debug, Parser)]
@@ -79,9 +87,72 @@ struct Args {
     /// Load state from and save it to this JSON file.
     #[arg(long, value_name = "FILE")]
     state: Option<PathBuf>,
+    /// Run simulated nodes for running instances, with their disks in DIR (needs root).
+    #[arg(long, value_name = "DIR")]
+    nodes: Option<PathBuf>,
+    /// The stand-in programs binary linked into every node [default: kiwi-node-standin next
+    /// to this executable].
+    #[arg(long, value_name = "PATH", requires = "nodes")]
+    standin: Option<PathBuf>,
+    /// Port of the simulated nodes' SSH servers.
+    #[arg(long, default_value_t = 22, value_name = "PORT", requires = "nodes")]
+    node_ssh_port: u16,
+    /// Nodes that exist without an order (the Core control plane): NAME=IP[,NAME=IP…].
+    /// `kubeadm init` runs on the first.
+    #[arg(long, value_name = "NAME=IP,…", requires_all = ["nodes", "control_plane_authorized_key", "control_plane_known_hosts"])]
+    control_plane: Option<String>,
+    /// OpenSSH public key file allowed to log in to the control-plane nodes.
+    #[arg(long, value_name = "FILE", requires = "control_plane")]
+    control_plane_authorized_key: Option<PathBuf>,
+    /// Login user of the control-plane nodes.
+    #[arg(long, default_value = "kiwi", value_name = "USER")]
+    control_plane_user: String,
+    /// Where to write the control-plane nodes' host keys (OpenSSH known_hosts, by IP and name).
+    #[arg(long, value_name = "FILE", requires = "control_plane")]
+    control_plane_known_hosts: Option<PathBuf>,
+}
+
+/// What `--nodes` and the flags around it ask for.
+#[derive(Debug)]
+struct NodeSettings {
+    config: NodesConfig,
+    control_plane: Vec<(String, Ipv4Addr)>,
+    authorized_key: Option<PathBuf>,
+    user: String,
+    known_hosts: Option<PathBuf>,
 }
 
 impl Args {
+    fn node_settings(&self) -> anyhow::Result<Option<NodeSettings>> {
+        let Some(dir) = &self.nodes else {
+            return Ok(None);
+        };
+        let standin = match &self.standin {
+            Some(path) => path.clone(),
+            None => nodes::default_standin_binary().with_context(|| {
+                format!(
+                    "{} is not next to contabo-mock: build it with `cargo build -p kiwi-mocks \
+                     --bin {}`, or name it with --standin",
+                    nodes::STANDIN_BINARY_NAME,
+                    nodes::STANDIN_BINARY_NAME
+                )
+            })?,
+        };
+        let mut config = NodesConfig::new(dir, standin);
+        config.ssh_port = self.node_ssh_port;
+        let control_plane = match &self.control_plane {
+            None => Vec::new(),
+            Some(list) => parse_control_plane(list)?,
+        };
+        Ok(Some(NodeSettings {
+            config,
+            control_plane,
+            authorized_key: self.control_plane_authorized_key.clone(),
+            user: self.control_plane_user.clone(),
+            known_hosts: self.control_plane_known_hosts.clone(),
+        }))
+    }
+
     fn into_config(self) -> anyhow::Result<MockConfig> {
         let faults = Faults {
             latency_ms: self.latency_ms,
@@ -129,8 +200,27 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let config = Args::parse().into_config()?;
+    let args = Args::parse();
+    let node_settings = args.node_settings()?;
+    let config = args.into_config()?;
+    // Preflight before the mock listens, so a machine that cannot run nodes fails at once.
+    let simulator = match &node_settings {
+        Some(settings) => Some(
+            NodeSimulator::start(settings.config.clone())
+                .await
+                .context("cannot start simulated nodes")?,
+        ),
+        None => None,
+    };
     let handle = contabo::spawn(config).await?;
+    let simulator = match (simulator, node_settings) {
+        (Some(mut simulator), Some(settings)) => {
+            simulator.attach(&handle);
+            start_control_plane(&simulator, &settings).await?;
+            Some(simulator)
+        }
+        _ => None,
+    };
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "{}", handle.base_url()).context("cannot write the base URL to stdout")?;
@@ -138,7 +228,94 @@ async fn main() -> anyhow::Result<()> {
     }
     wait_for_signal().await?;
     tracing::info!("shutting down");
+    if let Some(simulator) = simulator {
+        simulator.shutdown().await;
+    }
     handle.shutdown().await;
+    Ok(())
+}
+
+fn parse_control_plane(list: &str) -> anyhow::Result<Vec<(String, Ipv4Addr)>> {
+    list.split(',')
+        .map(|item| {
+            let (name, ip) = item
+                .split_once('=')
+                .with_context(|| format!("--control-plane: {item:?} is not NAME=IP"))?;
+            let ip: Ipv4Addr = ip
+                .trim()
+                .parse()
+                .with_context(|| format!("--control-plane: {ip:?} is not an IPv4 address"))?;
+            anyhow::ensure!(
+                ip.is_loopback(),
+                "--control-plane: {ip} is not a loopback address"
+            );
+            Ok((name.trim().to_owned(), ip))
+        })
+        .collect()
+}
+
+/// Creates the static control-plane nodes, writes their known_hosts lines and runs the
+/// stand-in `kubeadm init` on the first.
+async fn start_control_plane(
+    simulator: &NodeSimulator,
+    settings: &NodeSettings,
+) -> anyhow::Result<()> {
+    let (Some(first), Some(key_file), Some(known_hosts)) = (
+        settings.control_plane.first(),
+        &settings.authorized_key,
+        &settings.known_hosts,
+    ) else {
+        return Ok(());
+    };
+    let key = std::fs::read_to_string(key_file)
+        .with_context(|| format!("cannot read {}", key_file.display()))?;
+    let port = settings.config.ssh_port;
+    let mut lines = String::new();
+    for (name, ip) in &settings.control_plane {
+        let host_key = simulator
+            .add_static_node(StaticNode {
+                name: name.clone(),
+                ip: *ip,
+                user: settings.user.clone(),
+                authorized_keys: vec![key.trim().to_owned()],
+                host_key: None,
+            })
+            .await
+            .with_context(|| format!("cannot start control-plane node {name}"))?;
+        for host in [ip.to_string(), name.clone()] {
+            let host = if port == 22 {
+                host
+            } else {
+                format!("[{host}]:{port}")
+            };
+            lines.push_str(&format!("{host} {host_key}\n"));
+        }
+    }
+    std::fs::write(known_hosts, lines)
+        .with_context(|| format!("cannot write {}", known_hosts.display()))?;
+    let (name, ip) = first;
+    // A restart on the same --nodes directory reboots an initialised node: its kubelet comes
+    // back as an enabled unit, and a second `kubeadm init` would fail as on a real server.
+    let initialised = simulator
+        .exec(name, "test -e /etc/kubernetes/admin.conf")
+        .await
+        .with_context(|| format!("cannot inspect {name}"))?;
+    if initialised.code == 0 {
+        tracing::info!(node = %name, "control plane already initialised");
+        return Ok(());
+    }
+    let init = format!("kubeadm init --control-plane-endpoint {ip}:6443");
+    let out = simulator
+        .exec(name, &init)
+        .await
+        .with_context(|| format!("cannot run `{init}` on {name}"))?;
+    anyhow::ensure!(
+        out.code == 0,
+        "`{init}` on {name} exited with {}: {}",
+        out.code,
+        out.stderr.trim()
+    );
+    tracing::info!(node = %name, "control plane initialised");
     Ok(())
 }
 
