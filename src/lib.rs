@@ -10,6 +10,7 @@ pub mod cli;
 pub mod cloudinit;
 pub mod contabo;
 pub mod inventory;
+pub mod kubeconfig;
 pub mod observe;
 pub mod plan;
 pub mod report;

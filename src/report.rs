@@ -25,6 +25,8 @@ pub enum Stage {
     Reinstalling,
     /// Contabo reports the instance running.
     Running,
+    /// Waiting for the node to answer over SSH and finish cloud-init.
+    Connecting,
     /// k3s / kubeadm is being set up on it (later issue).
     Bootstrapping,
     /// Labels and taints are being set (later issue).
@@ -45,6 +47,7 @@ impl fmt::Display for Stage {
             Stage::Installing => f.write_str("installing"),
             Stage::Reinstalling => f.write_str("reinstalling"),
             Stage::Running => f.write_str("running"),
+            Stage::Connecting => f.write_str("connecting"),
             Stage::Bootstrapping => f.write_str("bootstrapping"),
             Stage::Labelling => f.write_str("labelling"),
             Stage::Waiting(what) => write!(f, "waiting ({what})"),

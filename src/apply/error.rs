@@ -9,6 +9,7 @@ use crate::cloudinit::CloudInitError;
 use crate::contabo::models::InstanceId;
 use crate::contabo::ContaboError;
 use crate::plan::StepId;
+use crate::ssh::{HostKeyError, KnownHostsError, SshError};
 
 /// Everything that can go wrong while applying a plan.
 #[derive(Debug, thiserror::Error)]
@@ -151,6 +152,44 @@ pub enum ApplyError {
         /// The template problem.
         #[source]
         source: CloudInitError,
+    },
+
+    /// No host key could be generated for a node; nothing was sent.
+    #[error("step {step}: cannot generate a host key for {slot}; nothing was sent to Contabo")]
+    HostKey {
+        /// The step.
+        step: StepId,
+        /// Slot name.
+        slot: String,
+        /// Why.
+        #[source]
+        source: HostKeyError,
+    },
+
+    /// A node's host key could not be recorded; the order or reinstall was
+    /// not sent, since the node would be unreachable without it.
+    #[error(
+        "step {step}: cannot record the host key of {slot}; the request was not sent to Contabo"
+    )]
+    KnownHosts {
+        /// The step.
+        step: StepId,
+        /// Slot name.
+        slot: String,
+        /// The file problem.
+        #[source]
+        source: KnownHostsError,
+    },
+
+    /// A running node is not ready for kiwi-infra: not answering over SSH,
+    /// a host key other than the recorded one, or cloud-init failed.
+    #[error("{slot} is running but not ready for kiwi-infra")]
+    NodeNotReady {
+        /// Slot name.
+        slot: String,
+        /// What the node (or ssh) said.
+        #[source]
+        source: SshError,
     },
 
     /// An instance stayed in one status longer than allowed.

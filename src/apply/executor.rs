@@ -7,6 +7,7 @@
 //! anything else, so a slot is never bought twice.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -21,6 +22,7 @@ use crate::contabo::{CloudApi, ContaboError, OrderResolution, UnconfirmedOrder};
 use crate::plan::{self, tags, InstanceRef, Observed, Order, Reinstall, Step, StepId, StepKind};
 use crate::report::{Reporter, Stage, StepOutcome};
 use crate::secret::Secret;
+use crate::ssh::{HostKey, KnownHosts};
 
 use super::error::ApplyError;
 use super::journal::{Entry, Event, OrderJournal};
@@ -55,6 +57,11 @@ pub struct ApplySettings {
     pub resolve_attempts: u32,
     /// The run's `x-trace-id`, written to the journal.
     pub trace_id: String,
+    /// `<inventory>/known_hosts`, where the host key generated for each
+    /// ordered or reinstalled node is recorded before the request is sent.
+    /// `None` only in tests: keys are then generated but not recorded, and
+    /// such nodes cannot be reached over SSH.
+    pub known_hosts: Option<PathBuf>,
 }
 
 impl ApplySettings {
@@ -69,6 +76,7 @@ impl ApplySettings {
             max_order_attempts: 3,
             resolve_attempts: 8,
             trace_id,
+            known_hosts: None,
         }
     }
 
@@ -193,6 +201,8 @@ pub async fn execute<A: CloudApi, N: NodeExecutor>(
         journal,
         settings,
         ssh_public_key: input.ssh_public_key.clone(),
+        known_hosts: settings.known_hosts.as_ref().map(KnownHosts::new),
+        kubernetes_versions: kubernetes_versions(&input.steps),
         known: Mutex::new(known),
         board: StatusBoard::new(settings.wait),
         seen: Mutex::new(BTreeMap::new()),
@@ -307,6 +317,22 @@ fn build_tasks(input: ApplyInput, contabo_only: bool) -> (Vec<Task>, Vec<StepId>
     (tasks, deferred)
 }
 
+/// The Kubernetes version of each kubeadm cluster, as the plan's join steps
+/// name it. Orders and reinstalls do not carry it, but a kubeadm node's
+/// user data needs its minor version; every kubeadm node the plan orders or
+/// reinstalls also gets a join step, so the join steps know it.
+fn kubernetes_versions(steps: &[Step]) -> BTreeMap<String, String> {
+    steps
+        .iter()
+        .filter_map(|step| match (&step.cluster, &step.kind) {
+            (Some(cluster), StepKind::KubeadmJoin(join)) => {
+                Some((cluster.clone(), join.kubernetes_version.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 fn wait_id(slot: &str) -> StepId {
     StepId(format!("wait:{slot}"))
 }
@@ -395,6 +421,10 @@ struct Executor<'a, A, N> {
     journal: &'a OrderJournal,
     settings: &'a ApplySettings,
     ssh_public_key: String,
+    /// Where host keys are recorded (see [`ApplySettings::known_hosts`]).
+    known_hosts: Option<KnownHosts>,
+    /// Kubernetes version per kubeadm cluster, for the kubeadm template.
+    kubernetes_versions: BTreeMap<String, String>,
     known: Mutex<Known>,
     board: StatusBoard,
     seen: Mutex<BTreeMap<String, Instance>>,
@@ -538,6 +568,20 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
                     WaitEnd::Running(i) => {
                         let ip = i.ipv4().unwrap_or("no IPv4 yet").to_string();
                         self.remember(slot, &i);
+                        // Node steps need the node itself, not just Contabo's
+                        // word: wait until it answers over SSH with its pinned
+                        // host key and cloud-init has finished. Not with
+                        // --contabo-only, which leaves the nodes for later.
+                        if !self.settings.contabo_only {
+                            self.reporter.node_stage(slot, &Stage::Connecting);
+                            let checked = self.nodes.wait_ready(slot, i.ipv4()).await?;
+                            self.reporter.node_stage(slot, &Stage::Running);
+                            if checked {
+                                return Ok(StepOutcome::Done(format!(
+                                    "instance {instance} is running at {ip} and ready over SSH"
+                                )));
+                            }
+                        }
                         Ok(StepOutcome::Done(format!(
                             "instance {instance} is running at {ip}"
                         )))
@@ -1044,24 +1088,57 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
         }
     }
 
+    /// Renders a node's user data with a new host key, whose public half
+    /// is recorded in the known-hosts file first: before the order or
+    /// reinstall is sent, so a crash right after cannot leave a node whose
+    /// key kiwi-infra does not know. Recording replaces the node's earlier
+    /// key (a reinstall, or a retried order). The private half exists only
+    /// in the returned user data.
     fn user_data(
         &self,
         step: &Step,
         slot: &str,
         template: plan::UserDataTemplate,
     ) -> Result<Secret<String>, ApplyError> {
-        cloudinit::render(
+        let host_key = HostKey::generate(slot).map_err(|source| ApplyError::HostKey {
+            step: step.id.clone(),
+            slot: slot.to_string(),
+            source,
+        })?;
+        let kubernetes_version = step
+            .cluster
+            .as_ref()
+            .and_then(|c| self.kubernetes_versions.get(c))
+            .cloned();
+        let user_data = cloudinit::render(
             template,
             &UserDataVars {
                 hostname: slot.to_string(),
                 ssh_public_key: self.ssh_public_key.clone(),
+                host_private_key: host_key.private_openssh().clone(),
+                host_public_key: host_key.public_openssh().to_string(),
+                kubernetes_version,
             },
         )
         .map_err(|source| ApplyError::UserData {
             step: step.id.clone(),
             slot: slot.to_string(),
             source,
-        })
+        })?;
+        match &self.known_hosts {
+            Some(known_hosts) => known_hosts
+                .record(slot, host_key.public_openssh())
+                .map_err(|source| ApplyError::KnownHosts {
+                    step: step.id.clone(),
+                    slot: slot.to_string(),
+                    source,
+                })?,
+            None => tracing::debug!(
+                slot,
+                "no known-hosts file configured; host key not recorded"
+            ),
+        }
+        Ok(user_data)
     }
 
     async fn create_request(

@@ -25,6 +25,18 @@ pub trait NodeExecutor: Send + Sync {
 
     /// Tells the executor a node's address once its instance runs.
     fn learn_address(&self, _node: &str, _ip: &str) {}
+
+    /// Waits until the node `slot`, which Contabo just reported running at
+    /// `address`, answers over SSH with its pinned host key and has finished
+    /// its first boot (`RemoteExec::wait_ready`). `Ok(false)` when this
+    /// executor does not reach nodes, so nothing was checked.
+    fn wait_ready(
+        &self,
+        _slot: &str,
+        _address: Option<&str>,
+    ) -> impl Future<Output = Result<bool, ApplyError>> + Send {
+        async { Ok(false) }
+    }
 }
 
 /// Today's node executor: node access does not exist yet.

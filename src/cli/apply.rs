@@ -114,6 +114,7 @@ pub(super) async fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<ExitCod
 
     let mut apply_settings = ApplySettings::production(client.trace_id().to_string());
     apply_settings.contabo_only = args.contabo_only;
+    apply_settings.known_hosts = Some(crate::ssh::KnownHosts::path_in(&global.inventory));
     tune_from_env(&mut apply_settings);
     let reporter = CliReporter::new(global.quiet);
     let input = ApplyInput {

@@ -3,22 +3,43 @@
 //! The templates are plain files in `cloud-init/` at the repository root, so
 //! a reviewer reads exactly what a server receives; they are embedded with
 //! `include_str!` so the binary needs nothing beside it. Substitution is
-//! deliberately tiny (`{{ variable }}`, nothing else): user data is security
+//! deliberately tiny (`{{ variable }}`, and `{{ variable | block }}` for a
+//! multi-line value standing alone on its line): user data is security
 //! relevant and must stay readable. A variable the caller did not provide is
 //! an error naming the template and the variable, never an empty string.
 //!
-//! A later issue adds host keys and k3s/kubeadm parts; they will be further
-//! templates chosen per [`UserDataTemplate`].
+//! Every node gets `base.yaml`; k3s nodes add `k3s.yaml`, kubeadm nodes
+//! `kubeadm.yaml`. cloud-config is a single YAML document, so the two are
+//! merged into one (see [`merge`]): the kind's items are appended to the
+//! base's lists (`write_files`, `runcmd`, `packages`) and its other keys
+//! follow the base's. One document is easier to read and to validate with
+//! `cloud-init schema` than a MIME multipart, and the merge is simple
+//! enough to check by eye. Each template is itself a valid cloud-config.
 
 use std::collections::BTreeMap;
 
 use crate::plan::UserDataTemplate;
 use crate::secret::Secret;
 
+/// A template: its path (for messages) and its text.
+type Template = (&'static str, &'static str);
+
 /// The base template every node gets.
-const BASE: (&str, &str) = (
+const BASE: Template = (
     "cloud-init/base.yaml",
     include_str!("../../cloud-init/base.yaml"),
+);
+
+/// What k3s nodes add.
+const K3S: Template = (
+    "cloud-init/k3s.yaml",
+    include_str!("../../cloud-init/k3s.yaml"),
+);
+
+/// What kubeadm nodes add.
+const KUBEADM: Template = (
+    "cloud-init/kubeadm.yaml",
+    include_str!("../../cloud-init/kubeadm.yaml"),
 );
 
 /// The login user kiwi-infra creates on every node.
@@ -31,16 +52,51 @@ pub struct UserDataVars {
     pub hostname: String,
     /// The operator's OpenSSH public key.
     pub ssh_public_key: String,
+    /// The node's host private key, OpenSSH format (see `ssh::hostkey`).
+    pub host_private_key: Secret<String>,
+    /// The node's host public key, `ssh-ed25519 AAAA…`.
+    pub host_public_key: String,
+    /// The cluster's Kubernetes version (`v1.31.4`); kubeadm nodes need it
+    /// for their package repository, k3s nodes do not.
+    pub kubernetes_version: Option<String>,
 }
 
 impl UserDataVars {
-    fn as_map(&self) -> BTreeMap<&'static str, &str> {
-        BTreeMap::from([
-            ("hostname", self.hostname.as_str()),
-            ("ssh_public_key", self.ssh_public_key.trim()),
-            ("admin_user", ADMIN_USER),
-        ])
+    /// The variables a template may use. `kubernetes_minor` is present only
+    /// with a Kubernetes version, so a kubeadm template without one fails
+    /// naming it.
+    fn as_map(&self) -> Result<BTreeMap<&'static str, String>, CloudInitError> {
+        let mut map = BTreeMap::from([
+            ("hostname", self.hostname.clone()),
+            ("ssh_public_key", self.ssh_public_key.trim().to_string()),
+            ("admin_user", ADMIN_USER.to_string()),
+            (
+                "host_private_key",
+                self.host_private_key.expose().trim_end().to_string(),
+            ),
+            ("host_public_key", self.host_public_key.trim().to_string()),
+        ]);
+        if let Some(version) = &self.kubernetes_version {
+            let minor = kubernetes_minor(version).ok_or_else(|| CloudInitError::InvalidValue {
+                variable: "kubernetes_minor".into(),
+                reason: format!(
+                    "Kubernetes version {version:?} is not of the form v1.31 or v1.31.4"
+                ),
+            })?;
+            map.insert("kubernetes_minor", minor);
+        }
+        Ok(map)
     }
+}
+
+/// `v1.31.4` → `v1.31` (the package repository's name for the minor version).
+pub fn kubernetes_minor(version: &str) -> Option<String> {
+    let digits = version.trim().trim_start_matches('v');
+    let mut parts = digits.split('.');
+    let major = parts.next()?;
+    let minor = parts.next()?;
+    let numeric = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit());
+    (numeric(major) && numeric(minor)).then(|| format!("v{major}.{minor}"))
 }
 
 /// A template that cannot be rendered.
@@ -72,24 +128,69 @@ pub enum CloudInitError {
         /// The variable's name.
         variable: String,
     },
+    /// A `| block` variable that does not stand alone on its line, or an
+    /// unknown filter.
+    #[error(
+        "cloud-init template {template}, line {line}: `{variable}` must be written \
+         `{{{{ {variable} | block }}}}` alone on its line"
+    )]
+    BadBlock {
+        /// Template path.
+        template: String,
+        /// 1-based line.
+        line: usize,
+        /// The variable's name.
+        variable: String,
+    },
+    /// A provided value is unusable.
+    #[error("cannot render cloud-init variable `{variable}`: {reason}")]
+    InvalidValue {
+        /// The variable's name.
+        variable: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Two templates set the same key in ways that cannot be merged.
+    #[error(
+        "cloud-init templates {base} and {part} both set `{key}`, and not both as a list; \
+         only lists can be merged"
+    )]
+    Conflict {
+        /// The base template.
+        base: String,
+        /// The kind's template.
+        part: String,
+        /// The top-level key.
+        key: String,
+    },
+}
+
+/// The template files a node kind gets, base first.
+pub fn templates_for(template: UserDataTemplate) -> [(&'static str, &'static str); 2] {
+    let part = match template {
+        UserDataTemplate::K3sServer | UserDataTemplate::K3sAgent => K3S,
+        UserDataTemplate::KubeadmWorker => KUBEADM,
+    };
+    [BASE, part]
 }
 
 /// Renders the user data of a node. The result is wrapped in [`Secret`]
-/// because later templates carry host private keys.
+/// because it carries the node's host private key.
 pub fn render(
     template: UserDataTemplate,
     vars: &UserDataVars,
 ) -> Result<Secret<String>, CloudInitError> {
-    // Every role uses the base template today; role-specific parts come later.
-    let (name, text) = match template {
-        UserDataTemplate::K3sServer
-        | UserDataTemplate::K3sAgent
-        | UserDataTemplate::KubeadmWorker => BASE,
-    };
-    substitute(name, text, &vars.as_map()).map(Secret::new)
+    let map = vars.as_map()?;
+    let map: BTreeMap<&str, &str> = map.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let [(base_name, base_text), (part_name, part_text)] = templates_for(template);
+    let base = substitute(base_name, base_text, &map)?;
+    let part = substitute(part_name, part_text, &map)?;
+    merge(base_name, &base, part_name, &part).map(Secret::new)
 }
 
-/// Replaces each `{{ variable }}` in `text` by its value.
+/// Replaces each `{{ variable }}` in `text` by its value, and each
+/// `{{ variable | block }}` (alone on its line) by its possibly multi-line
+/// value, every line indented like the placeholder.
 pub fn substitute(
     template: &str,
     text: &str,
@@ -99,7 +200,8 @@ pub fn substitute(
     let mut rest = text;
     while let Some(start) = rest.find("{{") {
         out.push_str(&rest[..start]);
-        let line = line_of(text, text.len() - rest.len() + start);
+        let offset = text.len() - rest.len() + start;
+        let line = line_of(text, offset);
         let after = &rest[start + 2..];
         let Some(end) = after.find("}}") else {
             return Err(CloudInitError::Unclosed {
@@ -107,7 +209,11 @@ pub fn substitute(
                 line,
             });
         };
-        let variable = after[..end].trim();
+        let inner = after[..end].trim();
+        let (variable, filter) = match inner.split_once('|') {
+            Some((v, f)) => (v.trim(), Some(f.trim())),
+            None => (inner, None),
+        };
         let value = vars
             .get(variable)
             .ok_or_else(|| CloudInitError::MissingVariable {
@@ -115,14 +221,51 @@ pub fn substitute(
                 line,
                 variable: variable.to_string(),
             })?;
-        if value.contains('\n') || value.contains('\r') {
-            return Err(CloudInitError::MultilineValue {
-                template: template.to_string(),
-                variable: variable.to_string(),
-            });
-        }
-        out.push_str(value);
         rest = &after[end + 2..];
+        match filter {
+            None => {
+                if value.contains('\n') || value.contains('\r') {
+                    return Err(CloudInitError::MultilineValue {
+                        template: template.to_string(),
+                        variable: variable.to_string(),
+                    });
+                }
+                out.push_str(value);
+            }
+            Some("block") => {
+                let bad = || CloudInitError::BadBlock {
+                    template: template.to_string(),
+                    line,
+                    variable: variable.to_string(),
+                };
+                let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+                let indent = &text[line_start..offset];
+                let tail = rest.split('\n').next().unwrap_or("");
+                if !indent.chars().all(|c| c == ' ')
+                    || indent.is_empty()
+                    || !tail.trim().is_empty()
+                    || value.trim().is_empty()
+                {
+                    return Err(bad());
+                }
+                for (i, value_line) in value.lines().enumerate() {
+                    if i > 0 {
+                        out.push('\n');
+                        if !value_line.is_empty() {
+                            out.push_str(indent);
+                        }
+                    }
+                    out.push_str(value_line.trim_end_matches('\r'));
+                }
+            }
+            Some(_) => {
+                return Err(CloudInitError::BadBlock {
+                    template: template.to_string(),
+                    line,
+                    variable: variable.to_string(),
+                })
+            }
+        }
     }
     out.push_str(rest);
     Ok(out)
@@ -130,6 +273,140 @@ pub fn substitute(
 
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset].matches('\n').count() + 1
+}
+
+/// One top-level key of a cloud-config document, with the comment lines
+/// just above it and everything indented below it.
+#[derive(Debug)]
+struct Block<'a> {
+    key: &'a str,
+    comments: Vec<&'a str>,
+    /// The key's line.
+    head: &'a str,
+    /// The lines below the key (indented, blank or comments).
+    body: Vec<&'a str>,
+    /// List items another template appends (see [`merge`]).
+    appended: Vec<&'a str>,
+}
+
+impl Block<'_> {
+    /// `key:` with nothing after it, and only indented list items below.
+    fn is_list(&self) -> bool {
+        let after = self.head[self.key.len() + 1..].trim();
+        let first_item = self
+            .body
+            .iter()
+            .map(|l| l.trim_start())
+            .find(|l| !l.is_empty() && !l.starts_with('#'));
+        (after.is_empty() || after.starts_with('#'))
+            && first_item.is_some_and(|l| l.starts_with("- "))
+    }
+}
+
+/// Splits a document into its preamble (lines before the first key) and
+/// its top-level keys.
+fn blocks(text: &str) -> (Vec<&str>, Vec<Block<'_>>) {
+    let mut preamble = Vec::new();
+    let mut blocks: Vec<Block<'_>> = Vec::new();
+    let mut pending_comments = Vec::new();
+    for line in text.lines() {
+        let top_level_key = line.split_once(':').map(|(k, _)| k).filter(|k| {
+            !k.is_empty()
+                && k.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                && line.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        });
+        if let Some(key) = top_level_key {
+            blocks.push(Block {
+                key,
+                comments: std::mem::take(&mut pending_comments),
+                head: line,
+                body: Vec::new(),
+                appended: Vec::new(),
+            });
+        } else if line.starts_with('#') {
+            pending_comments.push(line);
+        } else if let Some(block) = blocks.last_mut() {
+            // Comments a blank line away from the next key belong above it.
+            block.body.append(&mut pending_comments);
+            block.body.push(line);
+        } else {
+            preamble.append(&mut pending_comments);
+            preamble.push(line);
+        }
+    }
+    match blocks.last_mut() {
+        Some(block) => block.body.append(&mut pending_comments),
+        None => preamble.append(&mut pending_comments),
+    }
+    (preamble, blocks)
+}
+
+/// Merges the rendered kind template `part` into the rendered `base`: list
+/// keys both set get the part's items after the base's; keys only the part
+/// sets follow the base's keys; any other key both set is a conflict. The
+/// part's preamble (its `#cloud-config` line and header comment) is left
+/// out: the base's speaks for the document.
+pub fn merge(
+    base_name: &str,
+    base: &str,
+    part_name: &str,
+    part: &str,
+) -> Result<String, CloudInitError> {
+    let (base_preamble, mut base_blocks) = blocks(base);
+    let (_, part_blocks) = blocks(part);
+    let mut extra = Vec::new();
+    for block in part_blocks {
+        match base_blocks.iter_mut().find(|b| b.key == block.key) {
+            Some(existing) if existing.is_list() && block.is_list() => existing
+                .appended
+                .extend(block.body.iter().filter(|l| !l.trim().is_empty())),
+            Some(_) => {
+                return Err(CloudInitError::Conflict {
+                    base: base_name.to_string(),
+                    part: part_name.to_string(),
+                    key: block.key.to_string(),
+                })
+            }
+            None => extra.push(block),
+        }
+    }
+    let mut lines: Vec<String> = base_preamble.iter().map(|l| l.to_string()).collect();
+    for block in &base_blocks {
+        lines.extend(block.comments.iter().map(|l| l.to_string()));
+        lines.push(block.head.to_string());
+        // The appended items go after the base's, before its blank lines.
+        let blank_tail = block
+            .body
+            .iter()
+            .rev()
+            .take_while(|l| l.trim().is_empty())
+            .count();
+        let (items, blanks) = block.body.split_at(block.body.len() - blank_tail);
+        lines.extend(items.iter().map(|l| l.to_string()));
+        if !block.appended.is_empty() {
+            lines.push(format!("  # from {part_name}"));
+            lines.extend(block.appended.iter().map(|l| l.to_string()));
+        }
+        lines.extend(blanks.iter().map(|l| l.to_string()));
+    }
+    if !extra.is_empty() {
+        if lines.last().is_some_and(|l| !l.trim().is_empty()) {
+            lines.push(String::new());
+        }
+        lines.push(format!("# ---- from {part_name} ----"));
+        for block in &extra {
+            lines.extend(block.comments.iter().map(|l| l.to_string()));
+            lines.push(block.head.to_string());
+            lines.extend(block.body.iter().map(|l| l.to_string()));
+        }
+    }
+    while lines.last().is_some_and(|l| l.trim().is_empty()) {
+        lines.pop();
+    }
+    let mut out = lines.join("\n");
+    out.push('\n');
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -141,6 +418,12 @@ mod tests {
         UserDataVars {
             hostname: "kiwi-core-general-01".into(),
             ssh_public_key: "ssh-ed25519 AAAATEST ops@kiwistack.io\n".into(),
+            host_private_key: Secret::new(
+                "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\nBBBB\n-----END OPENSSH PRIVATE KEY-----\n"
+                    .into(),
+            ),
+            host_public_key: "ssh-ed25519 AAAAHOST".into(),
+            kubernetes_version: Some("v1.31.4".into()),
         }
     }
 
@@ -156,6 +439,59 @@ mod tests {
         assert!(text.contains("disable_root: true"));
         assert!(text.contains("ssh_pwauth: false"));
         assert!(!text.contains("{{"), "unrendered variable left in:\n{text}");
+    }
+
+    #[test]
+    fn the_host_key_is_rendered_as_an_indented_block() {
+        let text = render(UserDataTemplate::K3sAgent, &vars()).unwrap();
+        assert!(
+            text.expose().contains(
+                "  ed25519_private: |\n    -----BEGIN OPENSSH PRIVATE KEY-----\n    AAAA\n    \
+                 BBBB\n    -----END OPENSSH PRIVATE KEY-----\n  ed25519_public: ssh-ed25519 \
+                 AAAAHOST\n"
+            ),
+            "{}",
+            text.expose()
+        );
+    }
+
+    #[test]
+    fn kind_items_are_appended_to_the_base_lists_once() {
+        let text = render(UserDataTemplate::K3sServer, &vars()).unwrap();
+        let text = text.expose();
+        assert_eq!(text.matches("\nruncmd:").count(), 1, "{text}");
+        let runcmd = &text[text.find("\nruncmd:").unwrap()..];
+        let reload = runcmd.find("[systemctl, reload, ssh]").unwrap();
+        let script = runcmd.find("/usr/local/bin/k3s-install.sh").unwrap();
+        assert!(reload < script, "base items first:\n{runcmd}");
+        assert!(!text.contains("kubelet"), "{text}");
+    }
+
+    #[test]
+    fn kubeadm_nodes_need_a_kubernetes_version_and_name_the_variable() {
+        let mut v = vars();
+        v.kubernetes_version = None;
+        let err = render(UserDataTemplate::KubeadmWorker, &v).unwrap_err();
+        assert!(matches!(
+            &err,
+            CloudInitError::MissingVariable { template, variable, .. }
+                if template == "cloud-init/kubeadm.yaml" && variable == "kubernetes_minor"
+        ));
+        // k3s nodes do not need one.
+        render(UserDataTemplate::K3sServer, &v).unwrap();
+        v.kubernetes_version = Some("latest".into());
+        assert!(matches!(
+            render(UserDataTemplate::KubeadmWorker, &v),
+            Err(CloudInitError::InvalidValue { .. })
+        ));
+    }
+
+    #[test]
+    fn minor_versions() {
+        assert_eq!(kubernetes_minor("v1.31.4").as_deref(), Some("v1.31"));
+        assert_eq!(kubernetes_minor("1.30").as_deref(), Some("v1.30"));
+        assert_eq!(kubernetes_minor("v1"), None);
+        assert_eq!(kubernetes_minor("v1.x.0"), None);
     }
 
     #[test]
@@ -178,5 +514,50 @@ mod tests {
             substitute("t", "{{ x }}", &vars),
             Err(CloudInitError::MultilineValue { .. })
         ));
+    }
+
+    #[test]
+    fn block_values_must_stand_alone_on_an_indented_line() {
+        let vars = BTreeMap::from([("x", "1\n\n2\n")]);
+        assert_eq!(
+            substitute("t", "k: |\n  {{ x | block }}\nn: 1\n", &vars).unwrap(),
+            "k: |\n  1\n\n  2\nn: 1\n"
+        );
+        for bad in [
+            "k: {{ x | block }}\n",
+            "{{ x | block }}\n",
+            "  {{ x | block }} y\n",
+        ] {
+            assert!(
+                matches!(
+                    substitute("t", bad, &vars),
+                    Err(CloudInitError::BadBlock { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(
+            substitute("t", "  {{ x | upper }}\n", &vars),
+            Err(CloudInitError::BadBlock { .. })
+        ));
+    }
+
+    #[test]
+    fn merging_keys_that_are_not_lists_is_a_conflict() {
+        let err = merge(
+            "b",
+            "#cloud-config\nntp:\n  enabled: true\n",
+            "p",
+            "ntp:\n  x: 1\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            CloudInitError::Conflict {
+                base: "b".into(),
+                part: "p".into(),
+                key: "ntp".into()
+            }
+        );
     }
 }

@@ -3,11 +3,36 @@
 //! system's OpenSSH (through the `openssh` crate) so operators keep their
 //! `~/.ssh/config`, agent, hardware keys and `ProxyJump`; host keys are
 //! checked strictly against the inventory's known-hosts file.
+//!
+//! The pieces:
+//! - [`hostkey`]: the ed25519 host key kiwi-infra generates for each node;
+//! - [`known_hosts`]: `<inventory>/known_hosts`, one line per node, keyed by
+//!   node name (`HostKeyAlias`);
+//! - [`openssh`]: [`OpenSshExec`], the real transport;
+//! - [`fake`]: [`FakeRemote`], a stateful stand-in for unit tests;
+//! - [`redact`]: keeping secrets fed through stdin out of error messages.
 
 use std::future::Future;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use crate::secret::Secret;
+
+pub mod fake;
+pub mod hostkey;
+pub mod known_hosts;
+pub mod openssh;
+pub mod redact;
+
+pub use fake::FakeRemote;
+pub use hostkey::{HostKey, HostKeyError};
+pub use known_hosts::{KnownHosts, KnownHostsError};
+pub use openssh::{OpenSshConnector, OpenSshExec, SshSettings};
+
+/// The command that ends a node's first boot: it waits for cloud-init and
+/// prints `status: done` when all went well (docs/node-contract.md).
+pub const CLOUD_INIT_WAIT: &str = "cloud-init status --wait";
 
 /// What a finished remote command returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +82,109 @@ pub trait RemoteExec: Send + Sync {
         contents: &Secret<Vec<u8>>,
         mode: u32,
     ) -> impl Future<Output = Result<(), SshError>> + Send;
+
+    /// Waits until the node answers and its first boot is over: cloud-init
+    /// finished cleanly and the hostname is the node's name. Gives up at
+    /// `deadline`. Transports that connect (OpenSSH) first retry connecting
+    /// with back-off, but never past a host-key problem.
+    fn wait_ready(&self, deadline: Instant) -> impl Future<Output = Result<(), SshError>> + Send {
+        first_boot_finished(self, deadline)
+    }
+
+    /// Like [`RemoteExec::run`], but a non-zero exit is an
+    /// [`SshError::Command`] keeping the command, status and the end of its
+    /// stderr, with the secrets fed through stdin redacted.
+    fn run_checked(
+        &self,
+        command: &RemoteCommand,
+    ) -> impl Future<Output = Result<Output, SshError>> + Send {
+        async move {
+            let output = self.run(command).await?;
+            if output.success() {
+                Ok(output)
+            } else {
+                Err(command_failed(self.node(), command, &output))
+            }
+        }
+    }
+}
+
+/// The first-boot checks of docs/node-contract.md, on a node that answers:
+/// `cloud-init status --wait` with the time left until `deadline`, then
+/// `hostname`.
+pub async fn first_boot_finished<R: RemoteExec + ?Sized>(
+    remote: &R,
+    deadline: Instant,
+) -> Result<(), SshError> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    let output = remote
+        .run(&RemoteCommand {
+            command: CLOUD_INIT_WAIT.to_string(),
+            stdin: None,
+            timeout: left.max(Duration::from_secs(1)),
+        })
+        .await?;
+    let done = output.stdout.lines().any(|l| l.trim() == "status: done");
+    if !output.success() || !done {
+        return Err(SshError::CloudInit {
+            node: remote.node().to_string(),
+            status: output.status,
+            output: redact::tail(&format!("{}{}", output.stdout, output.stderr), &[]),
+        });
+    }
+    let output = remote
+        .run_checked(&RemoteCommand {
+            command: "hostname".to_string(),
+            stdin: None,
+            timeout: Duration::from_secs(30),
+        })
+        .await?;
+    let hostname = output.stdout.trim();
+    if hostname != remote.node() {
+        return Err(SshError::WrongHostname {
+            node: remote.node().to_string(),
+            hostname: hostname.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// The error for a command that exited non-zero.
+pub fn command_failed(node: &str, command: &RemoteCommand, output: &Output) -> SshError {
+    let secrets: Vec<&[u8]> = command
+        .stdin
+        .iter()
+        .map(|s| s.expose().as_slice())
+        .collect();
+    SshError::Command {
+        node: node.to_string(),
+        command: command.command.clone(),
+        status: output.status,
+        stderr: redact::tail(&output.stderr, &secrets),
+    }
+}
+
+/// The command [`RemoteExec::upload`] runs: `sudo install` reading the
+/// contents from stdin, so they never appear in a command line.
+pub fn upload_command(path: &str, mode: u32) -> String {
+    format!(
+        "sudo install -D -m {mode:04o} /dev/stdin {}",
+        shell_quote(path)
+    )
+}
+
+/// `s` as one word for a POSIX shell: unchanged when it is plainly safe,
+/// else in single quotes.
+pub fn shell_quote(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars().all(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-' | ':' | '=' | ',')
+        });
+    if plain {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
 }
 
 /// Failures reaching or using a node.
@@ -79,8 +207,11 @@ pub enum SshError {
     },
     /// No host key is recorded for the node: kiwi-infra never trusts on first use.
     #[error(
-        "no host key is recorded for {node} in {known_hosts}; kiwi-infra only connects to \
-         nodes whose key it chose itself (reinstall the node with kiwi-infra to give it one)"
+        "no host key is recorded for {node} in {known_hosts}, so kiwi-infra did not connect \
+         (it never trusts a key on first use). For a node kiwi-infra ordered, reinstall it \
+         with kiwi-infra, which gives it a new recorded key; for a node it did not order \
+         (e.g. a Core control-plane node), add the line `{node} ssh-ed25519 AAAA…` with \
+         the node's verified host key to {known_hosts}"
     )]
     UnknownHostKey {
         /// Node name.
@@ -130,4 +261,72 @@ pub enum SshError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The node did not answer before the deadline.
+    #[error(
+        "{node} ({address}) did not answer over SSH within {}s ({attempts} attempts); check \
+         that it booted (Contabo's VNC console) and that you can reach it (your SSH \
+         configuration, agent and ProxyJump apply), then rerun `kiwi-infra apply`",
+        waited.as_secs()
+    )]
+    NotReady {
+        /// Node name.
+        node: String,
+        /// Address connected to.
+        address: String,
+        /// Connection attempts made.
+        attempts: u32,
+        /// How long it tried.
+        waited: Duration,
+        /// The last attempt's error.
+        #[source]
+        source: Box<SshError>,
+    },
+    /// cloud-init ended with an error (or not at all) on the node.
+    #[error(
+        "cloud-init did not finish cleanly on {node} (`cloud-init status --wait` exited with \
+         {status:?}): {output}. See /var/log/cloud-init-output.log on the node; reinstalling \
+         it with kiwi-infra starts over"
+    )]
+    CloudInit {
+        /// Node name.
+        node: String,
+        /// Exit status of `cloud-init status --wait`.
+        status: Option<i32>,
+        /// The end of its output.
+        output: String,
+    },
+    /// The node answers, with the right key, under another name: its user
+    /// data was not applied as rendered.
+    #[error(
+        "{node} calls itself {hostname:?}: its user data was not applied. Reinstall it with \
+         kiwi-infra"
+    )]
+    WrongHostname {
+        /// Node name.
+        node: String,
+        /// What `hostname` printed.
+        hostname: String,
+    },
+    /// Preparing the connection on this machine failed (temporary directory,
+    /// generated ssh configuration).
+    #[error("cannot prepare the SSH connection to {node}: {what}")]
+    Local {
+        /// Node name.
+        node: String,
+        /// What failed.
+        what: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl SshError {
+    /// Host-key problems: retrying cannot help, and nothing may run.
+    pub fn is_host_key_problem(&self) -> bool {
+        matches!(
+            self,
+            SshError::HostKeyMismatch { .. } | SshError::UnknownHostKey { .. }
+        )
+    }
 }

@@ -1,0 +1,533 @@
+//! [`OpenSshExec`]: the real [`RemoteExec`], driving the system's OpenSSH
+//! client through the `openssh` crate (one multiplexed master connection
+//! per node, commands over its control socket).
+//!
+//! Going through OpenSSH means operators keep their `~/.ssh/config`, agent,
+//! hardware keys and `ProxyJump` through the admin network. What kiwi-infra
+//! must control is host-key checking, and it must control it without
+//! dropping the operator's configuration:
+//!
+//! - Entries in `<inventory>/known_hosts` are keyed by node name, because
+//!   the key is recorded before the order is sent, when the address is not
+//!   known (see [`super::known_hosts`]). So `ssh` must run with
+//!   `HostKeyAlias=<node>`.
+//! - The `openssh` crate's `SessionBuilder` has no way to pass an arbitrary
+//!   `-o` option; it offers `StrictHostKeyChecking` (`known_hosts_check`),
+//!   `UserKnownHostsFile` and `-F <config file>`. `-F` alone would replace
+//!   `~/.ssh/config` (and `/etc/ssh/ssh_config`).
+//! - So each connection gets a small generated configuration file, passed
+//!   with `-F`, that sets the host-key options for the node's address and
+//!   then `Include`s `~/.ssh/config` and `/etc/ssh/ssh_config`, in the order
+//!   `ssh` itself reads them. ssh takes the first value it finds for an
+//!   option, so the operator's files cannot weaken the checks, and apply
+//!   for everything else. A `ProxyJump` host is reached by a second `ssh`
+//!   that gets the same `-F` file; the node's `Host` block does not match
+//!   it, so the jump host is checked against the operator's usual files.
+//!
+//! (The alternative, recording keys by IP address once Contabo assigns one
+//! and carrying the public key in the order journal until then, has more
+//! states to get wrong, and breaks when a reinstalled node changes address
+//! or an address is reused.)
+//!
+//! The checks: `StrictHostKeyChecking yes`, `UserKnownHostsFile` = the
+//! inventory's file only (a stale `~/.ssh/known_hosts` cannot interfere),
+//! `GlobalKnownHostsFile /dev/null`, `UpdateHostKeys no`, `CheckHostIP no`.
+//! Never trust-on-first-use. ssh's own words for a failed check become
+//! [`SshError::HostKeyMismatch`] or [`SshError::UnknownHostKey`], and since
+//! the check happens before authentication, nothing runs on such a node.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openssh::{ControlPersist, KnownHosts as Check, Session, SessionBuilder, Stdio};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use super::known_hosts::KnownHosts;
+use super::{first_boot_finished, upload_command, Output, RemoteCommand, RemoteExec, SshError};
+use crate::bootstrap::NodeConnector;
+use crate::cloudinit::ADMIN_USER;
+use crate::secret::Secret;
+
+/// How to reach nodes.
+#[derive(Debug, Clone)]
+pub struct SshSettings {
+    /// Login user; nodes have [`ADMIN_USER`] (tests against a local `sshd`
+    /// use the current user).
+    pub user: String,
+    /// `<inventory>/known_hosts`.
+    pub known_hosts: PathBuf,
+    /// Port; `None` leaves it to the ssh configuration (22 by default).
+    pub port: Option<u16>,
+    /// Private key to log in with; `None` leaves it to the agent and the
+    /// ssh configuration.
+    pub identity_file: Option<PathBuf>,
+    /// ssh configuration files included after kiwi-infra's host-key
+    /// options (see the module docs): the operator's `~/.ssh/config` and the
+    /// system's `/etc/ssh/ssh_config`, as plain `ssh` reads them. Tests
+    /// point this elsewhere.
+    pub include_configs: Vec<String>,
+    /// Where the per-connection directories (control socket, generated
+    /// configuration) go; `None` = the system's temporary directory. Unix
+    /// sockets have short path limits, so keep it short.
+    pub control_dir: Option<PathBuf>,
+    /// Limit for one TCP connection and SSH handshake.
+    pub connect_timeout: Duration,
+    /// Keep-alive interval (`ServerAliveInterval`), so long commands
+    /// (`cloud-init status --wait`) survive idle-dropping middleboxes.
+    pub keepalive: Duration,
+    /// First pause between connection attempts in [`RemoteExec::wait_ready`].
+    pub retry_min: Duration,
+    /// Longest pause between connection attempts.
+    pub retry_max: Duration,
+    /// Time limit of an upload.
+    pub upload_timeout: Duration,
+    /// How long a new node may take to answer and finish cloud-init.
+    pub ready_limit: Duration,
+}
+
+impl SshSettings {
+    /// Production settings: the admin user, the operator's own ssh setup.
+    pub fn production(known_hosts: PathBuf) -> Self {
+        SshSettings {
+            user: ADMIN_USER.to_string(),
+            known_hosts,
+            port: None,
+            identity_file: None,
+            include_configs: vec!["~/.ssh/config".into(), "/etc/ssh/ssh_config".into()],
+            control_dir: None,
+            connect_timeout: Duration::from_secs(15),
+            keepalive: Duration::from_secs(15),
+            retry_min: Duration::from_secs(2),
+            retry_max: Duration::from_secs(30),
+            upload_timeout: Duration::from_secs(120),
+            // Package installs on kubeadm nodes take minutes.
+            ready_limit: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+/// One node reached through OpenSSH. Connects on first use (or in
+/// [`RemoteExec::wait_ready`]) and reconnects after a lost connection.
+#[derive(Debug)]
+pub struct OpenSshExec {
+    node: String,
+    address: String,
+    settings: SshSettings,
+    known_hosts: PathBuf,
+    config_file: PathBuf,
+    /// Holds the generated configuration and the control socket's
+    /// directory; removed on drop.
+    workdir: tempfile::TempDir,
+    session: Mutex<Option<Arc<Session>>>,
+}
+
+impl OpenSshExec {
+    /// Prepares a connection to `node` at `address` (an IP address or
+    /// host name). Nothing is sent over the network yet.
+    pub fn new(node: &str, address: &str, settings: SshSettings) -> Result<Self, SshError> {
+        let local = |what: &str| {
+            let node = node.to_string();
+            let what = what.to_string();
+            move |source| SshError::Local { node, what, source }
+        };
+        let known_hosts = std::path::absolute(&settings.known_hosts)
+            .map_err(local("cannot resolve the known-hosts path"))?;
+        let parent = match &settings.control_dir {
+            Some(dir) => dir.clone(),
+            None => std::env::temp_dir(),
+        };
+        // Created with mode 0700: the control socket gives shell access.
+        let workdir = tempfile::Builder::new()
+            .prefix("kiwi-ssh-")
+            .tempdir_in(&parent)
+            .map_err(local("cannot create a directory for the control socket"))?;
+        let config_file = workdir.path().join("config");
+        let text = ssh_config(node, address, &known_hosts, &settings.include_configs);
+        write_private(&config_file, &text)
+            .map_err(local("cannot write the generated ssh configuration"))?;
+        Ok(OpenSshExec {
+            node: node.to_string(),
+            address: address.to_string(),
+            settings,
+            known_hosts,
+            config_file,
+            workdir,
+            session: Mutex::new(None),
+        })
+    }
+
+    /// The address connected to.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Closes the connection (also done on drop).
+    pub async fn close(self) {
+        if let Some(session) = self.session.lock().await.take() {
+            if let Ok(session) = Arc::try_unwrap(session) {
+                let _ = session.close().await;
+            }
+        }
+    }
+
+    /// The open session, connecting first if there is none.
+    async fn session(&self) -> Result<Arc<Session>, SshError> {
+        let mut slot = self.session.lock().await;
+        if let Some(session) = slot.as_ref() {
+            return Ok(Arc::clone(session));
+        }
+        let session = Arc::new(self.connect().await?);
+        *slot = Some(Arc::clone(&session));
+        Ok(session)
+    }
+
+    /// Forgets a session that failed, so the next call reconnects.
+    async fn forget(&self, failed: &Arc<Session>) {
+        let mut slot = self.session.lock().await;
+        if slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, failed)) {
+            *slot = None;
+        }
+    }
+
+    async fn connect(&self) -> Result<Session, SshError> {
+        let mut builder = SessionBuilder::default();
+        builder
+            .user(self.settings.user.clone())
+            .known_hosts_check(Check::Strict)
+            .user_known_hosts_file(&self.known_hosts)
+            .config_file(&self.config_file)
+            .control_directory(self.workdir.path())
+            .connect_timeout(self.settings.connect_timeout)
+            .server_alive_interval(self.settings.keepalive);
+        // A master left behind by a killed kiwi-infra goes away by itself.
+        if let Some(idle) = std::num::NonZeroUsize::new(300) {
+            builder.control_persist(ControlPersist::IdleFor(idle));
+        }
+        if let Some(port) = self.settings.port {
+            builder.port(port);
+        }
+        if let Some(key) = &self.settings.identity_file {
+            builder.keyfile(key);
+        }
+        tracing::debug!(node = %self.node, address = %self.address, "connecting over SSH");
+        builder
+            .connect_mux(&self.address)
+            .await
+            .map_err(|e| self.connect_error(e))
+    }
+
+    /// Turns ssh's words into kiwi-infra's errors.
+    fn connect_error(&self, error: openssh::Error) -> SshError {
+        let text = match &error {
+            openssh::Error::Connect(io) => io.to_string(),
+            other => other.to_string(),
+        };
+        let known_hosts = self.known_hosts.display().to_string();
+        match classify_connect_failure(&text) {
+            Some(HostKeyFailure::Changed) => SshError::HostKeyMismatch {
+                node: self.node.clone(),
+                address: self.address.clone(),
+                known_hosts,
+            },
+            Some(HostKeyFailure::NoneKnown) => {
+                // ssh says "no key of this type is known": if one of another
+                // type is recorded, the node still presents a key that is
+                // not the one kiwi-infra chose.
+                let recorded = KnownHosts::new(&self.known_hosts)
+                    .lookup(&self.node)
+                    .ok()
+                    .flatten()
+                    .is_some();
+                if recorded {
+                    SshError::HostKeyMismatch {
+                        node: self.node.clone(),
+                        address: self.address.clone(),
+                        known_hosts,
+                    }
+                } else {
+                    SshError::UnknownHostKey {
+                        node: self.node.clone(),
+                        known_hosts,
+                    }
+                }
+            }
+            None => SshError::Connect {
+                node: self.node.clone(),
+                address: self.address.clone(),
+                source: Box::new(error),
+            },
+        }
+    }
+
+    async fn run_on(
+        &self,
+        session: &Session,
+        command: &RemoteCommand,
+    ) -> Result<std::process::Output, openssh::Error> {
+        let mut cmd = session.raw_command(&command.command);
+        cmd.stdin(if command.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = cmd.spawn().await?;
+        let stdin = child.stdin().take();
+        let feed = async {
+            if let (Some(mut writer), Some(data)) = (stdin, &command.stdin) {
+                // A command that exits without reading all of its input is
+                // not an error of the transport; its status says what happened.
+                let _ = writer.write_all(data.expose()).await;
+                let _ = writer.shutdown().await;
+            }
+        };
+        let ((), output) = tokio::join!(feed, child.wait_with_output());
+        output
+    }
+}
+
+impl RemoteExec for OpenSshExec {
+    fn node(&self) -> &str {
+        &self.node
+    }
+
+    async fn run(&self, command: &RemoteCommand) -> Result<Output, SshError> {
+        let session = self.session().await?;
+        tracing::debug!(node = %self.node, command = %command.command, "running");
+        // On timeout the future is dropped, which closes the channel; the
+        // remote process gets EOF/SIGPIPE and is not waited for.
+        match tokio::time::timeout(command.timeout, self.run_on(&session, command)).await {
+            Err(_) => Err(SshError::Timeout {
+                node: self.node.clone(),
+                command: command.command.clone(),
+                timeout: command.timeout,
+            }),
+            Ok(Ok(output)) => Ok(Output {
+                status: exit_code(output.status),
+                stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            }),
+            Ok(Err(error)) => {
+                self.forget(&session).await;
+                Err(SshError::Session {
+                    node: self.node.clone(),
+                    source: Box::new(error),
+                })
+            }
+        }
+    }
+
+    async fn upload(
+        &self,
+        path: &str,
+        contents: &Secret<Vec<u8>>,
+        mode: u32,
+    ) -> Result<(), SshError> {
+        self.run_checked(&RemoteCommand {
+            command: upload_command(path, mode),
+            stdin: Some(contents.clone()),
+            timeout: self.settings.upload_timeout,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn wait_ready(&self, deadline: Instant) -> Result<(), SshError> {
+        let started = Instant::now();
+        let mut delay = self.settings.retry_min;
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            match self.session().await {
+                Ok(_) => break,
+                Err(e) if e.is_host_key_problem() => return Err(e),
+                Err(e) => {
+                    let now = Instant::now();
+                    if now + delay >= deadline {
+                        return Err(SshError::NotReady {
+                            node: self.node.clone(),
+                            address: self.address.clone(),
+                            attempts,
+                            waited: now - started,
+                            source: Box::new(e),
+                        });
+                    }
+                    tracing::debug!(node = %self.node, attempts, error = %e, "not answering yet");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(self.settings.retry_max);
+                }
+            }
+        }
+        first_boot_finished(self, deadline).await
+    }
+}
+
+/// Opens [`OpenSshExec`]s: the production [`NodeConnector`].
+#[derive(Debug, Clone)]
+pub struct OpenSshConnector {
+    settings: SshSettings,
+}
+
+impl OpenSshConnector {
+    /// Connects with `settings` (see [`SshSettings::production`]).
+    pub fn new(settings: SshSettings) -> Self {
+        OpenSshConnector { settings }
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &SshSettings {
+        &self.settings
+    }
+
+    /// Waits until a node that was just started answers and has finished
+    /// its first boot, retrying the connection until `deadline` (see
+    /// [`RemoteExec::wait_ready`]); a host-key problem ends it at once.
+    pub async fn wait_ready(
+        &self,
+        node: &str,
+        address: &str,
+        deadline: Instant,
+    ) -> Result<(), SshError> {
+        let exec = OpenSshExec::new(node, address, self.settings.clone())?;
+        let ready = exec.wait_ready(deadline).await;
+        exec.close().await;
+        ready
+    }
+}
+
+impl NodeConnector for OpenSshConnector {
+    type Exec = OpenSshExec;
+
+    /// Connects at once (one attempt), so that an unreachable node or a
+    /// host-key problem shows here, before any command.
+    async fn connect(&self, node: &str, address: &str) -> Result<OpenSshExec, SshError> {
+        let exec = OpenSshExec::new(node, address, self.settings.clone())?;
+        exec.session().await?;
+        Ok(exec)
+    }
+}
+
+fn exit_code(status: ExitStatus) -> Option<i32> {
+    status.code()
+}
+
+/// Which host-key check failed, from ssh's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HostKeyFailure {
+    /// A key is recorded and the server presented another.
+    Changed,
+    /// No key of the server's type is recorded.
+    NoneKnown,
+}
+
+fn classify_connect_failure(log: &str) -> Option<HostKeyFailure> {
+    if log.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
+        || (log.contains("Host key for") && log.contains("has changed"))
+    {
+        Some(HostKeyFailure::Changed)
+    } else if log.contains("host key is known for") {
+        Some(HostKeyFailure::NoneKnown)
+    } else if log.contains("Host key verification failed") {
+        Some(HostKeyFailure::Changed)
+    } else {
+        None
+    }
+}
+
+/// The generated `-F` configuration of one connection (see the module docs).
+fn ssh_config(node: &str, address: &str, known_hosts: &Path, includes: &[String]) -> String {
+    let mut text = format!(
+        "# Written by kiwi-infra for its connection to {node}; removed when it ends.\n\
+         # Host-key checking for the node comes first, so nothing below can weaken it.\n\
+         Host {address}\n\
+         \x20   HostKeyAlias {node}\n\
+         \x20   StrictHostKeyChecking yes\n\
+         \x20   UserKnownHostsFile {}\n\
+         \x20   GlobalKnownHostsFile /dev/null\n\
+         \x20   UpdateHostKeys no\n\
+         \x20   CheckHostIP no\n\
+         \x20   VerifyHostKeyDNS no\n",
+        config_path(known_hosts)
+    );
+    if !includes.is_empty() {
+        text.push_str("# Everything else as the operator's own ssh would do it.\nMatch all\n");
+        for file in includes {
+            text.push_str(&format!("Include {file}\n"));
+        }
+    }
+    text
+}
+
+/// A path as an ssh_config argument: quoted, `%` escaped (ssh expands
+/// `%` tokens in `UserKnownHostsFile`).
+fn config_path(path: &Path) -> String {
+    let text = path.display().to_string().replace('%', "%%");
+    format!("\"{text}\"")
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // ssh refuses configuration files others may write.
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(text.as_bytes())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ssh_words_for_host_key_failures_are_recognised() {
+        let changed = "@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\r\n\
+            @    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @\r\n\
+            Host key for kiwi-a-server-01 has changed and you have requested strict checking.\r\n\
+            Host key verification failed.";
+        assert_eq!(
+            classify_connect_failure(changed),
+            Some(HostKeyFailure::Changed)
+        );
+        let unknown = "No ED25519 host key is known for kiwi-a-server-01 and you have \
+                       requested strict checking.\r\nHost key verification failed.";
+        assert_eq!(
+            classify_connect_failure(unknown),
+            Some(HostKeyFailure::NoneKnown)
+        );
+        assert_eq!(
+            classify_connect_failure("ssh: connect to host 10.0.0.1 port 22: Connection refused"),
+            None
+        );
+    }
+
+    #[test]
+    fn generated_config_pins_the_alias_before_including_the_operators_files() {
+        let text = ssh_config(
+            "kiwi-a-server-01",
+            "203.0.113.7",
+            Path::new("/inv/known%hosts"),
+            &SshSettings::production(PathBuf::new()).include_configs,
+        );
+        let host = text.find("Host 203.0.113.7\n").unwrap();
+        let alias = text.find("    HostKeyAlias kiwi-a-server-01\n").unwrap();
+        let include = text.find("Include ~/.ssh/config\n").unwrap();
+        assert!(host < alias && alias < include, "{text}");
+        assert!(text.contains("    UserKnownHostsFile \"/inv/known%%hosts\"\n"));
+        assert!(text.contains("    StrictHostKeyChecking yes\n"));
+        assert!(text.contains("    GlobalKnownHostsFile /dev/null\n"));
+        assert!(text.contains("    UpdateHostKeys no\n"));
+        let hermetic = ssh_config("n", "127.0.0.1", Path::new("/k"), &[]);
+        assert!(!hermetic.contains("Include"), "{hermetic}");
+    }
+}
