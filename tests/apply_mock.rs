@@ -168,7 +168,12 @@ async fn a_stale_saved_plan_is_refused_and_a_fresh_one_is_applied() {
     let (dir, inv) = inventory_copy();
     let file = dir.path().join("plan.json");
     let file_arg = file.to_str().unwrap();
-    let saved = run(command(&mock, &inv, &["plan", "--out", file_arg])).await;
+    let saved = run(command(
+        &mock,
+        &inv,
+        &["plan", "--contabo-only", "--out", file_arg],
+    ))
+    .await;
     assert_eq!(saved.status.code(), Some(0), "{}", text(&saved));
     // A saved plan is applied only while it is fresh: apply it once ...
     let first = run(command(

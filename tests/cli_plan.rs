@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod apply_support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -18,13 +20,16 @@ fn example_inventory() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("inventory")
 }
 
+/// Runs the binary on a copy of the example inventory whose Core control
+/// plane is on loopback addresses (plan reads clusters over SSH).
 fn kiwi(proxy: &ProxyHandle, mock: &MockHandle, args: &[&str]) -> Output {
     let c = mock.credentials();
     let base = proxy.base_url();
+    let (_dir, inventory) = apply_support::inventory_copy();
     Command::new(env!("CARGO_BIN_EXE_kiwi-infra"))
         .args(args)
         .arg("--inventory")
-        .arg(example_inventory())
+        .arg(&inventory)
         .args(["--api-url", base])
         .args([
             "--auth-url",

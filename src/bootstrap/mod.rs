@@ -34,6 +34,15 @@ pub trait NodeConnector: Send + Sync {
         node: &str,
         address: &str,
     ) -> impl Future<Output = Result<Self::Exec, SshError>> + Send;
+
+    /// Waits until a node that was just started answers with its pinned
+    /// key and has finished its first boot, retrying until `deadline`.
+    fn wait_ready(
+        &self,
+        node: &str,
+        address: &str,
+        deadline: tokio::time::Instant,
+    ) -> impl Future<Output = Result<(), SshError>> + Send;
 }
 
 /// Time limits of cluster work.
@@ -47,6 +56,9 @@ pub struct BootstrapSettings {
     pub install_timeout: Duration,
     /// Limit of any other command.
     pub command_timeout: Duration,
+    /// How long a new node may take to answer over SSH and finish its
+    /// first boot (package installs on kubeadm nodes take minutes).
+    pub first_boot_timeout: Duration,
 }
 
 impl Default for BootstrapSettings {
@@ -56,6 +68,7 @@ impl Default for BootstrapSettings {
             poll: Duration::from_secs(3),
             install_timeout: Duration::from_secs(900),
             command_timeout: Duration::from_secs(120),
+            first_boot_timeout: Duration::from_secs(30 * 60),
         }
     }
 }
@@ -120,6 +133,8 @@ pub enum BootstrapError {
 #[derive(Debug, Clone)]
 struct ClusterAccess {
     kubectl: Kubectl,
+    /// `host:port` of a kubeadm cluster's API server.
+    api_endpoint: Option<String>,
     /// Nodes that can run kubectl, in order of preference.
     control_nodes: Vec<String>,
 }
@@ -169,7 +184,11 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
             .iter()
             .map(|c| {
                 let access = match &c.kind {
-                    ClusterKind::Kubeadm { control_plane, .. } => {
+                    ClusterKind::Kubeadm {
+                        control_plane,
+                        api_endpoint,
+                        ..
+                    } => {
                         for cp in control_plane {
                             known
                                 .entry(cp.name.clone())
@@ -177,11 +196,13 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
                         }
                         ClusterAccess {
                             kubectl: Kubectl::Kubeadm,
+                            api_endpoint: Some(api_endpoint.clone()),
                             control_nodes: control_plane.iter().map(|n| n.name.clone()).collect(),
                         }
                     }
                     ClusterKind::K3s { .. } => ClusterAccess {
                         kubectl: Kubectl::K3s,
+                        api_endpoint: None,
                         control_nodes: c
                             .pools
                             .iter()
@@ -304,6 +325,59 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
                         }
                     })
                 }
+                Err(_) => tried.push(node.clone()),
+            }
+        }
+        Err(BootstrapError::NoControlNode {
+            cluster: cluster.to_string(),
+            tried: tried.join(", "),
+        })
+    }
+
+    /// True when `node` answers over SSH and `trace` (a file a join
+    /// leaves behind) does not exist on it. Unreachable means not pristine:
+    /// nothing is assumed.
+    pub async fn is_pristine(&self, node: &str, trace: &str) -> bool {
+        let Ok(exec) = self.connect(node).await else {
+            return false;
+        };
+        let probe = RemoteCommand {
+            command: format!("sudo test -e {trace}"),
+            stdin: None,
+            timeout: self.settings.command_timeout,
+        };
+        // `test -e` exits 1 when the file is absent.
+        matches!(exec.run(&probe).await, Ok(out) if out.status == Some(1))
+    }
+
+    /// The admin kubeconfig held by the first control node that answers,
+    /// and the API server address it should point at from outside.
+    pub async fn admin_kubeconfig(
+        &self,
+        cluster: &str,
+    ) -> Result<(Secret, String), BootstrapError> {
+        let access = self.access(cluster)?.clone();
+        let mut tried = Vec::new();
+        for node in &access.control_nodes {
+            let Ok(exec) = self.connect(node).await else {
+                tried.push(node.clone());
+                continue;
+            };
+            let (path, server) = match &access.kubectl {
+                Kubectl::K3s => (
+                    "/etc/rancher/k3s/k3s.yaml",
+                    format!("https://{}:6443", self.address(node)?),
+                ),
+                Kubectl::Kubeadm => (
+                    "/etc/kubernetes/admin.conf",
+                    format!(
+                        "https://{}",
+                        access.api_endpoint.clone().unwrap_or_default()
+                    ),
+                ),
+            };
+            match self.read_secret(&exec, path).await {
+                Ok(text) => return Ok((text, server)),
                 Err(_) => tried.push(node.clone()),
             }
         }
@@ -788,6 +862,21 @@ impl<C: NodeConnector> NodeExecutor for SshNodeExecutor<C> {
                 step: step.id.clone(),
                 source: Box::new(source),
             })
+    }
+
+    async fn wait_ready(&self, slot: &str, address: Option<&str>) -> Result<bool, ApplyError> {
+        let Some(address) = address else {
+            return Ok(false);
+        };
+        let deadline = tokio::time::Instant::now() + self.settings.first_boot_timeout;
+        self.connector
+            .wait_ready(slot, address, deadline)
+            .await
+            .map_err(|source| ApplyError::NodeNotReady {
+                slot: slot.to_string(),
+                source,
+            })?;
+        Ok(true)
     }
 
     fn learn_address(&self, node: &str, ip: &str) {

@@ -20,13 +20,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use super::args::{ApplyArgs, GlobalArgs};
-use super::plan::{load_inventory, observe, plan_options};
+use super::plan::{load_inventory, observe_all, plan_options};
 use super::progress::CliReporter;
 use super::{settings, CliError, EXIT_FAILURE, EXIT_USER_ERROR};
 use crate::apply::summary::{self, FreshPlan, SummaryInput};
 use crate::apply::{
-    self, is_node_step, resume, ApplyError, ApplyInput, ApplyLock, ApplySettings, NoNodeAccess,
-    OrderJournal,
+    self, is_node_step, resume, ApplyError, ApplyInput, ApplyLock, ApplySettings, OrderJournal,
 };
 use crate::plan::{self, PlanOptions, RenderOptions, SavedPlan, Step};
 
@@ -40,7 +39,7 @@ pub(super) async fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<ExitCod
     let _lock = ApplyLock::acquire(&global.inventory).map_err(apply_error)?;
     let journal = OrderJournal::open(&global.inventory).map_err(apply_error)?;
 
-    let observed = observe(&client, &desired).await?;
+    let (observed, nodes) = observe_all(global, &client, &desired, args.contabo_only).await?;
     let options = plan_options(args.choices);
     let plan = match &args.plan_file {
         Some(path) => {
@@ -124,7 +123,7 @@ pub(super) async fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<ExitCod
     };
     let outcome = apply::execute(
         &client,
-        &NoNodeAccess,
+        &nodes,
         &reporter,
         &journal,
         &observed,
@@ -135,9 +134,9 @@ pub(super) async fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<ExitCod
     reporter.finish();
 
     // Finish with a fresh plan that should be empty.
-    let fresh = observe(&client, &desired)
+    let fresh = observe_all(global, &client, &desired, args.contabo_only)
         .await
-        .map(|o| plan::plan(&desired, &o, &options));
+        .map(|(o, _)| plan::plan(&desired, &o, &options));
     let fresh_view = match &fresh {
         Ok(p) => FreshPlan::Planned(p),
         Err(e) => FreshPlan::Unavailable(e.to_string()),

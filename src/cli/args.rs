@@ -60,6 +60,11 @@ pub struct GlobalArgs {
     #[command(flatten)]
     pub credentials: CredentialArgs,
 
+    /// Private key to log in to nodes with (default: your ssh agent and
+    /// ~/.ssh/config, as plain `ssh` would use them).
+    #[arg(long, global = true, env = "KIWI_SSH_IDENTITY", value_name = "FILE")]
+    pub ssh_identity: Option<std::path::PathBuf>,
+
     /// Contabo requests per second, shared by everything this run does.
     #[arg(long, global = true, default_value_t = 10.0, env = "KIWI_RATE_LIMIT")]
     pub rate_limit: f64,
@@ -136,6 +141,45 @@ pub enum Command {
     ///   kiwi-infra apply --auto-approve    # no question (CI, runbooks)
     ///   kiwi-infra apply plan.json         # exactly a saved plan, if still fresh
     Apply(ApplyArgs),
+
+    /// Show every cluster's nodes: instance state, IP, product, class,
+    /// readiness, labels, and what differs from the inventory.
+    ///
+    /// Example: kiwi-infra status
+    Status(StatusArgs),
+
+    /// Print or write an admin kubeconfig for one cluster.
+    ///
+    /// The server address is the cluster's endpoint and cluster, user and
+    /// context are named after the cluster.
+    /// Examples:
+    ///   kiwi-infra kubeconfig core > core.yaml
+    ///   kiwi-infra kubeconfig stadtwerke-nord --merge ~/.kube/config
+    Kubeconfig(KubeconfigArgs),
+}
+
+/// `kiwi-infra status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Contabo only: do not connect to nodes.
+    #[arg(long)]
+    pub contabo_only: bool,
+}
+
+/// `kiwi-infra kubeconfig`.
+#[derive(Debug, Args)]
+pub struct KubeconfigArgs {
+    /// The cluster: `core` or a Mesh/Fleet customer's name.
+    pub cluster: String,
+
+    /// Write to FILE (mode 0600) instead of printing.
+    #[arg(long, value_name = "FILE", conflicts_with = "merge")]
+    pub out: Option<std::path::PathBuf>,
+
+    /// Merge into an existing kubeconfig FILE (entries of the same name are
+    /// replaced; the current context becomes this cluster).
+    #[arg(long, value_name = "FILE")]
+    pub merge: Option<std::path::PathBuf>,
 }
 
 /// `kiwi-infra apply`.
@@ -172,6 +216,11 @@ pub struct PlanArgs {
     /// Also save the plan to FILE, for `kiwi-infra apply FILE`.
     #[arg(long, value_name = "FILE")]
     pub out: Option<std::path::PathBuf>,
+
+    /// Plan the Contabo side only: do not connect to nodes (their join,
+    /// labels and taints are shown as unverified).
+    #[arg(long)]
+    pub contabo_only: bool,
 
     #[command(flatten)]
     pub choices: PlanChoices,

@@ -4,9 +4,12 @@
 mod apply;
 mod args;
 mod instances;
+mod kubeconfig;
+mod nodes;
 mod plan;
 mod progress;
 mod settings;
+mod status;
 mod table;
 
 use std::process::ExitCode;
@@ -30,6 +33,9 @@ pub enum CliError {
     /// The inventory has errors; each is printed on its own line.
     #[error("{0}")]
     Inventory(crate::inventory::Diagnostics),
+    /// A node or cluster failed.
+    #[error(transparent)]
+    Nodes(#[from] crate::bootstrap::BootstrapError),
     /// Contabo failed or refused.
     #[error(transparent)]
     Contabo(#[from] ContaboError),
@@ -43,7 +49,7 @@ impl CliError {
         match self {
             Self::User(_) | Self::Inventory(_) => EXIT_USER_ERROR,
             Self::Contabo(e) if e.is_user_error() => EXIT_USER_ERROR,
-            Self::Contabo(_) | Self::Internal(_) => EXIT_FAILURE,
+            Self::Contabo(_) | Self::Nodes(_) | Self::Internal(_) => EXIT_FAILURE,
         }
     }
 }
@@ -79,6 +85,10 @@ async fn run(cli: &Cli) -> Result<ExitCode, CliError> {
         args::Command::Validate => plan::validate(&cli.global).map(|()| ExitCode::SUCCESS),
         args::Command::Plan(a) => plan::run(&cli.global, a).await,
         args::Command::Apply(a) => apply::run(&cli.global, a).await,
+        args::Command::Status(a) => status::run(&cli.global, a).await,
+        args::Command::Kubeconfig(a) => kubeconfig::run(&cli.global, a)
+            .await
+            .map(|()| ExitCode::SUCCESS),
     }
 }
 

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use super::args::{GlobalArgs, PlanArgs, PlanChoices};
-use super::{settings, CliError};
+use super::{nodes, settings, CliError};
 use crate::contabo::ContaboClient;
 use crate::inventory::{self, Desired};
 use crate::observe::contabo::observe_account;
@@ -45,14 +45,16 @@ pub(super) struct Planned {
     pub plan: Plan,
 }
 
-/// Reads the inventory, observes Contabo and plans.
+/// Reads the inventory, observes Contabo (and, unless `contabo_only`, every
+/// cluster over SSH) and plans.
 pub(super) async fn observe_and_plan(
     global: &GlobalArgs,
     choices: PlanChoices,
+    contabo_only: bool,
 ) -> Result<Planned, CliError> {
     let desired = load_inventory(global)?;
     let client = settings::contabo_client(global)?;
-    let observed = observe(&client, &desired).await?;
+    let (observed, _) = observe_all(global, &client, &desired, contabo_only).await?;
     let plan = plan::plan(&desired, &observed, &plan_options(choices));
     Ok(Planned {
         desired,
@@ -61,13 +63,29 @@ pub(super) async fn observe_and_plan(
     })
 }
 
-/// Observes what the plan depends on.
+/// Observes Contabo only.
 pub(super) async fn observe(
     client: &ContaboClient,
     desired: &Desired,
 ) -> Result<Observed, CliError> {
     let image = &desired.provider.image;
     Ok(observe_account(client, image).await?.into_observed(image))
+}
+
+/// Observes Contabo and, unless `contabo_only`, every cluster; returns the
+/// node executor that knows the nodes' addresses, for apply to reuse.
+pub(super) async fn observe_all(
+    global: &GlobalArgs,
+    client: &ContaboClient,
+    desired: &Desired,
+    contabo_only: bool,
+) -> Result<(Observed, nodes::Nodes), CliError> {
+    let mut observed = observe(client, desired).await?;
+    let executor = nodes::executor(global, desired, &observed);
+    if !contabo_only {
+        nodes::observe_nodes(&executor, desired, &mut observed).await;
+    }
+    Ok((observed, executor))
 }
 
 pub(super) fn plan_options(choices: PlanChoices) -> PlanOptions {
@@ -95,7 +113,7 @@ pub(super) async fn run(global: &GlobalArgs, args: &PlanArgs) -> Result<ExitCode
 }
 
 async fn plan_and_print(global: &GlobalArgs, args: &PlanArgs) -> Result<bool, CliError> {
-    let planned = observe_and_plan(global, args.choices).await?;
+    let planned = observe_and_plan(global, args.choices, args.contabo_only).await?;
     if let Some(path) = &args.out {
         let saved = SavedPlan::new(&planned.desired, &planned.observed, planned.plan.clone());
         write_new_file(path, &saved.to_json())?;

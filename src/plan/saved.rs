@@ -69,7 +69,10 @@ pub enum Stale {
     #[error("the inventory changed since this plan was made; run `kiwi-infra plan` again")]
     InventoryChanged,
     /// Contabo or a cluster changed since the plan was made.
-    #[error("Contabo or a cluster changed since this plan was made; run `kiwi-infra plan` again")]
+    #[error(
+        "Contabo or a cluster changed since this plan was made (or it was made with a \
+         different --contabo-only); run `kiwi-infra plan` again"
+    )]
     ObservedChanged,
 }
 

@@ -410,6 +410,15 @@ impl NodeConnector for OpenSshConnector {
         exec.session().await?;
         Ok(exec)
     }
+
+    async fn wait_ready(
+        &self,
+        node: &str,
+        address: &str,
+        deadline: Instant,
+    ) -> Result<(), SshError> {
+        OpenSshConnector::wait_ready(self, node, address, deadline).await
+    }
 }
 
 fn exit_code(status: ExitStatus) -> Option<i32> {

@@ -27,7 +27,9 @@ pub fn slot_names() -> BTreeSet<String> {
         .collect()
 }
 
-/// A fresh copy of `inventory/` in a temporary directory.
+/// A fresh copy of `inventory/` in a temporary directory, with the Core
+/// control plane moved from its documentation addresses (203.0.113.x) to
+/// loopback ones (127.0.31.x): tests may only ever reach loopback.
 pub fn inventory_copy() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("inventory");
@@ -35,6 +37,16 @@ pub fn inventory_copy() -> (tempfile::TempDir, PathBuf) {
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("inventory"),
         &target,
     );
+    let main = target.join("kiwi.toml");
+    let text = std::fs::read_to_string(&main)
+        .unwrap()
+        .replace("203.0.113.1", "127.0.31.")
+        .replace("api.core.kiwistack.io:6443", "127.0.31.1:6443");
+    assert!(
+        !text.contains("203.0.113."),
+        "a non-loopback address is left"
+    );
+    std::fs::write(&main, text).unwrap();
     (dir, target)
 }
 
