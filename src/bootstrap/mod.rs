@@ -720,6 +720,12 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
             Change::SetTaint(t) => access.kubectl.set_taint(node, t),
             Change::RemoveTaint(t) => access.kubectl.remove_taint(node, t),
         };
+        // On k3s the node's own config must follow, so reach the node
+        // first: a node that fails its host-key check gets no change at all,
+        // not a cluster-side half of one.
+        if access.kubectl == Kubectl::K3s {
+            self.connect(node).await?;
+        }
         let mut done = false;
         let mut tried = Vec::new();
         for control in &access.control_nodes {

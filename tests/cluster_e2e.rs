@@ -1,0 +1,494 @@
+//! Clusters end to end: the real `kiwi-infra` binary against the Contabo mock
+//! with simulated nodes (real SSH, a filesystem per node, stand-ins for k3s,
+//! kubeadm and kubectl). One apply of the example inventory must leave every
+//! cluster's nodes Ready with the right labels and taints; a label change in
+//! the inventory must become exactly that label change; a second apply must
+//! change nothing. Needs root (mount namespaces, port 22 on loopback).
+
+#![allow(clippy::unwrap_used)]
+
+mod apply_support;
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use apply_support::{inventory_copy, run, slot_names, text};
+use kiwi_mocks::contabo::{spawn, IpRange, MockConfig, MockHandle};
+use kiwi_mocks::nodes::{default_standin_binary, NodeSimulator, NodesConfig, StaticNode};
+use serde_json::Value;
+
+const CONTROL_PLANE: [&str; 3] = ["kiwi-core-cp-01", "kiwi-core-cp-02", "kiwi-core-cp-03"];
+
+struct World {
+    mock: MockHandle,
+    sim: NodeSimulator,
+    _dir: tempfile::TempDir,
+    inventory: PathBuf,
+    identity: PathBuf,
+}
+
+/// An operator key pair, made with ssh-keygen.
+fn operator_key(dir: &Path) -> (PathBuf, String) {
+    let key = dir.join("operator");
+    let ok = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "ops@test", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "ssh-keygen failed");
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    (key, public.trim().to_string())
+}
+
+/// The example inventory (its Core control plane on 127.0.31.x, see
+/// `inventory_copy`), with simulated nodes there and the operator key
+/// replaced by the test's.
+/// Tests run in parallel, so each `lane` gets its own addresses: the
+/// control plane on 127.0.(31+lane).x, instances on 127.0.(41+lane).x.
+async fn world(lane: u8) -> World {
+    let (dir, inventory) = inventory_copy();
+    let (identity, public) = operator_key(dir.path());
+    let main = inventory.join("kiwi.toml");
+    let mut text = std::fs::read_to_string(&main).unwrap();
+    let old_key = text
+        .lines()
+        .find(|l| l.starts_with("ssh_public_key"))
+        .unwrap()
+        .to_string();
+    text = text.replace(&old_key, &format!("ssh_public_key = \"{public}\""));
+    text = text.replace("127.0.31.", &format!("127.0.{}.", 31 + lane));
+    std::fs::write(&main, text).unwrap();
+
+    let mock = spawn(MockConfig {
+        provisioning_delay: Duration::from_millis(100),
+        installing_delay: Duration::from_millis(100),
+        ip_range: IpRange {
+            first: Ipv4Addr::new(127, 0, 41 + lane, 2),
+            last: Ipv4Addr::new(127, 0, 41 + lane, 254),
+            prefix: 24,
+            gateway: Ipv4Addr::new(127, 0, 41 + lane, 1),
+        },
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let standin = default_standin_binary()
+        .expect("kiwi-node-standin is built with the workspace (cargo test --workspace)");
+    let mut sim = NodeSimulator::start(NodesConfig::new(dir.path().join("nodes"), standin))
+        .await
+        .unwrap();
+    sim.attach(&mock);
+    let mut known_hosts = String::new();
+    for (i, name) in (1u8..).zip(CONTROL_PLANE) {
+        let key = sim
+            .add_static_node(StaticNode {
+                name: name.into(),
+                ip: Ipv4Addr::new(127, 0, 31 + lane, i),
+                user: "kiwi".into(),
+                authorized_keys: vec![public.clone()],
+                host_key: None,
+            })
+            .await
+            .unwrap();
+        // The operator verified these keys when the control plane was built.
+        known_hosts.push_str(&format!("{name} {key}\n"));
+    }
+    std::fs::write(inventory.join("known_hosts"), known_hosts).unwrap();
+    let init = sim
+        .exec(
+            "kiwi-core-cp-01",
+            &format!(
+                "kubeadm init --control-plane-endpoint 127.0.{}.1:6443",
+                31 + lane
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(init.code, 0, "kubeadm init: {}", init.stderr);
+    World {
+        mock,
+        sim,
+        _dir: dir,
+        inventory,
+        identity,
+    }
+}
+
+impl World {
+    fn kiwi(&self, args: &[&str]) -> Command {
+        let mut cmd = apply_support::command(&self.mock, &self.inventory, args);
+        cmd.env("KIWI_SSH_IDENTITY", &self.identity)
+            .env("KIWI_NODE_READY_SECS", "90")
+            .env("KIWI_NODE_POLL_MS", "300");
+        cmd
+    }
+
+    /// Everything secret this run used: API credentials, the k3s tokens
+    /// (read from the servers), and every node's host private key (from
+    /// the user data the mock received). None may appear in `out`.
+    async fn assert_no_secret_in(&self, out: &std::process::Output) {
+        let c = self.mock.credentials();
+        let mut secrets = vec![c.client_secret, c.password];
+        for server in [
+            "kiwi-stadtwerke-nord-server-01",
+            "kiwi-praxis-lindner-server-01",
+        ] {
+            for file in ["token", "agent-token"] {
+                let read = self
+                    .sim
+                    .exec(server, &format!("cat /var/lib/rancher/k3s/server/{file}"))
+                    .await
+                    .unwrap();
+                let token = read.stdout.trim().to_string();
+                assert!(token.starts_with("K10"), "{server} {file}: {token}");
+                // The whole token and its password part.
+                secrets.push(token.rsplit(':').next().unwrap().to_string());
+                secrets.push(token);
+            }
+        }
+        for instance in self.mock.instances() {
+            let user_data = instance.user_data.unwrap_or_default();
+            let key: Vec<&str> = user_data
+                .lines()
+                .map(str::trim)
+                .skip_while(|l| !l.contains("BEGIN OPENSSH PRIVATE KEY"))
+                .skip(1)
+                .take_while(|l| !l.contains("END OPENSSH PRIVATE KEY"))
+                .collect();
+            assert!(!key.is_empty(), "{} has a host key", instance.display_name);
+            secrets.extend(key.iter().map(|l| l.to_string()));
+        }
+        let printed = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(printed.len() > 10_000, "trace logging printed little");
+        for secret in secrets.iter().filter(|s| s.len() >= 8) {
+            assert!(
+                !printed.contains(secret.as_str()),
+                "a secret was printed: {secret:.12}…"
+            );
+        }
+        let journal = std::fs::read_to_string(self.inventory.join(".kiwi/orders.jsonl")).unwrap();
+        for secret in secrets.iter().filter(|s| s.len() >= 8) {
+            assert!(
+                !journal.contains(secret.as_str()),
+                "a secret is in the journal"
+            );
+        }
+    }
+
+    /// `kubectl get nodes -o json` on a control node, as name → node JSON.
+    async fn nodes(&self, control: &str, kubectl: &str) -> BTreeMap<String, Value> {
+        let out = self
+            .sim
+            .exec(control, &format!("{kubectl} get nodes -o json"))
+            .await
+            .unwrap();
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let list: Value = serde_json::from_str(&out.stdout).unwrap();
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| {
+                (
+                    n["metadata"]["name"].as_str().unwrap().to_string(),
+                    n.clone(),
+                )
+            })
+            .collect()
+    }
+}
+
+fn ready(node: &Value) -> bool {
+    node["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
+fn label<'a>(node: &'a Value, key: &str) -> Option<&'a str> {
+    node["metadata"]["labels"][key].as_str()
+}
+
+fn taints(node: &Value) -> Vec<String> {
+    node["spec"]["taints"]
+        .as_array()
+        .map(|ts| {
+            ts.iter()
+                .map(|t| {
+                    format!(
+                        "{}={}:{}",
+                        t["key"].as_str().unwrap(),
+                        t["value"].as_str().unwrap_or(""),
+                        t["effect"].as_str().unwrap()
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+const K3S: &str = "k3s kubectl";
+const KUBEADM: &str = "kubectl --kubeconfig /etc/kubernetes/admin.conf";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_apply_builds_every_cluster_and_keeps_labels_true() {
+    let w = world(0).await;
+
+    let mut first = w.kiwi(&["-vvv", "apply", "--auto-approve"]);
+    first.env("RUST_LOG", "trace");
+    let out = run(first).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    w.assert_no_secret_in(&out).await;
+
+    // Every node of every cluster is Ready with its class and labels.
+    let expected = slot_names();
+    let mesh = w.nodes("kiwi-stadtwerke-nord-server-01", K3S).await;
+    let fleet = w.nodes("kiwi-praxis-lindner-server-01", K3S).await;
+    let core = w.nodes("kiwi-core-cp-01", KUBEADM).await;
+    for slot in &expected {
+        let (nodes, tier) = if slot.starts_with("kiwi-stadtwerke-nord-") {
+            (&mesh, "mesh")
+        } else if slot.starts_with("kiwi-praxis-lindner-") {
+            (&fleet, "fleet")
+        } else {
+            (&core, "core")
+        };
+        let node = nodes
+            .get(slot)
+            .unwrap_or_else(|| panic!("{slot} is not a node; nodes: {:?}", nodes.keys()));
+        assert!(ready(node), "{slot} is not Ready");
+        let class = if slot.contains("-realtime-") {
+            "vds"
+        } else {
+            "vps"
+        };
+        assert_eq!(
+            label(node, "kiwistack.io/node-class"),
+            Some(class),
+            "{slot}"
+        );
+        assert_eq!(label(node, "kiwistack.io/tier"), Some(tier), "{slot}");
+        if slot.contains("-realtime-") {
+            assert_eq!(label(node, "workload.kiwistack.io/realtime"), Some("true"));
+            assert!(
+                taints(node).contains(&"workload.kiwistack.io/realtime=true:NoSchedule".into()),
+                "{slot}: {:?}",
+                taints(node)
+            );
+        }
+    }
+    assert_eq!(mesh.len(), 5, "3 servers and 2 agents: {:?}", mesh.keys());
+    // The fixture initialised the control plane on its first node only.
+    assert_eq!(
+        core.len(),
+        1 + 5,
+        "control plane and workers: {:?}",
+        core.keys()
+    );
+
+    // Each node answers with its pinned key and is listed once.
+    let known = std::fs::read_to_string(w.inventory.join("known_hosts")).unwrap();
+    for slot in &expected {
+        let lines = known
+            .lines()
+            .filter(|l| l.starts_with(&format!("{slot} ")))
+            .count();
+        assert_eq!(lines, 1, "{slot} in known_hosts:\n{known}");
+    }
+
+    // Nothing is left to do.
+    let plan = run(w.kiwi(&["plan", "--detailed-exitcode"])).await;
+    assert_eq!(plan.status.code(), Some(0), "{}", text(&plan));
+
+    // A label changed in the inventory is exactly one label change.
+    let customer = w.inventory.join("customers/stadtwerke-nord.toml");
+    let original = std::fs::read_to_string(&customer).unwrap();
+    let old_labels = r#"labels = { "workload.kiwistack.io/realtime" = "true" }"#;
+    assert!(original.contains(old_labels), "{original}");
+    let changed = original.replacen(
+        old_labels,
+        r#"labels = { "workload.kiwistack.io/realtime" = "true", "team.kiwistack.io/owner" = "rtc" }"#,
+        1,
+    );
+    std::fs::write(&customer, changed).unwrap();
+    let plan = run(w.kiwi(&["plan", "--json"])).await;
+    assert!(plan.status.success(), "{}", text(&plan));
+    let json: Value = serde_json::from_slice(&plan.stdout).unwrap();
+    let kinds: Vec<(String, String)> = json["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["kind"].as_str().unwrap().into(),
+                s["node"].as_str().unwrap_or("").into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [(
+            "set_label".to_string(),
+            "kiwi-stadtwerke-nord-realtime-01".to_string()
+        )],
+        "{}",
+        text(&plan)
+    );
+    let out = run(w.kiwi(&["apply", "--auto-approve"])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let mesh_after = w.nodes("kiwi-stadtwerke-nord-server-01", K3S).await;
+    let node = &mesh_after["kiwi-stadtwerke-nord-realtime-01"];
+    assert_eq!(label(node, "team.kiwistack.io/owner"), Some("rtc"));
+    let config = w
+        .sim
+        .exec(
+            "kiwi-stadtwerke-nord-realtime-01",
+            "cat /etc/rancher/k3s/config.yaml",
+        )
+        .await
+        .unwrap();
+    assert!(
+        config.stdout.contains("team.kiwistack.io/owner=rtc"),
+        "the k3s config keeps the label for restarts"
+    );
+    for (name, before) in &mesh {
+        if name != "kiwi-stadtwerke-nord-realtime-01" {
+            assert_eq!(
+                before["metadata"]["labels"], mesh_after[name]["metadata"]["labels"],
+                "{name} was not touched"
+            );
+        }
+    }
+
+    // A second apply changes nothing.
+    let again = run(w.kiwi(&["apply", "--auto-approve"])).await;
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("No changes"),
+        "{}",
+        text(&again)
+    );
+    assert_eq!(w.mock.stats().instances_created as usize, expected.len());
+
+    // Status shows every node Ready; kubeconfig points at the cluster.
+    let status = run(w.kiwi(&["status"])).await;
+    assert!(status.status.success(), "{}", text(&status));
+    let shown = String::from_utf8_lossy(&status.stdout);
+    assert_eq!(shown.matches(" Ready ").count(), expected.len(), "{shown}");
+    let kubeconfig = w.inventory.join("../kubeconfig");
+    let out = run(w.kiwi(&[
+        "kubeconfig",
+        "stadtwerke-nord",
+        "--out",
+        kubeconfig.to_str().unwrap(),
+    ]))
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    let written = std::fs::read_to_string(&kubeconfig).unwrap();
+    assert!(
+        written.contains("current-context: stadtwerke-nord"),
+        "{written}"
+    );
+    let server_ip = w
+        .mock
+        .instances()
+        .into_iter()
+        .find(|i| i.display_name == "kiwi-stadtwerke-nord-server-01")
+        .unwrap()
+        .ipv4;
+    assert!(
+        written.contains(&format!("https://{server_ip}:6443")),
+        "{written}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&kubeconfig).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    w.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_presenting_another_host_key_is_refused_and_nothing_runs_on_it() {
+    let w = world(1).await;
+    let out = run(w.kiwi(&["apply", "--auto-approve"])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    // Record a different key for one agent, as if the node had been
+    // replaced behind kiwi-infra's back (or someone is in the middle).
+    let victim = "kiwi-praxis-lindner-general-01";
+    let other = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(w.inventory.join("../impostor"))
+        .status()
+        .unwrap();
+    assert!(other.success());
+    let impostor = std::fs::read_to_string(w.inventory.join("../impostor.pub")).unwrap();
+    let impostor = impostor
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let known = w.inventory.join("known_hosts");
+    let edited: String = std::fs::read_to_string(&known)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            if l.starts_with(&format!("{victim} ")) {
+                format!("{victim} {impostor}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(&known, edited).unwrap();
+    let customer = w.inventory.join("customers/praxis-lindner.toml");
+    let original = std::fs::read_to_string(&customer).unwrap();
+    assert!(original.contains("[pools.general]"), "{original}");
+    std::fs::write(
+        &customer,
+        original.replacen(
+            "[pools.general]",
+            "[pools.general]\nlabels = { \"x.kiwistack.io/y\" = \"z\" }",
+            1,
+        ),
+    )
+    .unwrap();
+    let before = w
+        .sim
+        .exec(victim, "cat /etc/rancher/k3s/config.yaml")
+        .await
+        .unwrap();
+
+    let out = run(w.kiwi(&["apply", "--auto-approve"])).await;
+
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    let shown = text(&out);
+    assert!(
+        shown.contains("presented a host key that does not match"),
+        "{shown}"
+    );
+    let after = w
+        .sim
+        .exec(victim, "cat /etc/rancher/k3s/config.yaml")
+        .await
+        .unwrap();
+    assert_eq!(
+        before.stdout, after.stdout,
+        "nothing was written on the refused node"
+    );
+    let nodes = w.nodes("kiwi-praxis-lindner-server-01", K3S).await;
+    assert_eq!(
+        label(&nodes[victim], "x.kiwistack.io/y"),
+        None,
+        "not relabelled"
+    );
+    w.sim.shutdown().await;
+}
