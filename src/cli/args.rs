@@ -156,6 +156,34 @@ pub enum Command {
     ///   kiwi-infra kubeconfig core > core.yaml
     ///   kiwi-infra kubeconfig stadtwerke-nord --merge ~/.kube/config
     Kubeconfig(KubeconfigArgs),
+
+    /// A local rehearsal world: a Contabo stand-in with simulated nodes.
+    ///
+    /// Examples:
+    ///   kiwi-infra sandbox demo     # up, plan, apply, status, plan again, down
+    ///   kiwi-infra sandbox up       # keep it running; then `source <dir>/env`
+    ///   kiwi-infra sandbox down
+    #[command(subcommand)]
+    Sandbox(SandboxCommand),
+}
+
+/// `kiwi-infra sandbox …`.
+#[derive(Debug, Subcommand)]
+pub enum SandboxCommand {
+    /// Start the sandbox and leave it running.
+    Up(SandboxArgs),
+    /// Stop the sandbox and its simulated nodes.
+    Down(SandboxArgs),
+    /// The whole tour: up, plan, apply, status, plan again, down.
+    Demo(SandboxArgs),
+}
+
+/// Where the sandbox keeps its state.
+#[derive(Debug, Args)]
+pub struct SandboxArgs {
+    /// The sandbox's directory (inventory copy, keys, mock state, nodes).
+    #[arg(long, default_value = "/tmp/kiwi-sandbox", env = "KIWI_SANDBOX_DIR")]
+    pub dir: std::path::PathBuf,
 }
 
 /// `kiwi-infra status`.

@@ -8,6 +8,7 @@ mod kubeconfig;
 mod nodes;
 mod plan;
 mod progress;
+mod sandbox;
 mod settings;
 mod status;
 mod table;
@@ -86,6 +87,7 @@ async fn run(cli: &Cli) -> Result<ExitCode, CliError> {
         args::Command::Plan(a) => plan::run(&cli.global, a).await,
         args::Command::Apply(a) => apply::run(&cli.global, a).await,
         args::Command::Status(a) => status::run(&cli.global, a).await,
+        args::Command::Sandbox(a) => sandbox::run(&cli.global, a).await,
         args::Command::Kubeconfig(a) => kubeconfig::run(&cli.global, a)
             .await
             .map(|()| ExitCode::SUCCESS),
