@@ -98,17 +98,11 @@ async fn world(lane: u8) -> World {
         known_hosts.push_str(&format!("{name} {key}\n"));
     }
     std::fs::write(inventory.join("known_hosts"), known_hosts).unwrap();
-    let init = sim
-        .exec(
-            "kiwi-core-cp-01",
-            &format!(
-                "kubeadm init --control-plane-endpoint 127.0.{}.1:6443",
-                31 + lane
-            ),
-        )
-        .await
-        .unwrap();
-    assert_eq!(init.code, 0, "kubeadm init: {}", init.stderr);
+    let control_plane: Vec<(String, Ipv4Addr)> = (1u8..)
+        .zip(CONTROL_PLANE)
+        .map(|(i, name)| (name.to_string(), Ipv4Addr::new(127, 0, 31 + lane, i)))
+        .collect();
+    sim.form_control_plane(&control_plane).await.unwrap();
     World {
         mock,
         sim,
@@ -287,10 +281,9 @@ async fn one_apply_builds_every_cluster_and_keeps_labels_true() {
         }
     }
     assert_eq!(mesh.len(), 5, "3 servers and 2 agents: {:?}", mesh.keys());
-    // The fixture initialised the control plane on its first node only.
     assert_eq!(
         core.len(),
-        1 + 5,
+        3 + 5,
         "control plane and workers: {:?}",
         core.keys()
     );

@@ -5,9 +5,9 @@
 //! With `--nodes DIR`, instances that become `running` also appear as simulated nodes
 //! ([`kiwi_mocks::nodes`]): an SSH server on port 22 of the instance's loopback address, with
 //! the node's own filesystem. This needs root; the mock says what is missing otherwise.
-//! `--control-plane` adds nodes that exist without an order (the Core cluster's first control
-//! plane) and runs the stand-in `kubeadm init` on the first of them; further control planes are
-//! not joined (the tool's own code does that for ordered nodes).
+//! `--control-plane` adds nodes that exist without an order (the Core cluster's control plane,
+//! built before kiwi-infra): `kubeadm init` runs on the first, the others join it as
+//! control-plane nodes.
 
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -254,13 +254,13 @@ fn parse_control_plane(list: &str) -> anyhow::Result<Vec<(String, Ipv4Addr)>> {
         .collect()
 }
 
-/// Creates the static control-plane nodes, writes their known_hosts lines and runs the
-/// stand-in `kubeadm init` on the first.
+/// Creates the static control-plane nodes, writes their known_hosts lines, runs the stand-in
+/// `kubeadm init` on the first and joins the others as control-plane nodes.
 async fn start_control_plane(
     simulator: &NodeSimulator,
     settings: &NodeSettings,
 ) -> anyhow::Result<()> {
-    let (Some(first), Some(key_file), Some(known_hosts)) = (
+    let (Some(_), Some(key_file), Some(known_hosts)) = (
         settings.control_plane.first(),
         &settings.authorized_key,
         &settings.known_hosts,
@@ -293,29 +293,11 @@ async fn start_control_plane(
     }
     std::fs::write(known_hosts, lines)
         .with_context(|| format!("cannot write {}", known_hosts.display()))?;
-    let (name, ip) = first;
-    // A restart on the same --nodes directory reboots an initialised node: its kubelet comes
-    // back as an enabled unit, and a second `kubeadm init` would fail as on a real server.
-    let initialised = simulator
-        .exec(name, "test -e /etc/kubernetes/admin.conf")
+    simulator
+        .form_control_plane(&settings.control_plane)
         .await
-        .with_context(|| format!("cannot inspect {name}"))?;
-    if initialised.code == 0 {
-        tracing::info!(node = %name, "control plane already initialised");
-        return Ok(());
-    }
-    let init = format!("kubeadm init --control-plane-endpoint {ip}:6443");
-    let out = simulator
-        .exec(name, &init)
-        .await
-        .with_context(|| format!("cannot run `{init}` on {name}"))?;
-    anyhow::ensure!(
-        out.code == 0,
-        "`{init}` on {name} exited with {}: {}",
-        out.code,
-        out.stderr.trim()
-    );
-    tracing::info!(node = %name, "control plane initialised");
+        .context("cannot form the control plane")?;
+    tracing::info!("control plane formed");
     Ok(())
 }
 

@@ -79,6 +79,18 @@ pub enum NodesError {
     /// The machine lacks something; the message says what and how to get it.
     #[error(transparent)]
     Preflight(#[from] PreflightError),
+    /// Forming the static control plane failed.
+    #[error("forming the control plane: `{command}` on {node} exited with {code}: {stderr}")]
+    ControlPlane {
+        /// Node.
+        node: String,
+        /// Command (holds no secret; secrets go through files).
+        command: String,
+        /// Exit code.
+        code: i32,
+        /// Its stderr.
+        stderr: String,
+    },
     /// Mounting a test overlay in a private namespace failed although the checks passed.
     #[error(
         "cannot mount an overlay in a private mount namespace with its layers in {}: {stderr} \
@@ -533,6 +545,98 @@ impl NodeSimulator {
         fs::kill_and_wait(&[pid]).await;
         tracing::info!(node, daemon, pid, "daemon killed");
         Ok(pid)
+    }
+
+    /// Forms the Core control plane that exists before kiwi-infra: `kubeadm
+    /// init` on the first node, then a control-plane `kubeadm join` (token,
+    /// uploaded certificates, certificate key) of every other node, as an
+    /// operator would have built it. Nodes already initialised or joined are
+    /// left alone, so a restart on the same directory changes nothing.
+    pub async fn form_control_plane(&self, nodes: &[(String, Ipv4Addr)]) -> Result<(), NodesError> {
+        let Some((first, first_ip)) = nodes.first() else {
+            return Ok(());
+        };
+        let run = |node: String, command: String| async move {
+            let out = self.exec(&node, &command).await?;
+            if out.code == 0 {
+                Ok(out.stdout)
+            } else {
+                Err(NodesError::ControlPlane {
+                    node,
+                    command: command.lines().next().unwrap_or_default().to_string(),
+                    code: out.code,
+                    stderr: out.stderr.trim().to_string(),
+                })
+            }
+        };
+        let endpoint = format!("{first_ip}:6443");
+        if self
+            .exec(first, "test -e /etc/kubernetes/admin.conf")
+            .await?
+            .code
+            != 0
+        {
+            run(
+                first.clone(),
+                format!("kubeadm init --control-plane-endpoint {endpoint}"),
+            )
+            .await?;
+        }
+        for (name, ip) in &nodes[1..] {
+            if self
+                .exec(name, "test -e /etc/kubernetes/kubelet.conf")
+                .await?
+                .code
+                == 0
+            {
+                continue;
+            }
+            let join = run(
+                first.clone(),
+                "kubeadm token create --ttl 15m --print-join-command".into(),
+            )
+            .await?;
+            let words: Vec<&str> = join.split_whitespace().collect();
+            let after = |flag: &str| {
+                words
+                    .iter()
+                    .position(|w| *w == flag)
+                    .and_then(|i| words.get(i + 1))
+                    .map(|s| s.to_string())
+                    .unwrap_or_default()
+            };
+            let certs = run(
+                first.clone(),
+                "kubeadm init phase upload-certs --upload-certs".into(),
+            )
+            .await?;
+            let key = certs
+                .lines()
+                .rev()
+                .map(str::trim)
+                .find(|l| !l.is_empty())
+                .unwrap_or_default();
+            let config = format!(
+                "apiVersion: kubeadm.k8s.io/v1beta4\nkind: JoinConfiguration\n\
+                 discovery:\n  bootstrapToken:\n    apiServerEndpoint: \"{endpoint}\"\n    \
+                 token: \"{token}\"\n    caCertHashes:\n      - \"{hash}\"\n\
+                 nodeRegistration:\n  name: \"{name}\"\n  kubeletExtraArgs:\n    \
+                 - name: \"node-ip\"\n      value: \"{ip}\"\n\
+                 controlPlane:\n  localAPIEndpoint:\n    advertiseAddress: \"{ip}\"\n  \
+                 certificateKey: \"{key}\"\n",
+                token = after("--token"),
+                hash = after("--discovery-token-ca-cert-hash"),
+            );
+            run(
+                name.clone(),
+                format!(
+                    "mkdir -p /etc/kubernetes && cat > /etc/kubernetes/cp-join.yaml <<'KIWI_EOF'\n{config}KIWI_EOF\n\
+                     kubeadm join --config /etc/kubernetes/cp-join.yaml; code=$?; rm -f /etc/kubernetes/cp-join.yaml; exit $code"
+                ),
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     /// Runs `command` with `/bin/sh -c` as root inside the running node `node` (for the
