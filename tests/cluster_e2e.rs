@@ -48,7 +48,7 @@ fn operator_key(dir: &Path) -> (PathBuf, String) {
 /// `inventory_copy`), with simulated nodes there and the operator key
 /// replaced by the test's.
 /// Tests run in parallel, so each `lane` gets its own addresses: the
-/// control plane on 127.0.(31+lane).x, instances on 127.0.(41+lane).x.
+/// control plane on 127.0.(35+lane).x, instances on 127.0.(45+lane).x.
 async fn world(lane: u8) -> World {
     let (dir, inventory) = inventory_copy();
     let (identity, public) = operator_key(dir.path());
@@ -60,17 +60,17 @@ async fn world(lane: u8) -> World {
         .unwrap()
         .to_string();
     text = text.replace(&old_key, &format!("ssh_public_key = \"{public}\""));
-    text = text.replace("127.0.31.", &format!("127.0.{}.", 31 + lane));
+    text = text.replace("127.0.31.", &format!("127.0.{}.", 35 + lane));
     std::fs::write(&main, text).unwrap();
 
     let mock = spawn(MockConfig {
         provisioning_delay: Duration::from_millis(100),
         installing_delay: Duration::from_millis(100),
         ip_range: IpRange {
-            first: Ipv4Addr::new(127, 0, 41 + lane, 2),
-            last: Ipv4Addr::new(127, 0, 41 + lane, 254),
+            first: Ipv4Addr::new(127, 0, 45 + lane, 2),
+            last: Ipv4Addr::new(127, 0, 45 + lane, 254),
             prefix: 24,
-            gateway: Ipv4Addr::new(127, 0, 41 + lane, 1),
+            gateway: Ipv4Addr::new(127, 0, 45 + lane, 1),
         },
         ..MockConfig::default()
     })
@@ -87,7 +87,7 @@ async fn world(lane: u8) -> World {
         let key = sim
             .add_static_node(StaticNode {
                 name: name.into(),
-                ip: Ipv4Addr::new(127, 0, 31 + lane, i),
+                ip: Ipv4Addr::new(127, 0, 35 + lane, i),
                 user: "kiwi".into(),
                 authorized_keys: vec![public.clone()],
                 host_key: None,
@@ -100,9 +100,11 @@ async fn world(lane: u8) -> World {
     std::fs::write(inventory.join("known_hosts"), known_hosts).unwrap();
     let control_plane: Vec<(String, Ipv4Addr)> = (1u8..)
         .zip(CONTROL_PLANE)
-        .map(|(i, name)| (name.to_string(), Ipv4Addr::new(127, 0, 31 + lane, i)))
+        .map(|(i, name)| (name.to_string(), Ipv4Addr::new(127, 0, 35 + lane, i)))
         .collect();
-    sim.form_control_plane(&control_plane).await.unwrap();
+    // The third control-plane machine is a replacement that was never
+    // joined: kiwi-infra must join it as a control-plane node.
+    sim.form_control_plane(&control_plane[..2]).await.unwrap();
     World {
         mock,
         sim,
@@ -281,6 +283,17 @@ async fn one_apply_builds_every_cluster_and_keeps_labels_true() {
         }
     }
     assert_eq!(mesh.len(), 5, "3 servers and 2 agents: {:?}", mesh.keys());
+    let replacement = &core["kiwi-core-cp-03"];
+    assert!(
+        ready(replacement),
+        "the replacement control-plane node joined"
+    );
+    assert_eq!(label(replacement, "kiwistack.io/cluster"), Some("core"));
+    assert!(
+        text(&out).contains("kiwi-core-cp-03 joined the cluster as control-plane node"),
+        "{}",
+        text(&out)
+    );
     assert_eq!(
         core.len(),
         3 + 5,

@@ -40,7 +40,16 @@ pub async fn observe_clusters<C: NodeConnector>(
             Ok(list) => {
                 let joined: BTreeSet<&str> = list.iter().map(|n| n.name.0.as_str()).collect();
                 let mut pristine = BTreeSet::new();
-                for name in instances.iter().filter(|n| !joined.contains(*n)) {
+                // Control-plane machines kiwi-infra did not order (a
+                // replacement among them) are candidates too.
+                let control_plane: Vec<&str> = match &cluster.kind {
+                    ClusterKind::Kubeadm { control_plane, .. } => {
+                        control_plane.iter().map(|n| n.name.as_str()).collect()
+                    }
+                    ClusterKind::K3s { .. } => Vec::new(),
+                };
+                let candidates = instances.iter().chain(&control_plane);
+                for name in candidates.filter(|n| !joined.contains(*n)) {
                     if nodes.is_pristine(name, trace).await {
                         pristine.insert((*name).to_string());
                     }

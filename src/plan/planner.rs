@@ -209,15 +209,53 @@ impl<'a> Planner<'a> {
 
     fn cluster(&mut self, cluster: &'a ClusterSpec) {
         let observation = self.observed.cluster(&cluster.name);
-        if let (ClusterKind::Kubeadm { control_plane, .. }, Some(obs)) =
-            (&cluster.kind, observation)
+        if let (
+            ClusterKind::Kubeadm {
+                control_plane,
+                api_endpoint,
+                kubernetes_version,
+            },
+            Some(obs),
+        ) = (&cluster.kind, observation)
         {
+            let present = control_plane.iter().find(|n| obs.node(&n.name).is_some());
             for node in control_plane {
-                if obs.node(&node.name).is_none() {
-                    self.warnings.push(Warning::ControlPlaneNodeMissing {
+                if obs.node(&node.name).is_some() {
+                    continue;
+                }
+                match present {
+                    // A replacement machine for a control-plane node, never
+                    // joined yet: join it as a control-plane node (uploaded
+                    // certificates, certificate key).
+                    Some(via) if obs.pristine.contains(&node.name) => {
+                        let labels = BTreeMap::from([
+                            ("kiwistack.io/cluster".to_string(), cluster.name.clone()),
+                            ("kiwistack.io/tier".to_string(), cluster.tier.to_string()),
+                        ]);
+                        self.push(
+                            &cluster.name,
+                            StepId(format!("join:{}", node.name)),
+                            StepKind::KubeadmJoin(KubeadmJoin {
+                                node: NodeName(node.name.clone()),
+                                instance: InstanceRef {
+                                    name: node.name.clone(),
+                                    id: None,
+                                },
+                                role: KubeadmRole::ControlPlane,
+                                via: NodeName(via.name.clone()),
+                                api_endpoint: api_endpoint.clone(),
+                                kubernetes_version: kubernetes_version.clone(),
+                                labels,
+                                taints: Vec::new(),
+                            }),
+                            Vec::new(),
+                            false,
+                        );
+                    }
+                    _ => self.warnings.push(Warning::ControlPlaneNodeMissing {
                         cluster: cluster.name.clone(),
                         node: NodeName(node.name.clone()),
-                    });
+                    }),
                 }
             }
         }
@@ -856,8 +894,61 @@ impl<'a> Planner<'a> {
                 }
                 continue;
             }
+            if let Some(spec) = self.desired.cluster(&cluster) {
+                instances = self.keep_quorum(spec, instances, &server_prefix);
+            }
             self.remove_instances(&cluster, &instances, &server_prefix);
         }
+    }
+
+    /// Takes the k3s servers out of `instances` when removing them would
+    /// leave fewer servers than the etcd quorum of the servers there are now
+    /// (3 → 1, 5 → 1): such a shrink is refused with a warning, and only
+    /// the agents are removed. A cluster removed from the inventory is not
+    /// checked: all of it goes, its servers last and one at a time.
+    fn keep_quorum(
+        &mut self,
+        cluster: &ClusterSpec,
+        instances: Vec<&'a Instance>,
+        server_prefix: &str,
+    ) -> Vec<&'a Instance> {
+        let (servers, others): (Vec<&Instance>, Vec<&Instance>) = instances
+            .into_iter()
+            .partition(|i| i.display_name.starts_with(server_prefix));
+        if servers.is_empty() {
+            return others;
+        }
+        let present = self
+            .observed
+            .instances
+            .iter()
+            .filter(|i| {
+                i.is_owned()
+                    && !i.is_cancelled()
+                    && i.display_name.starts_with(server_prefix)
+                    && tags::cluster_of(&i.tags).is_none_or(|c| c == cluster.name)
+            })
+            .count();
+        let present = u32::try_from(present).unwrap_or(u32::MAX);
+        let removed = u32::try_from(servers.len()).unwrap_or(u32::MAX);
+        let quorum = present / 2 + 1;
+        let left = present.saturating_sub(removed);
+        if left >= quorum {
+            let mut all = others;
+            all.extend(servers);
+            return all;
+        }
+        self.warnings.push(Warning::BelowQuorum {
+            cluster: cluster.name.clone(),
+            servers: present,
+            wanted: left,
+            quorum,
+            skipped: servers
+                .iter()
+                .map(|i| format!("remove {} (instance {})", i.display_name, i.id))
+                .collect(),
+        });
+        others
     }
 
     fn remove_instances(&mut self, cluster: &str, instances: &[&'a Instance], server_prefix: &str) {
