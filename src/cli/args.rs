@@ -53,7 +53,8 @@ pub struct GlobalArgs {
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
 
-    /// When to use colour. NO_COLOR in the environment means never.
+    /// When to use colour. With `auto`, a non-empty NO_COLOR in the environment
+    /// means never.
     #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
 
@@ -123,23 +124,26 @@ pub enum Command {
     /// Check the inventory without touching the network.
     ///
     /// Every error of every file is reported at once, as FILE:LINE:COLUMN.
+    ///
     /// Example: kiwi-infra validate --inventory ./inventory
     Validate,
 
-    /// Show what apply would order, join, label and cancel, and what it costs.
+    /// Show what apply would order, join, label and cancel, and what it costs
     ///
     /// Examples:
     ///   kiwi-infra plan
     ///   kiwi-infra plan --out plan.json      # apply it later with `kiwi-infra apply plan.json`
     ///   kiwi-infra plan --detailed-exitcode  # 0 nothing to do, 2 changes, 1 error
+    #[command(verbatim_doc_comment)]
     Plan(PlanArgs),
 
-    /// Carry out a plan: order, wait for and tag servers (asks first).
+    /// Carry out a plan: order, wait for and tag servers (asks first)
     ///
     /// Examples:
     ///   kiwi-infra apply                   # plan, show, ask for `yes`, apply
     ///   kiwi-infra apply --auto-approve    # no question (CI, runbooks)
     ///   kiwi-infra apply plan.json         # exactly a saved plan, if still fresh
+    #[command(verbatim_doc_comment)]
     Apply(ApplyArgs),
 
     /// Show every cluster's nodes: instance state, IP, product, class,
@@ -148,33 +152,152 @@ pub enum Command {
     /// Example: kiwi-infra status
     Status(StatusArgs),
 
-    /// Print or write an admin kubeconfig for one cluster.
+    /// Print or write an admin kubeconfig for one cluster
     ///
     /// The server address is the cluster's endpoint and cluster, user and
     /// context are named after the cluster.
     /// Examples:
     ///   kiwi-infra kubeconfig core > core.yaml
     ///   kiwi-infra kubeconfig stadtwerke-nord --merge ~/.kube/config
+    #[command(verbatim_doc_comment)]
     Kubeconfig(KubeconfigArgs),
 
-    /// A local rehearsal world: a Contabo stand-in with simulated nodes.
+    /// A local rehearsal world: a Contabo stand-in with simulated nodes
     ///
     /// Examples:
     ///   kiwi-infra sandbox demo     # up, plan, apply, status, plan again, down
     ///   kiwi-infra sandbox up       # keep it running; then `source <dir>/env`
     ///   kiwi-infra sandbox down
-    #[command(subcommand)]
+    #[command(subcommand, verbatim_doc_comment)]
     Sandbox(SandboxCommand),
+
+    /// Add customers to the inventory, as files to review.
+    ///
+    /// Example: kiwi-infra customer add muster-gmbh --tier mesh
+    #[command(subcommand)]
+    Customer(CustomerCommand),
+
+    /// Print a shell completion script
+    ///
+    /// Examples:
+    ///   kiwi-infra completions bash > ~/.local/share/bash-completion/completions/kiwi-infra
+    ///   kiwi-infra completions zsh > ~/.zfunc/_kiwi-infra   # with fpath+=~/.zfunc
+    ///   kiwi-infra completions fish > ~/.config/fish/completions/kiwi-infra.fish
+    #[command(verbatim_doc_comment)]
+    Completions(CompletionsArgs),
+
+    /// Print the man page, or write one page per command
+    ///
+    /// Examples:
+    ///   kiwi-infra man | man -l -
+    ///   kiwi-infra man --out ~/.local/share/man/man1
+    #[command(verbatim_doc_comment)]
+    Man(ManArgs),
+
+    /// Print the JSON Schema of an inventory file, for editors
+    ///
+    /// Editors that understand TOML schemas (taplo, VS Code's Even Better
+    /// TOML) then complete keys and flag typos as you type; see docs/cli.md.
+    ///
+    /// Examples:
+    ///   kiwi-infra schema main > inventory/.schema/kiwi.json
+    ///   kiwi-infra schema customer > inventory/.schema/customer.json
+    /// and as the first line of a customer file:
+    ///   #:schema ../.schema/customer.json
+    #[command(verbatim_doc_comment)]
+    Schema(SchemaArgs),
+}
+
+/// `kiwi-infra customer …`.
+#[derive(Debug, Subcommand)]
+pub enum CustomerCommand {
+    /// Write a new customer file from the inventory's defaults, for review
+    ///
+    /// Mesh and Fleet customers get 3 k3s servers, a VPS agent pool and a
+    /// VDS agent pool, on the products the inventory already uses; Core-tier
+    /// customers add no nodes. Nothing is ordered until `kiwi-infra apply`.
+    ///
+    /// Examples:
+    ///   kiwi-infra customer add muster-gmbh --tier mesh
+    ///   kiwi-infra customer add muster-gmbh --tier fleet --force   # replace the file
+    #[command(verbatim_doc_comment)]
+    Add(CustomerAddArgs),
+}
+
+/// `kiwi-infra customer add`.
+#[derive(Debug, Args)]
+pub struct CustomerAddArgs {
+    /// The customer's name: a DNS label (lowercase letters, digits, `-`),
+    /// used for the file, the cluster and the node names.
+    pub name: String,
+
+    /// The customer's tier.
+    #[arg(long, value_enum)]
+    pub tier: TierChoice,
+
+    /// Replace an existing customer file of that name.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `--tier`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TierChoice {
+    /// A dedicated k3s cluster.
+    Mesh,
+    /// A dedicated k3s cluster, plus device management.
+    Fleet,
+    /// Namespaces in the shared Core cluster; no nodes of its own.
+    Core,
+}
+
+/// `kiwi-infra completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to print the script for.
+    pub shell: clap_complete::Shell,
+}
+
+/// `kiwi-infra man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write kiwi-infra.1 and one page per command (kiwi-infra-plan.1, …)
+    /// to DIR instead of printing the main page.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+/// `kiwi-infra schema`.
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    /// Which file the schema is for.
+    #[arg(value_enum, default_value_t = SchemaFile::Main)]
+    pub file: SchemaFile,
+}
+
+/// Which inventory file `kiwi-infra schema` describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SchemaFile {
+    /// kiwi.toml.
+    Main,
+    /// customers/<name>.toml.
+    Customer,
 }
 
 /// `kiwi-infra sandbox …`.
 #[derive(Debug, Subcommand)]
 pub enum SandboxCommand {
     /// Start the sandbox and leave it running.
+    ///
+    /// Example: kiwi-infra sandbox up && source /tmp/kiwi-sandbox/env
     Up(SandboxArgs),
     /// Stop the sandbox and its simulated nodes.
+    ///
+    /// Example: kiwi-infra sandbox down
     Down(SandboxArgs),
     /// The whole tour: up, plan, apply, status, plan again, down.
+    ///
+    /// Example: kiwi-infra sandbox demo --dir /tmp/kiwi-demo
     Demo(SandboxArgs),
 }
 

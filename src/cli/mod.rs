@@ -3,12 +3,16 @@
 
 mod apply;
 mod args;
+mod completions;
+mod customer;
 mod instances;
 mod kubeconfig;
+mod man;
 mod nodes;
 mod plan;
 mod progress;
 mod sandbox;
+mod schema;
 mod settings;
 mod status;
 mod table;
@@ -17,6 +21,7 @@ use std::process::ExitCode;
 
 pub use args::Cli;
 use clap::Parser;
+pub use man::{markdown_reference, REFERENCE_BEGIN, REFERENCE_END};
 
 use crate::contabo::ContaboError;
 
@@ -91,6 +96,12 @@ async fn run(cli: &Cli) -> Result<ExitCode, CliError> {
         args::Command::Kubeconfig(a) => kubeconfig::run(&cli.global, a)
             .await
             .map(|()| ExitCode::SUCCESS),
+        args::Command::Customer(args::CustomerCommand::Add(a)) => {
+            customer::add(&cli.global, a).map(|()| ExitCode::SUCCESS)
+        }
+        args::Command::Completions(a) => completions::run(a).map(|()| ExitCode::SUCCESS),
+        args::Command::Man(a) => man::run(a).map(|()| ExitCode::SUCCESS),
+        args::Command::Schema(a) => schema::run(a).map(|()| ExitCode::SUCCESS),
     }
 }
 
@@ -130,6 +141,6 @@ fn init_logging(global: &args::GlobalArgs) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(settings::use_color(global.color) && std::env::var_os("NO_COLOR").is_none())
+        .with_ansi(settings::use_color_on_stderr(global.color))
         .try_init();
 }

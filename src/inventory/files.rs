@@ -8,13 +8,36 @@ use serde::Deserialize;
 use toml::Spanned;
 
 /// `[provider]` in `kiwi.toml`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "Provider")]
+#[schemars(description = "Defaults for every order.")]
+#[schemars(extend("oneOf" = [{"required": ["ssh_public_key"]}, {"required": ["ssh_public_key_file"]}]))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawProvider {
+    #[schemars(
+        with = "String",
+        description = "Contabo region, e.g. \"EU\" (Nürnberg)."
+    )]
     pub(crate) region: Spanned<String>,
+    #[schemars(
+        with = "String",
+        description = "OS image by name, e.g. \"ubuntu-24.04\"."
+    )]
     pub(crate) image: Spanned<String>,
+    #[schemars(
+        with = "Option<String>",
+        description = "The operator's OpenSSH public key, installed on every node; never a private key."
+    )]
     pub(crate) ssh_public_key: Option<Spanned<String>>,
+    #[schemars(
+        with = "Option<String>",
+        description = "Instead of ssh_public_key: a .pub file, relative to the inventory directory."
+    )]
     pub(crate) ssh_public_key_file: Option<Spanned<String>>,
+    #[schemars(
+        with = "i64",
+        description = "Contract period of new orders in months: 1, 3, 6 or 12."
+    )]
     pub(crate) period: Spanned<i64>,
 }
 
@@ -29,50 +52,99 @@ pub(crate) enum RawPrice {
 }
 
 /// `[k3s]` in `kiwi.toml`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "K3s")]
+#[schemars(description = "k3s for the dedicated Mesh and Fleet clusters.")]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawK3s {
+    #[schemars(
+        with = "String",
+        description = "Pinned k3s release, e.g. \"v1.31.4+k3s1\"."
+    )]
     pub(crate) version: Spanned<String>,
 }
 
 /// `[core]` in `kiwi.toml`, without its pools (read one by one).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "Core")]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawCore {
+    #[schemars(
+        with = "String",
+        description = "API server the workers join, host:port."
+    )]
     pub(crate) api_endpoint: Spanned<String>,
+    #[schemars(
+        with = "String",
+        description = "Version of the control plane, e.g. \"v1.31.4\"."
+    )]
     pub(crate) kubernetes_version: Spanned<String>,
+    #[schemars(
+        with = "Vec<RawControlPlaneNode>",
+        description = "The existing HA control plane (an odd number of nodes); not ordered by kiwi-infra."
+    )]
     pub(crate) control_plane: Spanned<Vec<RawControlPlaneNode>>,
     #[serde(default)]
+    #[schemars(
+        description = "When true, no destructive step (drain, delete, cancel) is ever planned here."
+    )]
     pub(crate) protected: bool,
 }
 
 /// One entry of `core.control_plane`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "ControlPlaneNode")]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawControlPlaneNode {
+    #[schemars(with = "String", description = "Kubernetes node name.")]
     pub(crate) name: Spanned<String>,
+    #[schemars(
+        with = "String",
+        description = "Address kiwi-infra reaches it at, for join tokens."
+    )]
     pub(crate) address: Spanned<String>,
 }
 
 /// A pool: `[core.pools.<name>]`, `[pools.<name>]` or `[servers]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "Pool")]
+#[schemars(description = "A pool of identical nodes.")]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawPool {
+    #[schemars(with = "NodeClass")]
     pub(crate) class: Spanned<NodeClass>,
+    #[schemars(schema_with = "super::schema::product_id")]
     pub(crate) product: Spanned<String>,
+    #[schemars(
+        with = "u32",
+        description = "Number of nodes (k3s servers: an odd number, 3 for HA)."
+    )]
     pub(crate) count: Spanned<i64>,
     #[serde(default)]
+    #[schemars(
+        with = "std::collections::BTreeMap<String, String>",
+        description = "Extra node labels, outside kiwistack.io/ (which kiwi-infra sets itself)."
+    )]
     pub(crate) labels: std::collections::BTreeMap<Spanned<String>, Spanned<String>>,
     #[serde(default)]
+    #[schemars(
+        with = "Vec<String>",
+        description = "Taints as key=value:Effect, e.g. \"workload.kiwistack.io/realtime=true:NoSchedule\"."
+    )]
     pub(crate) taints: Vec<Spanned<String>>,
 }
 
 /// The top-level keys of a customer file, without `servers` and `pools`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "CustomerHead")]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawCustomerHead {
+    #[schemars(with = "Tier")]
     pub(crate) tier: Spanned<Tier>,
     #[serde(default)]
+    #[schemars(
+        description = "When true, no destructive step (drain, delete, cancel) is ever planned for this cluster."
+    )]
     pub(crate) protected: bool,
 }
 

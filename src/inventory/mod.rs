@@ -11,6 +11,7 @@ pub mod kube;
 mod load;
 mod model;
 pub mod products;
+pub mod schema;
 mod validate;
 
 pub use diagnostics::{Diagnostic, Diagnostics, Position};
