@@ -268,6 +268,47 @@ fn a_protected_cluster_gets_no_destructive_step() {
 }
 
 #[test]
+fn shrinking_k3s_servers_below_quorum_is_refused_and_the_agents_still_go() {
+    let desired = desired_with(&[
+        (
+            "customers/acme.toml",
+            "[servers]\nclass = \"vps\"\nproduct = \"V94\"\ncount = 3",
+            "[servers]\nclass = \"vps\"\nproduct = \"V94\"\ncount = 1",
+        ),
+        (
+            "customers/acme.toml",
+            "[pools.general]\nclass = \"vps\"\nproduct = \"V94\"\ncount = 1",
+            "[pools.general]\nclass = \"vps\"\nproduct = \"V94\"\ncount = 0",
+        ),
+    ]);
+    let plan = plan::plan(
+        &desired,
+        &observed("in_sync"),
+        &PlanOptions {
+            adopt: false,
+            allow_destroy: true,
+        },
+    );
+    // 3 → 1 would leave one etcd member of three: no server step at all.
+    assert!(
+        plan.steps.iter().all(|s| !s.id.0.contains("server")),
+        "{}",
+        human(&plan)
+    );
+    assert_eq!(ids(&plan, "cancel:"), ["cancel:201400107"]);
+    assert!(
+        plan.warnings.iter().any(|w| matches!(
+            w,
+            plan::Warning::BelowQuorum { cluster, servers: 3, wanted: 1, quorum: 2, skipped }
+                if cluster == "acme" && skipped.len() == 2
+        )),
+        "{:?}",
+        plan.warnings
+    );
+    insta::assert_snapshot!("below_quorum", human(&plan));
+}
+
+#[test]
 fn label_and_taint_drift_is_corrected() {
     let plan = plan::plan(
         &desired(),

@@ -121,6 +121,19 @@ pub enum ApplyError {
         slot: String,
     },
 
+    /// An instance was not cancelled because it is not what the plan said.
+    #[error("step {step}: instance {instance} ({slot}) was not cancelled: {reason}")]
+    NotCancelled {
+        /// The step.
+        step: StepId,
+        /// Slot name the plan gave it.
+        slot: String,
+        /// The instance.
+        instance: InstanceId,
+        /// Why not.
+        reason: String,
+    },
+
     /// Creating a resource failed and it is not there afterwards.
     #[error("step {step}: {what} could not be created and does not exist")]
     NotCreated {

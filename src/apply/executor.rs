@@ -4,9 +4,11 @@
 //! summary. The executor decides nothing the plan did not say, with one
 //! exception that exists to keep money safe: before each order it looks for
 //! the slot's instance again, and after a lost answer it looks before doing
-//! anything else, so a slot is never bought twice.
+//! anything else, so a slot is never bought twice. Destructive steps (drain,
+//! delete node, cancel, reinstall of a running machine) run only with
+//! `--allow-destroy` and never in a protected cluster; held back, they say so.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -62,6 +64,15 @@ pub struct ApplySettings {
     /// `None` only in tests: keys are then generated but not recorded, and
     /// such nodes cannot be reached over SSH.
     pub known_hosts: Option<PathBuf>,
+    /// `--allow-destroy`: carry out destructive steps (drain, delete node,
+    /// cancel, reinstall of a running instance). Without it they are
+    /// reported as not carried out and everything else is done.
+    pub allow_destroy: bool,
+    /// Clusters the inventory marks `protected = true`. The planner plans
+    /// no destructive step for them; this is the second lock on the door,
+    /// for a plan made elsewhere: their destructive steps never run,
+    /// whatever the flags.
+    pub protected_clusters: BTreeSet<String>,
 }
 
 impl ApplySettings {
@@ -77,6 +88,8 @@ impl ApplySettings {
             resolve_attempts: 8,
             trace_id,
             known_hosts: None,
+            allow_destroy: false,
+            protected_clusters: BTreeSet::new(),
         }
     }
 
@@ -124,6 +137,20 @@ pub struct TaskResult {
     pub error: Option<ApplyError>,
 }
 
+/// One instance this run cancelled (or found cancelled already).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cancellation {
+    /// Display (slot) name.
+    pub slot: String,
+    /// The instance.
+    pub instance: InstanceId,
+    /// The date Contabo reported: the server runs, and is billed, until
+    /// then. `None` when the API answered without one.
+    pub cancel_date: Option<chrono::NaiveDate>,
+    /// Monthly price saved, if the inventory knows the product's price.
+    pub monthly_price: Option<crate::inventory::Money>,
+}
+
 /// Everything an apply did.
 #[derive(Debug, Default)]
 pub struct ApplyOutcome {
@@ -135,6 +162,8 @@ pub struct ApplyOutcome {
     pub ordered: Vec<(String, InstanceId)>,
     /// The last state seen of each slot's instance.
     pub instances: BTreeMap<String, Instance>,
+    /// Instances cancelled by this run, in the order it cancelled them.
+    pub cancelled: Vec<Cancellation>,
 }
 
 impl ApplyOutcome {
@@ -207,6 +236,7 @@ pub async fn execute<A: CloudApi, N: NodeExecutor>(
         board: StatusBoard::new(settings.wait),
         seen: Mutex::new(BTreeMap::new()),
         ordered: Mutex::new(Vec::new()),
+        cancelled: Mutex::new(Vec::new()),
     };
     let (tasks, deferred) = build_tasks(input, settings.contabo_only);
     let results = {
@@ -223,6 +253,7 @@ pub async fn execute<A: CloudApi, N: NodeExecutor>(
         deferred,
         ordered: executor.ordered.into_inner().unwrap_or_default(),
         instances: executor.seen.into_inner().unwrap_or_default(),
+        cancelled: executor.cancelled.into_inner().unwrap_or_default(),
     }
 }
 
@@ -369,6 +400,9 @@ fn to_api_id(id: &plan::InstanceId) -> InstanceId {
     InstanceId(id.0)
 }
 
+/// Why a destructive step was not carried out without `--allow-destroy`.
+pub const NEEDS_ALLOW_DESTROY: &str = "needs --allow-destroy";
+
 /// Creations of a tag or secret tried per step, each after looking for it.
 const CREATE_ATTEMPTS: u32 = 4;
 
@@ -429,6 +463,7 @@ struct Executor<'a, A, N> {
     board: StatusBoard,
     seen: Mutex<BTreeMap<String, Instance>>,
     ordered: Mutex<Vec<(String, InstanceId)>>,
+    cancelled: Mutex<Vec<Cancellation>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -477,7 +512,17 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
                     }
                     if let Some(because) = blocked {
                         state[i] = State::NotDone;
-                        let outcome = StepOutcome::Skipped { because };
+                        // A step that would be held back anyway says so
+                        // itself: every destructive step of a plan applied
+                        // without --allow-destroy reads the same.
+                        let held = match &tasks[i].work {
+                            Work::Step(step) => self.held_back(step),
+                            Work::Wait { .. } => None,
+                        };
+                        let outcome = match held {
+                            Some(why) => StepOutcome::NotCarriedOut(why),
+                            None => StepOutcome::Skipped { because },
+                        };
                         self.reporter.step_finished(&tasks[i].id, &outcome);
                         results[i] = Some(TaskResult {
                             id: tasks[i].id.clone(),
@@ -605,12 +650,8 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
     }
 
     async fn run_step(&self, step: &Step) -> Result<StepOutcome, ApplyError> {
-        if step.destructive {
-            return Ok(StepOutcome::NotCarriedOut(
-                "destructive steps are not carried out by this kiwi-infra release (drain, delete, \
-                 cancel and reinstalls of running machines come with --allow-destroy later)"
-                    .into(),
-            ));
+        if let Some(why) = self.held_back(step) {
+            return Ok(StepOutcome::NotCarriedOut(why));
         }
         match &step.kind {
             StepKind::EnsureSecret { name } => self.ensure_secret(step, name).await,
@@ -618,18 +659,21 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
             StepKind::OrderInstance(order) => self.order(step, order).await,
             StepKind::AssignTag { tag, instance } => self.assign_tag(step, tag, instance).await,
             StepKind::ReinstallInstance(r) => self.reinstall(step, r).await,
-            StepKind::CancelInstance { .. } => Ok(StepOutcome::NotCarriedOut(
-                "cancelling is not carried out by this kiwi-infra release".into(),
-            )),
+            StepKind::CancelInstance {
+                instance,
+                monthly_price,
+                ..
+            } => self.cancel(step, instance, *monthly_price).await,
             kind if is_node_step(kind) => {
-                if let Some(slot) = step_slot(kind) {
-                    let stage = match kind {
-                        StepKind::SetLabel { .. }
-                        | StepKind::RemoveLabel { .. }
-                        | StepKind::SetTaint { .. }
-                        | StepKind::RemoveTaint { .. } => Stage::Labelling,
-                        _ => Stage::Bootstrapping,
-                    };
+                let stage = match kind {
+                    StepKind::SetLabel { .. }
+                    | StepKind::RemoveLabel { .. }
+                    | StepKind::SetTaint { .. }
+                    | StepKind::RemoveTaint { .. } => Some(Stage::Labelling),
+                    StepKind::DrainNode { .. } | StepKind::DeleteNode { .. } => None,
+                    _ => Some(Stage::Bootstrapping),
+                };
+                if let (Some(slot), Some(stage)) = (step_slot(kind), stage) {
                     self.reporter.node_stage(&slot, &stage);
                 }
                 Ok(match self.nodes.run(step).await? {
@@ -641,6 +685,28 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
                 "this kind of step is not carried out by this kiwi-infra release".into(),
             )),
         }
+    }
+
+    /// Why a destructive step must not run, if it must not: its cluster is
+    /// protected (whatever the flags), or `--allow-destroy` was not given.
+    fn held_back(&self, step: &Step) -> Option<String> {
+        if !step.destructive {
+            return None;
+        }
+        if let Some(cluster) = step
+            .cluster
+            .as_ref()
+            .filter(|c| self.settings.protected_clusters.contains(*c))
+        {
+            return Some(format!(
+                "cluster {cluster} is protected (protected = true in the inventory); no \
+                 destructive step runs there"
+            ));
+        }
+        if !self.settings.allow_destroy {
+            return Some(NEEDS_ALLOW_DESTROY.to_string());
+        }
+        None
     }
 
     fn contabo(step: &Step, action: impl Into<String>) -> impl FnOnce(ContaboError) -> ApplyError {
@@ -1208,9 +1274,87 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
                 format!("reinstalling instance {id} ({slot})"),
             ))?;
         self.lock_known().instances.insert(slot.to_string(), id);
+        // The machine boots afresh with a new host key: a connection kept
+        // from before leads nowhere.
+        self.nodes.forget(slot);
         Ok(StepOutcome::Done(format!(
             "reinstall of instance {id} (was {}) started",
             r.status
+        )))
+    }
+
+    // ----- cancellations ----------------------------------------------------
+
+    /// Cancels an instance. Contabo refuses a second cancel (409), so a
+    /// fresh look comes first, and a failed call is followed by another
+    /// look: an answer lost after the cancel took effect is not a failure.
+    async fn cancel(
+        &self,
+        step: &Step,
+        instance: &InstanceRef,
+        monthly_price: Option<crate::inventory::Money>,
+    ) -> Result<StepOutcome, ApplyError> {
+        let slot = instance.name.as_str();
+        let id = match &instance.id {
+            Some(id) => to_api_id(id),
+            None => self.instance_of(&step.id, slot).await?,
+        };
+        let current = self.api.get_instance(id).await.map_err(Self::contabo(
+            step,
+            format!("reading instance {id} ({slot}) before cancelling it"),
+        ))?;
+        if current.display_name != slot {
+            // Renamed since the plan was made: it may be someone else's now.
+            return Err(ApplyError::NotCancelled {
+                step: step.id.clone(),
+                slot: slot.to_string(),
+                instance: id,
+                reason: format!(
+                    "it is now named {:?}; plan again to see what it is",
+                    current.display_name
+                ),
+            });
+        }
+        let (date, how) = match current.cancel_date {
+            Some(date) => (Some(date), "was already cancelled"),
+            None => match self.api.cancel_instance(id).await {
+                Ok(date) => (date, "cancelled"),
+                Err(e) => match self.api.get_instance(id).await {
+                    Ok(i) if i.cancel_date.is_some() => (i.cancel_date, "cancelled"),
+                    _ => {
+                        return Err(ApplyError::Contabo {
+                            step: step.id.clone(),
+                            action: format!("cancelling instance {id} ({slot})"),
+                            source: e,
+                        })
+                    }
+                },
+            },
+        };
+        // An answer without a date: the instance itself says it.
+        let date = match date {
+            Some(d) => Some(d),
+            None => self
+                .api
+                .get_instance(id)
+                .await
+                .ok()
+                .and_then(|i| i.cancel_date),
+        };
+        if let Ok(mut cancelled) = self.cancelled.lock() {
+            cancelled.push(Cancellation {
+                slot: slot.to_string(),
+                instance: id,
+                cancel_date: date,
+                monthly_price,
+            });
+        }
+        let until = date.map_or_else(
+            || "the end of its contract period (Contabo gave no date)".to_string(),
+            |d| d.to_string(),
+        );
+        Ok(StepOutcome::Done(format!(
+            "instance {id} {how}; it runs and is billed until {until}"
         )))
     }
 }

@@ -38,7 +38,16 @@ pub struct FakeState {
     pub create_calls: u32,
     /// Tag and secret creations answered 500 without creating anything.
     pub fail_account_creates: u32,
+    /// Cancels whose answer is lost after they took effect.
+    pub lose_cancel_answers: u32,
+    pub cancel_calls: u32,
 }
+
+/// The end of the contract period the fake reports for every cancel.
+pub const FAKE_CANCEL_DATE: chrono::NaiveDate = match chrono::NaiveDate::from_ymd_opt(2031, 1, 31) {
+    Some(d) => d,
+    None => chrono::NaiveDate::MIN,
+};
 
 #[derive(Debug, Default)]
 pub struct FakeCloud {
@@ -223,11 +232,31 @@ impl CloudApi for FakeCloud {
         Ok(())
     }
 
+    /// As Contabo: the instance keeps running until the end of its
+    /// contract period; a second cancel is a 409.
     async fn cancel_instance(
         &self,
-        _id: InstanceId,
+        id: InstanceId,
     ) -> Result<Option<chrono::NaiveDate>, ContaboError> {
-        panic!("the executor must not cancel anything in this release");
+        let mut s = self.state.lock().unwrap();
+        s.cancel_calls += 1;
+        let lose = s.lose_cancel_answers > 0;
+        if lose {
+            s.lose_cancel_answers -= 1;
+        }
+        let i = s
+            .instances
+            .iter_mut()
+            .find(|i| i.instance_id == id)
+            .ok_or_else(|| api_error("/v1/compute/instances/x/cancel", 404))?;
+        if i.cancel_date.is_some() {
+            return Err(api_error("/v1/compute/instances/x/cancel", 409));
+        }
+        i.cancel_date = Some(FAKE_CANCEL_DATE);
+        if lose {
+            return Err(api_error("/v1/compute/instances/x/cancel", 504));
+        }
+        Ok(Some(FAKE_CANCEL_DATE))
     }
 
     async fn list_tags(&self) -> Result<Vec<Tag>, ContaboError> {

@@ -27,7 +27,10 @@ mod fake;
 mod tests;
 
 pub use error::ApplyError;
-pub use executor::{execute, ApplyInput, ApplyOutcome, ApplySettings, SettleTarget, TaskResult};
+pub use executor::{
+    execute, ApplyInput, ApplyOutcome, ApplySettings, Cancellation, SettleTarget, TaskResult,
+    NEEDS_ALLOW_DESTROY,
+};
 pub use journal::OrderJournal;
 pub use lock::ApplyLock;
 pub use node::{is_node_step, NoNodeAccess, NodeExecutor, NodeStepDone};

@@ -26,6 +26,10 @@ pub trait NodeExecutor: Send + Sync {
     /// Tells the executor a node's address once its instance runs.
     fn learn_address(&self, _node: &str, _ip: &str) {}
 
+    /// Tells the executor a node was reinstalled: any connection it keeps to
+    /// the node is stale (new OS, new host key).
+    fn forget(&self, _node: &str) {}
+
     /// Waits until the node `slot`, which Contabo just reported running at
     /// `address`, answers over SSH with its pinned host key and has finished
     /// its first boot (`RemoteExec::wait_ready`). `Ok(false)` when this

@@ -8,7 +8,7 @@ use std::fmt::Write;
 use crate::plan::{Plan, StepKind, Warning};
 use crate::report::StepOutcome;
 
-use super::executor::ApplyOutcome;
+use super::executor::{ApplyOutcome, NEEDS_ALLOW_DESTROY};
 use super::node::is_node_step;
 
 /// What the re-observation after the apply found.
@@ -70,9 +70,32 @@ fn human_warnings(plan: &Plan) -> Vec<String> {
             Warning::ImageUnresolved { image } => {
                 Some(format!("image {image:?} is not known to Contabo"))
             }
+            // The inventory asks for less than there is, and that is refused
+            // on purpose: not done, and only the operator can change it.
+            Warning::Protected { cluster, skipped } => Some(format!(
+                "cluster {cluster} is protected; held back: {}",
+                skipped.join("; ")
+            )),
+            Warning::BelowQuorum {
+                cluster,
+                servers,
+                wanted,
+                quorum,
+                ..
+            } => Some(format!(
+                "cluster {cluster}: {servers} → {wanted} k3s servers refused (etcd quorum is \
+                 {quorum}); keep {servers} servers in the inventory"
+            )),
             _ => None,
         })
         .collect()
+}
+
+/// True when destructive steps waited for `--allow-destroy`.
+fn needs_allow_destroy(outcome: &ApplyOutcome) -> bool {
+    outcome.results.iter().any(
+        |r| matches!(&r.outcome, StepOutcome::NotCarriedOut(why) if why == NEEDS_ALLOW_DESTROY),
+    )
 }
 
 /// Renders the summary.
@@ -90,6 +113,44 @@ pub fn render(input: &SummaryInput<'_>) -> String {
                 seen.map_or_else(|| "status unknown".to_string(), |i| i.status.to_string());
             let _ = writeln!(out, "  {slot:<34} instance {id:<10} {ip:<15} {status}");
         }
+    }
+
+    if !outcome.cancelled.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nCancelled (each runs, and is billed, until its date):"
+        );
+        let mut saved = crate::inventory::Money::default();
+        let mut unknown = 0;
+        for c in &outcome.cancelled {
+            let until = c
+                .cancel_date
+                .map_or_else(|| "date not reported".to_string(), |d| d.to_string());
+            let price = match c.monthly_price {
+                Some(m) => {
+                    saved.cents += m.cents;
+                    format!("-{m}/month")
+                }
+                None => {
+                    unknown += 1;
+                    "price unknown".to_string()
+                }
+            };
+            let _ = writeln!(
+                out,
+                "  {:<34} instance {:<10} until {until:<10}  {price}",
+                c.slot, c.instance
+            );
+        }
+        let _ = writeln!(
+            out,
+            "  Monthly saving once they stop: {saved}{}",
+            if unknown > 0 {
+                format!(" (+{unknown} of unknown price)")
+            } else {
+                String::new()
+            }
+        );
     }
 
     let failed: Vec<_> = outcome
@@ -146,6 +207,14 @@ pub fn render(input: &SummaryInput<'_>) -> String {
         for (why, ids) in reasons {
             let _ = writeln!(out, "  {} step(s) not carried out: {why}", ids.len());
             let _ = writeln!(out, "    {}", ids.join(", "));
+            if why == NEEDS_ALLOW_DESTROY {
+                let _ = writeln!(
+                    out,
+                    "    (destructive: review them in the plan above, then run `{} \
+                     --allow-destroy`)",
+                    input.apply_command
+                );
+            }
         }
         for r in &skipped {
             if let StepOutcome::Skipped { because } = &r.outcome {
@@ -223,6 +292,11 @@ pub fn render(input: &SummaryInput<'_>) -> String {
     } else if !human.is_empty() || !failed.is_empty() {
         format!(
             "Next: fix what is listed above, then run `{}`",
+            input.apply_command
+        )
+    } else if needs_allow_destroy(outcome) {
+        format!(
+            "Next: review the destructive steps, then run `{} --allow-destroy`",
             input.apply_command
         )
     } else {

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use super::fake::FakeCloud;
+use super::fake::{self, FakeCloud};
 use super::journal::{Event, OrderJournal};
 use super::*;
 use crate::contabo::models::InstanceStatus;
@@ -433,4 +433,257 @@ async fn tags_and_secrets_whose_creation_failed_are_created_after_looking_again(
         .collect();
     assert_eq!(tags.len(), 6, "{tags:?}");
     assert_eq!(fake.state.lock().unwrap().secrets.len(), 1);
+}
+
+// ----- shrinking ---------------------------------------------------------------
+
+/// Node steps as a cluster would take them: each drain and delete is
+/// recorded, in the order they ran, and succeeds.
+#[derive(Default)]
+struct RecordingNodes {
+    ran: std::sync::Mutex<Vec<String>>,
+}
+
+impl NodeExecutor for RecordingNodes {
+    async fn run(&self, step: &crate::plan::Step) -> Result<NodeStepDone, ApplyError> {
+        self.ran.lock().unwrap().push(step.id.0.clone());
+        Ok(NodeStepDone::Done(format!("{} done", step.id)))
+    }
+}
+
+/// An account where every slot of the example inventory exists, plus one
+/// owned Mesh agent no slot wants any more (the pool shrank 2 → 1).
+async fn account_with_one_surplus_agent() -> (FakeCloud, crate::contabo::models::InstanceId) {
+    let fake = FakeCloud::default();
+    let (_dir, j) = journal();
+    let run = apply(&fake, &j, true).await;
+    assert!(run.outcome.all_done());
+    let surplus = fake.add_instance("kiwi-stadtwerke-nord-general-02", InstanceStatus::Running);
+    {
+        let mut s = fake.state.lock().unwrap();
+        let tag = |name: &str| s.tags.iter().find(|t| t.name == name).unwrap().tag_id;
+        let tags = [
+            tag("kiwi-cluster-stadtwerke-nord"),
+            tag("kiwi-class-vps"),
+            tag("kiwi-managed"),
+        ];
+        for t in tags {
+            s.assignments.push((t, surplus));
+        }
+    }
+    (fake, surplus)
+}
+
+async fn shrink(
+    fake: &FakeCloud,
+    settings: &ApplySettings,
+    nodes: &RecordingNodes,
+) -> ApplyOutcome {
+    let d = desired();
+    let observed = observe(fake, &d).await;
+    let plan = plan::plan(&d, &observed, &PlanOptions::default());
+    let (_dir, j) = journal();
+    let input = ApplyInput {
+        settle: Vec::new(),
+        steps: plan.steps,
+        ssh_public_key: d.provider.ssh_public_key.clone(),
+    };
+    execute(
+        fake,
+        nodes,
+        &RecordingReporter::default(),
+        &j,
+        &observed,
+        input,
+        settings,
+    )
+    .await
+}
+
+fn cancel_date_of(
+    fake: &FakeCloud,
+    id: crate::contabo::models::InstanceId,
+) -> Option<chrono::NaiveDate> {
+    fake.instances()
+        .into_iter()
+        .find(|i| i.instance_id == id)
+        .unwrap()
+        .cancel_date
+}
+
+#[tokio::test]
+async fn without_allow_destroy_nothing_is_drained_deleted_or_cancelled() {
+    let (fake, surplus) = account_with_one_surplus_agent().await;
+    let nodes = RecordingNodes::default();
+    let outcome = shrink(&fake, &settings(false), &nodes).await;
+
+    let held: Vec<String> = outcome
+        .results
+        .iter()
+        .filter(|r| r.outcome == StepOutcome::NotCarriedOut(NEEDS_ALLOW_DESTROY.into()))
+        .map(|r| r.id.0.clone())
+        .collect();
+    assert_eq!(
+        held,
+        [
+            "drain:kiwi-stadtwerke-nord-general-02".to_string(),
+            "delete-node:kiwi-stadtwerke-nord-general-02".to_string(),
+            format!("cancel:{surplus}"),
+        ]
+    );
+    assert!(nodes.ran.lock().unwrap().is_empty(), "no node was touched");
+    assert_eq!(fake.state.lock().unwrap().cancel_calls, 0);
+    assert_eq!(cancel_date_of(&fake, surplus), None);
+    let text = summary::render(&summary::SummaryInput {
+        outcome: &outcome,
+        fresh: summary::FreshPlan::Unavailable("not observed in this test".into()),
+        contabo_only: false,
+        apply_command: "kiwi-infra apply".into(),
+    });
+    assert!(
+        text.contains("3 step(s) not carried out: needs --allow-destroy"),
+        "{text}"
+    );
+    assert!(
+        text.contains("`kiwi-infra apply --allow-destroy`"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn with_allow_destroy_the_node_is_drained_deleted_and_its_instance_cancelled() {
+    let (fake, surplus) = account_with_one_surplus_agent().await;
+    let nodes = RecordingNodes::default();
+    let mut s = settings(false);
+    s.allow_destroy = true;
+    let outcome = shrink(&fake, &s, &nodes).await;
+
+    assert!(outcome.all_done(), "{:#?}", outcome.results);
+    assert_eq!(
+        *nodes.ran.lock().unwrap(),
+        [
+            "drain:kiwi-stadtwerke-nord-general-02",
+            "delete-node:kiwi-stadtwerke-nord-general-02"
+        ]
+    );
+    assert_eq!(cancel_date_of(&fake, surplus), Some(fake::FAKE_CANCEL_DATE));
+    assert_eq!(
+        outcome.cancelled,
+        [Cancellation {
+            slot: "kiwi-stadtwerke-nord-general-02".into(),
+            instance: surplus,
+            cancel_date: Some(fake::FAKE_CANCEL_DATE),
+            monthly_price: desired().price("V94"),
+        }]
+    );
+    // Every other instance is untouched.
+    for i in fake.instances() {
+        if i.instance_id != surplus {
+            assert_eq!(i.cancel_date, None, "{}", i.display_name);
+        }
+    }
+    // The fresh plan is empty; the cancelled instance is only a warning.
+    let d = desired();
+    let fresh = plan::plan(&d, &observe(&fake, &d).await, &PlanOptions::default());
+    assert!(fresh.is_empty(), "{:?}", fresh.steps);
+    assert!(fresh.warnings.iter().any(|w| matches!(
+        w,
+        crate::plan::Warning::CancelledInstance { instance, .. } if instance.0 == surplus.0
+    )));
+    let text = summary::render(&summary::SummaryInput {
+        outcome: &outcome,
+        fresh: summary::FreshPlan::Planned(&fresh),
+        contabo_only: false,
+        apply_command: "kiwi-infra apply --allow-destroy".into(),
+    });
+    assert!(text.contains("until 2031-01-31"), "{text}");
+    assert!(text.contains("-€8.49/month"), "{text}");
+    assert!(summary::complete(&summary::SummaryInput {
+        outcome: &outcome,
+        fresh: summary::FreshPlan::Planned(&fresh),
+        contabo_only: false,
+        apply_command: String::new(),
+    }));
+}
+
+#[tokio::test]
+async fn a_protected_cluster_gets_no_destructive_step_even_with_allow_destroy() {
+    let (fake, surplus) = account_with_one_surplus_agent().await;
+    let nodes = RecordingNodes::default();
+    let mut s = settings(false);
+    s.allow_destroy = true;
+    s.protected_clusters.insert("stadtwerke-nord".into());
+    let outcome = shrink(&fake, &s, &nodes).await;
+
+    assert!(nodes.ran.lock().unwrap().is_empty());
+    assert_eq!(cancel_date_of(&fake, surplus), None);
+    for r in &outcome.results {
+        match &r.outcome {
+            StepOutcome::NotCarriedOut(why) => assert!(why.contains("protected"), "{why}"),
+            other => panic!("{} was {other}", r.id),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_cancel_whose_answer_was_lost_is_not_sent_twice() {
+    let (fake, surplus) = account_with_one_surplus_agent().await;
+    fake.state.lock().unwrap().lose_cancel_answers = 1;
+    let nodes = RecordingNodes::default();
+    let mut s = settings(false);
+    s.allow_destroy = true;
+    let outcome = shrink(&fake, &s, &nodes).await;
+
+    assert!(outcome.all_done(), "{:#?}", outcome.results);
+    assert_eq!(fake.state.lock().unwrap().cancel_calls, 1);
+    assert_eq!(cancel_date_of(&fake, surplus), Some(fake::FAKE_CANCEL_DATE));
+    assert_eq!(
+        outcome.cancelled[0].cancel_date,
+        Some(fake::FAKE_CANCEL_DATE)
+    );
+}
+
+#[tokio::test]
+async fn an_instance_cancelled_meanwhile_counts_as_cancelled() {
+    let (fake, surplus) = account_with_one_surplus_agent().await;
+    let nodes = RecordingNodes::default();
+    let d = desired();
+    let observed = observe(&fake, &d).await;
+    let plan = plan::plan(&d, &observed, &PlanOptions::default());
+    // Cancelled in the panel after the plan was made.
+    fake.state
+        .lock()
+        .unwrap()
+        .instances
+        .iter_mut()
+        .find(|i| i.instance_id == surplus)
+        .unwrap()
+        .cancel_date = chrono::NaiveDate::from_ymd_opt(2030, 6, 30);
+    let (_dir, j) = journal();
+    let mut s = settings(false);
+    s.allow_destroy = true;
+    let outcome = execute(
+        &fake,
+        &nodes,
+        &RecordingReporter::default(),
+        &j,
+        &observed,
+        ApplyInput {
+            settle: Vec::new(),
+            steps: plan.steps,
+            ssh_public_key: d.provider.ssh_public_key.clone(),
+        },
+        &s,
+    )
+    .await;
+    assert!(outcome.all_done(), "{:#?}", outcome.results);
+    assert_eq!(
+        fake.state.lock().unwrap().cancel_calls,
+        0,
+        "no second cancel"
+    );
+    assert_eq!(
+        outcome.cancelled[0].cancel_date,
+        chrono::NaiveDate::from_ymd_opt(2030, 6, 30)
+    );
 }

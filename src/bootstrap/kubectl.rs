@@ -75,6 +75,23 @@ impl Kubectl {
             quote(&taint.to_string())
         )
     }
+
+    /// Cordons and drains `node`: evictions respect PodDisruptionBudgets
+    /// (no `--disable-eviction`, no `--force`), DaemonSet pods stay, pods
+    /// with emptyDir volumes are evicted, and it gives up after `timeout`.
+    pub fn drain(self, node: &str, timeout: std::time::Duration) -> String {
+        format!(
+            "{} drain {} --ignore-daemonsets --delete-emptydir-data --timeout={}s",
+            self.prefix(),
+            quote(node),
+            timeout.as_secs().max(1)
+        )
+    }
+
+    /// Deletes the node object `node`.
+    pub fn delete_node(self, node: &str) -> String {
+        format!("{} delete node {}", self.prefix(), quote(node))
+    }
 }
 
 /// Single-quotes a word for a POSIX shell. Names, label keys and values the

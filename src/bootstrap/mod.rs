@@ -1,6 +1,7 @@
 //! Clusters: bootstrapping k3s servers, joining k3s servers and agents and
-//! kubeadm workers or control-plane nodes, and keeping labels and taints
-//! true — over SSH, exactly as `docs/node-contract.md` describes.
+//! kubeadm workers or control-plane nodes, keeping labels and taints true,
+//! and draining and deleting nodes that go — over SSH, exactly as
+//! `docs/node-contract.md` describes.
 //!
 //! [`SshNodeExecutor`] is the [`NodeExecutor`] that `apply` hands node steps
 //! to. It reaches nodes through a [`NodeConnector`] (OpenSSH in production, a
@@ -10,13 +11,13 @@ pub mod k3s;
 pub mod kubeadm;
 pub mod kubectl;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::apply::{ApplyError, NodeExecutor, NodeStepDone};
-use crate::inventory::{ClusterKind, Desired, PoolRole, Taint};
+use crate::inventory::{ClusterKind, Desired, PoolRole, Taint, SERVER_POOL};
 use crate::plan::{K3sJoin, KubeadmJoin, KubeadmRole, Node, Step, StepKind};
 use crate::secret::Secret;
 use crate::ssh::{Output, RemoteCommand, RemoteExec, SshError};
@@ -59,6 +60,9 @@ pub struct BootstrapSettings {
     /// How long a new node may take to answer over SSH and finish its
     /// first boot (package installs on kubeadm nodes take minutes).
     pub first_boot_timeout: Duration,
+    /// Time limit of `kubectl drain` (`--timeout`): a PodDisruptionBudget
+    /// that never allows an eviction fails the drain after this.
+    pub drain_timeout: Duration,
 }
 
 impl Default for BootstrapSettings {
@@ -69,6 +73,7 @@ impl Default for BootstrapSettings {
             install_timeout: Duration::from_secs(900),
             command_timeout: Duration::from_secs(120),
             first_boot_timeout: Duration::from_secs(30 * 60),
+            drain_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -154,6 +159,8 @@ pub struct SshNodeExecutor<C: NodeConnector> {
     /// One connection per node for the whole run (OpenSSH multiplexes
     /// every command over it).
     connections: tokio::sync::Mutex<BTreeMap<String, Arc<C::Exec>>>,
+    /// Nodes whose kept connection must not be used again (reinstalled).
+    stale: Mutex<BTreeSet<String>>,
     tokens: tokio::sync::Mutex<BTreeMap<String, K3sTokens>>,
     settings: BootstrapSettings,
 }
@@ -222,6 +229,7 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
             clusters,
             addresses: Mutex::new(known),
             connections: tokio::sync::Mutex::new(BTreeMap::new()),
+            stale: Mutex::new(BTreeSet::new()),
             tokens: tokio::sync::Mutex::new(BTreeMap::new()),
             settings,
         }
@@ -239,6 +247,9 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
 
     async fn connect(&self, node: &str) -> Result<Arc<C::Exec>, BootstrapError> {
         let mut connections = self.connections.lock().await;
+        if self.stale.lock().is_ok_and(|mut s| s.remove(node)) {
+            connections.remove(node);
+        }
         if let Some(exec) = connections.get(node) {
             return Ok(exec.clone());
         }
@@ -778,6 +789,183 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
     }
 }
 
+/// The prefix of a cluster's k3s server node names.
+fn server_prefix(cluster: &str) -> String {
+    format!("kiwi-{cluster}-{SERVER_POOL}-")
+}
+
+impl<C: NodeConnector> SshNodeExecutor<C> {
+    /// How to reach `cluster` to remove nodes: as for every other step when
+    /// the inventory has it; for a cluster removed from the inventory (a
+    /// customer gone), through its k3s servers, lowest-numbered first, as
+    /// the plan removes the highest-numbered first.
+    fn removal_access(&self, cluster: &str) -> ClusterAccess {
+        if let Some(access) = self.clusters.get(cluster) {
+            return access.clone();
+        }
+        let prefix = server_prefix(cluster);
+        let servers = self
+            .addresses
+            .lock()
+            .map(|a| {
+                a.keys()
+                    .filter(|n| n.starts_with(&prefix))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        ClusterAccess {
+            kubectl: Kubectl::K3s,
+            api_endpoint: None,
+            control_nodes: servers,
+        }
+    }
+
+    /// The first control node that lists the cluster's nodes, with the
+    /// list. The node being removed is asked last: it is the only choice
+    /// only when it is the last server of a cluster that goes entirely.
+    async fn control_for_removal(
+        &self,
+        cluster: &str,
+        access: &ClusterAccess,
+        removing: &str,
+    ) -> Result<(Arc<C::Exec>, Vec<Node>), BootstrapError> {
+        let mut candidates: Vec<&String> = access
+            .control_nodes
+            .iter()
+            .filter(|c| c.as_str() != removing)
+            .collect();
+        candidates.extend(access.control_nodes.iter().filter(|c| *c == removing));
+        let mut tried = Vec::new();
+        for control in candidates {
+            let listed = match self.connect(control).await {
+                Ok(exec) => self
+                    .run(
+                        &exec,
+                        &access.kubectl.get_nodes(),
+                        self.settings.command_timeout,
+                        &[],
+                    )
+                    .await
+                    .map(|out| (exec, out)),
+                Err(e) => Err(e),
+            };
+            match listed {
+                Ok((exec, out)) => {
+                    let nodes = kubectl::parse_node_list(&out.stdout).map_err(|what| {
+                        BootstrapError::Protocol {
+                            node: control.clone(),
+                            what,
+                        }
+                    })?;
+                    return Ok((exec, nodes));
+                }
+                Err(e) => {
+                    tracing::debug!(%control, error = %e, "control node does not answer");
+                    tried.push(control.clone());
+                }
+            }
+        }
+        Err(BootstrapError::NoControlNode {
+            cluster: cluster.to_string(),
+            tried: tried.join(", "),
+        })
+    }
+
+    /// Cordons and drains `node` through a control node; a node that is
+    /// not in the cluster (any more) is left as it is.
+    async fn drain_node(&self, cluster: &str, node: &str) -> Result<String, BootstrapError> {
+        let access = self.removal_access(cluster);
+        let (via, nodes) = self.control_for_removal(cluster, &access, node).await?;
+        if !nodes.iter().any(|n| n.name.0 == node) {
+            return Ok(format!(
+                "{node} is not a node of cluster {cluster}; nothing to drain"
+            ));
+        }
+        let timeout = self.settings.drain_timeout;
+        self.run(
+            &via,
+            &access.kubectl.drain(node, timeout),
+            timeout + self.settings.command_timeout,
+            &[],
+        )
+        .await?;
+        Ok(format!(
+            "{node} cordoned and drained (through {})",
+            via.node()
+        ))
+    }
+
+    /// Deletes the node object of `node` (for a k3s server, k3s removes its
+    /// etcd member with it), then disables its service on the node itself,
+    /// so that it cannot register again, not even after a reboot before its
+    /// instance stops. The last server of a k3s cluster is not deleted
+    /// while other nodes (agents) still point at it.
+    async fn delete_node(&self, cluster: &str, node: &str) -> Result<String, BootstrapError> {
+        let access = self.removal_access(cluster);
+        let (via, nodes) = self.control_for_removal(cluster, &access, node).await?;
+        let is_server = node.starts_with(&server_prefix(cluster));
+        if access.kubectl == Kubectl::K3s && is_server {
+            let prefix = server_prefix(cluster);
+            let others: Vec<&str> = nodes
+                .iter()
+                .map(|n| n.name.0.as_str())
+                .filter(|n| *n != node)
+                .collect();
+            if !others.is_empty() && !others.iter().any(|n| n.starts_with(&prefix)) {
+                return Err(BootstrapError::Protocol {
+                    node: node.to_string(),
+                    what: format!(
+                        "is the last k3s server of cluster {cluster} and {} still point at it; \
+                         not deleted (remove those first)",
+                        others.join(", ")
+                    ),
+                });
+            }
+        }
+        let deleted = if nodes.iter().any(|n| n.name.0 == node) {
+            self.run(
+                &via,
+                &access.kubectl.delete_node(node),
+                self.settings.command_timeout,
+                &[],
+            )
+            .await?;
+            format!("node {node} deleted (through {})", via.node())
+        } else {
+            format!("{node} is not a node of cluster {cluster} (any more)")
+        };
+        let unit = match access.kubectl {
+            Kubectl::K3s if is_server => "k3s",
+            Kubectl::K3s => "k3s-agent",
+            Kubectl::Kubeadm => "kubelet",
+        };
+        let stopped = self.disable_service(node, unit).await;
+        Ok(format!("{deleted}; {stopped}"))
+    }
+
+    /// `systemctl disable --now UNIT` on the node, if it answers. Its
+    /// instance is being cancelled, so failing here fails nothing: the
+    /// outcome says what happened.
+    async fn disable_service(&self, node: &str, unit: &str) -> String {
+        let command = format!("sudo systemctl disable --now {unit}");
+        let result = match self.connect(node).await {
+            Ok(exec) => self
+                .run(&exec, &command, self.settings.command_timeout, &[])
+                .await
+                .map(drop),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => format!("{unit} stopped and disabled on {node}"),
+            Err(e) => {
+                tracing::warn!(%node, error = %e, "could not stop the node's service");
+                format!("{unit} not stopped on {node}, which does not answer ({e})")
+            }
+        }
+    }
+}
+
 /// One label or taint change.
 #[derive(Debug)]
 enum Change<'a> {
@@ -855,10 +1043,16 @@ impl<C: NodeConnector> NodeExecutor for SshNodeExecutor<C> {
                 self.change_node(&cluster, &node.0, &Change::RemoveTaint(taint))
                     .await
             }
-            _ => {
+            StepKind::DrainNode { node } => self.drain_node(&cluster, &node.0).await,
+            StepKind::DeleteNode { node } => self.delete_node(&cluster, &node.0).await,
+            StepKind::EnsureSecret { .. }
+            | StepKind::EnsureTag { .. }
+            | StepKind::OrderInstance(_)
+            | StepKind::AssignTag { .. }
+            | StepKind::ReinstallInstance(_)
+            | StepKind::CancelInstance { .. } => {
                 return Ok(NodeStepDone::NotCarriedOut(
-                    "draining and deleting nodes come with --allow-destroy in a later release"
-                        .into(),
+                    "not a node step; the Contabo side carries it out".into(),
                 ))
             }
         };
@@ -883,6 +1077,12 @@ impl<C: NodeConnector> NodeExecutor for SshNodeExecutor<C> {
                 source,
             })?;
         Ok(true)
+    }
+
+    fn forget(&self, node: &str) {
+        if let Ok(mut stale) = self.stale.lock() {
+            stale.insert(node.to_string());
+        }
     }
 
     fn learn_address(&self, node: &str, ip: &str) {
@@ -950,6 +1150,221 @@ mod tests {
             &[&token],
         );
         assert_eq!(shown, "join failed: token *** rejected");
+    }
+
+    // ----- removal, against fake nodes sharing one fake cluster ---------------
+
+    use crate::ssh::fake::Refusal;
+    use crate::ssh::FakeRemote;
+    use std::collections::BTreeSet;
+
+    /// Connects to fake nodes by name.
+    struct FakeNodes(BTreeMap<String, FakeRemote>);
+
+    impl NodeConnector for FakeNodes {
+        type Exec = FakeRemote;
+
+        async fn connect(&self, node: &str, _address: &str) -> Result<FakeRemote, SshError> {
+            Ok(self.0[node].clone())
+        }
+
+        async fn wait_ready(
+            &self,
+            _node: &str,
+            _address: &str,
+            _deadline: tokio::time::Instant,
+        ) -> Result<(), SshError> {
+            Ok(())
+        }
+    }
+
+    fn ok(stdout: String) -> Output {
+        Output {
+            status: Some(0),
+            stdout,
+            stderr: String::new(),
+        }
+    }
+
+    /// A node of a fake k3s cluster whose members are `cluster`: servers
+    /// answer `get nodes`, `drain` and `delete node`; every node answers
+    /// `systemctl disable --now`, which takes it out of `running`.
+    fn fake_node(
+        name: &str,
+        server: bool,
+        cluster: &Arc<Mutex<BTreeSet<String>>>,
+        running: &Arc<Mutex<BTreeSet<String>>>,
+    ) -> FakeRemote {
+        let cluster = cluster.clone();
+        let running = running.clone();
+        let me = name.to_string();
+        running.lock().unwrap().insert(me.clone());
+        FakeRemote::new(name).with_handler(move |command, _, _| {
+            let words: Vec<&str> = command.split_whitespace().collect();
+            match words.as_slice() {
+                ["sudo", "k3s", "kubectl", "get", "nodes", ..] if server => {
+                    let items: Vec<String> = cluster
+                        .lock()
+                        .unwrap()
+                        .iter()
+                        .map(|n| {
+                            format!(
+                                r#"{{"metadata":{{"name":"{n}"}},"status":{{"conditions":[{{"type":"Ready","status":"True"}}]}}}}"#
+                            )
+                        })
+                        .collect();
+                    ok(format!(r#"{{"kind":"NodeList","items":[{}]}}"#, items.join(",")))
+                }
+                ["sudo", "k3s", "kubectl", "drain", _, ..] if server => ok(String::new()),
+                ["sudo", "k3s", "kubectl", "delete", "node", n] if server => {
+                    cluster.lock().unwrap().remove(*n);
+                    ok(String::new())
+                }
+                ["sudo", "systemctl", "disable", "--now", _] => {
+                    running.lock().unwrap().remove(&me);
+                    ok(String::new())
+                }
+                _ => Output {
+                    status: Some(127),
+                    stdout: String::new(),
+                    stderr: format!("no handler for {command}"),
+                },
+            }
+        })
+    }
+
+    struct FakeWorld {
+        executor: SshNodeExecutor<FakeNodes>,
+        nodes: BTreeMap<String, FakeRemote>,
+        cluster: Arc<Mutex<BTreeSet<String>>>,
+        running: Arc<Mutex<BTreeSet<String>>>,
+    }
+
+    /// A customer `oldco` that is no longer in the inventory: one server
+    /// and one agent, both nodes of its cluster.
+    fn removed_customer() -> FakeWorld {
+        let cluster = Arc::new(Mutex::new(BTreeSet::new()));
+        let running = Arc::new(Mutex::new(BTreeSet::new()));
+        let mut nodes = BTreeMap::new();
+        let mut addresses = BTreeMap::new();
+        for (i, (name, server)) in [
+            ("kiwi-oldco-server-01", true),
+            ("kiwi-oldco-general-01", false),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            cluster.lock().unwrap().insert(name.to_string());
+            nodes.insert(
+                name.to_string(),
+                fake_node(name, server, &cluster, &running),
+            );
+            addresses.insert(name.to_string(), format!("127.0.9.{}", i + 1));
+        }
+        let desired = crate::inventory::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("inventory"),
+        )
+        .unwrap();
+        let executor = SshNodeExecutor::new(
+            FakeNodes(nodes.clone()),
+            &desired,
+            addresses,
+            BootstrapSettings::default(),
+        );
+        FakeWorld {
+            executor,
+            nodes,
+            cluster,
+            running,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_last_server_is_not_deleted_while_an_agent_points_at_it() {
+        let w = removed_customer();
+        let refused = w
+            .executor
+            .delete_node("oldco", "kiwi-oldco-server-01")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("kiwi-oldco-general-01 still point at it"),
+            "{refused}"
+        );
+        assert!(w.cluster.lock().unwrap().contains("kiwi-oldco-server-01"));
+        assert!(w.running.lock().unwrap().contains("kiwi-oldco-server-01"));
+
+        // The agent first (drained and deleted through the server), then the
+        // server, through itself: it is the only one left.
+        w.executor
+            .drain_node("oldco", "kiwi-oldco-general-01")
+            .await
+            .unwrap();
+        let done = w
+            .executor
+            .delete_node("oldco", "kiwi-oldco-general-01")
+            .await
+            .unwrap();
+        assert!(done.contains("k3s-agent stopped and disabled"), "{done}");
+        w.executor
+            .delete_node("oldco", "kiwi-oldco-server-01")
+            .await
+            .unwrap();
+        assert!(w.cluster.lock().unwrap().is_empty());
+        assert!(
+            w.running.lock().unwrap().is_empty(),
+            "no service left to re-register"
+        );
+        let history = w.nodes["kiwi-oldco-server-01"].history();
+        assert!(
+            history.contains(
+                &"sudo k3s kubectl drain kiwi-oldco-general-01 --ignore-daemonsets \
+                  --delete-emptydir-data --timeout=300s"
+                    .to_string()
+            ),
+            "{history:?}"
+        );
+        assert!(history.contains(&"sudo systemctl disable --now k3s".to_string()));
+    }
+
+    #[tokio::test]
+    async fn a_node_already_gone_is_neither_drained_nor_deleted_again() {
+        let w = removed_customer();
+        w.cluster.lock().unwrap().remove("kiwi-oldco-general-01");
+        let drained = w
+            .executor
+            .drain_node("oldco", "kiwi-oldco-general-01")
+            .await
+            .unwrap();
+        assert!(drained.contains("nothing to drain"), "{drained}");
+        // Its service is still stopped: a rerun after a crash between the
+        // delete and the stop finishes the job.
+        w.executor
+            .delete_node("oldco", "kiwi-oldco-general-01")
+            .await
+            .unwrap();
+        let history = w.nodes["kiwi-oldco-server-01"].history();
+        assert!(
+            !history
+                .iter()
+                .any(|c| c.contains(" drain ") || c.contains(" delete ")),
+            "{history:?}"
+        );
+        assert!(!w.running.lock().unwrap().contains("kiwi-oldco-general-01"));
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_node_is_still_deleted_from_its_cluster() {
+        let w = removed_customer();
+        w.nodes["kiwi-oldco-general-01"].refuse(Some(Refusal::Unreachable));
+        let done = w
+            .executor
+            .delete_node("oldco", "kiwi-oldco-general-01")
+            .await
+            .unwrap();
+        assert!(done.contains("k3s-agent not stopped"), "{done}");
+        assert!(!w.cluster.lock().unwrap().contains("kiwi-oldco-general-01"));
     }
 
     #[test]

@@ -94,6 +94,10 @@ pub(super) async fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<ExitCod
         print!("{}", plan::render_human(&plan, &render));
     }
     if runnable == 0 && settle.is_empty() {
+        if plan.warnings.iter().any(plan::Warning::holds_back) {
+            println!("\nNothing was changed; the warnings above say what is held back and why.");
+            return Ok(ExitCode::from(EXIT_INCOMPLETE));
+        }
         if args.contabo_only && !steps.is_empty() {
             println!(
                 "\nNothing to do on the Contabo side ({} node step(s) left for later).",
@@ -113,6 +117,13 @@ pub(super) async fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<ExitCod
 
     let mut apply_settings = ApplySettings::production(client.trace_id().to_string());
     apply_settings.contabo_only = args.contabo_only;
+    apply_settings.allow_destroy = args.choices.allow_destroy;
+    apply_settings.protected_clusters = desired
+        .clusters
+        .iter()
+        .filter(|c| c.protected)
+        .map(|c| c.name.clone())
+        .collect();
     apply_settings.known_hosts = Some(crate::ssh::KnownHosts::path_in(&global.inventory));
     tune_from_env(&mut apply_settings);
     let reporter = CliReporter::new(global.quiet);
@@ -233,6 +244,9 @@ fn apply_command(global: &GlobalArgs, args: &ApplyArgs) -> String {
     }
     if args.choices.adopt {
         command.push_str(" --adopt");
+    }
+    if args.choices.allow_destroy {
+        command.push_str(" --allow-destroy");
     }
     command
 }

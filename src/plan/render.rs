@@ -63,7 +63,10 @@ pub fn render_human(plan: &Plan, options: &RenderOptions) -> String {
         }
         out.push('\n');
     }
-    if plan.is_empty() {
+    let held_back = plan.warnings.iter().any(Warning::holds_back);
+    if plan.is_empty() && held_back {
+        out.push_str("No changes can be made; the warnings above say what is held back.\n");
+    } else if plan.is_empty() {
         out.push_str("No changes. The inventory matches Contabo.\n");
     } else {
         let _ = writeln!(
@@ -368,7 +371,15 @@ impl Renderer {
                     |m: Money| format!("-{m}/month"),
                 );
                 self.line(out, '-', &format!("cancel {}{id}", instance.name), step);
-                self.detail(out, &format!("{product} ({name}), {price}"));
+                // The API tells the date only in its answer to the cancel:
+                // until then all that is known is the contract's rule.
+                self.detail(
+                    out,
+                    &format!(
+                        "{product} ({name}), {price}; runs and is billed until the end of its \
+                         contract period"
+                    ),
+                );
             }
         }
         1
@@ -424,6 +435,10 @@ fn warning(w: &Warning) -> String {
         ),
         Warning::Protected { cluster, skipped } => format!(
             "cluster {cluster} is protected; not planned: {}.",
+            skipped.join("; ")
+        ),
+        Warning::BelowQuorum { cluster, servers, wanted, quorum, skipped } => format!(
+            "cluster {cluster}: going from {servers} to {wanted} k3s server(s) would drop below etcd quorum ({quorum} of {servers}); refused, not planned: {}. Keep {servers} servers (or remove the whole customer).",
             skipped.join("; ")
         ),
         Warning::NoServerToJoin { cluster, node } => format!(

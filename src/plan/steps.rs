@@ -390,6 +390,20 @@ pub enum Warning {
         /// What was not planned, one entry per node.
         skipped: Vec<String>,
     },
+    /// Removing k3s servers was refused: fewer would be left than the etcd
+    /// quorum of the servers there are now. Nothing of it is planned.
+    BelowQuorum {
+        /// Cluster.
+        cluster: String,
+        /// Servers there are now.
+        servers: u32,
+        /// Servers the inventory asks for.
+        wanted: u32,
+        /// The etcd quorum of `servers`.
+        quorum: u32,
+        /// What was not planned, one entry per server.
+        skipped: Vec<String>,
+    },
     /// A node cannot join because its cluster has no server to join.
     NoServerToJoin {
         /// Cluster.
@@ -404,6 +418,17 @@ pub enum Warning {
         /// Node.
         node: NodeName,
     },
+}
+
+impl Warning {
+    /// True for a change the inventory asks for that is refused on purpose
+    /// (a protected cluster, etcd quorum): not planned, and not done.
+    pub fn holds_back(&self) -> bool {
+        matches!(
+            self,
+            Warning::Protected { .. } | Warning::BelowQuorum { .. }
+        )
+    }
 }
 
 /// Counts and monthly cost of a plan. Money is in cents.
