@@ -8,210 +8,68 @@
 #![allow(clippy::unwrap_used)]
 
 mod apply_support;
+mod cluster_support;
 
-use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
-use apply_support::{inventory_copy, run, slot_names, text};
-use kiwi_mocks::contabo::{spawn, IpRange, MockConfig, MockHandle};
-use kiwi_mocks::nodes::{default_standin_binary, NodeSimulator, NodesConfig, StaticNode};
+use apply_support::{run, slot_names, text};
+use cluster_support::{label, ready, world, World, K3S, KUBEADM};
 use serde_json::Value;
 
-const CONTROL_PLANE: [&str; 3] = ["kiwi-core-cp-01", "kiwi-core-cp-02", "kiwi-core-cp-03"];
-
-struct World {
-    mock: MockHandle,
-    sim: NodeSimulator,
-    _dir: tempfile::TempDir,
-    inventory: PathBuf,
-    identity: PathBuf,
-}
-
-/// An operator key pair, made with ssh-keygen.
-fn operator_key(dir: &Path) -> (PathBuf, String) {
-    let key = dir.join("operator");
-    let ok = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "ops@test", "-f"])
-        .arg(&key)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "ssh-keygen failed");
-    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
-    (key, public.trim().to_string())
-}
-
-/// The example inventory (its Core control plane on 127.0.31.x, see
-/// `inventory_copy`), with simulated nodes there and the operator key
-/// replaced by the test's.
-/// Tests run in parallel, so each `lane` gets its own addresses: the
-/// control plane on 127.0.(35+lane).x, instances on 127.0.(45+lane).x.
-async fn world(lane: u8) -> World {
-    let (dir, inventory) = inventory_copy();
-    let (identity, public) = operator_key(dir.path());
-    let main = inventory.join("kiwi.toml");
-    let mut text = std::fs::read_to_string(&main).unwrap();
-    let old_key = text
-        .lines()
-        .find(|l| l.starts_with("ssh_public_key"))
-        .unwrap()
-        .to_string();
-    text = text.replace(&old_key, &format!("ssh_public_key = \"{public}\""));
-    text = text.replace("127.0.31.", &format!("127.0.{}.", 35 + lane));
-    std::fs::write(&main, text).unwrap();
-
-    let mock = spawn(MockConfig {
-        provisioning_delay: Duration::from_millis(100),
-        installing_delay: Duration::from_millis(100),
-        ip_range: IpRange {
-            first: Ipv4Addr::new(127, 0, 45 + lane, 2),
-            last: Ipv4Addr::new(127, 0, 45 + lane, 254),
-            prefix: 24,
-            gateway: Ipv4Addr::new(127, 0, 45 + lane, 1),
-        },
-        ..MockConfig::default()
-    })
-    .await
-    .unwrap();
-    let standin = default_standin_binary()
-        .expect("kiwi-node-standin is built with the workspace (cargo test --workspace)");
-    let mut sim = NodeSimulator::start(NodesConfig::new(dir.path().join("nodes"), standin))
-        .await
-        .unwrap();
-    sim.attach(&mock);
-    let mut known_hosts = String::new();
-    for (i, name) in (1u8..).zip(CONTROL_PLANE) {
-        let key = sim
-            .add_static_node(StaticNode {
-                name: name.into(),
-                ip: Ipv4Addr::new(127, 0, 35 + lane, i),
-                user: "kiwi".into(),
-                authorized_keys: vec![public.clone()],
-                host_key: None,
-            })
-            .await
-            .unwrap();
-        // The operator verified these keys when the control plane was built.
-        known_hosts.push_str(&format!("{name} {key}\n"));
-    }
-    std::fs::write(inventory.join("known_hosts"), known_hosts).unwrap();
-    let control_plane: Vec<(String, Ipv4Addr)> = (1u8..)
-        .zip(CONTROL_PLANE)
-        .map(|(i, name)| (name.to_string(), Ipv4Addr::new(127, 0, 35 + lane, i)))
-        .collect();
-    // The third control-plane machine is a replacement that was never
-    // joined: kiwi-infra must join it as a control-plane node.
-    sim.form_control_plane(&control_plane[..2]).await.unwrap();
-    World {
-        mock,
-        sim,
-        _dir: dir,
-        inventory,
-        identity,
-    }
-}
-
-impl World {
-    fn kiwi(&self, args: &[&str]) -> Command {
-        let mut cmd = apply_support::command(&self.mock, &self.inventory, args);
-        cmd.env("KIWI_SSH_IDENTITY", &self.identity)
-            .env("KIWI_NODE_READY_SECS", "90")
-            .env("KIWI_NODE_POLL_MS", "300");
-        cmd
-    }
-
-    /// Everything secret this run used: API credentials, the k3s tokens
-    /// (read from the servers), and every node's host private key (from
-    /// the user data the mock received). None may appear in `out`.
-    async fn assert_no_secret_in(&self, out: &std::process::Output) {
-        let c = self.mock.credentials();
-        let mut secrets = vec![c.client_secret, c.password];
-        for server in [
-            "kiwi-stadtwerke-nord-server-01",
-            "kiwi-praxis-lindner-server-01",
-        ] {
-            for file in ["token", "agent-token"] {
-                let read = self
-                    .sim
-                    .exec(server, &format!("cat /var/lib/rancher/k3s/server/{file}"))
-                    .await
-                    .unwrap();
-                let token = read.stdout.trim().to_string();
-                assert!(token.starts_with("K10"), "{server} {file}: {token}");
-                // The whole token and its password part.
-                secrets.push(token.rsplit(':').next().unwrap().to_string());
-                secrets.push(token);
-            }
+/// Everything secret this run used: API credentials, the k3s tokens (read
+/// from the servers), and every node's host private key (from the user data
+/// the mock received). None may appear in `out`.
+async fn assert_no_secret_in(w: &World, out: &std::process::Output) {
+    let c = w.mock.credentials();
+    let mut secrets = vec![c.client_secret, c.password];
+    for server in [
+        "kiwi-stadtwerke-nord-server-01",
+        "kiwi-praxis-lindner-server-01",
+    ] {
+        for file in ["token", "agent-token"] {
+            let read = w
+                .sim
+                .exec(server, &format!("cat /var/lib/rancher/k3s/server/{file}"))
+                .await
+                .unwrap();
+            let token = read.stdout.trim().to_string();
+            assert!(token.starts_with("K10"), "{server} {file}: {token}");
+            // The whole token and its password part.
+            secrets.push(token.rsplit(':').next().unwrap().to_string());
+            secrets.push(token);
         }
-        for instance in self.mock.instances() {
-            let user_data = instance.user_data.unwrap_or_default();
-            let key: Vec<&str> = user_data
-                .lines()
-                .map(str::trim)
-                .skip_while(|l| !l.contains("BEGIN OPENSSH PRIVATE KEY"))
-                .skip(1)
-                .take_while(|l| !l.contains("END OPENSSH PRIVATE KEY"))
-                .collect();
-            assert!(!key.is_empty(), "{} has a host key", instance.display_name);
-            secrets.extend(key.iter().map(|l| l.to_string()));
-        }
-        let printed = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+    }
+    for instance in w.mock.instances() {
+        let user_data = instance.user_data.unwrap_or_default();
+        let key: Vec<&str> = user_data
+            .lines()
+            .map(str::trim)
+            .skip_while(|l| !l.contains("BEGIN OPENSSH PRIVATE KEY"))
+            .skip(1)
+            .take_while(|l| !l.contains("END OPENSSH PRIVATE KEY"))
+            .collect();
+        assert!(!key.is_empty(), "{} has a host key", instance.display_name);
+        secrets.extend(key.iter().map(|l| l.to_string()));
+    }
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(printed.len() > 10_000, "trace logging printed little");
+    for secret in secrets.iter().filter(|s| s.len() >= 8) {
+        assert!(
+            !printed.contains(secret.as_str()),
+            "a secret was printed: {secret:.12}…"
         );
-        assert!(printed.len() > 10_000, "trace logging printed little");
-        for secret in secrets.iter().filter(|s| s.len() >= 8) {
-            assert!(
-                !printed.contains(secret.as_str()),
-                "a secret was printed: {secret:.12}…"
-            );
-        }
-        let journal = std::fs::read_to_string(self.inventory.join(".kiwi/orders.jsonl")).unwrap();
-        for secret in secrets.iter().filter(|s| s.len() >= 8) {
-            assert!(
-                !journal.contains(secret.as_str()),
-                "a secret is in the journal"
-            );
-        }
     }
-
-    /// `kubectl get nodes -o json` on a control node, as name → node JSON.
-    async fn nodes(&self, control: &str, kubectl: &str) -> BTreeMap<String, Value> {
-        let out = self
-            .sim
-            .exec(control, &format!("{kubectl} get nodes -o json"))
-            .await
-            .unwrap();
-        assert_eq!(out.code, 0, "{}", out.stderr);
-        let list: Value = serde_json::from_str(&out.stdout).unwrap();
-        list["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| {
-                (
-                    n["metadata"]["name"].as_str().unwrap().to_string(),
-                    n.clone(),
-                )
-            })
-            .collect()
+    let journal = std::fs::read_to_string(w.inventory.join(".kiwi/orders.jsonl")).unwrap();
+    for secret in secrets.iter().filter(|s| s.len() >= 8) {
+        assert!(
+            !journal.contains(secret.as_str()),
+            "a secret is in the journal"
+        );
     }
-}
-
-fn ready(node: &Value) -> bool {
-    node["status"]["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|c| c["type"] == "Ready" && c["status"] == "True")
-}
-
-fn label<'a>(node: &'a Value, key: &str) -> Option<&'a str> {
-    node["metadata"]["labels"][key].as_str()
 }
 
 fn taints(node: &Value) -> Vec<String> {
@@ -232,18 +90,15 @@ fn taints(node: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-const K3S: &str = "k3s kubectl";
-const KUBEADM: &str = "kubectl --kubeconfig /etc/kubernetes/admin.conf";
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_apply_builds_every_cluster_and_keeps_labels_true() {
-    let w = world(0).await;
+    let w = world(35, 45, 2).await;
 
     let mut first = w.kiwi(&["-vvv", "apply", "--auto-approve"]);
     first.env("RUST_LOG", "trace");
     let out = run(first).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    w.assert_no_secret_in(&out).await;
+    assert_no_secret_in(&w, &out).await;
 
     // Every node of every cluster is Ready with its class and labels.
     let expected = slot_names();
@@ -423,7 +278,7 @@ async fn one_apply_builds_every_cluster_and_keeps_labels_true() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_presenting_another_host_key_is_refused_and_nothing_runs_on_it() {
-    let w = world(1).await;
+    let w = world(36, 46, 2).await;
     let out = run(w.kiwi(&["apply", "--auto-approve"])).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 

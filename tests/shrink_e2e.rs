@@ -13,174 +13,35 @@
 
 mod apply_support;
 
-use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::Duration;
+mod cluster_support;
 
-use apply_support::{inventory_copy, run, text};
-use kiwi_mocks::contabo::{spawn, IpRange, MockConfig, MockHandle};
-use kiwi_mocks::nodes::{default_standin_binary, NodeSimulator, NodesConfig, StaticNode};
+use std::collections::BTreeMap;
+use std::process::Output;
+
+use apply_support::{run, text};
+use cluster_support::{ready, world, World, K3S, KUBEADM};
 use serde_json::Value;
 
-const CONTROL_PLANE: [&str; 3] = ["kiwi-core-cp-01", "kiwi-core-cp-02", "kiwi-core-cp-03"];
-const K3S: &str = "k3s kubectl";
-const KUBEADM: &str = "kubectl --kubeconfig /etc/kubernetes/admin.conf";
 const MESH: &str = "stadtwerke-nord";
 const MESH_SERVER: &str = "kiwi-stadtwerke-nord-server-01";
 const FLEET_SERVER: &str = "kiwi-praxis-lindner-server-01";
 
-struct World {
-    mock: MockHandle,
-    sim: NodeSimulator,
-    _dir: tempfile::TempDir,
-    inventory: PathBuf,
-    identity: PathBuf,
+/// Display name → cancel date of every instance at the mock.
+fn cancel_dates(w: &World) -> BTreeMap<String, Option<chrono::NaiveDate>> {
+    w.mock
+        .instances()
+        .into_iter()
+        .map(|i| (i.display_name, i.cancel_date))
+        .collect()
 }
 
-fn operator_key(dir: &Path) -> (PathBuf, String) {
-    let key = dir.join("operator");
-    let ok = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "ops@test", "-f"])
-        .arg(&key)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "ssh-keygen failed");
-    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
-    (key, public.trim().to_string())
-}
-
-/// The example inventory with the test's operator key, simulated nodes for
-/// the Core control plane (formed already, as the operator built it), and `lane`'s
-/// addresses (see the module docs).
-async fn world(lane: u8) -> World {
-    let (dir, inventory) = inventory_copy();
-    let (identity, public) = operator_key(dir.path());
-    let main = inventory.join("kiwi.toml");
-    let mut text = std::fs::read_to_string(&main).unwrap();
-    let old_key = text
-        .lines()
-        .find(|l| l.starts_with("ssh_public_key"))
-        .unwrap()
-        .to_string();
-    text = text.replace(&old_key, &format!("ssh_public_key = \"{public}\""));
-    text = text.replace("127.0.31.", &format!("127.0.{}.", 33 + lane));
-    std::fs::write(&main, text).unwrap();
-
-    let mock = spawn(MockConfig {
-        provisioning_delay: Duration::from_millis(100),
-        installing_delay: Duration::from_millis(100),
-        ip_range: IpRange {
-            first: Ipv4Addr::new(127, 0, 43 + lane, 2),
-            last: Ipv4Addr::new(127, 0, 43 + lane, 254),
-            prefix: 24,
-            gateway: Ipv4Addr::new(127, 0, 43 + lane, 1),
-        },
-        ..MockConfig::default()
-    })
-    .await
-    .unwrap();
-    let standin = default_standin_binary()
-        .expect("kiwi-node-standin is built with the workspace (cargo test --workspace)");
-    let mut sim = NodeSimulator::start(NodesConfig::new(dir.path().join("nodes"), standin))
+async fn unit_state(w: &World, node: &str, unit: &str) -> String {
+    let out = w
+        .sim
+        .exec(node, &format!("systemctl is-active {unit}"))
         .await
         .unwrap();
-    sim.attach(&mock);
-    let mut known_hosts = String::new();
-    for (i, name) in (1u8..).zip(CONTROL_PLANE) {
-        let key = sim
-            .add_static_node(StaticNode {
-                name: name.into(),
-                ip: Ipv4Addr::new(127, 0, 33 + lane, i),
-                user: "kiwi".into(),
-                authorized_keys: vec![public.clone()],
-                host_key: None,
-            })
-            .await
-            .unwrap();
-        known_hosts.push_str(&format!("{name} {key}\n"));
-    }
-    std::fs::write(inventory.join("known_hosts"), known_hosts).unwrap();
-    let control_plane: Vec<(String, Ipv4Addr)> = (1u8..)
-        .zip(CONTROL_PLANE)
-        .map(|(i, name)| (name.to_string(), Ipv4Addr::new(127, 0, 33 + lane, i)))
-        .collect();
-    sim.form_control_plane(&control_plane).await.unwrap();
-    World {
-        mock,
-        sim,
-        _dir: dir,
-        inventory,
-        identity,
-    }
-}
-
-impl World {
-    fn kiwi(&self, args: &[&str]) -> Command {
-        let mut cmd = apply_support::command(&self.mock, &self.inventory, args);
-        cmd.env("KIWI_SSH_IDENTITY", &self.identity)
-            .env("KIWI_NODE_READY_SECS", "90")
-            .env("KIWI_NODE_POLL_MS", "300");
-        cmd
-    }
-
-    /// Replaces `from` (which must be there) by `to` in an inventory file.
-    fn edit(&self, file: &str, from: &str, to: &str) {
-        let path = self.inventory.join(file);
-        let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.contains(from), "{file} has no {from:?}:\n{text}");
-        std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
-    }
-
-    /// `kubectl get nodes -o json` on a control node, as name → node JSON.
-    async fn nodes(&self, control: &str, kubectl: &str) -> BTreeMap<String, Value> {
-        let out = self
-            .sim
-            .exec(control, &format!("{kubectl} get nodes -o json"))
-            .await
-            .unwrap();
-        assert_eq!(out.code, 0, "{}", out.stderr);
-        let list: Value = serde_json::from_str(&out.stdout).unwrap();
-        list["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| {
-                (
-                    n["metadata"]["name"].as_str().unwrap().to_string(),
-                    n.clone(),
-                )
-            })
-            .collect()
-    }
-
-    /// Display name → cancel date of every instance at the mock.
-    fn cancel_dates(&self) -> BTreeMap<String, Option<chrono::NaiveDate>> {
-        self.mock
-            .instances()
-            .into_iter()
-            .map(|i| (i.display_name, i.cancel_date))
-            .collect()
-    }
-
-    async fn unit_state(&self, node: &str, unit: &str) -> String {
-        let out = self
-            .sim
-            .exec(node, &format!("systemctl is-active {unit}"))
-            .await
-            .unwrap();
-        out.stdout.trim().to_string()
-    }
-}
-
-fn ready(node: &Value) -> bool {
-    node["status"]["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    out.stdout.trim().to_string()
 }
 
 /// What must not change on a node that stays: its identity, its labels and
@@ -206,7 +67,7 @@ const SERVERS: &str = "[servers]\nclass = \"vps\"\nproduct = \"V94\"\ncount = 3"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lowering_counts_removes_the_highest_nodes_only_with_allow_destroy() {
-    let w = world(0).await;
+    let w = world(33, 43, 3).await;
     // Core unprotected with 3 general workers, Mesh with 3 general agents;
     // no realtime pools and no Fleet customer, to keep the build short.
     w.edit("kiwi.toml", "protected = true\n", "protected = false\n");
@@ -282,9 +143,9 @@ async fn lowering_counts_removes_the_highest_nodes_only_with_allow_destroy() {
     );
     assert!(shown.contains("--allow-destroy`"), "{shown}");
     assert!(
-        w.cancel_dates().values().all(Option::is_none),
+        cancel_dates(&w).values().all(Option::is_none),
         "nothing was cancelled: {:?}",
-        w.cancel_dates()
+        cancel_dates(&w)
     );
     let mesh_held = w.nodes(MESH_SERVER, K3S).await;
     let core_held = w.nodes("kiwi-core-cp-01", KUBEADM).await;
@@ -306,7 +167,7 @@ async fn lowering_counts_removes_the_highest_nodes_only_with_allow_destroy() {
     let out = run(w.kiwi(&["apply", "--auto-approve", "--allow-destroy"])).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let shown = stdout(&out);
-    let dates = w.cancel_dates();
+    let dates = cancel_dates(&w);
     for (name, date) in &dates {
         if removed.contains(&name.as_str()) {
             let date = date.unwrap_or_else(|| panic!("{name} is not cancelled"));
@@ -339,10 +200,14 @@ async fn lowering_counts_removes_the_highest_nodes_only_with_allow_destroy() {
     // The removed machines run until their cancel date but never come back
     // into the cluster.
     for node in &removed[..2] {
-        assert_eq!(w.unit_state(node, "k3s-agent").await, "inactive", "{node}");
+        assert_eq!(
+            unit_state(&w, node, "k3s-agent").await,
+            "inactive",
+            "{node}"
+        );
     }
     assert_eq!(
-        w.unit_state("kiwi-core-general-03", "kubelet").await,
+        unit_state(&w, "kiwi-core-general-03", "kubelet").await,
         "inactive"
     );
 
@@ -361,7 +226,7 @@ async fn lowering_counts_removes_the_highest_nodes_only_with_allow_destroy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn below_quorum_and_protected_shrinks_are_refused_whatever_the_flags() {
-    let w = world(1).await;
+    let w = world(34, 44, 3).await;
     // No Core workers and no realtime pools, to keep the build short. Core
     // and praxis-lindner (Fleet) are protected in the example inventory.
     w.edit(
@@ -425,9 +290,9 @@ async fn below_quorum_and_protected_shrinks_are_refused_whatever_the_flags() {
     assert!(shown.contains("would drop below etcd quorum"), "{shown}");
     assert!(shown.contains("is protected"), "{shown}");
     assert!(
-        w.cancel_dates().values().all(Option::is_none),
+        cancel_dates(&w).values().all(Option::is_none),
         "nothing was cancelled: {:?}",
-        w.cancel_dates()
+        cancel_dates(&w)
     );
     for (control, before) in [(MESH_SERVER, &mesh_before), (FLEET_SERVER, &fleet_before)] {
         let after = w.nodes(control, K3S).await;
