@@ -282,7 +282,13 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
             node: exec.node().to_string(),
             command: command.to_string(),
             status: out.status,
-            stderr: redact(&tail(&out.stderr, 20), secrets),
+            stderr: crate::ssh::redact::tail(
+                &out.stderr,
+                &secrets
+                    .iter()
+                    .map(|s| s.expose().as_bytes())
+                    .collect::<Vec<_>>(),
+            ),
         })
     }
 
@@ -453,7 +459,7 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
                 .run(&exec, &command, self.settings.command_timeout, &[])
                 .await
             {
-                Ok(out) => tail(&out.stdout, 30),
+                Ok(out) => crate::ssh::redact::tail(&out.stdout, &[]),
                 Err(e) => format!("(could not read the log: {e})"),
             },
             Err(e) => format!("(could not reach the node: {e})"),
@@ -1104,20 +1110,6 @@ fn random_token() -> Secret {
     Secret::new(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-fn redact(text: &str, secrets: &[&Secret]) -> String {
-    secrets
-        .iter()
-        .filter(|s| s.expose().len() >= 4)
-        .fold(text.to_string(), |t, s| {
-            t.replace(s.expose().as_str(), "***")
-        })
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -1140,231 +1132,6 @@ mod tests {
         let (read_labels, read_taints) = k3s_lists(&config);
         assert_eq!(read_labels, labels, "a value containing '=' survives");
         assert_eq!(read_taints, taints);
-    }
-
-    #[test]
-    fn stderr_excerpts_hide_the_tokens_a_command_used() {
-        let token = Secret::new("K10abcd::server:s3cret".to_string());
-        let shown = redact(
-            "join failed: token K10abcd::server:s3cret rejected",
-            &[&token],
-        );
-        assert_eq!(shown, "join failed: token *** rejected");
-    }
-
-    // ----- removal, against fake nodes sharing one fake cluster ---------------
-
-    use crate::ssh::fake::Refusal;
-    use crate::ssh::FakeRemote;
-    use std::collections::BTreeSet;
-
-    /// Connects to fake nodes by name.
-    struct FakeNodes(BTreeMap<String, FakeRemote>);
-
-    impl NodeConnector for FakeNodes {
-        type Exec = FakeRemote;
-
-        async fn connect(&self, node: &str, _address: &str) -> Result<FakeRemote, SshError> {
-            Ok(self.0[node].clone())
-        }
-
-        async fn wait_ready(
-            &self,
-            _node: &str,
-            _address: &str,
-            _deadline: tokio::time::Instant,
-        ) -> Result<(), SshError> {
-            Ok(())
-        }
-    }
-
-    fn ok(stdout: String) -> Output {
-        Output {
-            status: Some(0),
-            stdout,
-            stderr: String::new(),
-        }
-    }
-
-    /// A node of a fake k3s cluster whose members are `cluster`: servers
-    /// answer `get nodes`, `drain` and `delete node`; every node answers
-    /// `systemctl disable --now`, which takes it out of `running`.
-    fn fake_node(
-        name: &str,
-        server: bool,
-        cluster: &Arc<Mutex<BTreeSet<String>>>,
-        running: &Arc<Mutex<BTreeSet<String>>>,
-    ) -> FakeRemote {
-        let cluster = cluster.clone();
-        let running = running.clone();
-        let me = name.to_string();
-        running.lock().unwrap().insert(me.clone());
-        FakeRemote::new(name).with_handler(move |command, _, _| {
-            let words: Vec<&str> = command.split_whitespace().collect();
-            match words.as_slice() {
-                ["sudo", "k3s", "kubectl", "get", "nodes", ..] if server => {
-                    let items: Vec<String> = cluster
-                        .lock()
-                        .unwrap()
-                        .iter()
-                        .map(|n| {
-                            format!(
-                                r#"{{"metadata":{{"name":"{n}"}},"status":{{"conditions":[{{"type":"Ready","status":"True"}}]}}}}"#
-                            )
-                        })
-                        .collect();
-                    ok(format!(r#"{{"kind":"NodeList","items":[{}]}}"#, items.join(",")))
-                }
-                ["sudo", "k3s", "kubectl", "drain", _, ..] if server => ok(String::new()),
-                ["sudo", "k3s", "kubectl", "delete", "node", n] if server => {
-                    cluster.lock().unwrap().remove(*n);
-                    ok(String::new())
-                }
-                ["sudo", "systemctl", "disable", "--now", _] => {
-                    running.lock().unwrap().remove(&me);
-                    ok(String::new())
-                }
-                _ => Output {
-                    status: Some(127),
-                    stdout: String::new(),
-                    stderr: format!("no handler for {command}"),
-                },
-            }
-        })
-    }
-
-    struct FakeWorld {
-        executor: SshNodeExecutor<FakeNodes>,
-        nodes: BTreeMap<String, FakeRemote>,
-        cluster: Arc<Mutex<BTreeSet<String>>>,
-        running: Arc<Mutex<BTreeSet<String>>>,
-    }
-
-    /// A customer `oldco` that is no longer in the inventory: one server
-    /// and one agent, both nodes of its cluster.
-    fn removed_customer() -> FakeWorld {
-        let cluster = Arc::new(Mutex::new(BTreeSet::new()));
-        let running = Arc::new(Mutex::new(BTreeSet::new()));
-        let mut nodes = BTreeMap::new();
-        let mut addresses = BTreeMap::new();
-        for (i, (name, server)) in [
-            ("kiwi-oldco-server-01", true),
-            ("kiwi-oldco-general-01", false),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            cluster.lock().unwrap().insert(name.to_string());
-            nodes.insert(
-                name.to_string(),
-                fake_node(name, server, &cluster, &running),
-            );
-            addresses.insert(name.to_string(), format!("127.0.9.{}", i + 1));
-        }
-        let desired = crate::inventory::load(
-            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("inventory"),
-        )
-        .unwrap();
-        let executor = SshNodeExecutor::new(
-            FakeNodes(nodes.clone()),
-            &desired,
-            addresses,
-            BootstrapSettings::default(),
-        );
-        FakeWorld {
-            executor,
-            nodes,
-            cluster,
-            running,
-        }
-    }
-
-    #[tokio::test]
-    async fn the_last_server_is_not_deleted_while_an_agent_points_at_it() {
-        let w = removed_customer();
-        let refused = w
-            .executor
-            .delete_node("oldco", "kiwi-oldco-server-01")
-            .await
-            .unwrap_err()
-            .to_string();
-        assert!(
-            refused.contains("kiwi-oldco-general-01 still point at it"),
-            "{refused}"
-        );
-        assert!(w.cluster.lock().unwrap().contains("kiwi-oldco-server-01"));
-        assert!(w.running.lock().unwrap().contains("kiwi-oldco-server-01"));
-
-        // The agent first (drained and deleted through the server), then the
-        // server, through itself: it is the only one left.
-        w.executor
-            .drain_node("oldco", "kiwi-oldco-general-01")
-            .await
-            .unwrap();
-        let done = w
-            .executor
-            .delete_node("oldco", "kiwi-oldco-general-01")
-            .await
-            .unwrap();
-        assert!(done.contains("k3s-agent stopped and disabled"), "{done}");
-        w.executor
-            .delete_node("oldco", "kiwi-oldco-server-01")
-            .await
-            .unwrap();
-        assert!(w.cluster.lock().unwrap().is_empty());
-        assert!(
-            w.running.lock().unwrap().is_empty(),
-            "no service left to re-register"
-        );
-        let history = w.nodes["kiwi-oldco-server-01"].history();
-        assert!(
-            history.contains(
-                &"sudo k3s kubectl drain kiwi-oldco-general-01 --ignore-daemonsets \
-                  --delete-emptydir-data --timeout=300s"
-                    .to_string()
-            ),
-            "{history:?}"
-        );
-        assert!(history.contains(&"sudo systemctl disable --now k3s".to_string()));
-    }
-
-    #[tokio::test]
-    async fn a_node_already_gone_is_neither_drained_nor_deleted_again() {
-        let w = removed_customer();
-        w.cluster.lock().unwrap().remove("kiwi-oldco-general-01");
-        let drained = w
-            .executor
-            .drain_node("oldco", "kiwi-oldco-general-01")
-            .await
-            .unwrap();
-        assert!(drained.contains("nothing to drain"), "{drained}");
-        // Its service is still stopped: a rerun after a crash between the
-        // delete and the stop finishes the job.
-        w.executor
-            .delete_node("oldco", "kiwi-oldco-general-01")
-            .await
-            .unwrap();
-        let history = w.nodes["kiwi-oldco-server-01"].history();
-        assert!(
-            !history
-                .iter()
-                .any(|c| c.contains(" drain ") || c.contains(" delete ")),
-            "{history:?}"
-        );
-        assert!(!w.running.lock().unwrap().contains("kiwi-oldco-general-01"));
-    }
-
-    #[tokio::test]
-    async fn an_unreachable_node_is_still_deleted_from_its_cluster() {
-        let w = removed_customer();
-        w.nodes["kiwi-oldco-general-01"].refuse(Some(Refusal::Unreachable));
-        let done = w
-            .executor
-            .delete_node("oldco", "kiwi-oldco-general-01")
-            .await
-            .unwrap();
-        assert!(done.contains("k3s-agent not stopped"), "{done}");
-        assert!(!w.cluster.lock().unwrap().contains("kiwi-oldco-general-01"));
     }
 
     #[test]
