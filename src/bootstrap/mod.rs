@@ -1104,7 +1104,7 @@ impl<C: NodeConnector> NodeExecutor for SshNodeExecutor<C> {
     }
 }
 
-/// 32 random hex characters from the OS's CSPRNG.
+/// 32 random hex characters from a CSPRNG seeded by the OS.
 fn random_token() -> Secret {
     let bytes: [u8; 16] = rand::random();
     Secret::new(bytes.iter().map(|b| format!("{b:02x}")).collect())
