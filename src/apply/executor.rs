@@ -332,8 +332,10 @@ fn build_tasks(input: ApplyInput, contabo_only: bool) -> (Vec<Task>, Vec<StepId>
         });
         tasks.extend(follow_up);
     }
+    let mut settling = HashSet::new();
     for target in input.settle {
         if waited.insert(target.slot.clone()) {
+            settling.insert(target.slot.clone());
             tasks.push(Task {
                 id: wait_id(&target.slot),
                 deps: Vec::new(),
@@ -343,6 +345,18 @@ fn build_tasks(input: ApplyInput, contabo_only: bool) -> (Vec<Task>, Vec<StepId>
                     own_action: false,
                 },
             });
+        }
+    }
+    // A node step for an instance that is still on its way to `running`
+    // (an order released from a hold, say) waits for it like one of ours.
+    for task in &mut tasks {
+        if let Work::Step(step) = &task.work {
+            if let Some(slot) = step_slot(&step.kind).filter(|s| settling.contains(s)) {
+                let wait = wait_id(&slot);
+                if is_node_step(&step.kind) && !task.deps.contains(&wait) {
+                    task.deps.push(wait);
+                }
+            }
         }
     }
     (tasks, deferred)
@@ -903,7 +917,18 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
         //    to list it before buying again.
         let horizon = chrono::Duration::from_std(self.settings.journal_horizon)
             .unwrap_or(chrono::Duration::hours(1));
-        if let Some(entry) = self.journal.possibly_unlisted(slot, horizon) {
+        let unlisted = self.journal.possibly_unlisted(slot, horizon);
+        // An order the journal saw placed whose instance Contabo still
+        // knows (cancelled, say) is accounted for: nothing is on its way.
+        let accounted = match unlisted.as_ref().map(|e| &e.event) {
+            Some(Event::Placed { instance_id }) => self
+                .api
+                .get_instance(InstanceId(*instance_id))
+                .await
+                .is_ok(),
+            _ => false,
+        };
+        if let Some(entry) = unlisted.filter(|_| !accounted) {
             self.reporter.message(&format!(
                 "{slot}: an earlier apply sent an order at {} that Contabo does not list; looking \
                  again for up to {}s before ordering",

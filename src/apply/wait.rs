@@ -307,8 +307,10 @@ pub fn needs_human_message(slot: &str, i: &Instance) -> String {
                 .to_string()
         }
         S::ProductNotAvailable => format!(
-            "Contabo cannot deliver {} in {} right now; choose another product for this pool in \
-             the inventory, or rerun `kiwi-infra apply` later",
+            "Contabo cannot deliver {} in {} right now; wait and rerun `kiwi-infra apply` \
+             (the order goes on by itself once Contabo can deliver), or cancel this order in \
+             the Contabo Customer Control Panel and choose another product for the pool in the \
+             inventory",
             i.product_id, i.region
         ),
         S::VerificationRequired => {

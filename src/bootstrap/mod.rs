@@ -516,6 +516,43 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
         Ok(format!("{node} {what}; it is Ready"))
     }
 
+    /// Deletes a node object named `node` if the cluster still lists one:
+    /// it belongs to the machine this freshly installed one replaces (a
+    /// reinstall, a replacement order), and would make the join fail.
+    async fn remove_stale_node(
+        &self,
+        kubectl: Kubectl,
+        via: &C::Exec,
+        node: &str,
+    ) -> Result<(), BootstrapError> {
+        let out = self
+            .run(
+                via,
+                &kubectl.get_nodes(),
+                self.settings.command_timeout,
+                &[],
+            )
+            .await?;
+        let listed = kubectl::parse_node_list(&out.stdout)
+            .map_err(|what| BootstrapError::Protocol {
+                node: via.node().to_string(),
+                what,
+            })?
+            .iter()
+            .any(|n| n.name.0 == node);
+        if listed {
+            tracing::info!(node, "deleting the stale node object before the join");
+            self.run(
+                via,
+                &kubectl.delete_node(node),
+                self.settings.command_timeout,
+                &[],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
     async fn read_tokens(&self, server: &C::Exec) -> Result<K3sTokens, BootstrapError> {
         let server_token = self.read_secret(server, k3s::SERVER_TOKEN_PATH).await?;
         let agent = self.read_secret(server, k3s::AGENT_TOKEN_PATH).await?;
@@ -595,6 +632,7 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
             labels: &join.labels,
             taints: &join.taints,
         });
+        self.remove_stale_node(Kubectl::K3s, &via, node).await?;
         self.upload(&exec, k3s::CONFIG_PATH, &config).await?;
         self.install_k3s(&exec, &join.version, exec_kind, &[&token])
             .await?;
@@ -686,6 +724,7 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
             },
             &creds,
         );
+        self.remove_stale_node(Kubectl::Kubeadm, &via, node).await?;
         self.upload(&exec, kubeadm::JOIN_CONFIG_PATH, &config)
             .await?;
         let mut secrets = vec![&creds.token];

@@ -62,6 +62,7 @@ impl CliError {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    quiet_on_broken_pipe();
     let cli = Cli::parse();
     init_logging(&cli.global);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -143,4 +144,22 @@ fn init_logging(global: &args::GlobalArgs) {
         .with_writer(std::io::stderr)
         .with_ansi(settings::use_color_on_stderr(global.color))
         .try_init();
+}
+
+/// `kiwi-infra status | head` closes stdout early; `println!` then panics.
+/// Like other Unix tools, end quietly instead of printing a panic.
+fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.contains("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
 }

@@ -22,13 +22,27 @@ pub(super) async fn run(
     let (observed, _) = observe_all(global, &client, &desired, args.contabo_only).await?;
     let plan = crate::plan::plan(&desired, &observed, &Default::default());
     print!("{}", render(&desired, &observed, &plan));
-    if plan.is_empty() {
+    let not_ready = observed
+        .clusters
+        .values()
+        .flatten()
+        .flat_map(|c| &c.nodes)
+        .filter(|n| !n.ready)
+        .count();
+    if plan.is_empty() && plan.warnings.is_empty() && not_ready == 0 {
         println!("Everything matches the inventory.");
     } else {
-        println!(
-            "Differences: {}. `kiwi-infra plan` shows them in full.",
-            crate::plan::summary_line(&plan.summary)
-        );
+        if !plan.is_empty() {
+            // The summary line ends with its own full stop.
+            println!("Differences: {}", crate::plan::summary_line(&plan.summary));
+        }
+        if not_ready > 0 {
+            println!("{not_ready} node(s) are not Ready.");
+        }
+        if !plan.warnings.is_empty() {
+            println!("{} warning(s) need attention.", plan.warnings.len());
+        }
+        println!("`kiwi-infra plan` shows the details.");
     }
     Ok(std::process::ExitCode::SUCCESS)
 }
@@ -80,6 +94,7 @@ pub fn render(desired: &Desired, observed: &Observed, plan: &Plan) -> String {
                     Some(changes) => changes.join("; "),
                     None if instance.is_none() => "to order".to_string(),
                     None if observation.is_none() => "?".to_string(),
+                    None if node.is_some_and(|n| !n.ready) => "not Ready".to_string(),
                     None => "no".to_string(),
                 };
                 rows.push(vec![
@@ -89,7 +104,8 @@ pub fn render(desired: &Desired, observed: &Observed, plan: &Plan) -> String {
                     instance
                         .and_then(|x| x.ipv4.clone())
                         .unwrap_or_else(|| "-".into()),
-                    pool.product.clone(),
+                    // What Contabo runs; the inventory may name another.
+                    instance.map_or_else(|| pool.product.clone(), |x| x.product_id.clone()),
                     format!("{}", pool.class),
                     k8s,
                     class,
