@@ -27,9 +27,9 @@ pub enum Stage {
     Running,
     /// Waiting for the node to answer over SSH and finish cloud-init.
     Connecting,
-    /// k3s / kubeadm is being set up on it (later issue).
+    /// k3s / kubeadm is being set up on it.
     Bootstrapping,
-    /// Labels and taints are being set (later issue).
+    /// Labels and taints are being set.
     Labelling,
     /// Waiting in a status this build does not know, or not listed yet.
     Waiting(String),

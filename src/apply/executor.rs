@@ -378,6 +378,10 @@ fn kubernetes_versions(steps: &[Step]) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// Look-ups of a slot's name, at the least, before an order whose answer
+/// was lost and that Contabo does not list is sent again.
+const MIN_LOOKS_BEFORE_REORDER: u32 = 3;
+
 fn wait_id(slot: &str) -> StepId {
     StepId(format!("wait:{slot}"))
 }
@@ -1114,7 +1118,9 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
                 }
                 Err(e) => Some(e),
             };
-            if tokio::time::Instant::now() >= deadline {
+            // The window is a time, but a slow network or a loaded machine
+            // must not shrink it to a single look: always look a few times.
+            if tokio::time::Instant::now() >= deadline && attempts >= MIN_LOOKS_BEFORE_REORDER {
                 return match last {
                     None => Ok(None),
                     Some(source) => Err(ApplyError::OrderUnresolved {
@@ -1125,7 +1131,10 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
                     }),
                 };
             }
-            tokio::time::sleep(delay.min(deadline - tokio::time::Instant::now())).await;
+            tokio::time::sleep(
+                delay.min(deadline.saturating_duration_since(tokio::time::Instant::now())),
+            )
+            .await;
             delay = (delay * 2).min(self.settings.wait.poll_max);
         }
     }

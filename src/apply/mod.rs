@@ -9,7 +9,7 @@
 //! - [`journal`]: the fsynced order journal that survives a killed apply;
 //! - [`lock`]: one apply per inventory at a time;
 //! - [`resume`]: finishing what an interrupted apply began;
-//! - [`node`]: the seam for node steps (not implemented yet);
+//! - [`node`]: the seam for node steps (implemented over SSH in `bootstrap`);
 //! - [`summary`]: the final report.
 
 mod error;

@@ -1,7 +1,8 @@
 //! The seam for steps that run on nodes (k3s bootstrap and join, kubeadm
-//! join, labels, taints). Reaching nodes over SSH is a later issue; until
-//! then [`NoNodeAccess`] says so, and `apply` reports those steps as not
-//! carried out instead of pretending.
+//! join, labels, taints, drain and delete). The real implementation is
+//! `bootstrap::SshNodeExecutor`; [`NoNodeAccess`] stands in where no node
+//! is reachable (unit tests of the Contabo side), and says so rather than
+//! pretending.
 
 use std::future::Future;
 
@@ -43,16 +44,15 @@ pub trait NodeExecutor: Send + Sync {
     }
 }
 
-/// Today's node executor: node access does not exist yet.
+/// A node executor that reaches no node: every node step is reported as
+/// not carried out.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NoNodeAccess;
 
 impl NodeExecutor for NoNodeAccess {
     async fn run(&self, _step: &Step) -> Result<NodeStepDone, ApplyError> {
         Ok(NodeStepDone::NotCarriedOut(
-            "node access is not implemented yet (a later kiwi-infra release bootstraps, joins \
-             and labels nodes)"
-                .into(),
+            "no node access in this run".into(),
         ))
     }
 }
