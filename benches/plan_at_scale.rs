@@ -1,0 +1,361 @@
+//! Plan at fleet scale (issue 9): 200 clusters and 2,000 owned instances in
+//! the mock, 50 ms added to every `/v1` request, then the real
+//! `kiwi-infra plan --contabo-only`, measured for wall time, API requests
+//! (the mock's own counters) and peak RSS (`/usr/bin/time -f %M`). In the
+//! same run, a naive baseline reads the same account the way a per-resource
+//! refresh does: one `GET /v1/compute/instances/{id}` per instance.
+//!
+//! Run with `cargo bench --bench plan_at_scale`. Everything is on loopback;
+//! the benchmark stops by itself. `BENCHMARKS.md` records its figures.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use kiwi_infra::contabo::models::{CreateInstance, InstanceId, Period, Region};
+use kiwi_infra::contabo::{ClientConfig, ContaboClient, Credentials, RetryPolicy};
+use kiwi_infra::secret::Secret;
+use kiwi_mocks::contabo::{spawn, Faults, MockConfig, MockHandle};
+
+/// Customer clusters; with the Core cluster that makes 200.
+const CUSTOMERS: usize = 199;
+/// Slots per cluster (Mesh: 3 servers and 7 agents; Core: 7 + 3 workers).
+const SLOTS_PER_CLUSTER: usize = 10;
+const LATENCY_MS: u64 = 50;
+/// Concurrency of the naive baseline, like a per-resource refresh
+/// (Terraform's default parallelism is 10).
+const NAIVE_CONCURRENCY: usize = 10;
+/// Rate limits (requests per second) the plan is measured at: the CLI's
+/// default, and one high enough not to be the bottleneck.
+const RATE_LIMITS: [f64; 2] = [10.0, 100.0];
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(bench());
+}
+
+async fn bench() {
+    let config = MockConfig {
+        provisioning_delay: Duration::from_millis(10),
+        installing_delay: Duration::from_millis(10),
+        ip_range: "127.64.0.0/20".parse().unwrap(),
+        token_ttl: Duration::from_secs(3600),
+        ..MockConfig::default()
+    };
+    let max_page = config.max_page_size;
+    let mock = spawn(config).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let inventory = dir.path().join("inventory");
+    let slots = write_inventory(&inventory);
+    println!(
+        "inventory: {} clusters, {} slots",
+        CUSTOMERS + 1,
+        slots.len()
+    );
+
+    let started = Instant::now();
+    fill_mock(&mock, &slots).await;
+    println!(
+        "setup: {} owned instances created and tagged in {:.1} s (no latency)",
+        mock.instances().len(),
+        started.elapsed().as_secs_f64()
+    );
+    wait_until_running(&mock).await;
+
+    mock.set_faults(Faults {
+        latency_ms: LATENCY_MS,
+        ..Faults::default()
+    })
+    .unwrap();
+    println!("latency: {LATENCY_MS} ms per /v1 request; mock's largest page: {max_page}");
+    println!();
+
+    let mut plan_walls = Vec::new();
+    for rps in RATE_LIMITS {
+        mock.reset_stats();
+        let (wall, rss_kib, summary) = run_plan(&mock, &inventory, rps);
+        let stats = mock.stats();
+        println!("kiwi-infra plan --contabo-only --rate-limit {rps}:");
+        println!("  wall time       {:.2} s", wall.as_secs_f64());
+        println!(
+            "  API requests    {} /v1 + {} token",
+            stats.requests_total, stats.tokens_issued
+        );
+        for (route, n) in &stats.requests_by_route {
+            println!("    {n:>5}  {route}");
+        }
+        match rss_kib {
+            Some(kib) => println!("  peak RSS        {:.1} MiB", kib as f64 / 1024.0),
+            None => println!("  peak RSS        not measured (/usr/bin/time missing)"),
+        }
+        println!("  plan said       {summary}");
+        println!();
+        plan_walls.push((rps, wall, stats.requests_total + stats.tokens_issued));
+    }
+
+    mock.reset_stats();
+    let (wall, fetched) = naive_refresh(&mock).await;
+    let stats = mock.stats();
+    let naive_requests = stats.requests_total + stats.tokens_issued;
+    println!("naive baseline (one GET per instance, {NAIVE_CONCURRENCY} at once, no rate limit):");
+    println!("  wall time       {:.2} s", wall.as_secs_f64());
+    println!(
+        "  API requests    {} /v1 + {} token ({fetched} instances fetched)",
+        stats.requests_total, stats.tokens_issued
+    );
+    println!();
+    for (rps, plan_wall, plan_requests) in plan_walls {
+        println!(
+            "ratio naive/plan at --rate-limit {rps}: requests {:.1}x, wall time {:.1}x",
+            naive_requests as f64 / plan_requests as f64,
+            wall.as_secs_f64() / plan_wall.as_secs_f64()
+        );
+    }
+    mock.shutdown().await;
+}
+
+/// A slot: its name and product.
+type Slot = (String, &'static str);
+
+/// Writes `kiwi.toml` and one Mesh customer file per customer; returns every
+/// slot name with its product.
+fn write_inventory(dir: &Path) -> Vec<Slot> {
+    std::fs::create_dir_all(dir.join("customers")).unwrap();
+    std::fs::write(
+        dir.join("kiwi.toml"),
+        r#"[provider]
+region = "EU"
+image = "ubuntu-24.04"
+ssh_public_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGFZqtyOeLGjPjiuhoCmVODskzMSRJGYucm9572VSt8G ops@kiwistack.io"
+period = 1
+
+[prices]
+V94 = "8.49"
+V97 = "15.49"
+V8 = "38.40"
+V9 = "49.90"
+
+[k3s]
+version = "v1.31.4+k3s1"
+
+[core]
+api_endpoint = "127.0.31.1:6443"
+kubernetes_version = "v1.31.4"
+protected = true
+control_plane = [
+  { name = "kiwi-core-cp-01", address = "127.0.31.11" },
+  { name = "kiwi-core-cp-02", address = "127.0.31.12" },
+  { name = "kiwi-core-cp-03", address = "127.0.31.13" },
+]
+
+[core.pools.general]
+class = "vps"
+product = "V97"
+count = 7
+
+[core.pools.realtime]
+class = "vds"
+product = "V9"
+count = 3
+"#,
+    )
+    .unwrap();
+    for n in 1..=CUSTOMERS {
+        std::fs::write(
+            dir.join("customers").join(format!("c{n:03}.toml")),
+            "tier = \"mesh\"\n\n[servers]\nclass = \"vps\"\nproduct = \"V94\"\ncount = 3\n\n\
+             [pools.general]\nclass = \"vps\"\nproduct = \"V97\"\ncount = 7\n",
+        )
+        .unwrap();
+    }
+    let desired = kiwi_infra::inventory::load(dir).unwrap_or_else(|e| panic!("{e}"));
+    let slots: Vec<Slot> = desired
+        .clusters
+        .iter()
+        .flat_map(|c| {
+            c.pools.iter().flat_map(move |p| {
+                let product = match p.product.as_str() {
+                    "V94" => "V94",
+                    "V97" => "V97",
+                    "V9" => "V9",
+                    other => panic!("unexpected product {other}"),
+                };
+                (1..=p.count).map(move |i| {
+                    (
+                        kiwi_infra::inventory::slot_name(&c.name, &p.name, i),
+                        product,
+                    )
+                })
+            })
+        })
+        .collect();
+    assert_eq!(desired.clusters.len(), CUSTOMERS + 1);
+    assert_eq!(slots.len(), (CUSTOMERS + 1) * SLOTS_PER_CLUSTER);
+    slots
+}
+
+fn client(mock: &MockHandle, rps: f64) -> ContaboClient {
+    let c = mock.credentials();
+    let mut config = ClientConfig::new(Credentials {
+        client_id: c.client_id,
+        client_secret: Secret::new(c.client_secret),
+        username: c.username,
+        password: Secret::new(c.password),
+    });
+    config.api_url = mock.base_url();
+    config.auth_url = mock.token_url();
+    config.requests_per_second = rps;
+    config.retry = RetryPolicy::default();
+    ContaboClient::new(config).unwrap()
+}
+
+/// Orders every slot and assigns the ownership tag, as a finished apply
+/// would have, through the mock's HTTP API with no latency.
+async fn fill_mock(mock: &MockHandle, slots: &[Slot]) {
+    let api = client(mock, 10_000.0);
+    let image = api.find_images_by_name("ubuntu-24.04").await.unwrap()[0]
+        .image_id
+        .clone();
+    let owned = api
+        .create_tag(kiwi_infra::observe::contabo::OWNERSHIP_TAG, "#0A78C3")
+        .await
+        .unwrap();
+    let api = Arc::new(api);
+    futures::stream::iter(slots.iter().cloned())
+        .map(|(name, product)| {
+            let api = api.clone();
+            let image = image.clone();
+            async move {
+                let created = api
+                    .create_instance(CreateInstance {
+                        product_id: product.to_string(),
+                        region: Region::Eu,
+                        image_id: image,
+                        period: Period::OneMonth,
+                        display_name: name,
+                        ssh_keys: Vec::new(),
+                        user_data: None,
+                        default_user: None,
+                    })
+                    .await?;
+                api.assign_tag(owned, created.instance_id).await
+            }
+        })
+        .buffer_unordered(32)
+        .try_collect::<Vec<()>>()
+        .await
+        .unwrap();
+}
+
+async fn wait_until_running(mock: &MockHandle) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while mock.instances().iter().any(|i| i.status != "running") {
+        assert!(Instant::now() < deadline, "instances never became running");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn kiwi_infra_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_kiwi-infra"))
+}
+
+/// Runs `kiwi-infra plan --contabo-only`; returns its wall time, peak RSS
+/// in KiB (when `/usr/bin/time` exists) and the plan's summary line.
+fn run_plan(mock: &MockHandle, inventory: &Path, rps: f64) -> (Duration, Option<u64>, String) {
+    let time = Path::new("/usr/bin/time");
+    let rss_file = tempfile::NamedTempFile::new().unwrap();
+    let mut cmd = if time.exists() {
+        let mut cmd = Command::new(time);
+        cmd.arg("-f")
+            .arg("%M")
+            .arg("-o")
+            .arg(rss_file.path())
+            .arg(kiwi_infra_bin());
+        cmd
+    } else {
+        Command::new(kiwi_infra_bin())
+    };
+    let c = mock.credentials();
+    cmd.args(["plan", "--contabo-only", "--inventory"])
+        .arg(inventory)
+        .args([
+            "--api-url",
+            &mock.base_url(),
+            "--auth-url",
+            &mock.token_url(),
+            "--rate-limit",
+            &rps.to_string(),
+        ])
+        .env("CNTB_OAUTH2_CLIENT_ID", c.client_id)
+        .env("CNTB_OAUTH2_CLIENT_SECRET", c.client_secret)
+        .env("CNTB_OAUTH2_USER", c.username)
+        .env("CNTB_OAUTH2_PASS", c.password)
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
+        .env_remove("KIWI_RATE_LIMIT")
+        .stdin(Stdio::null());
+    let started = Instant::now();
+    let out = cmd.output().unwrap();
+    let wall = started.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "plan failed: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = stdout
+        .lines()
+        .find(|l| l.starts_with("Plan:") || l.contains("No changes"))
+        .unwrap_or("(no summary line)")
+        .to_string();
+    let rss = std::fs::read_to_string(rss_file.path())
+        .ok()
+        .and_then(|s| s.trim().lines().last()?.trim().parse().ok());
+    (wall, rss, summary)
+}
+
+/// The per-resource refresh: the same non-instance lists as observe (tags,
+/// secrets, image, ownership assignments), then each instance on its own by
+/// id, as a tool that keeps ids in a state file does.
+async fn naive_refresh(mock: &MockHandle) -> (Duration, usize) {
+    let ids: Vec<InstanceId> = mock
+        .instances()
+        .iter()
+        .map(|i| InstanceId(i.instance_id))
+        .collect();
+    // No client-side rate limit: the baseline's only brake is its concurrency.
+    let api = client(mock, 1_000_000.0);
+    let started = Instant::now();
+    let (tags, _, _) = tokio::try_join!(
+        api.list_tags(),
+        api.list_secrets(),
+        api.find_images_by_name("ubuntu-24.04"),
+    )
+    .unwrap();
+    if let Some(tag) = tags
+        .iter()
+        .find(|t| t.name == kiwi_infra::observe::contabo::OWNERSHIP_TAG)
+    {
+        let _ = api.list_tag_assignments(tag.tag_id).await.unwrap();
+    }
+    let api = Arc::new(api);
+    let fetched: Vec<_> = futures::stream::iter(ids)
+        .map(|id| {
+            let api = api.clone();
+            async move { api.get_instance(id).await }
+        })
+        .buffer_unordered(NAIVE_CONCURRENCY)
+        .try_collect()
+        .await
+        .unwrap();
+    (started.elapsed(), fetched.len())
+}
