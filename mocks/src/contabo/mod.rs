@@ -221,6 +221,11 @@ impl MockHandle {
         self.shared.revoke_tokens();
     }
 
+    /// Every access token issued so far (for tests that look for leaks).
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.shared.issued_tokens()
+    }
+
     /// Counters so far.
     pub fn stats(&self) -> Stats {
         self.shared.stats(|s| s.clone())

@@ -167,6 +167,8 @@ pub struct Shared {
     /// Product id → hold status for new orders.
     product_statuses: Mutex<BTreeMap<String, String>>,
     tokens: Mutex<HashMap<String, Instant>>,
+    /// Every token ever issued, so tests can look for them in the tool's output.
+    issued: Mutex<Vec<String>>,
     faults: Mutex<FaultState>,
     stats: Mutex<Stats>,
     events: broadcast::Sender<InstanceEvent>,
@@ -189,6 +191,7 @@ impl Shared {
             state: Mutex::new(state),
             product_statuses: Mutex::new(config.product_statuses.clone()),
             tokens: Mutex::new(HashMap::new()),
+            issued: Mutex::new(Vec::new()),
             faults: Mutex::new(FaultState::new(config.faults.clone(), config.seed)),
             stats: Mutex::new(Stats::default()),
             events,
@@ -236,7 +239,13 @@ impl Shared {
         let mut tokens = lock(&self.tokens);
         let now = Instant::now();
         tokens.retain(|_, exp| *exp > now);
-        tokens.insert(token, now + self.config.token_ttl);
+        tokens.insert(token.clone(), now + self.config.token_ttl);
+        lock(&self.issued).push(token);
+    }
+
+    /// Every token issued so far, expired and revoked ones included.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        lock(&self.issued).clone()
     }
 
     /// True if the token was issued, is not expired and was not revoked.
