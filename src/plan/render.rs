@@ -283,7 +283,12 @@ impl Renderer {
                 );
                 self.node_details(out, &j.labels, &j.taints);
             }
-            StepKind::JoinK3sServer(j) => {
+            StepKind::JoinK3sServer(j) | StepKind::JoinK3sAgent(j) => {
+                let role = if matches!(step.kind, StepKind::JoinK3sServer(_)) {
+                    "server"
+                } else {
+                    "agent"
+                };
                 let via = j
                     .via
                     .as_ref()
@@ -291,20 +296,7 @@ impl Renderer {
                 self.line(
                     out,
                     '+',
-                    &format!("join {} as k3s server{via}", j.node),
-                    step,
-                );
-                self.node_details(out, &j.labels, &j.taints);
-            }
-            StepKind::JoinK3sAgent(j) => {
-                let via = j
-                    .via
-                    .as_ref()
-                    .map_or_else(String::new, |v| format!(" via {v}"));
-                self.line(
-                    out,
-                    '+',
-                    &format!("join {} as k3s agent{via}", j.node),
+                    &format!("join {} as k3s {role}{via}", j.node),
                     step,
                 );
                 self.node_details(out, &j.labels, &j.taints);
