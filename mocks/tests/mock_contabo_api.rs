@@ -4,108 +4,16 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod api_support;
+
 use std::time::Duration;
 
+use api_support::{fast, login, login_via, token_response};
 use chrono::{Months, NaiveDate, Utc};
-use kiwi_mocks::contabo::{self, InstanceEvent, MockConfig, MockHandle};
+use kiwi_mocks::contabo::{self, InstanceEvent, MockConfig};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
-
-/// Instances run after ~10 ms: the suite stays fast without racing the ticker.
-fn fast() -> MockConfig {
-    MockConfig {
-        provisioning_delay: Duration::from_millis(5),
-        installing_delay: Duration::from_millis(5),
-        tick: Duration::from_millis(5),
-        ..MockConfig::default()
-    }
-}
-
-struct Api {
-    base: String,
-    http: Client,
-    token: String,
-}
-
-async fn token_response(
-    http: &Client,
-    base: &str,
-    mock: &MockHandle,
-    password: &str,
-    client_id: &str,
-) -> reqwest::Response {
-    let c = mock.credentials();
-    http.post(format!("{base}{}", contabo::auth::TOKEN_PATH))
-        .form(&[
-            ("grant_type", "password"),
-            ("client_id", client_id),
-            ("client_secret", c.client_secret.as_str()),
-            ("username", c.username.as_str()),
-            ("password", password),
-        ])
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn login_via(mock: &MockHandle, base: &str) -> Api {
-    let http = Client::new();
-    let c = mock.credentials();
-    let resp = token_response(&http, base, mock, &c.password, &c.client_id).await;
-    assert_eq!(resp.status(), StatusCode::OK);
-    let body: Value = resp.json().await.unwrap();
-    Api {
-        base: base.to_owned(),
-        http,
-        token: body["access_token"].as_str().unwrap().to_owned(),
-    }
-}
-
-async fn login(mock: &MockHandle) -> Api {
-    login_via(mock, &mock.base_url()).await
-}
-
-impl Api {
-    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        self.http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .header("x-request-id", uuid::Uuid::new_v4().to_string())
-            .header("x-trace-id", "mock-tests")
-    }
-
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = self.request(method, path);
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        let value = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap()
-        };
-        (status, value)
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        self.call(Method::GET, path, None).await
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.call(Method::POST, path, Some(body)).await
-    }
-
-    /// Orders an instance and returns its id.
-    async fn order(&self, body: Value) -> i64 {
-        let (status, resp) = self.post("/v1/compute/instances", body).await;
-        assert_eq!(status, StatusCode::CREATED, "{resp}");
-        resp["data"][0]["instanceId"].as_i64().unwrap()
-    }
-}
 
 /// Next event for `id` with `status`, skipping others. Bounded so a broken mock fails, not hangs.
 async fn wait_for(

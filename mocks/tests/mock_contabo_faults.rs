@@ -3,97 +3,17 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod api_support;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use kiwi_mocks::contabo::{self, Faults, MockConfig, MockHandle};
+use api_support::{fast, login};
+use kiwi_mocks::contabo::{self, Faults, MockConfig};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
-
-fn fast() -> MockConfig {
-    MockConfig {
-        provisioning_delay: Duration::from_millis(5),
-        installing_delay: Duration::from_millis(5),
-        tick: Duration::from_millis(5),
-        ..MockConfig::default()
-    }
-}
-
-struct Api {
-    base: String,
-    http: Client,
-    token: String,
-}
-
-async fn login(mock: &MockHandle) -> Api {
-    let http = Client::new();
-    let c = mock.credentials();
-    let resp = http
-        .post(mock.token_url())
-        .form(&[
-            ("grant_type", "password"),
-            ("client_id", c.client_id.as_str()),
-            ("client_secret", c.client_secret.as_str()),
-            ("username", c.username.as_str()),
-            ("password", c.password.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    let body: Value = resp.json().await.unwrap();
-    Api {
-        base: mock.base_url(),
-        http,
-        token: body["access_token"].as_str().unwrap().to_owned(),
-    }
-}
-
-impl Api {
-    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        self.http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .header("x-request-id", uuid::Uuid::new_v4().to_string())
-    }
-
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = self.request(method, path);
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        self.call(Method::GET, path, None).await
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.call(Method::POST, path, Some(body)).await
-    }
-
-    async fn control(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-}
 
 #[tokio::test]
 async fn a_tight_rate_limit_answers_429_with_retry_after() {
