@@ -10,11 +10,17 @@
 
 #![allow(clippy::unwrap_used)]
 
+// The integration tests' helpers: a loopback copy of the example inventory
+// and its slot names.
+#[path = "../tests/apply_support/mod.rs"]
+mod apply_support;
+
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use apply_support::{inventory_copy, slot_names};
 use kiwi_mocks::contabo::{spawn, Faults, MockConfig, MockHandle};
 
 /// Reruns after the first apply, at most.
@@ -109,9 +115,8 @@ async fn suite() {
     for s in scenarios {
         let started = Instant::now();
         let mock = spawn(s.config).await.unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let inventory = copy_inventory(dir.path());
-        let slots = slot_names(&inventory);
+        let (_dir, inventory) = inventory_copy();
+        let slots = slot_names();
         let mut attempted = 0;
         let mut completed = 0;
         for delay in &s.kills {
@@ -189,48 +194,4 @@ fn apply(mock: &MockHandle, inventory: &Path) -> Command {
     .stdout(Stdio::null())
     .stderr(Stdio::null());
     cmd
-}
-
-/// The example inventory, its Core control plane moved to loopback (the
-/// suite never connects to nodes, but nothing here points outside it).
-fn copy_inventory(dir: &Path) -> PathBuf {
-    let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("inventory");
-    let to = dir.join("inventory");
-    copy_dir(&from, &to);
-    let main = to.join("kiwi.toml");
-    let text = std::fs::read_to_string(&main)
-        .unwrap()
-        .replace("203.0.113.1", "127.0.31.")
-        .replace("api.core.kiwistack.io:6443", "127.0.31.1:6443");
-    std::fs::write(&main, text).unwrap();
-    to
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_name() == ".kiwi" {
-            continue;
-        }
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
-fn slot_names(inventory: &Path) -> BTreeSet<String> {
-    let desired = kiwi_infra::inventory::load(inventory).unwrap();
-    desired
-        .clusters
-        .iter()
-        .flat_map(|c| {
-            c.pools.iter().flat_map(move |p| {
-                (1..=p.count).map(move |i| kiwi_infra::inventory::slot_name(&c.name, &p.name, i))
-            })
-        })
-        .collect()
 }
