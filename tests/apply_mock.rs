@@ -35,12 +35,7 @@ async fn apply_with_faults_orders_each_slot_once_and_leaves_an_empty_plan() {
     .await
     .unwrap();
     let (_dir, inv) = inventory_copy();
-    let out = run(command(
-        &mock,
-        &inv,
-        &["apply", "--auto-approve", "--contabo-only"],
-    ))
-    .await;
+    let out = apply_contabo_side(&mock, &inv).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_each_slot_once(&mock);
     let stats = mock.stats();
@@ -79,12 +74,7 @@ async fn every_order_answer_dropped_still_gives_one_instance_per_slot() {
     .await
     .unwrap();
     let (_dir, inv) = inventory_copy();
-    let out = run(command(
-        &mock,
-        &inv,
-        &["apply", "--auto-approve", "--contabo-only"],
-    ))
-    .await;
+    let out = apply_contabo_side(&mock, &inv).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_each_slot_once(&mock);
     assert_eq!(mock.stats().dropped_create_responses, 15);
@@ -100,12 +90,7 @@ async fn a_product_not_available_is_reported_the_others_finish_and_a_rerun_compl
     mock.set_product_status("V9", Some("product_not_available"))
         .unwrap();
     let (_dir, inv) = inventory_copy();
-    let out = run(command(
-        &mock,
-        &inv,
-        &["apply", "--auto-approve", "--contabo-only"],
-    ))
-    .await;
+    let out = apply_contabo_side(&mock, &inv).await;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     for slot in ["kiwi-core-realtime-01", "kiwi-core-realtime-02"] {
@@ -128,12 +113,7 @@ async fn a_product_not_available_is_reported_the_others_finish_and_a_rerun_compl
     }
     // The product becomes available again: a rerun finishes the two nodes.
     mock.set_product_status("V9", None).unwrap();
-    let again = run(command(
-        &mock,
-        &inv,
-        &["apply", "--auto-approve", "--contabo-only"],
-    ))
-    .await;
+    let again = apply_contabo_side(&mock, &inv).await;
     assert_eq!(again.status.code(), Some(0), "{}", text(&again));
     assert_each_slot_once(&mock);
     assert!(mock.instances().iter().all(|i| i.status == "running"));
@@ -211,12 +191,7 @@ async fn a_second_apply_names_the_lock_holder_and_a_dead_holder_does_not_block()
     .unwrap();
     let (_dir, inv) = inventory_copy();
     let lock = kiwi_infra::apply::ApplyLock::acquire(&inv).unwrap();
-    let out = run(command(
-        &mock,
-        &inv,
-        &["apply", "--auto-approve", "--contabo-only"],
-    ))
-    .await;
+    let out = apply_contabo_side(&mock, &inv).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -318,12 +293,7 @@ async fn an_order_left_untagged_by_a_killed_apply_is_finished_not_bought_again()
         )
         .unwrap();
     let earlier = order_directly(&mock, slot, "V94").await;
-    let out = run(command(
-        &mock,
-        &inv,
-        &["apply", "--auto-approve", "--contabo-only"],
-    ))
-    .await;
+    let out = apply_contabo_side(&mock, &inv).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -346,12 +316,7 @@ async fn an_instance_with_a_slot_name_but_no_journal_entry_is_not_taken_over() {
     let mock = spawn(quick()).await.unwrap();
     let (_dir, inv) = inventory_copy();
     let foreign = order_directly(&mock, "kiwi-praxis-lindner-server-02", "V94").await;
-    let out = run(command(
-        &mock,
-        &inv,
-        &["apply", "--auto-approve", "--contabo-only"],
-    ))
-    .await;
+    let out = apply_contabo_side(&mock, &inv).await;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("--adopt"), "{stdout}");

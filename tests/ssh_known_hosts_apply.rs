@@ -59,12 +59,7 @@ async fn each_node_is_listed_once_with_the_key_its_user_data_carries() {
     .await
     .unwrap();
     let (_dir, inv) = inventory_copy();
-    let out = run(command(
-        &mock,
-        &inv,
-        &["apply", "--auto-approve", "--contabo-only"],
-    ))
-    .await;
+    let out = apply_contabo_side(&mock, &inv).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let stats = mock.stats();
     assert!(

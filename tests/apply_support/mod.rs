@@ -94,6 +94,16 @@ pub fn command(mock: &MockHandle, inventory: &Path, args: &[&str]) -> Command {
     cmd
 }
 
+/// `kiwi-infra apply --auto-approve --contabo-only` against `mock`, to completion.
+pub async fn apply_contabo_side(mock: &MockHandle, inventory: &Path) -> Output {
+    run(command(
+        mock,
+        inventory,
+        &["apply", "--auto-approve", "--contabo-only"],
+    ))
+    .await
+}
+
 /// Runs `kiwi-infra` to completion (off the async runtime's threads).
 pub async fn run(mut cmd: Command) -> Output {
     tokio::task::spawn_blocking(move || cmd.output().unwrap())
