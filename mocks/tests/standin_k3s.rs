@@ -443,6 +443,35 @@ fn a_node_role_label_or_a_missing_token_fails_the_unit_like_k3s() {
 }
 
 #[test]
+fn a_hanging_first_boot_keeps_cloud_init_waiting_until_it_ends() {
+    let n = std::sync::Arc::new(SimNode::new("hangs", "127.0.20.72"));
+    n.boot();
+    n.write("/etc/kiwi-sim/cloud-init-hangs", "");
+    let now = n.run("cloud-init", &["status"]);
+    assert_eq!((now.code, now.stdout.trim()), (0, "status: running"));
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiter = std::sync::Arc::clone(&n);
+    std::thread::spawn(move || {
+        let _ = tx.send(waiter.run("cloud-init", &["status", "--wait"]));
+    });
+    assert!(
+        rx.recv_timeout(std::time::Duration::from_secs(3)).is_err(),
+        "--wait returned while the first boot still runs"
+    );
+    std::fs::remove_file(n.path("/etc/kiwi-sim/cloud-init-hangs")).unwrap();
+    let done = rx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("--wait ends once the boot does");
+    assert_eq!(done.code, 0);
+    assert!(
+        done.stdout.trim().ends_with("status: done"),
+        "{}",
+        done.stdout
+    );
+}
+
+#[test]
 fn small_tools_answer_like_the_real_ones() {
     let n = SimNode::new("tools", "127.0.20.71");
     n.write("/etc/kiwi-sim/cloud-init-failed", "");

@@ -342,6 +342,8 @@ struct Inner {
     /// `KIWI_SIM_STATE` value of this simulator's processes.
     marker: String,
     nodes: tokio::sync::Mutex<BTreeMap<NodeKey, Slot>>,
+    /// Host names whose first boot never finishes (see [`NodeSimulator::hang_cloud_init`]).
+    hanging: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// The simulated nodes of one state directory. Dropping it kills every node's processes;
@@ -391,6 +393,7 @@ impl NodeSimulator {
                 ssh_port: config.ssh_port,
                 marker,
                 nodes: tokio::sync::Mutex::new(BTreeMap::new()),
+                hanging: std::sync::Mutex::new(std::collections::BTreeSet::new()),
             }),
             followers: Vec::new(),
         })
@@ -410,12 +413,15 @@ impl NodeSimulator {
             .collect();
         let inner = self.inner.clone();
         self.followers.push(tokio::spawn(async move {
+            // One worker per instance: its events in order, while machines boot side by
+            // side as a cloud's do.
+            let mut workers = HashMap::new();
             for event in existing {
-                inner.follow(event).await;
+                dispatch(&inner, &mut workers, event);
             }
             loop {
                 match events.recv().await {
-                    Ok(event) => inner.follow(event).await,
+                    Ok(event) => dispatch(&inner, &mut workers, event),
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
                         tracing::error!(missed, "simulated nodes missed instance events");
                     }
@@ -443,6 +449,15 @@ impl NodeSimulator {
                 dir: slot.layers.dir().to_path_buf(),
             })
             .collect()
+    }
+
+    /// A fault: the node named `name` (a Contabo instance's display name), when it
+    /// boots from now on, never finishes cloud-init, so it never becomes ready for work.
+    /// `rm /etc/kiwi-sim/cloud-init-hangs` on the node (through [`Self::exec`]) ends it.
+    pub fn hang_cloud_init(&self, name: &str) {
+        if let Ok(mut hanging) = self.inner.hanging.lock() {
+            hanging.insert(name.to_string());
+        }
     }
 
     /// Creates (or reboots) a node that no Contabo order stands for, and returns its host
@@ -697,6 +712,26 @@ impl Drop for NodeSimulator {
     }
 }
 
+/// Hands `event` to its instance's worker, starting one for an instance not seen before.
+fn dispatch(
+    inner: &Arc<Inner>,
+    workers: &mut HashMap<i64, tokio::sync::mpsc::UnboundedSender<InstanceEvent>>,
+    event: InstanceEvent,
+) {
+    let worker = workers.entry(event.instance_id).or_insert_with(|| {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<InstanceEvent>();
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            while let Some(event) = rx.recv().await {
+                inner.follow(event).await;
+            }
+        });
+        tx
+    });
+    // A worker only ends when its sender is dropped, so this cannot fail.
+    let _ = worker.send(event);
+}
+
 fn running_holder<'a>(
     nodes: &'a BTreeMap<NodeKey, Slot>,
     name: &str,
@@ -786,22 +821,51 @@ impl Inner {
     /// Starts a node (stopping it first if it runs): prepares its disk, writes first-boot
     /// files, mounts its view, and opens its SSH server. Returns its host public key.
     async fn boot(&self, boot: Boot) -> Result<String, NodesError> {
-        let mut nodes = self.nodes.lock().await;
-        let layers = match nodes.get_mut(&boot.key) {
-            Some(slot) => {
+        // The node's slot is out of the map while it boots, so that other nodes boot at the
+        // same time; a failed boot puts it back, stopped.
+        let previous = self.nodes.lock().await.remove(&boot.key);
+        let (layers, (host_public_key, running)) = match previous {
+            Some(mut slot) => {
                 slot.stop().await;
-                slot.layers.clone()
+                let layers = slot.layers.clone();
+                match self.start(&boot, &layers).await {
+                    Ok(started) => (layers, started),
+                    Err(e) => {
+                        self.nodes.lock().await.insert(boot.key, slot);
+                        return Err(e);
+                    }
+                }
             }
-            None => Layers::new(self.node_dir(&boot)),
+            None => {
+                let layers = Layers::new(self.node_dir(&boot));
+                let started = self.start(&boot, &layers).await?;
+                (layers, started)
+            }
         };
+        self.nodes.lock().await.insert(
+            boot.key,
+            Slot {
+                name: boot.name,
+                ip: boot.ip,
+                layers,
+                host_public_key: host_public_key.clone(),
+                running: Some(running),
+            },
+        );
+        Ok(host_public_key)
+    }
+
+    /// The work of [`Self::boot`] on a stopped node's disk: first-boot and every-boot
+    /// files, its namespaces, its SSH server and the units it enabled.
+    async fn start(&self, boot: &Boot, layers: &Layers) -> Result<(String, Running), NodesError> {
         let first_boot = !layers.exists();
         layers.prepare()?;
-        let host_key = self.host_key(&layers, &boot)?;
+        let host_key = self.host_key(layers, boot)?;
         let host_public_key = public_key_line(host_key.public_key());
         if first_boot {
-            self.first_boot(&layers, &boot, &host_key)?;
+            self.first_boot(layers, boot, &host_key)?;
         }
-        self.every_boot(&layers, &boot)?;
+        self.every_boot(layers, boot)?;
         let holder = layers.spawn_holder(&boot.name, &self.marker).await?;
         let addr = SocketAddr::from((boot.ip, self.ssh_port));
         let listener = match TcpListener::bind(addr).await {
@@ -809,7 +873,7 @@ impl Inner {
             Err(source) => {
                 holder.stop().await;
                 return Err(NodesError::Bind {
-                    node: boot.name,
+                    node: boot.name.clone(),
                     addr,
                     source,
                 });
@@ -819,24 +883,14 @@ impl Inner {
             node: boot.name.clone(),
             holder_pid: holder.pid,
             marker: self.marker.clone(),
-            logins: boot.logins,
+            logins: boot.logins.clone(),
         });
         let ssh = tokio::spawn(ssh::serve(listener, ssh::config(host_key), shell));
         tracing::info!(node = %boot.name, %addr, first_boot, "simulated node running");
         if !first_boot {
-            self.start_enabled_units(&layers, &holder, &boot.name);
+            self.start_enabled_units(layers, &holder, &boot.name);
         }
-        nodes.insert(
-            boot.key,
-            Slot {
-                name: boot.name,
-                ip: boot.ip,
-                layers,
-                host_public_key: host_public_key.clone(),
-                running: Some(Running { holder, ssh }),
-            },
-        );
-        Ok(host_public_key)
+        Ok((host_public_key, Running { holder, ssh }))
     }
 
     /// What systemd does at boot: `systemctl start` (the stand-in) every unit the node itself
@@ -999,6 +1053,13 @@ impl Inner {
         );
         layers.write(K3S_INSTALL_SCRIPT, script.as_bytes(), 0o755, false)?;
         layers.mkdir(PID_DIR, 0o755)?;
+        let hangs = self
+            .hanging
+            .lock()
+            .is_ok_and(|hanging| hanging.contains(&boot.name));
+        if hangs {
+            layers.write(crate::standin::paths::CLOUD_INIT_HANGS, b"", 0o644, false)?;
+        }
         // cloud-init's mark that the first boot's work is done (`cloud-init status` reads it).
         layers.write(
             "/var/lib/cloud/instance/boot-finished",

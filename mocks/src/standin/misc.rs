@@ -5,7 +5,7 @@
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
-use super::paths::{own_exe, Root, CLOUD_INIT_FAILED};
+use super::paths::{own_exe, Root, CLOUD_INIT_FAILED, CLOUD_INIT_HANGS};
 use super::{Result, StandinError};
 
 /// Where cloud-init puts the k3s install script on k3s nodes.
@@ -116,6 +116,20 @@ pub fn cloud_init(args: &[String]) -> Result<i32> {
                         2,
                     ));
                 }
+            }
+            let wait = args[1..].iter().any(|a| a == "--wait" || a == "-w");
+            if root.exists(CLOUD_INIT_HANGS) {
+                if !wait {
+                    println!("status: running");
+                    return Ok(0);
+                }
+                // As cloud-init does: a dot now and then until the boot ends.
+                while root.exists(CLOUD_INIT_HANGS) {
+                    print!(".");
+                    let _ = std::io::Write::flush(&mut std::io::stdout());
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                }
+                println!();
             }
             if root.exists(CLOUD_INIT_FAILED) {
                 println!("status: error");

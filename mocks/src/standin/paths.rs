@@ -16,6 +16,9 @@ pub const ROOT_ENV: &str = "KIWI_SIM_ROOT";
 pub const NODE_JSON: &str = "/etc/kiwi-sim/node.json";
 /// Present when a test wants `cloud-init status --wait` to report a failed first boot.
 pub const CLOUD_INIT_FAILED: &str = "/etc/kiwi-sim/cloud-init-failed";
+/// Present while a test wants cloud-init's first boot never to finish: `cloud-init status`
+/// says `running` and `--wait` waits (a node that never becomes ready).
+pub const CLOUD_INIT_HANGS: &str = "/etc/kiwi-sim/cloud-init-hangs";
 /// Pid files of running daemons, one per unit (the simulator kills them when a node stops).
 pub const PID_DIR: &str = "/run/kiwi-sim/pids";
 /// Markers a daemon writes once it is up (the stand-in for systemd's `READY=1`).
