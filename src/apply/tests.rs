@@ -169,6 +169,53 @@ async fn kiwi_managed_is_assigned_after_the_other_tags_of_its_instance() {
 }
 
 #[tokio::test]
+async fn orders_start_before_bookkeeping_when_steps_compete() {
+    // One step at a time: every order (the start of minutes of provisioning)
+    // must go out before any tag assignment, whatever the plan's order.
+    let fake = FakeCloud::default();
+    let (_dir, j) = journal();
+    let d = desired();
+    let observed = observe(&fake, &d).await;
+    let plan = plan::plan(&d, &observed, &PlanOptions::default());
+    let reporter = RecordingReporter::default();
+    let input = ApplyInput {
+        settle: Vec::new(),
+        steps: plan.steps,
+        ssh_public_key: d.provider.ssh_public_key.clone(),
+    };
+    let mut one_at_a_time = settings(true);
+    one_at_a_time.concurrency = 1;
+    execute(
+        &fake,
+        &NoNodeAccess,
+        &reporter,
+        &j,
+        &observed,
+        input,
+        &one_at_a_time,
+    )
+    .await;
+    let finished: Vec<String> = reporter
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Reported::StepFinished(id, StepOutcome::Done(_)) => Some(id.0),
+            _ => None,
+        })
+        .collect();
+    let last_order = finished
+        .iter()
+        .rposition(|id| id.starts_with("order:"))
+        .unwrap();
+    let first_assign = finished
+        .iter()
+        .position(|id| id.starts_with("assign:"))
+        .unwrap();
+    assert!(last_order < first_assign, "{finished:#?}");
+    assert_one_instance_per_slot(&fake);
+}
+
+#[tokio::test]
 async fn every_order_answer_lost_and_listed_late_still_buys_each_slot_once() {
     let fake = FakeCloud::with(|s| {
         s.lose_create_answers = u32::MAX;
