@@ -74,16 +74,14 @@ impl Datastore {
         Ok(store)
     }
 
-    /// Runs `f` on the state; persists when `persist`.
+    /// Runs `f` on the state; persists when `persist`. The file is written
+    /// under the lock: concurrent requests must neither share the temporary
+    /// file nor let an older state overwrite a newer one.
     pub fn with<T>(&self, persist: bool, f: impl FnOnce(&mut ClusterState) -> T) -> Result<T> {
-        let (out, text) = {
-            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            let out = f(&mut state);
-            let text = persist.then(|| serde_json::to_string_pretty(&*state));
-            (out, text)
-        };
-        if let Some(text) = text {
-            let text = text.map_err(|e| StandinError::Parse {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let out = f(&mut state);
+        if persist {
+            let text = serde_json::to_string_pretty(&*state).map_err(|e| StandinError::Parse {
                 path: self.path.clone(),
                 message: e.to_string(),
             })?;

@@ -101,7 +101,10 @@ impl Root {
 /// Writes a host file atomically (temporary file and rename) with `mode`.
 pub fn write_host(path: &Path, contents: &str, mode: u32) -> Result<()> {
     create_parent(path)?;
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    // Unique per process and call, so that no two writers share it.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp.{}.{n}", std::process::id()));
     let io = |source| StandinError::Io {
         action: "cannot write",
         path: path.to_path_buf(),
