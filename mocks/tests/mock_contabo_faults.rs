@@ -75,6 +75,34 @@ async fn a_tight_rate_limit_answers_429_with_retry_after() {
 }
 
 #[tokio::test]
+async fn a_throttle_rate_of_one_refuses_every_request_with_retry_after() {
+    let mock = contabo::spawn(fast()).await.unwrap();
+    let api = login(&mock).await;
+    mock.set_faults(Faults {
+        throttle_rate: 1.0,
+        ..Faults::default()
+    })
+    .unwrap();
+    for _ in 0..4 {
+        let (status, _) = api
+            .post("/v1/compute/instances", json!({"period": 1}))
+            .await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    }
+    assert_eq!(mock.stats().rate_limited, 4);
+    assert!(
+        mock.instances().is_empty(),
+        "a refused order places nothing"
+    );
+    assert!(Faults {
+        throttle_rate: 1.5,
+        ..Faults::default()
+    }
+    .check()
+    .is_err());
+}
+
+#[tokio::test]
 async fn an_error_rate_of_one_fails_every_request_without_side_effects() {
     let mock = contabo::spawn(fast()).await.unwrap();
     let api = login(&mock).await;

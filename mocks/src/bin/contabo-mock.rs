@@ -65,6 +65,9 @@ struct Args {
     /// Fraction (0..=1) of /v1 requests answered with an injected 500 or 503.
     #[arg(long, default_value_t = 0.0, value_name = "FRACTION")]
     error_rate: f64,
+    /// Fraction (0..=1) of /v1 requests refused with 429 whatever the rate limit says.
+    #[arg(long, default_value_t = 0.0, value_name = "FRACTION")]
+    throttle_rate: f64,
     /// Seed of the RNG behind injected errors and dropped responses.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -159,6 +162,7 @@ impl Args {
             error_rate: self.error_rate,
             rate_limit_rps: self.rate_limit,
             rate_burst: self.rate_burst,
+            throttle_rate: self.throttle_rate,
             drop_create_responses: self.drop_create_responses,
             drop_create_probability: self.drop_create_probability,
         };

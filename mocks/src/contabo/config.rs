@@ -72,6 +72,11 @@ pub struct Faults {
     pub rate_limit_rps: Option<f64>,
     /// Bucket size: how many requests may arrive at once before 429s start.
     pub rate_burst: u32,
+    /// Fraction (0..=1) of `/v1` requests refused with 429 (`Retry-After: 1`) whatever the
+    /// bucket says, as when other clients of the account share its limit. Drawn from the
+    /// seeded RNG.
+    #[serde(default)]
+    pub throttle_rate: f64,
     /// The next N instance orders are placed but their responses are dropped (connection
     /// closed without a response).
     pub drop_create_responses: u32,
@@ -86,6 +91,7 @@ impl Default for Faults {
             error_rate: 0.0,
             rate_limit_rps: None,
             rate_burst: 10,
+            throttle_rate: 0.0,
             drop_create_responses: 0,
             drop_create_probability: 0.0,
         }
@@ -99,6 +105,12 @@ impl Faults {
             return Err(format!(
                 "errorRate must be within 0..=1, got {}",
                 self.error_rate
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.throttle_rate) {
+            return Err(format!(
+                "throttleRate must be within 0..=1, got {}",
+                self.throttle_rate
             ));
         }
         if !(0.0..=1.0).contains(&self.drop_create_probability) {

@@ -120,6 +120,10 @@ impl FaultState {
 
     /// Takes one token from the shared bucket, or says how long until one is back.
     pub fn admit(&mut self, now: Instant) -> Admission {
+        let throttle = self.faults.throttle_rate;
+        if throttle > 0.0 && self.rng.random_bool(throttle.clamp(0.0, 1.0)) {
+            return Admission::RetryAfter(1);
+        }
         let Some(rps) = self.faults.rate_limit_rps else {
             return Admission::Admit;
         };
