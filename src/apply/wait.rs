@@ -162,9 +162,14 @@ impl StatusBoard {
                 // The waits' time limits bound how long failures may last.
                 Err(e) => tracing::debug!(error = %e, "status poll failed; polling again"),
             }
+            // A wait that begins while others run does not restart the
+            // backoff: its instance was just ordered and is minutes from
+            // running, and with 180 orders going out, rounds every
+            // `poll_min` would spend a good part of the rate limit on
+            // listing pages instead of orders. Only a parked poller (no
+            // waits) is woken at once.
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
-                () = self.wake.notified() => delay = self.settings.poll_min,
                 () = self.stop.notified() => {}
             }
             delay = (delay.mul_f64(1.5)).min(self.settings.poll_max);
