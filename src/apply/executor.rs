@@ -41,8 +41,12 @@ const CLOCK_SKEW: chrono::Duration = chrono::Duration::minutes(10);
 /// Knobs of one apply.
 #[derive(Debug, Clone)]
 pub struct ApplySettings {
-    /// Steps (other than waits) running at once.
+    /// Contabo steps (orders, tags, cancels, ...) running at once; the
+    /// client's rate limit paces their requests in any case.
     pub concurrency: usize,
+    /// Node steps (bootstraps, joins, labels, drains) running at once: SSH
+    /// sessions whose work happens on the nodes themselves.
+    pub node_concurrency: usize,
     /// Only Contabo-side steps; node steps are left for a later run.
     pub contabo_only: bool,
     /// Waiting for `running`.
@@ -80,6 +84,7 @@ impl ApplySettings {
     pub fn production(trace_id: String) -> Self {
         ApplySettings {
             concurrency: 8,
+            node_concurrency: 32,
             contabo_only: false,
             wait: WaitSettings::production(),
             unlisted_order_wait: Duration::from_secs(120),
@@ -181,6 +186,16 @@ enum Work {
         instance: Option<InstanceId>,
         own_action: bool,
     },
+}
+
+/// Which concurrency limit a task counts against: 0 for Contabo steps, 1
+/// for node steps, none for waits.
+fn limit_kind(work: &Work) -> Option<usize> {
+    match work {
+        Work::Wait { .. } => None,
+        Work::Step(step) if is_node_step(&step.kind) => Some(1),
+        Work::Step(_) => Some(0),
+    }
 }
 
 /// Which ready task starts first when steps compete for the concurrency
@@ -519,7 +534,12 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
         let mut state = vec![State::Pending; tasks.len()];
         let mut results: Vec<Option<TaskResult>> = tasks.iter().map(|_| None).collect();
         let mut running: FuturesUnordered<TaskFuture<'_>> = FuturesUnordered::new();
-        let mut busy = 0usize;
+        // Running steps per kind: [Contabo, node]; waits are not limited.
+        let mut busy = [0usize; 2];
+        let limits = [
+            self.settings.concurrency.max(1),
+            self.settings.node_concurrency.max(1),
+        ];
         // Ready tasks start in plan order within their urgency (see
         // `urgency`): with 180 slots, tag assignments must not hold the
         // last orders back for seconds of rate-limited requests.
@@ -573,11 +593,11 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
                         progressed = true;
                         continue;
                     }
-                    let is_wait = matches!(tasks[i].work, Work::Wait { .. });
-                    if ready && (is_wait || busy < self.settings.concurrency.max(1)) {
+                    let kind = limit_kind(&tasks[i].work);
+                    if ready && kind.is_none_or(|k| busy[k] < limits[k]) {
                         state[i] = State::Running;
-                        if !is_wait {
-                            busy += 1;
+                        if let Some(k) = kind {
+                            busy[k] += 1;
                         }
                         let work = tasks[i].work.clone();
                         let id = tasks[i].id.clone();
@@ -597,8 +617,8 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
             let Some((i, result)) = running.next().await else {
                 break;
             };
-            if !matches!(tasks[i].work, Work::Wait { .. }) {
-                busy -= 1;
+            if let Some(k) = limit_kind(&tasks[i].work) {
+                busy[k] -= 1;
             }
             let (outcome, error) = match result {
                 Ok(outcome) => (outcome, None),

@@ -245,6 +245,14 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
             })
     }
 
+    /// Closes every connection this executor opened (at the end of a run).
+    pub async fn close(&self) {
+        let open: Vec<Arc<C::Exec>> = std::mem::take(&mut *self.connections.lock().await)
+            .into_values()
+            .collect();
+        futures::future::join_all(open.iter().map(|exec| exec.close())).await;
+    }
+
     async fn connect(&self, node: &str) -> Result<Arc<C::Exec>, BootstrapError> {
         let mut connections = self.connections.lock().await;
         if self.stale.lock().is_ok_and(|mut s| s.remove(node)) {
@@ -305,11 +313,14 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
         Ok(Secret::new(out.stdout.trim().to_string()))
     }
 
+    /// `cloud-init status --wait`, as long as a first boot may take: a
+    /// node whose first boot hangs fails its step after that, whichever run
+    /// finds it (not after the much longer install limit).
     async fn wait_for_first_boot(&self, exec: &C::Exec) -> Result<(), BootstrapError> {
         self.run(
             exec,
             "cloud-init status --wait",
-            self.settings.install_timeout,
+            self.settings.first_boot_timeout,
             &[],
         )
         .await

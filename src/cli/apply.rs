@@ -12,7 +12,8 @@
 //! `KIWI_APPLY_POLL_MS` (first poll interval), `KIWI_APPLY_STATUS_LIMIT_SECS`
 //! (time limit per status), `KIWI_APPLY_UNLISTED_WAIT_MS` (how long to look
 //! for an order Contabo may list late), `KIWI_APPLY_START_GRACE_MS`,
-//! `KIWI_APPLY_CONCURRENCY`.
+//! `KIWI_APPLY_CONCURRENCY` (Contabo steps at once, 8),
+//! `KIWI_APPLY_NODE_CONCURRENCY` (node steps at once, 32).
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, IsTerminal, Write};
@@ -40,6 +41,41 @@ pub(super) async fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<ExitCod
     let journal = OrderJournal::open(&global.inventory).map_err(apply_error)?;
 
     let (observed, nodes) = observe_all(global, &client, &desired, args.contabo_only).await?;
+    let run = Observed {
+        desired: &desired,
+        client: &client,
+        journal: &journal,
+        observed: &observed,
+        nodes: &nodes,
+    };
+    let result = apply_observed(global, args, run).await;
+    // However it ended: no SSH master process outlives the run.
+    nodes.close().await;
+    result
+}
+
+/// What `apply` has once the inventory is locked and read, and the world
+/// observed.
+struct Observed<'a> {
+    desired: &'a crate::inventory::Desired,
+    client: &'a crate::contabo::ContaboClient,
+    journal: &'a OrderJournal,
+    observed: &'a crate::plan::Observed,
+    nodes: &'a super::nodes::Nodes,
+}
+
+async fn apply_observed(
+    global: &GlobalArgs,
+    args: &ApplyArgs,
+    run: Observed<'_>,
+) -> Result<ExitCode, CliError> {
+    let Observed {
+        desired,
+        client,
+        journal,
+        observed,
+        nodes,
+    } = run;
     let options = plan_options(args.choices);
     let plan = match &args.plan_file {
         Some(path) => {
@@ -51,7 +87,7 @@ pub(super) async fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<ExitCod
             })?;
             let saved = SavedPlan::from_json(&text)
                 .map_err(|e| CliError::User(format!("{} is not usable: {e}", path.display())))?;
-            saved.check_fresh(&observed, &desired).map_err(|stale| {
+            saved.check_fresh(observed, desired).map_err(|stale| {
                 CliError::User(format!(
                     "refusing to apply {}: {stale}. Nothing was changed",
                     path.display()
@@ -59,11 +95,11 @@ pub(super) async fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<ExitCod
             })?;
             saved.plan
         }
-        None => plan::plan(&desired, &observed, &options),
+        None => plan::plan(desired, observed, &options),
     };
 
     // Orders an interrupted apply placed but could not tag (see apply::resume).
-    let interrupted = resume::interrupted_orders(&journal.entries(), &observed);
+    let interrupted = resume::interrupted_orders(&journal.entries(), observed);
     let finishing = if interrupted.is_empty() {
         Vec::new()
     } else {
@@ -73,13 +109,13 @@ pub(super) async fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<ExitCod
         };
         resume::finishing_steps(
             &plan,
-            &plan::plan(&desired, &observed, &adopt_all),
+            &plan::plan(desired, observed, &adopt_all),
             &interrupted,
         )
     };
     let mut steps: Vec<Step> = finishing.clone();
     steps.extend(plan.steps.iter().cloned());
-    let settle = resume::settle_targets(&desired, &observed, &interrupted, &steps);
+    let settle = resume::settle_targets(desired, observed, &interrupted, &steps);
 
     let color = settings::use_color(global.color);
     let render = RenderOptions {
@@ -133,11 +169,11 @@ pub(super) async fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<ExitCod
         ssh_public_key: desired.provider.ssh_public_key.clone(),
     };
     let outcome = apply::execute(
-        &client,
-        &nodes,
+        client,
+        nodes,
         &reporter,
-        &journal,
-        &observed,
+        journal,
+        observed,
         input,
         &apply_settings,
     )
@@ -145,9 +181,13 @@ pub(super) async fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<ExitCod
     reporter.finish();
 
     // Finish with a fresh plan that should be empty.
-    let fresh = observe_all(global, &client, &desired, args.contabo_only)
-        .await
-        .map(|(o, _)| plan::plan(&desired, &o, &options));
+    let fresh = match observe_all(global, client, desired, args.contabo_only).await {
+        Ok((o, fresh_nodes)) => {
+            fresh_nodes.close().await;
+            Ok(plan::plan(desired, &o, &options))
+        }
+        Err(e) => Err(e),
+    };
     let fresh_view = match &fresh {
         Ok(p) => FreshPlan::Planned(p),
         Err(e) => FreshPlan::Unavailable(e.to_string()),
@@ -275,5 +315,8 @@ fn tune_from_env(s: &mut ApplySettings) {
     }
     if let Some(n) = env_number("KIWI_APPLY_CONCURRENCY") {
         s.concurrency = usize::try_from(n).unwrap_or(8).max(1);
+    }
+    if let Some(n) = env_number("KIWI_APPLY_NODE_CONCURRENCY") {
+        s.node_concurrency = usize::try_from(n).unwrap_or(32).max(1);
     }
 }

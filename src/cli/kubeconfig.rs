@@ -26,7 +26,9 @@ pub(super) async fn run(global: &GlobalArgs, args: &KubeconfigArgs) -> Result<()
     let client = settings::contabo_client(global)?;
     let observed = observe(&client, &desired).await?;
     let executor = nodes::executor(global, &desired, &observed);
-    let (raw, server) = executor.admin_kubeconfig(&args.cluster).await?;
+    let fetched = executor.admin_kubeconfig(&args.cluster).await;
+    executor.close().await;
+    let (raw, server) = fetched?;
     let renamed = kubeconfig::rename(&raw, &args.cluster, &server)
         .map_err(|e| CliError::Internal(e.to_string()))?;
     match (&args.out, &args.merge) {

@@ -54,7 +54,8 @@ pub(super) async fn observe_and_plan(
 ) -> Result<Planned, CliError> {
     let desired = load_inventory(global)?;
     let client = settings::contabo_client(global)?;
-    let (observed, _) = observe_all(global, &client, &desired, contabo_only).await?;
+    let (observed, nodes) = observe_all(global, &client, &desired, contabo_only).await?;
+    nodes.close().await;
     let plan = plan::plan(&desired, &observed, &plan_options(choices));
     Ok(Planned {
         desired,

@@ -19,7 +19,8 @@ pub(super) async fn run(
 ) -> Result<std::process::ExitCode, CliError> {
     let desired = load_inventory(global)?;
     let client = settings::contabo_client(global)?;
-    let (observed, _) = observe_all(global, &client, &desired, args.contabo_only).await?;
+    let (observed, nodes) = observe_all(global, &client, &desired, args.contabo_only).await?;
+    nodes.close().await;
     let plan = crate::plan::plan(&desired, &observed, &Default::default());
     print!("{}", render(&desired, &observed, &plan));
     let not_ready = observed

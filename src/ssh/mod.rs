@@ -91,6 +91,12 @@ pub trait RemoteExec: Send + Sync {
         first_boot_finished(self, deadline)
     }
 
+    /// Ends the connection, if the transport keeps one (OpenSSH's master
+    /// process would otherwise linger after the run until it idles out).
+    fn close(&self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
     /// Like [`RemoteExec::run`], but a non-zero exit is an
     /// [`SshError::Command`] keeping the command, status and the end of its
     /// stderr, with the secrets fed through stdin redacted.

@@ -165,15 +165,6 @@ impl OpenSshExec {
         &self.address
     }
 
-    /// Closes the connection (also done on drop).
-    pub async fn close(self) {
-        if let Some(session) = self.session.lock().await.take() {
-            if let Ok(session) = Arc::try_unwrap(session) {
-                let _ = session.close().await;
-            }
-        }
-    }
-
     /// The open session, connecting first if there is none.
     async fn session(&self) -> Result<Arc<Session>, SshError> {
         let mut slot = self.session.lock().await;
@@ -292,6 +283,16 @@ impl OpenSshExec {
 }
 
 impl RemoteExec for OpenSshExec {
+    /// Stops the master process. Dropping a session only removes its
+    /// control socket; the master would linger until `ControlPersist` ends.
+    async fn close(&self) {
+        if let Some(session) = self.session.lock().await.take() {
+            if let Ok(session) = Arc::try_unwrap(session) {
+                let _ = session.close().await;
+            }
+        }
+    }
+
     fn node(&self) -> &str {
         &self.node
     }
