@@ -69,6 +69,18 @@ pub struct GlobalArgs {
     /// Contabo requests per second, shared by everything this run does.
     #[arg(long, global = true, default_value_t = 10.0, env = "KIWI_RATE_LIMIT")]
     pub rate_limit: f64,
+
+    /// Items asked for per page of a Contabo list (1-1000). Contabo documents
+    /// no maximum; when it serves fewer per page than asked, the tool follows
+    /// the paging it reports.
+    #[arg(
+        long,
+        global = true,
+        default_value_t = 100,
+        env = "KIWI_PAGE_SIZE",
+        value_parser = clap::value_parser!(u32).range(1..=1000)
+    )]
+    pub page_size: u32,
 }
 
 /// Contabo API credentials: from the Customer Control Panel, API section.

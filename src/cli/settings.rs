@@ -66,5 +66,6 @@ pub fn contabo_client(global: &GlobalArgs) -> Result<ContaboClient, CliError> {
     config.api_url = global.api_url.clone();
     config.auth_url = global.auth_url.clone();
     config.requests_per_second = global.rate_limit;
+    config.page_size = global.page_size;
     ContaboClient::new(config).map_err(CliError::from)
 }
