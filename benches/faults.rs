@@ -4,9 +4,11 @@
 //! applies attempted and completed, the instances ordered against the slots
 //! (they must be equal), and anything lost (slots without an instance).
 //!
+//! The last fault, a node that never becomes ready (its first boot never
+//! finishes), needs simulated nodes and therefore root; it runs the full
+//! apply (not `--contabo-only`) and is skipped, saying so, without root.
+//!
 //! Run with `cargo bench --bench faults`. Loopback only; stops by itself.
-//! A node that never becomes Ready needs simulated nodes and root; it is
-//! covered by the cluster tests, not here.
 
 #![allow(clippy::unwrap_used)]
 
@@ -14,6 +16,8 @@
 // and its slot names.
 #[path = "../tests/apply_support/mod.rs"]
 mod apply_support;
+#[path = "../tests/cluster_support/mod.rs"]
+mod cluster_support;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -60,11 +64,22 @@ fn faults(f: Faults) -> MockConfig {
 }
 
 async fn suite() {
+    // `cargo bench --bench faults -- ready` runs the faults whose name
+    // contains "ready".
+    let chosen = cluster_support::bench_filter();
     let scenarios = vec![
         Scenario {
             name: "10 % injected 500/503",
             config: faults(Faults {
                 error_rate: 0.10,
+                ..Faults::default()
+            }),
+            kills: vec![],
+        },
+        Scenario {
+            name: "5 % answered 429 (Retry-After: 1)",
+            config: faults(Faults {
+                throttle_rate: 0.05,
                 ..Faults::default()
             }),
             kills: vec![],
@@ -112,7 +127,7 @@ async fn suite() {
          injected: 5xx / 429 / dropped orders / tokens issued | wall |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
-    for s in scenarios {
+    for s in scenarios.into_iter().filter(|s| chosen(s.name)) {
         let started = Instant::now();
         let mock = spawn(s.config).await.unwrap();
         let (_dir, inventory) = inventory_copy();
@@ -162,6 +177,98 @@ async fn suite() {
         );
         mock.shutdown().await;
     }
+    if chosen(NEVER_READY) {
+        node_never_ready().await;
+    }
+}
+
+/// The node that hangs in its first boot: an agent of the Mesh customer.
+const HANGING: &str = "kiwi-stadtwerke-nord-general-01";
+
+/// Full applies on simulated nodes while one node's first boot never
+/// finishes: each run must fail for that node alone, name it, and order
+/// nothing again; once the node is fixed, a rerun completes.
+const NEVER_READY: &str = "a node that never becomes ready (cloud-init hangs)";
+
+async fn node_never_ready() {
+    let name = NEVER_READY;
+    if let Err(why) = cluster_support::nodes_preflight() {
+        println!(
+            "| {name} | skipped | | | | | {} | |",
+            why.replace('\n', " ")
+        );
+        return;
+    }
+    let started = Instant::now();
+    let world = cluster_support::world(62, 63, 3).await;
+    world.sim.hang_cloud_init(HANGING);
+    let slots = slot_names();
+    let run = || {
+        let mut cmd = world.kiwi(&["apply", "--auto-approve"]);
+        // How long a node may take to answer and finish cloud-init.
+        cmd.env("KIWI_NODE_READY_SECS", "8");
+        cmd.output().unwrap()
+    };
+    let mut attempted = 0;
+    let mut completed = 0;
+    for _ in 0..2 {
+        attempted += 1;
+        let began = Instant::now();
+        let out = run();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let log = std::env::temp_dir().join(format!("faults-never-ready-{attempted}.log"));
+        std::fs::write(&log, &out.stderr).unwrap();
+        eprintln!(
+            "run {attempted} with {HANGING} hanging: exit {}, {:.1} s, log in {}",
+            out.status,
+            began.elapsed().as_secs_f64(),
+            log.display()
+        );
+        assert!(
+            !out.status.success(),
+            "apply succeeded with {HANGING} hanging"
+        );
+        assert!(
+            stderr.contains(HANGING) && stderr.contains("cloud-init"),
+            "the failure names the node and cloud-init:\n{stderr}"
+        );
+    }
+    // Every other node made it into its cluster in the meantime.
+    let nodes = world
+        .nodes("kiwi-stadtwerke-nord-server-01", cluster_support::K3S)
+        .await;
+    assert!(!nodes.contains_key(HANGING));
+    assert!(nodes.values().all(cluster_support::ready));
+    // The operator fixes the node; the next apply finishes the job.
+    let fixed = world
+        .sim
+        .exec(HANGING, "rm /etc/kiwi-sim/cloud-init-hangs")
+        .await
+        .unwrap();
+    assert_eq!(fixed.code, 0, "{}", fixed.stderr);
+    for _ in 0..=MAX_RERUNS {
+        attempted += 1;
+        if run().status.success() {
+            completed += 1;
+            break;
+        }
+    }
+    let stats = world.mock.stats();
+    let present: BTreeSet<String> = world
+        .mock
+        .instances()
+        .into_iter()
+        .filter(|i| i.cancel_date.is_none())
+        .map(|i| i.display_name)
+        .collect();
+    let lost = slots.difference(&present).count();
+    println!(
+        "| {name} | {attempted} | {completed} | {} | {} | {lost} | 1 node hung in 2 runs, then fixed | {:.1} s |",
+        stats.instances_created,
+        slots.len(),
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(stats.instances_created as usize, slots.len());
 }
 
 fn apply(mock: &MockHandle, inventory: &Path) -> Command {

@@ -29,9 +29,14 @@ const LATENCY_MS: u64 = 50;
 /// Concurrency of the naive baseline, like a per-resource refresh
 /// (Terraform's default parallelism is 10).
 const NAIVE_CONCURRENCY: usize = 10;
-/// Rate limits (requests per second) the plan is measured at: the CLI's
-/// default, and one high enough not to be the bottleneck.
-const RATE_LIMITS: [f64; 2] = [10.0, 100.0];
+/// (items asked for per page, requests per second) the plan is measured
+/// at. Page size 100 is the CLI's default and what any server capping its
+/// pages at 100 would serve whatever was asked; 1,000 is `--page-size 1000`
+/// against a server that serves it (Contabo documents no maximum). Rate 10
+/// is the CLI's default; 100 is high enough not to be the bottleneck.
+const RUNS: [(u32, f64); 4] = [(100, 10.0), (100, 100.0), (1000, 10.0), (1000, 100.0)];
+/// The mock serves pages of up to this many items.
+const MOCK_MAX_PAGE: u32 = 1000;
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -48,6 +53,7 @@ async fn bench() {
         installing_delay: Duration::from_millis(10),
         ip_range: "127.64.0.0/20".parse().unwrap(),
         token_ttl: Duration::from_secs(3600),
+        max_page_size: MOCK_MAX_PAGE,
         ..MockConfig::default()
     };
     let max_page = config.max_page_size;
@@ -79,11 +85,11 @@ async fn bench() {
     println!();
 
     let mut plan_walls = Vec::new();
-    for rps in RATE_LIMITS {
+    for (page_size, rps) in RUNS {
         mock.reset_stats();
-        let (wall, rss_kib, summary) = run_plan(&mock, &inventory, rps);
+        let (wall, rss_kib, summary) = run_plan(&mock, &inventory, page_size, rps);
         let stats = mock.stats();
-        println!("kiwi-infra plan --contabo-only --rate-limit {rps}:");
+        println!("kiwi-infra plan --contabo-only --page-size {page_size} --rate-limit {rps}:");
         println!("  wall time       {:.2} s", wall.as_secs_f64());
         println!(
             "  API requests    {} /v1 + {} token",
@@ -98,7 +104,12 @@ async fn bench() {
         }
         println!("  plan said       {summary}");
         println!();
-        plan_walls.push((rps, wall, stats.requests_total + stats.tokens_issued));
+        plan_walls.push((
+            page_size,
+            rps,
+            wall,
+            stats.requests_total + stats.tokens_issued,
+        ));
     }
 
     mock.reset_stats();
@@ -112,9 +123,10 @@ async fn bench() {
         stats.requests_total, stats.tokens_issued
     );
     println!();
-    for (rps, plan_wall, plan_requests) in plan_walls {
+    for (page_size, rps, plan_wall, plan_requests) in plan_walls {
         println!(
-            "ratio naive/plan at --rate-limit {rps}: requests {:.1}x, wall time {:.1}x",
+            "ratio naive/plan at --page-size {page_size} --rate-limit {rps}: requests {:.1}x, \
+             wall time {:.1}x",
             naive_requests as f64 / plan_requests as f64,
             wall.as_secs_f64() / plan_wall.as_secs_f64()
         );
@@ -269,7 +281,12 @@ fn kiwi_infra_bin() -> PathBuf {
 
 /// Runs `kiwi-infra plan --contabo-only`; returns its wall time, peak RSS
 /// in KiB (when `/usr/bin/time` exists) and the plan's summary line.
-fn run_plan(mock: &MockHandle, inventory: &Path, rps: f64) -> (Duration, Option<u64>, String) {
+fn run_plan(
+    mock: &MockHandle,
+    inventory: &Path,
+    page_size: u32,
+    rps: f64,
+) -> (Duration, Option<u64>, String) {
     let time = Path::new("/usr/bin/time");
     let rss_file = tempfile::NamedTempFile::new().unwrap();
     let mut cmd = if time.exists() {
@@ -293,6 +310,8 @@ fn run_plan(mock: &MockHandle, inventory: &Path, rps: f64) -> (Duration, Option<
             &mock.token_url(),
             "--rate-limit",
             &rps.to_string(),
+            "--page-size",
+            &page_size.to_string(),
         ])
         .env("CNTB_OAUTH2_CLIENT_ID", c.client_id)
         .env("CNTB_OAUTH2_CLIENT_SECRET", c.client_secret)
@@ -301,6 +320,7 @@ fn run_plan(mock: &MockHandle, inventory: &Path, rps: f64) -> (Duration, Option<
         .env("NO_COLOR", "1")
         .env_remove("RUST_LOG")
         .env_remove("KIWI_RATE_LIMIT")
+        .env_remove("KIWI_PAGE_SIZE")
         .stdin(Stdio::null());
     let started = Instant::now();
     let out = cmd.output().unwrap();

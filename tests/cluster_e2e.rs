@@ -13,7 +13,7 @@ mod cluster_support;
 use std::process::Command;
 
 use apply_support::{run, slot_names, text};
-use cluster_support::{label, ready, world, World, K3S, KUBEADM};
+use cluster_support::{assert_ready_with_class, label, ready, world, World, K3S, KUBEADM};
 use serde_json::Value;
 
 /// Everything secret this run used: API credentials, the k3s tokens (read
@@ -116,17 +116,7 @@ async fn one_apply_builds_every_cluster_and_keeps_labels_true() {
         let node = nodes
             .get(slot)
             .unwrap_or_else(|| panic!("{slot} is not a node; nodes: {:?}", nodes.keys()));
-        assert!(ready(node), "{slot} is not Ready");
-        let class = if slot.contains("-realtime-") {
-            "vds"
-        } else {
-            "vps"
-        };
-        assert_eq!(
-            label(node, "kiwistack.io/node-class"),
-            Some(class),
-            "{slot}"
-        );
+        assert_ready_with_class(slot, node);
         assert_eq!(label(node, "kiwistack.io/tier"), Some(tier), "{slot}");
         if slot.contains("-realtime-") {
             assert_eq!(label(node, "workload.kiwistack.io/realtime"), Some("true"));

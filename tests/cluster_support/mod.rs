@@ -11,7 +11,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use kiwi_mocks::contabo::{spawn, IpRange, MockConfig, MockHandle};
-use kiwi_mocks::nodes::{default_standin_binary, NodeSimulator, NodesConfig, StaticNode};
+use kiwi_mocks::nodes::{
+    default_standin_binary, HostFacts, NodeSimulator, NodesConfig, StaticNode,
+};
 use serde_json::Value;
 
 use super::apply_support::{self, inventory_copy};
@@ -22,6 +24,15 @@ pub const K3S: &str = "k3s kubectl";
 pub const KUBEADM: &str = "kubectl --kubeconfig /etc/kubernetes/admin.conf";
 
 pub const CONTROL_PLANE: [&str; 3] = ["kiwi-core-cp-01", "kiwi-core-cp-02", "kiwi-core-cp-03"];
+
+/// Whether this machine can run simulated nodes (root, namespaces, port
+/// 22, the stand-in binary); the error says what is missing and how to fix it.
+pub fn nodes_preflight() -> Result<(), String> {
+    let standin = default_standin_binary()
+        .ok_or("kiwi-node-standin is not built: build the workspace (cargo build --workspace)")?;
+    kiwi_mocks::nodes::preflight::check(&HostFacts::detect(&standin), 22, &standin)
+        .map_err(|e| e.to_string())
+}
 
 /// A Contabo mock with simulated nodes and an inventory pointing at them.
 pub struct World {
@@ -53,6 +64,36 @@ pub fn operator_key(dir: &Path) -> (PathBuf, String) {
 /// so each picks octets no other test uses.
 pub async fn world(cp: u8, instances: u8, formed: usize) -> World {
     let (dir, inventory) = inventory_copy();
+    let mock = MockConfig {
+        provisioning_delay: Duration::from_millis(100),
+        installing_delay: Duration::from_millis(100),
+        ip_range: loopback_range(instances),
+        ..MockConfig::default()
+    };
+    world_with(dir, inventory, cp, formed, mock).await
+}
+
+/// Instance addresses 127.0.`octet`.2-254.
+pub fn loopback_range(octet: u8) -> IpRange {
+    IpRange {
+        first: Ipv4Addr::new(127, 0, octet, 2),
+        last: Ipv4Addr::new(127, 0, octet, 254),
+        prefix: 24,
+        gateway: Ipv4Addr::new(127, 0, octet, 1),
+    }
+}
+
+/// Like [`world`], for any inventory in `dir` whose Core control plane is
+/// written as 127.0.31.x: the operator key replaces its `ssh_public_key`,
+/// the control plane moves to 127.0.`cp`.1-3, and the mock runs with
+/// `mock` (whose `ip_range` says where instances appear).
+pub async fn world_with(
+    dir: tempfile::TempDir,
+    inventory: PathBuf,
+    cp: u8,
+    formed: usize,
+    mock: MockConfig,
+) -> World {
     let (identity, public) = operator_key(dir.path());
     let main = inventory.join("kiwi.toml");
     let mut text = std::fs::read_to_string(&main).unwrap();
@@ -65,19 +106,7 @@ pub async fn world(cp: u8, instances: u8, formed: usize) -> World {
     text = text.replace("127.0.31.", &format!("127.0.{cp}."));
     std::fs::write(&main, text).unwrap();
 
-    let mock = spawn(MockConfig {
-        provisioning_delay: Duration::from_millis(100),
-        installing_delay: Duration::from_millis(100),
-        ip_range: IpRange {
-            first: Ipv4Addr::new(127, 0, instances, 2),
-            last: Ipv4Addr::new(127, 0, instances, 254),
-            prefix: 24,
-            gateway: Ipv4Addr::new(127, 0, instances, 1),
-        },
-        ..MockConfig::default()
-    })
-    .await
-    .unwrap();
+    let mock = spawn(mock).await.unwrap();
     let standin = default_standin_binary()
         .expect("kiwi-node-standin is built with the workspace (cargo test --workspace)");
     let mut sim = NodeSimulator::start(NodesConfig::new(dir.path().join("nodes"), standin))
@@ -126,7 +155,6 @@ impl World {
         cmd
     }
 
-    /// `kubectl get nodes -o json` on a control node, as name → node JSON.
     /// Replaces `from` (which must be there) by `to` in an inventory file.
     pub fn edit(&self, file: &str, from: &str, to: &str) {
         let path = self.inventory.join(file);
@@ -135,6 +163,7 @@ impl World {
         std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
     }
 
+    /// `kubectl get nodes -o json` on a control node, as name → node JSON.
     pub async fn nodes(&self, control: &str, kubectl: &str) -> BTreeMap<String, Value> {
         let out = self
             .sim
@@ -163,6 +192,32 @@ pub fn ready(node: &Value) -> bool {
         .unwrap()
         .iter()
         .any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
+/// `node` (named `name`) is Ready and carries the class label its pool
+/// name implies: `vds` for realtime pools, `vps` otherwise.
+pub fn assert_ready_with_class(name: &str, node: &Value) {
+    assert!(ready(node), "{name} is not Ready");
+    let class = if name.contains("-realtime-") {
+        "vds"
+    } else {
+        "vps"
+    };
+    assert_eq!(
+        label(node, "kiwistack.io/node-class"),
+        Some(class),
+        "{name}"
+    );
+}
+
+/// For benches: the names given after `--` (`cargo bench --bench X -- 20`)
+/// select the scenarios whose name contains one of them; none selects all.
+pub fn bench_filter() -> impl Fn(&str) -> bool {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    move |name| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()))
 }
 
 pub fn label<'a>(node: &'a Value, key: &str) -> Option<&'a str> {
