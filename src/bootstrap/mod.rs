@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::OnceCell;
 
 use crate::apply::{ApplyError, NodeExecutor, NodeStepDone};
 use crate::inventory::{ClusterKind, Desired, PoolRole, Taint, SERVER_POOL};
@@ -151,17 +152,24 @@ struct K3sTokens {
     agent: Secret,
 }
 
+/// A value made once by whichever task needs it first; the others wait
+/// for it (and a failed attempt leaves it to the next).
+type Shared<T> = Arc<OnceCell<T>>;
+
 /// Carries out node steps over SSH.
 pub struct SshNodeExecutor<C: NodeConnector> {
     connector: C,
     clusters: BTreeMap<String, ClusterAccess>,
     addresses: Mutex<BTreeMap<String, String>>,
     /// One connection per node for the whole run (OpenSSH multiplexes
-    /// every command over it).
-    connections: tokio::sync::Mutex<BTreeMap<String, Arc<C::Exec>>>,
+    /// every command over it). Each node has its own cell, so connecting to
+    /// one node never waits for another's handshake.
+    connections: Mutex<BTreeMap<String, Shared<Arc<C::Exec>>>>,
     /// Nodes whose kept connection must not be used again (reinstalled).
     stale: Mutex<BTreeSet<String>>,
-    tokens: tokio::sync::Mutex<BTreeMap<String, K3sTokens>>,
+    /// Join tokens per k3s cluster, read once per cluster (and per cluster
+    /// only: one cluster's read does not hold up another's joins).
+    tokens: Mutex<BTreeMap<String, Shared<K3sTokens>>>,
     settings: BootstrapSettings,
 }
 
@@ -228,9 +236,9 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
             connector,
             clusters,
             addresses: Mutex::new(known),
-            connections: tokio::sync::Mutex::new(BTreeMap::new()),
+            connections: Mutex::new(BTreeMap::new()),
             stale: Mutex::new(BTreeSet::new()),
-            tokens: tokio::sync::Mutex::new(BTreeMap::new()),
+            tokens: Mutex::new(BTreeMap::new()),
             settings,
         }
     }
@@ -247,24 +255,37 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
 
     /// Closes every connection this executor opened (at the end of a run).
     pub async fn close(&self) {
-        let open: Vec<Arc<C::Exec>> = std::mem::take(&mut *self.connections.lock().await)
+        let open: Vec<Arc<C::Exec>> = self
+            .connections
+            .lock()
+            .map(|mut c| std::mem::take(&mut *c))
+            .unwrap_or_default()
             .into_values()
+            .filter_map(|cell| cell.get().cloned())
             .collect();
         futures::future::join_all(open.iter().map(|exec| exec.close())).await;
     }
 
     async fn connect(&self, node: &str) -> Result<Arc<C::Exec>, BootstrapError> {
-        let mut connections = self.connections.lock().await;
-        if self.stale.lock().is_ok_and(|mut s| s.remove(node)) {
-            connections.remove(node);
-        }
-        if let Some(exec) = connections.get(node) {
-            return Ok(exec.clone());
-        }
+        let cell = {
+            let mut connections =
+                self.connections
+                    .lock()
+                    .map_err(|_| BootstrapError::Protocol {
+                        node: node.to_string(),
+                        what: "the connection table is poisoned".into(),
+                    })?;
+            if self.stale.lock().is_ok_and(|mut s| s.remove(node)) {
+                connections.remove(node);
+            }
+            Arc::clone(connections.entry(node.to_string()).or_default())
+        };
         let address = self.address(node)?;
-        let exec = Arc::new(self.connector.connect(node, &address).await?);
-        connections.insert(node.to_string(), exec.clone());
-        Ok(exec)
+        cell.get_or_try_init(|| async {
+            Ok::<_, BootstrapError>(Arc::new(self.connector.connect(node, &address).await?))
+        })
+        .await
+        .cloned()
     }
 
     /// Runs `command`; a non-zero exit is an error carrying its stderr with
@@ -523,7 +544,12 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
         };
         self.wait_ready(Kubectl::K3s, &exec, node, "k3s").await?;
         let tokens = self.read_tokens(&exec).await?;
-        self.tokens.lock().await.insert(cluster.to_string(), tokens);
+        if let Ok(mut known) = self.tokens.lock() {
+            known.insert(
+                cluster.to_string(),
+                Arc::new(OnceCell::new_with(Some(tokens))),
+            );
+        }
         Ok(format!("{node} {what}; it is Ready"))
     }
 
@@ -583,13 +609,13 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
     }
 
     async fn tokens_of(&self, cluster: &str, via: &C::Exec) -> Result<K3sTokens, BootstrapError> {
-        let mut tokens = self.tokens.lock().await;
-        if let Some(t) = tokens.get(cluster) {
-            return Ok(t.clone());
-        }
-        let fresh = self.read_tokens(via).await?;
-        tokens.insert(cluster.to_string(), fresh.clone());
-        Ok(fresh)
+        let cell = match self.tokens.lock() {
+            Ok(mut tokens) => Arc::clone(tokens.entry(cluster.to_string()).or_default()),
+            Err(_) => Arc::new(OnceCell::new()),
+        };
+        cell.get_or_try_init(|| self.read_tokens(via))
+            .await
+            .cloned()
     }
 
     async fn join_k3s(
@@ -1146,7 +1172,7 @@ impl<C: NodeConnector> NodeExecutor for SshNodeExecutor<C> {
             let changed = a.insert(node.to_string(), ip.to_string()).as_deref() != Some(ip);
             if changed {
                 // A connection to the old address is of no use any more.
-                if let Ok(mut connections) = self.connections.try_lock() {
+                if let Ok(mut connections) = self.connections.lock() {
                     connections.remove(node);
                 }
             }
@@ -1182,6 +1208,57 @@ mod tests {
         let (read_labels, read_taints) = k3s_lists(&config);
         assert_eq!(read_labels, labels, "a value containing '=' survives");
         assert_eq!(read_taints, taints);
+    }
+
+    /// Connects only when two connections are in progress at once.
+    struct TwoAtOnce(tokio::sync::Barrier);
+
+    impl NodeConnector for TwoAtOnce {
+        type Exec = crate::ssh::fake::FakeRemote;
+
+        async fn connect(&self, node: &str, _address: &str) -> Result<Self::Exec, SshError> {
+            self.0.wait().await;
+            Ok(crate::ssh::fake::FakeRemote::new(node))
+        }
+
+        async fn wait_ready(
+            &self,
+            _node: &str,
+            _address: &str,
+            _deadline: tokio::time::Instant,
+        ) -> Result<(), SshError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn connecting_to_one_node_does_not_wait_for_another() {
+        // With 180 new nodes, one slow handshake at a time would put them
+        // all in a queue; each node has its own connection cell instead.
+        let desired = crate::inventory::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("inventory"),
+        )
+        .unwrap();
+        let addresses = BTreeMap::from([
+            ("a".to_string(), "127.0.0.2".to_string()),
+            ("b".to_string(), "127.0.0.3".to_string()),
+        ]);
+        let nodes = SshNodeExecutor::new(
+            TwoAtOnce(tokio::sync::Barrier::new(2)),
+            &desired,
+            addresses,
+            BootstrapSettings::default(),
+        );
+        let both = futures::future::join(nodes.connect("a"), nodes.connect("b"));
+        let (a, b) = tokio::time::timeout(Duration::from_secs(10), both)
+            .await
+            .expect("the second connection waited for the first");
+        assert_eq!(a.unwrap().node(), "a");
+        assert_eq!(b.unwrap().node(), "b");
+        // A kept connection is reused, not opened again (the barrier would
+        // block a third connect).
+        let again = tokio::time::timeout(Duration::from_secs(1), nodes.connect("a")).await;
+        assert!(again.is_ok_and(|r| r.is_ok()));
     }
 
     #[test]
