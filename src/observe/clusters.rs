@@ -6,7 +6,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::bootstrap::{NodeConnector, SshNodeExecutor};
-use crate::inventory::{ClusterKind, Desired};
+use futures::StreamExt;
+
+use crate::inventory::{ClusterKind, ClusterSpec, Desired};
 use crate::plan::{ClusterObservation, Observed};
 
 /// A file whose presence shows that a node was joined, or tried to be.
@@ -25,71 +27,86 @@ pub async fn observe_clusters<C: NodeConnector>(
     desired: &Desired,
     observed: &Observed,
 ) -> BTreeMap<String, Option<ClusterObservation>> {
-    let mut out = BTreeMap::new();
-    for cluster in &desired.clusters {
-        let prefix = format!("kiwi-{}-", cluster.name);
-        let instances: Vec<&str> = observed
-            .instances
-            .iter()
-            .filter(|i| i.is_owned() && i.cancel_date.is_none() && i.ipv4.is_some())
-            .filter(|i| i.display_name.starts_with(&prefix))
-            .map(|i| i.display_name.as_str())
-            .collect();
-        let trace = join_trace(&cluster.kind);
-        let observation = match nodes.nodes_of(&cluster.name).await {
-            Ok(list) => {
-                let joined: BTreeSet<&str> = list.iter().map(|n| n.name.0.as_str()).collect();
-                let mut pristine = BTreeSet::new();
-                // Control-plane machines kiwi-infra did not order (a
-                // replacement among them) are candidates too.
-                let control_plane: Vec<&str> = match &cluster.kind {
-                    ClusterKind::Kubeadm { control_plane, .. } => {
-                        control_plane.iter().map(|n| n.name.as_str()).collect()
-                    }
-                    ClusterKind::K3s { .. } => Vec::new(),
-                };
-                let candidates = instances.iter().chain(&control_plane);
-                for name in candidates.filter(|n| !joined.contains(*n)) {
-                    if nodes.is_pristine(name, trace).await {
-                        pristine.insert((*name).to_string());
-                    }
+    // Clusters are independent: read them side by side, so that a fleet of
+    // 200 clusters costs a few round trips, not 200 of them in a row.
+    futures::stream::iter(&desired.clusters)
+        .map(|cluster| async move {
+            let observation = observe_cluster(nodes, cluster, observed).await;
+            (cluster.name.clone(), observation)
+        })
+        .buffer_unordered(CLUSTERS_AT_ONCE)
+        .collect()
+        .await
+}
+
+/// Clusters read at once.
+const CLUSTERS_AT_ONCE: usize = 16;
+
+async fn observe_cluster<C: NodeConnector>(
+    nodes: &SshNodeExecutor<C>,
+    cluster: &ClusterSpec,
+    observed: &Observed,
+) -> Option<ClusterObservation> {
+    let prefix = format!("kiwi-{}-", cluster.name);
+    let instances: Vec<&str> = observed
+        .instances
+        .iter()
+        .filter(|i| i.is_owned() && i.cancel_date.is_none() && i.ipv4.is_some())
+        .filter(|i| i.display_name.starts_with(&prefix))
+        .map(|i| i.display_name.as_str())
+        .collect();
+    let trace = join_trace(&cluster.kind);
+    match nodes.nodes_of(&cluster.name).await {
+        Ok(list) => {
+            let joined: BTreeSet<&str> = list.iter().map(|n| n.name.0.as_str()).collect();
+            let mut pristine = BTreeSet::new();
+            // Control-plane machines kiwi-infra did not order (a
+            // replacement among them) are candidates too.
+            let control_plane: Vec<&str> = match &cluster.kind {
+                ClusterKind::Kubeadm { control_plane, .. } => {
+                    control_plane.iter().map(|n| n.name.as_str()).collect()
                 }
+                ClusterKind::K3s { .. } => Vec::new(),
+            };
+            let candidates = instances.iter().chain(&control_plane);
+            for name in candidates.filter(|n| !joined.contains(*n)) {
+                if nodes.is_pristine(name, trace).await {
+                    pristine.insert((*name).to_string());
+                }
+            }
+            Some(ClusterObservation {
+                nodes: list,
+                pristine,
+            })
+        }
+        Err(e) => {
+            // No control node answers. If every instance of a k3s
+            // cluster answers and was never joined, the cluster simply
+            // does not exist yet; otherwise its state is unknown.
+            let mut pristine = BTreeSet::new();
+            for name in &instances {
+                if nodes.is_pristine(name, trace).await {
+                    pristine.insert((*name).to_string());
+                }
+            }
+            let never_built = matches!(cluster.kind, ClusterKind::K3s { .. })
+                && !instances.is_empty()
+                && pristine.len() == instances.len();
+            if never_built {
                 Some(ClusterObservation {
-                    nodes: list,
+                    nodes: Vec::new(),
                     pristine,
                 })
-            }
-            Err(e) => {
-                // No control node answers. If every instance of a k3s
-                // cluster answers and was never joined, the cluster simply
-                // does not exist yet; otherwise its state is unknown.
-                let mut pristine = BTreeSet::new();
-                for name in &instances {
-                    if nodes.is_pristine(name, trace).await {
-                        pristine.insert((*name).to_string());
-                    }
+            } else {
+                if !instances.is_empty() {
+                    tracing::warn!(
+                        cluster = %cluster.name,
+                        error = %e,
+                        "cluster cannot be observed; its node steps stay unverified"
+                    );
                 }
-                let never_built = matches!(cluster.kind, ClusterKind::K3s { .. })
-                    && !instances.is_empty()
-                    && pristine.len() == instances.len();
-                if never_built {
-                    Some(ClusterObservation {
-                        nodes: Vec::new(),
-                        pristine,
-                    })
-                } else {
-                    if !instances.is_empty() {
-                        tracing::warn!(
-                            cluster = %cluster.name,
-                            error = %e,
-                            "cluster cannot be observed; its node steps stay unverified"
-                        );
-                    }
-                    None
-                }
+                None
             }
-        };
-        out.insert(cluster.name.clone(), observation);
+        }
     }
-    out
 }
