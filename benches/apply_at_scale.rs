@@ -12,7 +12,9 @@
 //! - sequential execution: the sum of all task durations, what one task at a
 //!   time would take;
 //! - the plan phase (process start to the first task), which every task
-//!   depends on and which therefore heads the critical path.
+//!   depends on and which therefore heads the critical path, and the final
+//!   check (last task to exit: apply reads everything again and shows the
+//!   fresh plan), which depends on every task and ends it.
 //!
 //! The client's rate limit is set to the mock's, and the mock's 429 counter
 //! is reported. The bench checks that the run did what it should (exit 0,
@@ -84,6 +86,7 @@ struct Row {
     name: &'static str,
     rate: f64,
     planning: Duration,
+    checking: Duration,
     nodes: usize,
     wall: Duration,
     critical: Duration,
@@ -92,6 +95,10 @@ struct Row {
     requests: u64,
     rate_limited: u64,
     ordered: u64,
+    /// CPU-seconds the whole machine was busy during the apply.
+    machine_busy: f64,
+    /// CPU-seconds `kiwi-infra` itself used (user + system).
+    tool_cpu: Option<f64>,
 }
 
 async fn scenario(name: &'static str, customers: usize, rate: f64, cp: u8, instances: u8) -> Row {
@@ -122,15 +129,22 @@ async fn scenario(name: &'static str, customers: usize, rate: f64, cp: u8, insta
         .env("KIWI_APPLY_START_GRACE_MS", "2000")
         .env("KIWI_NODE_READY_SECS", "600")
         .env("KIWI_NODE_POLL_MS", "200")
-        .env("RUST_LOG", "warn,kiwi_infra::apply::executor=debug")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .env("RUST_LOG", "warn,kiwi_infra::apply::executor=debug");
+    // The tool's own CPU time, and the whole machine's, over the run.
+    let cpu_file = tempfile::NamedTempFile::new().unwrap();
+    let mut cmd = with_cpu_time(&cmd, cpu_file.path());
+    let busy_before = machine_busy_secs();
     let started = Instant::now();
     let spawned = Utc::now();
     let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
         .unwrap();
     let wall = started.elapsed();
+    let machine_busy = machine_busy_secs() - busy_before;
+    let tool_cpu = std::fs::read_to_string(cpu_file.path()).ok().and_then(|t| {
+        let mut f = t.lines().last()?.split_whitespace();
+        Some(f.next()?.parse::<f64>().ok()? + f.next()?.parse::<f64>().ok()?)
+    });
     let stderr = String::from_utf8_lossy(&out.stderr);
     // Kept for a closer look at the timeline.
     let log = std::env::temp_dir().join(format!("apply_at_scale-{customers}-{rate}.log"));
@@ -175,7 +189,12 @@ async fn scenario(name: &'static str, customers: usize, rate: f64, cp: u8, insta
     let first = tasks.values().map(|t| t.started).min().unwrap();
     let planning = (first - spawned).to_std().unwrap_or_default();
     let (tasks_path, chain) = critical_path(&tasks);
-    let critical = planning + tasks_path;
+    // And after the last task, apply reads everything again to show the
+    // fresh plan: that phase depends on every task, and ends the path.
+    let last = tasks.values().filter_map(|t| t.finished).max().unwrap();
+    let ended = spawned + chrono::Duration::from_std(wall).unwrap();
+    let checking = (ended - last).to_std().unwrap_or_default();
+    let critical = planning + tasks_path + checking;
     let sequential = tasks.values().map(Task::duration).sum();
     eprintln!(
         "== {name} at {rate}/s: wall {:.1} s, critical path {:.1} s, sequential {:.1} s",
@@ -187,6 +206,7 @@ async fn scenario(name: &'static str, customers: usize, rate: f64, cp: u8, insta
         name,
         rate,
         planning,
+        checking,
         nodes: slots,
         wall,
         critical,
@@ -195,7 +215,57 @@ async fn scenario(name: &'static str, customers: usize, rate: f64, cp: u8, insta
         requests: stats.requests_total,
         rate_limited: stats.rate_limited,
         ordered: stats.instances_created,
+        machine_busy,
+        tool_cpu,
     }
+}
+
+/// `cmd` run under `/usr/bin/time`, which writes its user and system CPU
+/// seconds to `out`; `cmd` itself when `/usr/bin/time` is missing.
+fn with_cpu_time(cmd: &std::process::Command, out: &Path) -> std::process::Command {
+    let time = Path::new("/usr/bin/time");
+    let mut timed = if time.exists() {
+        let mut t = std::process::Command::new(time);
+        t.arg("-f")
+            .arg("%U %S")
+            .arg("-o")
+            .arg(out)
+            .arg(cmd.get_program());
+        t
+    } else {
+        std::process::Command::new(cmd.get_program())
+    };
+    timed.args(cmd.get_args());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(v) => timed.env(key, v),
+            None => timed.env_remove(key),
+        };
+    }
+    timed
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    timed
+}
+
+/// CPU-seconds all cores have been busy since boot (`/proc/stat`, in
+/// USER_HZ = 100 ticks).
+fn machine_busy_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let busy: f64 = ticks.iter().take(8).sum::<f64>()
+        - ticks.get(3).copied().unwrap_or(0.0)
+        - ticks.get(4).copied().unwrap_or(0.0);
+    busy / 100.0
 }
 
 fn secs(d: Duration) -> f64 {
@@ -354,20 +424,21 @@ fn print_table(rows: &[Row]) {
         INSTALLING.as_secs()
     );
     println!(
-        "| run | nodes | requests/s | wall | critical path (plan phase + tasks) | wall / critical | \
-         sequential | sequential / wall | requests | 429s | ordered / slots |"
+        "| run | nodes | requests/s | wall | critical path (plan + tasks + final check) | \
+         wall / critical | sequential | sequential / wall | requests | 429s | ordered / slots |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for r in rows {
         println!(
-            "| {} | {} | {} | {:.1} s | {:.1} s ({:.1} + {:.1}) | {:.2} | {:.0} s | {:.0}× | {} | {} | {} / {} |",
+            "| {} | {} | {} | {:.1} s | {:.1} s ({:.1} + {:.1} + {:.1}) | {:.2} | {:.0} s | {:.0}× | {} | {} | {} / {} |",
             r.name,
             r.nodes,
             r.rate,
             secs(r.wall),
             secs(r.critical),
             secs(r.planning),
-            secs(r.critical - r.planning),
+            secs(r.critical - r.planning - r.checking),
+            secs(r.checking),
             secs(r.wall) / secs(r.critical),
             secs(r.sequential),
             secs(r.sequential) / secs(r.wall),
@@ -375,6 +446,24 @@ fn print_table(rows: &[Row]) {
             r.rate_limited,
             r.ordered,
             r.nodes,
+        );
+    }
+    println!();
+    println!("| run | requests/s | machine busy during the apply | kiwi-infra's own CPU |");
+    println!("| --- | --- | --- | --- |");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    for r in rows {
+        println!(
+            "| {} | {} | {:.0} CPU-s of {:.0} ({:.0} %) | {} |",
+            r.name,
+            r.rate,
+            r.machine_busy,
+            cores * secs(r.wall),
+            100.0 * r.machine_busy / (cores * secs(r.wall)),
+            r.tool_cpu
+                .map_or("not measured (/usr/bin/time missing)".to_string(), |c| {
+                    format!("{c:.1} CPU-s")
+                }),
         );
     }
     for r in rows {
@@ -387,5 +476,9 @@ fn print_table(rows: &[Row]) {
         for (id, d) in &r.chain {
             println!("  {:>6.1} s  {id}", secs(*d));
         }
+        println!(
+            "  {:>6.1} s  final check (last task to exit)",
+            secs(r.checking)
+        );
     }
 }
