@@ -50,6 +50,10 @@ struct Run {
 }
 
 async fn apply(fake: &FakeCloud, journal: &OrderJournal, contabo_only: bool) -> Run {
+    apply_with(fake, journal, &settings(contabo_only)).await
+}
+
+async fn apply_with(fake: &FakeCloud, journal: &OrderJournal, settings: &ApplySettings) -> Run {
     let d = desired();
     let observed = observe(fake, &d).await;
     let plan = plan::plan(&d, &observed, &PlanOptions::default());
@@ -66,7 +70,7 @@ async fn apply(fake: &FakeCloud, journal: &OrderJournal, contabo_only: bool) -> 
         journal,
         &observed,
         input,
-        &settings(contabo_only),
+        settings,
     )
     .await;
     Run { outcome, reporter }
@@ -174,28 +178,11 @@ async fn orders_start_before_bookkeeping_when_steps_compete() {
     // must go out before any tag assignment, whatever the plan's order.
     let fake = FakeCloud::default();
     let (_dir, j) = journal();
-    let d = desired();
-    let observed = observe(&fake, &d).await;
-    let plan = plan::plan(&d, &observed, &PlanOptions::default());
-    let reporter = RecordingReporter::default();
-    let input = ApplyInput {
-        settle: Vec::new(),
-        steps: plan.steps,
-        ssh_public_key: d.provider.ssh_public_key.clone(),
-    };
     let mut one_at_a_time = settings(true);
     one_at_a_time.concurrency = 1;
-    execute(
-        &fake,
-        &NoNodeAccess,
-        &reporter,
-        &j,
-        &observed,
-        input,
-        &one_at_a_time,
-    )
-    .await;
-    let finished: Vec<String> = reporter
+    let run = apply_with(&fake, &j, &one_at_a_time).await;
+    let finished: Vec<String> = run
+        .reporter
         .events()
         .into_iter()
         .filter_map(|e| match e {
