@@ -271,34 +271,20 @@ async fn node_never_ready() {
     assert_eq!(stats.instances_created as usize, slots.len());
 }
 
+/// `apply --auto-approve --contabo-only -q` (the tests' command), paced at
+/// 50 requests per second and looking 1.5 s for orders listed late.
 fn apply(mock: &MockHandle, inventory: &Path) -> Command {
-    let c = mock.credentials();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiwi-infra"));
-    cmd.args([
-        "apply",
-        "--auto-approve",
-        "--contabo-only",
-        "-q",
-        "--inventory",
-    ])
-    .arg(inventory)
-    .args([
-        "--api-url",
-        &mock.base_url(),
-        "--auth-url",
-        &mock.token_url(),
-    ])
-    .env("CNTB_OAUTH2_CLIENT_ID", c.client_id)
-    .env("CNTB_OAUTH2_CLIENT_SECRET", c.client_secret)
-    .env("CNTB_OAUTH2_USER", c.username)
-    .env("CNTB_OAUTH2_PASS", &c.password)
-    .env("KIWI_RATE_LIMIT", "50")
-    .env("KIWI_APPLY_POLL_MS", "50")
-    .env("KIWI_APPLY_UNLISTED_WAIT_MS", "1500")
-    .env("KIWI_APPLY_START_GRACE_MS", "300")
-    .env_remove("RUST_LOG")
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::null());
+    let mut cmd = apply_support::command(
+        mock,
+        inventory,
+        &["apply", "--auto-approve", "--contabo-only", "-q"],
+    );
+    cmd.env("KIWI_RATE_LIMIT", "50")
+        .env("KIWI_APPLY_POLL_MS", "50")
+        .env("KIWI_APPLY_UNLISTED_WAIT_MS", "1500")
+        // The production time limits per status, as before.
+        .env_remove("KIWI_APPLY_STATUS_LIMIT_SECS")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     cmd
 }
