@@ -242,6 +242,7 @@ fn observed(c: &mut Choices<'_>, desired: &Desired) -> Observed {
                 region: "EU".into(),
                 status: InstanceStatus::parse(STATUSES[c.pick(STATUSES.len())]),
                 ipv4: None,
+                odd_ipv4: None,
                 created_date: epoch + chrono::Duration::minutes(c.pick(3) as i64),
                 cancel_date: (c.pick(6) == 0)
                     .then(|| NaiveDate::from_ymd_opt(2030, 1, 31).unwrap()),
@@ -283,6 +284,7 @@ fn observed(c: &mut Choices<'_>, desired: &Desired) -> Observed {
                 labels,
                 taints,
                 ready: true,
+                addresses: Vec::new(),
             });
         }
     }
@@ -298,6 +300,7 @@ fn observed(c: &mut Choices<'_>, desired: &Desired) -> Observed {
                     labels: BTreeMap::new(),
                     taints: Vec::new(),
                     ready: true,
+                    addresses: Vec::new(),
                 });
             }
             o.clusters.insert(cluster.to_string(), Some(observation));

@@ -77,7 +77,7 @@ fn a_changed_inventory_makes_a_saved_plan_stale() {
 fn listing_order_addresses_and_readiness_do_not_make_a_plan_stale() {
     let (desired, mut observed, saved) = saved();
     observed.instances.reverse();
-    observed.instances[0].ipv4 = Some("192.0.2.1".into());
+    observed.instances[0].ipv4 = Some(std::net::Ipv4Addr::new(192, 0, 2, 1));
     if let Some(Some(core)) = observed.clusters.get_mut("core") {
         core.nodes.reverse();
         core.nodes[0].ready = !core.nodes[0].ready;

@@ -441,7 +441,9 @@ fn step_slot(kind: &StepKind) -> Option<String> {
         | StepKind::SetTaint { node, .. }
         | StepKind::RemoveTaint { node, .. }
         | StepKind::DrainNode { node }
-        | StepKind::DeleteNode { node } => Some(node.0.clone()),
+        | StepKind::DeleteNode { node }
+        | StepKind::DeleteStaleNode { node } => Some(node.0.clone()),
+        StepKind::RenameInstance { instance, .. } => Some(instance.name.clone()),
         StepKind::EnsureSecret { .. } | StepKind::EnsureTag { .. } => None,
     }
 }
@@ -679,7 +681,9 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
                     .await?
                 {
                     WaitEnd::Running(i) => {
-                        let ip = i.ipv4().unwrap_or("no IPv4 yet").to_string();
+                        let ip = i
+                            .ipv4()
+                            .map_or_else(|| "no IPv4 yet".to_string(), |ip| ip.to_string());
                         self.remember(slot, &i);
                         // Node steps need the node itself, not just Contabo's
                         // word: wait until it answers over SSH with its pinned
@@ -726,6 +730,7 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
             StepKind::EnsureTag { name } => self.ensure_tag(step, name).await,
             StepKind::OrderInstance(order) => self.order(step, order).await,
             StepKind::AssignTag { tag, instance } => self.assign_tag(step, tag, instance).await,
+            StepKind::RenameInstance { instance, .. } => self.rename(step, instance).await,
             StepKind::ReinstallInstance(r) => self.reinstall(step, r).await,
             StepKind::CancelInstance {
                 instance,
@@ -738,7 +743,9 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
                     | StepKind::RemoveLabel { .. }
                     | StepKind::SetTaint { .. }
                     | StepKind::RemoveTaint { .. } => Some(Stage::Labelling),
-                    StepKind::DrainNode { .. } | StepKind::DeleteNode { .. } => None,
+                    StepKind::DrainNode { .. }
+                    | StepKind::DeleteNode { .. }
+                    | StepKind::DeleteStaleNode { .. } => None,
                     _ => Some(Stage::Bootstrapping),
                 };
                 if let (Some(slot), Some(stage)) = (step_slot(kind), stage) {
@@ -930,6 +937,27 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
             ))?;
         Ok(StepOutcome::Done(format!(
             "tagged instance {id} with {tag}"
+        )))
+    }
+
+    /// Gives a renamed owned instance its slot's name back.
+    async fn rename(&self, step: &Step, instance: &InstanceRef) -> Result<StepOutcome, ApplyError> {
+        let Some(id) = instance.id.as_ref().map(to_api_id) else {
+            return Err(ApplyError::InstanceMissing {
+                step: step.id.clone(),
+                slot: instance.name.clone(),
+            });
+        };
+        self.api
+            .rename_instance(id, &instance.name)
+            .await
+            .map_err(Self::contabo(
+                step,
+                format!("renaming instance {id} back to {}", instance.name),
+            ))?;
+        Ok(StepOutcome::Done(format!(
+            "instance {id} is named {} again",
+            instance.name
         )))
     }
 

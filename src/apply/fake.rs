@@ -234,6 +234,21 @@ impl CloudApi for FakeCloud {
 
     /// As Contabo: the instance keeps running until the end of its
     /// contract period; a second cancel is a 409.
+    async fn rename_instance(
+        &self,
+        id: InstanceId,
+        display_name: &str,
+    ) -> Result<(), ContaboError> {
+        let mut s = self.state.lock().unwrap();
+        let i = s
+            .instances
+            .iter_mut()
+            .find(|i| i.instance_id == id)
+            .ok_or_else(|| api_error("/v1/compute/instances/x", 404))?;
+        i.display_name = display_name.to_string();
+        Ok(())
+    }
+
     async fn cancel_instance(
         &self,
         id: InstanceId,

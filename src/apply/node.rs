@@ -25,7 +25,7 @@ pub trait NodeExecutor: Send + Sync {
     fn run(&self, step: &Step) -> impl Future<Output = Result<NodeStepDone, ApplyError>> + Send;
 
     /// Tells the executor a node's address once its instance runs.
-    fn learn_address(&self, _node: &str, _ip: &str) {}
+    fn learn_address(&self, _node: &str, _ip: std::net::Ipv4Addr) {}
 
     /// Tells the executor a node was reinstalled: any connection it keeps to
     /// the node is stale (new OS, new host key).
@@ -38,7 +38,7 @@ pub trait NodeExecutor: Send + Sync {
     fn wait_ready(
         &self,
         _slot: &str,
-        _address: Option<&str>,
+        _address: Option<std::net::Ipv4Addr>,
     ) -> impl Future<Output = Result<bool, ApplyError>> + Send {
         async { Ok(false) }
     }
@@ -71,5 +71,6 @@ pub fn is_node_step(kind: &StepKind) -> bool {
             | StepKind::RemoveTaint { .. }
             | StepKind::DrainNode { .. }
             | StepKind::DeleteNode { .. }
+            | StepKind::DeleteStaleNode { .. }
     )
 }

@@ -108,7 +108,9 @@ pub fn render(input: &SummaryInput<'_>) -> String {
         let _ = writeln!(out, "\nOrdered:");
         for (slot, id) in &outcome.ordered {
             let seen = outcome.instances.get(slot);
-            let ip = seen.and_then(|i| i.ipv4()).unwrap_or("no IPv4 yet");
+            let ip = seen
+                .and_then(|i| i.ipv4())
+                .map_or_else(|| "no IPv4 yet".to_string(), |ip| ip.to_string());
             let status =
                 seen.map_or_else(|| "status unknown".to_string(), |i| i.status.to_string());
             let _ = writeln!(out, "  {slot:<34} instance {id:<10} {ip:<15} {status}");

@@ -31,7 +31,7 @@ fn slots(d: &Desired) -> BTreeSet<String> {
 }
 
 async fn observe(fake: &FakeCloud, d: &Desired) -> Observed {
-    observe_account(fake, &d.provider.image)
+    observe_account(fake, d)
         .await
         .unwrap()
         .into_observed(&d.provider.image)

@@ -148,6 +148,15 @@ struct TaintItem {
 struct Status {
     #[serde(default)]
     conditions: Vec<Condition>,
+    #[serde(default)]
+    addresses: Vec<AddressItem>,
+}
+
+#[derive(Deserialize)]
+struct AddressItem {
+    #[serde(rename = "type")]
+    kind: String,
+    address: String,
 }
 
 #[derive(Deserialize)]
@@ -194,6 +203,14 @@ pub fn parse_node_list(json: &str) -> Result<Vec<Node>, String> {
                 .conditions
                 .iter()
                 .any(|c| c.kind == "Ready" && c.status == "True"),
+            // A node's own word: only well-formed IPv4 addresses are kept.
+            addresses: item
+                .status
+                .addresses
+                .iter()
+                .filter(|a| a.kind == "InternalIP" || a.kind == "ExternalIP")
+                .filter_map(|a| a.address.parse().ok())
+                .collect(),
         })
         .collect())
 }

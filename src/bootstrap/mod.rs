@@ -204,10 +204,10 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
                         api_endpoint,
                         ..
                     } => {
+                        // The inventory's address of a control-plane node
+                        // wins over anything an API answer says.
                         for cp in control_plane {
-                            known
-                                .entry(cp.name.clone())
-                                .or_insert_with(|| cp.address.clone());
+                            known.insert(cp.name.clone(), cp.address.clone());
                         }
                         ClusterAccess {
                             kubectl: Kubectl::Kubeadm,
@@ -553,15 +553,38 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
         Ok(format!("{node} {what}; it is Ready"))
     }
 
-    /// Deletes a node object named `node` if the cluster still lists one:
-    /// it belongs to the machine this freshly installed one replaces (a
-    /// reinstall, a replacement order), and would make the join fail.
-    async fn remove_stale_node(
+    /// Refuses to join `node` while the cluster lists a node object of
+    /// that name. A join never deletes one: a Ready node, or one whose
+    /// machine still runs, must not be evicted without a drain, and the
+    /// plan deletes a stale one in a step of its own
+    /// ([`StepKind::DeleteStaleNode`]), gated like every destructive step.
+    async fn refuse_listed_node(
         &self,
         kubectl: Kubectl,
         via: &C::Exec,
         node: &str,
     ) -> Result<(), BootstrapError> {
+        let listed = self.list_nodes(kubectl, via).await?;
+        match listed.iter().find(|n| n.name.0 == node) {
+            None => Ok(()),
+            Some(n) => Err(BootstrapError::Protocol {
+                node: node.to_string(),
+                what: format!(
+                    "the cluster already lists a node of this name ({}); not joined. Run \
+                     `kiwi-infra plan`: a stale node object is deleted by a step of its own \
+                     (with --allow-destroy), a Ready one is never replaced",
+                    if n.ready { "Ready" } else { "not Ready" }
+                ),
+            }),
+        }
+    }
+
+    /// The cluster's nodes as `via` lists them.
+    async fn list_nodes(
+        &self,
+        kubectl: Kubectl,
+        via: &C::Exec,
+    ) -> Result<Vec<Node>, BootstrapError> {
         let out = self
             .run(
                 via,
@@ -570,24 +593,42 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
                 &[],
             )
             .await?;
-        let listed = kubectl::parse_node_list(&out.stdout)
-            .map_err(|what| BootstrapError::Protocol {
-                node: via.node().to_string(),
-                what,
-            })?
-            .iter()
-            .any(|n| n.name.0 == node);
-        if listed {
-            tracing::info!(node, "deleting the stale node object before the join");
-            self.run(
-                via,
-                &kubectl.delete_node(node),
-                self.settings.command_timeout,
-                &[],
-            )
-            .await?;
+        kubectl::parse_node_list(&out.stdout).map_err(|what| BootstrapError::Protocol {
+            node: via.node().to_string(),
+            what,
+        })
+    }
+
+    /// Deletes the node object `node`, which the plan found not Ready and
+    /// whose machine is gone or being reinstalled, so that the slot's new
+    /// machine can join under its name. Checked again here: a node that has
+    /// become Ready since the plan is left alone.
+    async fn delete_stale_node(&self, cluster: &str, node: &str) -> Result<String, BootstrapError> {
+        let access = self.removal_access(cluster);
+        let (via, nodes) = self.control_for_removal(cluster, &access, node).await?;
+        match nodes.iter().find(|n| n.name.0 == node) {
+            None => Ok(format!(
+                "{node} is not a node of cluster {cluster} (any more)"
+            )),
+            Some(n) if n.ready => Err(BootstrapError::Protocol {
+                node: node.to_string(),
+                what: "became Ready since the plan was made; its node object is not deleted"
+                    .to_string(),
+            }),
+            Some(_) => {
+                self.run(
+                    &via,
+                    &access.kubectl.delete_node(node),
+                    self.settings.command_timeout,
+                    &[],
+                )
+                .await?;
+                Ok(format!(
+                    "stale node object {node} deleted (through {})",
+                    via.node()
+                ))
+            }
         }
-        Ok(())
     }
 
     async fn read_tokens(&self, server: &C::Exec) -> Result<K3sTokens, BootstrapError> {
@@ -669,7 +710,7 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
             labels: &join.labels,
             taints: &join.taints,
         });
-        self.remove_stale_node(Kubectl::K3s, &via, node).await?;
+        self.refuse_listed_node(Kubectl::K3s, &via, node).await?;
         self.upload(&exec, k3s::CONFIG_PATH, &config).await?;
         self.install_k3s(&exec, &join.version, exec_kind, &[&token])
             .await?;
@@ -761,7 +802,8 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
             },
             &creds,
         );
-        self.remove_stale_node(Kubectl::Kubeadm, &via, node).await?;
+        self.refuse_listed_node(Kubectl::Kubeadm, &via, node)
+            .await?;
         self.upload(&exec, kubeadm::JOIN_CONFIG_PATH, &config)
             .await?;
         let mut secrets = vec![&creds.token];
@@ -872,8 +914,11 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
 }
 
 /// The prefix of a cluster's k3s server node names.
-fn server_prefix(cluster: &str) -> String {
-    format!("kiwi-{cluster}-{SERVER_POOL}-")
+/// True when `node` is a k3s server slot of `cluster` (exactly
+/// `kiwi-<cluster>-server-<NN>`): a prefix test would take the nodes of a
+/// cluster named `<cluster>-server` for this one's.
+fn is_server_of(cluster: &str, node: &str) -> bool {
+    crate::inventory::slot_pool(node, cluster).is_some_and(|pool| pool == SERVER_POOL)
 }
 
 impl<C: NodeConnector> SshNodeExecutor<C> {
@@ -885,13 +930,12 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
         if let Some(access) = self.clusters.get(cluster) {
             return access.clone();
         }
-        let prefix = server_prefix(cluster);
         let servers = self
             .addresses
             .lock()
             .map(|a| {
                 a.keys()
-                    .filter(|n| n.starts_with(&prefix))
+                    .filter(|n| is_server_of(cluster, n))
                     .cloned()
                     .collect()
             })
@@ -986,15 +1030,14 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
     async fn delete_node(&self, cluster: &str, node: &str) -> Result<String, BootstrapError> {
         let access = self.removal_access(cluster);
         let (via, nodes) = self.control_for_removal(cluster, &access, node).await?;
-        let is_server = node.starts_with(&server_prefix(cluster));
+        let is_server = is_server_of(cluster, node);
         if access.kubectl == Kubectl::K3s && is_server {
-            let prefix = server_prefix(cluster);
             let others: Vec<&str> = nodes
                 .iter()
                 .map(|n| n.name.0.as_str())
                 .filter(|n| *n != node)
                 .collect();
-            if !others.is_empty() && !others.iter().any(|n| n.starts_with(&prefix)) {
+            if !others.is_empty() && !others.iter().any(|n| is_server_of(cluster, n)) {
                 return Err(BootstrapError::Protocol {
                     node: node.to_string(),
                     what: format!(
@@ -1127,7 +1170,9 @@ impl<C: NodeConnector> NodeExecutor for SshNodeExecutor<C> {
             }
             StepKind::DrainNode { node } => self.drain_node(&cluster, &node.0).await,
             StepKind::DeleteNode { node } => self.delete_node(&cluster, &node.0).await,
+            StepKind::DeleteStaleNode { node } => self.delete_stale_node(&cluster, &node.0).await,
             StepKind::EnsureSecret { .. }
+            | StepKind::RenameInstance { .. }
             | StepKind::EnsureTag { .. }
             | StepKind::OrderInstance(_)
             | StepKind::AssignTag { .. }
@@ -1146,13 +1191,18 @@ impl<C: NodeConnector> NodeExecutor for SshNodeExecutor<C> {
             })
     }
 
-    async fn wait_ready(&self, slot: &str, address: Option<&str>) -> Result<bool, ApplyError> {
+    async fn wait_ready(
+        &self,
+        slot: &str,
+        address: Option<std::net::Ipv4Addr>,
+    ) -> Result<bool, ApplyError> {
         let Some(address) = address else {
             return Ok(false);
         };
+        let address = address.to_string();
         let deadline = tokio::time::Instant::now() + self.settings.first_boot_timeout;
         self.connector
-            .wait_ready(slot, address, deadline)
+            .wait_ready(slot, &address, deadline)
             .await
             .map_err(|source| ApplyError::NodeNotReady {
                 slot: slot.to_string(),
@@ -1167,7 +1217,9 @@ impl<C: NodeConnector> NodeExecutor for SshNodeExecutor<C> {
         }
     }
 
-    fn learn_address(&self, node: &str, ip: &str) {
+    fn learn_address(&self, node: &str, ip: std::net::Ipv4Addr) {
+        let ip = ip.to_string();
+        let ip = ip.as_str();
         if let Ok(mut a) = self.addresses.lock() {
             let changed = a.insert(node.to_string(), ip.to_string()).as_deref() != Some(ip);
             if changed {

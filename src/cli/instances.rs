@@ -24,7 +24,8 @@ pub async fn run(global: &GlobalArgs, args: &InstancesArgs) -> Result<(), CliErr
                 i.status.to_string(),
                 i.product_id.clone(),
                 i.region.to_string(),
-                i.ipv4().unwrap_or("-").to_string(),
+                i.ipv4()
+                    .map_or_else(|| "-".to_string(), |ip| ip.to_string()),
                 i.created_date.format("%Y-%m-%d %H:%M").to_string(),
                 i.cancel_date
                     .map_or_else(|| "-".to_string(), |d| d.to_string()),

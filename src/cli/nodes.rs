@@ -29,11 +29,9 @@ pub(super) fn executor(global: &GlobalArgs, desired: &Desired, observed: &Observ
     if let Some(ms) = env_number("KIWI_NODE_POLL_MS") {
         settings.poll = Duration::from_millis(ms);
     }
-    let addresses: BTreeMap<String, String> = observed
-        .instances
-        .iter()
-        .filter(|i| i.is_owned() && i.cancel_date.is_none())
-        .filter_map(|i| Some((i.display_name.clone(), i.ipv4.clone()?)))
+    let addresses: BTreeMap<String, String> = crate::plan::node_addresses(desired, observed)
+        .into_iter()
+        .map(|(node, ip)| (node, ip.to_string()))
         .collect();
     SshNodeExecutor::new(OpenSshConnector::new(ssh), desired, addresses, settings)
 }

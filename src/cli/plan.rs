@@ -70,7 +70,7 @@ pub(super) async fn observe(
     desired: &Desired,
 ) -> Result<Observed, CliError> {
     let image = &desired.provider.image;
-    Ok(observe_account(client, image).await?.into_observed(image))
+    Ok(observe_account(client, desired).await?.into_observed(image))
 }
 
 /// Observes Contabo and, unless `contabo_only`, every cluster; returns the

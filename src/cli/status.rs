@@ -103,8 +103,8 @@ pub fn render(desired: &Desired, observed: &Observed, plan: &Plan) -> String {
                     instance.map_or("-".into(), |x| x.id.0.to_string()),
                     instance.map_or("absent".into(), |x| x.status.as_str().to_string()),
                     instance
-                        .and_then(|x| x.ipv4.clone())
-                        .unwrap_or_else(|| "-".into()),
+                        .and_then(|x| x.ipv4)
+                        .map_or_else(|| "-".into(), |ip| ip.to_string()),
                     // What Contabo runs; the inventory may name another.
                     instance.map_or_else(|| pool.product.clone(), |x| x.product_id.clone()),
                     format!("{}", pool.class),
@@ -159,6 +159,10 @@ fn node_change(kind: &StepKind) -> Option<(String, String)> {
         }
         StepKind::DrainNode { node } | StepKind::DeleteNode { node } => {
             (node.0.clone(), "to remove".into())
+        }
+        StepKind::DeleteStaleNode { node } => (node.0.clone(), "stale node object".into()),
+        StepKind::RenameInstance { instance, .. } => {
+            (instance.name.clone(), "renamed; name to restore".into())
         }
         StepKind::AssignTag { instance, .. } => (instance.name.clone(), "tags missing".into()),
         _ => return None,

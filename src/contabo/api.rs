@@ -49,6 +49,13 @@ pub trait CloudApi: Send + Sync {
         request: &ReinstallInstance,
     ) -> impl Future<Output = Result<(), ContaboError>> + Send;
 
+    /// Sets an instance's `displayName` (no new order, nothing reinstalled).
+    fn rename_instance(
+        &self,
+        id: InstanceId,
+        display_name: &str,
+    ) -> impl Future<Output = Result<(), ContaboError>> + Send;
+
     /// Cancels an instance; returns the date it stops.
     fn cancel_instance(
         &self,
@@ -131,6 +138,14 @@ impl CloudApi for ContaboClient {
         request: &ReinstallInstance,
     ) -> Result<(), ContaboError> {
         ContaboClient::reinstall_instance(self, id, request).await
+    }
+
+    async fn rename_instance(
+        &self,
+        id: InstanceId,
+        display_name: &str,
+    ) -> Result<(), ContaboError> {
+        ContaboClient::rename_instance(self, id, display_name).await
     }
 
     async fn cancel_instance(

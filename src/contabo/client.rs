@@ -344,6 +344,22 @@ impl ContaboClient {
         self.send::<serde_json::Value>(call).await.map(drop)
     }
 
+    /// Sets an instance's `displayName` (`PATCH /v1/compute/instances/{id}`).
+    /// Setting the same name twice is harmless, so it is retried like a read.
+    pub async fn rename_instance(
+        &self,
+        id: InstanceId,
+        display_name: &str,
+    ) -> Result<(), ContaboError> {
+        let call = Call::with_body(
+            Method::PATCH,
+            format!("/v1/compute/instances/{id}"),
+            &serde_json::json!({ "displayName": display_name }),
+            true,
+        );
+        self.send::<serde_json::Value>(call).await.map(drop)
+    }
+
     /// Cancels an instance; it keeps running (and billing) until the date
     /// Contabo returns. A second cancel of the same instance changes nothing
     /// at Contabo, so ambiguous failures are retried.

@@ -213,8 +213,21 @@ pub struct Instance {
 }
 
 impl Instance {
-    /// The public IPv4 address, when Contabo has assigned one.
-    pub fn ipv4(&self) -> Option<&str> {
+    /// The public IPv4 address, when Contabo has assigned one. The API's
+    /// text is parsed here, at the edge: anything that is not a dotted-quad
+    /// IPv4 address (a host name, an option, a second line) is no address,
+    /// and [`Self::odd_ipv4`] keeps it for a warning.
+    pub fn ipv4(&self) -> Option<std::net::Ipv4Addr> {
+        self.raw_ipv4().and_then(|ip| ip.parse().ok())
+    }
+
+    /// The API's `ipConfig.v4.ip` when it is set but is not an IPv4 address.
+    pub fn odd_ipv4(&self) -> Option<&str> {
+        self.raw_ipv4()
+            .filter(|ip| ip.parse::<std::net::Ipv4Addr>().is_err())
+    }
+
+    fn raw_ipv4(&self) -> Option<&str> {
         self.ip_config
             .as_ref()
             .and_then(|c| c.v4.as_ref())

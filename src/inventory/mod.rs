@@ -18,8 +18,8 @@ pub use diagnostics::{Diagnostic, Diagnostics, Position};
 pub use kube::{Taint, TaintEffect};
 pub use load::{CUSTOMERS_DIR, MAIN_FILE};
 pub use model::{
-    slot_name, ClusterKind, ClusterSpec, ControlPlaneNode, Customer, Desired, Money, PoolRole,
-    PoolSpec, Provider, Tier, CORE_CLUSTER, SERVER_POOL,
+    slot_name, slot_pool, ClusterKind, ClusterSpec, ControlPlaneNode, Customer, Desired, Money,
+    PoolRole, PoolSpec, Provider, Tier, CORE_CLUSTER, SERVER_POOL,
 };
 pub use products::{NodeClass, Product};
 

@@ -222,7 +222,37 @@ pub fn slot_name(cluster: &str, pool: &str, index: u32) -> String {
     format!("kiwi-{cluster}-{pool}-{index:02}")
 }
 
+/// The pool of `name` when it has `cluster`'s slot form
+/// `kiwi-<cluster>-<pool>-<NN>`: a pool name of lower-case letters, digits
+/// and dashes, and an index of at least two digits.
+pub fn slot_pool(name: &str, cluster: &str) -> Option<String> {
+    let rest = name
+        .strip_prefix("kiwi-")?
+        .strip_prefix(cluster)?
+        .strip_prefix('-')?;
+    let (pool, index) = rest.rsplit_once('-')?;
+    let index_ok = index.len() >= 2 && index.bytes().all(|b| b.is_ascii_digit());
+    let pool_ok = !pool.is_empty()
+        && !pool.starts_with('-')
+        && !pool.ends_with('-')
+        && pool
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    (index_ok && pool_ok).then(|| pool.to_string())
+}
+
 impl Desired {
+    /// Every node slot name the inventory asks for, with its cluster. A
+    /// name two clusters both produce (`acme` pool `eu-west` and `acme-eu`
+    /// pool `west`) appears twice.
+    pub fn slot_names(&self) -> impl Iterator<Item = (&ClusterSpec, String)> + '_ {
+        self.clusters.iter().flat_map(|c| {
+            c.pools
+                .iter()
+                .flat_map(move |p| (1..=p.count).map(move |i| (c, slot_name(&c.name, &p.name, i))))
+        })
+    }
+
     /// The cluster with this name.
     pub fn cluster(&self, name: &str) -> Option<&ClusterSpec> {
         self.clusters.iter().find(|c| c.name == name)

@@ -1,11 +1,19 @@
 //! What the Contabo account holds, read with as few calls as the API allows:
 //! all instance pages, the tag list, the secret list, the image by name, and
 //! the assignments of the one ownership tag — never one call per instance.
+//!
+//! An owned instance whose name is exactly one of the inventory's slot
+//! names needs nothing more. Any other owned instance (a slot the
+//! inventory no longer wants, or a machine renamed in the Contabo panel)
+//! is attributed to a cluster by the cluster tag apply assigned it, never
+//! by reading its name: so the assignments of cluster tags are read for
+//! those instances only, the likeliest tags first.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::contabo::models::{Image, Instance, InstanceId, StoredSecret, Tag};
 use crate::contabo::{CloudApi, ContaboError};
+use crate::inventory::Desired;
 use crate::plan;
 
 /// The tag that marks an instance as kiwi-infra's. Apply assigns it after the
@@ -25,55 +33,134 @@ pub struct AccountSnapshot {
     pub secrets: Vec<StoredSecret>,
     /// Images with the inventory's image name (normally exactly one).
     pub images: Vec<Image>,
+    /// The cluster tags (`kiwi-cluster-*`) of owned instances whose name is
+    /// not a slot of the inventory; read for those only.
+    pub cluster_tags: BTreeMap<InstanceId, BTreeSet<String>>,
 }
 
 /// Reads the account. The independent lists are fetched concurrently; the
-/// ownership tag's assignments follow once its id is known.
+/// ownership tag's assignments follow once its id is known, then the
+/// cluster tags of owned instances that are not the inventory's slots.
 pub async fn observe_account(
     api: &impl CloudApi,
-    image_name: &str,
+    desired: &Desired,
 ) -> Result<AccountSnapshot, ContaboError> {
     let (instances, tags, secrets, images) = tokio::try_join!(
         api.list_instances(),
         api.list_tags(),
         api.list_secrets(),
-        api.find_images_by_name(image_name),
+        api.find_images_by_name(&desired.provider.image),
     )?;
     let owned = match tags.iter().find(|t| t.name == OWNERSHIP_TAG) {
-        Some(tag) => api
-            .list_tag_assignments(tag.tag_id)
-            .await?
-            .into_iter()
-            .filter(|a| a.resource_type == "instance")
-            .filter_map(|a| a.resource_id.parse().ok().map(InstanceId))
-            .collect(),
+        Some(tag) => instances_tagged(api, tag).await?,
         None => BTreeSet::new(),
     };
+    let slots: BTreeSet<String> = desired.slot_names().map(|(_, name)| name).collect();
+    let unmatched: Vec<&Instance> = instances
+        .iter()
+        .filter(|i| owned.contains(&i.instance_id) && !slots.contains(&i.display_name))
+        .collect();
+    let cluster_tags = cluster_tags_of(api, &tags, &unmatched).await?;
     Ok(AccountSnapshot {
         instances,
         tags,
         owned,
         secrets,
         images,
+        cluster_tags,
     })
+}
+
+/// The instances a tag is assigned to.
+async fn instances_tagged(
+    api: &impl CloudApi,
+    tag: &Tag,
+) -> Result<BTreeSet<InstanceId>, ContaboError> {
+    Ok(api
+        .list_tag_assignments(tag.tag_id)
+        .await?
+        .into_iter()
+        .filter(|a| a.resource_type == "instance")
+        .filter_map(|a| a.resource_id.parse().ok().map(InstanceId))
+        .collect())
+}
+
+/// The cluster tags of `instances`. The tags of clusters whose slot prefix
+/// (`kiwi-<cluster>-`) the instance's name starts with are read first: for
+/// a slot the inventory dropped, that is one or two look-ups. Only if some
+/// instance is still without a cluster tag (renamed in the panel) are the
+/// other cluster tags read. The name only decides which evidence to read
+/// first; the attribution itself is the tag.
+async fn cluster_tags_of(
+    api: &impl CloudApi,
+    tags: &[Tag],
+    instances: &[&Instance],
+) -> Result<BTreeMap<InstanceId, BTreeSet<String>>, ContaboError> {
+    let mut found: BTreeMap<InstanceId, BTreeSet<String>> = BTreeMap::new();
+    if instances.is_empty() {
+        return Ok(found);
+    }
+    let cluster_tags: Vec<&Tag> = tags
+        .iter()
+        .filter(|t| t.name.starts_with(plan::tags::CLUSTER_PREFIX))
+        .collect();
+    let likely: BTreeSet<&str> = cluster_tags
+        .iter()
+        .filter(|t| {
+            let cluster = &t.name[plan::tags::CLUSTER_PREFIX.len()..];
+            let prefix = format!("kiwi-{cluster}-");
+            instances
+                .iter()
+                .any(|i| i.display_name.starts_with(&prefix))
+        })
+        .map(|t| t.name.as_str())
+        .collect();
+    let wanted: BTreeSet<InstanceId> = instances.iter().map(|i| i.instance_id).collect();
+    let read = |found: &mut BTreeMap<InstanceId, BTreeSet<String>>,
+                tag: &Tag,
+                members: BTreeSet<InstanceId>| {
+        for id in members.intersection(&wanted) {
+            found.entry(*id).or_default().insert(tag.name.clone());
+        }
+    };
+    for tag in cluster_tags
+        .iter()
+        .filter(|t| likely.contains(t.name.as_str()))
+    {
+        read(&mut found, tag, instances_tagged(api, tag).await?);
+    }
+    if wanted.iter().any(|id| !found.contains_key(id)) {
+        for tag in cluster_tags
+            .iter()
+            .filter(|t| !likely.contains(t.name.as_str()))
+        {
+            read(&mut found, tag, instances_tagged(api, tag).await?);
+        }
+    }
+    Ok(found)
 }
 
 impl AccountSnapshot {
     /// The snapshot as the planner's plain data. Only the ownership tag's
-    /// assignments are read (see [`OWNERSHIP_TAG`]), so an instance's tag set
-    /// holds that tag or nothing.
+    /// assignments are read for every instance (see [`OWNERSHIP_TAG`]), so an
+    /// instance's tag set holds that tag or nothing, plus its cluster tags
+    /// when it is owned but not one of the inventory's slots.
     pub fn into_observed(self, image_name: &str) -> plan::Observed {
         let owned = self.owned;
+        let mut cluster_tags = self.cluster_tags;
         let instances = self
             .instances
             .into_iter()
             .map(|i| plan::Instance {
                 tags: if owned.contains(&i.instance_id) {
-                    BTreeSet::from([OWNERSHIP_TAG.to_string()])
+                    let mut tags = cluster_tags.remove(&i.instance_id).unwrap_or_default();
+                    tags.insert(OWNERSHIP_TAG.to_string());
+                    tags
                 } else {
                     BTreeSet::new()
                 },
-                ipv4: i.ipv4().map(str::to_string),
+                ipv4: i.ipv4(),
+                odd_ipv4: i.odd_ipv4().map(str::to_string),
                 id: plan::InstanceId(i.instance_id.0),
                 display_name: i.display_name,
                 product_id: i.product_id,

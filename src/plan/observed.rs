@@ -8,6 +8,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::net::Ipv4Addr;
 
 macro_rules! id_newtype {
     ($(#[$doc:meta])* $name:ident($inner:ty)) => {
@@ -90,9 +91,15 @@ pub struct Instance {
     pub region: String,
     /// `status`.
     pub status: InstanceStatus,
-    /// Main IPv4 address, if any yet.
+    /// Main IPv4 address, if any yet. Parsed where it enters (see
+    /// `observe/`): a value the API sends that is not an IPv4 address is no
+    /// address, and is kept in [`Instance::odd_ipv4`] for a warning only.
     #[serde(default)]
-    pub ipv4: Option<String>,
+    pub ipv4: Option<Ipv4Addr>,
+    /// What the API sent as the address when it was not an IPv4 address.
+    /// Shown (escaped) in a warning; never used to reach anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub odd_ipv4: Option<String>,
     /// `createdDate`.
     pub created_date: DateTime<Utc>,
     /// `cancelDate`: set once the instance is cancelled; it runs until then.
@@ -250,6 +257,11 @@ pub struct Node {
     /// Whether its `Ready` condition is true.
     #[serde(default)]
     pub ready: bool,
+    /// Its `InternalIP` and `ExternalIP` addresses (IPv4 only), as the
+    /// cluster reports them: how a machine renamed in the Contabo panel is
+    /// still recognised as its node's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<Ipv4Addr>,
 }
 
 /// The Contabo tags that mark an instance as kiwi-infra's.
@@ -269,10 +281,16 @@ pub mod tags {
         format!("kiwi-class-{class}")
     }
 
-    /// The cluster an owned instance's tags name, if any.
-    pub fn cluster_of<'a>(tags: impl IntoIterator<Item = &'a String>) -> Option<&'a str> {
+    /// Prefix of the cluster tags.
+    pub const CLUSTER_PREFIX: &str = "kiwi-cluster-";
+
+    /// Every cluster an instance's tags name (normally one; none when the
+    /// cluster tags were not observed for it, several when someone added
+    /// more: then its cluster is unknown).
+    pub fn clusters_of<'a>(tags: impl IntoIterator<Item = &'a String>) -> Vec<&'a str> {
         tags.into_iter()
-            .find_map(|t| t.strip_prefix("kiwi-cluster-"))
+            .filter_map(|t| t.strip_prefix(CLUSTER_PREFIX))
+            .collect()
     }
 }
 

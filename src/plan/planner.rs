@@ -9,11 +9,12 @@ use super::steps::{
     PLAN_FORMAT_VERSION,
 };
 use crate::inventory::{
-    products, slot_name, ClusterKind, ClusterSpec, Desired, PoolRole, PoolSpec, CORE_CLUSTER,
+    products, slot_name, slot_pool, ClusterKind, ClusterSpec, Desired, PoolRole, PoolSpec,
     SERVER_POOL,
 };
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
 
 /// Choices the operator makes on the command line.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -37,6 +38,7 @@ pub fn ssh_key_secret_name(public_key: &str) -> String {
 /// Plans the steps that make Contabo and the clusters match the inventory.
 pub fn plan(desired: &Desired, observed: &Observed, options: &PlanOptions) -> Plan {
     let mut planner = Planner::new(desired, observed, *options);
+    planner.attribution_warnings();
     for cluster in &desired.clusters {
         planner.cluster(cluster);
     }
@@ -73,6 +75,12 @@ struct Planner<'a> {
     observed: &'a Observed,
     options: PlanOptions,
     by_name: BTreeMap<&'a str, Vec<&'a Instance>>,
+    /// Who owns what, from recorded facts only (see [`Attribution`]).
+    owners: Attribution<'a>,
+    /// Slot names already warned about as ambiguous.
+    ambiguous_warned: BTreeSet<String>,
+    /// Slots whose order was held back, per cluster.
+    held: BTreeMap<String, Vec<String>>,
     /// Instances matched to a desired slot (whatever their state).
     handled: BTreeSet<i64>,
     account: Vec<Step>,
@@ -96,11 +104,15 @@ impl<'a> Planner<'a> {
         for list in by_name.values_mut() {
             list.sort_by(|a, b| (a.created_date, &a.id).cmp(&(b.created_date, &b.id)));
         }
+        let owners = Attribution::of(desired, observed);
         Planner {
             desired,
             observed,
             options,
             by_name,
+            owners,
+            ambiguous_warned: BTreeSet::new(),
+            held: BTreeMap::new(),
             handled: BTreeSet::new(),
             account: Vec::new(),
             steps: Vec::new(),
@@ -112,7 +124,12 @@ impl<'a> Planner<'a> {
         }
     }
 
-    fn finish(self) -> Plan {
+    fn finish(mut self) -> Plan {
+        let held = std::mem::take(&mut self.held);
+        for (cluster, slots) in held {
+            let cluster = (!self.owners.hold_all_orders).then_some(cluster);
+            self.warnings.push(Warning::OrdersHeld { cluster, slots });
+        }
         let mut steps = self.account;
         steps.extend(self.steps);
         let summary = Summary::of(&steps);
@@ -295,6 +312,7 @@ impl<'a> Planner<'a> {
                         pool,
                         &name,
                         si,
+                        observation,
                         &mut via,
                         &mut bootstrap,
                         &previous_server,
@@ -366,7 +384,18 @@ impl<'a> Planner<'a> {
         name: &str,
         observation: Option<&ClusterObservation>,
     ) -> Option<SlotInstance<'a>> {
-        let all: Vec<&'a Instance> = self.by_name.get(name).cloned().unwrap_or_default();
+        if let Some(clusters) = self.owners.ambiguous.get(name) {
+            if self.ambiguous_warned.insert(name.to_string()) {
+                self.warnings.push(Warning::AmbiguousSlot {
+                    name: name.to_string(),
+                    clusters: clusters.clone(),
+                });
+            }
+            return None;
+        }
+        let mut all: Vec<&'a Instance> = self.by_name.get(name).cloned().unwrap_or_default();
+        let renamed = self.owners.renamed.get(name).copied();
+        all.extend(renamed);
         let mut live = Vec::new();
         for instance in all {
             self.handled.insert(instance.id.0);
@@ -380,7 +409,7 @@ impl<'a> Planner<'a> {
             }
         }
         let Some(chosen) = live.iter().find(|i| i.is_owned()).or(live.first()).copied() else {
-            return Some(self.order(cluster, pool, name));
+            return self.order_if_safe(cluster, pool, name, observation);
         };
         if live.len() > 1 {
             self.warnings.push(Warning::DuplicateInstances {
@@ -400,8 +429,32 @@ impl<'a> Planner<'a> {
             name: name.to_string(),
             id: Some(chosen.id.clone()),
         };
+        if chosen.display_name != name {
+            self.push(
+                &cluster.name,
+                StepId(format!("rename:{name}")),
+                StepKind::RenameInstance {
+                    instance: instance.clone(),
+                    current_name: chosen.display_name.clone(),
+                },
+                Vec::new(),
+                false,
+            );
+        }
         self.mismatches(pool, name, chosen);
         self.assign_tags(cluster, pool, &instance, chosen, None);
+        let ready_node = observation.and_then(|o| o.node(name)).filter(|n| n.ready);
+        if chosen.status.needs_reinstall() && ready_node.is_some() {
+            self.warnings.push(Warning::SignalsDisagree {
+                name: name.to_string(),
+                instance: chosen.id.clone(),
+                what: format!(
+                    "Contabo reports it {}, but its node is Ready; not reinstalled",
+                    chosen.status
+                ),
+            });
+            return None;
+        }
         if chosen.status.needs_reinstall() {
             let step = self.reinstall(cluster, pool, &instance, chosen, false);
             return Some(SlotInstance {
@@ -478,6 +531,37 @@ impl<'a> Planner<'a> {
                 None => NodeNeed::Nothing,
             },
         }
+    }
+
+    /// Orders the slot's machine unless something recorded says it may
+    /// exist already: its node is in the cluster and Ready (its machine was
+    /// renamed beyond recognition, say), or an owned instance that cannot be
+    /// attributed may be it. A machine is never bought on a guess.
+    fn order_if_safe(
+        &mut self,
+        cluster: &ClusterSpec,
+        pool: &PoolSpec,
+        name: &str,
+        observation: Option<&ClusterObservation>,
+    ) -> Option<SlotInstance<'a>> {
+        if observation
+            .and_then(|o| o.node(name))
+            .is_some_and(|n| n.ready)
+        {
+            self.warnings.push(Warning::NodeWithoutInstance {
+                cluster: cluster.name.clone(),
+                node: NodeName(name.to_string()),
+            });
+            return None;
+        }
+        if self.owners.holds_orders_of(&cluster.name) {
+            self.held
+                .entry(cluster.name.clone())
+                .or_default()
+                .push(name.to_string());
+            return None;
+        }
+        Some(self.order(cluster, pool, name))
     }
 
     fn order(&mut self, cluster: &ClusterSpec, pool: &PoolSpec, name: &str) -> SlotInstance<'a> {
@@ -633,6 +717,7 @@ impl<'a> Planner<'a> {
         pool: &PoolSpec,
         name: &str,
         si: SlotInstance<'a>,
+        observation: Option<&ClusterObservation>,
         via: &mut Option<NodeName>,
         bootstrap: &mut Option<StepId>,
         previous_server: &Option<StepId>,
@@ -649,13 +734,53 @@ impl<'a> Planner<'a> {
             });
             return None;
         }
+        // A node object of this name is still listed: the slot's old machine
+        // (cancelled, or being reinstalled) registered it. A join never
+        // removes it on its own: deleting a node object is destructive, so
+        // it is a step of its own, shown and gated like a drain, and only
+        // for a node that is not Ready.
+        let mut stale: Option<StepId> = None;
+        if let Some(listed) = observation.and_then(|o| o.node(name)) {
+            let instance_id = si.instance.id.clone();
+            if listed.ready {
+                if let Some(instance) = instance_id {
+                    self.warnings.push(Warning::SignalsDisagree {
+                        name: name.to_string(),
+                        instance,
+                        what: "its node is Ready although its machine is new or being \
+                               reinstalled; not joined"
+                            .to_string(),
+                    });
+                } else {
+                    self.warnings.push(Warning::NodeWithoutInstance {
+                        cluster: cluster.name.clone(),
+                        node,
+                    });
+                }
+                return None;
+            }
+            if cluster.protected {
+                self.protected(
+                    cluster,
+                    format!("delete the stale node object {name} before its machine joins"),
+                );
+                return None;
+            }
+            stale = Some(self.push(
+                &cluster.name,
+                StepId(format!("delete-stale-node:{name}")),
+                StepKind::DeleteStaleNode { node: node.clone() },
+                Vec::new(),
+                true,
+            ));
+        }
         let mut ready = si.ready;
         if let Some(instance) = si.reinstall_first {
             ready = Some(self.reinstall(cluster, pool, &si.instance, instance, true));
         }
         let labels = pool.node_labels(cluster);
         let taints = pool.taints.clone();
-        let ready: Vec<StepId> = ready.into_iter().collect();
+        let ready: Vec<StepId> = ready.into_iter().chain(stale).collect();
         match &cluster.kind {
             ClusterKind::K3s { version } => {
                 let mut join = K3sJoin {
@@ -839,8 +964,9 @@ impl<'a> Planner<'a> {
 
     /// Owned instances no slot wants any more: drain, delete the node, cancel.
     /// Highest-numbered first; agents before servers; servers one at a time.
+    /// Only instances attributed to a cluster by its tag, with a name of that
+    /// cluster's slot form, are removed (see [`Attribution`]).
     fn removals(&mut self) {
-        let mut by_cluster: BTreeMap<String, Vec<&'a Instance>> = BTreeMap::new();
         for instance in &self.observed.instances {
             if self.handled.contains(&instance.id.0) || !instance.is_owned() {
                 continue;
@@ -851,14 +977,9 @@ impl<'a> Planner<'a> {
                     instance: instance.id.clone(),
                     cancel_date,
                 });
-                continue;
             }
-            let cluster = tags::cluster_of(&instance.tags)
-                .map(str::to_string)
-                .or_else(|| cluster_from_name(&instance.display_name))
-                .unwrap_or_else(|| CORE_CLUSTER.to_string());
-            by_cluster.entry(cluster).or_default().push(instance);
         }
+        let by_cluster = self.owners.removable.clone();
         // Desired clusters first, in inventory order, then removed ones.
         let mut order: Vec<String> = self
             .desired
@@ -872,32 +993,36 @@ impl<'a> Planner<'a> {
                 .filter(|k| self.desired.cluster(k).is_none())
                 .cloned(),
         );
+        let mut by_cluster = by_cluster;
         for cluster in order {
             let Some(mut instances) = by_cluster.remove(&cluster) else {
                 continue;
             };
-            let server_prefix = format!("kiwi-{cluster}-{SERVER_POOL}-");
             instances.sort_by(|a, b| {
-                let a_server = a.display_name.starts_with(&server_prefix);
-                let b_server = b.display_name.starts_with(&server_prefix);
-                (a_server, &b.display_name, &b.id).cmp(&(b_server, &a.display_name, &a.id))
+                let a_server = a.pool == SERVER_POOL;
+                let b_server = b.pool == SERVER_POOL;
+                (a_server, &b.instance.display_name, &b.instance.id).cmp(&(
+                    b_server,
+                    &a.instance.display_name,
+                    &a.instance.id,
+                ))
             });
             if let Some(spec) = self.desired.cluster(&cluster).filter(|c| c.protected) {
-                for instance in instances {
+                for r in instances {
                     self.protected(
                         spec,
                         format!(
                             "remove {} (instance {})",
-                            instance.display_name, instance.id
+                            r.instance.display_name, r.instance.id
                         ),
                     );
                 }
                 continue;
             }
             if let Some(spec) = self.desired.cluster(&cluster) {
-                instances = self.keep_quorum(spec, instances, &server_prefix);
+                instances = self.keep_quorum(spec, instances);
             }
-            self.remove_instances(&cluster, &instances, &server_prefix);
+            self.remove_instances(&cluster, &instances);
         }
     }
 
@@ -909,27 +1034,27 @@ impl<'a> Planner<'a> {
     fn keep_quorum(
         &mut self,
         cluster: &ClusterSpec,
-        instances: Vec<&'a Instance>,
-        server_prefix: &str,
-    ) -> Vec<&'a Instance> {
-        let (servers, others): (Vec<&Instance>, Vec<&Instance>) = instances
-            .into_iter()
-            .partition(|i| i.display_name.starts_with(server_prefix));
+        instances: Vec<Removable<'a>>,
+    ) -> Vec<Removable<'a>> {
+        let (servers, others): (Vec<Removable<'a>>, Vec<Removable<'a>>) =
+            instances.into_iter().partition(|r| r.pool == SERVER_POOL);
         if servers.is_empty() {
             return others;
         }
-        let present = self
-            .observed
-            .instances
+        // The servers there are now: the wanted server slots that have a
+        // live owned instance, and the ones being removed.
+        let wanted = cluster
+            .pools
             .iter()
-            .filter(|i| {
-                i.is_owned()
-                    && !i.is_cancelled()
-                    && i.display_name.starts_with(server_prefix)
-                    && tags::cluster_of(&i.tags).is_none_or(|c| c == cluster.name)
+            .filter(|p| p.role == PoolRole::K3sServer)
+            .flat_map(|p| (1..=p.count).map(|i| slot_name(&cluster.name, &p.name, i)))
+            .filter(|name| {
+                self.by_name
+                    .get(name.as_str())
+                    .is_some_and(|list| list.iter().any(|i| i.is_owned() && !i.is_cancelled()))
             })
             .count();
-        let present = u32::try_from(present).unwrap_or(u32::MAX);
+        let present = u32::try_from(wanted + servers.len()).unwrap_or(u32::MAX);
         let removed = u32::try_from(servers.len()).unwrap_or(u32::MAX);
         let quorum = present / 2 + 1;
         let left = present.saturating_sub(removed);
@@ -945,19 +1070,25 @@ impl<'a> Planner<'a> {
             quorum,
             skipped: servers
                 .iter()
-                .map(|i| format!("remove {} (instance {})", i.display_name, i.id))
+                .map(|r| {
+                    format!(
+                        "remove {} (instance {})",
+                        r.instance.display_name, r.instance.id
+                    )
+                })
                 .collect(),
         });
         others
     }
 
-    fn remove_instances(&mut self, cluster: &str, instances: &[&'a Instance], server_prefix: &str) {
+    fn remove_instances(&mut self, cluster: &str, instances: &[Removable<'a>]) {
         let observation = self.observed.cluster(cluster);
         let mut agents_done: Vec<StepId> = Vec::new();
         let mut previous_server: Option<StepId> = None;
         let mut drained: BTreeSet<String> = BTreeSet::new();
-        for instance in instances {
-            let is_server = instance.display_name.starts_with(server_prefix);
+        for removable in instances {
+            let instance = removable.instance;
+            let is_server = removable.pool == SERVER_POOL;
             let mut after: Vec<StepId> = if is_server {
                 previous_server
                     .clone()
@@ -1007,6 +1138,242 @@ impl<'a> Planner<'a> {
             }
         }
     }
+
+    /// Warnings for what attribution found: untrusted values, owned
+    /// instances that match no slot.
+    fn attribution_warnings(&mut self) {
+        for instance in &self.observed.instances {
+            if let Some(value) = &instance.odd_ipv4 {
+                self.warnings.push(Warning::OddValue {
+                    name: instance.display_name.clone(),
+                    instance: instance.id.clone(),
+                    field: "ipConfig.v4.ip".to_string(),
+                    value: value.clone(),
+                });
+            }
+        }
+        for u in &self.owners.unattributed {
+            self.handled.insert(u.instance.id.0);
+            self.warnings.push(Warning::Unattributed {
+                name: u.instance.display_name.clone(),
+                instance: u.instance.id.clone(),
+                cluster: u.cluster.clone(),
+                reason: u.reason.clone(),
+            });
+        }
+        for instance in self.owners.renamed.values() {
+            self.handled.insert(instance.id.0);
+        }
+    }
+}
+
+/// An owned instance the inventory no longer wants, attributed to its
+/// cluster by its tag.
+#[derive(Debug, Clone)]
+struct Removable<'a> {
+    instance: &'a Instance,
+    /// The pool its slot name names, within its tagged cluster.
+    pool: String,
+}
+
+/// An owned instance that cannot be matched to one slot.
+#[derive(Debug, Clone)]
+struct Unattributed<'a> {
+    instance: &'a Instance,
+    cluster: Option<String>,
+    reason: String,
+}
+
+/// Which owned instance belongs where, decided from what kiwi-infra
+/// recorded and never from parsing a name:
+///
+/// - an instance whose name is exactly one slot of the inventory is that
+///   slot's (a name two clusters produce is ambiguous: nothing is planned
+///   for it);
+/// - any other owned instance belongs to the cluster its cluster tag names
+///   (apply assigns it before the ownership tag). Within that cluster it is
+///   a renamed slot machine when its address is the address of a node of a
+///   slot that has no instance, and a slot the inventory dropped when its
+///   name has that cluster's slot form (`kiwi-<cluster>-<pool>-<NN>`);
+/// - anything else (no cluster tag, several, a name of neither kind) is
+///   unattributed: it gets no step, and orders that could buy its slot a
+///   second time are held back.
+#[derive(Debug, Clone, Default)]
+struct Attribution<'a> {
+    /// Slot names more than one cluster (or a control-plane node) claims.
+    ambiguous: BTreeMap<String, Vec<String>>,
+    /// Slot name → the owned instance renamed away from it.
+    renamed: BTreeMap<String, &'a Instance>,
+    /// Cluster → its instances to remove.
+    removable: BTreeMap<String, Vec<Removable<'a>>>,
+    unattributed: Vec<Unattributed<'a>>,
+    /// Clusters whose orders wait (an unattributed instance is tagged there).
+    hold_orders: BTreeSet<String>,
+    /// Every cluster's orders wait (an unattributed instance's cluster is
+    /// unknown).
+    hold_all_orders: bool,
+}
+
+impl<'a> Attribution<'a> {
+    fn of(desired: &'a Desired, observed: &'a Observed) -> Self {
+        let mut owners: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (cluster, name) in desired.slot_names() {
+            owners.entry(name).or_default().insert(cluster.name.clone());
+        }
+        let mut control_plane: BTreeMap<&str, &str> = BTreeMap::new();
+        for cluster in &desired.clusters {
+            if let ClusterKind::Kubeadm {
+                control_plane: cp, ..
+            } = &cluster.kind
+            {
+                for node in cp {
+                    control_plane.insert(&node.name, &cluster.name);
+                    if let Some(set) = owners.get_mut(&node.name) {
+                        set.insert(format!("{} (control plane)", cluster.name));
+                    }
+                }
+            }
+        }
+        let mut a = Attribution {
+            ambiguous: owners
+                .iter()
+                .filter(|(_, c)| c.len() > 1)
+                .map(|(n, c)| (n.clone(), c.iter().cloned().collect()))
+                .collect(),
+            ..Attribution::default()
+        };
+        let named: BTreeSet<&str> = observed
+            .instances
+            .iter()
+            .filter(|i| !i.is_cancelled())
+            .map(|i| i.display_name.as_str())
+            .collect();
+        for instance in &observed.instances {
+            if !instance.is_owned() || instance.is_cancelled() {
+                continue;
+            }
+            if owners.contains_key(&instance.display_name) {
+                continue;
+            }
+            let clusters = tags::clusters_of(&instance.tags);
+            let [cluster] = clusters.as_slice() else {
+                let reason = if clusters.is_empty() {
+                    "it carries no kiwi-cluster-* tag".to_string()
+                } else {
+                    format!("its tags name several clusters: {}", clusters.join(", "))
+                };
+                a.unattributed(instance, None, reason);
+                continue;
+            };
+            let cluster = (*cluster).to_string();
+            if control_plane.contains_key(instance.display_name.as_str()) {
+                a.unattributed(
+                    instance,
+                    Some(cluster),
+                    "its name is a control-plane node's".to_string(),
+                );
+                continue;
+            }
+            // Renamed: its address is a node's of a slot without instance.
+            let spec = desired.cluster(&cluster);
+            let slot = spec
+                .zip(observed.cluster(&cluster))
+                .and_then(|(spec, obs)| {
+                    let ip = instance.ipv4?;
+                    obs.nodes
+                        .iter()
+                        .filter(|n| n.addresses.contains(&ip))
+                        .map(|n| n.name.0.as_str())
+                        .find(|n| {
+                            owners
+                                .get(*n)
+                                .is_some_and(|c| c.len() == 1 && c.contains(&spec.name))
+                                && !named.contains(n)
+                        })
+                });
+            if let Some(slot) = slot {
+                if a.renamed.contains_key(slot) {
+                    a.unattributed(
+                        instance,
+                        Some(cluster),
+                        format!("another instance also has node {slot}'s address"),
+                    );
+                } else {
+                    a.renamed.insert(slot.to_string(), instance);
+                }
+                continue;
+            }
+            match slot_pool(&instance.display_name, &cluster) {
+                Some(pool) => a
+                    .removable
+                    .entry(cluster)
+                    .or_default()
+                    .push(Removable { instance, pool }),
+                None => a.unattributed(
+                    instance,
+                    Some(cluster.clone()),
+                    format!("its name is no slot name of cluster {cluster}"),
+                ),
+            }
+        }
+        a
+    }
+
+    fn unattributed(&mut self, instance: &'a Instance, cluster: Option<String>, reason: String) {
+        match &cluster {
+            Some(c) => {
+                self.hold_orders.insert(c.clone());
+            }
+            None => self.hold_all_orders = true,
+        }
+        self.unattributed.push(Unattributed {
+            instance,
+            cluster,
+            reason,
+        });
+    }
+
+    /// True when no machine may be ordered for `cluster` now.
+    fn holds_orders_of(&self, cluster: &str) -> bool {
+        self.hold_all_orders || self.hold_orders.contains(cluster)
+    }
+}
+
+/// The addresses of the nodes kiwi-infra may reach, by node name: each
+/// slot's owned instance (by its exact name, or renamed and recognised by
+/// its node's address), and each owned instance being removed. Nothing else
+/// an API answer names becomes an SSH target.
+pub fn node_addresses(desired: &Desired, observed: &Observed) -> BTreeMap<String, Ipv4Addr> {
+    let owners = Attribution::of(desired, observed);
+    let mut addresses = BTreeMap::new();
+    let mut live: Vec<&Instance> = observed
+        .instances
+        .iter()
+        .filter(|i| i.is_owned() && !i.is_cancelled())
+        .collect();
+    live.sort_by(|a, b| (b.created_date, &b.id).cmp(&(a.created_date, &a.id)));
+    let slots: BTreeSet<String> = desired.slot_names().map(|(_, name)| name).collect();
+    for instance in live {
+        // Oldest last, so the oldest of a double order wins, as in the plan.
+        if slots.contains(&instance.display_name)
+            && !owners.ambiguous.contains_key(&instance.display_name)
+        {
+            if let Some(ip) = instance.ipv4 {
+                addresses.insert(instance.display_name.clone(), ip);
+            }
+        }
+    }
+    for (slot, instance) in &owners.renamed {
+        if let Some(ip) = instance.ipv4 {
+            addresses.insert(slot.clone(), ip);
+        }
+    }
+    for r in owners.removable.values().flatten() {
+        if let Some(ip) = r.instance.ipv4 {
+            addresses.insert(r.instance.display_name.clone(), ip);
+        }
+    }
+    addresses
 }
 
 /// The tags that say which cluster and class an owned instance belongs to;
@@ -1022,18 +1389,4 @@ fn brief(instance: &Instance) -> InstanceBrief {
         status: instance.status.clone(),
         owned: instance.is_owned(),
     }
-}
-
-/// The cluster of a `kiwi-<cluster>-<pool>-<NN>` name, when the ownership
-/// tags do not say (the cluster tag was lost). Cluster names may contain
-/// dashes, so this is a best effort: everything between `kiwi-` and the last
-/// two dash-separated parts.
-fn cluster_from_name(name: &str) -> Option<String> {
-    let rest = name.strip_prefix("kiwi-")?;
-    let mut parts: Vec<&str> = rest.split('-').collect();
-    if parts.len() < 3 {
-        return None;
-    }
-    parts.truncate(parts.len() - 2);
-    Some(parts.join("-"))
 }

@@ -348,6 +348,32 @@ impl Renderer {
             StepKind::DeleteNode { node } => {
                 self.line(out, '-', &format!("delete node {node}"), step)
             }
+            StepKind::DeleteStaleNode { node } => self.line(
+                out,
+                '-',
+                &format!("delete stale node object {node} (not Ready; its machine is gone)"),
+                step,
+            ),
+            StepKind::RenameInstance {
+                instance,
+                current_name,
+            } => {
+                let id = instance
+                    .id
+                    .as_ref()
+                    .map_or_else(String::new, |id| format!(" (instance {id})"));
+                self.line(
+                    out,
+                    '~',
+                    &format!(
+                        "rename {}{id} back to {}: renamed to \"{}\"; it is recognised by its node's address",
+                        instance.name,
+                        instance.name,
+                        current_name.escape_debug()
+                    ),
+                    step,
+                );
+            }
             StepKind::CancelInstance {
                 instance,
                 product,
@@ -438,6 +464,31 @@ fn warning(w: &Warning) -> String {
         ),
         Warning::ControlPlaneNodeMissing { cluster, node } => format!(
             "{node}: control-plane node of cluster {cluster} listed in the inventory is not in the cluster."
+        ),
+        Warning::AmbiguousSlot { name, clusters } => format!(
+            "{name}: this slot name belongs to more than one of {}; nothing is planned for it. Rename a pool or customer so that every slot name is unique.",
+            clusters.join(", ")
+        ),
+        Warning::Unattributed { name, instance, cluster, reason } => format!(
+            "instance {instance} (named \"{}\") is kiwi-infra's, but {reason}; it is left alone{}. Give it back its slot name in the Contabo panel, or check its kiwi-cluster-* tag.",
+            name.escape_debug(),
+            cluster.as_ref().map_or_else(String::new, |c| format!(" (tagged for cluster {c})"))
+        ),
+        Warning::OrdersHeld { cluster, slots } => format!(
+            "{}: not ordered, so that the machine of the unattributed instance above is not bought a second time: {}.",
+            cluster.as_ref().map_or_else(|| "every cluster".to_string(), |c| format!("cluster {c}")),
+            slots.join(", ")
+        ),
+        Warning::NodeWithoutInstance { cluster, node } => format!(
+            "{node}: its node is Ready in cluster {cluster}, but no instance carries its name or its address; nothing is ordered for it. Was it renamed or moved in the Contabo panel?"
+        ),
+        Warning::SignalsDisagree { name, instance, what } => format!(
+            "{name}: instance {instance}: {what}."
+        ),
+        Warning::OddValue { name, instance, field, value } => format!(
+            "instance {instance} (named \"{}\"): {field} is \"{}\", which is not of the expected form; not used.",
+            name.escape_debug(),
+            value.escape_debug()
         ),
     }
 }

@@ -34,6 +34,7 @@ pub fn simulate(observed: &Observed, plan: &Plan) -> Observed {
                     region: order.region.clone(),
                     status: InstanceStatus::Running,
                     ipv4: None,
+                    odd_ipv4: None,
                     created_date: simulated_now(),
                     cancel_date: None,
                     image_id: order.image.id.clone(),
@@ -92,7 +93,16 @@ pub fn simulate(observed: &Observed, plan: &Plan) -> Observed {
                 }
             }
             StepKind::DrainNode { .. } => {}
-            StepKind::DeleteNode { node } => {
+            StepKind::RenameInstance { instance, .. } => {
+                if let Some(i) = state
+                    .instances
+                    .iter_mut()
+                    .find(|i| Some(&i.id) == instance.id.as_ref())
+                {
+                    i.display_name = instance.name.clone();
+                }
+            }
+            StepKind::DeleteNode { node } | StepKind::DeleteStaleNode { node } => {
                 if let Some(Some(c)) = step
                     .cluster
                     .as_deref()
@@ -157,5 +167,6 @@ fn add_node(state: &mut Observed, cluster: Option<&str>, join: &K3sJoin) {
         labels: join.labels.clone(),
         taints: join.taints.clone(),
         ready: true,
+        addresses: Vec::new(),
     });
 }

@@ -228,6 +228,16 @@ pub enum StepKind {
     },
     /// Order an instance.
     OrderInstance(Order),
+    /// Give an owned instance its slot's name back (`PATCH
+    /// /v1/compute/instances/{id}`, `displayName`): it was renamed, in the
+    /// Contabo panel say, and is recognised as the slot's machine by its
+    /// address, which is its node's.
+    RenameInstance {
+        /// The instance, by id, with the slot name it gets back.
+        instance: InstanceRef,
+        /// The name it carries now (as the API sent it; shown escaped).
+        current_name: String,
+    },
     /// Assign a tag to an instance.
     AssignTag {
         /// Tag name.
@@ -286,6 +296,13 @@ pub enum StepKind {
     },
     /// Delete a node object (and, for a k3s server, its etcd membership).
     DeleteNode {
+        /// Node.
+        node: NodeName,
+    },
+    /// Delete a node object that is not `Ready` and whose machine is gone
+    /// (cancelled, or being reinstalled), so that the slot's new machine
+    /// can join under the same name. Nothing is done on any machine.
+    DeleteStaleNode {
         /// Node.
         node: NodeName,
     },
@@ -418,6 +435,65 @@ pub enum Warning {
         /// Node.
         node: NodeName,
     },
+    /// A slot name that two clusters of the inventory (or a cluster and a
+    /// control-plane node) both produce: nothing is planned for it.
+    AmbiguousSlot {
+        /// The name.
+        name: String,
+        /// The clusters it could belong to.
+        clusters: Vec<String>,
+    },
+    /// An owned instance kiwi-infra cannot match to one slot from what it
+    /// recorded (tags, the node's address): nothing is planned for it.
+    Unattributed {
+        /// Its display name, as the API sent it (shown escaped).
+        name: String,
+        /// Instance id.
+        instance: InstanceId,
+        /// The cluster its tag names, when exactly one does.
+        cluster: Option<String>,
+        /// Why it is not attributed.
+        reason: String,
+    },
+    /// Orders not planned, so that a machine that may be one of these
+    /// slots' (see the `unattributed` warnings) is not bought twice.
+    OrdersHeld {
+        /// The cluster, or `None` for every cluster.
+        cluster: Option<String>,
+        /// The slots left without an order.
+        slots: Vec<String>,
+    },
+    /// A slot's node is in its cluster and `Ready`, but no instance
+    /// carries the slot's name or can be matched to it: nothing is ordered
+    /// or joined for it.
+    NodeWithoutInstance {
+        /// Cluster.
+        cluster: String,
+        /// Node.
+        node: NodeName,
+    },
+    /// What kiwi-infra observed about an instance contradicts itself:
+    /// nothing destructive is planned for it.
+    SignalsDisagree {
+        /// Slot or display name.
+        name: String,
+        /// Instance id.
+        instance: InstanceId,
+        /// What disagrees.
+        what: String,
+    },
+    /// A value from the API that kiwi-infra does not use, because it is
+    /// not of the expected form.
+    OddValue {
+        /// Display name of the instance.
+        name: String,
+        /// Instance id.
+        instance: InstanceId,
+        /// The field, e.g. `ipConfig.v4.ip`.
+        field: String,
+        /// The value, as sent (shown escaped).
+        value: String,
+    },
 }
 
 impl Warning {
@@ -426,7 +502,7 @@ impl Warning {
     pub fn holds_back(&self) -> bool {
         matches!(
             self,
-            Warning::Protected { .. } | Warning::BelowQuorum { .. }
+            Warning::Protected { .. } | Warning::BelowQuorum { .. } | Warning::OrdersHeld { .. }
         )
     }
 }
@@ -489,13 +565,16 @@ impl Summary {
                         tagged.insert(id.clone());
                     }
                 }
-                StepKind::DeleteNode { .. } => s.nodes_to_remove += 1,
+                StepKind::DeleteNode { .. } | StepKind::DeleteStaleNode { .. } => {
+                    s.nodes_to_remove += 1
+                }
                 StepKind::CancelInstance { monthly_price, .. } => {
                     s.to_cancel += 1;
                     s.monthly_cost_removed.cents += monthly_price.map_or(0, |m| m.cents);
                 }
                 StepKind::EnsureSecret { .. }
                 | StepKind::EnsureTag { .. }
+                | StepKind::RenameInstance { .. }
                 | StepKind::DrainNode { .. } => {}
             }
         }
