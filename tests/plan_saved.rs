@@ -17,6 +17,11 @@ fn observed(name: &str) -> Observed {
     serde_json::from_str(&text).unwrap()
 }
 
+/// The plan the planner makes now, as `apply FILE` recomputes it.
+fn now(desired: &Desired, observed: &Observed) -> plan::Plan {
+    plan::plan(desired, observed, &PlanOptions::default())
+}
+
 fn saved() -> (Desired, Observed, SavedPlan) {
     let desired = desired();
     let observed = observed("partial_order");
@@ -31,7 +36,10 @@ fn a_saved_plan_reads_back_identical_and_fresh() {
     let text = saved.to_json();
     let back = SavedPlan::from_json(&text).unwrap();
     assert_eq!(back, saved);
-    assert_eq!(back.check_fresh(&observed, &desired), Ok(()));
+    assert_eq!(
+        back.check_fresh(&observed, &desired, &now(&desired, &observed)),
+        Ok(())
+    );
     assert!(back.created_by.starts_with("kiwi-infra "));
 }
 
@@ -58,7 +66,7 @@ fn a_changed_account_makes_a_saved_plan_stale() {
     let (desired, mut observed, saved) = saved();
     observed.instances[0].status = InstanceStatus::Error;
     assert_eq!(
-        saved.check_fresh(&observed, &desired),
+        saved.check_fresh(&observed, &desired, &now(&desired, &observed)),
         Err(Stale::ObservedChanged)
     );
 }
@@ -68,7 +76,7 @@ fn a_changed_inventory_makes_a_saved_plan_stale() {
     let (mut desired, observed, saved) = saved();
     desired.clusters[0].pools[0].count += 1;
     assert_eq!(
-        saved.check_fresh(&observed, &desired),
+        saved.check_fresh(&observed, &desired, &now(&desired, &observed)),
         Err(Stale::InventoryChanged)
     );
 }
@@ -82,7 +90,10 @@ fn listing_order_addresses_and_readiness_do_not_make_a_plan_stale() {
         core.nodes.reverse();
         core.nodes[0].ready = !core.nodes[0].ready;
     }
-    assert_eq!(saved.check_fresh(&observed, &desired), Ok(()));
+    assert_eq!(
+        saved.check_fresh(&observed, &desired, &now(&desired, &observed)),
+        Ok(())
+    );
 }
 
 #[test]
@@ -90,7 +101,7 @@ fn a_plan_from_another_format_version_is_refused() {
     let (desired, observed, mut saved) = saved();
     saved.format_version = 99;
     assert!(matches!(
-        saved.check_fresh(&observed, &desired),
+        saved.check_fresh(&observed, &desired, &now(&desired, &observed)),
         Err(Stale::FormatVersion { found: 99, .. })
     ));
     assert_ne!(fingerprint(&observed), fingerprint(&Observed::default()));
@@ -126,4 +137,51 @@ fn every_kind_of_step_and_warning_survives_a_save() {
             );
         }
     }
+}
+
+#[test]
+fn an_edited_saved_plan_is_refused_naming_the_step_that_differs() {
+    let (desired, observed, saved) = saved();
+    let text = saved.to_json();
+    // Each edit changes what would be bought or done; every one is refused.
+    let order = saved
+        .plan
+        .steps
+        .iter()
+        .find(|s| matches!(s.kind, plan::StepKind::OrderInstance(_)))
+        .unwrap()
+        .id
+        .clone();
+    for (from, to) in [
+        ("\"region\": \"EU\"", "\"region\": \"US-east\""),
+        ("\"period\": 1", "\"period\": 12"),
+        ("\"product\": \"V94\"", "\"product\": \"V11\""),
+        ("\"monthly_price_cents\": 849", "\"monthly_price_cents\": 1"),
+    ] {
+        assert!(text.contains(from), "the saved plan has no {from}");
+        let edited = SavedPlan::from_json(&text.replacen(from, to, 1)).unwrap();
+        let refused = edited
+            .check_fresh(&observed, &desired, &now(&desired, &observed))
+            .unwrap_err();
+        let Stale::StepsDiffer { difference } = &refused else {
+            panic!("{from} -> {to}: {refused:?}");
+        };
+        assert!(difference.contains(&order.0), "{difference}");
+        assert!(refused
+            .to_string()
+            .contains("not the plan the inventory gives today"));
+    }
+    // A step removed or added is refused too.
+    let mut shorter = saved.clone();
+    shorter.plan.steps.pop();
+    assert!(matches!(
+        shorter.check_fresh(&observed, &desired, &now(&desired, &observed)),
+        Err(Stale::StepsDiffer { .. })
+    ));
+    let mut longer = saved.clone();
+    longer.plan.steps.push(longer.plan.steps[0].clone());
+    assert!(matches!(
+        longer.check_fresh(&observed, &desired, &now(&desired, &observed)),
+        Err(Stale::StepsDiffer { .. })
+    ));
 }

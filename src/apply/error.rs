@@ -222,6 +222,23 @@ pub enum ApplyError {
         limit: Duration,
     },
 
+    /// A line of the order journal, other than a last line cut short by a
+    /// crash, cannot be read.
+    #[error(
+        "{}:{line}: the order journal has an unreadable line ({reason}); it records which \
+         orders may exist, so nothing is applied until it is repaired. Compare it with the \
+         Contabo panel, then fix or remove that line",
+        path.display()
+    )]
+    JournalCorrupt {
+        /// The journal file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// Why it cannot be read.
+        reason: String,
+    },
+
     /// The order journal could not be written; no order is sent without it.
     #[error("cannot write the order journal {path}")]
     Journal {

@@ -20,7 +20,7 @@ use crate::cloudinit::{self, UserDataVars};
 use crate::contabo::models::{
     CreateInstance, Instance, InstanceId, Period, Region, ReinstallInstance, SecretId, TagId,
 };
-use crate::contabo::{CloudApi, ContaboError, OrderResolution, UnconfirmedOrder};
+use crate::contabo::{CloudApi, ContaboError};
 use crate::plan::{self, tags, InstanceRef, Observed, Order, Reinstall, Step, StepId, StepKind};
 use crate::report::{Reporter, Stage, StepOutcome};
 use crate::secret::Secret;
@@ -51,16 +51,17 @@ pub struct ApplySettings {
     pub contabo_only: bool,
     /// Waiting for `running`.
     pub wait: WaitSettings,
-    /// How long to keep looking for an order that may exist but is not
-    /// listed (yet) before ordering again.
+    /// How long to keep looking for an order whose outcome is unknown (its
+    /// answer was not a 2xx with the instance, or an earlier run was
+    /// interrupted while ordering) before stopping the slot for the
+    /// operator. Nothing is ever ordered again when it runs out.
     pub unlisted_order_wait: Duration,
-    /// How old a journal intent may be and still mean "maybe not listed yet".
+    /// How old a journal intent may be and still claim an instance that
+    /// appears under its slot's name (as this tool's own, to be tagged).
     pub journal_horizon: Duration,
-    /// Orders sent at most per slot in one run (each after confirming the
-    /// previous one was not placed).
-    pub max_order_attempts: u32,
-    /// Look-ups tried to settle a lost order answer before giving up.
-    pub resolve_attempts: u32,
+    /// Slots the operator confirmed (`--reorder`) may be ordered again
+    /// although an earlier order's outcome is unknown.
+    pub reorder: BTreeSet<String>,
     /// The run's `x-trace-id`, written to the journal.
     pub trace_id: String,
     /// `<inventory>/known_hosts`, where the host key generated for each
@@ -89,8 +90,7 @@ impl ApplySettings {
             wait: WaitSettings::production(),
             unlisted_order_wait: Duration::from_secs(120),
             journal_horizon: Duration::from_secs(3600),
-            max_order_attempts: 3,
-            resolve_attempts: 8,
+            reorder: BTreeSet::new(),
             trace_id,
             known_hosts: None,
             allow_destroy: false,
@@ -470,32 +470,48 @@ fn is_final_refusal(e: &ContaboError) -> bool {
     }
 }
 
-/// True when an order error means nothing was placed.
-fn surely_not_placed(e: &ContaboError) -> bool {
-    match e {
-        ContaboError::Api { status, .. } => status.is_client_error(),
+/// True when an order's request never left this machine: no token could
+/// be had, or the client is misconfigured. Every answer from the server, an
+/// error status included, leaves the order's outcome unknown.
+fn nothing_was_sent(e: &ContaboError) -> bool {
+    matches!(
+        e,
         ContaboError::Credentials { .. }
-        | ContaboError::Config(_)
-        | ContaboError::TokenTransport { .. } => true,
-        _ => false,
-    }
+            | ContaboError::Config(_)
+            | ContaboError::TokenTransport { .. }
+    )
 }
 
-/// Whether the journal says this tool ordered `instance` for `slot`.
+/// Whether the journal says this tool ordered `instance` for `slot`. Only
+/// the slot's latest event counts: a `placed` claims exactly its instance
+/// id; an `intent` whose outcome is unknown claims an instance created after
+/// it, within `horizon`. An order later found absent, refused or replaced
+/// claims nothing, so a colleague's hand-made instance is never adopted.
 pub fn journal_claims(
     entries: &[Entry],
     slot: &str,
     instance: InstanceId,
     created: chrono::DateTime<chrono::Utc>,
+    horizon: chrono::Duration,
 ) -> bool {
-    entries
-        .iter()
-        .filter(|e| e.slot == slot)
-        .any(|e| match &e.event {
-            Event::Placed { instance_id } => *instance_id == instance.0,
-            Event::Intent { .. } => created >= e.at - CLOCK_SKEW,
-            Event::Absent | Event::Refused { .. } => false,
-        })
+    let of_slot: Vec<&Entry> = entries.iter().filter(|e| e.slot == slot).collect();
+    let Some(latest) = of_slot.last() else {
+        return false;
+    };
+    match &latest.event {
+        Event::Placed { instance_id } => *instance_id == instance.0,
+        Event::Intent { .. } | Event::Unresolved => {
+            let Some(intent) = of_slot
+                .iter()
+                .rev()
+                .find(|e| matches!(e.event, Event::Intent { .. }))
+            else {
+                return false;
+            };
+            created >= intent.at - CLOCK_SKEW && chrono::Utc::now() - intent.at < horizon
+        }
+        Event::Absent | Event::Refused { .. } | Event::ReorderConfirmed => false,
+    }
 }
 
 type TaskFuture<'a> = BoxFuture<'a, (usize, Result<StepOutcome, ApplyError>)>;
@@ -987,6 +1003,10 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
 
     // ----- orders -----------------------------------------------------------
 
+    /// Orders one slot's machine. Contabo has no idempotency key and its
+    /// list can lag, so a second order is only ever sent when nothing
+    /// recorded says the first one may exist; when that cannot be known,
+    /// the slot stops and waits for the operator.
     async fn order(&self, step: &Step, order: &Order) -> Result<StepOutcome, ApplyError> {
         let slot = order.slot.0.as_str();
         self.reporter.node_stage(slot, &Stage::Ordering);
@@ -995,122 +1015,151 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
         if let Some(found) = self.live_instance(step, slot).await? {
             return self.continue_with_found(step, slot, found);
         }
-        // 2. The journal says an order may be on its way: give Contabo time
-        //    to list it before buying again.
-        let horizon = chrono::Duration::from_std(self.settings.journal_horizon)
-            .unwrap_or(chrono::Duration::hours(1));
-        let unlisted = self.journal.possibly_unlisted(slot, horizon);
-        // An order the journal saw placed whose instance Contabo still
-        // knows (cancelled, say) is accounted for: nothing is on its way.
-        let accounted = match unlisted.as_ref().map(|e| &e.event) {
-            Some(Event::Placed { instance_id }) => self
-                .api
-                .get_instance(InstanceId(*instance_id))
-                .await
-                .is_ok(),
-            _ => false,
-        };
-        if let Some(entry) = unlisted.filter(|_| !accounted) {
-            self.reporter.message(&format!(
-                "{slot}: an earlier apply sent an order at {} that Contabo does not list; looking \
-                 again for up to {}s before ordering",
-                entry.at.format("%Y-%m-%d %H:%M:%S UTC"),
-                self.settings.unlisted_order_wait.as_secs()
-            ));
-            if let Some(found) = self
-                .look_again(step, slot, self.settings.unlisted_order_wait)
-                .await?
-            {
-                return self.continue_with_found(step, slot, found);
-            }
-            self.record(slot, Event::Absent)?;
-        }
-        // 3. Order, and settle every lost answer before anything else.
-        let mut request = self.create_request(step, order).await?;
-        for attempt in 1..=self.settings.max_order_attempts.max(1) {
-            self.record(
-                slot,
-                Event::Intent {
-                    trace_id: self.settings.trace_id.clone(),
-                    product: order.product.clone(),
-                },
-            )?;
-            let error = match self.api.create_instance(request.clone()).await {
-                Ok(created) => {
-                    return self.placed(slot, created.instance_id, "ordered");
-                }
-                Err(e) => e,
-            };
-            if let ContaboError::Api { status, .. } = &error {
-                if status.as_u16() == 429 {
-                    // Refused by the rate limit before anything happened.
-                    self.record(slot, Event::Refused { status: Some(429) })?;
-                    tokio::time::sleep(self.settings.wait.poll_max).await;
-                    continue;
-                }
-            }
-            if surely_not_placed(&error) {
-                self.record(
-                    slot,
-                    Event::Refused {
-                        status: error.status().map(|s| s.as_u16()),
-                    },
-                )?;
-                return Err(ApplyError::Contabo {
-                    step: step.id.clone(),
-                    action: format!("ordering {slot} ({})", order.product),
-                    source: error,
-                });
-            }
-            self.reporter.message(&format!(
-                "{slot}: the answer to the order was lost ({}); looking for it before anything else",
-                first_line(&error)
-            ));
-            let next = match error {
-                ContaboError::OrderOutcomeUnknown { order, .. } => {
-                    match self.resolve(step, slot, *order).await? {
-                        OrderResolution::Placed(found) => match oldest_live(found) {
-                            Some(i) => {
-                                return self.placed(
-                                    slot,
-                                    i.instance_id,
-                                    "ordered (found after a lost answer)",
-                                )
-                            }
-                            None => request.clone(),
-                        },
-                        OrderResolution::NotPlaced(again) => again,
+        // 2. What the journal last recorded for the slot.
+        let confirmed = self.settings.reorder.contains(slot);
+        if let Some(entry) = self.journal.latest().remove(slot) {
+            match entry.event {
+                // The instance an earlier run placed: if Contabo still knows
+                // it, it is this slot's machine even though its list does not
+                // show it (yet). Never order beside it.
+                Event::Placed { instance_id } => {
+                    if let Some(outcome) = self.placed_earlier(step, slot, instance_id).await? {
+                        return Ok(outcome);
                     }
                 }
-                // Only a CloudApi other than ContaboClient returns these for
-                // an order; treat them as a lost answer all the same.
-                _ => request.clone(),
-            };
-            // Not listed right now is not proof: Contabo may list a new
-            // order late. Look a while longer before buying again.
-            if let Some(found) = self
-                .look_again(step, slot, self.settings.unlisted_order_wait)
-                .await?
-            {
-                return self.placed(
-                    slot,
-                    found.instance_id,
-                    "ordered (found after a lost answer)",
-                );
+                // An order was sent (or about to be) and nothing proved what
+                // became of it: look again, then ask the operator.
+                Event::Intent { .. } | Event::Unresolved { .. } if !confirmed => {
+                    self.reporter.message(&format!(
+                        "{slot}: an earlier apply sent an order at {} whose outcome is unknown; \
+                         looking for it for up to {}s",
+                        entry.at.format("%Y-%m-%d %H:%M:%S UTC"),
+                        self.settings.unlisted_order_wait.as_secs()
+                    ));
+                    if let Some(found) = self
+                        .look_again(step, slot, self.settings.unlisted_order_wait)
+                        .await?
+                    {
+                        return self.continue_with_found(step, slot, found);
+                    }
+                    return self.unresolved(slot, &entry.at, "an earlier apply's order");
+                }
+                Event::Intent { .. } | Event::Unresolved { .. } => {
+                    self.reporter.message(&format!(
+                        "{slot}: ordering again as confirmed with --reorder {slot}"
+                    ));
+                    self.record(slot, Event::ReorderConfirmed)?;
+                }
+                Event::Absent | Event::Refused { .. } | Event::ReorderConfirmed => {}
             }
-            self.record(slot, Event::Absent)?;
-            if attempt < self.settings.max_order_attempts {
-                self.reporter.message(&format!(
-                    "{slot}: the lost order was not placed; ordering again"
-                ));
-            }
-            request = next;
         }
-        Err(ApplyError::OrderNotConfirmed {
-            step: step.id.clone(),
-            slot: slot.to_string(),
-            attempts: self.settings.max_order_attempts.max(1),
-        })
+        // 3. Order, once. Only a 2xx answer with the instance proves what
+        //    happened; any other answer leaves the outcome unknown, and only
+        //    a look-up can settle it.
+        let request = self.create_request(step, order).await?;
+        let sent_at = chrono::Utc::now();
+        self.record(
+            slot,
+            Event::Intent {
+                trace_id: self.settings.trace_id.clone(),
+                product: order.product.clone(),
+            },
+        )?;
+        let error = match self.api.create_instance(request).await {
+            Ok(created) => return self.placed(slot, created.instance_id, "ordered"),
+            Err(e) => e,
+        };
+        if nothing_was_sent(&error) {
+            self.record(slot, Event::Refused { status: None })?;
+            return Err(ApplyError::Contabo {
+                step: step.id.clone(),
+                action: format!("ordering {slot} ({})", order.product),
+                source: error,
+            });
+        }
+        self.reporter.message(&format!(
+            "{slot}: the order was answered without the instance ({}); looking for it before \
+             anything else",
+            first_line(&error)
+        ));
+        // A server that asked for patience gets it before the look-ups.
+        if let Some(pause) = error.retry_after() {
+            tokio::time::sleep(pause.min(self.settings.wait.poll_max * 4)).await;
+        }
+        if let Some(found) = self
+            .look_again(step, slot, self.settings.unlisted_order_wait)
+            .await?
+        {
+            return self.placed(
+                slot,
+                found.instance_id,
+                "ordered (found after an answer without the instance)",
+            );
+        }
+        self.unresolved(slot, &sent_at, "this order")
+    }
+
+    /// The slot's order may or may not exist, and looking did not find it:
+    /// stop the slot and say what the operator can do. Recorded, so that no
+    /// later run orders it again without the operator's word.
+    fn unresolved(
+        &self,
+        slot: &str,
+        since: &chrono::DateTime<chrono::Utc>,
+        what: &str,
+    ) -> Result<StepOutcome, ApplyError> {
+        self.record(slot, Event::Unresolved)?;
+        Ok(StepOutcome::NeedsHuman(format!(
+            "the outcome of {what} for {slot} (sent {}) is unknown: Contabo did not confirm it and \
+             does not list an instance of that name after {}s of looking. Nothing was ordered \
+             again. Check the Contabo Customer Control Panel (and `kiwi-infra instances`): if an \
+             instance is there, rerun `kiwi-infra apply` to continue with it; if there is none, \
+             order it with `kiwi-infra apply --reorder {slot}`",
+            since.format("%Y-%m-%d %H:%M:%S UTC"),
+            self.settings.unlisted_order_wait.as_secs()
+        )))
+    }
+
+    /// An earlier run recorded `instance_id` as this slot's order. If
+    /// Contabo still has it (not cancelled), it is the slot's machine: go on
+    /// with it. `None` when it is gone or cancelled, so a new order is due.
+    async fn placed_earlier(
+        &self,
+        step: &Step,
+        slot: &str,
+        instance_id: i64,
+    ) -> Result<Option<StepOutcome>, ApplyError> {
+        let id = InstanceId(instance_id);
+        match self.api.get_instance(id).await {
+            Ok(instance) if instance.cancel_date.is_none() => {
+                self.reporter.message(&format!(
+                    "{slot}: instance {id}, ordered by an earlier apply, exists but is not listed \
+                     yet; continuing with it"
+                ));
+                self.lock_known().instances.insert(slot.to_string(), id);
+                if let Ok(mut ordered) = self.ordered.lock() {
+                    ordered.push((slot.to_string(), id));
+                }
+                self.reporter.node_stage(slot, &Stage::Provisioning);
+                Ok(Some(StepOutcome::Done(format!(
+                    "found instance {id} ordered by an earlier apply"
+                ))))
+            }
+            Ok(_) => Ok(None),
+            Err(e)
+                if e.status()
+                    .is_some_and(|s| s == reqwest::StatusCode::NOT_FOUND) =>
+            {
+                Ok(None)
+            }
+            Err(source) => Err(ApplyError::Contabo {
+                step: step.id.clone(),
+                action: format!(
+                    "looking up instance {id}, which an earlier apply ordered for {slot}"
+                ),
+                source,
+            }),
+        }
     }
 
     fn placed(&self, slot: &str, id: InstanceId, how: &str) -> Result<StepOutcome, ApplyError> {
@@ -1136,6 +1185,7 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
             slot,
             found.instance_id,
             found.created_date,
+            self.horizon(),
         ) {
             return Err(ApplyError::ForeignInstance {
                 step: step.id.clone(),
@@ -1217,35 +1267,11 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
         }
     }
 
-    /// Settles a lost order answer, retrying the look-up (never the order).
-    async fn resolve(
-        &self,
-        step: &Step,
-        slot: &str,
-        order: UnconfirmedOrder,
-    ) -> Result<OrderResolution, ApplyError> {
-        let mut delay = self.settings.wait.poll_min;
-        let attempts = self.settings.resolve_attempts.max(1);
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.api.resolve_unconfirmed_order(order.clone()).await {
-                Ok(resolution) => return Ok(resolution),
-                Err(source) if attempt >= attempts => {
-                    return Err(ApplyError::OrderUnresolved {
-                        step: step.id.clone(),
-                        slot: slot.to_string(),
-                        attempts,
-                        source,
-                    })
-                }
-                Err(e) => {
-                    tracing::debug!(slot, attempt, error = %e, "looking for a lost order failed; trying again");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(self.settings.wait.poll_max * 4);
-                }
-            }
-        }
+    /// How long an order whose outcome is unknown may claim an instance
+    /// that appears under its slot's name.
+    fn horizon(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.settings.journal_horizon)
+            .unwrap_or(chrono::Duration::hours(1))
     }
 
     fn record(&self, slot: &str, event: Event) -> Result<(), ApplyError> {

@@ -33,6 +33,9 @@ pub struct FakeState {
     /// New instances stay invisible to this many look-ups by name.
     pub hide_new_for_lookups: u32,
     hidden: BTreeMap<i64, u32>,
+    /// Instances Contabo's lists do not show (yet), though
+    /// `GET /v1/compute/instances/{id}` finds them: a lagging list.
+    pub unlisted: std::collections::BTreeSet<i64>,
     /// Product id → status its new orders are held in.
     pub holds: BTreeMap<String, InstanceStatus>,
     pub create_calls: u32,
@@ -56,6 +59,7 @@ pub struct FakeCloud {
 
 fn api_error(path: &str, status: u16) -> ContaboError {
     ContaboError::Api {
+        retry_after: None,
         context: Box::new(RequestContext {
             method: Method::POST,
             path: path.into(),
@@ -133,7 +137,12 @@ impl CloudApi for FakeCloud {
                 ref other => other.clone(),
             };
         }
-        Ok(s.instances.clone())
+        let unlisted = s.unlisted.clone();
+        Ok(s.instances
+            .iter()
+            .filter(|i| !unlisted.contains(&i.instance_id.0))
+            .cloned()
+            .collect())
     }
 
     async fn find_instances_by_display_name(
@@ -145,7 +154,7 @@ impl CloudApi for FakeCloud {
         let candidates: Vec<Instance> = s
             .instances
             .iter()
-            .filter(|i| i.display_name == name)
+            .filter(|i| i.display_name == name && !s.unlisted.contains(&i.instance_id.0))
             .cloned()
             .collect();
         for i in candidates {

@@ -52,11 +52,18 @@ pub enum Event {
     },
     /// Looked for an unconfirmed order long enough: it was not placed.
     Absent,
-    /// Contabo refused the order; nothing was placed.
+    /// The order never left this machine (no token, bad configuration).
     Refused {
         /// The HTTP status, when there was one.
         status: Option<u16>,
     },
+    /// The order's outcome is unknown after looking for it: no run orders
+    /// the slot again until the operator confirms (`--reorder`) or the
+    /// instance turns up.
+    Unresolved,
+    /// The operator confirmed (`apply --reorder SLOT`) that an unresolved
+    /// order does not exist; the slot is ordered again.
+    ReorderConfirmed,
 }
 
 /// The journal of one inventory. Appends are serialised and each is fsynced
@@ -89,27 +96,39 @@ impl OrderJournal {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
             Err(e) => return Err(io(e)),
         };
-        // A line cut short by a crash is skipped, not fatal: the lines
-        // before it are intact, and the next run looks the slot up anyway.
-        let entries = text
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .filter_map(|l| match serde_json::from_str(l) {
-                Ok(entry) => Some(entry),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "skipping an unreadable order journal line");
-                    None
-                }
-            })
-            .collect();
-        let mut file = OpenOptions::new()
+        // Every line is written whole with its newline and fsynced, so only
+        // the last one can be cut short, by a crash in the middle of a
+        // write: that one is dropped (it recorded nothing that was then
+        // acted on). Any other unreadable line is damage the journal cannot
+        // vouch for, and apply stops rather than guess what it said.
+        let complete = match text.rfind('\n') {
+            Some(end) => &text[..=end],
+            None => "",
+        };
+        if complete.len() < text.len() {
+            tracing::warn!(path = %path.display(), "dropping the order journal's last line, cut short by a crash");
+        }
+        let mut entries = Vec::new();
+        for (index, line) in complete.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let entry = serde_json::from_str(line).map_err(|e| ApplyError::JournalCorrupt {
+                path: path.to_path_buf(),
+                line: index + 1,
+                reason: e.to_string(),
+            })?;
+            entries.push(entry);
+        }
+        let file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
             .map_err(io)?;
-        // End a line torn by a crash, so the next entry starts on its own line.
-        if !text.is_empty() && !text.ends_with('\n') {
-            file.write_all(b"\n").map_err(io)?;
+        // Cut the torn line off, so the next entry starts on its own line
+        // and the file stays whole.
+        if complete.len() < text.len() {
+            file.set_len(complete.len() as u64).map_err(io)?;
         }
         Ok(OrderJournal {
             path: path.to_path_buf(),
@@ -164,15 +183,6 @@ impl OrderJournal {
         }
         latest
     }
-
-    /// The latest entry of `slot` if it says an order may exist that Contabo
-    /// might not list yet: an `intent` or `placed` newer than `horizon`.
-    pub fn possibly_unlisted(&self, slot: &str, horizon: chrono::Duration) -> Option<Entry> {
-        self.latest()
-            .remove(slot)
-            .filter(|e| matches!(e.event, Event::Intent { .. } | Event::Placed { .. }))
-            .filter(|e| Utc::now() - e.at < horizon)
-    }
 }
 
 #[cfg(test)]
@@ -206,10 +216,7 @@ mod tests {
             j.latest()["kiwi-a-server-01"].event,
             Event::Placed { instance_id: 7 }
         );
-        assert!(j
-            .possibly_unlisted("kiwi-a-server-01", chrono::Duration::hours(1))
-            .is_some());
-        j.record("kiwi-a-server-01", Event::Absent).unwrap();
+        j.record("kiwi-a-server-01", Event::Unresolved).unwrap();
         drop(j);
         let j = OrderJournal::open_file(&path).unwrap();
         assert_eq!(
@@ -217,8 +224,32 @@ mod tests {
             3,
             "the entry after the torn line is readable"
         );
-        assert!(j
-            .possibly_unlisted("kiwi-a-server-01", chrono::Duration::hours(1))
-            .is_none());
+        assert_eq!(j.latest()["kiwi-a-server-01"].event, Event::Unresolved);
+    }
+
+    #[test]
+    fn an_unreadable_line_that_is_not_the_torn_last_one_stops_with_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("orders.jsonl");
+        let j = OrderJournal::open_file(&path).unwrap();
+        j.record("kiwi-a-server-01", Event::Placed { instance_id: 7 })
+            .unwrap();
+        drop(j);
+        let text = std::fs::read_to_string(&path).unwrap();
+        // A damaged line in the middle, whole lines after it.
+        std::fs::write(&path, format!("{text}{{\"at\":\"garbage\"}}\n{text}")).unwrap();
+        let err = OrderJournal::open_file(&path).unwrap_err();
+        let shown = err.to_string();
+        assert!(
+            matches!(err, ApplyError::JournalCorrupt { line: 2, .. }),
+            "{shown}"
+        );
+        assert!(shown.contains(&format!("{}:2:", path.display())), "{shown}");
+        // A complete (newline-ended) last line that is unreadable is damage too.
+        std::fs::write(&path, format!("{text}not json\n")).unwrap();
+        assert!(matches!(
+            OrderJournal::open_file(&path),
+            Err(ApplyError::JournalCorrupt { line: 2, .. })
+        ));
     }
 }

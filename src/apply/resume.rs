@@ -25,14 +25,26 @@ use super::journal::Entry;
 
 /// Slots whose live instance lacks the ownership tag although the journal
 /// shows this tool ordered it.
-pub fn interrupted_orders(entries: &[Entry], observed: &Observed) -> BTreeSet<String> {
+pub fn interrupted_orders(
+    entries: &[Entry],
+    observed: &Observed,
+    horizon: chrono::Duration,
+) -> BTreeSet<String> {
     let journal_slots: BTreeSet<&str> = entries.iter().map(|e| e.slot.as_str()).collect();
     observed
         .instances
         .iter()
         .filter(|i| !i.is_cancelled() && !i.is_owned())
         .filter(|i| journal_slots.contains(i.display_name.as_str()))
-        .filter(|i| journal_claims(entries, &i.display_name, InstanceId(i.id.0), i.created_date))
+        .filter(|i| {
+            journal_claims(
+                entries,
+                &i.display_name,
+                InstanceId(i.id.0),
+                i.created_date,
+                horizon,
+            )
+        })
         .map(|i| i.display_name.clone())
         .collect()
 }

@@ -217,13 +217,79 @@ async fn every_order_answer_lost_and_listed_late_still_buys_each_slot_once() {
 }
 
 #[tokio::test]
-async fn an_order_confirmed_absent_is_sent_again_once() {
+async fn an_order_answered_with_an_error_needs_the_operator_and_is_sent_again_once_confirmed() {
+    // Two orders are answered 503 (nothing placed, as it happens): nothing
+    // proves that, so those slots stop for the operator; no second order.
     let fake = FakeCloud::with(|s| s.fail_creates_unplaced = 2);
     let (_dir, j) = journal();
     let run = apply(&fake, &j, true).await;
+    assert_eq!(fake.state.lock().unwrap().create_calls, 15);
+    assert_eq!(fake.instances().len(), 13);
+    let stopped: Vec<(String, String)> = run
+        .outcome
+        .results
+        .iter()
+        .filter_map(|r| match &r.outcome {
+            StepOutcome::NeedsHuman(m) => Some((r.id.0.clone(), m.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(stopped.len(), 2, "{stopped:?}");
+    let mut slots = BTreeSet::new();
+    for (id, message) in &stopped {
+        let slot = id.strip_prefix("order:").unwrap();
+        assert!(message.contains(&format!("--reorder {slot}")), "{message}");
+        assert!(message.contains("Nothing was ordered again"), "{message}");
+        slots.insert(slot.to_string());
+    }
+    assert!(!run.outcome.all_done());
+
+    // A plain rerun still does not order them: the journal remembers.
+    let again = apply(&fake, &j, true).await;
+    assert_eq!(fake.state.lock().unwrap().create_calls, 15);
+    assert!(!again.outcome.all_done());
+
+    // The operator checked the panel and confirms: each is sent once more.
+    let mut confirmed = settings(true);
+    confirmed.reorder = slots;
+    let run = apply_with(&fake, &j, &confirmed).await;
     assert_one_instance_per_slot(&fake);
     assert_eq!(fake.state.lock().unwrap().create_calls, 17);
     assert!(run.outcome.all_done());
+}
+
+#[tokio::test]
+async fn a_journaled_order_that_contabo_knows_but_does_not_list_is_never_ordered_again() {
+    let fake = FakeCloud::default();
+    let (_dir, j) = journal();
+    assert!(apply(&fake, &j, true).await.outcome.all_done());
+    let victim = fake.instances()[0].clone();
+    // Its list lags (or an operator hid it behind a filter): the plan orders
+    // the slot again, and a look-up by name does not find it; GET by id does.
+    fake.state
+        .lock()
+        .unwrap()
+        .unlisted
+        .insert(victim.instance_id.0);
+    // Waiting for an instance the list never shows ends at the limit.
+    let mut patient = settings(true);
+    patient.wait.other_limit = std::time::Duration::from_secs(1);
+    let run = apply_with(&fake, &j, &patient).await;
+    assert_eq!(
+        fake.state.lock().unwrap().create_calls,
+        15,
+        "no second order"
+    );
+    let order = run
+        .outcome
+        .results
+        .iter()
+        .find(|r| r.id.0 == format!("order:{}", victim.display_name))
+        .expect("the plan orders the unlisted slot");
+    let StepOutcome::Done(text) = &order.outcome else {
+        panic!("{:?}", order.outcome);
+    };
+    assert!(text.contains(&victim.instance_id.to_string()), "{text}");
 }
 
 #[tokio::test]
@@ -720,4 +786,45 @@ async fn an_instance_cancelled_meanwhile_counts_as_cancelled() {
         outcome.cancelled[0].cancel_date,
         chrono::NaiveDate::from_ymd_opt(2030, 6, 30)
     );
+}
+
+#[test]
+fn only_the_slots_latest_journal_event_within_the_horizon_claims_an_instance() {
+    use super::executor::journal_claims;
+    use super::journal::Entry;
+    use crate::contabo::models::InstanceId;
+    let now = chrono::Utc::now();
+    let slot = "kiwi-a-general-01";
+    let entry = |minutes_ago: i64, event: Event| Entry {
+        at: now - chrono::Duration::minutes(minutes_ago),
+        slot: slot.to_string(),
+        event,
+    };
+    let intent = || Event::Intent {
+        trace_id: "t".into(),
+        product: "V94".into(),
+    };
+    let hour = chrono::Duration::hours(1);
+    let created = now - chrono::Duration::minutes(5);
+    let claims = |entries: &[Entry]| journal_claims(entries, slot, InstanceId(42), created, hour);
+
+    // An order whose outcome is unknown claims what appears after it.
+    assert!(claims(&[entry(10, intent())]));
+    assert!(claims(&[entry(10, intent()), entry(9, Event::Unresolved)]));
+    // Found absent afterwards: a colleague's hand-made instance of that name
+    // is not this tool's, whatever the older intent said.
+    assert!(!claims(&[entry(10, intent()), entry(9, Event::Absent)]));
+    assert!(!claims(&[
+        entry(10, intent()),
+        entry(9, Event::Refused { status: None })
+    ]));
+    // Placed claims exactly its own instance.
+    assert!(claims(&[entry(10, Event::Placed { instance_id: 42 })]));
+    assert!(!claims(&[entry(10, Event::Placed { instance_id: 41 })]));
+    // Another slot's events claim nothing, and an intent past the horizon
+    // claims nothing.
+    let mut other = entry(10, intent());
+    other.slot = "kiwi-a-general-02".into();
+    assert!(!claims(&[other]));
+    assert!(!claims(&[entry(120, intent())]));
 }

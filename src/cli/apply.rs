@@ -87,19 +87,29 @@ async fn apply_observed(
             })?;
             let saved = SavedPlan::from_json(&text)
                 .map_err(|e| CliError::User(format!("{} is not usable: {e}", path.display())))?;
-            saved.check_fresh(observed, desired).map_err(|stale| {
-                CliError::User(format!(
-                    "refusing to apply {}: {stale}. Nothing was changed",
-                    path.display()
-                ))
-            })?;
-            saved.plan
+            // The file is only a promise: the plan carried out (and shown,
+            // summary and prices included) is always the one the planner
+            // makes now, and the file must name exactly its steps.
+            let now = plan::plan(desired, observed, &options);
+            saved
+                .check_fresh(observed, desired, &now)
+                .map_err(|stale| {
+                    CliError::User(format!(
+                        "refusing to apply {}: {stale}. Nothing was changed",
+                        path.display()
+                    ))
+                })?;
+            now
         }
         None => plan::plan(desired, observed, &options),
     };
 
     // Orders an interrupted apply placed but could not tag (see apply::resume).
-    let interrupted = resume::interrupted_orders(&journal.entries(), observed);
+    let mut apply_settings = ApplySettings::production(client.trace_id().to_string());
+    tune_from_env(&mut apply_settings);
+    let horizon = chrono::Duration::from_std(apply_settings.journal_horizon)
+        .unwrap_or(chrono::Duration::hours(1));
+    let interrupted = resume::interrupted_orders(&journal.entries(), observed, horizon);
     let finishing = if interrupted.is_empty() {
         Vec::new()
     } else {
@@ -151,8 +161,8 @@ async fn apply_observed(
         return Ok(ExitCode::from(EXIT_USER_ERROR));
     }
 
-    let mut apply_settings = ApplySettings::production(client.trace_id().to_string());
     apply_settings.contabo_only = args.contabo_only;
+    apply_settings.reorder = args.reorder.iter().cloned().collect();
     apply_settings.allow_destroy = args.choices.allow_destroy;
     apply_settings.protected_clusters = desired
         .clusters
@@ -161,7 +171,6 @@ async fn apply_observed(
         .map(|c| c.name.clone())
         .collect();
     apply_settings.known_hosts = Some(crate::ssh::KnownHosts::path_in(&global.inventory));
-    tune_from_env(&mut apply_settings);
     let reporter = CliReporter::new(global.quiet);
     let input = ApplyInput {
         steps,

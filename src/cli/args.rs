@@ -361,6 +361,12 @@ pub struct ApplyArgs {
     #[arg(long)]
     pub contabo_only: bool,
 
+    /// Order SLOT again although an earlier order's outcome is unknown
+    /// (apply stopped it with "needs you"). Check the Contabo panel first:
+    /// only when no instance of that name exists. Repeatable.
+    #[arg(long, value_name = "SLOT")]
+    pub reorder: Vec<String>,
+
     #[command(flatten)]
     pub choices: PlanChoices,
 }

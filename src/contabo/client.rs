@@ -100,6 +100,9 @@ struct Call {
     body: Option<serde_json::Value>,
     /// Safe to send twice after an ambiguous failure (5xx, reset, timeout).
     idempotent: bool,
+    /// Sent at most once, whatever the answer: no retry, not even after a
+    /// 429 or a 401 (an order: only a look-up may settle what happened).
+    once: bool,
 }
 
 impl Call {
@@ -110,6 +113,7 @@ impl Call {
             query: Vec::new(),
             body: None,
             idempotent: true,
+            once: false,
         }
     }
 
@@ -127,6 +131,7 @@ impl Call {
             // rejected by Contabo with a clear 400 if it ever did.
             body: Some(serde_json::to_value(body).unwrap_or(serde_json::Value::Null)),
             idempotent,
+            once: false,
         }
     }
 
@@ -182,11 +187,12 @@ impl AttemptError {
                 status,
                 message,
                 request_id,
-                ..
+                retry_after,
             } => ContaboError::Api {
                 context: context(request_id),
                 status,
                 message,
+                retry_after,
             },
             Self::Transport { source, request_id } => ContaboError::Transport {
                 context: context(request_id),
@@ -284,22 +290,24 @@ impl ContaboClient {
 
     /// Places a paid order for a new instance.
     ///
-    /// **This is never retried blindly.** Contabo has no idempotency key, so
-    /// when the answer is lost (reset, timeout, 5xx) the order may or may not
-    /// exist. Such failures come back as [`ContaboError::OrderOutcomeUnknown`],
-    /// whose only way forward is [`Self::resolve_unconfirmed_order`]: it looks
-    /// for the instance by `displayName` and hands the request back for a
-    /// second attempt only when no instance of that name exists. Only a 429
-    /// (the rate limiter refused the request before anything happened) is
-    /// retried here.
+    /// **This is sent exactly once.** Contabo has no idempotency key, and
+    /// only a 2xx answer with the instance proves what happened: a 429, any
+    /// 4xx or 5xx, a reset or a timeout may all come after the order was
+    /// placed (a proxy, a broken gateway). So nothing is retried here, not
+    /// even after a 429 or a 401, and every such failure comes back as
+    /// [`ContaboError::OrderOutcomeUnknown`]: the caller settles it by
+    /// looking the slot up ([`Self::resolve_unconfirmed_order`]), and never
+    /// sends the order again on its own. Only a failure before anything was
+    /// sent (no token) comes back as it is.
     pub async fn create_instance(
         &self,
         order: CreateInstance,
     ) -> Result<CreatedInstance, ContaboError> {
-        let call = Call::with_body(Method::POST, "/v1/compute/instances", &order, false);
+        let mut call = Call::with_body(Method::POST, "/v1/compute/instances", &order, false);
+        call.once = true;
         match self.single(call).await {
             Ok(created) => Ok(created),
-            Err(e) if order_surely_not_placed(&e) => Err(e),
+            Err(e) if nothing_was_sent(&e) => Err(e),
             Err(cause) => Err(ContaboError::OrderOutcomeUnknown {
                 display_name: order.display_name.clone(),
                 order: Box::new(UnconfirmedOrder { request: order }),
@@ -531,7 +539,7 @@ impl ContaboClient {
             self.attempt::<T>(&call).await
         })
         .retry(policy.backoff())
-        .when(|e: &AttemptError| e.retryable(call.idempotent))
+        .when(|e: &AttemptError| !call.once && e.retryable(call.idempotent))
         .adjust(|e: &AttemptError, planned| policy.delay(planned, e.retry_after()))
         .notify(|e: &AttemptError, delay| {
             tracing::debug!(
@@ -591,7 +599,7 @@ impl ContaboClient {
                     request_id: request_id.clone(),
                 })?;
             let status = response.status();
-            if status == StatusCode::UNAUTHORIZED && !renewed {
+            if status == StatusCode::UNAUTHORIZED && !renewed && !call.once {
                 tracing::debug!(%request_id, "token rejected, renewing once");
                 self.inner.tokens.invalidate(&token).await;
                 renewed = true;
@@ -634,16 +642,15 @@ pub enum OrderResolution {
     NotPlaced(CreateInstance),
 }
 
-/// A create refused with a client error (or rate-limited) was not placed;
-/// anything else (5xx, reset, timeout, undecodable success) might have been.
-fn order_surely_not_placed(e: &ContaboError) -> bool {
-    match e {
-        ContaboError::Api { status, .. } => status.is_client_error(),
+/// True when a request failed before it was sent (no token could be had,
+/// or the client is misconfigured): a server answer of any kind is not.
+fn nothing_was_sent(e: &ContaboError) -> bool {
+    matches!(
+        e,
         ContaboError::Credentials { .. }
-        | ContaboError::Config(_)
-        | ContaboError::TokenTransport { .. } => true,
-        _ => false,
-    }
+            | ContaboError::Config(_)
+            | ContaboError::TokenTransport { .. }
+    )
 }
 
 /// Contabo's `message` from an error body, or a short excerpt of the body.

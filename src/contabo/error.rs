@@ -82,6 +82,8 @@ pub enum ContaboError {
         status: StatusCode,
         /// Contabo's message from the body (or the body's start).
         message: String,
+        /// The answer's `Retry-After`, if it had one.
+        retry_after: Option<Duration>,
     },
 
     /// No usable answer: connection refused or reset, timeout.
@@ -118,8 +120,8 @@ pub enum ContaboError {
     /// An order whose answer was lost: it may or may not have been placed.
     /// The only way forward is [`super::ContaboClient::resolve_unconfirmed_order`].
     #[error(
-        "the order for {display_name:?} may have been placed, but its answer was lost; \
-         kiwi-infra looks for it by name before ordering again"
+        "the order for {display_name:?} may have been placed: it was not answered with the \
+         instance; kiwi-infra looks for it by name and never sends it again on its own"
     )]
     OrderOutcomeUnknown {
         /// The slot name of the order.
@@ -148,6 +150,16 @@ impl UnconfirmedOrder {
 }
 
 impl ContaboError {
+    /// How long the server asked the client to wait (`Retry-After`), when
+    /// its answer said.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::Api { retry_after, .. } => *retry_after,
+            Self::OrderOutcomeUnknown { cause, .. } => cause.retry_after(),
+            _ => None,
+        }
+    }
+
     /// HTTP status, when Contabo answered.
     pub fn status(&self) -> Option<StatusCode> {
         match self {

@@ -47,12 +47,18 @@ async fn observe_cluster<C: NodeConnector>(
     cluster: &ClusterSpec,
     observed: &Observed,
 ) -> Option<ClusterObservation> {
-    let prefix = format!("kiwi-{}-", cluster.name);
+    // The cluster's own slots only: exact names from the inventory, never a
+    // prefix of one (cluster `acme` is a prefix of cluster `acme-eu`'s).
+    let slots: std::collections::BTreeSet<String> = cluster
+        .pools
+        .iter()
+        .flat_map(|p| (1..=p.count).map(|i| crate::inventory::slot_name(&cluster.name, &p.name, i)))
+        .collect();
     let instances: Vec<&str> = observed
         .instances
         .iter()
         .filter(|i| i.is_owned() && i.cancel_date.is_none() && i.ipv4.is_some())
-        .filter(|i| i.display_name.starts_with(&prefix))
+        .filter(|i| slots.contains(&i.display_name))
         .map(|i| i.display_name.as_str())
         .collect();
     let trace = join_trace(&cluster.kind);

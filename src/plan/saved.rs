@@ -34,6 +34,32 @@ pub fn fingerprint(observed: &Observed) -> String {
     hex(&Sha256::digest(&bytes))
 }
 
+/// Where two step lists first differ, in words; `None` when identical.
+fn first_difference(saved: &[super::Step], now: &[super::Step]) -> Option<String> {
+    for (i, (a, b)) in saved.iter().zip(now).enumerate() {
+        if a != b {
+            return Some(if a.id == b.id {
+                format!("step {} ({}) differs", i + 1, b.id)
+            } else {
+                format!("step {} is {} in the file, {} today", i + 1, a.id, b.id)
+            });
+        }
+    }
+    match saved.len().cmp(&now.len()) {
+        std::cmp::Ordering::Equal => None,
+        std::cmp::Ordering::Less => Some(format!(
+            "the file lacks step {} ({})",
+            saved.len() + 1,
+            now[saved.len()].id
+        )),
+        std::cmp::Ordering::Greater => Some(format!(
+            "the file has an extra step {} ({})",
+            now.len() + 1,
+            saved[now.len()].id
+        )),
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -68,6 +94,18 @@ pub enum Stale {
     /// The inventory changed since the plan was made.
     #[error("the inventory changed since this plan was made; run `kiwi-infra plan` again")]
     InventoryChanged,
+    /// The file's steps are not the steps the planner makes now from the
+    /// same inventory and observation: it was edited, or made by another
+    /// build or with other flags.
+    #[error(
+        "its steps are not the plan the inventory gives today ({difference}); it was edited, or \
+         made with other flags (--adopt, --allow-destroy) or another kiwi-infra. Run \
+         `kiwi-infra plan --out FILE` again"
+    )]
+    StepsDiffer {
+        /// The first difference, e.g. `step 3 (order:kiwi-a-server-01) differs`.
+        difference: String,
+    },
     /// Contabo or a cluster changed since the plan was made.
     #[error(
         "Contabo or a cluster changed since this plan was made (or it was made with a \
@@ -108,8 +146,16 @@ impl SavedPlan {
         serde_json::from_str(text).map_err(SavedPlanError::Malformed)
     }
 
-    /// Refuses a plan made from another inventory or another observed state.
-    pub fn check_fresh(&self, observed: &Observed, desired: &Desired) -> Result<(), Stale> {
+    /// Refuses a plan made from another inventory or another observed state,
+    /// or whose steps are not exactly `now`'s: the plan the planner makes
+    /// from today's inventory and observation. Nothing in the file is
+    /// trusted beyond that comparison.
+    pub fn check_fresh(
+        &self,
+        observed: &Observed,
+        desired: &Desired,
+        now: &Plan,
+    ) -> Result<(), Stale> {
         if self.format_version != SAVED_PLAN_FORMAT_VERSION {
             return Err(Stale::FormatVersion {
                 found: self.format_version,
@@ -122,6 +168,9 @@ impl SavedPlan {
         if self.observed_fingerprint != fingerprint(observed) {
             return Err(Stale::ObservedChanged);
         }
-        Ok(())
+        match first_difference(&self.plan.steps, &now.steps) {
+            Some(difference) => Err(Stale::StepsDiffer { difference }),
+            None => Ok(()),
+        }
     }
 }

@@ -225,6 +225,20 @@ pub enum SshError {
         /// The known-hosts file.
         known_hosts: String,
     },
+    /// A node name, address or user that is not a plain word: it could
+    /// smuggle an option into ssh's command line or a directive into its
+    /// configuration. Nothing was started.
+    #[error(
+        "refusing to connect over SSH: the {what} {} is not a plain name or address (letters, \
+         digits, `.`, `_`, `-`, `:`, not starting with `-`)",
+        value.escape_debug()
+    )]
+    UnsafeArgument {
+        /// Which value (`node name`, `address`, `user`).
+        what: &'static str,
+        /// The value, as given.
+        value: String,
+    },
     /// Could not connect or authenticate.
     #[error("cannot reach {node} ({address}) over SSH")]
     Connect {

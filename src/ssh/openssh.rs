@@ -129,6 +129,12 @@ impl OpenSshExec {
     /// Prepares a connection to `node` at `address` (an IP address or
     /// host name). Nothing is sent over the network yet.
     pub fn new(node: &str, address: &str, settings: SshSettings) -> Result<Self, SshError> {
+        // A second line of defence: only typed, checked values should get
+        // here, but nothing that could be read as an option or a directive
+        // ever reaches ssh's command line or the generated configuration.
+        plain_word("node name", node)?;
+        plain_word("address", address)?;
+        plain_word("user", &settings.user)?;
         let local = |what: &str| {
             let node = node.to_string();
             let what = what.to_string();
@@ -449,6 +455,27 @@ fn classify_connect_failure(log: &str) -> Option<HostKeyFailure> {
     }
 }
 
+/// Refuses a value that is not a plain word for ssh: empty, too long, with
+/// whitespace, a control character, a quote, `%`, `#` or anything outside
+/// letters, digits, `.`, `_`, `-` and `:`, or starting with `-` (which ssh
+/// would read as an option).
+pub(crate) fn plain_word(what: &'static str, value: &str) -> Result<(), SshError> {
+    let plain = !value.is_empty()
+        && value.len() <= 253
+        && !value.starts_with('-')
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'));
+    if plain {
+        Ok(())
+    } else {
+        Err(SshError::UnsafeArgument {
+            what,
+            value: value.to_string(),
+        })
+    }
+}
+
 /// The generated `-F` configuration of one connection (see the module docs).
 fn ssh_config(node: &str, address: &str, known_hosts: &Path, includes: &[String]) -> String {
     let mut text = format!(
@@ -497,6 +524,38 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+
+    #[test]
+    fn values_that_could_become_ssh_options_or_directives_are_refused() {
+        for bad in [
+            "kiwi-acme-x\n  ProxyCommand sh -c 'touch /tmp/pwned'",
+            "-oProxyCommand=touch /tmp/pwned",
+            "kiwi acme",
+            "kiwi\tacme",
+            "",
+            "kiwi\u{2028}x",
+            "a%h",
+            "a\"b",
+            "host#x",
+        ] {
+            assert!(plain_word("node name", bad).is_err(), "{bad:?}");
+        }
+        for good in [
+            "kiwi-acme-server-01",
+            "127.0.10.5",
+            "kiwi",
+            "fe80::1",
+            "node_1.example",
+        ] {
+            assert!(plain_word("node name", good).is_ok(), "{good:?}");
+        }
+        let settings = SshSettings::production(std::path::PathBuf::from("/nonexistent"));
+        let err = OpenSshExec::new("-oProxyCommand=x", "127.0.0.1", settings.clone()).unwrap_err();
+        assert!(matches!(err, SshError::UnsafeArgument { .. }), "{err}");
+        let err = OpenSshExec::new("kiwi-a", "1.2.3.4 -oProxyCommand=x", settings).unwrap_err();
+        assert!(err.to_string().contains("address"), "{err}");
+    }
+
     use super::*;
 
     #[test]

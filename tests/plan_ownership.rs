@@ -1,0 +1,367 @@
+//! Ownership and cluster membership come from what kiwi-infra recorded
+//! (tags, a node's address), never from parsing a name. Each test is named
+//! after what went wrong when names were parsed.
+#![allow(clippy::unwrap_used)]
+
+use chrono::{DateTime, Utc};
+use kiwi_infra::inventory::{self, Desired};
+use kiwi_infra::plan::{
+    self, tags, ClusterObservation, Instance, InstanceId, InstanceStatus, Node, NodeName, Observed,
+    Plan, PlanOptions, StepKind, Warning,
+};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+const KIWI_TOML: &str = r#"
+[provider]
+region = "EU"
+image = "ubuntu-24.04"
+ssh_public_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGFZqtyOeLGjPjiuhoCmVODskzMSRJGYucm9572VSt8G ops@kiwistack.io"
+period = 1
+
+[prices]
+V94 = "8.49"
+
+[k3s]
+version = "v1.31.4+k3s1"
+
+[core]
+api_endpoint = "api.core.kiwistack.io:6443"
+kubernetes_version = "v1.31.4"
+control_plane = [{ name = "kiwi-core-cp-01", address = "127.0.0.9" }]
+
+[core.pools.general]
+class = "vps"
+product = "V94"
+count = 1
+"#;
+
+/// An inventory of customers, each `(name, toml)`.
+fn load(customers: &[(&str, &str)]) -> Result<Desired, inventory::Diagnostics> {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("customers")).unwrap();
+    std::fs::write(dir.path().join("kiwi.toml"), KIWI_TOML).unwrap();
+    for (name, text) in customers {
+        std::fs::write(dir.path().join(format!("customers/{name}.toml")), text).unwrap();
+    }
+    inventory::load(dir.path())
+}
+
+fn desired(customers: &[(&str, &str)]) -> Desired {
+    load(customers).unwrap()
+}
+
+/// The Core cluster's one worker, in sync.
+fn core_worker() -> Instance {
+    instance(100, "kiwi-core-general-01", None, [10, 0, 1, 1])
+}
+
+fn customer(protected: bool, pools: &[(&str, u32)]) -> String {
+    let mut text = format!(
+        "tier = \"mesh\"\nprotected = {protected}\n\n[servers]\nclass = \"vps\"\nproduct = \"V94\"\ncount = 1\n"
+    );
+    for (pool, count) in pools {
+        text.push_str(&format!(
+            "\n[pools.{pool}]\nclass = \"vps\"\nproduct = \"V94\"\ncount = {count}\n"
+        ));
+    }
+    text
+}
+
+fn instance(id: i64, name: &str, cluster: Option<&str>, ip: [u8; 4]) -> Instance {
+    let mut t = BTreeSet::from([tags::MANAGED.to_string()]);
+    if let Some(c) = cluster {
+        t.insert(tags::cluster(c));
+    }
+    Instance {
+        id: InstanceId(id),
+        display_name: name.to_string(),
+        product_id: "V94".into(),
+        region: "EU".into(),
+        status: InstanceStatus::Running,
+        ipv4: Some(Ipv4Addr::from(ip)),
+        odd_ipv4: None,
+        created_date: DateTime::<Utc>::UNIX_EPOCH,
+        cancel_date: None,
+        image_id: None,
+        tags: t,
+    }
+}
+
+fn node(name: &str, ip: [u8; 4], ready: bool) -> Node {
+    Node {
+        name: NodeName(name.to_string()),
+        labels: BTreeMap::new(),
+        taints: Vec::new(),
+        ready,
+        addresses: vec![Ipv4Addr::from(ip)],
+    }
+}
+
+fn destroy() -> PlanOptions {
+    PlanOptions {
+        adopt: false,
+        allow_destroy: true,
+    }
+}
+
+fn step_ids(plan: &Plan) -> Vec<String> {
+    plan.steps.iter().map(|s| s.id.0.clone()).collect()
+}
+
+/// Step ids other than label changes (the test nodes carry no labels).
+fn non_label_steps(plan: &Plan) -> Vec<String> {
+    step_ids(plan)
+        .into_iter()
+        .filter(|id| !id.starts_with("label:"))
+        .collect()
+}
+
+fn cancels(plan: &Plan) -> Vec<(Option<String>, i64)> {
+    plan.steps
+        .iter()
+        .filter_map(|s| match &s.kind {
+            StepKind::CancelInstance { instance, .. } => {
+                Some((s.cluster.clone(), instance.id.as_ref().unwrap().0))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn shrinking_a_pool_never_cancels_a_protected_cluster_whose_name_shares_its_prefix() {
+    // acme (protected) has pool eu-west; acme-eu has pool west. Both make
+    // names starting `kiwi-acme-eu-west-`. acme-eu's pool is shrunk.
+    // Both clusters asking for the same slot name is refused outright.
+    let refused = load(&[
+        ("acme", &customer(true, &[("eu-west", 2)])),
+        ("acme-eu", &customer(false, &[("west", 1)])),
+    ])
+    .unwrap_err();
+    assert!(
+        format!("{refused:?}").contains("duplicate node name `kiwi-acme-eu-west-01`"),
+        "{refused:?}"
+    );
+
+    // Without the collision: acme keeps eu-west 2, acme-eu has no pool
+    // west any more, and acme's second eu-west node (tagged acme) must stay.
+    let d = desired(&[
+        ("acme", &customer(true, &[("eu-west", 2)])),
+        ("acme-eu", &customer(false, &[])),
+    ]);
+    let mut o = Observed::default();
+    let mut dropped = instance(6, "kiwi-acme-eu-west-09", Some("acme-eu"), [10, 0, 0, 6]);
+    dropped.created_date += chrono::Duration::minutes(1);
+    o.instances = vec![
+        core_worker(),
+        instance(1, "kiwi-acme-server-01", None, [10, 0, 0, 1]),
+        instance(2, "kiwi-acme-eu-west-01", None, [10, 0, 0, 2]),
+        instance(3, "kiwi-acme-eu-west-02", None, [10, 0, 0, 3]),
+        instance(4, "kiwi-acme-eu-server-01", None, [10, 0, 0, 4]),
+        dropped,
+        // acme's own dropped slot, tagged acme: protected, never cancelled.
+        instance(7, "kiwi-acme-eu-west-03", Some("acme"), [10, 0, 0, 7]),
+    ];
+    let p = plan::plan(&d, &o, &destroy());
+    assert_eq!(
+        cancels(&p),
+        vec![(Some("acme-eu".to_string()), 6)],
+        "only acme-eu's own dropped instance goes: {:?}",
+        step_ids(&p)
+    );
+    assert!(p.warnings.iter().any(|w| matches!(
+        w,
+        Warning::Protected { cluster, skipped } if cluster == "acme" && skipped.iter().any(|s| s.contains("instance 7"))
+    )));
+}
+
+#[test]
+fn an_owned_instance_without_a_cluster_tag_is_never_removed_or_reordered() {
+    let d = desired(&[("shop", &customer(false, &[("web", 1)]))]);
+    let mut o = Observed::default();
+    o.instances = vec![
+        core_worker(),
+        instance(1, "kiwi-shop-server-01", None, [10, 0, 0, 1]),
+        // The cluster tag was lost, and the name is no slot of the inventory.
+        instance(2, "kiwi-shop-web-07", None, [10, 0, 0, 2]),
+    ];
+    let p = plan::plan(&d, &o, &destroy());
+    assert!(cancels(&p).is_empty(), "{:?}", step_ids(&p));
+    assert!(
+        !p.steps
+            .iter()
+            .any(|s| matches!(s.kind, StepKind::OrderInstance(_))),
+        "no order while an owned machine is unaccounted for: {:?}",
+        step_ids(&p)
+    );
+    assert!(p.warnings.iter().any(|w| matches!(
+        w,
+        Warning::Unattributed { instance, cluster: None, .. } if instance.0 == 2
+    )));
+    assert!(p
+        .warnings
+        .iter()
+        .any(|w| matches!(w, Warning::OrdersHeld { cluster: None, slots } if slots == &["kiwi-shop-web-01".to_string()])));
+    assert!(p.warnings.iter().any(Warning::holds_back));
+}
+
+#[test]
+fn a_renamed_joined_instance_is_its_slots_machine_and_gets_its_name_back() {
+    let d = desired(&[("shop", &customer(false, &[("web", 1)]))]);
+    let mut o = Observed::default();
+    o.instances = vec![
+        core_worker(),
+        instance(1, "kiwi-shop-server-01", None, [10, 0, 0, 1]),
+        // Renamed in the Contabo panel, for cosmetic reasons.
+        instance(2, "shop web (prod)", Some("shop"), [10, 0, 0, 2]),
+    ];
+    o.clusters.insert(
+        "shop".into(),
+        Some(ClusterObservation {
+            nodes: vec![
+                node("kiwi-shop-server-01", [10, 0, 0, 1], true),
+                node("kiwi-shop-web-01", [10, 0, 0, 2], true),
+            ],
+            pristine: BTreeSet::new(),
+        }),
+    );
+    let p = plan::plan(&d, &o, &destroy());
+    assert_eq!(
+        non_label_steps(&p),
+        vec!["rename:kiwi-shop-web-01".to_string()]
+    );
+    let rename = p
+        .step(&plan::StepId("rename:kiwi-shop-web-01".into()))
+        .unwrap();
+    let StepKind::RenameInstance {
+        instance,
+        current_name,
+    } = &rename.kind
+    else {
+        panic!("{rename:?}");
+    };
+    assert_eq!(instance.id, Some(InstanceId(2)));
+    assert_eq!(instance.name, "kiwi-shop-web-01");
+    assert_eq!(current_name, "shop web (prod)");
+    assert!(!rename.destructive);
+    // After the rename, nothing is left to do.
+    let after = plan::simulate(&o, &p);
+    assert!(plan::plan(&d, &after, &destroy()).is_empty());
+}
+
+#[test]
+fn a_ready_node_without_any_instance_is_never_ordered_again() {
+    let d = desired(&[("shop", &customer(false, &[("web", 1)]))]);
+    let mut o = Observed::default();
+    o.instances = vec![
+        core_worker(),
+        instance(1, "kiwi-shop-server-01", None, [10, 0, 0, 1]),
+    ];
+    o.clusters.insert(
+        "shop".into(),
+        Some(ClusterObservation {
+            nodes: vec![
+                node("kiwi-shop-server-01", [10, 0, 0, 1], true),
+                // Its machine is not listed under any name we can match.
+                node("kiwi-shop-web-01", [10, 0, 0, 2], true),
+            ],
+            pristine: BTreeSet::new(),
+        }),
+    );
+    let p = plan::plan(&d, &o, &destroy());
+    assert!(non_label_steps(&p).is_empty(), "{:?}", step_ids(&p));
+    assert!(p.warnings.iter().any(|w| matches!(
+        w,
+        Warning::NodeWithoutInstance { node, .. } if node.0 == "kiwi-shop-web-01"
+    )));
+}
+
+#[test]
+fn a_join_deletes_a_stale_node_only_in_a_destructive_step_of_its_own() {
+    let d = desired(&[("shop", &customer(false, &[("web", 1)]))]);
+    let mut o = Observed::default();
+    let mut gone = instance(2, "kiwi-shop-web-01", Some("shop"), [10, 0, 0, 2]);
+    gone.cancel_date = chrono::NaiveDate::from_ymd_opt(2030, 1, 31);
+    o.instances = vec![
+        core_worker(),
+        instance(1, "kiwi-shop-server-01", None, [10, 0, 0, 1]),
+        gone,
+    ];
+    o.image = Some(plan::ResolvedImage {
+        name: "ubuntu-24.04".into(),
+        id: plan::ImageId("img".into()),
+    });
+    o.clusters.insert(
+        "shop".into(),
+        Some(ClusterObservation {
+            nodes: vec![
+                node("kiwi-shop-server-01", [10, 0, 0, 1], true),
+                node("kiwi-shop-web-01", [10, 0, 0, 2], false),
+            ],
+            pristine: BTreeSet::new(),
+        }),
+    );
+    let p = plan::plan(&d, &o, &PlanOptions::default());
+    let stale = p
+        .steps
+        .iter()
+        .find(|s| matches!(s.kind, StepKind::DeleteStaleNode { .. }))
+        .expect("a stale-node step");
+    assert!(stale.destructive);
+    let join = p
+        .step(&plan::StepId("join:kiwi-shop-web-01".into()))
+        .unwrap();
+    assert!(join.depends_on.contains(&stale.id));
+
+    // The same in a protected cluster: no destructive step, no join.
+    let d = desired(&[("shop", &customer(true, &[("web", 1)]))]);
+    let p = plan::plan(&d, &o, &destroy());
+    assert!(!p.steps.iter().any(|s| s.destructive), "{:?}", step_ids(&p));
+    assert!(p
+        .step(&plan::StepId("join:kiwi-shop-web-01".into()))
+        .is_none());
+}
+
+#[test]
+fn an_instance_renamed_to_a_control_plane_node_gets_no_step() {
+    let d = desired(&[]);
+    let mut o = Observed::default();
+    o.instances = vec![
+        core_worker(),
+        instance(2, "kiwi-core-cp-01", Some("core"), [10, 0, 0, 2]),
+    ];
+    let p = plan::plan(&d, &o, &destroy());
+    assert!(p.is_empty(), "{:?}", step_ids(&p));
+    let addresses = plan::node_addresses(&d, &o);
+    assert!(
+        !addresses.contains_key("kiwi-core-cp-01"),
+        "an API answer never sets a control-plane node's address: {addresses:?}"
+    );
+}
+
+#[test]
+fn an_address_that_is_not_ipv4_is_a_warning_and_never_a_target() {
+    let d = desired(&[("shop", &customer(false, &[]))]);
+    let mut i = instance(1, "kiwi-shop-server-01", None, [10, 0, 0, 1]);
+    i.ipv4 = None;
+    i.odd_ipv4 = Some("10.0.0.1\n  ProxyCommand sh -c 'touch /tmp/pwned'".into());
+    let mut o = Observed::default();
+    o.instances = vec![core_worker(), i];
+    let p = plan::plan(&d, &o, &PlanOptions::default());
+    assert!(!plan::node_addresses(&d, &o).contains_key("kiwi-shop-server-01"));
+    let text = plan::render_human(
+        &p,
+        &plan::RenderOptions {
+            color: false,
+            allow_destroy: false,
+        },
+    );
+    assert!(text.contains("ipConfig.v4.ip"), "{text}");
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.trim_start().starts_with("ProxyCommand")),
+        "{text}"
+    );
+}
