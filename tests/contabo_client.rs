@@ -341,23 +341,37 @@ async fn twenty_concurrent_callers_share_one_rate_limit() {
 }
 
 #[tokio::test]
-async fn a_rejected_order_names_the_field_and_the_request_id() {
+async fn a_rejected_order_is_an_unknown_outcome_that_names_the_field_and_the_request_id() {
     let rig = Rig::start(quick_mock()).await;
     let client = rig.client();
     let image = rig.image_id(&client).await;
     let mut bad = order("kiwi-acme-agents-03", &image);
     bad.product_id = "V999".into();
 
-    let err = client.create_instance(bad).await.unwrap_err();
-
+    let outer = client.create_instance(bad).await.unwrap_err();
+    // Even a 400 does not prove that nothing was placed (a proxy may answer
+    // it after the fact): only a look-up settles an order.
+    let ContaboError::OrderOutcomeUnknown { cause, .. } = &outer else {
+        panic!("expected an unknown outcome, got {outer:?}");
+    };
+    let err = cause.as_ref();
     let ContaboError::Api {
         status,
         context,
         message,
-    } = &err
+        ..
+    } = err
     else {
         panic!("expected an API error, got {err:?}");
     };
+    assert_eq!(
+        rig.mock
+            .stats()
+            .requests_by_route
+            .get("POST /v1/compute/instances"),
+        Some(&1),
+        "sent once"
+    );
     assert_eq!(status.as_u16(), 400);
     assert!(message.contains("V999"), "{message}");
     assert!(uuid::Uuid::parse_str(&context.request_id).is_ok());

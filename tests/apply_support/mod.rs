@@ -104,6 +104,70 @@ pub async fn apply_contabo_side(mock: &MockHandle, inventory: &Path) -> Output {
     .await
 }
 
+/// Slots an apply stopped because an order's outcome is unknown (it says
+/// `kiwi-infra apply --reorder SLOT`), after checking, as the operator is
+/// told to, that Contabo really has no instance of that name.
+pub fn confirmed_unresolved(mock: &MockHandle, out: &Output) -> BTreeSet<String> {
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let slots: BTreeSet<String> = all
+        .split("order it with `kiwi-infra apply --reorder ")
+        .skip(1)
+        .filter_map(|rest| {
+            let slot: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                .collect();
+            slot.starts_with("kiwi-").then_some(slot)
+        })
+        .collect();
+    let live = live_names(mock);
+    for slot in &slots {
+        assert!(
+            !live.contains(slot),
+            "apply stopped {slot} as unresolved, but Contabo has it: it should have found it\n{}",
+            text(out)
+        );
+    }
+    slots
+}
+
+/// `kiwi-infra apply ARGS` run as an operator would: when it stops slots
+/// whose order's outcome is unknown, the operator checks Contabo and
+/// confirms each with `--reorder SLOT` (at most three rounds). `envs` are
+/// set on every run. Every run's output, in order.
+pub async fn apply_as_operator(
+    mock: &MockHandle,
+    inventory: &Path,
+    args: &[&str],
+    envs: &[(&str, &str)],
+) -> Vec<Output> {
+    let mut outputs: Vec<Output> = Vec::new();
+    let mut confirmed: BTreeSet<String> = BTreeSet::new();
+    for _ in 0..3 {
+        let mut all: Vec<String> = args.iter().map(|a| (*a).to_string()).collect();
+        for slot in &confirmed {
+            all.push("--reorder".into());
+            all.push(slot.clone());
+        }
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        let mut cmd = command(mock, inventory, &refs);
+        cmd.envs(envs.iter().copied());
+        let out = run(cmd).await;
+        let more = confirmed_unresolved(mock, &out);
+        let again = out.status.code() == Some(2) && !more.is_subset(&confirmed);
+        confirmed.extend(more);
+        outputs.push(out);
+        if !again {
+            break;
+        }
+    }
+    outputs
+}
+
 /// Runs `kiwi-infra` to completion (off the async runtime's threads).
 pub async fn run(mut cmd: Command) -> Output {
     tokio::task::spawn_blocking(move || cmd.output().unwrap())
