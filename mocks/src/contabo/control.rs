@@ -11,6 +11,7 @@
 //! | `GET /_mock/instances`                | → every instance's full internal state                 |
 //! | `GET /_mock/instances/{id}`           | → one instance's full state, incl. `userData`          |
 //! | `PUT /_mock/instances/{id}/status`    | `{"status": "error"}` (any of the 14 spec statuses)    |
+//! | `PUT /_mock/instances/{id}/tamper`    | `{"displayName": …, "ipv4": …}`: served as they are    |
 //! | `POST /_mock/tokens/revoke`           | invalidates every issued token → 204                   |
 //! | `GET /_mock/stats`                    | → counters ([`Stats`])                                 |
 //! | `POST /_mock/reset-stats`             | zeroes the counters → 204                              |
@@ -106,6 +107,54 @@ pub fn set_instance_status(shared: &Shared, id: i64, status: &str) -> Result<(),
     })?;
     tracing::info!(instance_id = id, status, "instance status forced");
     Ok(())
+}
+
+/// Hostile mode: serves `display_name` and, when given, `ipv4_text` as the
+/// instance's `displayName` and `ipConfig.v4.ip`, whatever they hold (a
+/// newline, an ssh option, a terminal escape), as a panel user, a broken API
+/// or a proxy could.
+pub fn tamper_instance(
+    shared: &Shared,
+    id: i64,
+    display_name: Option<&str>,
+    ipv4_text: Option<&str>,
+) -> Result<(), ApiError> {
+    shared.mutate(|a| {
+        let Some(i) = a.instances.get_mut(&id) else {
+            return (
+                Err(ApiError::not_found(format!("instance {id} not found"))),
+                vec![],
+            );
+        };
+        if let Some(name) = display_name {
+            i.display_name = name.to_owned();
+        }
+        if let Some(ip) = ipv4_text {
+            i.ipv4_text = Some(ip.to_owned());
+        }
+        (Ok(()), vec![InstanceEvent::of(i)])
+    })?;
+    tracing::info!(instance_id = id, "instance tampered with");
+    Ok(())
+}
+
+/// `PUT /_mock/instances/{id}/tamper` with `{"displayName": …, "ipv4": …}`
+/// (either may be left out).
+pub async fn put_tamper(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    struct Tamper {
+        display_name: Option<String>,
+        ipv4: Option<String>,
+    }
+    let id = path_id("instanceId", &id)?;
+    let t: Tamper = parse_body(&body)?;
+    tamper_instance(&shared, id, t.display_name.as_deref(), t.ipv4.as_deref())?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// Full internal state of one instance.

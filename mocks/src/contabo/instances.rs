@@ -467,6 +467,7 @@ fn place_order(shared: &Shared, body: &Bytes) -> Result<Instance, ApiError> {
             held_by_product: hold.is_some(),
             add_ons,
             reinstalls: 0,
+            ipv4_text: None,
         };
         account.instances.insert(id, instance.clone());
         let event = InstanceEvent::of(&instance);

@@ -216,6 +216,22 @@ impl MockHandle {
         )?)
     }
 
+    /// Hostile mode: serves these as the instance's `displayName` and
+    /// `ipConfig.v4.ip` from now on, whatever they hold.
+    pub fn tamper_instance(
+        &self,
+        instance_id: i64,
+        display_name: Option<&str>,
+        ipv4_text: Option<&str>,
+    ) -> Result<(), MockError> {
+        Ok(control::tamper_instance(
+            &self.shared,
+            instance_id,
+            display_name,
+            ipv4_text,
+        )?)
+    }
+
     /// Invalidates every issued token, as if they had all expired.
     pub fn revoke_tokens(&self) {
         self.shared.revoke_tokens();

@@ -74,6 +74,10 @@ pub struct Instance {
     pub add_ons: Vec<AddOn>,
     /// How many times it was reinstalled.
     pub reinstalls: u32,
+    /// Hostile mode: the text served as `ipConfig.v4.ip` instead of `ipv4`
+    /// (anything, not only an address), as a broken API or a proxy might.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv4_text: Option<String>,
 }
 
 impl Instance {
@@ -96,7 +100,11 @@ impl Instance {
     /// The spec's `ipConfig` (v4 and v6 both required).
     pub fn ip_config(&self, prefix: u8, gateway: Ipv4Addr) -> Value {
         json!({
-            "v4": {"ip": self.ipv4.to_string(), "netmaskCidr": prefix, "gateway": gateway.to_string()},
+            "v4": {
+                "ip": self.ipv4_text.clone().unwrap_or_else(|| self.ipv4.to_string()),
+                "netmaskCidr": prefix,
+                "gateway": gateway.to_string()
+            },
             "v6": {"ip": self.ipv6, "netmaskCidr": 64, "gateway": "fe80::1"},
         })
     }

@@ -102,6 +102,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
             "/_mock/instances/{id}/status",
             put(control::put_instance_status),
         )
+        .route("/_mock/instances/{id}/tamper", put(control::put_tamper))
         .route("/_mock/tokens/revoke", post(control::revoke_tokens))
         .route("/_mock/stats", get(control::get_stats))
         .route("/_mock/reset-stats", post(control::reset_stats));
