@@ -165,6 +165,8 @@ impl Args {
             throttle_rate: self.throttle_rate,
             drop_create_responses: self.drop_create_responses,
             drop_create_probability: self.drop_create_probability,
+            // Hostile-mode knobs are set at run time through `PUT /_mock/faults`.
+            ..Faults::default()
         };
         faults.check().map_err(anyhow::Error::msg)?;
         let product_statuses = self

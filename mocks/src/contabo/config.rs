@@ -82,6 +82,25 @@ pub struct Faults {
     pub drop_create_responses: u32,
     /// Probability (0..=1) that any other instance order's response is dropped the same way.
     pub drop_create_probability: f64,
+    /// Hostile mode: the next N instance orders are answered with `failCreateStatus` (429
+    /// comes with `Retry-After: 1`) instead of the instance, placed or not as
+    /// `failCreatePlaced` says, as a proxy or a broken gateway might.
+    #[serde(default)]
+    pub fail_create_responses: u32,
+    /// The status of those answers (default 429).
+    #[serde(default = "default_fail_create_status")]
+    pub fail_create_status: u16,
+    /// Whether those orders are placed before the error is answered (default true).
+    #[serde(default = "default_true")]
+    pub fail_create_placed: bool,
+}
+
+fn default_fail_create_status() -> u16 {
+    429
+}
+
+fn default_true() -> bool {
+    true
 }
 
 impl Default for Faults {
@@ -94,6 +113,9 @@ impl Default for Faults {
             throttle_rate: 0.0,
             drop_create_responses: 0,
             drop_create_probability: 0.0,
+            fail_create_responses: 0,
+            fail_create_status: default_fail_create_status(),
+            fail_create_placed: true,
         }
     }
 }

@@ -338,10 +338,38 @@ pub async fn create(State(shared): State<Arc<Shared>>, request: Request) -> Resp
             ))
         }
     };
+    let failure = shared.faults(|f| f.fail_this_create());
+    let fail = |status: u16| {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        let mut response = axum::response::IntoResponse::into_response(ApiError::new(
+            status,
+            "injected failure of an order (hostile mode)",
+        ));
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
+    };
+    if let Some((status, false)) = failure {
+        tracing::info!(status, "order refused without placing it (hostile mode)");
+        return fail(status);
+    }
     let instance = match place_order(&shared, &body) {
         Ok(i) => i,
         Err(e) => return axum::response::IntoResponse::into_response(e),
     };
+    if let Some((status, true)) = failure {
+        shared.stats(|s| s.instances_created += 1);
+        tracing::info!(
+            instance_id = instance.instance_id,
+            status,
+            "order placed, answered with an error (hostile mode)"
+        );
+        return fail(status);
+    }
     shared.stats(|s| s.instances_created += 1);
     tracing::info!(instance_id = instance.instance_id, product = %instance.product_id, status = %instance.status, "instance ordered");
 

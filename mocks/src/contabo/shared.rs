@@ -151,6 +151,19 @@ impl FaultState {
         }
     }
 
+    /// The error status this order is answered with instead of the instance, and whether it is
+    /// placed first, consuming one of the counted failures.
+    pub fn fail_this_create(&mut self) -> Option<(u16, bool)> {
+        if self.faults.fail_create_responses == 0 {
+            return None;
+        }
+        self.faults.fail_create_responses -= 1;
+        Some((
+            self.faults.fail_create_status,
+            self.faults.fail_create_placed,
+        ))
+    }
+
     /// Decides whether this order's response is dropped, consuming one of the counted drops.
     pub fn drop_this_create(&mut self) -> bool {
         if self.faults.drop_create_responses > 0 {
