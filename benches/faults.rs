@@ -123,10 +123,10 @@ async fn suite() {
         },
     ];
     println!(
-        "| fault | applies attempted | completed | instances ordered | slots | lost | \
-         injected: 5xx / 429 / dropped orders / tokens issued | wall |"
+        "| fault | applies attempted | completed | confirmed with --reorder | instances ordered | \
+         slots | lost | injected: 5xx / 429 / dropped orders / tokens issued | wall |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for s in scenarios.into_iter().filter(|s| chosen(s.name)) {
         let started = Instant::now();
         let mock = spawn(s.config).await.unwrap();
@@ -141,13 +141,23 @@ async fn suite() {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // An order answered with anything but the instance has an unknown
+        // outcome: apply stops the slot, and the operator confirms it with
+        // --reorder after checking the panel (here: the mock).
+        let mut confirmed: BTreeSet<String> = BTreeSet::new();
         for _ in 0..=MAX_RERUNS {
             attempted += 1;
-            let status = apply(&mock, &inventory).status().unwrap();
-            if status.success() {
+            let mut cmd = apply(&mock, &inventory);
+            cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+            for slot in &confirmed {
+                cmd.args(["--reorder", slot]);
+            }
+            let out = cmd.output().unwrap();
+            if out.status.success() {
                 completed += 1;
                 break;
             }
+            confirmed.extend(apply_support::confirmed_unresolved(&mock, &out));
         }
         let live: Vec<String> = mock
             .instances()
@@ -160,8 +170,9 @@ async fn suite() {
         let present: BTreeSet<String> = live.iter().cloned().collect();
         let lost = slots.difference(&present).count();
         println!(
-            "| {} | {attempted} | {completed} | {ordered} | {} | {lost} | {} / {} / {} / {} | {:.1} s |",
+            "| {} | {attempted} | {completed} | {} | {ordered} | {} | {lost} | {} / {} / {} / {} | {:.1} s |",
             s.name,
+            confirmed.len(),
             slots.len(),
             stats.injected_errors,
             stats.rate_limited,

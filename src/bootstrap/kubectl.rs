@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::inventory::{Taint, TaintEffect};
+use crate::inventory::{kube, Taint, TaintEffect};
 use crate::plan::{Node, NodeName};
 
 /// How `kubectl` is invoked on a cluster's API node.
@@ -166,8 +166,11 @@ struct Condition {
     status: String,
 }
 
-/// Parses `kubectl get nodes -o json`. Taints with an effect this build
-/// does not know are skipped (they cannot come from the inventory).
+/// Parses `kubectl get nodes -o json`: a node's own word, so it is parsed
+/// here, at the edge. Taints with an effect this build does not know, and
+/// labels and taints whose key or value breaks Kubernetes' grammar (which
+/// the API server would never have accepted, and which could read as a
+/// `kubectl` option), are skipped: nothing kiwi-infra plans can name them.
 pub fn parse_node_list(json: &str) -> Result<Vec<Node>, String> {
     let list: NodeList =
         serde_json::from_str(json).map_err(|e| format!("not a Kubernetes NodeList: {e}"))?;
@@ -179,11 +182,24 @@ pub fn parse_node_list(json: &str) -> Result<Vec<Node>, String> {
         .into_iter()
         .map(|item| Node {
             name: NodeName(item.metadata.name),
-            labels: item.metadata.labels,
+            labels: item
+                .metadata
+                .labels
+                .into_iter()
+                .filter(|(k, v)| {
+                    kube::check_label_key(k).is_ok() && kube::check_label_value(v).is_ok()
+                })
+                .collect(),
             taints: item
                 .spec
                 .taints
                 .into_iter()
+                .filter(|t| {
+                    kube::check_label_key(&t.key).is_ok()
+                        && t.value
+                            .as_deref()
+                            .is_none_or(|v| kube::check_label_value(v).is_ok())
+                })
                 .filter_map(|t| {
                     let effect = match t.effect.as_str() {
                         "NoSchedule" => TaintEffect::NoSchedule,
@@ -218,6 +234,26 @@ pub fn parse_node_list(json: &str) -> Result<Vec<Node>, String> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+
+    #[test]
+    fn labels_and_taints_that_break_the_grammar_are_never_read() {
+        let list = r#"{"kind": "NodeList", "items": [
+          {"metadata": {"name": "kiwi-a-server-01",
+                        "labels": {"kiwistack.io/x; rm -rf /": "1", "--kubeconfig": "x",
+                                   "kiwistack.io/pool": "web"}},
+           "spec": {"taints": [{"key": "--kubeconfig=/tmp/x", "effect": "NoSchedule"},
+                               {"key": "ok.example.com/rt", "value": "a b", "effect": "NoSchedule"},
+                               {"key": "ok.example.com/rt", "value": "true", "effect": "NoSchedule"}]}}
+        ]}"#;
+        let nodes = parse_node_list(list).unwrap();
+        assert_eq!(
+            nodes[0].labels.keys().collect::<Vec<_>>(),
+            vec!["kiwistack.io/pool"]
+        );
+        assert_eq!(nodes[0].taints.len(), 1);
+        assert_eq!(nodes[0].taints[0].value.as_deref(), Some("true"));
+    }
+
     use super::*;
 
     const LIST: &str = r#"{
