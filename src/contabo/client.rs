@@ -43,6 +43,8 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// Retry policy.
     pub retry: RetryPolicy,
+    /// Time limit of one whole listing (every page of a list).
+    pub list_time_limit: Duration,
 }
 
 impl ClientConfig {
@@ -57,6 +59,7 @@ impl ClientConfig {
             page_concurrency: 4,
             request_timeout: Duration::from_secs(30),
             retry: RetryPolicy::default(),
+            list_time_limit: Duration::from_secs(10 * 60),
         }
     }
 }
@@ -78,6 +81,7 @@ struct Inner {
     page_size: u32,
     page_concurrency: usize,
     retry: RetryPolicy,
+    list_time_limit: Duration,
 }
 
 /// Filters for [`ContaboClient::list_instances`] (the spec's query parameters).
@@ -204,15 +208,7 @@ impl AttemptError {
 impl ContaboClient {
     /// Builds a client. Nothing is sent until the first call.
     pub fn new(config: ClientConfig) -> Result<Self, ContaboError> {
-        let rps = config.requests_per_second;
-        if !(rps.is_finite() && rps > 0.0) {
-            return Err(ContaboError::Config(format!(
-                "rate limit must be a positive number of requests per second, got {rps}"
-            )));
-        }
-        let quota = Quota::with_period(Duration::from_secs_f64(1.0 / rps))
-            .ok_or_else(|| ContaboError::Config(format!("rate limit {rps}/s is too high")))?
-            .allow_burst(NonZeroU32::MIN);
+        let quota = rate_quota(config.requests_per_second)?;
         let http = reqwest::Client::builder()
             .timeout(config.request_timeout)
             .connect_timeout(config.request_timeout.min(Duration::from_secs(10)))
@@ -231,6 +227,7 @@ impl ContaboClient {
                 page_size: config.page_size.clamp(1, 1000),
                 page_concurrency: config.page_concurrency.max(1),
                 retry: config.retry,
+                list_time_limit: config.list_time_limit,
             }),
         })
     }
@@ -457,7 +454,31 @@ impl ContaboClient {
     /// Every page of a list endpoint: the first page tells how many there
     /// are, then the rest are fetched concurrently (bounded) and reassembled
     /// in order.
+    ///
+    /// `_pagination` is a server's claim, not a fact: the pages fetched are
+    /// bounded by what `totalElements` and the first page's size imply (see
+    /// [`PageBudget`]), the listing ends at the first empty or short page,
+    /// and the whole listing has a time limit. Numbers that do not add up
+    /// are an error rather than a partial list, which could make a slot look
+    /// empty and be ordered twice.
     async fn list_all<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: Vec<(&'static str, String)>,
+    ) -> Result<Vec<T>, ContaboError> {
+        let limit = self.inner.list_time_limit;
+        tokio::time::timeout(limit, self.list_pages(path, query))
+            .await
+            .unwrap_or_else(|_| {
+                Err(ContaboError::Paging {
+                    path: path.to_string(),
+                    trace_id: self.inner.trace_id.clone(),
+                    reason: format!("the listing did not finish within {} s", limit.as_secs()),
+                })
+            })
+    }
+
+    async fn list_pages<T: DeserializeOwned>(
         &self,
         path: &str,
         query: Vec<(&'static str, String)>,
@@ -472,18 +493,42 @@ impl ContaboClient {
             }
         };
         let first: ListPage<T> = self.send(page_call(1)).await?;
-        let total_pages = first.pagination.total_pages.max(1.0) as u64;
+        let budget = PageBudget::new(&first.pagination, first.data.len());
         let mut items = first.data;
-        if total_pages > 1 {
-            let rest: Vec<Vec<T>> = futures::stream::iter(2..=total_pages)
+        let full = items.len();
+        let mut fetched = 1u64;
+        let mut ended_short = full == 0;
+        if budget.last_page > 1 {
+            let mut rest = futures::stream::iter(2..=budget.last_page)
                 .map(|page| {
                     let call = page_call(page);
                     async move { self.send::<ListPage<T>>(call).await.map(|p| p.data) }
                 })
-                .buffered(self.inner.page_concurrency)
-                .try_collect()
-                .await?;
-            items.extend(rest.into_iter().flatten());
+                .buffered(self.inner.page_concurrency);
+            while let Some(page) = rest.try_next().await? {
+                fetched += 1;
+                let short = page.len() < full;
+                items.extend(page);
+                if short {
+                    ended_short = true;
+                    break;
+                }
+            }
+        }
+        let served = u64::try_from(items.len()).unwrap_or(u64::MAX);
+        let more_announced = !ended_short && budget.reported_pages > fetched;
+        if served < budget.reported_elements || more_announced {
+            return Err(ContaboError::Paging {
+                path: path.to_string(),
+                trace_id: self.inner.trace_id.clone(),
+                reason: format!(
+                    "it announced {} element(s) in {} page(s), but served {served} in {fetched} \
+                     page(s) of at most {full}; kiwi-infra stopped rather than act on what may be \
+                     a partial list. Run the command again; if this persists, the API (or \
+                     something between it and this machine) is misbehaving",
+                    budget.reported_elements, budget.reported_pages
+                ),
+            });
         }
         Ok(items)
     }
@@ -522,7 +567,7 @@ impl ContaboClient {
                 method = %call.method,
                 path = %call.display_path(),
                 error = ?e,
-                delay_ms = delay.as_millis() as u64,
+                delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
                 "retrying Contabo request"
             );
         })
@@ -609,6 +654,82 @@ impl ContaboClient {
     }
 }
 
+/// Slowest and fastest pace a client accepts, in requests per second. The
+/// CLI refuses values outside this range with a clear message; the check
+/// here keeps a library caller from reaching governor with a period of
+/// zero or of more than `Duration` holds.
+pub const RATE_LIMIT_RANGE: std::ops::RangeInclusive<f64> = 0.01..=10_000.0;
+
+/// The governor quota for `rps` requests per second, or a configuration
+/// error for a rate that is not a number within [`RATE_LIMIT_RANGE`].
+fn rate_quota(rps: f64) -> Result<Quota, ContaboError> {
+    if !(rps.is_finite() && RATE_LIMIT_RANGE.contains(&rps)) {
+        return Err(ContaboError::Config(format!(
+            "rate limit must be between {} and {} requests per second, got {rps}",
+            RATE_LIMIT_RANGE.start(),
+            RATE_LIMIT_RANGE.end()
+        )));
+    }
+    Duration::try_from_secs_f64(1.0 / rps)
+        .ok()
+        .and_then(Quota::with_period)
+        .map(|q| q.allow_burst(NonZeroU32::MIN))
+        .ok_or_else(|| ContaboError::Config(format!("rate limit {rps}/s cannot be kept")))
+}
+
+/// Pages beyond what `totalElements` implies that are still fetched, in
+/// case the account grew between the first page and the last.
+const EXTRA_PAGES: u64 = 2;
+
+/// No listing fetches more pages than this, whatever the server says:
+/// 2,000 instances at the smallest page size Contabo serves are far fewer.
+const MAX_PAGES: u64 = 10_000;
+
+/// How many pages of a list to fetch, from a first page's `_pagination`
+/// (any numbers at all) and how many items it actually held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PageBudget {
+    /// `totalPages` as a whole number (at least 1).
+    reported_pages: u64,
+    /// `totalElements` as a whole number.
+    reported_elements: u64,
+    /// The last page to ask for.
+    last_page: u64,
+}
+
+impl PageBudget {
+    fn new(pagination: &Pagination, first_page_items: usize) -> Self {
+        let reported_pages = whole(pagination.total_pages).max(1);
+        let served = u64::try_from(first_page_items).unwrap_or(u64::MAX);
+        let reported_elements = whole(pagination.total_elements);
+        let last_page = if served == 0 {
+            // An empty first page ends the listing.
+            1
+        } else {
+            let implied = reported_elements.max(served).div_ceil(served);
+            reported_pages
+                .min(implied.saturating_add(EXTRA_PAGES))
+                .min(MAX_PAGES)
+        };
+        Self {
+            reported_pages,
+            reported_elements,
+            last_page,
+        }
+    }
+}
+
+/// A server's count as a whole number: negative, NaN and fractions round
+/// down (to 0 at least), huge values saturate.
+fn whole(n: f64) -> u64 {
+    if n.is_nan() || n <= 0.0 {
+        0
+    } else {
+        // `as` saturates for floats beyond u64's range.
+        n.floor() as u64
+    }
+}
+
 /// What became of an order whose answer was lost.
 #[derive(Debug)]
 pub enum OrderResolution {
@@ -648,5 +769,77 @@ fn error_message(body: &[u8]) -> String {
         "(empty body)".to_string()
     } else {
         excerpt
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pagination(total_elements: f64, total_pages: f64) -> Pagination {
+        Pagination {
+            size: 10.0,
+            total_elements,
+            total_pages,
+            page: 1.0,
+        }
+    }
+
+    #[test]
+    fn honest_paging_is_followed_exactly() {
+        let b = PageBudget::new(&pagination(25.0, 3.0), 10);
+        assert_eq!(b.last_page, 3);
+        let b = PageBudget::new(&pagination(10.0, 1.0), 10);
+        assert_eq!(b.last_page, 1);
+        let b = PageBudget::new(&pagination(0.0, 0.0), 0);
+        assert_eq!(b.last_page, 1);
+    }
+
+    #[test]
+    fn a_lying_total_pages_is_bounded_by_the_element_count() {
+        for huge in [1e300, f64::INFINITY, f64::MAX, 1.8e19] {
+            let b = PageBudget::new(&pagination(25.0, huge), 10);
+            assert_eq!(b.last_page, 3 + EXTRA_PAGES, "{huge}");
+        }
+        let both = PageBudget::new(&pagination(1e300, 1e300), 10);
+        assert_eq!(both.last_page, MAX_PAGES);
+        let one_per_page = PageBudget::new(&pagination(1e300, 1e300), 1);
+        assert_eq!(one_per_page.last_page, MAX_PAGES);
+    }
+
+    #[test]
+    fn negative_or_nan_paging_numbers_never_panic() {
+        for odd in [-1.0, -1e300, f64::NAN, f64::NEG_INFINITY, 0.5, -0.0] {
+            for served in [0, 1, 10, usize::MAX] {
+                let b = PageBudget::new(&pagination(odd, odd), served);
+                assert!(
+                    b.last_page >= 1 && b.last_page <= MAX_PAGES,
+                    "{odd} {served}"
+                );
+            }
+        }
+        assert_eq!(whole(f64::NAN), 0);
+        assert_eq!(whole(-3.0), 0);
+        assert_eq!(whole(2.9), 2);
+        assert_eq!(whole(1e300), u64::MAX);
+    }
+
+    #[test]
+    fn rates_outside_the_range_are_refused_not_a_panic() {
+        for bad in [
+            0.0,
+            -1.0,
+            1e-300,
+            1e300,
+            f64::NAN,
+            f64::INFINITY,
+            0.001,
+            20_000.0,
+        ] {
+            assert!(rate_quota(bad).is_err(), "{bad}");
+        }
+        for good in [0.01, 0.5, 10.0, 10_000.0] {
+            assert!(rate_quota(good).is_ok(), "{good}");
+        }
     }
 }

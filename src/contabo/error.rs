@@ -115,6 +115,18 @@ pub enum ContaboError {
         trace_id: String,
     },
 
+    /// A list's `_pagination` did not add up (or the listing took too
+    /// long): acting on part of a list could order a slot twice.
+    #[error("Contabo's paging of {path} cannot be trusted: {reason} (x-trace-id {trace_id})")]
+    Paging {
+        /// The list's path.
+        path: String,
+        /// The run's trace id.
+        trace_id: String,
+        /// What did not add up.
+        reason: String,
+    },
+
     /// An order whose answer was lost: it may or may not have been placed.
     /// The only way forward is [`super::ContaboClient::resolve_unconfirmed_order`].
     #[error(
