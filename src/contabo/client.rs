@@ -455,12 +455,14 @@ impl ContaboClient {
     /// are, then the rest are fetched concurrently (bounded) and reassembled
     /// in order.
     ///
-    /// `_pagination` is a server's claim, not a fact: the pages fetched are
-    /// bounded by what `totalElements` and the first page's size imply (see
-    /// [`PageBudget`]), the listing ends at the first empty or short page,
-    /// and the whole listing has a time limit. Numbers that do not add up
-    /// are an error rather than a partial list, which could make a slot look
-    /// empty and be ordered twice.
+    /// `_pagination` is a server's claim, not a fact (see [`PageBudget`]):
+    /// numbers that agree with each other and with the first page are
+    /// followed; otherwise the listing goes on page by page, at most a
+    /// couple of pages past what the sanest number implies, until a page
+    /// comes back short or empty. The whole listing has a time limit, and
+    /// fewer items than announced (or full pages without end) are an error
+    /// rather than a partial list, which could make a slot look empty and be
+    /// ordered twice.
     async fn list_all<T: DeserializeOwned>(
         &self,
         path: &str,
@@ -470,11 +472,10 @@ impl ContaboClient {
         tokio::time::timeout(limit, self.list_pages(path, query))
             .await
             .unwrap_or_else(|_| {
-                Err(ContaboError::Paging {
-                    path: path.to_string(),
-                    trace_id: self.inner.trace_id.clone(),
-                    reason: format!("the listing did not finish within {} s", limit.as_secs()),
-                })
+                Err(self.paging_error(
+                    path,
+                    format!("the listing did not finish within {} s", limit.as_secs()),
+                ))
             })
     }
 
@@ -492,45 +493,75 @@ impl ContaboClient {
                 ..Call::get(path)
             }
         };
+        let fetch = |page: u64| {
+            let call = page_call(page);
+            async move { self.send::<ListPage<T>>(call).await.map(|p| p.data) }
+        };
         let first: ListPage<T> = self.send(page_call(1)).await?;
         let budget = PageBudget::new(&first.pagination, first.data.len());
         let mut items = first.data;
+        // Every page but the last holds as many items as the first.
         let full = items.len();
         let mut fetched = 1u64;
-        let mut ended_short = full == 0;
-        if budget.last_page > 1 {
-            let mut rest = futures::stream::iter(2..=budget.last_page)
-                .map(|page| {
-                    let call = page_call(page);
-                    async move { self.send::<ListPage<T>>(call).await.map(|p| p.data) }
-                })
+        let mut ended = full == 0;
+        // The pages the numbers announce, concurrently.
+        if !ended && budget.expected > 1 {
+            let mut pages = futures::stream::iter(2..=budget.expected)
+                .map(fetch)
                 .buffered(self.inner.page_concurrency);
-            while let Some(page) = rest.try_next().await? {
+            while let Some(page) = pages.try_next().await? {
                 fetched += 1;
-                let short = page.len() < full;
+                ended = page.len() < full;
                 items.extend(page);
-                if short {
-                    ended_short = true;
+                if ended {
                     break;
                 }
             }
         }
+        // Numbers in doubt: one page at a time until one is short.
+        while !ended && fetched < budget.limit {
+            let page = fetch(fetched + 1).await?;
+            fetched += 1;
+            ended = page.len() < full;
+            items.extend(page);
+        }
         let served = u64::try_from(items.len()).unwrap_or(u64::MAX);
-        let more_announced = !ended_short && budget.reported_pages > fetched;
-        if served < budget.reported_elements || more_announced {
-            return Err(ContaboError::Paging {
-                path: path.to_string(),
-                trace_id: self.inner.trace_id.clone(),
-                reason: format!(
-                    "it announced {} element(s) in {} page(s), but served {served} in {fetched} \
-                     page(s) of at most {full}; kiwi-infra stopped rather than act on what may be \
-                     a partial list. Run the command again; if this persists, the API (or \
-                     something between it and this machine) is misbehaving",
-                    budget.reported_elements, budget.reported_pages
+        let announced = budget.elements.unwrap_or(0);
+        if served < announced || (!ended && budget.limit > budget.expected) {
+            return Err(self.paging_error(
+                path,
+                format!(
+                    "it announced {} element(s) in {} page(s) (_pagination {:?}), but served \
+                     {served} in {fetched} page(s) of at most {full}{}; kiwi-infra stopped rather \
+                     than act on what may be a partial list. Run the command again; if this \
+                     persists, the API (or something between it and this machine) is misbehaving",
+                    budget
+                        .elements
+                        .map_or("an unknown number of".into(), |e| e.to_string()),
+                    budget
+                        .pages
+                        .map_or("an unknown number of".into(), |p| p.to_string()),
+                    (
+                        first.pagination.total_elements,
+                        first.pagination.total_pages
+                    ),
+                    if ended {
+                        ""
+                    } else {
+                        ", and had not come to a short page"
+                    },
                 ),
-            });
+            ));
         }
         Ok(items)
+    }
+
+    fn paging_error(&self, path: &str, reason: String) -> ContaboError {
+        ContaboError::Paging {
+            path: path.to_string(),
+            trace_id: self.inner.trace_id.clone(),
+            reason,
+        }
     }
 
     /// A request whose answer is `{"data": [one item]}`.
@@ -677,8 +708,8 @@ fn rate_quota(rps: f64) -> Result<Quota, ContaboError> {
         .ok_or_else(|| ContaboError::Config(format!("rate limit {rps}/s cannot be kept")))
 }
 
-/// Pages beyond what `totalElements` implies that are still fetched, in
-/// case the account grew between the first page and the last.
+/// Pages past the sanest announced count that are still fetched, one at a
+/// time, when the numbers are in doubt.
 const EXTRA_PAGES: u64 = 2;
 
 /// No listing fetches more pages than this, whatever the server says:
@@ -686,48 +717,64 @@ const EXTRA_PAGES: u64 = 2;
 const MAX_PAGES: u64 = 10_000;
 
 /// How many pages of a list to fetch, from a first page's `_pagination`
-/// (any numbers at all) and how many items it actually held.
+/// (any numbers at all) and how many items that page actually held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct PageBudget {
-    /// `totalPages` as a whole number (at least 1).
-    reported_pages: u64,
-    /// `totalElements` as a whole number.
-    reported_elements: u64,
-    /// The last page to ask for.
-    last_page: u64,
+    /// `totalPages`, if it is a plausible count.
+    pages: Option<u64>,
+    /// `totalElements`, if it is a plausible count.
+    elements: Option<u64>,
+    /// Pages fetched concurrently: what the numbers announce.
+    expected: u64,
+    /// Pages fetched at most. Equal to `expected` when the numbers agree;
+    /// beyond it, pages are fetched one at a time until one is short.
+    limit: u64,
 }
 
 impl PageBudget {
     fn new(pagination: &Pagination, first_page_items: usize) -> Self {
-        let reported_pages = whole(pagination.total_pages).max(1);
+        let pages = count(pagination.total_pages);
+        let elements = count(pagination.total_elements);
         let served = u64::try_from(first_page_items).unwrap_or(u64::MAX);
-        let reported_elements = whole(pagination.total_elements);
-        let last_page = if served == 0 {
-            // An empty first page ends the listing.
-            1
-        } else {
-            let implied = reported_elements.max(served).div_ceil(served);
-            reported_pages
-                .min(implied.saturating_add(EXTRA_PAGES))
-                .min(MAX_PAGES)
+        let budget = |expected: u64, limit: u64| Self {
+            pages,
+            elements,
+            expected: expected.clamp(1, MAX_PAGES),
+            limit: limit.clamp(1, MAX_PAGES),
         };
-        Self {
-            reported_pages,
-            reported_elements,
-            last_page,
+        if served == 0 {
+            // An empty first page ends the listing.
+            return budget(1, 1);
+        }
+        let implied = elements.map(|e| e.max(served).div_ceil(served));
+        let agree = elements.is_some_and(|e| e >= served) && pages == implied;
+        match (pages, implied) {
+            // totalPages, totalElements and the first page agree. (A lie
+            // that is consistent, e.g. one page of two announced when three
+            // exist, cannot be told from the truth without another request
+            // per listing; everything inconsistent is caught.)
+            (Some(p), Some(_)) if agree => budget(p, p),
+            // Nothing to go by: page on until a short page (or the limits).
+            (None, None) => budget(1, MAX_PAGES),
+            // Disagreement, or one number is nonsense: believe the smaller
+            // count, and look a little further one page at a time.
+            _ => {
+                let expected = pages.into_iter().chain(implied).min().unwrap_or(1);
+                budget(expected, expected.saturating_add(EXTRA_PAGES))
+            }
         }
     }
 }
 
-/// A server's count as a whole number: negative, NaN and fractions round
-/// down (to 0 at least), huge values saturate.
-fn whole(n: f64) -> u64 {
-    if n.is_nan() || n <= 0.0 {
-        0
-    } else {
-        // `as` saturates for floats beyond u64's range.
-        n.floor() as u64
-    }
+/// A server's count, if it is one: a whole, non-negative number an f64
+/// holds exactly. Negative, NaN, infinite, fractional or astronomical
+/// values (`1e300`) are not counts.
+fn count(n: f64) -> Option<u64> {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    (n.is_finite() && n >= 0.0 && n.fract() == 0.0 && n <= EXACT).then(|| {
+        // Exact: a whole number within 2^53.
+        n as u64
+    })
 }
 
 /// What became of an order whose answer was lost.
@@ -788,40 +835,73 @@ mod tests {
     #[test]
     fn honest_paging_is_followed_exactly() {
         let b = PageBudget::new(&pagination(25.0, 3.0), 10);
-        assert_eq!(b.last_page, 3);
+        assert_eq!((b.expected, b.limit), (3, 3));
         let b = PageBudget::new(&pagination(10.0, 1.0), 10);
-        assert_eq!(b.last_page, 1);
+        assert_eq!((b.expected, b.limit), (1, 1));
         let b = PageBudget::new(&pagination(0.0, 0.0), 0);
-        assert_eq!(b.last_page, 1);
+        assert_eq!((b.expected, b.limit), (1, 1));
+        // A server that serves fewer per page than asked reports its own size.
+        let b = PageBudget::new(&pagination(120.0, 3.0), 50);
+        assert_eq!((b.expected, b.limit), (3, 3));
     }
 
     #[test]
     fn a_lying_total_pages_is_bounded_by_the_element_count() {
-        for huge in [1e300, f64::INFINITY, f64::MAX, 1.8e19] {
+        for huge in [1e300, f64::INFINITY, f64::MAX, 1.8e19, 4e15] {
             let b = PageBudget::new(&pagination(25.0, huge), 10);
-            assert_eq!(b.last_page, 3 + EXTRA_PAGES, "{huge}");
+            assert_eq!((b.expected, b.limit), (3, 3 + EXTRA_PAGES), "{huge}");
         }
-        let both = PageBudget::new(&pagination(1e300, 1e300), 10);
-        assert_eq!(both.last_page, MAX_PAGES);
-        let one_per_page = PageBudget::new(&pagination(1e300, 1e300), 1);
-        assert_eq!(one_per_page.last_page, MAX_PAGES);
+        // Consistent but huge numbers are still capped.
+        let b = PageBudget::new(&pagination(1e12, 1e11), 10);
+        assert_eq!((b.expected, b.limit), (MAX_PAGES, MAX_PAGES));
+    }
+
+    #[test]
+    fn numbers_in_doubt_are_paged_until_a_short_page_within_limits() {
+        // Too few pages announced for the elements: look further.
+        let b = PageBudget::new(&pagination(25.0, 1.0), 10);
+        assert_eq!((b.expected, b.limit), (1, 1 + EXTRA_PAGES));
+        // Fewer elements announced than the first page holds.
+        let b = PageBudget::new(&pagination(1.0, 1.0), 2);
+        assert_eq!((b.expected, b.limit), (1, 1 + EXTRA_PAGES));
+        // No usable number at all.
+        let b = PageBudget::new(&pagination(-1.0, f64::NAN), 10);
+        assert_eq!((b.expected, b.limit), (1, MAX_PAGES));
+        let b = PageBudget::new(&pagination(1e300, 1e300), 1);
+        assert_eq!((b.expected, b.limit), (1, MAX_PAGES));
     }
 
     #[test]
     fn negative_or_nan_paging_numbers_never_panic() {
-        for odd in [-1.0, -1e300, f64::NAN, f64::NEG_INFINITY, 0.5, -0.0] {
-            for served in [0, 1, 10, usize::MAX] {
-                let b = PageBudget::new(&pagination(odd, odd), served);
-                assert!(
-                    b.last_page >= 1 && b.last_page <= MAX_PAGES,
-                    "{odd} {served}"
-                );
+        let odd = [
+            -1.0,
+            -1e300,
+            f64::NAN,
+            f64::NEG_INFINITY,
+            f64::INFINITY,
+            0.5,
+            -0.0,
+            1e300,
+            0.0,
+            3.0,
+        ];
+        for elements in odd {
+            for pages in odd {
+                for served in [0, 1, 10, usize::MAX] {
+                    let b = PageBudget::new(&pagination(elements, pages), served);
+                    assert!(
+                        (1..=MAX_PAGES).contains(&b.expected)
+                            && (b.expected..=MAX_PAGES).contains(&b.limit),
+                        "{elements} {pages} {served}: {b:?}"
+                    );
+                }
             }
         }
-        assert_eq!(whole(f64::NAN), 0);
-        assert_eq!(whole(-3.0), 0);
-        assert_eq!(whole(2.9), 2);
-        assert_eq!(whole(1e300), u64::MAX);
+        assert_eq!(count(f64::NAN), None);
+        assert_eq!(count(-3.0), None);
+        assert_eq!(count(2.5), None);
+        assert_eq!(count(1e300), None);
+        assert_eq!(count(7.0), Some(7));
     }
 
     #[test]
