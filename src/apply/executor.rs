@@ -1154,7 +1154,7 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
         slot: &str,
         patience: Duration,
     ) -> Result<Option<Instance>, ApplyError> {
-        let deadline = tokio::time::Instant::now() + patience;
+        let deadline = crate::apply::wait::deadline_in(patience);
         let mut delay = self.settings.wait.poll_min;
         let mut attempts = 0u32;
         loop {
@@ -1185,7 +1185,7 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
                 delay.min(deadline.saturating_duration_since(tokio::time::Instant::now())),
             )
             .await;
-            delay = (delay * 2).min(self.settings.wait.poll_max);
+            delay = delay.saturating_mul(2).min(self.settings.wait.poll_max);
         }
     }
 
@@ -1214,7 +1214,9 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
                 Err(e) => {
                     tracing::debug!(slot, attempt, error = %e, "looking for a lost order failed; trying again");
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(self.settings.wait.poll_max * 4);
+                    delay = delay
+                        .saturating_mul(2)
+                        .min(self.settings.wait.poll_max.saturating_mul(4));
                 }
             }
         }

@@ -63,7 +63,10 @@ impl CliError {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     quiet_on_broken_pipe();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
     init_logging(&cli.global);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -84,7 +87,22 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Prints clap's message and exits: 0 for `--help` and `--version`, which
+/// are answers, and [`EXIT_USER_ERROR`] for a usage error. (clap's own exit
+/// code for usage errors is 2, which `plan --detailed-exitcode` reserves
+/// for "there are changes": a typo in a CI job must not read as that.)
+fn usage_error(e: &clap::Error) -> ExitCode {
+    // Printing can only fail on a closed stream; the exit code still says it.
+    let _ = e.print();
+    if e.use_stderr() {
+        ExitCode::from(EXIT_USER_ERROR)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 async fn run(cli: &Cli) -> Result<ExitCode, CliError> {
+    settings::check_tuning_env()?;
     match &cli.command {
         args::Command::Instances(a) => instances::run(&cli.global, a)
             .await

@@ -360,7 +360,7 @@ impl RemoteExec for OpenSshExec {
                     }
                     tracing::debug!(node = %self.node, attempts, error = %e, "not answering yet");
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(self.settings.retry_max);
+                    delay = delay.saturating_mul(2).min(self.settings.retry_max);
                 }
             }
         }
