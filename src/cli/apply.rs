@@ -210,7 +210,11 @@ async fn apply_observed(
 
 fn apply_error(e: ApplyError) -> CliError {
     match e {
-        ApplyError::LockHeld { .. } => CliError::User(e.to_string()),
+        // Another apply, or the inventory's `.kiwi/` folder that cannot be
+        // read or written: the operator's to sort out (exit 1).
+        ApplyError::LockHeld { .. } | ApplyError::Lock { .. } | ApplyError::Journal { .. } => {
+            CliError::User(e.chain())
+        }
         other => CliError::Internal(other.chain()),
     }
 }

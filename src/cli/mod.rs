@@ -25,7 +25,9 @@ pub use man::{markdown_reference, REFERENCE_BEGIN, REFERENCE_END};
 
 use crate::contabo::ContaboError;
 
-/// Exit code for errors the operator can fix: bad inventory, flags, credentials.
+/// Exit code for errors the operator can fix: bad inventory, flags or
+/// usage, missing or refused credentials, local files that cannot be read
+/// or written.
 pub const EXIT_USER_ERROR: u8 = 1;
 /// Exit code for everything else: Contabo or a node failed, or a bug.
 pub const EXIT_FAILURE: u8 = 3;
@@ -55,6 +57,11 @@ impl CliError {
         match self {
             Self::User(_) | Self::Inventory(_) => EXIT_USER_ERROR,
             Self::Contabo(e) if e.is_user_error() => EXIT_USER_ERROR,
+            // This machine could not prepare an SSH connection (temporary
+            // directory, generated configuration): a local file-system problem.
+            Self::Nodes(crate::bootstrap::BootstrapError::Ssh(crate::ssh::SshError::Local {
+                ..
+            })) => EXIT_USER_ERROR,
             Self::Contabo(_) | Self::Nodes(_) | Self::Internal(_) => EXIT_FAILURE,
         }
     }
