@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::auth::{Credentials, TokenSource};
-use super::error::{ContaboError, RequestContext, UnconfirmedOrder};
+use super::error::{ContaboError, PagingProblem, RequestContext, UnconfirmedOrder};
 use super::models::*;
 use super::retry::{is_retryable_status, parse_retry_after, RetryPolicy};
 
@@ -558,9 +558,11 @@ impl ContaboClient {
 
     fn paging_error(&self, path: &str, reason: String) -> ContaboError {
         ContaboError::Paging {
-            path: path.to_string(),
-            trace_id: self.inner.trace_id.clone(),
-            reason,
+            problem: Box::new(PagingProblem {
+                path: path.to_string(),
+                trace_id: self.inner.trace_id.clone(),
+                reason,
+            }),
         }
     }
 
@@ -771,10 +773,8 @@ impl PageBudget {
 /// values (`1e300`) are not counts.
 fn count(n: f64) -> Option<u64> {
     const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
-    (n.is_finite() && n >= 0.0 && n.fract() == 0.0 && n <= EXACT).then(|| {
-        // Exact: a whole number within 2^53.
-        n as u64
-    })
+                                                // `as` is exact here: a whole number within 2^53.
+    (n.is_finite() && n >= 0.0 && n.fract() == 0.0 && n <= EXACT).then_some(n as u64)
 }
 
 /// What became of an order whose answer was lost.

@@ -19,5 +19,5 @@ pub use client::{
     ClientConfig, ContaboClient, InstanceFilter, OrderResolution, DEFAULT_API_URL,
     DEFAULT_AUTH_URL, RATE_LIMIT_RANGE,
 };
-pub use error::{ContaboError, RequestContext, UnconfirmedOrder};
+pub use error::{ContaboError, PagingProblem, RequestContext, UnconfirmedOrder};
 pub use retry::RetryPolicy;
