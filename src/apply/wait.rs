@@ -172,7 +172,7 @@ impl StatusBoard {
                 () = tokio::time::sleep(delay) => {}
                 () = self.stop.notified() => {}
             }
-            delay = (delay.mul_f64(1.5)).min(self.settings.poll_max);
+            delay = delay.saturating_add(delay / 2).min(self.settings.poll_max);
         }
     }
 
