@@ -2,8 +2,6 @@
 //! with its server rewritten to the cluster's endpoint, printed, written
 //! with mode 0600, or merged into an existing file.
 
-use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use super::args::{GlobalArgs, KubeconfigArgs};
@@ -101,26 +99,14 @@ fn write_private(path: &Path, text: &Secret) -> Result<(), CliError> {
             path.display()
         )));
     }
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut file = tempfile::Builder::new()
-        .prefix(".kiwi-kubeconfig-")
-        .permissions(std::fs::Permissions::from_mode(0o600))
-        .tempfile_in(dir)
-        .map_err(io)?;
-    file.write_all(text.expose().as_bytes()).map_err(io)?;
-    file.as_file().sync_all().map_err(io)?;
-    // On failure the temporary file is removed when `e.file` drops.
-    file.persist(path).map_err(|e| io(e.error))?;
-    Ok(())
+    super::files::replace_file(path, text.expose().as_bytes(), 0o600).map_err(io)
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn mode(path: &Path) -> u32 {
         std::fs::symlink_metadata(path)
@@ -151,7 +137,7 @@ mod tests {
         let leftovers: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|n| n.starts_with(".kiwi-kubeconfig-"))
+            .filter(|n| n.starts_with(".kiwi-") && n.ends_with(".tmp"))
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
     }

@@ -5,6 +5,7 @@ mod apply;
 mod args;
 mod completions;
 mod customer;
+mod files;
 mod instances;
 mod kubeconfig;
 mod man;
