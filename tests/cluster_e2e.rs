@@ -236,6 +236,11 @@ async fn one_apply_builds_every_cluster_and_keeps_labels_true() {
     let shown = String::from_utf8_lossy(&status.stdout);
     assert_eq!(shown.matches(" Ready ").count(), expected.len(), "{shown}");
     let kubeconfig = w.inventory.join("../kubeconfig");
+    // The temporary path kiwi-infra once wrote through, planted as a link
+    // to a file another user could read: the credentials must not go there.
+    let stolen = w.inventory.join("../stolen");
+    std::fs::write(&stolen, "").unwrap();
+    std::os::unix::fs::symlink(&stolen, kubeconfig.with_extension("kiwi-tmp")).unwrap();
     let out = run(w.kiwi(&[
         "kubeconfig",
         "stadtwerke-nord",
@@ -244,6 +249,11 @@ async fn one_apply_builds_every_cluster_and_keeps_labels_true() {
     ]))
     .await;
     assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        std::fs::read_to_string(&stolen).unwrap(),
+        "",
+        "written through a link"
+    );
     let written = std::fs::read_to_string(&kubeconfig).unwrap();
     assert!(
         written.contains("current-context: stadtwerke-nord"),

@@ -508,7 +508,12 @@ pub fn journal_claims(
             else {
                 return false;
             };
-            created >= intent.at - CLOCK_SKEW && chrono::Utc::now() - intent.at < horizon
+            // A date from the file may sit at the edge of what chrono can
+            // represent: an out-of-range bound claims nothing.
+            let Some(earliest) = intent.at.checked_sub_signed(CLOCK_SKEW) else {
+                return false;
+            };
+            created >= earliest && chrono::Utc::now().signed_duration_since(intent.at) < horizon
         }
         Event::Absent | Event::Refused { .. } | Event::ReorderConfirmed => false,
     }
@@ -1232,7 +1237,7 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
         slot: &str,
         patience: Duration,
     ) -> Result<Option<Instance>, ApplyError> {
-        let deadline = tokio::time::Instant::now() + patience;
+        let deadline = crate::apply::wait::deadline_in(patience);
         let mut delay = self.settings.wait.poll_min;
         let mut attempts = 0u32;
         loop {
@@ -1263,7 +1268,7 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
                 delay.min(deadline.saturating_duration_since(tokio::time::Instant::now())),
             )
             .await;
-            delay = (delay * 2).min(self.settings.wait.poll_max);
+            delay = delay.saturating_mul(2).min(self.settings.wait.poll_max);
         }
     }
 

@@ -65,9 +65,34 @@ pub struct ApplyLock {
 
 /// Creates `<inventory>/.kiwi/` with a `.gitignore` that keeps its contents
 /// (lock, journal) out of the inventory's repository.
+///
+/// The folder is created with mode 0700, and one that other users may
+/// write to is refused: the order journal decides which instances
+/// kiwi-infra claims as its own, so no one else may write it.
 pub fn state_dir(inventory: &Path) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     let dir = inventory.join(STATE_DIR);
-    std::fs::create_dir_all(&dir)?;
+    match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let meta = std::fs::symlink_metadata(&dir)?;
+    if !meta.is_dir() {
+        return Err(std::io::Error::other(format!(
+            "{} is not a directory (a symbolic link or a file); expected kiwi-infra's state folder",
+            dir.display()
+        )));
+    }
+    if meta.permissions().mode() & 0o022 != 0 {
+        return Err(std::io::Error::other(format!(
+            "{} may be written by other users (mode {:o}); anyone could forge the order journal. \
+             Run `chmod 700 {}`",
+            dir.display(),
+            meta.permissions().mode() & 0o777,
+            dir.display()
+        )));
+    }
     let ignore = dir.join(".gitignore");
     if !ignore.exists() {
         std::fs::write(
@@ -133,6 +158,21 @@ impl ApplyLock {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_state_folder_is_private_and_a_writable_one_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let state = state_dir(dir.path()).unwrap();
+        let mode = std::fs::metadata(&state).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = state_dir(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("chmod 700"), "{err}");
+        let other = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(dir.path(), other.path().join(STATE_DIR)).unwrap();
+        assert!(state_dir(other.path()).is_err(), "a symlinked state folder");
+    }
 
     #[test]
     fn second_lock_names_the_holder_and_release_frees_it() {

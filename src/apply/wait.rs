@@ -172,7 +172,7 @@ impl StatusBoard {
                 () = tokio::time::sleep(delay) => {}
                 () = self.stop.notified() => {}
             }
-            delay = (delay.mul_f64(1.5)).min(self.settings.poll_max);
+            delay = delay.saturating_add(delay / 2).min(self.settings.poll_max);
         }
     }
 
@@ -198,7 +198,7 @@ impl StatusBoard {
             // Polls may fail for a while; the time limit still applies then.
             let changed = tokio::select! {
                 r = rx.changed() => r.is_ok(),
-                () = tokio::time::sleep(self.settings.poll_max * 2) => false,
+                () = tokio::time::sleep(self.settings.poll_max.saturating_mul(2)) => false,
             };
             let since = current.as_ref().map_or(registered, |(_, since)| *since);
             let status_now = current.as_ref().and_then(|(s, _)| s.as_ref());
@@ -348,4 +348,17 @@ pub fn needs_human_message(slot: &str, i: &Instance) -> String {
         other => format!("it is {other}; check it in the Contabo Customer Control Panel"),
     };
     format!("{slot} (instance {id}) is {}: {what}", i.status)
+}
+
+/// What a time limit too long for the clock becomes: thirty years.
+pub const FAR_FUTURE: Duration = Duration::from_secs(30 * 365 * 24 * 60 * 60);
+
+/// The deadline `wait` from now. A wait too long for the clock (from a
+/// flag, a variable or a server) ends far in the future instead of
+/// panicking on overflow.
+pub fn deadline_in(wait: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(wait)
+        .or_else(|| now.checked_add(FAR_FUTURE))
+        .unwrap_or(now)
 }

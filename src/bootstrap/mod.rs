@@ -454,7 +454,12 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
         node: &str,
         unit: &str,
     ) -> Result<(), BootstrapError> {
-        let deadline = Instant::now() + self.settings.ready_timeout;
+        let now = Instant::now();
+        // A limit too long for the clock means "no limit", never a panic.
+        let deadline = now
+            .checked_add(self.settings.ready_timeout)
+            .or_else(|| now.checked_add(crate::apply::wait::FAR_FUTURE))
+            .unwrap_or(now);
         loop {
             if let Ok(out) = self
                 .run(
@@ -1200,7 +1205,7 @@ impl<C: NodeConnector> NodeExecutor for SshNodeExecutor<C> {
             return Ok(false);
         };
         let address = address.to_string();
-        let deadline = tokio::time::Instant::now() + self.settings.first_boot_timeout;
+        let deadline = crate::apply::wait::deadline_in(self.settings.first_boot_timeout);
         self.connector
             .wait_ready(slot, &address, deadline)
             .await

@@ -18,7 +18,6 @@
 use std::collections::BTreeSet;
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use super::args::{ApplyArgs, GlobalArgs};
 use super::plan::{load_inventory, observe_all, plan_options};
@@ -220,7 +219,11 @@ async fn apply_observed(
 
 fn apply_error(e: ApplyError) -> CliError {
     match e {
-        ApplyError::LockHeld { .. } => CliError::User(e.to_string()),
+        // Another apply, or the inventory's `.kiwi/` folder that cannot be
+        // read or written: the operator's to sort out (exit 1).
+        ApplyError::LockHeld { .. } | ApplyError::Lock { .. } | ApplyError::Journal { .. } => {
+            CliError::User(e.chain())
+        }
         other => CliError::Internal(other.chain()),
     }
 }
@@ -300,32 +303,28 @@ fn apply_command(global: &GlobalArgs, args: &ApplyArgs) -> String {
     command
 }
 
-fn env_number(name: &str) -> Option<u64> {
-    std::env::var(name).ok()?.trim().parse().ok()
-}
-
-/// Shorter waits for tests and the sandbox (see the module docs).
+/// Shorter waits for tests and the sandbox (see the module docs). The
+/// values are checked and clamped in [`settings`].
 fn tune_from_env(s: &mut ApplySettings) {
-    if let Some(ms) = env_number("KIWI_APPLY_POLL_MS") {
-        s.wait.poll_min = Duration::from_millis(ms);
-        s.wait.poll_max = Duration::from_millis(ms.saturating_mul(5));
+    if let Some(poll) = settings::env_millis("KIWI_APPLY_POLL_MS") {
+        s.wait.poll_min = poll;
+        s.wait.poll_max = poll.saturating_mul(5);
     }
-    if let Some(secs) = env_number("KIWI_APPLY_STATUS_LIMIT_SECS") {
-        let limit = Duration::from_secs(secs);
+    if let Some(limit) = settings::env_secs("KIWI_APPLY_STATUS_LIMIT_SECS") {
         s.wait.provisioning_limit = limit;
         s.wait.installing_limit = limit;
         s.wait.other_limit = limit;
     }
-    if let Some(ms) = env_number("KIWI_APPLY_UNLISTED_WAIT_MS") {
-        s.unlisted_order_wait = Duration::from_millis(ms);
+    if let Some(wait) = settings::env_millis("KIWI_APPLY_UNLISTED_WAIT_MS") {
+        s.unlisted_order_wait = wait;
     }
-    if let Some(ms) = env_number("KIWI_APPLY_START_GRACE_MS") {
-        s.wait.start_grace = Duration::from_millis(ms);
+    if let Some(grace) = settings::env_millis("KIWI_APPLY_START_GRACE_MS") {
+        s.wait.start_grace = grace;
     }
-    if let Some(n) = env_number("KIWI_APPLY_CONCURRENCY") {
-        s.concurrency = usize::try_from(n).unwrap_or(8).max(1);
+    if let Some(n) = settings::env_concurrency("KIWI_APPLY_CONCURRENCY") {
+        s.concurrency = n;
     }
-    if let Some(n) = env_number("KIWI_APPLY_NODE_CONCURRENCY") {
-        s.node_concurrency = usize::try_from(n).unwrap_or(32).max(1);
+    if let Some(n) = settings::env_concurrency("KIWI_APPLY_NODE_CONCURRENCY") {
+        s.node_concurrency = n;
     }
 }

@@ -66,8 +66,15 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "KIWI_SSH_IDENTITY", value_name = "FILE")]
     pub ssh_identity: Option<std::path::PathBuf>,
 
-    /// Contabo requests per second, shared by everything this run does.
-    #[arg(long, global = true, default_value_t = 10.0, env = "KIWI_RATE_LIMIT")]
+    /// Contabo requests per second, shared by everything this run does
+    /// (0.01-10000).
+    #[arg(
+        long,
+        global = true,
+        default_value_t = 10.0,
+        env = "KIWI_RATE_LIMIT",
+        value_parser = parse_rate_limit
+    )]
     pub rate_limit: f64,
 
     /// Items asked for per page of a Contabo list (1-1000). Contabo documents
@@ -413,4 +420,42 @@ pub struct InstancesArgs {
     /// Print JSON (an array of instances) instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--rate-limit`: a finite number of requests per second within
+/// [`crate::contabo::RATE_LIMIT_RANGE`]. A rate of zero, `NaN` or `1e-300`
+/// would make the pacing period meaningless (or overflow it).
+fn parse_rate_limit(text: &str) -> Result<f64, String> {
+    let range = crate::contabo::RATE_LIMIT_RANGE;
+    let expected = format!(
+        "expected a number of requests per second from {} to {}",
+        range.start(),
+        range.end()
+    );
+    let rate: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number; {expected}"))?;
+    if rate.is_finite() && range.contains(&rate) {
+        Ok(rate)
+    } else {
+        Err(format!("{text:?} is out of range; {expected}"))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rate_limit_must_be_a_sensible_number() {
+        for bad in [
+            "0", "-1", "NaN", "inf", "1e-300", "1e300", "fast", "", "0.001",
+        ] {
+            assert!(parse_rate_limit(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(parse_rate_limit("10").unwrap(), 10.0);
+        assert_eq!(parse_rate_limit(" 0.5 ").unwrap(), 0.5);
+    }
 }

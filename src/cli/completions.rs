@@ -15,5 +15,5 @@ pub(super) fn run(args: &CompletionsArgs) -> Result<(), CliError> {
     clap_complete::generate(args.shell, &mut Cli::command(), "kiwi-infra", &mut script);
     std::io::stdout()
         .write_all(&script)
-        .map_err(|e| CliError::Internal(format!("cannot write the completion script: {e}")))
+        .map_err(|e| CliError::User(format!("cannot write the completion script: {e}")))
 }

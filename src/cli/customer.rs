@@ -324,7 +324,7 @@ fn take_back(path: &Path, previous: Option<String>) -> Result<(), CliError> {
         None => std::fs::remove_file(path),
     };
     result.map_err(|e| {
-        CliError::Internal(format!(
+        CliError::User(format!(
             "the inventory does not validate with {0}, and it cannot be taken back: {e}; \
              remove or fix {0} by hand",
             path.display()

@@ -2,8 +2,6 @@
 //! with its server rewritten to the cluster's endpoint, printed, written
 //! with mode 0600, or merged into an existing file.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use super::args::{GlobalArgs, KubeconfigArgs};
@@ -34,16 +32,7 @@ pub(super) async fn run(global: &GlobalArgs, args: &KubeconfigArgs) -> Result<()
     match (&args.out, &args.merge) {
         (Some(path), _) => write_private(path, &renamed)?,
         (None, Some(path)) => {
-            let existing = match std::fs::read_to_string(path) {
-                Ok(text) => Secret::new(text),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Secret::new(String::new()),
-                Err(e) => {
-                    return Err(CliError::User(format!(
-                        "cannot read {}: {e}",
-                        path.display()
-                    )))
-                }
-            };
+            let existing = read_existing(path)?;
             let merged = kubeconfig::merge(&existing, &renamed)
                 .map_err(|e| CliError::User(e.to_string()))?;
             write_private(path, &merged)?;
@@ -61,18 +50,154 @@ pub(super) async fn run(global: &GlobalArgs, args: &KubeconfigArgs) -> Result<()
     Ok(())
 }
 
+/// Largest kubeconfig `--merge` reads.
+const MAX_KUBECONFIG_BYTES: u64 = 16 * 1024 * 1024;
+
+/// The kubeconfig to merge into (empty if there is none yet). Only a
+/// regular file of sensible size is read: a FIFO or `/dev/zero` given by
+/// mistake is refused instead of read forever.
+fn read_existing(path: &Path) -> Result<Secret, CliError> {
+    use std::io::Read;
+    let cannot =
+        |e: &dyn std::fmt::Display| CliError::User(format!("cannot read {}: {e}", path.display()));
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Secret::new(String::new()))
+        }
+        Err(e) => return Err(cannot(&e)),
+    };
+    if !meta.is_file() {
+        return Err(cannot(&"not a regular file; expected a kubeconfig file"));
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_KUBECONFIG_BYTES + 1).read_to_string(&mut text))
+        .map_err(|e| cannot(&e))?;
+    if text.len() as u64 > MAX_KUBECONFIG_BYTES {
+        return Err(cannot(&format!(
+            "larger than {} MiB; expected a kubeconfig file",
+            MAX_KUBECONFIG_BYTES / 1024 / 1024
+        )));
+    }
+    Ok(Secret::new(text))
+}
+
 /// Writes `text` with mode 0600 through a temporary file and a rename.
+///
+/// The temporary file gets a random name in the target's directory and is
+/// created exclusively (`O_EXCL`, so a file or symbolic link planted there
+/// is never opened) with mode 0600 before a byte is written; the rename
+/// then replaces `path` itself. A `path` that is a symbolic link is
+/// refused rather than replaced or written through.
 fn write_private(path: &Path, text: &Secret) -> Result<(), CliError> {
-    let tmp = path.with_extension("kiwi-tmp");
     let io = |e: std::io::Error| CliError::User(format!("cannot write {}: {e}", path.display()));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
-    file.write_all(text.expose().as_bytes()).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(CliError::User(format!(
+            "{} is a symbolic link; kiwi-infra writes admin credentials only to a plain file. \
+             Give the path of the file itself. Nothing was written",
+            path.display()
+        )));
+    }
+    super::files::replace_file(path, text.expose().as_bytes(), 0o600).map_err(io)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::symlink_metadata(path)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    }
+
+    #[test]
+    fn kubeconfig_out_never_writes_through_a_planted_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("admin.yaml");
+        // The old predictable temporary path, planted: a link to a file the
+        // attacker can read, and a world-readable file of its own.
+        let elsewhere = dir.path().join("attacker-readable");
+        std::fs::write(&elsewhere, "").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, target.with_extension("kiwi-tmp")).unwrap();
+
+        write_private(&target, &Secret::new("client-key-data: canary\n".into())).unwrap();
+
+        assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "");
+        assert_eq!(
+            std::fs::read_to_string(&target).unwrap(),
+            "client-key-data: canary\n"
+        );
+        assert_eq!(mode(&target), 0o600);
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with(".kiwi-") && n.ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn kubeconfig_out_replaces_a_world_readable_file_with_a_private_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("admin.yaml");
+        let planted = target.with_extension("kiwi-tmp");
+        for path in [&target, &planted] {
+            std::fs::write(path, "old").unwrap();
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        }
+
+        write_private(&target, &Secret::new("secret".into())).unwrap();
+
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "secret");
+        assert_eq!(mode(&target), 0o600);
+        assert_eq!(std::fs::read_to_string(&planted).unwrap(), "old");
+    }
+
+    #[test]
+    fn kubeconfig_out_refuses_a_target_that_is_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::write(&elsewhere, "untouched").unwrap();
+        let target = dir.path().join("admin.yaml");
+        std::os::unix::fs::symlink(&elsewhere, &target).unwrap();
+
+        let err = write_private(&target, &Secret::new("secret".into())).unwrap_err();
+
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "untouched");
+        assert!(std::fs::symlink_metadata(&target)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+    }
+
+    #[test]
+    fn merge_refuses_to_read_a_fifo_or_a_device() {
+        let err = read_existing(Path::new("/dev/zero")).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        assert!(read_existing(&dir.path().join("none"))
+            .unwrap()
+            .expose()
+            .is_empty());
+        assert!(read_existing(dir.path()).is_err());
+    }
+
+    #[test]
+    fn a_missing_directory_is_the_operators_to_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("nested").join("k.yaml");
+        std::fs::create_dir(dir.path().join("nested")).unwrap();
+        write_private(&target, &Secret::new("x".into())).unwrap();
+        assert_eq!(mode(&target), 0o600);
+        let err = write_private(&dir.path().join("missing/k.yaml"), &Secret::new("x".into()))
+            .unwrap_err();
+        assert!(err.to_string().contains("cannot write"), "{err}");
+    }
 }

@@ -26,7 +26,7 @@ pub(super) fn run(args: &ManArgs) -> Result<(), CliError> {
             clap_mangen::Man::new(documented_command())
                 .render(&mut page)
                 .and_then(|()| std::io::stdout().write_all(&page))
-                .map_err(|e| CliError::Internal(format!("cannot write the man page: {e}")))
+                .map_err(|e| CliError::User(format!("cannot write the man page: {e}")))
         }
         Some(dir) => {
             std::fs::create_dir_all(dir).map_err(|e| {

@@ -5,6 +5,7 @@ mod apply;
 mod args;
 mod completions;
 mod customer;
+mod files;
 mod instances;
 mod kubeconfig;
 mod man;
@@ -25,7 +26,9 @@ pub use man::{markdown_reference, REFERENCE_BEGIN, REFERENCE_END};
 
 use crate::contabo::ContaboError;
 
-/// Exit code for errors the operator can fix: bad inventory, flags, credentials.
+/// Exit code for errors the operator can fix: bad inventory, flags or
+/// usage, missing or refused credentials, local files that cannot be read
+/// or written.
 pub const EXIT_USER_ERROR: u8 = 1;
 /// Exit code for everything else: Contabo or a node failed, or a bug.
 pub const EXIT_FAILURE: u8 = 3;
@@ -55,6 +58,11 @@ impl CliError {
         match self {
             Self::User(_) | Self::Inventory(_) => EXIT_USER_ERROR,
             Self::Contabo(e) if e.is_user_error() => EXIT_USER_ERROR,
+            // This machine could not prepare an SSH connection (temporary
+            // directory, generated configuration): a local file-system problem.
+            Self::Nodes(crate::bootstrap::BootstrapError::Ssh(crate::ssh::SshError::Local {
+                ..
+            })) => EXIT_USER_ERROR,
             Self::Contabo(_) | Self::Nodes(_) | Self::Internal(_) => EXIT_FAILURE,
         }
     }
@@ -63,7 +71,10 @@ impl CliError {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     quiet_on_broken_pipe();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
     init_logging(&cli.global);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -84,7 +95,22 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Prints clap's message and exits: 0 for `--help` and `--version`, which
+/// are answers, and [`EXIT_USER_ERROR`] for a usage error. (clap's own exit
+/// code for usage errors is 2, which `plan --detailed-exitcode` reserves
+/// for "there are changes": a typo in a CI job must not read as that.)
+fn usage_error(e: &clap::Error) -> ExitCode {
+    // Printing can only fail on a closed stream; the exit code still says it.
+    let _ = e.print();
+    if e.use_stderr() {
+        ExitCode::from(EXIT_USER_ERROR)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 async fn run(cli: &Cli) -> Result<ExitCode, CliError> {
+    settings::check_tuning_env()?;
     match &cli.command {
         args::Command::Instances(a) => instances::run(&cli.global, a)
             .await

@@ -3,7 +3,6 @@
 //! `status`.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use super::args::GlobalArgs;
 use crate::bootstrap::{BootstrapSettings, SshNodeExecutor};
@@ -21,13 +20,13 @@ pub(super) fn executor(global: &GlobalArgs, desired: &Desired, observed: &Observ
     let mut ssh = SshSettings::production(KnownHosts::path_in(&global.inventory));
     ssh.identity_file = global.ssh_identity.clone();
     let mut settings = BootstrapSettings::default();
-    if let Some(secs) = env_number("KIWI_NODE_READY_SECS") {
-        settings.ready_timeout = Duration::from_secs(secs);
-        settings.first_boot_timeout = Duration::from_secs(secs);
-        ssh.ready_limit = Duration::from_secs(secs);
+    if let Some(limit) = super::settings::env_secs("KIWI_NODE_READY_SECS") {
+        settings.ready_timeout = limit;
+        settings.first_boot_timeout = limit;
+        ssh.ready_limit = limit;
     }
-    if let Some(ms) = env_number("KIWI_NODE_POLL_MS") {
-        settings.poll = Duration::from_millis(ms);
+    if let Some(poll) = super::settings::env_millis("KIWI_NODE_POLL_MS") {
+        settings.poll = poll;
     }
     let addresses: BTreeMap<String, String> = crate::plan::node_addresses(desired, observed)
         .into_iter()
@@ -39,9 +38,4 @@ pub(super) fn executor(global: &GlobalArgs, desired: &Desired, observed: &Observ
 /// Fills `observed.clusters` by asking each cluster over SSH.
 pub(super) async fn observe_nodes(nodes: &Nodes, desired: &Desired, observed: &mut Observed) {
     observed.clusters = observe_clusters(nodes, desired, observed).await;
-}
-
-/// A whole number from the environment (tests and the sandbox shorten waits).
-fn env_number(name: &str) -> Option<u64> {
-    std::env::var(name).ok()?.trim().parse().ok()
 }

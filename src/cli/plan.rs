@@ -140,10 +140,9 @@ async fn plan_and_print(global: &GlobalArgs, args: &PlanArgs) -> Result<bool, Cl
 }
 
 /// Writes `text` to `path` through a temporary file and a rename, so a
-/// crash never leaves half a plan behind.
+/// crash never leaves half a plan behind (and a file planted at a
+/// temporary name is never written through: see [`super::files`]).
 fn write_new_file(path: &std::path::Path, text: &str) -> Result<(), CliError> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text)
-        .and_then(|()| std::fs::rename(&tmp, path))
+    super::files::replace_file(path, text.as_bytes(), 0o644)
         .map_err(|e| CliError::User(format!("cannot write the plan to {}: {e}", path.display())))
 }

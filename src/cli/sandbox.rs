@@ -5,7 +5,17 @@
 //! file pointing kiwi-infra at it; `down` stops it; `demo` runs the whole
 //! tour. kiwi-infra itself talks to the sandbox exactly as to Contabo and
 //! real servers: only URLs, credentials and the inventory differ.
+//!
+//! The sandbox deletes only what it created. `up` makes its directory
+//! itself (mode 0700) and marks it with [`MARKER`], which names a random
+//! id and the directory's own device and inode; the id is also recorded in
+//! the `env` file. `up` (and `demo`) clear, and `down` stops and deletes, a
+//! directory only when that marker checks out: any other non-empty
+//! directory is refused with exit 1 and left exactly as it was, and a
+//! process is stopped only if it is the stand-in started for that very
+//! directory. Deleting never follows a symbolic link.
 
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -50,6 +60,15 @@ const CREDENTIALS: [(&str, &str); 4] = [
     ("CNTB_OAUTH2_PASS", "sandbox-password"),
 ];
 
+/// The file that marks a directory as one `sandbox up` created.
+const MARKER: &str = ".kiwi-sandbox";
+
+/// The first line of [`MARKER`].
+const MARKER_HEADER: &str = "kiwi-infra sandbox";
+
+/// The environment variable, in the `env` file, that repeats the marker's id.
+const ID_VARIABLE: &str = "KIWI_SANDBOX_ID";
+
 /// `kiwi-infra sandbox …`.
 pub(super) async fn run(global: &GlobalArgs, cmd: &SandboxCommand) -> Result<ExitCode, CliError> {
     match cmd {
@@ -71,6 +90,8 @@ pub(super) async fn run(global: &GlobalArgs, cmd: &SandboxCommand) -> Result<Exi
 struct Sandbox {
     dir: PathBuf,
     url: String,
+    /// The random id of its marker.
+    id: String,
 }
 
 impl Sandbox {
@@ -96,6 +117,7 @@ impl Sandbox {
             "KIWI_SSH_IDENTITY".into(),
             path_text(&self.dir.join("operator")),
         ));
+        env.push((ID_VARIABLE.into(), self.id.clone()));
         env
     }
 
@@ -118,26 +140,157 @@ fn path_text(p: &Path) -> String {
     p.display().to_string()
 }
 
+/// A local file-system problem: the operator's to fix (exit 1).
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> CliError {
     let what = what.into();
-    move |e| CliError::Internal(format!("sandbox: {what}: {e}"))
+    move |e| CliError::User(format!("sandbox: {what}: {e}"))
+}
+
+/// What a `--dir` holds, as far as the sandbox is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum DirState {
+    /// Nothing is there.
+    Absent,
+    /// An empty directory.
+    Empty,
+    /// A directory `sandbox up` created (its marker checks out).
+    Ours,
+    /// Anything else; the text says what it is.
+    Foreign(String),
+}
+
+/// Looks at `dir` without following a symbolic link at it or in it.
+fn inspect(dir: &Path) -> Result<DirState, CliError> {
+    let meta = match std::fs::symlink_metadata(dir) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(DirState::Absent),
+        Err(e) => return Err(io(format!("cannot look at {}", dir.display()))(e)),
+    };
+    if meta.file_type().is_symlink() {
+        return Ok(DirState::Foreign("is a symbolic link".into()));
+    }
+    if !meta.is_dir() {
+        return Ok(DirState::Foreign("is not a directory".into()));
+    }
+    let mut entries =
+        std::fs::read_dir(dir).map_err(io(format!("cannot read {}", dir.display())))?;
+    if entries.next().is_none() {
+        return Ok(DirState::Empty);
+    }
+    let Some(id) = read_small(&dir.join(MARKER), 1024)
+        .and_then(|text| marker_id(&text, meta.dev(), meta.ino()))
+    else {
+        return Ok(DirState::Foreign(format!(
+            "is not empty and carries no valid {MARKER} marker of `kiwi-infra sandbox up`"
+        )));
+    };
+    // The env file is written last; an `up` that stopped before has none.
+    match read_small(&dir.join("env"), 64 * 1024) {
+        None => Ok(DirState::Ours),
+        Some(env) if env.lines().any(|l| l == id_line(&id)) => Ok(DirState::Ours),
+        Some(_) => Ok(DirState::Foreign(format!(
+            "has an env file that does not belong to its {MARKER} marker"
+        ))),
+    }
+}
+
+/// The text of a regular file of at most `limit` bytes; `None` for a
+/// symbolic link, anything that is not a regular file, or a bigger file.
+fn read_small(path: &Path, limit: u64) -> Option<String> {
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    if !meta.file_type().is_file() || meta.len() > limit {
+        return None;
+    }
+    std::fs::read_to_string(path).ok()
+}
+
+/// The marker's text for a directory with this device and inode number.
+fn marker_text(id: &str, dev: u64, ino: u64) -> String {
+    format!("{MARKER_HEADER}\nid {id}\ndirectory {dev}:{ino}\n")
+}
+
+/// The id of a marker, if it is well formed and names this directory (a
+/// copied or moved-in marker names another one).
+fn marker_id(text: &str, dev: u64, ino: u64) -> Option<String> {
+    let mut lines = text.lines();
+    (lines.next()? == MARKER_HEADER).then_some(())?;
+    let id = lines.next()?.strip_prefix("id ")?;
+    uuid::Uuid::parse_str(id).ok()?;
+    (lines.next()? == format!("directory {dev}:{ino}")).then_some(())?;
+    lines.next().is_none().then(|| id.to_string())
+}
+
+/// The `env` file's line that repeats the marker's id.
+fn id_line(id: &str) -> String {
+    format!("export {ID_VARIABLE}='{id}'")
+}
+
+/// The refusal for a directory the sandbox did not create.
+fn not_ours(dir: &Path, why: &str) -> CliError {
+    CliError::User(format!(
+        "{} {why}; kiwi-infra's sandbox only ever deletes or reuses a directory its own \
+         `sandbox up` created. Nothing was stopped or deleted. Choose another --dir (an absent \
+         or empty one), or remove this one yourself if it is yours to remove",
+        dir.display()
+    ))
+}
+
+/// Creates `dir` afresh (it must not exist), mode 0700, and marks it as
+/// the sandbox's. Returns its canonical path and the marker's id.
+fn create_marked(dir: &Path) -> Result<(PathBuf, String), CliError> {
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(io(format!("cannot create {}", parent.display())))?;
+    }
+    // Not `create_dir_all`: if something appeared at `dir` since it was
+    // inspected, this fails instead of writing into it.
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(dir)
+        .map_err(io(format!("cannot create {}", dir.display())))?;
+    let dir =
+        std::fs::canonicalize(dir).map_err(io(format!("cannot resolve {}", dir.display())))?;
+    let meta = std::fs::metadata(&dir).map_err(io(format!("cannot look at {}", dir.display())))?;
+    let id = uuid::Uuid::new_v4().to_string();
+    write_file(
+        &dir.join(MARKER),
+        &marker_text(&id, meta.dev(), meta.ino()),
+        0o600,
+    )?;
+    Ok((dir, id))
 }
 
 /// Starts the sandbox in `dir` (which must not hold a running one).
 fn up(dir: &Path) -> Result<Sandbox, CliError> {
-    if let Some(pid) = running_pid(dir) {
-        return Err(CliError::User(format!(
-            "a sandbox is already running in {} (contabo-mock pid {pid}); use it (source {}/env) \
-             or stop it with `kiwi-infra sandbox down --dir {0}`",
-            dir.display(),
-            dir.display()
-        )));
+    match inspect(dir)? {
+        DirState::Foreign(why) => return Err(not_ours(dir, &why)),
+        DirState::Ours => {
+            if let Some(pid) = running_pid(dir) {
+                return Err(CliError::User(format!(
+                    "a sandbox is already running in {} (contabo-mock pid {pid}); use it \
+                     (source {}/env) or stop it with `kiwi-infra sandbox down --dir {0}`",
+                    dir.display(),
+                    dir.display()
+                )));
+            }
+        }
+        DirState::Absent | DirState::Empty => {}
     }
     preflight()?;
     let mock = sibling_binary("contabo-mock")?;
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).map_err(io(format!("cannot clear {}", dir.display())))?;
+    match inspect(dir)? {
+        DirState::Ours => {
+            std::fs::remove_dir_all(dir).map_err(io(format!("cannot clear {}", dir.display())))?
+        }
+        // Recreated below with the sandbox's own mode and marker.
+        DirState::Empty => {
+            std::fs::remove_dir(dir).map_err(io(format!("cannot clear {}", dir.display())))?
+        }
+        DirState::Absent => {}
+        DirState::Foreign(why) => return Err(not_ours(dir, &why)),
     }
+    let (dir, id) = create_marked(dir)?;
+    let dir = dir.as_path();
     std::fs::create_dir_all(dir.join("inventory/customers"))
         .map_err(io(format!("cannot create {}", dir.display())))?;
 
@@ -157,8 +310,8 @@ fn up(dir: &Path) -> Result<Sandbox, CliError> {
         .map(|(n, ip)| format!("{n}={ip}"))
         .collect::<Vec<_>>()
         .join(",");
-    let out = std::fs::File::create(dir.join("mock.out")).map_err(io("cannot create mock.out"))?;
-    let log = std::fs::File::create(dir.join("mock.log")).map_err(io("cannot create mock.log"))?;
+    let out = new_file(&dir.join("mock.out")).map_err(io("cannot create mock.out"))?;
+    let log = new_file(&dir.join("mock.log")).map_err(io("cannot create mock.log"))?;
     let mut command = Command::new(&mock);
     command
         .arg("--listen")
@@ -226,6 +379,7 @@ fn up(dir: &Path) -> Result<Sandbox, CliError> {
     let sandbox = Sandbox {
         dir: dir.to_path_buf(),
         url,
+        id,
     };
     let env: String = sandbox
         .env()
@@ -263,8 +417,17 @@ fn write_inventory(target: &Path, public_key: &str) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Stops the sandbox in `dir` and removes its files.
+/// Stops the sandbox in `dir` and removes its files; refuses a directory
+/// `up` did not create.
 fn down(dir: &Path) -> Result<(), CliError> {
+    match inspect(dir)? {
+        DirState::Ours => {}
+        DirState::Absent | DirState::Empty => {
+            println!("No sandbox is running in {}.", dir.display());
+            return Ok(());
+        }
+        DirState::Foreign(why) => return Err(not_ours(dir, &why)),
+    }
     match running_pid(dir) {
         Some(pid) => {
             let _ = Command::new("kill")
@@ -283,7 +446,9 @@ fn down(dir: &Path) -> Result<(), CliError> {
         }
         None => println!("No sandbox is running in {}.", dir.display()),
     }
-    if dir.join("mock.pid").exists() || dir.join("env").exists() {
+    // Checked again right before: `remove_dir_all` does not follow symbolic
+    // links, neither at `dir` nor inside it.
+    if inspect(dir)? == DirState::Ours {
         std::fs::remove_dir_all(dir).map_err(io(format!("cannot remove {}", dir.display())))?;
     }
     Ok(())
@@ -291,7 +456,7 @@ fn down(dir: &Path) -> Result<(), CliError> {
 
 /// The tour: up, plan, apply, status, plan again, down.
 fn demo(global: &GlobalArgs, args: &SandboxArgs) -> Result<ExitCode, CliError> {
-    if running_pid(&args.dir).is_some() {
+    if inspect(&args.dir)? == DirState::Ours && running_pid(&args.dir).is_some() {
         down(&args.dir)?;
     }
     heading("Starting the sandbox");
@@ -405,14 +570,25 @@ fn sibling_binary(name: &str) -> Result<PathBuf, CliError> {
     }
 }
 
-/// The pid of the sandbox's stand-in in `dir`, if it is alive.
+/// The pid of the sandbox's stand-in in `dir`, if it is alive and is the
+/// stand-in `up` started for this directory (its `--state` file is in
+/// `dir`): a `mock.pid` alone never makes the sandbox signal a process.
 fn running_pid(dir: &Path) -> Option<u32> {
-    let pid: u32 = std::fs::read_to_string(dir.join("mock.pid"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+    let pid: u32 = read_small(&dir.join("mock.pid"), 64)?.trim().parse().ok()?;
+    let state = std::fs::canonicalize(dir).ok()?.join("contabo.json");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    cmdline
+        .split(|b| *b == 0)
+        .any(|arg| arg == state.as_os_str().as_encoded_bytes())
+        .then_some(pid)
+}
+
+/// Creates a new file; never opens one that exists (or a planted link).
+fn new_file(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
 }
 
 fn write_file(path: &Path, text: &str, mode: u32) -> Result<(), CliError> {
@@ -422,10 +598,11 @@ fn write_file(path: &Path, text: &str, mode: u32) -> Result<(), CliError> {
         std::fs::create_dir_all(parent)
             .map_err(io(format!("cannot create {}", parent.display())))?;
     }
+    // Every file of the sandbox is written once, into the directory `up`
+    // just created.
     let mut file = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(mode)
         .open(path)
         .map_err(io(format!("cannot write {}", path.display())))?;
@@ -437,4 +614,97 @@ fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn marked() -> (tempfile::TempDir, PathBuf, String) {
+        let parent = tempfile::tempdir().unwrap();
+        let (dir, id) = create_marked(&parent.path().join("sandbox")).unwrap();
+        (parent, dir, id)
+    }
+
+    #[test]
+    fn a_directory_up_created_is_recognised_and_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let (_parent, dir, id) = marked();
+        assert_eq!(inspect(&dir).unwrap(), DirState::Ours);
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        std::fs::write(dir.join("env"), format!("export A='b'\n{}\n", id_line(&id))).unwrap();
+        assert_eq!(inspect(&dir).unwrap(), DirState::Ours);
+    }
+
+    #[test]
+    fn a_copied_or_forged_marker_is_not_ours() {
+        let (parent, dir, id) = marked();
+        // The same marker copied into another directory names another inode.
+        let copy = parent.path().join("copy");
+        std::fs::create_dir(&copy).unwrap();
+        std::fs::copy(dir.join(MARKER), copy.join(MARKER)).unwrap();
+        assert!(matches!(inspect(&copy).unwrap(), DirState::Foreign(_)));
+        // An env file with another id.
+        std::fs::write(dir.join("env"), id_line(&uuid::Uuid::new_v4().to_string())).unwrap();
+        assert!(matches!(inspect(&dir).unwrap(), DirState::Foreign(_)));
+        std::fs::write(dir.join("env"), id_line(&id)).unwrap();
+        assert_eq!(inspect(&dir).unwrap(), DirState::Ours);
+        // A marker that is a link to a good marker.
+        std::fs::remove_file(copy.join(MARKER)).unwrap();
+        std::os::unix::fs::symlink(dir.join(MARKER), copy.join(MARKER)).unwrap();
+        assert!(matches!(inspect(&copy).unwrap(), DirState::Foreign(_)));
+    }
+
+    #[test]
+    fn a_symlink_to_a_sandbox_is_not_a_sandbox() {
+        let (parent, dir, _id) = marked();
+        let link = parent.path().join("link");
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        assert!(matches!(inspect(&link).unwrap(), DirState::Foreign(_)));
+        assert!(down(&link).is_err());
+        assert!(dir.join(MARKER).exists());
+    }
+
+    #[test]
+    fn sandbox_down_refuses_a_directory_it_did_not_create() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("work");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("env"), "export PATH=/usr/bin\n").unwrap();
+        std::fs::write(dir.join("thesis.tex"), "years of work").unwrap();
+        let err = down(&dir).unwrap_err();
+        assert!(
+            err.to_string().contains("Nothing was stopped or deleted"),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.join("thesis.tex")).unwrap(),
+            "years of work"
+        );
+    }
+
+    #[test]
+    fn sandbox_down_deletes_its_own_directory_but_not_what_links_point_to() {
+        let (parent, dir, _id) = marked();
+        let outside = parent.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("keep"), "keep").unwrap();
+        std::os::unix::fs::symlink(&outside, dir.join("nodes")).unwrap();
+        down(&dir).unwrap();
+        assert!(!dir.exists());
+        assert_eq!(
+            std::fs::read_to_string(outside.join("keep")).unwrap(),
+            "keep"
+        );
+    }
+
+    #[test]
+    fn a_planted_pid_file_never_names_a_process_to_stop() {
+        let (_parent, dir, _id) = marked();
+        // Our own pid: alive, but not the stand-in of this directory.
+        std::fs::write(dir.join("mock.pid"), format!("{}\n", std::process::id())).unwrap();
+        assert_eq!(running_pid(&dir), None);
+    }
 }

@@ -1,6 +1,7 @@
 //! Turns flags and environment into plain settings for the core.
 
 use std::io::IsTerminal;
+use std::time::Duration;
 
 use super::args::{ColorChoice, GlobalArgs};
 use super::CliError;
@@ -68,4 +69,68 @@ pub fn contabo_client(global: &GlobalArgs) -> Result<ContaboClient, CliError> {
     config.requests_per_second = global.rate_limit;
     config.page_size = global.page_size;
     ContaboClient::new(config).map_err(CliError::from)
+}
+
+/// The environment variables that shorten kiwi-infra's waits and change its
+/// concurrency (tests, benchmarks and the sandbox use them; see
+/// `src/cli/apply.rs` and `src/cli/nodes.rs`). Each holds a whole number.
+pub const TUNING_VARIABLES: [&str; 8] = [
+    "KIWI_APPLY_POLL_MS",
+    "KIWI_APPLY_STATUS_LIMIT_SECS",
+    "KIWI_APPLY_UNLISTED_WAIT_MS",
+    "KIWI_APPLY_START_GRACE_MS",
+    "KIWI_APPLY_CONCURRENCY",
+    "KIWI_APPLY_NODE_CONCURRENCY",
+    "KIWI_NODE_READY_SECS",
+    "KIWI_NODE_POLL_MS",
+];
+
+/// No tuning variable sets a wait longer than this. Waits are added to
+/// clocks and doubled in back-off; a week keeps all of that far from
+/// overflowing, and no wait of kiwi-infra's is meant to be longer.
+pub const LONGEST_WAIT: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+/// Most tasks at once any concurrency variable may ask for.
+pub const MOST_CONCURRENT: usize = 1024;
+
+/// Refuses a tuning variable that is set but is not a whole number, naming
+/// it, before the command does anything.
+pub fn check_tuning_env() -> Result<(), CliError> {
+    for name in TUNING_VARIABLES {
+        if let Some(text) = std::env::var_os(name) {
+            let text = text.to_string_lossy();
+            if text.trim().parse::<u64>().is_err() {
+                return Err(CliError::User(format!(
+                    "{name}={:?} is not a whole number; expected e.g. {name}=500, or unset it",
+                    text.chars().take(40).collect::<String>()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A whole number from a tuning variable ([`check_tuning_env`] has refused
+/// anything else before).
+fn env_number(name: &str) -> Option<u64> {
+    std::env::var(name).ok()?.trim().parse().ok()
+}
+
+/// A wait in milliseconds from a tuning variable, at most [`LONGEST_WAIT`].
+pub fn env_millis(name: &str) -> Option<Duration> {
+    env_number(name).map(|ms| Duration::from_millis(ms).min(LONGEST_WAIT))
+}
+
+/// A wait in seconds from a tuning variable, at most [`LONGEST_WAIT`].
+pub fn env_secs(name: &str) -> Option<Duration> {
+    env_number(name).map(|s| Duration::from_secs(s).min(LONGEST_WAIT))
+}
+
+/// A number of tasks at once from a tuning variable, 1 to [`MOST_CONCURRENT`].
+pub fn env_concurrency(name: &str) -> Option<usize> {
+    env_number(name).map(|n| {
+        usize::try_from(n)
+            .unwrap_or(MOST_CONCURRENT)
+            .clamp(1, MOST_CONCURRENT)
+    })
 }

@@ -40,11 +40,47 @@ pub(super) struct TokenSource {
     cached: Mutex<Option<CachedToken>>,
 }
 
+/// How long an unknown or unusable lifetime is assumed to be: short, so
+/// the token is renewed early.
+const ASSUMED_LIFETIME: Duration = Duration::from_secs(60);
+
+/// The longest lifetime believed. Keycloak issues tokens for minutes; a
+/// server that claims years (or `1e300` seconds) is not believed beyond a
+/// day, which also keeps every `Instant` computed from it in range.
+const LONGEST_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
+
 #[derive(Deserialize)]
 struct TokenResponse {
     access_token: String,
+    /// Any JSON at all: the token endpoint is outside the code. Read with
+    /// [`token_lifetime`].
     #[serde(default)]
-    expires_in: Option<u64>,
+    expires_in: Option<serde_json::Value>,
+}
+
+/// The lifetime a token answer's `expires_in` claims, made safe: a number
+/// (or numeric string) of seconds clamped to [`LONGEST_LIFETIME`]; zero,
+/// negative, missing or nonsense values count as [`ASSUMED_LIFETIME`].
+fn token_lifetime(expires_in: Option<&serde_json::Value>) -> Duration {
+    let secs = match expires_in {
+        Some(serde_json::Value::Number(n)) => n.as_f64(),
+        Some(serde_json::Value::String(s)) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    };
+    match secs {
+        Some(s) if s.is_finite() && s > 0.0 => {
+            Duration::try_from_secs_f64(s).map_or(LONGEST_LIFETIME, |d| d.min(LONGEST_LIFETIME))
+        }
+        _ => ASSUMED_LIFETIME,
+    }
+}
+
+/// When a token obtained at `started` with `lifetime` should be renewed:
+/// [`RENEW_MARGIN`] early (half the lifetime for short ones), never past
+/// the range of `Instant`.
+fn renew_time(started: Instant, lifetime: Duration) -> Instant {
+    let early = lifetime.saturating_sub(RENEW_MARGIN.min(lifetime / 2));
+    started.checked_add(early).unwrap_or(started)
 }
 
 #[derive(Deserialize)]
@@ -150,9 +186,8 @@ impl TokenSource {
         let token: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
             FetchError::Transient(format!("token answer is not OAuth JSON: {e}").into())
         })?;
-        // Unknown lifetime: assume the shortest sensible one and renew early.
-        let lifetime = Duration::from_secs(token.expires_in.unwrap_or(60));
-        let renew_at = started + lifetime.saturating_sub(RENEW_MARGIN.min(lifetime / 2));
+        let lifetime = token_lifetime(token.expires_in.as_ref());
+        let renew_at = renew_time(started, lifetime);
         tracing::debug!(lifetime_s = lifetime.as_secs(), "obtained API token");
         Ok(CachedToken {
             value: Secret::new(token.access_token),
@@ -164,4 +199,59 @@ impl TokenSource {
 enum FetchError {
     Refused(ContaboError),
     Transient(Box<dyn std::error::Error + Send + Sync>),
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_token_that_expires_in_1e300_seconds_is_believed_for_a_day_at_most() {
+        for huge in [
+            json!(1e300),
+            json!(u64::MAX),
+            json!(18_446_744_073_709_551_615_u64),
+            json!("1e300"),
+            json!(f64::MAX),
+        ] {
+            assert_eq!(token_lifetime(Some(&huge)), LONGEST_LIFETIME, "{huge}");
+            let now = Instant::now();
+            assert!(renew_time(now, token_lifetime(Some(&huge))) > now);
+        }
+    }
+
+    #[test]
+    fn a_zero_negative_or_nonsense_lifetime_means_renew_soon() {
+        for odd in [
+            json!(0),
+            json!(-1),
+            json!(-1e300),
+            json!("soon"),
+            json!(null),
+            json!([300]),
+            json!({"s": 300}),
+            json!(true),
+        ] {
+            assert_eq!(token_lifetime(Some(&odd)), ASSUMED_LIFETIME, "{odd}");
+        }
+        assert_eq!(token_lifetime(None), ASSUMED_LIFETIME);
+        assert_eq!(token_lifetime(Some(&json!(300))), Duration::from_secs(300));
+        assert_eq!(
+            token_lifetime(Some(&json!("300"))),
+            Duration::from_secs(300)
+        );
+    }
+
+    #[test]
+    fn the_renewal_time_never_overflows() {
+        let now = Instant::now();
+        assert_eq!(renew_time(now, Duration::MAX), now);
+        assert_eq!(
+            renew_time(now, Duration::from_secs(300)),
+            now + Duration::from_secs(270)
+        );
+        assert_eq!(renew_time(now, Duration::ZERO), now);
+    }
 }

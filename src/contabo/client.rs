@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::auth::{Credentials, TokenSource};
-use super::error::{ContaboError, RequestContext, UnconfirmedOrder};
+use super::error::{ContaboError, PagingProblem, RequestContext, UnconfirmedOrder};
 use super::models::*;
 use super::retry::{is_retryable_status, parse_retry_after, RetryPolicy};
 
@@ -43,6 +43,8 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// Retry policy.
     pub retry: RetryPolicy,
+    /// Time limit of one whole listing (every page of a list).
+    pub list_time_limit: Duration,
 }
 
 impl ClientConfig {
@@ -57,6 +59,7 @@ impl ClientConfig {
             page_concurrency: 4,
             request_timeout: Duration::from_secs(30),
             retry: RetryPolicy::default(),
+            list_time_limit: Duration::from_secs(10 * 60),
         }
     }
 }
@@ -78,6 +81,7 @@ struct Inner {
     page_size: u32,
     page_concurrency: usize,
     retry: RetryPolicy,
+    list_time_limit: Duration,
 }
 
 /// Filters for [`ContaboClient::list_instances`] (the spec's query parameters).
@@ -210,15 +214,7 @@ impl AttemptError {
 impl ContaboClient {
     /// Builds a client. Nothing is sent until the first call.
     pub fn new(config: ClientConfig) -> Result<Self, ContaboError> {
-        let rps = config.requests_per_second;
-        if !(rps.is_finite() && rps > 0.0) {
-            return Err(ContaboError::Config(format!(
-                "rate limit must be a positive number of requests per second, got {rps}"
-            )));
-        }
-        let quota = Quota::with_period(Duration::from_secs_f64(1.0 / rps))
-            .ok_or_else(|| ContaboError::Config(format!("rate limit {rps}/s is too high")))?
-            .allow_burst(NonZeroU32::MIN);
+        let quota = rate_quota(config.requests_per_second)?;
         let http = reqwest::Client::builder()
             .timeout(config.request_timeout)
             .connect_timeout(config.request_timeout.min(Duration::from_secs(10)))
@@ -237,6 +233,7 @@ impl ContaboClient {
                 page_size: config.page_size.clamp(1, 1000),
                 page_concurrency: config.page_concurrency.max(1),
                 retry: config.retry,
+                list_time_limit: config.list_time_limit,
             }),
         })
     }
@@ -481,7 +478,32 @@ impl ContaboClient {
     /// Every page of a list endpoint: the first page tells how many there
     /// are, then the rest are fetched concurrently (bounded) and reassembled
     /// in order.
+    ///
+    /// `_pagination` is a server's claim, not a fact (see [`PageBudget`]):
+    /// numbers that agree with each other and with the first page are
+    /// followed; otherwise the listing goes on page by page, at most a
+    /// couple of pages past what the sanest number implies, until a page
+    /// comes back short or empty. The whole listing has a time limit, and
+    /// fewer items than announced (or full pages without end) are an error
+    /// rather than a partial list, which could make a slot look empty and be
+    /// ordered twice.
     async fn list_all<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: Vec<(&'static str, String)>,
+    ) -> Result<Vec<T>, ContaboError> {
+        let limit = self.inner.list_time_limit;
+        tokio::time::timeout(limit, self.list_pages(path, query))
+            .await
+            .unwrap_or_else(|_| {
+                Err(self.paging_error(
+                    path,
+                    format!("the listing did not finish within {} s", limit.as_secs()),
+                ))
+            })
+    }
+
+    async fn list_pages<T: DeserializeOwned>(
         &self,
         path: &str,
         query: Vec<(&'static str, String)>,
@@ -495,21 +517,77 @@ impl ContaboClient {
                 ..Call::get(path)
             }
         };
+        let fetch = |page: u64| {
+            let call = page_call(page);
+            async move { self.send::<ListPage<T>>(call).await.map(|p| p.data) }
+        };
         let first: ListPage<T> = self.send(page_call(1)).await?;
-        let total_pages = first.pagination.total_pages.max(1.0) as u64;
+        let budget = PageBudget::new(&first.pagination, first.data.len());
         let mut items = first.data;
-        if total_pages > 1 {
-            let rest: Vec<Vec<T>> = futures::stream::iter(2..=total_pages)
-                .map(|page| {
-                    let call = page_call(page);
-                    async move { self.send::<ListPage<T>>(call).await.map(|p| p.data) }
-                })
-                .buffered(self.inner.page_concurrency)
-                .try_collect()
-                .await?;
-            items.extend(rest.into_iter().flatten());
+        // Every page but the last holds as many items as the first.
+        let full = items.len();
+        let mut fetched = 1u64;
+        let mut ended = full == 0;
+        // The pages the numbers announce, concurrently.
+        if !ended && budget.expected > 1 {
+            let mut pages = futures::stream::iter(2..=budget.expected)
+                .map(fetch)
+                .buffered(self.inner.page_concurrency);
+            while let Some(page) = pages.try_next().await? {
+                fetched += 1;
+                ended = page.len() < full;
+                items.extend(page);
+                if ended {
+                    break;
+                }
+            }
+        }
+        // Numbers in doubt: one page at a time until one is short.
+        while !ended && fetched < budget.limit {
+            let page = fetch(fetched + 1).await?;
+            fetched += 1;
+            ended = page.len() < full;
+            items.extend(page);
+        }
+        let served = u64::try_from(items.len()).unwrap_or(u64::MAX);
+        let announced = budget.elements.unwrap_or(0);
+        if served < announced || (!ended && budget.limit > budget.expected) {
+            return Err(self.paging_error(
+                path,
+                format!(
+                    "it announced {} element(s) in {} page(s) (_pagination {:?}), but served \
+                     {served} in {fetched} page(s) of at most {full}{}; kiwi-infra stopped rather \
+                     than act on what may be a partial list. Run the command again; if this \
+                     persists, the API (or something between it and this machine) is misbehaving",
+                    budget
+                        .elements
+                        .map_or("an unknown number of".into(), |e| e.to_string()),
+                    budget
+                        .pages
+                        .map_or("an unknown number of".into(), |p| p.to_string()),
+                    (
+                        first.pagination.total_elements,
+                        first.pagination.total_pages
+                    ),
+                    if ended {
+                        ""
+                    } else {
+                        ", and had not come to a short page"
+                    },
+                ),
+            ));
         }
         Ok(items)
+    }
+
+    fn paging_error(&self, path: &str, reason: String) -> ContaboError {
+        ContaboError::Paging {
+            problem: Box::new(PagingProblem {
+                path: path.to_string(),
+                trace_id: self.inner.trace_id.clone(),
+                reason,
+            }),
+        }
     }
 
     /// A request whose answer is `{"data": [one item]}`.
@@ -546,7 +624,7 @@ impl ContaboClient {
                 method = %call.method,
                 path = %call.display_path(),
                 error = ?e,
-                delay_ms = delay.as_millis() as u64,
+                delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
                 "retrying Contabo request"
             );
         })
@@ -633,6 +711,96 @@ impl ContaboClient {
     }
 }
 
+/// Slowest and fastest pace a client accepts, in requests per second. The
+/// CLI refuses values outside this range with a clear message; the check
+/// here keeps a library caller from reaching governor with a period of
+/// zero or of more than `Duration` holds.
+pub const RATE_LIMIT_RANGE: std::ops::RangeInclusive<f64> = 0.01..=10_000.0;
+
+/// The governor quota for `rps` requests per second, or a configuration
+/// error for a rate that is not a number within [`RATE_LIMIT_RANGE`].
+fn rate_quota(rps: f64) -> Result<Quota, ContaboError> {
+    if !(rps.is_finite() && RATE_LIMIT_RANGE.contains(&rps)) {
+        return Err(ContaboError::Config(format!(
+            "rate limit must be between {} and {} requests per second, got {rps}",
+            RATE_LIMIT_RANGE.start(),
+            RATE_LIMIT_RANGE.end()
+        )));
+    }
+    Duration::try_from_secs_f64(1.0 / rps)
+        .ok()
+        .and_then(Quota::with_period)
+        .map(|q| q.allow_burst(NonZeroU32::MIN))
+        .ok_or_else(|| ContaboError::Config(format!("rate limit {rps}/s cannot be kept")))
+}
+
+/// Pages past the sanest announced count that are still fetched, one at a
+/// time, when the numbers are in doubt.
+const EXTRA_PAGES: u64 = 2;
+
+/// No listing fetches more pages than this, whatever the server says:
+/// 2,000 instances at the smallest page size Contabo serves are far fewer.
+const MAX_PAGES: u64 = 10_000;
+
+/// How many pages of a list to fetch, from a first page's `_pagination`
+/// (any numbers at all) and how many items that page actually held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PageBudget {
+    /// `totalPages`, if it is a plausible count.
+    pages: Option<u64>,
+    /// `totalElements`, if it is a plausible count.
+    elements: Option<u64>,
+    /// Pages fetched concurrently: what the numbers announce.
+    expected: u64,
+    /// Pages fetched at most. Equal to `expected` when the numbers agree;
+    /// beyond it, pages are fetched one at a time until one is short.
+    limit: u64,
+}
+
+impl PageBudget {
+    fn new(pagination: &Pagination, first_page_items: usize) -> Self {
+        let pages = count(pagination.total_pages);
+        let elements = count(pagination.total_elements);
+        let served = u64::try_from(first_page_items).unwrap_or(u64::MAX);
+        let budget = |expected: u64, limit: u64| Self {
+            pages,
+            elements,
+            expected: expected.clamp(1, MAX_PAGES),
+            limit: limit.clamp(1, MAX_PAGES),
+        };
+        if served == 0 {
+            // An empty first page ends the listing.
+            return budget(1, 1);
+        }
+        let implied = elements.map(|e| e.max(served).div_ceil(served));
+        let agree = elements.is_some_and(|e| e >= served) && pages == implied;
+        match (pages, implied) {
+            // totalPages, totalElements and the first page agree. (A lie
+            // that is consistent, e.g. one page of two announced when three
+            // exist, cannot be told from the truth without another request
+            // per listing; everything inconsistent is caught.)
+            (Some(p), Some(_)) if agree => budget(p, p),
+            // Nothing to go by: page on until a short page (or the limits).
+            (None, None) => budget(1, MAX_PAGES),
+            // Disagreement, or one number is nonsense: believe the smaller
+            // count, and look a little further one page at a time.
+            _ => {
+                let expected = pages.into_iter().chain(implied).min().unwrap_or(1);
+                budget(expected, expected.saturating_add(EXTRA_PAGES))
+            }
+        }
+    }
+}
+
+/// A server's count, if it is one: a whole, non-negative number an f64
+/// holds exactly. Negative, NaN, infinite, fractional or astronomical
+/// values (`1e300`) are not counts.
+fn count(n: f64) -> Option<u64> {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+                                                // `as` is exact here: a whole number within 2^53.
+    (n.is_finite() && n >= 0.0 && n.fract() == 0.0 && n <= EXACT).then_some(n as u64)
+}
+
 /// What became of an order whose answer was lost.
 #[derive(Debug)]
 pub enum OrderResolution {
@@ -671,5 +839,110 @@ fn error_message(body: &[u8]) -> String {
         "(empty body)".to_string()
     } else {
         excerpt
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pagination(total_elements: f64, total_pages: f64) -> Pagination {
+        Pagination {
+            size: 10.0,
+            total_elements,
+            total_pages,
+            page: 1.0,
+        }
+    }
+
+    #[test]
+    fn honest_paging_is_followed_exactly() {
+        let b = PageBudget::new(&pagination(25.0, 3.0), 10);
+        assert_eq!((b.expected, b.limit), (3, 3));
+        let b = PageBudget::new(&pagination(10.0, 1.0), 10);
+        assert_eq!((b.expected, b.limit), (1, 1));
+        let b = PageBudget::new(&pagination(0.0, 0.0), 0);
+        assert_eq!((b.expected, b.limit), (1, 1));
+        // A server that serves fewer per page than asked reports its own size.
+        let b = PageBudget::new(&pagination(120.0, 3.0), 50);
+        assert_eq!((b.expected, b.limit), (3, 3));
+    }
+
+    #[test]
+    fn a_lying_total_pages_is_bounded_by_the_element_count() {
+        for huge in [1e300, f64::INFINITY, f64::MAX, 1.8e19, 4e15] {
+            let b = PageBudget::new(&pagination(25.0, huge), 10);
+            assert_eq!((b.expected, b.limit), (3, 3 + EXTRA_PAGES), "{huge}");
+        }
+        // Consistent but huge numbers are still capped.
+        let b = PageBudget::new(&pagination(1e12, 1e11), 10);
+        assert_eq!((b.expected, b.limit), (MAX_PAGES, MAX_PAGES));
+    }
+
+    #[test]
+    fn numbers_in_doubt_are_paged_until_a_short_page_within_limits() {
+        // Too few pages announced for the elements: look further.
+        let b = PageBudget::new(&pagination(25.0, 1.0), 10);
+        assert_eq!((b.expected, b.limit), (1, 1 + EXTRA_PAGES));
+        // Fewer elements announced than the first page holds.
+        let b = PageBudget::new(&pagination(1.0, 1.0), 2);
+        assert_eq!((b.expected, b.limit), (1, 1 + EXTRA_PAGES));
+        // No usable number at all.
+        let b = PageBudget::new(&pagination(-1.0, f64::NAN), 10);
+        assert_eq!((b.expected, b.limit), (1, MAX_PAGES));
+        let b = PageBudget::new(&pagination(1e300, 1e300), 1);
+        assert_eq!((b.expected, b.limit), (1, MAX_PAGES));
+    }
+
+    #[test]
+    fn negative_or_nan_paging_numbers_never_panic() {
+        let odd = [
+            -1.0,
+            -1e300,
+            f64::NAN,
+            f64::NEG_INFINITY,
+            f64::INFINITY,
+            0.5,
+            -0.0,
+            1e300,
+            0.0,
+            3.0,
+        ];
+        for elements in odd {
+            for pages in odd {
+                for served in [0, 1, 10, usize::MAX] {
+                    let b = PageBudget::new(&pagination(elements, pages), served);
+                    assert!(
+                        (1..=MAX_PAGES).contains(&b.expected)
+                            && (b.expected..=MAX_PAGES).contains(&b.limit),
+                        "{elements} {pages} {served}: {b:?}"
+                    );
+                }
+            }
+        }
+        assert_eq!(count(f64::NAN), None);
+        assert_eq!(count(-3.0), None);
+        assert_eq!(count(2.5), None);
+        assert_eq!(count(1e300), None);
+        assert_eq!(count(7.0), Some(7));
+    }
+
+    #[test]
+    fn rates_outside_the_range_are_refused_not_a_panic() {
+        for bad in [
+            0.0,
+            -1.0,
+            1e-300,
+            1e300,
+            f64::NAN,
+            f64::INFINITY,
+            0.001,
+            20_000.0,
+        ] {
+            assert!(rate_quota(bad).is_err(), "{bad}");
+        }
+        for good in [0.01, 0.5, 10.0, 10_000.0] {
+            assert!(rate_quota(good).is_ok(), "{good}");
+        }
     }
 }

@@ -117,6 +117,19 @@ pub enum ContaboError {
         trace_id: String,
     },
 
+    /// A list's `_pagination` did not add up (or the listing took too
+    /// long): acting on part of a list could order a slot twice.
+    #[error(
+        "Contabo's paging of {} cannot be trusted: {} (x-trace-id {})",
+        .problem.path,
+        .problem.reason,
+        .problem.trace_id
+    )]
+    Paging {
+        /// What did not add up, where (boxed: errors travel in `Result`s).
+        problem: Box<PagingProblem>,
+    },
+
     /// An order whose answer was lost: it may or may not have been placed.
     /// The only way forward is [`super::ContaboClient::resolve_unconfirmed_order`].
     #[error(
@@ -132,6 +145,17 @@ pub enum ContaboError {
         #[source]
         cause: Box<ContaboError>,
     },
+}
+
+/// Where a list's paging did not add up, and how.
+#[derive(Debug, Clone)]
+pub struct PagingProblem {
+    /// The list's path.
+    pub path: String,
+    /// The run's trace id.
+    pub trace_id: String,
+    /// What did not add up.
+    pub reason: String,
 }
 
 /// An order whose outcome is unknown. It can only be turned back into a

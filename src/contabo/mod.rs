@@ -16,7 +16,8 @@ pub mod retry;
 pub use api::CloudApi;
 pub use auth::Credentials;
 pub use client::{
-    ClientConfig, ContaboClient, InstanceFilter, OrderResolution, DEFAULT_API_URL, DEFAULT_AUTH_URL,
+    ClientConfig, ContaboClient, InstanceFilter, OrderResolution, DEFAULT_API_URL,
+    DEFAULT_AUTH_URL, RATE_LIMIT_RANGE,
 };
-pub use error::{ContaboError, RequestContext, UnconfirmedOrder};
+pub use error::{ContaboError, PagingProblem, RequestContext, UnconfirmedOrder};
 pub use retry::RetryPolicy;

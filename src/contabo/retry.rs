@@ -87,9 +87,23 @@ pub(super) fn is_retryable_status(status: StatusCode, idempotent: bool) -> bool 
 
 /// Parses `Retry-After` in its seconds form; the HTTP-date form is ignored
 /// (back-off applies) because clock skew makes it unreliable.
+///
+/// The header comes from a server (or anything in between), so any text may
+/// arrive: `1e300`, `18446744073709551616`, `inf`, `-1`, `NaN`. A number
+/// too large for a [`Duration`] saturates (and [`RetryPolicy::delay`] caps
+/// it); anything that is not a finite, non-negative number is ignored.
 pub(super) fn parse_retry_after(value: Option<&reqwest::header::HeaderValue>) -> Option<Duration> {
-    let secs: f64 = value?.to_str().ok()?.trim().parse().ok()?;
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+    let text = value?.to_str().ok()?.trim();
+    let secs: f64 = text.parse().ok()?;
+    // Digits too many for an f64 parse as infinity: a huge wait, not `inf`.
+    let huge_digits = secs == f64::INFINITY && text.starts_with(|c: char| c.is_ascii_digit());
+    if huge_digits {
+        return Some(Duration::MAX);
+    }
+    if !(secs.is_finite() && secs >= 0.0) {
+        return None;
+    }
+    Some(Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX))
 }
 
 #[cfg(test)]
@@ -142,5 +156,34 @@ mod tests {
             parse_retry_after(Some(&HeaderValue::from_static("soon"))),
             None
         );
+    }
+
+    #[test]
+    fn a_huge_retry_after_is_capped_never_a_panic() {
+        let p = RetryPolicy::default();
+        for huge in [
+            "1e300",
+            "18446744073709551616",
+            "1e19",
+            "9".repeat(400).as_str(),
+        ] {
+            let header = HeaderValue::from_str(huge).unwrap();
+            let asked = parse_retry_after(Some(&header));
+            assert!(
+                asked >= Some(Duration::from_secs(10_000_000_000_000_000_000)),
+                "{huge}"
+            );
+            assert_eq!(
+                p.delay(Some(Duration::from_millis(10)), asked),
+                Some(p.max_retry_after),
+                "{huge}"
+            );
+        }
+        for nonsense in ["inf", "-inf", "NaN", "-1", "-0.5", "1e", "0x10", ""] {
+            let header = HeaderValue::from_str(nonsense).unwrap();
+            assert_eq!(parse_retry_after(Some(&header)), None, "{nonsense:?}");
+        }
+        let tiny = HeaderValue::from_static("1e-300");
+        assert_eq!(parse_retry_after(Some(&tiny)), Some(Duration::ZERO));
     }
 }

@@ -146,9 +146,10 @@ impl OpenSshExec {
             Some(dir) => dir.clone(),
             None => std::env::temp_dir(),
         };
-        // Created with mode 0700: the control socket gives shell access.
+        // Mode 0700, said explicitly: the control socket gives shell access.
         let workdir = tempfile::Builder::new()
             .prefix("kiwi-ssh-")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .tempdir_in(&parent)
             .map_err(local("cannot create a directory for the control socket"))?;
         let config_file = workdir.path().join("config");
@@ -366,7 +367,7 @@ impl RemoteExec for OpenSshExec {
                     }
                     tracing::debug!(node = %self.node, attempts, error = %e, "not answering yet");
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(self.settings.retry_max);
+                    delay = delay.saturating_mul(2).min(self.settings.retry_max);
                 }
             }
         }
@@ -578,6 +579,19 @@ mod tests {
             classify_connect_failure("ssh: connect to host 10.0.0.1 port 22: Connection refused"),
             None
         );
+    }
+
+    #[test]
+    fn ssh_control_directories_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let parent = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(parent.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let mut settings = SshSettings::production(parent.path().join("known_hosts"));
+        settings.control_dir = Some(parent.path().to_path_buf());
+        let exec = OpenSshExec::new("kiwi-a-server-01", "127.0.0.1", settings).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(exec.workdir.path()), 0o700);
+        assert_eq!(mode(&exec.config_file), 0o600);
     }
 
     #[test]

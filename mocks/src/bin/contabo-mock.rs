@@ -83,6 +83,21 @@ struct Args {
     /// Probability (0..=1) that an instance order's response is dropped the same way.
     #[arg(long, default_value_t = 0.0, value_name = "P")]
     drop_create_probability: f64,
+    /// A hostile Contabo: the `Retry-After` of every 429, verbatim (e.g. 1e300).
+    #[arg(long, value_name = "TEXT")]
+    retry_after: Option<String>,
+    /// A hostile Contabo: the token endpoint's `expires_in`, as JSON (e.g. 1e300, 0, -5).
+    #[arg(long, value_name = "JSON", value_parser = parse_json, allow_hyphen_values = true)]
+    token_expires_in: Option<serde_json::Value>,
+    /// A hostile Contabo: `_pagination.totalPages` of every list, as JSON (e.g. 1e300).
+    #[arg(long, value_name = "JSON", value_parser = parse_json, allow_hyphen_values = true)]
+    total_pages: Option<serde_json::Value>,
+    /// A hostile Contabo: `_pagination.totalElements` of every list, as JSON.
+    #[arg(long, value_name = "JSON", value_parser = parse_json, allow_hyphen_values = true)]
+    total_elements: Option<serde_json::Value>,
+    /// A hostile Contabo: serve at most N items of each list page, whatever `_pagination` says.
+    #[arg(long, value_name = "N")]
+    serve_at_most: Option<u32>,
     /// Hold new orders of a product in a status, e.g. V9=product_not_available (repeatable;
     /// also manual_provisioning, verification_required, pending_payment).
     #[arg(long, value_name = "PRODUCT=STATUS")]
@@ -165,7 +180,12 @@ impl Args {
             throttle_rate: self.throttle_rate,
             drop_create_responses: self.drop_create_responses,
             drop_create_probability: self.drop_create_probability,
-            // Hostile-mode knobs are set at run time through `PUT /_mock/faults`.
+            retry_after_secs: self.retry_after,
+            token_expires_in: self.token_expires_in,
+            total_pages: self.total_pages,
+            total_elements: self.total_elements,
+            serve_at_most: self.serve_at_most,
+            // Hostile-mode order failures are set at run time through `PUT /_mock/faults`.
             ..Faults::default()
         };
         faults.check().map_err(anyhow::Error::msg)?;
@@ -239,6 +259,11 @@ async fn main() -> anyhow::Result<()> {
     }
     handle.shutdown().await;
     Ok(())
+}
+
+/// A flag's value as JSON (`1e300`, `-5`, `"soon"`).
+fn parse_json(text: &str) -> Result<serde_json::Value, String> {
+    serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))
 }
 
 fn parse_control_plane(list: &str) -> anyhow::Result<Vec<(String, Ipv4Addr)>> {

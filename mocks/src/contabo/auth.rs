@@ -92,9 +92,13 @@ fn issue(shared: &Shared, form: Result<Form<HashMap<String, String>>, FormReject
     );
     shared.issue_token(access_token.clone());
     tracing::debug!("token issued");
+    // A hostile Contabo may announce any lifetime (`Faults::token_expires_in`).
+    let expires_in = shared
+        .faults(|f| f.faults.token_expires_in.clone())
+        .unwrap_or_else(|| json!(shared.config.token_ttl.as_secs()));
     let body = json!({
         "access_token": access_token,
-        "expires_in": shared.config.token_ttl.as_secs(),
+        "expires_in": expires_in,
         "refresh_expires_in": 1800,
         "refresh_token": uuid::Uuid::new_v4().simple().to_string(),
         "token_type": "Bearer",

@@ -59,7 +59,12 @@ impl fmt::Debug for Credentials {
 }
 
 /// Faults injected into `/v1` traffic. Changeable at run time (`PUT /_mock/faults` or
-/// [`super::MockHandle::set_faults`]); never applied to the control API or the token endpoint.
+/// [`super::MockHandle::set_faults`]); never applied to the control API, nor to the token
+/// endpoint except for [`Faults::token_expires_in`].
+///
+/// The last group of fields makes a *hostile* Contabo: it lies with numbers (`Retry-After`,
+/// `expires_in`, `_pagination`) that a client must not trust blindly. Each is sent verbatim,
+/// whatever it is, so tests can send `1e300`, `-1` or `"soon"`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Faults {
@@ -93,6 +98,26 @@ pub struct Faults {
     /// Whether those orders are placed before the error is answered (default true).
     #[serde(default = "default_true")]
     pub fail_create_placed: bool,
+    /// The `Retry-After` header of every 429, verbatim (e.g. `"1e300"`,
+    /// `"18446744073709551616"`, `"inf"`); `None` sends the whole seconds the bucket computes.
+    #[serde(default)]
+    pub retry_after_secs: Option<String>,
+    /// The `expires_in` the token endpoint announces, verbatim (any JSON: `1e300`, `0`, `-5`,
+    /// `"soon"`); the token itself stays valid for the configured TTL. `None` announces the TTL.
+    #[serde(default)]
+    pub token_expires_in: Option<serde_json::Value>,
+    /// `_pagination.totalPages` of every list page, verbatim (any JSON), instead of the true
+    /// count.
+    #[serde(default)]
+    pub total_pages: Option<serde_json::Value>,
+    /// `_pagination.totalElements` of every list page, verbatim (any JSON), instead of the
+    /// true count.
+    #[serde(default)]
+    pub total_elements: Option<serde_json::Value>,
+    /// Serve at most this many items of each list page, while `_pagination` still describes
+    /// pages of the size asked for: the items in between are silently left out.
+    #[serde(default)]
+    pub serve_at_most: Option<u32>,
 }
 
 fn default_fail_create_status() -> u16 {
@@ -116,6 +141,11 @@ impl Default for Faults {
             fail_create_responses: 0,
             fail_create_status: default_fail_create_status(),
             fail_create_placed: true,
+            retry_after_secs: None,
+            token_expires_in: None,
+            total_pages: None,
+            total_elements: None,
+            serve_at_most: None,
         }
     }
 }
@@ -148,6 +178,14 @@ impl Faults {
         }
         if self.rate_burst == 0 {
             return Err("rateBurst must be at least 1".into());
+        }
+        if let Some(value) = &self.retry_after_secs {
+            // Anything an HTTP header can carry; the point is to send nonsense.
+            if axum::http::HeaderValue::from_str(value).is_err() {
+                return Err(format!(
+                    "retryAfterSecs must be text an HTTP header can carry, got {value:?}"
+                ));
+            }
         }
         Ok(())
     }

@@ -61,9 +61,12 @@ pub async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Nex
             "Too many requests, please retry later",
         )
         .into_response();
-        response
-            .headers_mut()
-            .insert("retry-after", HeaderValue::from(secs));
+        // A hostile Contabo may say anything here (`Faults::retry_after_secs`).
+        let value = shared
+            .faults(|f| f.faults.retry_after_secs.clone())
+            .and_then(|text| HeaderValue::from_str(&text).ok())
+            .unwrap_or_else(|| HeaderValue::from(secs));
+        response.headers_mut().insert("retry-after", value);
         return response;
     }
 

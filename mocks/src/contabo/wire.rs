@@ -163,21 +163,41 @@ fn encode(s: &str) -> String {
 }
 
 /// Which slice of a list a request asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Paging {
     /// 1-based page.
     pub page: u32,
     /// Items per page (after default and cap).
     pub size: u32,
+    /// The lies of a hostile Contabo in force (see [`super::Faults`]).
+    pub lies: PagingLies,
+}
+
+/// How a hostile Contabo misreports paging: `_pagination` numbers sent verbatim instead of the
+/// true ones, and pages that hold fewer items than they claim.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PagingLies {
+    /// Reported `totalPages`.
+    pub total_pages: Option<Value>,
+    /// Reported `totalElements`.
+    pub total_elements: Option<Value>,
+    /// Items actually served of each page.
+    pub serve_at_most: Option<u32>,
 }
 
 impl Paging {
     /// The page and size a list request asks for (`page` defaults to 1; the
     /// size defaults to and is capped by the mock's settings).
     pub fn requested(params: &Params, shared: &super::shared::Shared) -> Result<Self, ApiError> {
+        let lies = shared.faults(|f| PagingLies {
+            total_pages: f.faults.total_pages.clone(),
+            total_elements: f.faults.total_elements.clone(),
+            serve_at_most: f.faults.serve_at_most,
+        });
         Ok(Self {
             page: params.positive("page")?.unwrap_or(1),
             size: shared.page_size(params.positive("size")?),
+            lies,
         })
     }
 
@@ -189,10 +209,11 @@ impl Paging {
         let total_pages = total.div_ceil(size);
         let page = u64::from(self.page);
         let start = usize::try_from((page - 1) * size).unwrap_or(usize::MAX);
+        let served = self.lies.serve_at_most.unwrap_or(self.size).min(self.size);
         let data: Vec<Value> = items
             .into_iter()
             .skip(start)
-            .take(self.size as usize)
+            .take(served as usize)
             .collect();
         let filters = params.filters();
         let link = |p: u64| format!("{path}?{filters}size={size}&page={p}");
@@ -207,11 +228,12 @@ impl Paging {
         if page < total_pages {
             links["next"] = json!(link(page + 1));
         }
+        let lie = |claim: &Option<Value>, truth: u64| claim.clone().unwrap_or_else(|| json!(truth));
         let body = json!({
             "_pagination": {
                 "size": size,
-                "totalElements": total,
-                "totalPages": total_pages,
+                "totalElements": lie(&self.lies.total_elements, total),
+                "totalPages": lie(&self.lies.total_pages, total_pages),
                 "page": page,
             },
             "data": data,
