@@ -179,13 +179,15 @@ fn shrinking_a_pool_never_cancels_a_protected_cluster_whose_name_shares_its_pref
 #[test]
 fn an_owned_instance_without_a_cluster_tag_is_never_removed_or_reordered() {
     let d = desired(&[("shop", &customer(false, &[("web", 1)]))]);
-    let mut o = Observed::default();
-    o.instances = vec![
-        core_worker(),
-        instance(1, "kiwi-shop-server-01", None, [10, 0, 0, 1]),
-        // The cluster tag was lost, and the name is no slot of the inventory.
-        instance(2, "kiwi-shop-web-07", None, [10, 0, 0, 2]),
-    ];
+    let o = Observed {
+        instances: vec![
+            core_worker(),
+            instance(1, "kiwi-shop-server-01", None, [10, 0, 0, 1]),
+            // The cluster tag was lost, and the name is no slot of the inventory.
+            instance(2, "kiwi-shop-web-07", None, [10, 0, 0, 2]),
+        ],
+        ..Observed::default()
+    };
     let p = plan::plan(&d, &o, &destroy());
     assert!(cancels(&p).is_empty(), "{:?}", step_ids(&p));
     assert!(
@@ -209,13 +211,15 @@ fn an_owned_instance_without_a_cluster_tag_is_never_removed_or_reordered() {
 #[test]
 fn a_renamed_joined_instance_is_its_slots_machine_and_gets_its_name_back() {
     let d = desired(&[("shop", &customer(false, &[("web", 1)]))]);
-    let mut o = Observed::default();
-    o.instances = vec![
-        core_worker(),
-        instance(1, "kiwi-shop-server-01", None, [10, 0, 0, 1]),
-        // Renamed in the Contabo panel, for cosmetic reasons.
-        instance(2, "shop web (prod)", Some("shop"), [10, 0, 0, 2]),
-    ];
+    let mut o = Observed {
+        instances: vec![
+            core_worker(),
+            instance(1, "kiwi-shop-server-01", None, [10, 0, 0, 1]),
+            // Renamed in the Contabo panel, for cosmetic reasons.
+            instance(2, "shop web (prod)", Some("shop"), [10, 0, 0, 2]),
+        ],
+        ..Observed::default()
+    };
     o.clusters.insert(
         "shop".into(),
         Some(ClusterObservation {
@@ -253,11 +257,13 @@ fn a_renamed_joined_instance_is_its_slots_machine_and_gets_its_name_back() {
 #[test]
 fn a_ready_node_without_any_instance_is_never_ordered_again() {
     let d = desired(&[("shop", &customer(false, &[("web", 1)]))]);
-    let mut o = Observed::default();
-    o.instances = vec![
-        core_worker(),
-        instance(1, "kiwi-shop-server-01", None, [10, 0, 0, 1]),
-    ];
+    let mut o = Observed {
+        instances: vec![
+            core_worker(),
+            instance(1, "kiwi-shop-server-01", None, [10, 0, 0, 1]),
+        ],
+        ..Observed::default()
+    };
     o.clusters.insert(
         "shop".into(),
         Some(ClusterObservation {
@@ -326,11 +332,13 @@ fn a_join_deletes_a_stale_node_only_in_a_destructive_step_of_its_own() {
 #[test]
 fn an_instance_renamed_to_a_control_plane_node_gets_no_step() {
     let d = desired(&[]);
-    let mut o = Observed::default();
-    o.instances = vec![
-        core_worker(),
-        instance(2, "kiwi-core-cp-01", Some("core"), [10, 0, 0, 2]),
-    ];
+    let o = Observed {
+        instances: vec![
+            core_worker(),
+            instance(2, "kiwi-core-cp-01", Some("core"), [10, 0, 0, 2]),
+        ],
+        ..Observed::default()
+    };
     let p = plan::plan(&d, &o, &destroy());
     assert!(p.is_empty(), "{:?}", step_ids(&p));
     let addresses = plan::node_addresses(&d, &o);
@@ -346,8 +354,10 @@ fn an_address_that_is_not_ipv4_is_a_warning_and_never_a_target() {
     let mut i = instance(1, "kiwi-shop-server-01", None, [10, 0, 0, 1]);
     i.ipv4 = None;
     i.odd_ipv4 = Some("10.0.0.1\n  ProxyCommand sh -c 'touch /tmp/pwned'".into());
-    let mut o = Observed::default();
-    o.instances = vec![core_worker(), i];
+    let o = Observed {
+        instances: vec![core_worker(), i],
+        ..Observed::default()
+    };
     let p = plan::plan(&d, &o, &PlanOptions::default());
     assert!(!plan::node_addresses(&d, &o).contains_key("kiwi-shop-server-01"));
     let text = plan::render_human(

@@ -1034,7 +1034,7 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
                 }
                 // An order was sent (or about to be) and nothing proved what
                 // became of it: look again, then ask the operator.
-                Event::Intent { .. } | Event::Unresolved { .. } if !confirmed => {
+                Event::Intent { .. } | Event::Unresolved if !confirmed => {
                     self.reporter.message(&format!(
                         "{slot}: an earlier apply sent an order at {} whose outcome is unknown; \
                          looking for it for up to {}s",
@@ -1049,7 +1049,7 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
                     }
                     return self.unresolved(slot, &entry.at, "an earlier apply's order");
                 }
-                Event::Intent { .. } | Event::Unresolved { .. } => {
+                Event::Intent { .. } | Event::Unresolved => {
                     self.reporter.message(&format!(
                         "{slot}: ordering again as confirmed with --reorder {slot}"
                     ));
