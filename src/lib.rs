@@ -11,6 +11,7 @@ pub mod cloudinit;
 pub mod contabo;
 pub mod inventory;
 pub mod kubeconfig;
+pub mod localfs;
 pub mod observe;
 pub mod plan;
 pub mod report;

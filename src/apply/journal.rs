@@ -84,11 +84,11 @@ impl OrderJournal {
             path: path.to_path_buf(),
             source,
         };
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(io(e)),
-        };
+        // Read as a regular file of bounded size: a FIFO or a device put
+        // in the journal's place is refused, not read forever.
+        let text = crate::localfs::read_text_file_if_exists(path, crate::localfs::JOURNAL_LIMIT)
+            .map_err(|e| io(std::io::Error::other(e)))?
+            .unwrap_or_default();
         // A line cut short by a crash is skipped, not fatal: the lines
         // before it are intact, and the next run looks the slot up anyway.
         let entries = text

@@ -79,12 +79,9 @@ async fn apply_observed(
     let options = plan_options(args.choices);
     let plan = match &args.plan_file {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                CliError::User(format!(
-                    "cannot read the saved plan {}: {e}",
-                    path.display()
-                ))
-            })?;
+            // A FIFO or a device given as the plan file is refused, not read.
+            let text = crate::localfs::read_text_file(path, crate::localfs::SAVED_PLAN_LIMIT)
+                .map_err(|e| CliError::User(format!("cannot use the saved plan: {e}")))?;
             let saved = SavedPlan::from_json(&text)
                 .map_err(|e| CliError::User(format!("{} is not usable: {e}", path.display())))?;
             saved.check_fresh(observed, desired).map_err(|stale| {
@@ -211,7 +208,9 @@ async fn apply_observed(
 
 fn apply_error(e: ApplyError) -> CliError {
     match e {
-        ApplyError::LockHeld { .. } => CliError::User(e.to_string()),
+        // The operator's to fix: another apply, or a journal file that is
+        // not one (a FIFO, a device, too large, unreadable).
+        ApplyError::LockHeld { .. } | ApplyError::Journal { .. } => CliError::User(e.chain()),
         other => CliError::Internal(other.chain()),
     }
 }

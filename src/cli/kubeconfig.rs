@@ -25,7 +25,7 @@ pub(super) async fn run(global: &GlobalArgs, args: &KubeconfigArgs) -> Result<()
     }
     let client = settings::contabo_client(global)?;
     let observed = observe(&client, &desired).await?;
-    let executor = nodes::executor(global, &desired, &observed);
+    let executor = nodes::executor(global, &desired, &observed)?;
     let fetched = executor.admin_kubeconfig(&args.cluster).await;
     executor.close().await;
     let (raw, server) = fetched?;
@@ -34,16 +34,12 @@ pub(super) async fn run(global: &GlobalArgs, args: &KubeconfigArgs) -> Result<()
     match (&args.out, &args.merge) {
         (Some(path), _) => write_private(path, &renamed)?,
         (None, Some(path)) => {
-            let existing = match std::fs::read_to_string(path) {
-                Ok(text) => Secret::new(text),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Secret::new(String::new()),
-                Err(e) => {
-                    return Err(CliError::User(format!(
-                        "cannot read {}: {e}",
-                        path.display()
-                    )))
-                }
-            };
+            // A regular file of bounded size only: a FIFO or a device given
+            // as the file to merge into is refused, not read forever.
+            let existing =
+                crate::localfs::read_text_file_if_exists(path, crate::localfs::KUBECONFIG_LIMIT)
+                    .map_err(|e| CliError::User(e.to_string()))?
+                    .map_or_else(|| Secret::new(String::new()), Secret::new);
             let merged = kubeconfig::merge(&existing, &renamed)
                 .map_err(|e| CliError::User(e.to_string()))?;
             write_private(path, &merged)?;

@@ -82,14 +82,16 @@ fn customer_paths(dir: &Path, errors: &mut Collector) -> Vec<std::path::PathBuf>
 }
 
 fn read_file(path: &Path, errors: &mut Collector) -> Option<FileId> {
-    match std::fs::read_to_string(path) {
+    match crate::localfs::read_text_file(path, crate::localfs::INVENTORY_FILE_LIMIT) {
         Ok(text) => Some(errors.add_file(SourceFile::new(path.to_path_buf(), text))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        Err(e) if e.is_not_found() => {
             errors.about_file(path, "file not found; expected the inventory's main file with [provider], [prices] and [core]");
             None
         }
+        // A FIFO, a device (a symlink to /dev/zero), a directory or a huge
+        // file is refused without being read.
         Err(e) => {
-            errors.about_file(path, format!("cannot read file: {e}"));
+            errors.about_file(path, format!("{}; the inventory is TOML files", e.reason()));
             None
         }
     }
