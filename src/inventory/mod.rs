@@ -12,6 +12,7 @@ mod load;
 mod model;
 pub mod products;
 pub mod schema;
+pub mod text;
 mod validate;
 
 pub use diagnostics::{Diagnostic, Diagnostics, Position};
