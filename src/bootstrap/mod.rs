@@ -207,11 +207,11 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
                         for cp in control_plane {
                             known
                                 .entry(cp.name.clone())
-                                .or_insert_with(|| cp.address.clone());
+                                .or_insert_with(|| cp.address.to_string());
                         }
                         ClusterAccess {
                             kubectl: Kubectl::Kubeadm,
-                            api_endpoint: Some(api_endpoint.clone()),
+                            api_endpoint: Some(api_endpoint.to_string()),
                             control_nodes: control_plane.iter().map(|n| n.name.clone()).collect(),
                         }
                     }

@@ -14,6 +14,7 @@ pub mod products;
 pub mod schema;
 pub mod text;
 mod validate;
+pub mod values;
 
 pub use diagnostics::{Diagnostic, Diagnostics, Position};
 pub use kube::{Taint, TaintEffect};
@@ -23,6 +24,7 @@ pub use model::{
     PoolSpec, Provider, Tier, CORE_CLUSTER, SERVER_POOL,
 };
 pub use products::{NodeClass, Product};
+pub use values::{ApiEndpoint, Host, K3sVersion, KubernetesVersion};
 
 use std::path::Path;
 
