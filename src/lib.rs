@@ -17,3 +17,4 @@ pub mod plan;
 pub mod report;
 pub mod secret;
 pub mod ssh;
+pub mod yaml;
