@@ -699,9 +699,8 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
     ) -> Result<(), BootstrapError> {
         // The install script puts the version into download URLs: only a
         // release name of the grammar `validate` holds the inventory to.
-        let version: crate::inventory::K3sVersion = version
-            .parse()
-            .map_err(|what| refused(exec.node(), what))?;
+        let version: crate::inventory::K3sVersion =
+            version.parse().map_err(|what| refused(exec.node(), what))?;
         let command = format!(
             "sudo env INSTALL_K3S_VERSION={} INSTALL_K3S_EXEC={role} sh {}",
             kubectl::quote(version.as_str()),
@@ -883,8 +882,8 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
             }
             Change::RemoveTaint(t) => taints.retain(|x| x != *t),
         }
-        let updated =
-            k3s::with_labels_and_taints(&config, &labels, &taints).map_err(|what| refused(node, what))?;
+        let updated = k3s::with_labels_and_taints(&config, &labels, &taints)
+            .map_err(|what| refused(node, what))?;
         self.upload(&exec, k3s::CONFIG_PATH, &updated).await
     }
 }

@@ -540,7 +540,10 @@ mod tests {
         v.hostname = "a: b".into();
         let text = render(UserDataTemplate::KubeadmWorker, &v).unwrap();
         let doc: serde_norway::Value = serde_norway::from_str(text.expose()).unwrap();
-        assert_eq!(doc["users"][0]["ssh_authorized_keys"][0].as_str(), Some(key));
+        assert_eq!(
+            doc["users"][0]["ssh_authorized_keys"][0].as_str(),
+            Some(key)
+        );
         assert_eq!(doc["hostname"].as_str(), Some("a: b"));
         assert!(doc.get("bootcmd").is_none(), "{}", text.expose());
     }
@@ -573,7 +576,14 @@ mod tests {
             substitute("t", "url: \"https://x/{{ ok | word }}/\"\n", &words).unwrap(),
             "url: \"https://x/v1.31/\"\n"
         );
-        for bad in [" indented\nx", "\nx", "a\tb", "a\u{2028}b", "a\rb", "a\n\u{1b}[2J"] {
+        for bad in [
+            " indented\nx",
+            "\nx",
+            "a\tb",
+            "a\u{2028}b",
+            "a\rb",
+            "a\n\u{1b}[2J",
+        ] {
             let vars = BTreeMap::from([("b", bad)]);
             assert!(
                 matches!(

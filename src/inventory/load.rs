@@ -91,7 +91,7 @@ fn read_file(path: &Path, errors: &mut Collector) -> Option<FileId> {
         // A FIFO, a device (a symlink to /dev/zero), a directory or a huge
         // file is refused without being read.
         Err(e) => {
-            errors.about_file(path, format!("{}; the inventory is TOML files", e.reason()));
+            errors.about_file(path, e.reason());
             None
         }
     }
@@ -133,10 +133,7 @@ fn check_value(file: FileId, text: &str, value: &Spanned<DeValue<'_>>, errors: &
             }
         }
         DeValue::Table(table) => check_strings(file, text, table, errors),
-        DeValue::Integer(_)
-        | DeValue::Float(_)
-        | DeValue::Boolean(_)
-        | DeValue::Datetime(_) => {}
+        DeValue::Integer(_) | DeValue::Float(_) | DeValue::Boolean(_) | DeValue::Datetime(_) => {}
     }
 }
 

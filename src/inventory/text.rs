@@ -14,13 +14,19 @@ pub fn forbidden_char(c: char) -> Option<&'static str> {
     let why = match c {
         '\t' => "a tab",
         '\n' | '\r' => "a line break",
-        '\u{85}' | '\u{2028}' | '\u{2029}' => "a Unicode line or paragraph separator, which YAML reads as a line break",
+        '\u{85}' | '\u{2028}' | '\u{2029}' => {
+            "a Unicode line or paragraph separator, which YAML reads as a line break"
+        }
         '\u{7f}' => "a delete character",
         c if c.is_control() => "a control character",
         '\u{61c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => {
             "a bidirectional control, which reorders the text shown"
         }
-        '\u{ad}' | '\u{180e}' | '\u{200b}'..='\u{200d}' | '\u{2060}'..='\u{2064}' | '\u{feff}'
+        '\u{ad}'
+        | '\u{180e}'
+        | '\u{200b}'..='\u{200d}'
+        | '\u{2060}'..='\u{2064}'
+        | '\u{feff}'
         | '\u{fff9}'..='\u{fffb}' => "an invisible formatting character",
         c if is_noncharacter(c) => "a Unicode noncharacter",
         _ => return None,
@@ -66,7 +72,9 @@ mod tests {
 
     #[test]
     fn line_breaks_of_every_kind_are_forbidden() {
-        for c in ['\n', '\r', '\u{85}', '\u{2028}', '\u{2029}', '\u{b}', '\u{c}'] {
+        for c in [
+            '\n', '\r', '\u{85}', '\u{2028}', '\u{2029}', '\u{b}', '\u{c}',
+        ] {
             assert!(forbidden_char(c).is_some(), "{c:?}");
         }
     }
@@ -74,8 +82,17 @@ mod tests {
     #[test]
     fn controls_bidi_and_invisible_characters_are_forbidden() {
         for c in [
-            '\0', '\t', '\u{1b}', '\u{7f}', '\u{9b}', '\u{202e}', '\u{2066}', '\u{200b}',
-            '\u{feff}', '\u{fffe}', '\u{1fffe}',
+            '\0',
+            '\t',
+            '\u{1b}',
+            '\u{7f}',
+            '\u{9b}',
+            '\u{202e}',
+            '\u{2066}',
+            '\u{200b}',
+            '\u{feff}',
+            '\u{fffe}',
+            '\u{1fffe}',
         ] {
             assert!(forbidden_char(c).is_some(), "{c:?}");
         }
@@ -83,7 +100,13 @@ mod tests {
 
     #[test]
     fn printable_text_of_any_script_is_allowed() {
-        for s in ["ops@kiwistack.io", "Jürgen Müller", "運用", "€ 8.49", "a-b_c.d/e=f:g"] {
+        for s in [
+            "ops@kiwistack.io",
+            "Jürgen Müller",
+            "運用",
+            "€ 8.49",
+            "a-b_c.d/e=f:g",
+        ] {
             assert_eq!(first_forbidden(s), None, "{s}");
         }
     }

@@ -232,16 +232,20 @@ impl Validator<'_> {
         match crate::localfs::read_text_file(&full, crate::localfs::INVENTORY_FILE_LIMIT) {
             Ok(text) => self.public_key(file, path.span(), text.trim()),
             Err(e) => {
-                self.errors.at(
-                    file,
-                    path.span(),
+                let message = if e.is_not_found() {
                     format!(
-                        "cannot use SSH public key file {}: {}; expected a path relative to \
-                         the inventory directory",
+                        "SSH public key file {} not found; expected a path relative to the \
+                         inventory directory",
+                        full.display()
+                    )
+                } else {
+                    format!(
+                        "cannot use SSH public key file {}: {}",
                         full.display(),
                         e.reason()
-                    ),
-                );
+                    )
+                };
+                self.errors.at(file, path.span(), message);
                 None
             }
         }
