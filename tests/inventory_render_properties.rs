@@ -3,9 +3,10 @@
 //! Arbitrary strings (any Unicode, YAML syntax, line and paragraph
 //! separators, bidirectional controls, valid values with something added)
 //! are put into every string field and key of an inventory: names, labels,
-//! taints, versions, the SSH key and its comment, image, region, endpoint,
-//! addresses, product, the customer file's name. Each inventory either is
-//! refused by validation with a `FILE:LINE:COL` location, or every document
+//! taints, versions, the SSH key and its comment (in `kiwi.toml` or in a
+//! `.pub` file), image, region, endpoint, addresses, product, price, tier,
+//! class, the customer file's name. Each inventory either is refused by
+//! validation with a `FILE:LINE:COL` location, or every document
 //! rendered from it (the user data of each node kind, the k3s
 //! `config.yaml`, the kubeadm `JoinConfiguration`) renders without error and
 //! parses, with cloud-init's own YAML rules (PyYAML), to exactly the
@@ -62,6 +63,11 @@ enum Field {
     AgentPool,
     Tier,
     Class,
+    /// The price of a product (a string of euros).
+    Price,
+    /// The comment of the key in `operator.pub`, read through
+    /// `ssh_public_key_file` (the file's text is not TOML).
+    KeyFileComment,
 }
 
 const FIELDS: &[Field] = &[
@@ -83,6 +89,8 @@ const FIELDS: &[Field] = &[
     Field::AgentPool,
     Field::Tier,
     Field::Class,
+    Field::Price,
+    Field::KeyFileComment,
 ];
 
 impl Field {
@@ -106,6 +114,8 @@ impl Field {
             Field::AgentPool => "rtc",
             Field::Tier => "mesh",
             Field::Class => "vps",
+            Field::Price => "8.49",
+            Field::KeyFileComment => "ops@kiwistack.io",
         }
     }
 }
@@ -224,7 +234,8 @@ struct Case {
 /// often than those with a closed set of values.
 fn field() -> impl Strategy<Value = Field> {
     let weight = |f: &Field| match f {
-        Field::KeyComment => 12,
+        Field::KeyComment => 10,
+        Field::KeyFileComment => 4,
         Field::LabelKey | Field::LabelValue | Field::Taint | Field::Image => 3,
         Field::CorePool | Field::AgentPool | Field::Customer | Field::ControlPlaneName => 2,
         _ => 1,
@@ -287,16 +298,26 @@ impl Case {
         out
     }
 
+    /// The text of `operator.pub` when the key is read from a file.
+    fn key_file(&self) -> Option<String> {
+        let comment = self.values.get(&Field::KeyFileComment)?;
+        Some(format!("ssh-ed25519 {KEY_BLOB} {comment}\n"))
+    }
+
     fn kiwi_toml(&self) -> String {
+        let key = match self.key_file() {
+            Some(_) => "ssh_public_key_file = \"operator.pub\"".to_string(),
+            None => format!("ssh_public_key = {}", self.toml(Field::Key)),
+        };
         format!(
             r#"[provider]
 region = {region}
 image = {image}
-ssh_public_key = {key}
+{key}
 period = 1
 
 [prices]
-V94 = "8.49"
+V94 = {price}
 V8 = "38.40"
 
 [k3s]
@@ -318,7 +339,7 @@ taints = [{taint}]
 "#,
             region = self.toml(Field::Region),
             image = self.toml(Field::Image),
-            key = self.toml(Field::Key),
+            price = self.toml(Field::Price),
             k3s = self.toml(Field::K3sVersion),
             endpoint = self.toml(Field::ApiEndpoint),
             k8s = self.toml(Field::KubernetesVersion),
@@ -373,10 +394,13 @@ count = 1
 fn write(dir: &Path, case: &Case) -> Option<Vec<(PathBuf, String)>> {
     let customer = case.customer_file()?;
     std::fs::create_dir_all(dir.join("customers")).unwrap();
-    let files = vec![
+    let mut files = vec![
         (dir.join("kiwi.toml"), case.kiwi_toml()),
         (dir.join("customers").join(customer), case.customer_toml()),
     ];
+    if let Some(text) = case.key_file() {
+        files.push((dir.join("operator.pub"), text));
+    }
     for (path, text) in &files {
         std::fs::write(path, text).unwrap();
     }

@@ -104,6 +104,8 @@ impl UserDataVars {
 }
 
 /// `v1.31.4` → `v1.31` (the package repository's name for the minor version).
+/// Lenient (it takes `1.30` too); rendering does not use it, but holds the
+/// version to [`KubernetesVersion`]'s grammar, as `validate` does.
 pub fn kubernetes_minor(version: &str) -> Option<String> {
     let digits = version.trim().trim_start_matches('v');
     let mut parts = digits.split('.');
