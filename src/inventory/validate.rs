@@ -288,14 +288,10 @@ impl Validator<'_> {
             return None;
         }
         let kind = key.split(' ').next().unwrap_or("");
-        let parsed = ssh_key::PublicKey::from_openssh(key);
-        let Ok(parsed) = parsed.as_ref().map_err(|_| ()).and_then(|k| {
-            if TYPES.contains(&kind) {
-                Ok(k)
-            } else {
-                Err(())
-            }
-        }) else {
+        let parsed = ssh_key::PublicKey::from_openssh(key)
+            .ok()
+            .filter(|_| TYPES.contains(&kind));
+        let Some(parsed) = parsed else {
             self.errors.at(
                 file,
                 span,
