@@ -80,11 +80,11 @@ fn desired(c: &mut Choices<'_>) -> Desired {
         name: "core".into(),
         tier: Tier::Core,
         kind: ClusterKind::Kubeadm {
-            api_endpoint: "api.example:6443".into(),
-            kubernetes_version: "v1.31.4".into(),
+            api_endpoint: "api.example:6443".parse().unwrap(),
+            kubernetes_version: "v1.31.4".parse().unwrap(),
             control_plane: vec![ControlPlaneNode {
                 name: "cp-1".into(),
-                address: "203.0.113.1".into(),
+                address: "203.0.113.1".parse().unwrap(),
             }],
         },
         protected: c.pick(4) == 0,
@@ -119,7 +119,7 @@ fn desired(c: &mut Choices<'_>) -> Desired {
             name: name.into(),
             tier,
             kind: ClusterKind::K3s {
-                version: "v1.31.4+k3s1".into(),
+                version: "v1.31.4+k3s1".parse().unwrap(),
             },
             protected: c.pick(4) == 0,
             pools: vec![

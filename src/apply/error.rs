@@ -239,8 +239,9 @@ pub enum ApplyError {
         reason: String,
     },
 
-    /// The order journal could not be written; no order is sent without it.
-    #[error("cannot write the order journal {path}")]
+    /// The order journal could not be read or written; no order is sent
+    /// without it.
+    #[error("cannot use the order journal {path}")]
     Journal {
         /// The journal file.
         path: PathBuf,

@@ -91,11 +91,11 @@ impl OrderJournal {
             path: path.to_path_buf(),
             source,
         };
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(io(e)),
-        };
+        // Read as a regular file of bounded size: a FIFO or a device put
+        // in the journal's place is refused, not read forever.
+        let text = crate::localfs::read_text_file_if_exists(path, crate::localfs::JOURNAL_LIMIT)
+            .map_err(|e| io(std::io::Error::other(e)))?
+            .unwrap_or_default();
         // Every line is written whole with its newline and fsynced, so only
         // the last one can be cut short, by a crash in the middle of a
         // write: that one is dropped (it recorded nothing that was then

@@ -135,7 +135,7 @@ async fn contabo_only_apply_orders_tags_and_runs_every_slot_once() {
     // The user data was rendered for the slot and carries the operator key.
     let ud = fake.state.lock().unwrap().user_data.clone();
     let first = fake.instances()[0].clone();
-    assert!(ud[&first.instance_id.0].contains(&format!("hostname: {}", first.display_name)));
+    assert!(ud[&first.instance_id.0].contains(&format!("hostname: \"{}\"", first.display_name)));
     assert!(fresh_plan_is_empty(&fake).await);
     // The journal has an intent and a placed line per slot.
     let placed = j

@@ -68,13 +68,14 @@ pub struct NodeConfig<'a> {
     pub taints: &'a [Taint],
 }
 
-/// A YAML double-quoted scalar: JSON string syntax is valid YAML.
+/// A YAML double-quoted scalar holding exactly `s` (see [`crate::yaml`]).
 fn scalar(s: &str) -> String {
-    serde_json::Value::String(s.to_string()).to_string()
+    crate::yaml::quoted(s)
 }
 
 /// Renders `config.yaml`. The result holds a token, hence the [`Secret`].
-pub fn render_config(c: &NodeConfig<'_>) -> Secret {
+/// Refused (with the reason) when a label does not fit Kubernetes' grammar.
+pub fn render_config(c: &NodeConfig<'_>) -> Result<Secret, String> {
     let mut out =
         String::from("# Written by kiwi-infra; labels and taints follow the inventory.\n");
     out.push_str(&format!("node-name: {}\n", scalar(c.node_name)));
@@ -94,11 +95,18 @@ pub fn render_config(c: &NodeConfig<'_>) -> Secret {
     if !matches!(c.role, Role::Agent { .. }) {
         out.push_str(&format!("tls-san:\n  - {}\n", scalar(c.node_ip)));
     }
-    out.push_str(&labels_and_taints(c.labels, c.taints));
-    Secret::new(out)
+    out.push_str(&labels_and_taints(c.labels, c.taints)?);
+    Ok(Secret::new(out))
 }
 
-fn labels_and_taints(labels: &BTreeMap<String, String>, taints: &[Taint]) -> String {
+/// The `node-label` and `node-taint` lists. k3s splits each item at commas
+/// (and labels at `=`), so every label is checked against Kubernetes'
+/// grammar first; taints are checked whenever one is made.
+fn labels_and_taints(
+    labels: &BTreeMap<String, String>,
+    taints: &[Taint],
+) -> Result<String, String> {
+    crate::inventory::kube::check_node_labels(labels)?;
     let mut out = String::new();
     if !labels.is_empty() {
         out.push_str("node-label:\n");
@@ -112,7 +120,7 @@ fn labels_and_taints(labels: &BTreeMap<String, String>, taints: &[Taint]) -> Str
             out.push_str(&format!("  - {}\n", scalar(&t.to_string())));
         }
     }
-    out
+    Ok(out)
 }
 
 /// Replaces the `node-label` and `node-taint` lists of a config kiwi-infra
@@ -121,7 +129,7 @@ pub fn with_labels_and_taints(
     config: &Secret,
     labels: &BTreeMap<String, String>,
     taints: &[Taint],
-) -> Secret {
+) -> Result<Secret, String> {
     let mut kept = String::new();
     let mut skipping = false;
     for line in config.expose().lines() {
@@ -134,8 +142,8 @@ pub fn with_labels_and_taints(
             kept.push('\n');
         }
     }
-    kept.push_str(&labels_and_taints(labels, taints));
-    Secret::new(kept)
+    kept.push_str(&labels_and_taints(labels, taints)?);
+    Ok(Secret::new(kept))
 }
 
 /// Checks that a token read from a server has the secure `K10<hash>::` form,
@@ -181,7 +189,8 @@ mod tests {
             },
             labels: &labels,
             taints: &taints,
-        });
+        })
+        .unwrap();
         let t = text.expose();
         assert!(t.contains("cluster-init: true\n"));
         assert!(t.contains("token: \"tok-canary\"\n"));
@@ -205,7 +214,8 @@ mod tests {
             },
             labels: &labels,
             taints: &[],
-        });
+        })
+        .unwrap();
         let t = text.expose();
         assert!(t.contains("server: \"https://127.0.10.5:6443\"\n"));
         assert!(!t.contains("cluster-init") && !t.contains("tls-san") && !t.contains("node-taint"));
@@ -223,10 +233,11 @@ mod tests {
             },
             labels: &labels,
             taints: &[Taint::parse("a=b:NoSchedule").unwrap()],
-        });
+        })
+        .unwrap();
         let mut new_labels = labels.clone();
         new_labels.insert("team".into(), "rtc".into());
-        let after = with_labels_and_taints(&before, &new_labels, &[]);
+        let after = with_labels_and_taints(&before, &new_labels, &[]).unwrap();
         let t = after.expose();
         assert!(t.contains("token: \"K10x::server:y\"\n"));
         assert!(t.contains("  - \"team=rtc\"\n"));

@@ -92,12 +92,19 @@ pub struct JoinSpec<'a> {
     pub certificate_key: Option<&'a Secret>,
 }
 
+/// A YAML double-quoted scalar holding exactly `s` (see [`crate::yaml`]).
 fn scalar(s: &str) -> String {
-    serde_json::Value::String(s.to_string()).to_string()
+    crate::yaml::quoted(s)
 }
 
-/// Renders a `kubeadm.k8s.io/v1beta4` `JoinConfiguration`.
-pub fn render_join_configuration(spec: &JoinSpec<'_>, creds: &JoinCredentials) -> Secret {
+/// Renders a `kubeadm.k8s.io/v1beta4` `JoinConfiguration`. Refused (with the
+/// reason) when a label does not fit Kubernetes' grammar: the kubelet reads
+/// `node-labels` as one comma-separated list.
+pub fn render_join_configuration(
+    spec: &JoinSpec<'_>,
+    creds: &JoinCredentials,
+) -> Result<Secret, String> {
+    crate::inventory::kube::check_node_labels(spec.labels)?;
     let labels = spec
         .labels
         .iter()
@@ -149,7 +156,7 @@ pub fn render_join_configuration(spec: &JoinSpec<'_>, creds: &JoinCredentials) -
         out.push_str(&format!("    advertiseAddress: {}\n", scalar(spec.node_ip)));
         out.push_str(&format!("  certificateKey: {}\n", scalar(key.expose())));
     }
-    Secret::new(out)
+    Ok(Secret::new(out))
 }
 
 #[cfg(test)]
@@ -209,7 +216,8 @@ mod tests {
                 certificate_key: Some(&key),
             },
             &creds,
-        );
+        )
+        .unwrap();
         let t = text.expose();
         assert!(t.contains("kind: JoinConfiguration"));
         assert!(t.contains("apiServerEndpoint: \"127.0.30.1:6443\""));

@@ -119,6 +119,15 @@ pub enum BootstrapError {
         /// What was wrong.
         what: String,
     },
+    /// A value kiwi-infra was about to write to a node (a label, a
+    /// version) does not fit its grammar; nothing was written.
+    #[error("refusing to configure {node}: {what}")]
+    Refused {
+        /// Node.
+        node: String,
+        /// What does not fit, and what was expected.
+        what: String,
+    },
     /// No address is known for a node.
     #[error("no IPv4 address is known for {node}; is its instance running?")]
     NoAddress {
@@ -207,11 +216,11 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
                         // The inventory's address of a control-plane node
                         // wins over anything an API answer says.
                         for cp in control_plane {
-                            known.insert(cp.name.clone(), cp.address.clone());
+                            known.insert(cp.name.clone(), cp.address.to_string());
                         }
                         ClusterAccess {
                             kubectl: Kubectl::Kubeadm,
-                            api_endpoint: Some(api_endpoint.clone()),
+                            api_endpoint: Some(api_endpoint.to_string()),
                             control_nodes: control_plane.iter().map(|n| n.name.clone()).collect(),
                         }
                     }
@@ -541,7 +550,8 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
                 },
                 labels: &join.labels,
                 taints: &join.taints,
-            });
+            })
+            .map_err(|what| refused(node, what))?;
             self.upload(&exec, k3s::CONFIG_PATH, &config).await?;
             self.install_k3s(&exec, &join.version, "server", &[&token, &agent_token])
                 .await?;
@@ -714,7 +724,8 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
             role,
             labels: &join.labels,
             taints: &join.taints,
-        });
+        })
+        .map_err(|what| refused(node, what))?;
         self.refuse_listed_node(Kubectl::K3s, &via, node).await?;
         self.upload(&exec, k3s::CONFIG_PATH, &config).await?;
         self.install_k3s(&exec, &join.version, exec_kind, &[&token])
@@ -732,9 +743,13 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
         role: &str,
         secrets: &[&Secret],
     ) -> Result<(), BootstrapError> {
+        // The install script puts the version into download URLs: only a
+        // release name of the grammar `validate` holds the inventory to.
+        let version: crate::inventory::K3sVersion =
+            version.parse().map_err(|what| refused(exec.node(), what))?;
         let command = format!(
             "sudo env INSTALL_K3S_VERSION={} INSTALL_K3S_EXEC={role} sh {}",
-            kubectl::quote(version),
+            kubectl::quote(version.as_str()),
             k3s::INSTALL_SCRIPT
         );
         self.run(exec, &command, self.settings.install_timeout, secrets)
@@ -806,7 +821,8 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
                 certificate_key: certificate_key.as_ref(),
             },
             &creds,
-        );
+        )
+        .map_err(|what| refused(node, what))?;
         self.refuse_listed_node(Kubectl::Kubeadm, &via, node)
             .await?;
         self.upload(&exec, kubeadm::JOIN_CONFIG_PATH, &config)
@@ -913,7 +929,8 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
             }
             Change::RemoveTaint(t) => taints.retain(|x| x != *t),
         }
-        let updated = k3s::with_labels_and_taints(&config, &labels, &taints);
+        let updated = k3s::with_labels_and_taints(&config, &labels, &taints)
+            .map_err(|what| refused(node, what))?;
         self.upload(&exec, k3s::CONFIG_PATH, &updated).await
     }
 }
@@ -1129,7 +1146,8 @@ fn k3s_lists(config: &Secret) -> (BTreeMap<String, String>, Vec<Taint>) {
         let Some(item) = line.trim().strip_prefix("- ") else {
             continue;
         };
-        let value: String = serde_json::from_str(item).unwrap_or_else(|_| item.to_string());
+        // Items are YAML double-quoted scalars (see `crate::yaml`).
+        let value: String = serde_norway::from_str(item).unwrap_or_else(|_| item.to_string());
         match section {
             "node-label" => {
                 if let Some((k, v)) = value.split_once('=') {
@@ -1237,6 +1255,13 @@ impl<C: NodeConnector> NodeExecutor for SshNodeExecutor<C> {
     }
 }
 
+fn refused(node: &str, what: String) -> BootstrapError {
+    BootstrapError::Refused {
+        node: node.to_string(),
+        what,
+    }
+}
+
 /// 32 random hex characters from a CSPRNG seeded by the OS.
 fn random_token() -> Secret {
     let bytes: [u8; 16] = rand::random();
@@ -1248,23 +1273,65 @@ fn random_token() -> Secret {
 mod tests {
     use super::*;
 
-    #[test]
-    fn label_and_taint_lists_are_read_back_from_a_rendered_config() {
-        let labels = BTreeMap::from([("kiwistack.io/pool".to_string(), "rt=x".to_string())]);
-        let taints = [Taint::parse("workload.kiwistack.io/realtime=true:NoSchedule").unwrap()];
-        let config = k3s::render_config(&k3s::NodeConfig {
+    fn agent_config(labels: &BTreeMap<String, String>, taints: &[Taint]) -> Result<Secret, String> {
+        k3s::render_config(&k3s::NodeConfig {
             node_name: "n",
             node_ip: "127.0.10.2",
             role: k3s::Role::Agent {
                 server_url: "https://127.0.10.1:6443".into(),
                 token: Secret::new("K10x::node:y".into()),
             },
-            labels: &labels,
-            taints: &taints,
-        });
+            labels,
+            taints,
+        })
+    }
+
+    #[test]
+    fn label_and_taint_lists_are_read_back_from_a_rendered_config() {
+        let labels = BTreeMap::from([
+            ("kiwistack.io/pool".to_string(), "rt".to_string()),
+            ("example.com/empty".to_string(), String::new()),
+        ]);
+        let taints = [Taint::parse("workload.kiwistack.io/realtime=true:NoSchedule").unwrap()];
+        let config = agent_config(&labels, &taints).unwrap();
+        let (read_labels, read_taints) = k3s_lists(&config);
+        assert_eq!(read_labels, labels);
+        assert_eq!(read_taints, taints);
+    }
+
+    #[test]
+    fn label_and_taint_lists_are_read_back_from_a_config_written_by_hand() {
+        // kiwi-infra no longer writes a label value holding `=` (Kubernetes
+        // refuses it, and `render_config` too), but a config on a node may
+        // hold one, or a plain (unquoted) item from an older release.
+        let labels = BTreeMap::from([
+            ("kiwistack.io/pool".to_string(), "rt=x".to_string()),
+            ("team".to_string(), "rtc".to_string()),
+        ]);
+        let taints = [Taint::parse("workload.kiwistack.io/realtime=true:NoSchedule").unwrap()];
+        let config = Secret::new(
+            "node-name: \"n\"\nnode-label:\n  - \"kiwistack.io/pool=rt=x\"\n  - team=rtc\n\
+             node-taint:\n  - \"workload.kiwistack.io/realtime=true:NoSchedule\"\n"
+                .into(),
+        );
         let (read_labels, read_taints) = k3s_lists(&config);
         assert_eq!(read_labels, labels, "a value containing '=' survives");
         assert_eq!(read_taints, taints);
+    }
+
+    #[test]
+    fn a_label_that_would_split_into_two_k3s_flags_is_never_written() {
+        // k3s splits list items at commas: `a=b,kubernetes.io/role=x` would
+        // be two labels, the second one never asked for.
+        for (key, value) in [
+            ("a", "b,node-role.kubernetes.io/master=x"),
+            ("a,b", "c"),
+            ("a", "rt=x"),
+            ("a", "x\u{2028}y"),
+        ] {
+            let labels = BTreeMap::from([(key.to_string(), value.to_string())]);
+            assert!(agent_config(&labels, &[]).is_err(), "{key}={value}");
+        }
     }
 
     /// Connects only when two connections are in progress at once.

@@ -78,12 +78,9 @@ async fn apply_observed(
     let options = plan_options(args.choices);
     let plan = match &args.plan_file {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                CliError::User(format!(
-                    "cannot read the saved plan {}: {e}",
-                    path.display()
-                ))
-            })?;
+            // A FIFO or a device given as the plan file is refused, not read.
+            let text = crate::localfs::read_text_file(path, crate::localfs::SAVED_PLAN_LIMIT)
+                .map_err(|e| CliError::User(format!("cannot use the saved plan: {e}")))?;
             let saved = SavedPlan::from_json(&text)
                 .map_err(|e| CliError::User(format!("{} is not usable: {e}", path.display())))?;
             // The file is only a promise: the plan carried out (and shown,
@@ -219,11 +216,13 @@ async fn apply_observed(
 
 fn apply_error(e: ApplyError) -> CliError {
     match e {
-        // Another apply, or the inventory's `.kiwi/` folder that cannot be
-        // read or written: the operator's to sort out (exit 1).
-        ApplyError::LockHeld { .. } | ApplyError::Lock { .. } | ApplyError::Journal { .. } => {
-            CliError::User(e.chain())
-        }
+        // Another apply, the inventory's `.kiwi/` folder that cannot be read
+        // or written, or a journal file that is not one (a FIFO, a device,
+        // too large) or is damaged: the operator's to sort out (exit 1).
+        ApplyError::LockHeld { .. }
+        | ApplyError::Lock { .. }
+        | ApplyError::Journal { .. }
+        | ApplyError::JournalCorrupt { .. } => CliError::User(e.chain()),
         other => CliError::Internal(other.chain()),
     }
 }

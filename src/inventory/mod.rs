@@ -12,7 +12,9 @@ mod load;
 mod model;
 pub mod products;
 pub mod schema;
+pub mod text;
 mod validate;
+pub mod values;
 
 pub use diagnostics::{Diagnostic, Diagnostics, Position};
 pub use kube::{Taint, TaintEffect};
@@ -22,6 +24,7 @@ pub use model::{
     PoolRole, PoolSpec, Provider, Tier, CORE_CLUSTER, SERVER_POOL,
 };
 pub use products::{NodeClass, Product};
+pub use values::{ApiEndpoint, Host, K3sVersion, KubernetesVersion};
 
 use std::path::Path;
 

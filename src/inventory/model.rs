@@ -1,9 +1,12 @@
 //! The desired state, as read from `inventory/` and validated: plain data the
 //! planner can trust (every pool's product exists, has a price and matches
-//! its class; every name is DNS-safe; k3s server counts are odd).
+//! its class; every name is DNS-safe; versions, addresses and endpoints are
+//! parsed into their types; no string holds a control character or a line
+//! separator; k3s server counts are odd).
 
 use super::kube::Taint;
 use super::products::NodeClass;
+use super::values::{ApiEndpoint, Host, K3sVersion, KubernetesVersion};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -108,9 +111,12 @@ impl fmt::Display for Tier {
 pub struct Provider {
     /// Contabo region, e.g. `EU`.
     pub region: String,
-    /// OS image name, resolved to an image id through the API.
+    /// OS image name, resolved to an image id through the API (letters,
+    /// digits, `.`, `_` and `-`).
     pub image: String,
-    /// The operator's OpenSSH public key (public, so safe to print).
+    /// The operator's OpenSSH public key (public, so safe to print), as
+    /// OpenSSH writes it: `type base64 [comment]`, the comment free of
+    /// control characters and line separators.
     pub ssh_public_key: String,
     /// Contract period in months: 1, 3, 6 or 12.
     pub period: u8,
@@ -162,16 +168,16 @@ pub enum ClusterKind {
     /// with `kubeadm join`.
     Kubeadm {
         /// `host:port` of the API server.
-        api_endpoint: String,
+        api_endpoint: ApiEndpoint,
         /// Kubernetes version of the cluster, e.g. `v1.31.4`.
-        kubernetes_version: String,
+        kubernetes_version: KubernetesVersion,
         /// The existing control-plane nodes, which kiwi-infra does not order.
         control_plane: Vec<ControlPlaneNode>,
     },
     /// k3s with embedded etcd.
     K3s {
         /// Pinned k3s version, e.g. `v1.31.4+k3s1`.
-        version: String,
+        version: K3sVersion,
     },
 }
 
@@ -181,7 +187,7 @@ pub struct ControlPlaneNode {
     /// Kubernetes node name.
     pub name: String,
     /// Address kiwi-infra reaches it at (for join tokens).
-    pub address: String,
+    pub address: Host,
 }
 
 /// What nodes of a pool do in their cluster.

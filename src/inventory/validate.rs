@@ -11,6 +11,7 @@ use super::model::{
     PoolSpec, Provider, Tier, CORE_CLUSTER, SERVER_POOL,
 };
 use super::products::{self, NodeClass};
+use super::values::{ApiEndpoint, Host, K3sVersion, KubernetesVersion};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::path::Path;
@@ -31,6 +32,9 @@ const REGIONS: &[&str] = &[
 
 /// Contract periods (months) Contabo accepts.
 const PERIODS: &[i64] = &[1, 3, 6, 12];
+
+/// Longest image name accepted.
+const MAX_IMAGE_NAME: usize = 255;
 
 /// Slot numbers are two digits.
 const MAX_POOL_COUNT: i64 = 99;
@@ -67,16 +71,16 @@ pub(crate) fn validate(dir: &Path, raw: RawInventory, errors: &mut Collector) ->
     if let (Some(file), Some(main)) = (main_file, main) {
         v.prices = Some(v.prices(file, &main));
         provider = v.provider(file, &main);
-        k3s_version = main.k3s.as_ref().map(|k| k.version.get_ref().clone());
-        if let Some(k3s) = &main.k3s {
-            v.non_empty(file, &k3s.version, "k3s version", "e.g. \"v1.31.4+k3s1\"");
-        }
+        k3s_version = main
+            .k3s
+            .as_ref()
+            .map(|k| v.parsed::<K3sVersion>(file, &k.version, "[k3s] version"));
         core = v.core(file, main);
     }
     let mut clusters: Vec<ClusterSpec> = core.into_iter().collect();
     let mut customers = Vec::new();
     for (file, customer) in raw.customers {
-        if let Some((c, cluster)) = v.customer(file, customer, k3s_version.as_deref(), main_file) {
+        if let Some((c, cluster)) = v.customer(file, customer, k3s_version.as_ref(), main_file) {
             customers.push(c);
             clusters.extend(cluster);
         }
@@ -93,22 +97,21 @@ pub(crate) fn validate(dir: &Path, raw: RawInventory, errors: &mut Collector) ->
 }
 
 impl Validator<'_> {
-    fn non_empty(
+    /// Parses a value into its type, reporting the type's error at it.
+    /// `None` when it does not parse (the error is recorded).
+    fn parsed<T: std::str::FromStr<Err = String>>(
         &mut self,
         file: FileId,
         value: &Spanned<String>,
         what: &str,
-        example: &str,
-    ) -> bool {
-        if value.get_ref().trim().is_empty() {
-            self.errors.at(
-                file,
-                value.span(),
-                format!("{what} is empty; expected {example}"),
-            );
-            return false;
+    ) -> Option<T> {
+        match value.get_ref().parse::<T>() {
+            Ok(parsed) => Some(parsed),
+            Err(why) => {
+                self.errors.at(file, value.span(), format!("{what} {why}"));
+                None
+            }
         }
-        true
     }
 
     fn prices(&mut self, file: FileId, main: &MainFile) -> BTreeMap<String, Money> {
@@ -163,12 +166,7 @@ impl Validator<'_> {
             );
             ok = false;
         }
-        ok &= self.non_empty(
-            file,
-            &p.image,
-            "image name",
-            "an OS image name such as \"ubuntu-24.04\"",
-        );
+        ok &= self.image_name(file, &p.image);
         if !PERIODS.contains(p.period.get_ref()) {
             self.errors.at(
                 file,
@@ -199,29 +197,64 @@ impl Validator<'_> {
         };
         (ok && key.is_some()).then(|| Provider {
             region: p.region.get_ref().clone(),
-            image: p.image.get_ref().trim().to_string(),
+            image: p.image.get_ref().clone(),
             ssh_public_key: key.unwrap_or_default(),
             period: u8::try_from(*p.period.get_ref()).unwrap_or(1),
         })
     }
 
+    /// An image name: what the API is asked for by name. Letters, digits,
+    /// `.`, `_` and `-`, as Contabo's image names are (`ubuntu-24.04`).
+    fn image_name(&mut self, file: FileId, image: &Spanned<String>) -> bool {
+        let name = image.get_ref();
+        let ok = !name.is_empty()
+            && name.len() <= MAX_IMAGE_NAME
+            && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !ok {
+            self.errors.at(
+                file,
+                image.span(),
+                format!(
+                    "image name `{name}` is not an image name; expected an OS image name such \
+                     as \"ubuntu-24.04\" (1 to {MAX_IMAGE_NAME} letters, digits, `.`, `_` and \
+                     `-`, starting with a letter or digit)"
+                ),
+            );
+        }
+        ok
+    }
+
     fn public_key_file(&mut self, file: FileId, path: &Spanned<String>) -> Option<String> {
         let full = self.dir.join(path.get_ref());
-        match std::fs::read_to_string(&full) {
+        match crate::localfs::read_text_file(&full, crate::localfs::INVENTORY_FILE_LIMIT) {
             Ok(text) => self.public_key(file, path.span(), text.trim()),
             Err(e) => {
-                self.errors.at(
-                    file,
-                    path.span(),
-                    format!("cannot read SSH public key file {}: {e}; expected a path relative to the inventory directory", full.display()),
-                );
+                let message = if e.is_not_found() {
+                    format!(
+                        "SSH public key file {} not found; expected a path relative to the \
+                         inventory directory",
+                        full.display()
+                    )
+                } else {
+                    format!(
+                        "cannot use SSH public key file {}: {}",
+                        full.display(),
+                        e.reason()
+                    )
+                };
+                self.errors.at(file, path.span(), message);
                 None
             }
         }
     }
 
-    /// Accepts an OpenSSH public key line. A private key is refused without
-    /// echoing any of it.
+    /// Accepts an OpenSSH public key line, parsed (the key data must decode
+    /// and match its type), with a comment free of control characters and
+    /// line separators, and returns it as OpenSSH writes it. A private key
+    /// is refused without echoing any of it.
     fn public_key(&mut self, file: FileId, span: Range<usize>, key: &str) -> Option<String> {
         const TYPES: &[&str] = &[
             "ssh-ed25519",
@@ -240,47 +273,57 @@ impl Validator<'_> {
             );
             return None;
         }
-        let mut parts = key.split_whitespace();
-        let kind = parts.next().unwrap_or("");
-        let blob = parts.next().unwrap_or("");
-        let base64 = |s: &str| {
-            !s.is_empty()
-                && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
-        };
-        if !TYPES.contains(&kind) || !base64(blob) || key.lines().count() > 1 {
+        // Checked before parsing: the key's text reaches every node's user
+        // data, and a comment is free text.
+        if let Some((_, c, why)) = super::text::first_forbidden(key) {
             self.errors.at(
                 file,
                 span,
-                "not an OpenSSH public key; expected one line like \"ssh-ed25519 AAAA… comment\"",
+                format!(
+                    "the SSH public key contains {} ({why}); expected one line like \
+                     \"ssh-ed25519 AAAA… comment\" with a printable comment",
+                    super::text::code_point(c)
+                ),
             );
             return None;
         }
-        Some(key.to_string())
+        let kind = key.split(' ').next().unwrap_or("");
+        let parsed = ssh_key::PublicKey::from_openssh(key)
+            .ok()
+            .filter(|_| TYPES.contains(&kind));
+        let Some(parsed) = parsed else {
+            self.errors.at(
+                file,
+                span,
+                format!(
+                    "not an OpenSSH public key (the key type must be one of {} and the \
+                     base64 data must decode to a key of that type); expected one line like \
+                     \"ssh-ed25519 AAAA… comment\"",
+                    TYPES.join(", ")
+                ),
+            );
+            return None;
+        };
+        match parsed.to_openssh() {
+            Ok(canonical) => Some(canonical),
+            Err(_) => {
+                self.errors.at(
+                    file,
+                    span,
+                    "the SSH public key cannot be written back in OpenSSH form; expected one \
+                     line like \"ssh-ed25519 AAAA… comment\"",
+                );
+                None
+            }
+        }
     }
 
     fn core(&mut self, file: FileId, main: MainFile) -> Option<ClusterSpec> {
         let raw = main.core?;
         let mut ok = true;
-        let endpoint = raw.api_endpoint.get_ref();
-        let endpoint_ok = endpoint.rsplit_once(':').is_some_and(|(host, port)| {
-            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
-        });
-        if !endpoint_ok {
-            self.errors.at(file, raw.api_endpoint.span(), format!("api_endpoint `{endpoint}` is not host:port; expected e.g. \"api.core.example.net:6443\""));
-            ok = false;
-        }
-        if !raw.kubernetes_version.get_ref().starts_with('v') {
-            self.errors.at(
-                file,
-                raw.kubernetes_version.span(),
-                format!(
-                    "kubernetes_version `{}` is not a version; expected e.g. \"v1.31.4\"",
-                    raw.kubernetes_version.get_ref()
-                ),
-            );
-            ok = false;
-        }
+        let endpoint = self.parsed::<ApiEndpoint>(file, &raw.api_endpoint, "api_endpoint");
+        let version =
+            self.parsed::<KubernetesVersion>(file, &raw.kubernetes_version, "kubernetes_version");
         let nodes = raw.control_plane.get_ref();
         if nodes.is_empty() || nodes.len() % 2 == 0 {
             self.errors.at(file, raw.control_plane.span(), format!("{} control-plane nodes cannot keep etcd quorum; expected an odd number (3 for HA)", nodes.len()));
@@ -299,16 +342,15 @@ impl Validator<'_> {
                 name,
                 format!("control-plane node `{name}`"),
             );
-            ok &= self.non_empty(
-                file,
-                &node.address,
-                "control-plane address",
-                "an IP address or host name",
-            );
-            control_plane.push(ControlPlaneNode {
-                name: name.clone(),
-                address: node.address.get_ref().clone(),
-            });
+            let address = self.parsed::<Host>(file, &node.address, "control-plane address");
+            if let Some(address) = address {
+                control_plane.push(ControlPlaneNode {
+                    name: name.clone(),
+                    address,
+                });
+            } else {
+                ok = false;
+            }
         }
         let pools = self.pools(
             file,
@@ -317,16 +359,21 @@ impl Validator<'_> {
             PoolRole::KubeadmWorker,
             &BTreeSet::new(),
         );
-        (ok && pools.is_some()).then(|| ClusterSpec {
+        let (Some(api_endpoint), Some(kubernetes_version), true, Some(pools)) =
+            (endpoint, version, ok, pools)
+        else {
+            return None;
+        };
+        Some(ClusterSpec {
             name: CORE_CLUSTER.to_string(),
             tier: Tier::Core,
             kind: ClusterKind::Kubeadm {
-                api_endpoint: endpoint.clone(),
-                kubernetes_version: raw.kubernetes_version.get_ref().clone(),
+                api_endpoint,
+                kubernetes_version,
                 control_plane,
             },
             protected: raw.protected,
-            pools: pools.unwrap_or_default(),
+            pools,
         })
     }
 
@@ -334,7 +381,7 @@ impl Validator<'_> {
         &mut self,
         file: FileId,
         raw: CustomerFile,
-        k3s_version: Option<&str>,
+        k3s_version: Option<&Option<K3sVersion>>,
         main_file: Option<FileId>,
     ) -> Option<(Customer, Option<ClusterSpec>)> {
         let name = raw.name.clone();
@@ -412,12 +459,15 @@ impl Validator<'_> {
             Some(agents) => pools.extend(agents),
             None => ok = false,
         }
+        // A version that did not parse is reported at [k3s]; the customer
+        // is then not built either.
+        let Some(Some(version)) = k3s_version.cloned() else {
+            return None;
+        };
         let cluster = ClusterSpec {
             name: name.clone(),
             tier,
-            kind: ClusterKind::K3s {
-                version: k3s_version.unwrap_or_default().to_string(),
-            },
+            kind: ClusterKind::K3s { version },
             protected: head.protected,
             pools,
         };

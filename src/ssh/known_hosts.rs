@@ -148,15 +148,15 @@ impl KnownHosts {
     }
 
     fn read_text(&self) -> Result<String, KnownHostsError> {
-        match fs::read_to_string(&self.path) {
-            Ok(text) => Ok(text),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
-            Err(source) => Err(KnownHostsError::Io {
+        // A regular file of bounded size only: a FIFO or a device in its
+        // place is refused, not read forever.
+        crate::localfs::read_text_file_if_exists(&self.path, crate::localfs::KNOWN_HOSTS_LIMIT)
+            .map(Option::unwrap_or_default)
+            .map_err(|e| KnownHostsError::Io {
                 action: "read",
                 path: self.path.clone(),
-                source,
-            }),
-        }
+                source: std::io::Error::other(e.reason()),
+            })
     }
 
     fn write_atomically(&self, text: &str) -> Result<(), KnownHostsError> {
