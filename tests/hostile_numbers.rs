@@ -14,24 +14,7 @@ use serde_json::json;
 
 /// `kiwi-infra ARGS` against `mock`, as an operator would run it.
 fn kiwi(mock: &MockHandle, args: &[&str]) -> Command {
-    let c = mock.credentials();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiwi-infra"));
-    cmd.args(args)
-        .args([
-            "--api-url",
-            &mock.base_url(),
-            "--auth-url",
-            &mock.token_url(),
-        ])
-        .env("CNTB_OAUTH2_CLIENT_ID", c.client_id)
-        .env("CNTB_OAUTH2_CLIENT_SECRET", c.client_secret)
-        .env("CNTB_OAUTH2_USER", c.username)
-        .env("CNTB_OAUTH2_PASS", &c.password)
-        .env("NO_COLOR", "1")
-        .env_remove("RUST_LOG")
-        .env("KIWI_RATE_LIMIT", "100")
-        .stdin(Stdio::null());
-    cmd
+    apply_support::kiwi_command(mock, args)
 }
 
 fn assert_no_panic(text: &str) {

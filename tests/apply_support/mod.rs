@@ -66,13 +66,12 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// `kiwi-infra` against `mock`, with short waits.
-pub fn command(mock: &MockHandle, inventory: &Path, args: &[&str]) -> Command {
+/// `kiwi-infra ARGS` against `mock`, as an operator would run it: the
+/// mock's URLs and credentials, no colour, no log filter from outside.
+pub fn kiwi_command(mock: &MockHandle, args: &[&str]) -> Command {
     let c = mock.credentials();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiwi-infra"));
     cmd.args(args)
-        .arg("--inventory")
-        .arg(inventory)
         .args([
             "--api-url",
             &mock.base_url(),
@@ -86,11 +85,19 @@ pub fn command(mock: &MockHandle, inventory: &Path, args: &[&str]) -> Command {
         .env("NO_COLOR", "1")
         .env_remove("RUST_LOG")
         .env("KIWI_RATE_LIMIT", "100")
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// `kiwi-infra` against `mock` and `inventory`, with short waits.
+pub fn command(mock: &MockHandle, inventory: &Path, args: &[&str]) -> Command {
+    let mut cmd = kiwi_command(mock, args);
+    cmd.arg("--inventory")
+        .arg(inventory)
         .env("KIWI_APPLY_POLL_MS", "30")
         .env("KIWI_APPLY_UNLISTED_WAIT_MS", "300")
         .env("KIWI_APPLY_START_GRACE_MS", "300")
-        .env("KIWI_APPLY_STATUS_LIMIT_SECS", "60")
-        .stdin(Stdio::null());
+        .env("KIWI_APPLY_STATUS_LIMIT_SECS", "60");
     cmd
 }
 
