@@ -9,21 +9,23 @@
 //! - [`known_hosts`]: `<inventory>/known_hosts`, one line per node, keyed by
 //!   node name (`HostKeyAlias`);
 //! - [`openssh`]: [`OpenSshExec`], the real transport;
-//! - [`fake`]: [`FakeRemote`], a stateful stand-in for unit tests;
-//! - [`redact`]: keeping secrets fed through stdin out of error messages.
+//! - [`fake`]: [`FakeRemote`], a stateful stand-in for unit tests.
+//!
+//! What a node prints is outside text: it reaches an error only through
+//! [`crate::secret::redact`], with every registered secret and everything
+//! the command read from stdin masked.
 
 use std::future::Future;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::secret::Secret;
+use crate::secret::{redact, Secret};
 
 pub mod fake;
 pub mod hostkey;
 pub mod known_hosts;
 pub mod openssh;
-pub mod redact;
 
 pub use fake::FakeRemote;
 pub use hostkey::{HostKey, HostKeyError};
@@ -149,7 +151,7 @@ pub async fn first_boot_finished<R: RemoteExec + ?Sized>(
     if hostname != remote.node() {
         return Err(SshError::WrongHostname {
             node: remote.node().to_string(),
-            hostname: hostname.to_string(),
+            hostname: redact::excerpt(hostname),
         });
     }
     Ok(())
