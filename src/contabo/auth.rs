@@ -43,6 +43,10 @@ pub(super) struct TokenSource {
 #[derive(Deserialize)]
 struct TokenResponse {
     access_token: String,
+    /// Not used, but a secret all the same: registered so that no echo
+    /// shows it.
+    #[serde(default)]
+    refresh_token: Option<String>,
     #[serde(default)]
     expires_in: Option<u64>,
 }
@@ -134,11 +138,13 @@ impl TokenSource {
             return Err(FetchError::Transient(format!("HTTP {status}").into()));
         }
         if !status.is_success() {
+            // Outside text: a token endpoint (or a proxy) may quote the
+            // form, client secret and password included.
             let reason = serde_json::from_slice::<OAuthError>(&body)
                 .map(|e| {
-                    format!("{} {}", e.error, e.error_description)
-                        .trim()
-                        .to_string()
+                    crate::secret::redact::excerpt(
+                        format!("{} {}", e.error, e.error_description).trim(),
+                    )
                 })
                 .unwrap_or_else(|_| "no OAuth error in the answer".to_string());
             return Err(FetchError::Refused(ContaboError::Credentials {
@@ -148,8 +154,17 @@ impl TokenSource {
             }));
         }
         let token: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
-            FetchError::Transient(format!("token answer is not OAuth JSON: {e}").into())
+            FetchError::Transient(
+                format!(
+                    "token answer is not OAuth JSON: {}",
+                    crate::secret::redact::excerpt(&e.to_string())
+                )
+                .into(),
+            )
         })?;
+        if let Some(refresh) = &token.refresh_token {
+            crate::secret::register(refresh);
+        }
         // Unknown lifetime: assume the shortest sensible one and renew early.
         let lifetime = Duration::from_secs(token.expires_in.unwrap_or(60));
         let renew_at = started + lifetime.saturating_sub(RENEW_MARGIN.min(lifetime / 2));
