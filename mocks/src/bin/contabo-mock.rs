@@ -83,6 +83,10 @@ struct Args {
     /// Probability (0..=1) that an instance order's response is dropped the same way.
     #[arg(long, default_value_t = 0.0, value_name = "P")]
     drop_create_probability: f64,
+    /// Make error answers quote the request (headers with the bearer token, and the body), and
+    /// the token endpoint's error answers its form (client secret, password): a careless server.
+    #[arg(long)]
+    echo_request_in_errors: bool,
     /// Hold new orders of a product in a status, e.g. V9=product_not_available (repeatable;
     /// also manual_provisioning, verification_required, pending_payment).
     #[arg(long, value_name = "PRODUCT=STATUS")]
@@ -165,6 +169,7 @@ impl Args {
             throttle_rate: self.throttle_rate,
             drop_create_responses: self.drop_create_responses,
             drop_create_probability: self.drop_create_probability,
+            echo_request_in_errors: self.echo_request_in_errors,
         };
         faults.check().map_err(anyhow::Error::msg)?;
         let product_statuses = self

@@ -82,6 +82,11 @@ pub struct Faults {
     pub drop_create_responses: u32,
     /// Probability (0..=1) that any other instance order's response is dropped the same way.
     pub drop_create_probability: f64,
+    /// Error answers quote the request they answer: method, path, every header (the bearer
+    /// token too) and the body (an order's user data too). Also makes the token endpoint's
+    /// error answers quote its form (client secret and password). See [`super::echo`].
+    #[serde(default)]
+    pub echo_request_in_errors: bool,
 }
 
 impl Default for Faults {
@@ -94,6 +99,7 @@ impl Default for Faults {
             throttle_rate: 0.0,
             drop_create_responses: 0,
             drop_create_probability: 0.0,
+            echo_request_in_errors: false,
         }
     }
 }
