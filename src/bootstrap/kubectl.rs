@@ -158,12 +158,17 @@ struct Condition {
 }
 
 /// Parses `kubectl get nodes -o json`. Taints with an effect this build
-/// does not know are skipped (they cannot come from the inventory).
+/// does not know are skipped (they cannot come from the inventory). Errors
+/// quote the node's output only as a redacted, escaped excerpt.
 pub fn parse_node_list(json: &str) -> Result<Vec<Node>, String> {
-    let list: NodeList =
-        serde_json::from_str(json).map_err(|e| format!("not a Kubernetes NodeList: {e}"))?;
+    use crate::secret::redact::excerpt;
+    let list: NodeList = serde_json::from_str(json)
+        .map_err(|e| format!("not a Kubernetes NodeList: {}", excerpt(&e.to_string())))?;
     if list.kind != "NodeList" && list.kind != "List" {
-        return Err(format!("expected kind NodeList, got {}", list.kind));
+        return Err(format!(
+            "expected kind NodeList, got {}",
+            excerpt(&list.kind)
+        ));
     }
     Ok(list
         .items
