@@ -172,6 +172,20 @@ pub fn command_failed(node: &str, command: &RemoteCommand, output: &Output) -> S
     }
 }
 
+/// An error of the SSH transport, as an [`SshError`] may keep it. It can
+/// quote what ssh or the node printed (ssh's stderr, a login banner), so
+/// its whole chain is kept only as a redacted, escaped, capped excerpt.
+pub fn transport_error(error: &dyn std::error::Error) -> Box<dyn std::error::Error + Send + Sync> {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    redact::excerpt(&text).into()
+}
+
 /// The command [`RemoteExec::upload`] runs: `sudo install` reading the
 /// contents from stdin, so they never appear in a command line.
 pub fn upload_command(path: &str, mode: u32) -> String {

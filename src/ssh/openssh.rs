@@ -249,7 +249,7 @@ impl OpenSshExec {
             None => SshError::Connect {
                 node: self.node.clone(),
                 address: self.address.clone(),
-                source: Box::new(error),
+                source: super::transport_error(&error),
             },
         }
     }
@@ -317,7 +317,7 @@ impl RemoteExec for OpenSshExec {
                 self.forget(&session).await;
                 Err(SshError::Session {
                     node: self.node.clone(),
-                    source: Box::new(error),
+                    source: super::transport_error(&error),
                 })
             }
         }
