@@ -160,6 +160,21 @@ async fn a_server_that_echoes_requests_never_makes_kiwi_infra_print_a_secret() {
         printed.contains("authorization: Bearer ***"),
         "no echoed token was shown; the test proves nothing:\n{printed:.4000}"
     );
+    // And each was shown on the line of the message that quoted it: the
+    // echo's own line breaks and control characters are spelled out, in
+    // progress lines, the summary, errors and logs alike.
+    if let Some(c) = printed
+        .chars()
+        .find(|&c| c != '\n' && kiwi_infra::text::is_unsafe_for_terminal(c))
+    {
+        panic!("{c:?} reached the output");
+    }
+    for line in printed.lines() {
+        assert!(
+            !line.starts_with("authorization:") && !line.starts_with("x-request-id:"),
+            "an echoed header got a line of its own: {line}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
