@@ -17,4 +17,5 @@ pub mod plan;
 pub mod report;
 pub mod secret;
 pub mod ssh;
+pub mod text;
 pub mod yaml;

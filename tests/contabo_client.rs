@@ -382,3 +382,77 @@ async fn a_rejected_order_is_an_unknown_outcome_that_names_the_field_and_the_req
     assert!(rig.mock.instances().is_empty());
     rig.assert_spec_clean();
 }
+
+/// The error as the operator could ever see it: message, causes and `Debug`.
+fn everything_shown(err: &ContaboError) -> String {
+    let mut shown = format!("{err:?}\n{}", kiwi_infra::text::error_chain(err, "\n"));
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        shown.push_str(&format!("\n{cause}"));
+        source = cause.source();
+    }
+    shown
+}
+
+#[tokio::test]
+async fn a_server_echoing_requests_in_errors_stays_in_the_spec_and_its_echo_holds_no_secret() {
+    let rig = Rig::start(quick_mock()).await;
+    let client = rig.client();
+    let image = rig.image_id(&client).await;
+    rig.mock
+        .set_faults(Faults {
+            error_rate: 1.0,
+            echo_request_in_errors: true,
+            ..Faults::default()
+        })
+        .unwrap();
+    let token = rig.mock.issued_tokens().pop().unwrap();
+
+    // A read: every attempt answered 500/503 with the bearer token quoted.
+    let err = client.list_tags().await.unwrap_err();
+    let shown = everything_shown(&err);
+    assert!(shown.contains("the request was: GET /v1/tags"), "{shown}");
+    assert!(shown.contains("authorization: Bearer ***"), "{shown}");
+    assert!(!shown.contains(&token), "{shown}");
+
+    // An order: the answer quotes the body, whose user data starts with a
+    // host private key.
+    let key_line = "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW";
+    let mut with_key = order("kiwi-acme-agents-01", &image);
+    with_key.user_data = Some(Secret::new(format!(
+        "#cloud-config\nssh_keys:\n  ed25519_private: |\n    \
+         -----BEGIN OPENSSH PRIVATE KEY-----\n    {key_line}\n    \
+         -----END OPENSSH PRIVATE KEY-----\n"
+    )));
+    let err = client.create_instance(with_key).await.unwrap_err();
+    assert!(
+        matches!(err, ContaboError::OrderOutcomeUnknown { .. }),
+        "{err:?}"
+    );
+    let shown = everything_shown(&err);
+    assert!(
+        shown.contains("the request was: POST /v1/compute/instances"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("\"userData\":\"***"),
+        "the echo reached the user data, masked: {shown}"
+    );
+    assert!(!shown.contains("PRIVATE KEY"), "{shown}");
+    assert!(!shown.contains(&key_line[..24]), "{shown}");
+    assert!(!shown.contains(&token), "{shown}");
+
+    // The token endpoint quotes its form when it refuses it.
+    let mut config = rig.config();
+    config.credentials.password = Secret::new("canary-echoed-password/7e1".into());
+    let err = ContaboClient::new(config)
+        .unwrap()
+        .list_tags()
+        .await
+        .unwrap_err();
+    let shown = everything_shown(&err);
+    assert!(shown.contains("the request was: POST"), "{shown}");
+    assert!(!shown.contains("canary-echoed-password"), "{shown}");
+    assert!(!shown.contains("canary-echoed-password%2F7e1"), "{shown}");
+    rig.assert_spec_clean();
+}

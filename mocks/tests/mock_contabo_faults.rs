@@ -424,3 +424,77 @@ async fn the_binary_prints_its_base_url_first_and_serves_it() {
         "--product-status applies"
     );
 }
+
+#[tokio::test]
+async fn echo_request_in_errors_quotes_the_token_and_the_body_in_error_answers_only() {
+    let mock = contabo::spawn(fast()).await.unwrap();
+    let api = login(&mock).await;
+    // Off by default: an error answer says only what went wrong.
+    let (status, body) = api
+        .post(
+            "/v1/compute/instances",
+            json!({"period": 2, "userData": "canary-body"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(!body.to_string().contains("canary-body"), "{body}");
+
+    let (status, faults) = api
+        .control(
+            Method::PUT,
+            "/_mock/faults",
+            Some(json!({"echoRequestInErrors": true})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{faults}");
+    assert_eq!(faults["echoRequestInErrors"], true);
+
+    let (status, body) = api
+        .post(
+            "/v1/compute/instances",
+            json!({"period": 2, "userData": "canary-body"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["statusCode"], 400);
+    let message = body["message"].as_str().unwrap();
+    assert!(message.starts_with("period must be one of"), "{message}");
+    assert!(message.contains("POST /v1/compute/instances"), "{message}");
+    assert!(
+        message.contains(&format!("Bearer {}", api.token)),
+        "{message}"
+    );
+    assert!(message.contains("canary-body"), "{message}");
+    // A success is answered as always.
+    assert_eq!(api.get("/v1/compute/instances").await.0, StatusCode::OK);
+
+    // The token endpoint quotes the form it refused.
+    let c = mock.credentials();
+    let refused = api_support::token_response(
+        &Client::new(),
+        &mock.base_url(),
+        &mock,
+        "wrong-password-canary",
+        &c.client_id,
+    )
+    .await;
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_grant");
+    let description = body["error_description"].as_str().unwrap();
+    assert!(
+        description.contains("password=wrong-password-canary"),
+        "{description}"
+    );
+    assert!(
+        description.contains(&format!("client_secret={}", c.client_secret)),
+        "{description}"
+    );
+
+    // The control API never echoes.
+    let (status, body) = api
+        .control(Method::PUT, "/_mock/faults", Some(json!({"errorRate": 7})))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(!body.to_string().contains("request was"), "{body}");
+}

@@ -271,14 +271,9 @@ pub enum ApplyError {
 }
 
 impl ApplyError {
-    /// The error and all its causes on one line each, as the summary prints them.
+    /// The error and all its causes on one line each, as the summary prints
+    /// them: secrets masked and outside text escaped for the terminal.
     pub fn chain(&self) -> String {
-        let mut text = self.to_string();
-        let mut source = std::error::Error::source(self);
-        while let Some(cause) = source {
-            text.push_str(&format!("\n    caused by: {cause}"));
-            source = cause.source();
-        }
-        text
+        crate::text::error_chain(self, "\n    caused by: ")
     }
 }

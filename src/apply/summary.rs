@@ -2,11 +2,16 @@
 //! still pending and why, what failed with its whole error chain, what the
 //! fresh plan still holds, and the exact command to run next. Plain text,
 //! built here so the CLI only prints it and tests can read it.
+//!
+//! It quotes what Contabo and the nodes said (statuses, addresses, error
+//! messages), so every value is escaped for the terminal where it is put
+//! in: only the summary's own line breaks remain.
 
 use std::fmt::Write;
 
 use crate::plan::{Plan, StepKind, Warning};
 use crate::report::StepOutcome;
+use crate::text::{escape_for_terminal as shown, escape_lines_for_terminal};
 
 use super::executor::{ApplyOutcome, NEEDS_ALLOW_DESTROY};
 use super::node::is_node_step;
@@ -113,6 +118,7 @@ pub fn render(input: &SummaryInput<'_>) -> String {
                 .map_or_else(|| "no IPv4 yet".to_string(), |ip| ip.to_string());
             let status =
                 seen.map_or_else(|| "status unknown".to_string(), |i| i.status.to_string());
+            let (slot, ip, status) = (shown(slot), shown(&ip), shown(&status));
             let _ = writeln!(out, "  {slot:<34} instance {id:<10} {ip:<15} {status}");
         }
     }
@@ -141,7 +147,8 @@ pub fn render(input: &SummaryInput<'_>) -> String {
             let _ = writeln!(
                 out,
                 "  {:<34} instance {:<10} until {until:<10}  {price}",
-                c.slot, c.instance
+                shown(&c.slot),
+                c.instance
             );
         }
         let _ = writeln!(
@@ -180,19 +187,27 @@ pub fn render(input: &SummaryInput<'_>) -> String {
         let _ = writeln!(out, "\nNeeds you:");
         for r in &human {
             if let StepOutcome::NeedsHuman(text) = &r.outcome {
-                let _ = writeln!(out, "  {text}");
+                let _ = writeln!(out, "  {}", shown(text));
             }
         }
     }
     if !failed.is_empty() {
         let _ = writeln!(out, "\nFailed:");
         for r in &failed {
+            // The chain's parts are escaped one by one, so every line
+            // break left in it is its own.
             let text = match (&r.error, &r.outcome) {
                 (Some(e), _) => e.chain(),
-                (None, StepOutcome::Failed(text)) => text.clone(),
+                (None, StepOutcome::Failed(text)) => shown(text).into_owned(),
                 _ => String::new(),
             };
-            let _ = writeln!(out, "  {}: {}", r.id, text.replace('\n', "\n  "));
+            let text = escape_lines_for_terminal(&text);
+            let _ = writeln!(
+                out,
+                "  {}: {}",
+                shown(&r.id.to_string()),
+                text.replace('\n', "\n  ")
+            );
         }
     }
     if !not_carried.is_empty() || !skipped.is_empty() || !outcome.deferred.is_empty() {
@@ -207,8 +222,13 @@ pub fn render(input: &SummaryInput<'_>) -> String {
             }
         }
         for (why, ids) in reasons {
-            let _ = writeln!(out, "  {} step(s) not carried out: {why}", ids.len());
-            let _ = writeln!(out, "    {}", ids.join(", "));
+            let _ = writeln!(
+                out,
+                "  {} step(s) not carried out: {}",
+                ids.len(),
+                shown(why)
+            );
+            let _ = writeln!(out, "    {}", shown(&ids.join(", ")));
             if why == NEEDS_ALLOW_DESTROY {
                 let _ = writeln!(
                     out,
@@ -220,7 +240,14 @@ pub fn render(input: &SummaryInput<'_>) -> String {
         }
         for r in &skipped {
             if let StepOutcome::Skipped { because } = &r.outcome {
-                let _ = writeln!(out, "  {}: skipped because {because} did not succeed", r.id);
+                let _ = writeln!(
+                    out,
+                    "  {}",
+                    shown(&format!(
+                        "{}: skipped because {because} did not succeed",
+                        r.id
+                    ))
+                );
             }
         }
         if !outcome.deferred.is_empty() {
@@ -252,13 +279,13 @@ pub fn render(input: &SummaryInput<'_>) -> String {
                     if left.is_empty() { "" } else { ":" }
                 );
                 for s in left.iter().take(20) {
-                    let _ = writeln!(out, "  {}", s.id);
+                    let _ = writeln!(out, "  {}", shown(&s.id.to_string()));
                 }
                 if left.len() > 20 {
                     let _ = writeln!(out, "  … and {} more", left.len() - 20);
                 }
                 for w in warnings {
-                    let _ = writeln!(out, "  {w}");
+                    let _ = writeln!(out, "  {}", shown(&w));
                 }
             }
             let node_left = plan.steps.iter().filter(|s| is_node_step(&s.kind)).count();
@@ -285,7 +312,11 @@ pub fn render(input: &SummaryInput<'_>) -> String {
             }
         }
         FreshPlan::Unavailable(why) => {
-            let _ = writeln!(out, "Fresh plan: could not observe Contabo again: {why}");
+            let _ = writeln!(
+                out,
+                "Fresh plan: could not observe Contabo again: {}",
+                shown(why)
+            );
         }
     }
 

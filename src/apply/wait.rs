@@ -339,7 +339,7 @@ pub fn needs_human_message(slot: &str, i: &Instance) -> String {
             i.error_message
                 .as_deref()
                 .filter(|m| !m.is_empty())
-                .map(|m| format!(" ({m})"))
+                .map(|m| format!(" ({})", crate::secret::redact::excerpt(m)))
                 .unwrap_or_default()
         ),
         S::Uninstalled => {

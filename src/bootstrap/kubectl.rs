@@ -171,11 +171,16 @@ struct Condition {
 /// labels and taints whose key or value breaks Kubernetes' grammar (which
 /// the API server would never have accepted, and which could read as a
 /// `kubectl` option), are skipped: nothing kiwi-infra plans can name them.
+/// Errors quote the node's output only as a redacted, escaped excerpt.
 pub fn parse_node_list(json: &str) -> Result<Vec<Node>, String> {
-    let list: NodeList =
-        serde_json::from_str(json).map_err(|e| format!("not a Kubernetes NodeList: {e}"))?;
+    use crate::secret::redact::excerpt;
+    let list: NodeList = serde_json::from_str(json)
+        .map_err(|e| format!("not a Kubernetes NodeList: {}", excerpt(&e.to_string())))?;
     if list.kind != "NodeList" && list.kind != "List" {
-        return Err(format!("expected kind NodeList, got {}", list.kind));
+        return Err(format!(
+            "expected kind NodeList, got {}",
+            excerpt(&list.kind)
+        ));
     }
     Ok(list
         .items

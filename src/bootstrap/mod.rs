@@ -320,7 +320,7 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
             node: exec.node().to_string(),
             command: command.to_string(),
             status: out.status,
-            stderr: crate::ssh::redact::tail(
+            stderr: crate::secret::redact::tail(
                 &out.stderr,
                 &secrets
                     .iter()
@@ -505,7 +505,7 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
                 .run(&exec, &command, self.settings.command_timeout, &[])
                 .await
             {
-                Ok(out) => crate::ssh::redact::tail(&out.stdout, &[]),
+                Ok(out) => crate::secret::redact::tail(&out.stdout, &[]),
                 Err(e) => format!("(could not read the log: {e})"),
             },
             Err(e) => format!("(could not reach the node: {e})"),

@@ -195,7 +195,7 @@ async fn apply_observed(
     };
     let fresh_view = match &fresh {
         Ok(p) => FreshPlan::Planned(p),
-        Err(e) => FreshPlan::Unavailable(e.to_string()),
+        Err(e) => FreshPlan::Unavailable(crate::text::error_chain(e, ": ")),
     };
     let input = SummaryInput {
         outcome: &outcome,
@@ -244,18 +244,22 @@ fn describe_extras(
                 .iter()
                 .filter(|s| matches!(s.kind, plan::StepKind::AssignTag { .. }))
                 .count(),
-            interrupted.iter().cloned().collect::<Vec<_>>().join(", ")
+            crate::text::escape_for_terminal(
+                &interrupted.iter().cloned().collect::<Vec<_>>().join(", ")
+            )
         );
     }
     if !settle.is_empty() {
         println!(
             "\nWaits for {} instance(s) not running yet: {}",
             settle.len(),
-            settle
-                .iter()
-                .map(|t| t.slot.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            crate::text::escape_for_terminal(
+                &settle
+                    .iter()
+                    .map(|t| t.slot.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
         );
     }
     let deferred = steps.iter().filter(|s| is_node_step(&s.kind)).count();

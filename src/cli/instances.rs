@@ -12,7 +12,7 @@ pub async fn run(global: &GlobalArgs, args: &InstancesArgs) -> Result<(), CliErr
     if args.json {
         let json = serde_json::to_string_pretty(&instances)
             .map_err(|e| CliError::Internal(format!("cannot encode instances as JSON: {e}")))?;
-        println!("{json}");
+        println!("{}", crate::text::json_for_terminal(&json));
         return Ok(());
     }
     let rows: Vec<Vec<String>> = instances

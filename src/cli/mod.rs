@@ -132,24 +132,30 @@ async fn run(cli: &Cli) -> Result<ExitCode, CliError> {
     }
 }
 
-/// Prints an error and its whole chain of causes, once.
+/// Prints an error and its whole chain of causes, once. Errors quote
+/// outside text (a server's message, a node's output, an inventory value),
+/// so each message is stripped of every secret the process holds and
+/// escaped for the terminal.
 pub(crate) fn report(error: &CliError) {
     if let CliError::Inventory(diagnostics) = error {
-        // Each diagnostic already reads `FILE:LINE:COL: error: …`.
-        eprintln!("{diagnostics}");
+        // Each diagnostic already reads `FILE:LINE:COL: error: …`, one per
+        // line: a line break inside one is escaped like any other control.
+        for diagnostic in diagnostics.iter() {
+            eprintln!(
+                "{}",
+                crate::text::escape_for_terminal(&diagnostic.to_string())
+            );
+        }
         eprintln!(
             "{} error(s) in the inventory; nothing was changed",
             diagnostics.len()
         );
         return;
     }
-    let mut text = format!("error: {error}");
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(&format!("\n  caused by: {cause}"));
-        source = cause.source();
-    }
-    eprintln!("{text}");
+    eprintln!(
+        "error: {}",
+        crate::text::error_chain(error, "\n  caused by: ")
+    );
 }
 
 fn init_logging(global: &args::GlobalArgs) {
@@ -167,9 +173,30 @@ fn init_logging(global: &args::GlobalArgs) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| RedactingWriter(std::io::stderr()))
         .with_ansi(settings::use_color_on_stderr(global.color))
         .try_init();
+}
+
+/// Where log lines go: stderr, with every registered secret masked, so that
+/// no field at `-vvv` (a server's answer, a node's output) can print one,
+/// and escaped for the terminal (the formatter escapes ESC in values, not
+/// `\r`, C1 or bidi controls). The subscriber formats a whole event before
+/// it writes it, so a secret is never split between two writes.
+struct RedactingWriter(std::io::Stderr);
+
+impl std::io::Write for RedactingWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        let masked = crate::secret::redact::redact(&text);
+        let shown = crate::text::escape_log_lines(&masked);
+        self.0.write_all(shown.as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
 }
 
 /// `kiwi-infra status | head` closes stdout early; `println!` then panics.

@@ -122,7 +122,7 @@ async fn plan_and_print(global: &GlobalArgs, args: &PlanArgs) -> Result<bool, Cl
     if args.json {
         let json = serde_json::to_string_pretty(&plan::render_json(&planned.plan))
             .map_err(|e| CliError::Internal(format!("cannot encode the plan as JSON: {e}")))?;
-        println!("{json}");
+        println!("{}", crate::text::json_for_terminal(&json));
     } else {
         let options = RenderOptions {
             color: settings::use_color(global.color),

@@ -2,6 +2,9 @@
 //! stderr is a terminal, plain timestamped lines when it is not (CI, logs),
 //! nothing with `-q`. The only place that knows indicatif; the core talks to
 //! [`crate::report::Reporter`].
+//!
+//! Progress quotes what Contabo and the nodes said (a status, an error), so
+//! each line is escaped for the terminal: one event, one line.
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -12,6 +15,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::plan::{Step, StepId};
 use crate::report::{Reporter, Stage, StepOutcome};
+use crate::text::escape_for_terminal;
 
 /// The reporter the CLI uses for one apply.
 #[derive(Debug)]
@@ -72,7 +76,7 @@ impl Bars {
         let bar = lines.entry(slot.to_string()).or_insert_with(|| {
             let bar = self.multi.add(ProgressBar::new_spinner());
             bar.set_style(self.style.clone());
-            bar.set_prefix(slot.to_string());
+            bar.set_prefix(escape_for_terminal(slot).into_owned());
             bar.enable_steady_tick(Duration::from_millis(120));
             bar
         });
@@ -80,7 +84,7 @@ impl Bars {
     }
 
     fn println(&self, text: &str) {
-        let _ = self.multi.println(text);
+        let _ = self.multi.println(escape_for_terminal(text));
     }
 
     fn finish(&self) {
@@ -124,23 +128,33 @@ impl Reporter for CliReporter {
                     bars.println(&format!("{step}: {outcome}"));
                 }
             }
-            CliReporter::Lines => eprintln!("{} {step} {outcome}", now()),
+            CliReporter::Lines => eprintln!(
+                "{} {}",
+                now(),
+                escape_for_terminal(&format!("{step} {outcome}"))
+            ),
             CliReporter::Quiet => {}
         }
     }
 
     fn node_stage(&self, slot: &str, stage: &Stage) {
+        let stage_is_final = stage.is_final();
         match self {
             CliReporter::Bars(bars) => {
                 if let Some(bar) = bars.line(slot) {
-                    if stage.is_final() {
-                        bar.finish_with_message(stage.to_string());
+                    let stage = escape_for_terminal(&stage.to_string()).into_owned();
+                    if stage_is_final {
+                        bar.finish_with_message(stage);
                     } else {
-                        bar.set_message(stage.to_string());
+                        bar.set_message(stage);
                     }
                 }
             }
-            CliReporter::Lines => eprintln!("{} {slot} {stage}", now()),
+            CliReporter::Lines => eprintln!(
+                "{} {}",
+                now(),
+                escape_for_terminal(&format!("{slot} {stage}"))
+            ),
             CliReporter::Quiet => {}
         }
     }
@@ -148,7 +162,7 @@ impl Reporter for CliReporter {
     fn message(&self, text: &str) {
         match self {
             CliReporter::Bars(bars) => bars.println(text),
-            CliReporter::Lines => eprintln!("{} {text}", now()),
+            CliReporter::Lines => eprintln!("{} {}", now(), escape_for_terminal(text)),
             CliReporter::Quiet => {}
         }
     }

@@ -67,7 +67,7 @@ pub fn render(desired: &Desired, observed: &Observed, plan: &Plan) -> String {
         };
         out.push_str(&format!(
             "Cluster {} ({kind}, tier {})\n",
-            cluster.name,
+            crate::text::escape_for_terminal(&cluster.name),
             cluster.tier.as_str()
         ));
         let observation = observed.cluster(&cluster.name);

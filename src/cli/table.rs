@@ -1,7 +1,20 @@
 //! Plain aligned text tables for terminal output.
 
-/// Renders rows under a header, columns padded to their widest cell.
+use crate::text::escape_for_terminal;
+
+/// Renders rows under a header, columns padded to their widest cell. Cells
+/// hold what Contabo and the clusters answered (names, statuses), so each
+/// is escaped for the terminal: one cell, one line, no escape sequences.
 pub fn render(header: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            row.iter()
+                .map(|cell| escape_for_terminal(cell).into_owned())
+                .collect()
+        })
+        .collect();
+    let rows = &rows;
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
@@ -39,5 +52,11 @@ mod tests {
             ],
         );
         assert_eq!(out, "ID    NAME\n1     alpha\n1234  b\n");
+    }
+
+    #[test]
+    fn a_cell_cannot_add_a_line_or_an_escape_sequence() {
+        let out = super::render(&["NAME"], &[vec!["a\x1b[2J\n+ order x".into()]]);
+        assert_eq!(out, "NAME\na\\u{1b}[2J\\n+ order x\n");
     }
 }

@@ -52,6 +52,10 @@ const LONGEST_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
 #[derive(Deserialize)]
 struct TokenResponse {
     access_token: String,
+    /// Not used, but a secret all the same: registered so that no echo
+    /// shows it.
+    #[serde(default)]
+    refresh_token: Option<String>,
     /// Any JSON at all: the token endpoint is outside the code. Read with
     /// [`token_lifetime`].
     #[serde(default)]
@@ -170,11 +174,13 @@ impl TokenSource {
             return Err(FetchError::Transient(format!("HTTP {status}").into()));
         }
         if !status.is_success() {
+            // Outside text: a token endpoint (or a proxy) may quote the
+            // form, client secret and password included.
             let reason = serde_json::from_slice::<OAuthError>(&body)
                 .map(|e| {
-                    format!("{} {}", e.error, e.error_description)
-                        .trim()
-                        .to_string()
+                    crate::secret::redact::excerpt(
+                        format!("{} {}", e.error, e.error_description).trim(),
+                    )
                 })
                 .unwrap_or_else(|_| "no OAuth error in the answer".to_string());
             return Err(FetchError::Refused(ContaboError::Credentials {
@@ -184,8 +190,17 @@ impl TokenSource {
             }));
         }
         let token: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
-            FetchError::Transient(format!("token answer is not OAuth JSON: {e}").into())
+            FetchError::Transient(
+                format!(
+                    "token answer is not OAuth JSON: {}",
+                    crate::secret::redact::excerpt(&e.to_string())
+                )
+                .into(),
+            )
         })?;
+        if let Some(refresh) = &token.refresh_token {
+            crate::secret::register(refresh);
+        }
         let lifetime = token_lifetime(token.expires_in.as_ref());
         let renew_at = renew_time(started, lifetime);
         tracing::debug!(lifetime_s = lifetime.as_secs(), "obtained API token");

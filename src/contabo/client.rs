@@ -821,24 +821,27 @@ fn nothing_was_sent(e: &ContaboError) -> bool {
     )
 }
 
-/// Contabo's `message` from an error body, or a short excerpt of the body.
+/// Contabo's `message` from an error body, or the body's start: outside
+/// text, so every secret the process holds is masked (a proxy may echo the
+/// request, bearer token and user data included), control characters are
+/// escaped and the length is capped.
 fn error_message(body: &[u8]) -> String {
     #[derive(serde::Deserialize)]
     struct ErrorBody {
         message: Option<serde_json::Value>,
     }
-    if let Ok(ErrorBody { message: Some(m) }) = serde_json::from_slice::<ErrorBody>(body) {
-        return match m {
-            serde_json::Value::String(s) => s,
-            other => other.to_string(),
-        };
-    }
-    let text = String::from_utf8_lossy(body);
-    let excerpt: String = text.chars().take(200).collect();
-    if excerpt.trim().is_empty() {
+    let text = match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(ErrorBody {
+            message: Some(serde_json::Value::String(s)),
+        }) => s,
+        Ok(ErrorBody { message: Some(m) }) => m.to_string(),
+        _ => String::from_utf8_lossy(body).into_owned(),
+    };
+    let message = crate::secret::redact::excerpt(&text);
+    if message.is_empty() {
         "(empty body)".to_string()
     } else {
-        excerpt
+        message
     }
 }
 

@@ -1,10 +1,17 @@
 //! Renderings of a plan: for people, in the manner of `terraform plan`
 //! (grouped by cluster, `+` add, `~` change, `-` remove, a summary line), and
 //! as versioned JSON for scripts (documented in `docs/plan-json.md`).
+//!
+//! Names, statuses, tags and labels in a plan come from Contabo and the
+//! clusters, so every line of the human form is escaped for the terminal
+//! ([`crate::text::escape_for_terminal`]): a renamed instance cannot clear
+//! the screen or forge a `+ order` line. (The JSON form is escaped by its
+//! encoder, and by [`crate::text::json_for_terminal`] where it is printed.)
 
 use super::observed::InstanceStatus;
 use super::steps::{Plan, Step, StepKind, Summary, Warning};
 use crate::inventory::{products, Money, Taint};
+use crate::text::escape_for_terminal;
 use anstyle::{AnsiColor, Style};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -58,7 +65,7 @@ pub fn render_human(plan: &Plan, options: &RenderOptions) -> String {
                 out,
                 "  {} {}",
                 r.paint("!", fg(AnsiColor::Yellow).bold()),
-                warning(w)
+                escape_for_terminal(&warning(w))
             );
         }
         out.push('\n');
@@ -177,7 +184,10 @@ struct Renderer {
 }
 
 impl Renderer {
+    /// One line of output: escaped, then coloured. Every line of the human
+    /// form goes through here or through [`warning`].
     fn paint(&self, text: &str, style: Style) -> String {
+        let text = escape_for_terminal(text);
         if self.options.color {
             format!("{}{text}{}", style.render(), style.render_reset())
         } else {
@@ -369,7 +379,7 @@ impl Renderer {
                         "rename {}{id} back to {}: renamed to \"{}\"; it is recognised by its node's address",
                         instance.name,
                         instance.name,
-                        current_name.escape_debug()
+                        escape_for_terminal(current_name)
                     ),
                     step,
                 );
@@ -471,7 +481,7 @@ fn warning(w: &Warning) -> String {
         ),
         Warning::Unattributed { name, instance, cluster, reason } => format!(
             "instance {instance} (named \"{}\") is kiwi-infra's, but {reason}; it is left alone{}. Give it back its slot name in the Contabo panel, or check its kiwi-cluster-* tag.",
-            name.escape_debug(),
+            escape_for_terminal(name),
             cluster.as_ref().map_or_else(String::new, |c| format!(" (tagged for cluster {c})"))
         ),
         Warning::OrdersHeld { cluster, slots } => format!(
@@ -487,8 +497,8 @@ fn warning(w: &Warning) -> String {
         ),
         Warning::OddValue { name, instance, field, value } => format!(
             "instance {instance} (named \"{}\"): {field} is \"{}\", which is not of the expected form; not used.",
-            name.escape_debug(),
-            value.escape_debug()
+            escape_for_terminal(name),
+            escape_for_terminal(value)
         ),
     }
 }

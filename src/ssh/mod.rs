@@ -9,21 +9,23 @@
 //! - [`known_hosts`]: `<inventory>/known_hosts`, one line per node, keyed by
 //!   node name (`HostKeyAlias`);
 //! - [`openssh`]: [`OpenSshExec`], the real transport;
-//! - [`fake`]: [`FakeRemote`], a stateful stand-in for unit tests;
-//! - [`redact`]: keeping secrets fed through stdin out of error messages.
+//! - [`fake`]: [`FakeRemote`], a stateful stand-in for unit tests.
+//!
+//! What a node prints is outside text: it reaches an error only through
+//! [`crate::secret::redact`], with every registered secret and everything
+//! the command read from stdin masked.
 
 use std::future::Future;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::secret::Secret;
+use crate::secret::{redact, Secret};
 
 pub mod fake;
 pub mod hostkey;
 pub mod known_hosts;
 pub mod openssh;
-pub mod redact;
 
 pub use fake::FakeRemote;
 pub use hostkey::{HostKey, HostKeyError};
@@ -149,7 +151,7 @@ pub async fn first_boot_finished<R: RemoteExec + ?Sized>(
     if hostname != remote.node() {
         return Err(SshError::WrongHostname {
             node: remote.node().to_string(),
-            hostname: hostname.to_string(),
+            hostname: redact::excerpt(hostname),
         });
     }
     Ok(())
@@ -168,6 +170,20 @@ pub fn command_failed(node: &str, command: &RemoteCommand, output: &Output) -> S
         status: output.status,
         stderr: redact::tail(&output.stderr, &secrets),
     }
+}
+
+/// An error of the SSH transport, as an [`SshError`] may keep it. It can
+/// quote what ssh or the node printed (ssh's stderr, a login banner), so
+/// its whole chain is kept only as a redacted, escaped, capped excerpt.
+pub fn transport_error(error: &dyn std::error::Error) -> Box<dyn std::error::Error + Send + Sync> {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    redact::excerpt(&text).into()
 }
 
 /// The command [`RemoteExec::upload`] runs: `sudo install` reading the
@@ -231,7 +247,7 @@ pub enum SshError {
     #[error(
         "refusing to connect over SSH: the {what} {} is not a plain name or address (letters, \
          digits, `.`, `_`, `-`, `:`, not starting with `-`)",
-        value.escape_debug()
+        crate::text::escape_for_terminal(value)
     )]
     UnsafeArgument {
         /// Which value (`node name`, `address`, `user`).

@@ -256,7 +256,7 @@ impl OpenSshExec {
             None => SshError::Connect {
                 node: self.node.clone(),
                 address: self.address.clone(),
-                source: Box::new(error),
+                source: super::transport_error(&error),
             },
         }
     }
@@ -324,7 +324,7 @@ impl RemoteExec for OpenSshExec {
                 self.forget(&session).await;
                 Err(SshError::Session {
                     node: self.node.clone(),
-                    source: Box::new(error),
+                    source: super::transport_error(&error),
                 })
             }
         }

@@ -98,6 +98,10 @@ struct Args {
     /// A hostile Contabo: serve at most N items of each list page, whatever `_pagination` says.
     #[arg(long, value_name = "N")]
     serve_at_most: Option<u32>,
+    /// Make error answers quote the request (headers with the bearer token, and the body), and
+    /// the token endpoint's error answers its form (client secret, password): a careless server.
+    #[arg(long)]
+    echo_request_in_errors: bool,
     /// Hold new orders of a product in a status, e.g. V9=product_not_available (repeatable;
     /// also manual_provisioning, verification_required, pending_payment).
     #[arg(long, value_name = "PRODUCT=STATUS")]
@@ -185,6 +189,7 @@ impl Args {
             total_pages: self.total_pages,
             total_elements: self.total_elements,
             serve_at_most: self.serve_at_most,
+            echo_request_in_errors: self.echo_request_in_errors,
             // Hostile-mode order failures are set at run time through `PUT /_mock/faults`.
             ..Faults::default()
         };

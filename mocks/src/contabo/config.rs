@@ -118,6 +118,11 @@ pub struct Faults {
     /// pages of the size asked for: the items in between are silently left out.
     #[serde(default)]
     pub serve_at_most: Option<u32>,
+    /// Error answers quote the request they answer: method, path, every header (the bearer
+    /// token too) and the body (an order's user data too). Also makes the token endpoint's
+    /// error answers quote its form (client secret and password). See [`super::echo`].
+    #[serde(default)]
+    pub echo_request_in_errors: bool,
 }
 
 fn default_fail_create_status() -> u16 {
@@ -146,6 +151,7 @@ impl Default for Faults {
             total_pages: None,
             total_elements: None,
             serve_at_most: None,
+            echo_request_in_errors: false,
         }
     }
 }

@@ -18,6 +18,8 @@
 //! Decisions where the real service's behaviour is not documented:
 //! - Faults apply to `/v1` only; the token endpoint and the control API are never slowed,
 //!   failed or rate limited. Injected 5xx happen before the handler, so they never commit.
+//!   The one exception is `echoRequestInErrors` ([`echo`]), which also makes the token
+//!   endpoint's error answers quote the form it was sent.
 //! - Cancelling twice is 409 (see [`instances`]).
 //! - A product override holds new orders of that product in its status (as Contabo would until
 //!   staff act); clearing it moves held orders on to `provisioning`, which tests rely on.
@@ -28,6 +30,7 @@ pub mod auth;
 pub mod catalog;
 pub mod config;
 pub mod control;
+pub mod echo;
 pub mod gateway;
 pub mod images;
 pub mod instances;

@@ -21,7 +21,7 @@ use tower::ServiceExt;
 
 use super::shared::Shared;
 use super::wire::ApiError;
-use super::{auth, control, gateway, images, instances, networks, secrets, tags};
+use super::{auth, control, echo, gateway, images, instances, networks, secrets, tags};
 
 /// Lets a handler close its own connection without answering.
 #[derive(Debug, Clone, Default)]
@@ -113,6 +113,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route(auth::TOKEN_PATH, post(auth::token))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(from_fn_with_state(
+            shared.clone(),
+            echo::echo_request_in_errors,
+        ))
         .layer(from_fn(gateway::echo_request_id))
         .with_state(shared)
 }
