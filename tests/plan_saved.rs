@@ -26,7 +26,7 @@ fn saved() -> (Desired, Observed, SavedPlan) {
     let desired = desired();
     let observed = observed("partial_order");
     let plan = plan::plan(&desired, &observed, &PlanOptions::default());
-    let saved = SavedPlan::new(&desired, &observed, plan);
+    let saved = SavedPlan::new(&desired, &observed, plan, PlanOptions::default());
     (desired, observed, saved)
 }
 
@@ -37,7 +37,12 @@ fn a_saved_plan_reads_back_identical_and_fresh() {
     let back = SavedPlan::from_json(&text).unwrap();
     assert_eq!(back, saved);
     assert_eq!(
-        back.check_fresh(&observed, &desired, &now(&desired, &observed)),
+        back.check_fresh(
+            &observed,
+            &desired,
+            &now(&desired, &observed),
+            &PlanOptions::default(),
+        ),
         Ok(())
     );
     assert!(back.created_by.starts_with("kiwi-infra "));
@@ -66,7 +71,12 @@ fn a_changed_account_makes_a_saved_plan_stale() {
     let (desired, mut observed, saved) = saved();
     observed.instances[0].status = InstanceStatus::Error;
     assert_eq!(
-        saved.check_fresh(&observed, &desired, &now(&desired, &observed)),
+        saved.check_fresh(
+            &observed,
+            &desired,
+            &now(&desired, &observed),
+            &PlanOptions::default(),
+        ),
         Err(Stale::ObservedChanged)
     );
 }
@@ -76,7 +86,12 @@ fn a_changed_inventory_makes_a_saved_plan_stale() {
     let (mut desired, observed, saved) = saved();
     desired.clusters[0].pools[0].count += 1;
     assert_eq!(
-        saved.check_fresh(&observed, &desired, &now(&desired, &observed)),
+        saved.check_fresh(
+            &observed,
+            &desired,
+            &now(&desired, &observed),
+            &PlanOptions::default(),
+        ),
         Err(Stale::InventoryChanged)
     );
 }
@@ -91,7 +106,12 @@ fn listing_order_addresses_and_readiness_do_not_make_a_plan_stale() {
         core.nodes[0].ready = !core.nodes[0].ready;
     }
     assert_eq!(
-        saved.check_fresh(&observed, &desired, &now(&desired, &observed)),
+        saved.check_fresh(
+            &observed,
+            &desired,
+            &now(&desired, &observed),
+            &PlanOptions::default(),
+        ),
         Ok(())
     );
 }
@@ -101,7 +121,12 @@ fn a_plan_from_another_format_version_is_refused() {
     let (desired, observed, mut saved) = saved();
     saved.format_version = 99;
     assert!(matches!(
-        saved.check_fresh(&observed, &desired, &now(&desired, &observed)),
+        saved.check_fresh(
+            &observed,
+            &desired,
+            &now(&desired, &observed),
+            &PlanOptions::default(),
+        ),
         Err(Stale::FormatVersion { found: 99, .. })
     ));
     assert_ne!(fingerprint(&observed), fingerprint(&Observed::default()));
@@ -129,7 +154,11 @@ fn every_kind_of_step_and_warning_survives_a_save() {
                     allow_destroy: false,
                 },
             );
-            let saved = SavedPlan::new(&desired, &observed, plan);
+            let options = PlanOptions {
+                adopt,
+                allow_destroy: false,
+            };
+            let saved = SavedPlan::new(&desired, &observed, plan, options);
             assert_eq!(
                 SavedPlan::from_json(&saved.to_json()).unwrap(),
                 saved,
@@ -153,7 +182,12 @@ fn an_edited_saved_plan_is_refused_naming_the_step_that_differs() {
         assert!(text.contains(from), "the saved plan has no {from}");
         let edited = SavedPlan::from_json(&text.replacen(from, to, 1)).unwrap();
         let refused = edited
-            .check_fresh(&observed, &desired, &now(&desired, &observed))
+            .check_fresh(
+                &observed,
+                &desired,
+                &now(&desired, &observed),
+                &PlanOptions::default(),
+            )
             .unwrap_err();
         let Stale::StepsDiffer { difference } = &refused else {
             panic!("{from} -> {to}: {refused:?}");
@@ -177,13 +211,41 @@ fn an_edited_saved_plan_is_refused_naming_the_step_that_differs() {
     let mut shorter = saved.clone();
     shorter.plan.steps.pop();
     assert!(matches!(
-        shorter.check_fresh(&observed, &desired, &now(&desired, &observed)),
+        shorter.check_fresh(
+            &observed,
+            &desired,
+            &now(&desired, &observed),
+            &PlanOptions::default(),
+        ),
         Err(Stale::StepsDiffer { .. })
     ));
     let mut longer = saved.clone();
     longer.plan.steps.push(longer.plan.steps[0].clone());
     assert!(matches!(
-        longer.check_fresh(&observed, &desired, &now(&desired, &observed)),
+        longer.check_fresh(
+            &observed,
+            &desired,
+            &now(&desired, &observed),
+            &PlanOptions::default(),
+        ),
         Err(Stale::StepsDiffer { .. })
     ));
+}
+
+#[test]
+fn a_plan_saved_without_allow_destroy_is_not_carried_out_with_it() {
+    let (desired, observed, saved) = saved();
+    let destroy = PlanOptions {
+        adopt: false,
+        allow_destroy: true,
+    };
+    let now = plan::plan(&desired, &observed, &destroy);
+    let refused = saved
+        .check_fresh(&observed, &desired, &now, &destroy)
+        .unwrap_err();
+    assert!(matches!(refused, Stale::FlagsDiffer { .. }), "{refused:?}");
+    assert!(
+        refused.to_string().contains("--allow-destroy false"),
+        "{refused}"
+    );
 }

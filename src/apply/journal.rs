@@ -98,16 +98,16 @@ impl OrderJournal {
             .unwrap_or_default();
         // Every line is written whole with its newline and fsynced, so only
         // the last one can be cut short, by a crash in the middle of a
-        // write: that one is dropped (it recorded nothing that was then
-        // acted on). Any other unreadable line is damage the journal cannot
-        // vouch for, and apply stops rather than guess what it said.
+        // write. A last line without its newline that still reads as a
+        // whole entry is kept (its newline is added); one that does not is
+        // torn and dropped (it recorded nothing that was then acted on).
+        // Any other unreadable line is damage the journal cannot vouch for,
+        // and apply stops rather than guess what it said.
         let complete = match text.rfind('\n') {
             Some(end) => &text[..=end],
             None => "",
         };
-        if complete.len() < text.len() {
-            tracing::warn!(path = %path.display(), "dropping the order journal's last line, cut short by a crash");
-        }
+        let tail = &text[complete.len()..];
         let mut entries = Vec::new();
         for (index, line) in complete.lines().enumerate() {
             if line.trim().is_empty() {
@@ -120,15 +120,24 @@ impl OrderJournal {
             })?;
             entries.push(entry);
         }
-        let file = OpenOptions::new()
+        let whole_tail: Option<Entry> = serde_json::from_str(tail).ok();
+        let mut file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
             .map_err(io)?;
-        // Cut the torn line off, so the next entry starts on its own line
-        // and the file stays whole.
-        if complete.len() < text.len() {
-            file.set_len(complete.len() as u64).map_err(io)?;
+        match whole_tail {
+            Some(entry) => {
+                // End the last entry's line, so the next starts on its own.
+                file.write_all(b"\n").map_err(io)?;
+                entries.push(entry);
+            }
+            None if !tail.trim().is_empty() => {
+                tracing::warn!(path = %path.display(), "dropping the order journal's last line, cut short by a crash");
+                // Cut the torn line off, so the file stays whole.
+                file.set_len(complete.len() as u64).map_err(io)?;
+            }
+            None => {}
         }
         Ok(OrderJournal {
             path: path.to_path_buf(),
@@ -225,6 +234,27 @@ mod tests {
             "the entry after the torn line is readable"
         );
         assert_eq!(j.latest()["kiwi-a-server-01"].event, Event::Unresolved);
+    }
+
+    #[test]
+    fn a_whole_last_entry_without_its_newline_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("orders.jsonl");
+        let j = OrderJournal::open_file(&path).unwrap();
+        j.record("kiwi-a-server-01", Event::Placed { instance_id: 7 })
+            .unwrap();
+        drop(j);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.trim_end()).unwrap();
+        let j = OrderJournal::open_file(&path).unwrap();
+        assert_eq!(
+            j.latest()["kiwi-a-server-01"].event,
+            Event::Placed { instance_id: 7 }
+        );
+        j.record("kiwi-a-server-01", Event::Absent).unwrap();
+        drop(j);
+        let j = OrderJournal::open_file(&path).unwrap();
+        assert_eq!(j.entries().len(), 2, "both lines are whole");
     }
 
     #[test]

@@ -76,6 +76,7 @@ async fn apply_observed(
         nodes,
     } = run;
     let options = plan_options(args.choices);
+    let reorder = reorder_slots(desired, &args.reorder)?;
     let plan = match &args.plan_file {
         Some(path) => {
             // A FIFO or a device given as the plan file is refused, not read.
@@ -88,7 +89,7 @@ async fn apply_observed(
             // makes now, and the file must name exactly its steps.
             let now = plan::plan(desired, observed, &options);
             saved
-                .check_fresh(observed, desired, &now)
+                .check_fresh(observed, desired, &now, &options)
                 .map_err(|stale| {
                     CliError::User(format!(
                         "refusing to apply {}: {stale}. Nothing was changed",
@@ -158,7 +159,7 @@ async fn apply_observed(
     }
 
     apply_settings.contabo_only = args.contabo_only;
-    apply_settings.reorder = args.reorder.iter().cloned().collect();
+    apply_settings.reorder = reorder;
     apply_settings.allow_destroy = args.choices.allow_destroy;
     apply_settings.protected_clusters = desired
         .clusters
@@ -266,6 +267,25 @@ fn describe_extras(
     if contabo_only && deferred > 0 {
         println!("\n--contabo-only: {deferred} node step(s) are left for a later apply.");
     }
+}
+
+/// The slots `--reorder` names, each one of the inventory's slot names.
+fn reorder_slots(
+    desired: &crate::inventory::Desired,
+    named: &[String],
+) -> Result<BTreeSet<String>, CliError> {
+    let slots: BTreeSet<String> = desired.slot_names().map(|(_, name)| name).collect();
+    for name in named {
+        if !slots.contains(name) {
+            return Err(CliError::User(format!(
+                "--reorder {}: not a slot of this inventory; expected a node slot name such as \
+                 `kiwi-<customer>-<pool>-01`, as apply's \"needs you\" line names it. Nothing was \
+                 changed",
+                crate::text::escape_for_terminal(name)
+            )));
+        }
+    }
+    Ok(named.iter().cloned().collect())
 }
 
 /// Asks for `yes` on a terminal; refuses without one.

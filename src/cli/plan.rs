@@ -116,7 +116,12 @@ pub(super) async fn run(global: &GlobalArgs, args: &PlanArgs) -> Result<ExitCode
 async fn plan_and_print(global: &GlobalArgs, args: &PlanArgs) -> Result<bool, CliError> {
     let planned = observe_and_plan(global, args.choices, args.contabo_only).await?;
     if let Some(path) = &args.out {
-        let saved = SavedPlan::new(&planned.desired, &planned.observed, planned.plan.clone());
+        let saved = SavedPlan::new(
+            &planned.desired,
+            &planned.observed,
+            planned.plan.clone(),
+            plan_options(args.choices),
+        );
         write_new_file(path, &saved.to_json())?;
     }
     if args.json {

@@ -4,13 +4,14 @@
 //! secret: steps name secrets and templates, never their contents.
 
 use super::observed::Observed;
+use super::planner::PlanOptions;
 use super::steps::Plan;
 use crate::inventory::Desired;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// Version of the saved-plan file format.
-pub const SAVED_PLAN_FORMAT_VERSION: u32 = 1;
+pub const SAVED_PLAN_FORMAT_VERSION: u32 = 2;
 
 /// A sha256 over what the planner reads from the observed state, in a
 /// canonical order (instances by id, nodes by name, taints sorted), so the
@@ -76,6 +77,10 @@ pub struct SavedPlan {
     pub inventory_digest: String,
     /// [`fingerprint`] of what was observed.
     pub observed_fingerprint: String,
+    /// The flags it was planned with (`--adopt`, `--allow-destroy`): it is
+    /// applied only with the same ones, so a plan reviewed with destructive
+    /// steps held back is never carried out with them.
+    pub options: PlanOptions,
     /// The plan.
     pub plan: Plan,
 }
@@ -91,6 +96,22 @@ pub enum Stale {
         /// Version this build reads.
         expected: u32,
     },
+    /// `apply` was given other flags than `plan --out`.
+    #[error(
+        "it was made with --adopt {saved_adopt} and --allow-destroy {saved_destroy}, and is being \
+         applied with --adopt {adopt} and --allow-destroy {destroy}; apply it with the flags it \
+         was planned with, or run `kiwi-infra plan --out FILE` again with the new ones"
+    )]
+    FlagsDiffer {
+        /// `--adopt` when planned.
+        saved_adopt: bool,
+        /// `--allow-destroy` when planned.
+        saved_destroy: bool,
+        /// `--adopt` now.
+        adopt: bool,
+        /// `--allow-destroy` now.
+        destroy: bool,
+    },
     /// The inventory changed since the plan was made.
     #[error("the inventory changed since this plan was made; run `kiwi-infra plan` again")]
     InventoryChanged,
@@ -99,8 +120,7 @@ pub enum Stale {
     /// build or with other flags.
     #[error(
         "its steps are not the plan the inventory gives today ({difference}); it was edited, or \
-         made with other flags (--adopt, --allow-destroy) or another kiwi-infra. Run \
-         `kiwi-infra plan --out FILE` again"
+         made by another kiwi-infra. Run `kiwi-infra plan --out FILE` again"
     )]
     StepsDiffer {
         /// The first difference, e.g. `step 3 (order:kiwi-a-server-01) differs`.
@@ -124,12 +144,13 @@ pub enum SavedPlanError {
 
 impl SavedPlan {
     /// Wraps a plan with the digests of what it was made from.
-    pub fn new(desired: &Desired, observed: &Observed, plan: Plan) -> Self {
+    pub fn new(desired: &Desired, observed: &Observed, plan: Plan, options: PlanOptions) -> Self {
         SavedPlan {
             format_version: SAVED_PLAN_FORMAT_VERSION,
             created_by: format!("kiwi-infra {}", env!("CARGO_PKG_VERSION")),
             inventory_digest: desired.digest(),
             observed_fingerprint: fingerprint(observed),
+            options,
             plan,
         }
     }
@@ -155,11 +176,20 @@ impl SavedPlan {
         observed: &Observed,
         desired: &Desired,
         now: &Plan,
+        options: &PlanOptions,
     ) -> Result<(), Stale> {
         if self.format_version != SAVED_PLAN_FORMAT_VERSION {
             return Err(Stale::FormatVersion {
                 found: self.format_version,
                 expected: SAVED_PLAN_FORMAT_VERSION,
+            });
+        }
+        if self.options != *options {
+            return Err(Stale::FlagsDiffer {
+                saved_adopt: self.options.adopt,
+                saved_destroy: self.options.allow_destroy,
+                adopt: options.adopt,
+                destroy: options.allow_destroy,
             });
         }
         if self.inventory_digest != desired.digest() {
