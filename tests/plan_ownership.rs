@@ -375,3 +375,146 @@ fn an_address_that_is_not_ipv4_is_a_warning_and_never_a_target() {
         "{text}"
     );
 }
+
+fn shop_observed(nodes: Vec<Node>) -> Option<ClusterObservation> {
+    Some(ClusterObservation {
+        nodes,
+        pristine: BTreeSet::new(),
+    })
+}
+
+#[test]
+fn a_machine_named_as_another_clusters_slot_is_never_reinstalled_joined_or_bought_beside() {
+    // A protected cluster's machine carries (renamed, or an old slot name
+    // reused) a name the unprotected cluster `shop` wants.
+    let d = desired(&[
+        ("shop", &customer(false, &[("web", 1)])),
+        ("praxis", &customer(true, &[])),
+    ]);
+    let mut foreign = instance(2, "kiwi-shop-web-01", Some("praxis"), [10, 0, 0, 2]);
+    let mut o = Observed {
+        instances: vec![
+            core_worker(),
+            instance(1, "kiwi-shop-server-01", None, [10, 0, 0, 1]),
+            instance(3, "kiwi-praxis-server-01", None, [10, 0, 0, 3]),
+            foreign.clone(),
+        ],
+        ..Observed::default()
+    };
+    o.clusters.insert(
+        "shop".into(),
+        shop_observed(vec![node("kiwi-shop-server-01", [10, 0, 0, 1], true)]),
+    );
+    for (what, o) in [
+        ("tag of another cluster", o.clone()),
+        ("no tag read", {
+            // The same, before the observation read its cluster tag: the plan
+            // asks for it, and without it does nothing either.
+            foreign.tags = BTreeSet::from([tags::MANAGED.to_string()]);
+            let mut o = o.clone();
+            o.instances[3] = foreign.clone();
+            assert_eq!(
+                plan::cluster_tags_to_check(&d, &o),
+                vec![(InstanceId(2), "shop".to_string())]
+            );
+            o
+        }),
+    ] {
+        let p = plan::plan(&d, &o, &destroy());
+        let ids = non_label_steps(&p);
+        assert!(
+            !ids.iter().any(|s| s.contains("kiwi-shop-web-01")),
+            "{what}: {ids:?}"
+        );
+        assert!(p.warnings.iter().any(|w| matches!(
+            w,
+            Warning::SignalsDisagree { instance, .. } if instance.0 == 2
+        )));
+    }
+}
+
+#[test]
+fn an_owned_instance_renamed_to_another_slot_form_name_is_neither_bought_again_nor_removed() {
+    let d = desired(&[("shop", &customer(false, &[("web", 1)]))]);
+    // web-01's machine, renamed to web-07 in the panel; the cluster cannot
+    // be observed (or web-01 never joined), so no address says whose it is.
+    let o = Observed {
+        instances: vec![
+            core_worker(),
+            instance(1, "kiwi-shop-server-01", None, [10, 0, 0, 1]),
+            instance(2, "kiwi-shop-web-07", Some("shop"), [10, 0, 0, 2]),
+        ],
+        ..Observed::default()
+    };
+    let p = plan::plan(&d, &o, &destroy());
+    assert!(
+        !p.steps.iter().any(|s| matches!(
+            s.kind,
+            StepKind::OrderInstance(_) | StepKind::CancelInstance { .. }
+        )),
+        "{:?}",
+        step_ids(&p)
+    );
+    assert!(p.warnings.iter().any(|w| matches!(
+        w,
+        Warning::Unattributed { instance, .. } if instance.0 == 2
+    )));
+    assert!(p.warnings.iter().any(Warning::holds_back));
+
+    // The journal recorded it as web-01's order: it is renamed back.
+    let mut journaled = o.clone();
+    journaled
+        .journal_placed
+        .insert("kiwi-shop-web-01".into(), InstanceId(2));
+    let p = plan::plan(&d, &journaled, &destroy());
+    assert_eq!(
+        non_label_steps(&p),
+        vec!["rename:kiwi-shop-web-01".to_string()]
+    );
+
+    // A real shrink (web-01 has its machine; web-02 is not wanted) still
+    // removes web-02.
+    let shrink = Observed {
+        instances: vec![
+            core_worker(),
+            instance(1, "kiwi-shop-server-01", None, [10, 0, 0, 1]),
+            instance(2, "kiwi-shop-web-01", None, [10, 0, 0, 2]),
+            instance(3, "kiwi-shop-web-02", Some("shop"), [10, 0, 0, 3]),
+        ],
+        ..Observed::default()
+    };
+    let p = plan::plan(&d, &shrink, &destroy());
+    assert_eq!(cancels(&p), vec![(Some("shop".to_string()), 3)]);
+}
+
+#[test]
+fn a_broken_status_alone_never_wipes_a_node_that_could_not_be_checked() {
+    let mut broken = instance(2, "kiwi-shop-web-01", Some("shop"), [10, 0, 0, 2]);
+    broken.status = InstanceStatus::Error;
+    let o = Observed {
+        instances: vec![
+            core_worker(),
+            instance(1, "kiwi-shop-server-01", None, [10, 0, 0, 1]),
+            broken,
+        ],
+        image: Some(plan::ResolvedImage {
+            name: "ubuntu-24.04".into(),
+            id: plan::ImageId("img".into()),
+        }),
+        ..Observed::default()
+    };
+    // Cluster not observed: the reinstall is destructive.
+    let d = desired(&[("shop", &customer(false, &[("web", 1)]))]);
+    let p = plan::plan(&d, &o, &PlanOptions::default());
+    let reinstall = p
+        .step(&plan::StepId("reinstall:kiwi-shop-web-01".into()))
+        .expect("a reinstall");
+    assert!(reinstall.destructive);
+    // Protected: not planned at all.
+    let d = desired(&[("shop", &customer(true, &[("web", 1)]))]);
+    let p = plan::plan(&d, &o, &destroy());
+    assert!(!p.steps.iter().any(|s| s.destructive), "{:?}", step_ids(&p));
+    assert!(p
+        .step(&plan::StepId("reinstall:kiwi-shop-web-01".into()))
+        .is_none());
+}

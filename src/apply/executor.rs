@@ -289,14 +289,31 @@ pub async fn execute<A: CloudApi, N: NodeExecutor>(
     }
 }
 
+/// [`build_tasks`], for the unit tests: how many tasks, and what is left.
+#[cfg(test)]
+pub(super) fn build_tasks_for_test(
+    input: ApplyInput,
+    contabo_only: bool,
+) -> (Vec<()>, Vec<StepId>) {
+    let (tasks, deferred) = build_tasks(input, contabo_only);
+    (tasks.iter().map(|_| ()).collect(), deferred)
+}
+
 /// Turns steps into tasks: waits after orders and reinstalls (node steps
 /// wait for them, tag assignments do not), `kiwi-managed` after an
-/// instance's other tags, and node steps left out with `contabo_only`.
+/// instance's other tags, and node steps left out with `contabo_only`,
+/// together with every step that depends on one: a cancel waits for its
+/// node's drain and delete, it never runs without them.
 fn build_tasks(input: ApplyInput, contabo_only: bool) -> (Vec<Task>, Vec<StepId>) {
     let mut deferred = Vec::new();
+    let mut left: HashSet<StepId> = HashSet::new();
     let mut steps = Vec::new();
+    // Steps come in an order that respects their dependencies, so one pass
+    // sees every prerequisite before its dependents.
     for step in input.steps {
-        if contabo_only && is_node_step(&step.kind) {
+        let waits_for_deferred = step.depends_on.iter().any(|d| left.contains(d));
+        if contabo_only && (is_node_step(&step.kind) || waits_for_deferred) {
+            left.insert(step.id.clone());
             deferred.push(step.id);
         } else {
             steps.push(step);

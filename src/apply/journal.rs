@@ -96,31 +96,11 @@ impl OrderJournal {
         let text = crate::localfs::read_text_file_if_exists(path, crate::localfs::JOURNAL_LIMIT)
             .map_err(|e| io(std::io::Error::other(e)))?
             .unwrap_or_default();
-        // Every line is written whole with its newline and fsynced, so only
-        // the last one can be cut short, by a crash in the middle of a
-        // write. A last line without its newline that still reads as a
-        // whole entry is kept (its newline is added); one that does not is
-        // torn and dropped (it recorded nothing that was then acted on).
-        // Any other unreadable line is damage the journal cannot vouch for,
-        // and apply stops rather than guess what it said.
-        let complete = match text.rfind('\n') {
-            Some(end) => &text[..=end],
-            None => "",
-        };
-        let tail = &text[complete.len()..];
-        let mut entries = Vec::new();
-        for (index, line) in complete.lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            let entry = serde_json::from_str(line).map_err(|e| ApplyError::JournalCorrupt {
-                path: path.to_path_buf(),
-                line: index + 1,
-                reason: e.to_string(),
-            })?;
-            entries.push(entry);
-        }
-        let whole_tail: Option<Entry> = serde_json::from_str(tail).ok();
+        let Parsed {
+            mut entries,
+            complete,
+            whole_tail,
+        } = parse(path, &text)?;
         let mut file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -132,10 +112,10 @@ impl OrderJournal {
                 file.write_all(b"\n").map_err(io)?;
                 entries.push(entry);
             }
-            None if !tail.trim().is_empty() => {
+            None if complete < text.len() => {
                 tracing::warn!(path = %path.display(), "dropping the order journal's last line, cut short by a crash");
                 // Cut the torn line off, so the file stays whole.
-                file.set_len(complete.len() as u64).map_err(io)?;
+                file.set_len(complete as u64).map_err(io)?;
             }
             None => {}
         }
@@ -186,12 +166,82 @@ impl OrderJournal {
 
     /// The last entry of each slot.
     pub fn latest(&self) -> BTreeMap<String, Entry> {
-        let mut latest = BTreeMap::new();
-        for entry in self.entries() {
-            latest.insert(entry.slot.clone(), entry);
-        }
-        latest
+        latest(self.entries())
     }
+}
+
+/// The last entry of each slot.
+fn latest(entries: Vec<Entry>) -> BTreeMap<String, Entry> {
+    let mut latest = BTreeMap::new();
+    for entry in entries {
+        latest.insert(entry.slot.clone(), entry);
+    }
+    latest
+}
+
+/// A journal file's entries, read without changing it.
+struct Parsed {
+    /// The entries of the whole lines.
+    entries: Vec<Entry>,
+    /// Bytes of the text up to and including its last newline.
+    complete: usize,
+    /// The last line when it lacks only its newline (a whole entry).
+    whole_tail: Option<Entry>,
+}
+
+/// Every line is written whole with its newline and fsynced, so only the
+/// last one can be cut short, by a crash in the middle of a write. A last
+/// line without its newline that still reads as a whole entry is kept; one
+/// that does not is torn (it recorded nothing that was then acted on). Any
+/// other unreadable line is damage the journal cannot vouch for: an error
+/// naming the file and line, rather than a guess at what it said.
+fn parse(path: &Path, text: &str) -> Result<Parsed, ApplyError> {
+    let complete = text.rfind('\n').map_or(0, |end| end + 1);
+    let mut entries = Vec::new();
+    for (index, line) in text[..complete].lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let entry = serde_json::from_str(line).map_err(|e| ApplyError::JournalCorrupt {
+            path: path.to_path_buf(),
+            line: index + 1,
+            reason: e.to_string(),
+        })?;
+        entries.push(entry);
+    }
+    Ok(Parsed {
+        entries,
+        complete,
+        whole_tail: serde_json::from_str(&text[complete..]).ok(),
+    })
+}
+
+/// For each slot whose latest journal event is `placed`, that instance: the
+/// planner's evidence of what kiwi-infra itself ordered. Reads
+/// `<inventory>/.kiwi/orders.jsonl` if there is one, and changes nothing.
+pub fn placed_by_slot(
+    inventory: &Path,
+) -> Result<BTreeMap<String, crate::plan::InstanceId>, ApplyError> {
+    let path = inventory.join(super::lock::STATE_DIR).join("orders.jsonl");
+    let text = crate::localfs::read_text_file_if_exists(&path, crate::localfs::JOURNAL_LIMIT)
+        .map_err(|e| ApplyError::Journal {
+            path: path.clone(),
+            source: std::io::Error::other(e),
+        })?
+        .unwrap_or_default();
+    let Parsed {
+        mut entries,
+        whole_tail,
+        ..
+    } = parse(&path, &text)?;
+    entries.extend(whole_tail);
+    Ok(latest(entries)
+        .into_iter()
+        .filter_map(|(slot, entry)| match entry.event {
+            Event::Placed { instance_id } => Some((slot, crate::plan::InstanceId(instance_id))),
+            _ => None,
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -253,7 +253,8 @@ pub fn render(input: &SummaryInput<'_>) -> String {
         if !outcome.deferred.is_empty() {
             let _ = writeln!(
                 out,
-                "  {} node step(s) left for later (--contabo-only)",
+                "  {} step(s) left for later (--contabo-only: node steps, and the cancels that wait \
+                 for a drain)",
                 outcome.deferred.len()
             );
         }

@@ -828,3 +828,47 @@ fn only_the_slots_latest_journal_event_within_the_horizon_claims_an_instance() {
     assert!(!claims(&[other]));
     assert!(!claims(&[entry(120, intent())]));
 }
+
+#[test]
+fn with_contabo_only_a_cancel_waits_for_its_drain_and_is_left_for_later() {
+    use crate::plan::{InstanceRef, Step, StepKind};
+    let step = |id: &str, kind: StepKind, deps: &[&str]| Step {
+        id: StepId(id.into()),
+        cluster: Some("a".into()),
+        kind,
+        depends_on: deps.iter().map(|d| StepId((*d).into())).collect(),
+        destructive: true,
+    };
+    let node = crate::plan::NodeName("kiwi-a-general-02".into());
+    let steps = vec![
+        step("drain:n", StepKind::DrainNode { node: node.clone() }, &[]),
+        step("delete-node:n", StepKind::DeleteNode { node }, &["drain:n"]),
+        step(
+            "cancel:7",
+            StepKind::CancelInstance {
+                instance: InstanceRef {
+                    name: "kiwi-a-general-02".into(),
+                    id: Some(crate::plan::InstanceId(7)),
+                },
+                product: "V94".into(),
+                monthly_price: None,
+            },
+            &["delete-node:n"],
+        ),
+    ];
+    let input = ApplyInput {
+        steps,
+        settle: Vec::new(),
+        ssh_public_key: String::new(),
+    };
+    let (tasks, deferred) = super::executor::build_tasks_for_test(input, true);
+    assert!(tasks.is_empty(), "nothing runs: {:?}", tasks.len());
+    assert_eq!(
+        deferred,
+        vec![
+            StepId("drain:n".into()),
+            StepId("delete-node:n".into()),
+            StepId("cancel:7".into())
+        ]
+    );
+}

@@ -22,7 +22,7 @@ pub(super) async fn run(global: &GlobalArgs, args: &KubeconfigArgs) -> Result<()
         )));
     }
     let client = settings::contabo_client(global)?;
-    let observed = observe(&client, &desired).await?;
+    let observed = observe(global, &client, &desired).await?;
     let executor = nodes::executor(global, &desired, &observed)?;
     let fetched = executor.admin_kubeconfig(&args.cluster).await;
     executor.close().await;

@@ -7,7 +7,7 @@ use super::args::{GlobalArgs, PlanArgs, PlanChoices};
 use super::{nodes, settings, CliError};
 use crate::contabo::ContaboClient;
 use crate::inventory::{self, Desired};
-use crate::observe::contabo::observe_account;
+use crate::observe::contabo::{check_cluster_tags, observe_account};
 use crate::plan::{self, Observed, Plan, PlanOptions, RenderOptions, SavedPlan};
 
 /// Exit code of `plan --detailed-exitcode` when there are changes.
@@ -64,13 +64,17 @@ pub(super) async fn observe_and_plan(
     })
 }
 
-/// Observes Contabo only.
+/// Observes Contabo only, with what the order journal recorded as placed.
 pub(super) async fn observe(
+    global: &GlobalArgs,
     client: &ContaboClient,
     desired: &Desired,
 ) -> Result<Observed, CliError> {
     let image = &desired.provider.image;
-    Ok(observe_account(client, desired).await?.into_observed(image))
+    let mut observed = observe_account(client, desired).await?.into_observed(image);
+    observed.journal_placed = crate::apply::journal::placed_by_slot(&global.inventory)
+        .map_err(|e| CliError::User(e.chain()))?;
+    Ok(observed)
 }
 
 /// Observes Contabo and, unless `contabo_only`, every cluster; returns the
@@ -81,11 +85,14 @@ pub(super) async fn observe_all(
     desired: &Desired,
     contabo_only: bool,
 ) -> Result<(Observed, nodes::Nodes), CliError> {
-    let mut observed = observe(client, desired).await?;
+    let mut observed = observe(global, client, desired).await?;
     let executor = nodes::executor(global, desired, &observed)?;
     if !contabo_only {
         nodes::observe_nodes(&executor, desired, &mut observed).await;
     }
+    // What the clusters showed decides which machines the plan would
+    // reinstall or join; their cluster tags are read before it does.
+    check_cluster_tags(client, desired, &mut observed).await?;
     Ok((observed, executor))
 }
 

@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::contabo::models::{Image, Instance, InstanceId, StoredSecret, Tag};
+use crate::contabo::models::{Image, Instance, InstanceId, StoredSecret, Tag, TagId};
 use crate::contabo::{CloudApi, ContaboError};
 use crate::inventory::Desired;
 use crate::plan;
@@ -52,7 +52,7 @@ pub async fn observe_account(
         api.find_images_by_name(&desired.provider.image),
     )?;
     let owned = match tags.iter().find(|t| t.name == OWNERSHIP_TAG) {
-        Some(tag) => instances_tagged(api, tag).await?,
+        Some(tag) => instances_tagged(api, tag.tag_id).await?,
         None => BTreeSet::new(),
     };
     let slots: BTreeSet<String> = desired.slot_names().map(|(_, name)| name).collect();
@@ -74,10 +74,10 @@ pub async fn observe_account(
 /// The instances a tag is assigned to.
 async fn instances_tagged(
     api: &impl CloudApi,
-    tag: &Tag,
+    tag: TagId,
 ) -> Result<BTreeSet<InstanceId>, ContaboError> {
     Ok(api
-        .list_tag_assignments(tag.tag_id)
+        .list_tag_assignments(tag)
         .await?
         .into_iter()
         .filter(|a| a.resource_type == "instance")
@@ -127,14 +127,14 @@ async fn cluster_tags_of(
         .iter()
         .filter(|t| likely.contains(t.name.as_str()))
     {
-        read(&mut found, tag, instances_tagged(api, tag).await?);
+        read(&mut found, tag, instances_tagged(api, tag.tag_id).await?);
     }
     if wanted.iter().any(|id| !found.contains_key(id)) {
         for tag in cluster_tags
             .iter()
             .filter(|t| !likely.contains(t.name.as_str()))
         {
-            read(&mut found, tag, instances_tagged(api, tag).await?);
+            read(&mut found, tag, instances_tagged(api, tag.tag_id).await?);
         }
     }
     Ok(found)
@@ -193,6 +193,67 @@ impl AccountSnapshot {
                 .collect(),
             image,
             clusters: Default::default(),
+            journal_placed: Default::default(),
         }
     }
+}
+
+/// Reads the cluster tags of the owned instances the plan would reinstall
+/// or join ([`plan::cluster_tags_to_check`]) into their tag sets: a
+/// machine's name only claims a cluster, its tag says which it is. The
+/// claimed cluster's tag is read first (one look-up per cluster); only an
+/// instance not found there has the other cluster tags read, so that the
+/// plan can say whose it is.
+pub async fn check_cluster_tags(
+    api: &impl CloudApi,
+    desired: &Desired,
+    observed: &mut plan::Observed,
+) -> Result<(), ContaboError> {
+    let wanted = plan::cluster_tags_to_check(desired, observed);
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let cluster_tags: BTreeMap<String, plan::TagId> = observed
+        .tags
+        .iter()
+        .filter(|(name, _)| name.starts_with(plan::tags::CLUSTER_PREFIX))
+        .map(|(name, id)| (name.clone(), id.clone()))
+        .collect();
+    let mut found: BTreeMap<plan::InstanceId, BTreeSet<String>> = BTreeMap::new();
+    let mut read: BTreeSet<String> = BTreeSet::new();
+    let claimed: BTreeSet<String> = wanted
+        .iter()
+        .map(|(_, cluster)| plan::tags::cluster(cluster))
+        .collect();
+    let read_tag = |found: &mut BTreeMap<plan::InstanceId, BTreeSet<String>>,
+                    name: &String,
+                    members: BTreeSet<InstanceId>| {
+        for (id, _) in &wanted {
+            if members.contains(&InstanceId(id.0)) {
+                found.entry(id.clone()).or_default().insert(name.clone());
+            }
+        }
+    };
+    for name in &claimed {
+        if let Some(id) = cluster_tags.get(name) {
+            read.insert(name.clone());
+            read_tag(&mut found, name, instances_tagged(api, TagId(id.0)).await?);
+        }
+    }
+    let unexplained = wanted.iter().any(|(id, cluster)| {
+        !found
+            .get(id)
+            .is_some_and(|t| t.contains(&plan::tags::cluster(cluster)))
+    });
+    if unexplained {
+        for (name, id) in cluster_tags.iter().filter(|(n, _)| !read.contains(*n)) {
+            read_tag(&mut found, name, instances_tagged(api, TagId(id.0)).await?);
+        }
+    }
+    for instance in &mut observed.instances {
+        if let Some(tags) = found.remove(&instance.id) {
+            instance.tags.extend(tags);
+        }
+    }
+    Ok(())
 }

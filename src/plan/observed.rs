@@ -65,6 +65,11 @@ pub struct Observed {
     /// (no node access yet). A cluster missing from the map is unobserved too.
     #[serde(default)]
     pub clusters: BTreeMap<String, Option<ClusterObservation>>,
+    /// Per slot name: the instance the order journal last recorded as
+    /// placed for it (`.kiwi/orders.jsonl`). What kiwi-infra itself
+    /// recorded: a machine renamed in the Contabo panel is still its slot's.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub journal_placed: BTreeMap<String, InstanceId>,
 }
 
 /// The OS image the inventory names, as found through the API.

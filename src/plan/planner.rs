@@ -2,7 +2,7 @@
 //! [`Plan`]. No I/O, no clock, no randomness: the same inputs always give the
 //! same plan, which is what makes golden tests and saved plans possible.
 
-use super::observed::{tags, ClusterObservation, Instance, NodeName, Observed};
+use super::observed::{tags, ClusterObservation, Instance, InstanceId, NodeName, Observed};
 use super::steps::{
     ImageRef, InstanceBrief, InstanceRef, K3sJoin, KubeadmJoin, KubeadmRole, Order, Plan,
     Reinstall, Step, StepId, StepKind, Summary, Unverified, UserDataTemplate, Warning,
@@ -426,6 +426,36 @@ impl<'a> Planner<'a> {
             });
             return None;
         }
+        // A name is only a claim: before an existing machine is reinstalled
+        // or joined here, its cluster tag must say it is this cluster's (a
+        // protected cluster's machine may carry a name this cluster wants).
+        if chosen.is_owned()
+            && chosen.display_name == name
+            && installs_existing(chosen, observation, name)
+        {
+            let tagged = tags::clusters_of(&chosen.tags);
+            if tagged != [cluster.name.as_str()] {
+                self.warnings.push(Warning::SignalsDisagree {
+                    name: name.to_string(),
+                    instance: chosen.id.clone(),
+                    what: if tagged.is_empty() {
+                        format!(
+                            "its name is a slot of cluster {}, but its kiwi-cluster-* tag is \
+                             missing; it is neither reinstalled nor joined",
+                            cluster.name
+                        )
+                    } else {
+                        format!(
+                            "its name is a slot of cluster {}, but its tags say {}; it is \
+                             neither reinstalled nor joined, and nothing is ordered in its place",
+                            cluster.name,
+                            tagged.join(", ")
+                        )
+                    },
+                });
+                return None;
+            }
+        }
         let instance = InstanceRef {
             name: name.to_string(),
             id: Some(chosen.id.clone()),
@@ -457,7 +487,23 @@ impl<'a> Planner<'a> {
             return None;
         }
         if chosen.status.needs_reinstall() {
-            let step = self.reinstall(cluster, pool, &instance, chosen, false);
+            // Contabo's status alone is the API's word. With the cluster
+            // observed and the node not Ready, the machine is lost and the
+            // reinstall loses nothing; unobserved, the node may well be up,
+            // so wiping it is destructive (and never done in a protected
+            // cluster).
+            let unverified = observation.is_none();
+            if unverified && cluster.protected {
+                self.protected(
+                    cluster,
+                    format!(
+                        "reinstall {name} (Contabo reports it {}, its node could not be checked)",
+                        chosen.status
+                    ),
+                );
+                return None;
+            }
+            let step = self.reinstall(cluster, pool, &instance, chosen, unverified);
             return Some(SlotInstance {
                 instance,
                 reinstall_first: None,
@@ -555,7 +601,7 @@ impl<'a> Planner<'a> {
             });
             return None;
         }
-        if self.owners.holds_orders_of(&cluster.name) {
+        if self.owners.holds_orders_of(&cluster.name, name) {
             self.held
                 .entry(cluster.name.clone())
                 .or_default()
@@ -1213,6 +1259,8 @@ struct Attribution<'a> {
     /// Every cluster's orders wait (an unattributed instance's cluster is
     /// unknown).
     hold_all_orders: bool,
+    /// Slots whose orders wait: an unwanted instance may be their machine.
+    held_slots: BTreeSet<String>,
 }
 
 impl<'a> Attribution<'a> {
@@ -1275,23 +1323,38 @@ impl<'a> Attribution<'a> {
                 );
                 continue;
             }
-            // Renamed: its address is a node's of a slot without instance.
+            // Renamed: the journal placed it for a slot without instance,
+            // or its address is a node's of such a slot.
             let spec = desired.cluster(&cluster);
-            let slot = spec
-                .zip(observed.cluster(&cluster))
-                .and_then(|(spec, obs)| {
-                    let ip = instance.ipv4?;
-                    obs.nodes
-                        .iter()
-                        .filter(|n| n.addresses.contains(&ip))
-                        .map(|n| n.name.0.as_str())
-                        .find(|n| {
-                            owners
-                                .get(*n)
-                                .is_some_and(|c| c.len() == 1 && c.contains(&spec.name))
-                                && !named.contains(n)
-                        })
-                });
+            let free = |n: &str| {
+                spec.is_some_and(|spec| {
+                    owners
+                        .get(n)
+                        .is_some_and(|c| c.len() == 1 && c.contains(&spec.name))
+                        && !named.contains(n)
+                })
+            };
+            let journaled = observed
+                .journal_placed
+                .iter()
+                .find(|(slot, id)| **id == instance.id && free(slot))
+                .map(|(slot, _)| slot.as_str());
+            let slot = journaled.or_else(|| {
+                spec.zip(observed.cluster(&cluster))
+                    .and_then(|(spec, obs)| {
+                        let ip = instance.ipv4?;
+                        obs.nodes
+                            .iter()
+                            .filter(|n| n.addresses.contains(&ip))
+                            .map(|n| n.name.0.as_str())
+                            .find(|n| {
+                                owners
+                                    .get(*n)
+                                    .is_some_and(|c| c.len() == 1 && c.contains(&spec.name))
+                                    && !named.contains(n)
+                            })
+                    })
+            });
             if let Some(slot) = slot {
                 if a.renamed.contains_key(slot) {
                     a.unattributed(
@@ -1317,7 +1380,73 @@ impl<'a> Attribution<'a> {
                 ),
             }
         }
+        a.hold_lookalikes(desired, observed, &named);
         a
+    }
+
+    /// A machine renamed to another name of its cluster's slot form looks
+    /// exactly like a slot the inventory dropped. When a cluster has both
+    /// an instance it no longer wants (with nothing recorded for its own
+    /// name: no journal entry, no node of that name at its address) and a
+    /// slot of the same product without an instance, the one may be the
+    /// other's machine: neither is removed nor ordered, and the plan says
+    /// why.
+    fn hold_lookalikes(&mut self, desired: &Desired, observed: &Observed, named: &BTreeSet<&str>) {
+        let mut removable = std::mem::take(&mut self.removable);
+        for (cluster, candidates) in &mut removable {
+            let Some(spec) = desired.cluster(cluster) else {
+                continue;
+            };
+            let observation = observed.cluster(cluster);
+            let missing: Vec<(String, &str)> = spec
+                .pools
+                .iter()
+                .flat_map(|p| {
+                    (1..=p.count)
+                        .map(move |i| (slot_name(&spec.name, &p.name, i), p.product.as_str()))
+                })
+                .filter(|(name, _)| {
+                    !named.contains(name.as_str()) && !self.renamed.contains_key(name)
+                })
+                .collect();
+            let proven = |r: &Removable<'_>| {
+                let name = r.instance.display_name.as_str();
+                observed.journal_placed.get(name) == Some(&r.instance.id)
+                    || observation
+                        .and_then(|o| o.node(name))
+                        .zip(r.instance.ipv4)
+                        .is_some_and(|(n, ip)| n.addresses.contains(&ip))
+            };
+            let (suspects, kept): (Vec<Removable<'a>>, Vec<Removable<'a>>) =
+                std::mem::take(candidates).into_iter().partition(|r| {
+                    !proven(r)
+                        && missing
+                            .iter()
+                            .any(|(_, product)| *product == r.instance.product_id)
+                });
+            *candidates = kept;
+            for r in suspects {
+                let slots: Vec<&str> = missing
+                    .iter()
+                    .filter(|(_, product)| *product == r.instance.product_id)
+                    .map(|(name, _)| name.as_str())
+                    .collect();
+                self.held_slots
+                    .extend(slots.iter().map(|s| (*s).to_string()));
+                self.unattributed.push(Unattributed {
+                    instance: r.instance,
+                    cluster: Some(cluster.clone()),
+                    reason: format!(
+                        "the inventory no longer wants it while {} has no instance, and nothing \
+                         kiwi-infra recorded says it is not that slot's machine renamed; it is not \
+                         removed",
+                        slots.join(", ")
+                    ),
+                });
+            }
+        }
+        removable.retain(|_, c| !c.is_empty());
+        self.removable = removable;
     }
 
     fn unattributed(&mut self, instance: &'a Instance, cluster: Option<String>, reason: String) {
@@ -1335,9 +1464,48 @@ impl<'a> Attribution<'a> {
     }
 
     /// True when no machine may be ordered for `cluster` now.
-    fn holds_orders_of(&self, cluster: &str) -> bool {
-        self.hold_all_orders || self.hold_orders.contains(cluster)
+    fn holds_orders_of(&self, cluster: &str, slot: &str) -> bool {
+        self.hold_all_orders || self.hold_orders.contains(cluster) || self.held_slots.contains(slot)
     }
+}
+
+/// True when the plan would reinstall or join `instance`, an existing
+/// machine named as slot `name`: Contabo reports it broken, or its cluster
+/// is observed and has no node of that name.
+fn installs_existing(
+    instance: &Instance,
+    observation: Option<&ClusterObservation>,
+    name: &str,
+) -> bool {
+    instance.status.needs_reinstall() || observation.is_some_and(|o| o.node(name).is_none())
+}
+
+/// Owned instances whose cluster tag must be read before planning, each
+/// with the cluster whose slot name it carries: those the plan would
+/// reinstall or join (see [`installs_existing`]). In a settled account
+/// there are none, so observing costs nothing more.
+pub fn cluster_tags_to_check(desired: &Desired, observed: &Observed) -> Vec<(InstanceId, String)> {
+    let mut by_name: BTreeMap<&str, Vec<&Instance>> = BTreeMap::new();
+    for instance in &observed.instances {
+        by_name
+            .entry(instance.display_name.as_str())
+            .or_default()
+            .push(instance);
+    }
+    let mut wanted = Vec::new();
+    for (cluster, name) in desired.slot_names() {
+        let observation = observed.cluster(&cluster.name);
+        for instance in by_name.get(name.as_str()).into_iter().flatten() {
+            if instance.is_owned()
+                && !instance.is_cancelled()
+                && tags::clusters_of(&instance.tags).is_empty()
+                && installs_existing(instance, observation, &name)
+            {
+                wanted.push((instance.id.clone(), cluster.name.clone()));
+            }
+        }
+    }
+    wanted
 }
 
 /// The addresses of the nodes kiwi-infra may reach, by node name: each
