@@ -255,16 +255,79 @@ fn a_protected_cluster_gets_no_destructive_step() {
             "[pools.general]\nclass = \"vps\"\nproduct = \"V94\"\ncount = 0",
         ),
     ]);
-    let plan = plan::plan(
-        &desired,
-        &observed("in_sync"),
-        &PlanOptions {
-            adopt: false,
-            allow_destroy: true,
-        },
+    let options = PlanOptions {
+        adopt: false,
+        allow_destroy: true,
+    };
+    // Before an apply has marked its machines, the plan only marks them
+    // (`kiwi-protected`), which destroys nothing.
+    let unmarked = plan::plan(&desired, &observed("in_sync"), &options);
+    assert!(
+        unmarked.steps.iter().all(|s| !s.destructive
+            && (s.id.0 == "tag:kiwi-protected"
+                || s.id.0.starts_with("assign:kiwi-protected:kiwi-acme-"))),
+        "{}",
+        human(&unmarked)
     );
+    assert!(!unmarked.is_empty());
+    // Once marked, as an apply leaves them, nothing at all.
+    let mut marked = observed("in_sync");
+    marked
+        .tags
+        .insert("kiwi-protected".into(), plan::TagId(999));
+    for i in &mut marked.instances {
+        if i.display_name.starts_with("kiwi-acme-") {
+            i.tags.insert("kiwi-protected".into());
+        }
+    }
+    let plan = plan::plan(&desired, &marked, &options);
     assert!(plan.is_empty(), "{}", human(&plan));
     insta::assert_snapshot!("protected", human(&plan));
+}
+
+#[test]
+fn a_machine_marked_protected_keeps_its_protection_when_its_customer_file_goes() {
+    let options = PlanOptions {
+        adopt: false,
+        allow_destroy: true,
+    };
+    let mut marked = observed("in_sync");
+    marked
+        .tags
+        .insert("kiwi-protected".into(), plan::TagId(999));
+    for i in &mut marked.instances {
+        if i.display_name.starts_with("kiwi-acme-") {
+            i.tags.insert("kiwi-protected".into());
+        }
+    }
+    // acme's file is gone (deleted, or renamed to another customer).
+    let dir = tempfile::tempdir().unwrap();
+    let src = Path::new(FIXTURES).join("inventory");
+    std::fs::create_dir(dir.path().join("customers")).unwrap();
+    std::fs::copy(src.join("kiwi.toml"), dir.path().join("kiwi.toml")).unwrap();
+    std::fs::copy(
+        src.join("customers/shop.toml"),
+        dir.path().join("customers/shop.toml"),
+    )
+    .unwrap();
+    let desired = inventory::load(dir.path()).unwrap();
+    let plan = plan::plan(&desired, &marked, &options);
+    assert!(
+        !plan.steps.iter().any(|s| s.destructive),
+        "{}",
+        human(&plan)
+    );
+    assert!(plan.warnings.iter().any(|w| matches!(
+        w,
+        plan::Warning::Protected { cluster, .. } if cluster == "acme"
+    )));
+    // Unprotected in its file (protected = false): the mark is removed
+    // first, and only the plan after that can remove anything.
+    let unprotected = plan::plan(&self::desired(), &marked, &options);
+    assert!(unprotected
+        .steps
+        .iter()
+        .any(|s| matches!(s.kind, plan::StepKind::UnassignTag { .. })));
 }
 
 #[test]

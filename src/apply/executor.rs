@@ -447,7 +447,9 @@ fn step_slot(kind: &StepKind) -> Option<String> {
     match kind {
         StepKind::OrderInstance(o) => Some(o.slot.0.clone()),
         StepKind::ReinstallInstance(r) => Some(r.instance.name.clone()),
-        StepKind::AssignTag { instance, .. } => Some(instance.name.clone()),
+        StepKind::AssignTag { instance, .. } | StepKind::UnassignTag { instance, .. } => {
+            Some(instance.name.clone())
+        }
         StepKind::CancelInstance { instance, .. } => Some(instance.name.clone()),
         StepKind::BootstrapK3sServer(j)
         | StepKind::JoinK3sServer(j)
@@ -769,6 +771,7 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
             StepKind::OrderInstance(order) => self.order(step, order).await,
             StepKind::AssignTag { tag, instance } => self.assign_tag(step, tag, instance).await,
             StepKind::RenameInstance { instance, .. } => self.rename(step, instance).await,
+            StepKind::UnassignTag { tag, instance } => self.unassign_tag(step, tag, instance).await,
             StepKind::ReinstallInstance(r) => self.reinstall(step, r).await,
             StepKind::CancelInstance {
                 instance,
@@ -975,6 +978,34 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
             ))?;
         Ok(StepOutcome::Done(format!(
             "tagged instance {id} with {tag}"
+        )))
+    }
+
+    /// Removes a tag from an instance (`kiwi-protected`, once unprotected).
+    async fn unassign_tag(
+        &self,
+        step: &Step,
+        tag: &str,
+        instance: &InstanceRef,
+    ) -> Result<StepOutcome, ApplyError> {
+        let Some(id) = instance.id.as_ref().map(to_api_id) else {
+            return Err(ApplyError::InstanceMissing {
+                step: step.id.clone(),
+                slot: instance.name.clone(),
+            });
+        };
+        let Some(tag_id) = self.find_tag(step, tag).await? else {
+            return Ok(StepOutcome::Done(format!("tag {tag} no longer exists")));
+        };
+        self.api
+            .unassign_tag(tag_id, id)
+            .await
+            .map_err(Self::contabo(
+                step,
+                format!("removing tag {tag} from instance {id}"),
+            ))?;
+        Ok(StepOutcome::Done(format!(
+            "removed {tag} from instance {id}"
         )))
     }
 

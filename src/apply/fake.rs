@@ -329,6 +329,15 @@ impl CloudApi for FakeCloud {
         Ok(())
     }
 
+    async fn unassign_tag(&self, tag: TagId, instance: InstanceId) -> Result<(), ContaboError> {
+        self.state
+            .lock()
+            .unwrap()
+            .assignments
+            .retain(|a| *a != (tag, instance));
+        Ok(())
+    }
+
     async fn list_secrets(&self) -> Result<Vec<StoredSecret>, ContaboError> {
         Ok(self.state.lock().unwrap().secrets.clone())
     }

@@ -1196,6 +1196,7 @@ impl<C: NodeConnector> NodeExecutor for SshNodeExecutor<C> {
             StepKind::DeleteStaleNode { node } => self.delete_stale_node(&cluster, &node.0).await,
             StepKind::EnsureSecret { .. }
             | StepKind::RenameInstance { .. }
+            | StepKind::UnassignTag { .. }
             | StepKind::EnsureTag { .. }
             | StepKind::OrderInstance(_)
             | StepKind::AssignTag { .. }

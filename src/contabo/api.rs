@@ -85,6 +85,13 @@ pub trait CloudApi: Send + Sync {
         instance: InstanceId,
     ) -> impl Future<Output = Result<(), ContaboError>> + Send;
 
+    /// Removes a tag from an instance (idempotent).
+    fn unassign_tag(
+        &self,
+        tag: TagId,
+        instance: InstanceId,
+    ) -> impl Future<Output = Result<(), ContaboError>> + Send;
+
     /// All stored secrets, without values.
     fn list_secrets(&self) -> impl Future<Output = Result<Vec<StoredSecret>, ContaboError>> + Send;
 
@@ -169,6 +176,10 @@ impl CloudApi for ContaboClient {
 
     async fn assign_tag(&self, tag: TagId, instance: InstanceId) -> Result<(), ContaboError> {
         ContaboClient::assign_tag(self, tag, instance).await
+    }
+
+    async fn unassign_tag(&self, tag: TagId, instance: InstanceId) -> Result<(), ContaboError> {
+        ContaboClient::unassign_tag(self, tag, instance).await
     }
 
     async fn list_secrets(&self) -> Result<Vec<StoredSecret>, ContaboError> {

@@ -468,6 +468,20 @@ impl ContaboClient {
         }
     }
 
+    /// Removes a tag from an instance. Removing it twice changes nothing, so
+    /// ambiguous failures are retried and "not assigned" (404) is success.
+    pub async fn unassign_tag(&self, tag: TagId, instance: InstanceId) -> Result<(), ContaboError> {
+        let call = Call {
+            method: Method::DELETE,
+            ..Call::get(format!("/v1/tags/{tag}/assignments/instance/{instance}"))
+        };
+        match self.send::<serde_json::Value>(call).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// All private networks.
     pub async fn list_private_networks(&self) -> Result<Vec<PrivateNetwork>, ContaboError> {
         self.list_all("/v1/private-networks", Vec::new()).await

@@ -29,6 +29,8 @@ pub struct AccountSnapshot {
     pub tags: Vec<Tag>,
     /// Instances carrying [`OWNERSHIP_TAG`].
     pub owned: BTreeSet<InstanceId>,
+    /// Instances carrying `kiwi-protected` ([`plan::tags::PROTECTED`]).
+    pub protected: BTreeSet<InstanceId>,
     /// Stored secrets (names and ids only).
     pub secrets: Vec<StoredSecret>,
     /// Images with the inventory's image name (normally exactly one).
@@ -51,10 +53,17 @@ pub async fn observe_account(
         api.list_secrets(),
         api.find_images_by_name(&desired.provider.image),
     )?;
-    let owned = match tags.iter().find(|t| t.name == OWNERSHIP_TAG) {
-        Some(tag) => instances_tagged(api, tag.tag_id).await?,
-        None => BTreeSet::new(),
+    let tagged = |name: &'static str| {
+        let tag = tags.iter().find(|t| t.name == name).map(|t| t.tag_id);
+        async move {
+            match tag {
+                Some(id) => instances_tagged(api, id).await,
+                None => Ok(BTreeSet::new()),
+            }
+        }
     };
+    let (owned, protected) =
+        tokio::try_join!(tagged(OWNERSHIP_TAG), tagged(plan::tags::PROTECTED))?;
     let slots: BTreeSet<String> = desired.slot_names().map(|(_, name)| name).collect();
     let unmatched: Vec<&Instance> = instances
         .iter()
@@ -65,6 +74,7 @@ pub async fn observe_account(
         instances,
         tags,
         owned,
+        protected,
         secrets,
         images,
         cluster_tags,
@@ -147,6 +157,7 @@ impl AccountSnapshot {
     /// when it is owned but not one of the inventory's slots.
     pub fn into_observed(self, image_name: &str) -> plan::Observed {
         let owned = self.owned;
+        let protected = self.protected;
         let mut cluster_tags = self.cluster_tags;
         let instances = self
             .instances
@@ -155,6 +166,9 @@ impl AccountSnapshot {
                 tags: if owned.contains(&i.instance_id) {
                     let mut tags = cluster_tags.remove(&i.instance_id).unwrap_or_default();
                     tags.insert(OWNERSHIP_TAG.to_string());
+                    if protected.contains(&i.instance_id) {
+                        tags.insert(plan::tags::PROTECTED.to_string());
+                    }
                     tags
                 } else {
                     BTreeSet::new()

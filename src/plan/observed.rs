@@ -286,6 +286,11 @@ pub mod tags {
         format!("kiwi-class-{class}")
     }
 
+    /// Present on every instance of a cluster the inventory protects
+    /// (`protected = true`): no destructive step is ever planned for it,
+    /// even when its customer's file is renamed or removed.
+    pub const PROTECTED: &str = "kiwi-protected";
+
     /// Prefix of the cluster tags.
     pub const CLUSTER_PREFIX: &str = "kiwi-cluster-";
 

@@ -60,6 +60,9 @@ struct SlotInstance<'a> {
     fresh: bool,
     /// Its status lets a join proceed.
     usable: bool,
+    /// Its cluster is protected, or the machine carries `kiwi-protected`:
+    /// no destructive step for it.
+    protected: bool,
 }
 
 /// What the node of a slot needs.
@@ -474,6 +477,11 @@ impl<'a> Planner<'a> {
         }
         self.mismatches(pool, name, chosen);
         self.assign_tags(cluster, pool, &instance, chosen, None);
+        self.protection_tag(cluster, &instance, chosen);
+        // Protected by the inventory, or by what apply recorded on the
+        // machine (so renaming or deleting a customer's file does not lift
+        // it, and unprotecting takes one apply before anything is destroyed).
+        let protected = cluster.protected || chosen.tags.contains(tags::PROTECTED);
         let ready_node = observation.and_then(|o| o.node(name)).filter(|n| n.ready);
         if chosen.status.needs_reinstall() && ready_node.is_some() {
             self.warnings.push(Warning::SignalsDisagree {
@@ -493,9 +501,9 @@ impl<'a> Planner<'a> {
             // so wiping it is destructive (and never done in a protected
             // cluster).
             let unverified = observation.is_none();
-            if unverified && cluster.protected {
+            if unverified && protected {
                 self.protected(
-                    cluster,
+                    &cluster.name,
                     format!(
                         "reinstall {name} (Contabo reports it {}, its node could not be checked)",
                         chosen.status
@@ -510,6 +518,7 @@ impl<'a> Planner<'a> {
                 ready: Some(step),
                 fresh: true,
                 usable: true,
+                protected,
             });
         }
         if !chosen.status.is_usable() {
@@ -524,6 +533,7 @@ impl<'a> Planner<'a> {
                 ready: None,
                 fresh: false,
                 usable: false,
+                protected,
             });
         }
         // A running instance that is not a node of its (observed) cluster has
@@ -531,9 +541,9 @@ impl<'a> Planner<'a> {
         let lost_node =
             observation.is_some_and(|o| o.node(name).is_none() && !o.pristine.contains(name));
         if lost_node && chosen.status == super::observed::InstanceStatus::Running {
-            if cluster.protected {
+            if protected {
                 self.protected(
-                    cluster,
+                    &cluster.name,
                     format!("reinstall {name} (running but not a node)"),
                 );
                 return Some(SlotInstance {
@@ -542,6 +552,7 @@ impl<'a> Planner<'a> {
                     ready: None,
                     fresh: false,
                     usable: false,
+                    protected,
                 });
             }
             return Some(SlotInstance {
@@ -550,6 +561,7 @@ impl<'a> Planner<'a> {
                 ready: None,
                 fresh: true,
                 usable: true,
+                protected,
             });
         }
         Some(SlotInstance {
@@ -558,6 +570,7 @@ impl<'a> Planner<'a> {
             ready: None,
             fresh: false,
             usable: true,
+            protected,
         })
     }
 
@@ -648,6 +661,7 @@ impl<'a> Planner<'a> {
             ready: Some(id),
             fresh: true,
             usable: true,
+            protected: cluster.protected,
         }
     }
 
@@ -806,9 +820,9 @@ impl<'a> Planner<'a> {
                 }
                 return None;
             }
-            if cluster.protected {
+            if si.protected {
                 self.protected(
-                    cluster,
+                    &cluster.name,
                     format!("delete the stale node object {name} before its machine joins"),
                 );
                 return None;
@@ -990,23 +1004,54 @@ impl<'a> Planner<'a> {
         }
     }
 
-    fn protected(&mut self, cluster: &ClusterSpec, what: String) {
+    fn protected(&mut self, cluster: &str, what: String) {
         for warning in &mut self.warnings {
             if let Warning::Protected {
                 cluster: c,
                 skipped,
             } = warning
             {
-                if *c == cluster.name {
+                if *c == cluster {
                     skipped.push(what);
                     return;
                 }
             }
         }
         self.warnings.push(Warning::Protected {
-            cluster: cluster.name.clone(),
+            cluster: cluster.to_string(),
             skipped: vec![what],
         });
+    }
+
+    /// Keeps `kiwi-protected` on an owned machine true to its cluster's
+    /// `protected`: assigned while the inventory protects it, removed (a
+    /// step of its own, before anything destructive can be planned for the
+    /// machine) once it does not.
+    fn protection_tag(
+        &mut self,
+        cluster: &ClusterSpec,
+        instance: &InstanceRef,
+        observed: &Instance,
+    ) {
+        if !observed.is_owned() {
+            return;
+        }
+        let tagged = observed.tags.contains(tags::PROTECTED);
+        if cluster.protected && !tagged {
+            let ensure = self.tag_step(tags::PROTECTED);
+            self.assign(cluster, tags::PROTECTED, instance, ensure, None);
+        } else if !cluster.protected && tagged {
+            self.push(
+                &cluster.name,
+                StepId(format!("untag:{}:{}", tags::PROTECTED, instance.name)),
+                StepKind::UnassignTag {
+                    tag: tags::PROTECTED.to_string(),
+                    instance: instance.clone(),
+                },
+                Vec::new(),
+                false,
+            );
+        }
     }
 
     /// Owned instances no slot wants any more: drain, delete the node, cancel.
@@ -1054,16 +1099,28 @@ impl<'a> Planner<'a> {
                     &a.instance.id,
                 ))
             });
-            if let Some(spec) = self.desired.cluster(&cluster).filter(|c| c.protected) {
-                for r in instances {
-                    self.protected(
-                        spec,
-                        format!(
-                            "remove {} (instance {})",
-                            r.instance.display_name, r.instance.id
-                        ),
-                    );
-                }
+            let spec_protected = self.desired.cluster(&cluster).is_some_and(|c| c.protected);
+            let (shielded, free): (Vec<Removable<'a>>, Vec<Removable<'a>>) = instances
+                .into_iter()
+                .partition(|r| spec_protected || r.instance.tags.contains(tags::PROTECTED));
+            for r in shielded {
+                self.protected(
+                    &cluster,
+                    format!(
+                        "remove {} (instance {}{})",
+                        r.instance.display_name,
+                        r.instance.id,
+                        if spec_protected {
+                            ""
+                        } else {
+                            "; it carries kiwi-protected: set protected = false in its \
+                             customer file and apply before removing it"
+                        }
+                    ),
+                );
+            }
+            instances = free;
+            if instances.is_empty() {
                 continue;
             }
             if let Some(spec) = self.desired.cluster(&cluster) {
@@ -1547,8 +1604,12 @@ pub fn node_addresses(desired: &Desired, observed: &Observed) -> BTreeMap<String
 
 /// The tags that say which cluster and class an owned instance belongs to;
 /// [`tags::MANAGED`] follows them.
-fn descriptive_tags(cluster: &ClusterSpec, pool: &PoolSpec) -> [String; 2] {
-    [tags::cluster(&cluster.name), tags::class(pool.class)]
+fn descriptive_tags(cluster: &ClusterSpec, pool: &PoolSpec) -> Vec<String> {
+    let mut t = vec![tags::cluster(&cluster.name), tags::class(pool.class)];
+    if cluster.protected {
+        t.push(tags::PROTECTED.to_string());
+    }
+    t
 }
 
 fn brief(instance: &Instance) -> InstanceBrief {

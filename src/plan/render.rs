@@ -263,6 +263,13 @@ impl Renderer {
                 self.line(out, '~', &format!("tag {who}: {}", run.join(", ")), step);
                 return run.len().max(1);
             }
+            StepKind::UnassignTag { tag, instance } => {
+                let who = match &instance.id {
+                    Some(id) => format!("{} (instance {id})", instance.name),
+                    None => instance.name.clone(),
+                };
+                self.line(out, '~', &format!("untag {who}: {tag}"), step);
+            }
             StepKind::ReinstallInstance(r) => {
                 let id = r
                     .instance

@@ -46,6 +46,11 @@ pub fn simulate(observed: &Observed, plan: &Plan) -> Observed {
                     i.tags.insert(tag.clone());
                 }
             }
+            StepKind::UnassignTag { tag, instance } => {
+                if let Some(i) = find_instance(&mut state, instance) {
+                    i.tags.remove(tag);
+                }
+            }
             StepKind::ReinstallInstance(r) => {
                 if let Some(i) = find_instance(&mut state, &r.instance) {
                     i.status = InstanceStatus::Running;

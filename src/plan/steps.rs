@@ -245,6 +245,14 @@ pub enum StepKind {
         /// The instance.
         instance: InstanceRef,
     },
+    /// Remove a tag from an instance (`kiwi-protected`, once the inventory
+    /// no longer protects its cluster).
+    UnassignTag {
+        /// Tag name.
+        tag: String,
+        /// The instance.
+        instance: InstanceRef,
+    },
     /// Reinstall an owned instance instead of ordering a new one.
     ReinstallInstance(Reinstall),
     /// Start the first k3s server with `--cluster-init`.
@@ -574,6 +582,7 @@ impl Summary {
                 }
                 StepKind::EnsureSecret { .. }
                 | StepKind::EnsureTag { .. }
+                | StepKind::UnassignTag { .. }
                 | StepKind::RenameInstance { .. }
                 | StepKind::DrainNode { .. } => {}
             }
