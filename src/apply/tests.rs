@@ -31,10 +31,14 @@ fn slots(d: &Desired) -> BTreeSet<String> {
 }
 
 async fn observe(fake: &FakeCloud, d: &Desired) -> Observed {
-    observe_account(fake, d)
+    let mut observed = observe_account(fake, d)
         .await
         .unwrap()
-        .into_observed(&d.provider.image)
+        .into_observed(&d.provider.image);
+    crate::observe::contabo::check_cluster_tags(fake, d, &mut observed)
+        .await
+        .unwrap();
+    observed
 }
 
 fn settings(contabo_only: bool) -> ApplySettings {
@@ -127,7 +131,23 @@ async fn contabo_only_apply_orders_tags_and_runs_every_slot_once() {
     for i in fake.instances() {
         assert_eq!(i.status, InstanceStatus::Running, "{}", i.display_name);
         let tags = fake.tags_of(i.instance_id);
-        assert_eq!(tags.len(), 3, "{}: {tags:?}", i.display_name);
+        // Cluster, class and ownership; and the protection mark for the
+        // protected clusters' machines.
+        let protected = ["kiwi-core-", "kiwi-praxis-lindner-"]
+            .iter()
+            .any(|p| i.display_name.starts_with(p));
+        assert_eq!(
+            tags.len(),
+            3 + usize::from(protected),
+            "{}: {tags:?}",
+            i.display_name
+        );
+        assert_eq!(
+            tags.contains(&"kiwi-protected".to_string()),
+            protected,
+            "{}",
+            i.display_name
+        );
         assert!(tags.contains(&"kiwi-managed".to_string()));
     }
     assert!(!run.outcome.deferred.is_empty(), "node steps are deferred");
@@ -474,7 +494,8 @@ async fn an_earlier_intent_makes_apply_wait_for_the_late_listing_instead_of_orde
     let outcome = execute(&fake, &NoNodeAccess, &reporter, &j, &observed, input, &s).await;
     assert!(outcome.all_done());
     assert_one_instance_per_slot(&fake);
-    assert_eq!(fake.tags_of(early).len(), 3);
+    // Cluster, class, ownership and (core is protected) the protection mark.
+    assert_eq!(fake.tags_of(early).len(), 4);
     assert!(reporter.events().iter().any(|e| matches!(e,
         Reported::Message(m) if m.contains("kiwi-core-general-01: an earlier apply sent an order"))));
 }
@@ -484,27 +505,37 @@ async fn an_owned_instance_in_error_is_reinstalled_not_reordered() {
     let fake = FakeCloud::default();
     let (_dir, j) = journal();
     assert!(apply(&fake, &j, true).await.outcome.all_done());
-    let broken = fake
-        .instances()
-        .into_iter()
-        .find(|i| i.display_name == "kiwi-praxis-lindner-server-02")
-        .unwrap()
-        .instance_id;
-    fake.state
-        .lock()
-        .unwrap()
-        .instances
-        .iter_mut()
-        .find(|i| i.instance_id == broken)
-        .unwrap()
-        .status = InstanceStatus::Error;
+    let break_it = |name: &str| {
+        let id = fake
+            .instances()
+            .into_iter()
+            .find(|i| i.display_name == name)
+            .unwrap()
+            .instance_id;
+        fake.state
+            .lock()
+            .unwrap()
+            .instances
+            .iter_mut()
+            .find(|i| i.instance_id == id)
+            .unwrap()
+            .status = InstanceStatus::Error;
+        id
+    };
+    let broken = break_it("kiwi-stadtwerke-nord-server-02");
+    // The cluster cannot be checked here (no node access), so Contabo's
+    // word alone does not wipe it: the reinstall needs --allow-destroy.
     let run = apply(&fake, &j, true).await;
+    assert!(!run.outcome.all_done());
+    let mut destroy = settings(true);
+    destroy.allow_destroy = true;
+    let run = apply_with(&fake, &j, &destroy).await;
     assert!(run.outcome.all_done(), "{:#?}", run.outcome.results);
     assert!(run
         .outcome
         .results
         .iter()
-        .any(|r| r.id.0 == "reinstall:kiwi-praxis-lindner-server-02"));
+        .any(|r| r.id.0 == "reinstall:kiwi-stadtwerke-nord-server-02"));
     assert_one_instance_per_slot(&fake);
     let after = fake
         .instances()
@@ -512,6 +543,21 @@ async fn an_owned_instance_in_error_is_reinstalled_not_reordered() {
         .find(|i| i.instance_id == broken)
         .unwrap();
     assert_eq!(after.status, InstanceStatus::Running);
+
+    // In a protected cluster it is never reinstalled unchecked.
+    let protected = break_it("kiwi-praxis-lindner-server-02");
+    let run = apply_with(&fake, &j, &destroy).await;
+    assert!(!run
+        .outcome
+        .results
+        .iter()
+        .any(|r| r.id.0 == "reinstall:kiwi-praxis-lindner-server-02"));
+    let after = fake
+        .instances()
+        .into_iter()
+        .find(|i| i.instance_id == protected)
+        .unwrap();
+    assert_eq!(after.status, InstanceStatus::Error);
 }
 
 #[tokio::test]
@@ -531,7 +577,8 @@ async fn tags_and_secrets_whose_creation_failed_are_created_after_looking_again(
         .iter()
         .map(|t| t.name.clone())
         .collect();
-    assert_eq!(tags.len(), 6, "{tags:?}");
+    assert_eq!(tags.len(), 7, "{tags:?}");
+    assert!(tags.contains("kiwi-protected"));
     assert_eq!(fake.state.lock().unwrap().secrets.len(), 1);
 }
 
