@@ -97,16 +97,18 @@ async fn an_instance_name_or_address_from_the_api_never_runs_a_command_on_the_op
             "{args:?}: {shown}"
         );
     }
-    // Nothing was bought for the renamed slots: their instances cannot be
-    // matched, so the orders that could buy them again are held back.
+    // Nothing was bought for the renamed slots: the order journal says
+    // whose machines they are, and apply gave them their names back.
     assert_eq!(mock.stats().instances_created, 15);
+    for (id, name) in [
+        (general, "kiwi-stadtwerke-nord-general-01"),
+        (realtime, "kiwi-stadtwerke-nord-realtime-01"),
+    ] {
+        assert_eq!(mock.instance(id).unwrap().display_name, name);
+    }
     let plan = run(command(&mock, &inv, &["plan"])).await;
     let stdout = String::from_utf8_lossy(&plan.stdout);
     assert!(stdout.contains("not of the expected form"), "{stdout}");
-    assert!(
-        stdout.contains("not ordered, so that the machine"),
-        "{stdout}"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,18 +116,44 @@ async fn an_owned_instance_renamed_in_the_panel_is_never_bought_a_second_time() 
     let mock = spawn(quick()).await.unwrap();
     let (_dir, inv) = inventory_copy();
     built(&mock, &inv).await;
-    let id = id_of(&mock, "kiwi-praxis-lindner-general-01");
-    mock.tamper_instance(id, Some("praxis web (prod)"), None)
-        .unwrap();
-    let out = apply_contabo_side(&mock, &inv).await;
-    let shown = text(&out);
-    assert_eq!(out.status.code(), Some(2), "held back, not done: {shown}");
-    assert_eq!(mock.stats().instances_created, 15, "{shown}");
-    assert!(shown.contains(&format!("instance {id}")), "{shown}");
-    assert!(
-        shown.contains("kiwi-praxis-lindner-general-01"),
-        "the held slot is named: {shown}"
-    );
+    // A colleague's checkout of the same inventory: no order journal.
+    let (_other_dir, other) = inventory_copy();
+    for (name, renamed) in [
+        ("kiwi-praxis-lindner-general-01", "praxis web (prod)"),
+        // Another name of the same slot form: it looks like a dropped slot.
+        (
+            "kiwi-stadtwerke-nord-general-01",
+            "kiwi-stadtwerke-nord-general-07",
+        ),
+    ] {
+        let id = id_of(&mock, name);
+        mock.tamper_instance(id, Some(renamed), None).unwrap();
+        // Without the journal and with the cluster unobserved, nothing says
+        // whose it is: nothing is bought, nothing removed, and it says why.
+        for args in [
+            &["apply", "--auto-approve", "--contabo-only"][..],
+            &[
+                "apply",
+                "--auto-approve",
+                "--contabo-only",
+                "--allow-destroy",
+            ][..],
+        ] {
+            let out = run(command(&mock, &other, args)).await;
+            let shown = text(&out);
+            assert_eq!(out.status.code(), Some(2), "held back, not done: {shown}");
+            assert_eq!(mock.stats().instances_created, 15, "{shown}");
+            assert!(mock.instance(id).unwrap().cancel_date.is_none(), "{shown}");
+            assert!(shown.contains(&format!("instance {id}")), "{shown}");
+            assert!(shown.contains(name), "the held slot is named: {shown}");
+        }
+        // Where the order journal is, it names the machine's slot, and
+        // apply gives it its name back.
+        let out = apply_contabo_side(&mock, &inv).await;
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        assert_eq!(mock.instance(id).unwrap().display_name, name);
+        assert_eq!(mock.stats().instances_created, 15);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -383,7 +383,7 @@ impl Renderer {
                     out,
                     '~',
                     &format!(
-                        "rename {}{id} back to {}: renamed to \"{}\"; it is recognised by its node's address",
+                        "rename {}{id} back to {}: renamed to \"{}\"; recognised by its node's address or the order journal",
                         instance.name,
                         instance.name,
                         escape_for_terminal(current_name)
