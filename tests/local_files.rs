@@ -2,7 +2,9 @@
 //! Contabo mock: a saved plan, the order journal and the known-hosts file
 //! that are not regular files (a FIFO, a device) end the command at once
 //! with exit 1 and say which file, instead of waiting for a writer forever
-//! or reading until memory runs out. Each test is named after what broke.
+//! or reading until memory runs out. Local paths handed to ssh never carry
+//! a directive or an expansion into it.
+//! Each test is named after what broke.
 
 #![allow(clippy::unwrap_used)]
 
@@ -116,4 +118,88 @@ async fn a_known_hosts_file_that_is_a_fifo_stops_plan_with_exit_1() {
     mkfifo(&known_hosts);
     let out = run_bounded(command(&mock, &inv, &["plan"])).await;
     assert_refused(&out, &known_hosts, "FIFO");
+}
+
+/// A copy of the example inventory at `<tmp>/<dir>/inventory`.
+fn inventory_below(dir: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let (tmp, inv) = inventory_copy();
+    let hostile = tmp.path().join(dir);
+    std::fs::create_dir_all(&hostile).unwrap();
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(&inv)
+        .arg(&hostile)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    (tmp, hostile.join("inventory"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inventory_path_with_a_quote_and_a_line_break_never_runs_a_command_during_plan() {
+    // `plan` wrote `<inventory>/known_hosts` into ssh's configuration
+    // quoted, and a `"` and a line break in the directory name ended the
+    // value and added a directive: ssh ran the ProxyCommand. Each variant
+    // is a character ssh reads as more than part of a path.
+    let mock = spawn(MockConfig::default()).await.unwrap();
+    let marker_dir = tempfile::tempdir().unwrap();
+    let marker = marker_dir.path().join("PWNED");
+    let touch = format!("ProxyCommand touch {}", marker.display());
+    let variants = [
+        format!("b\"\n{touch}\n#\""),
+        format!("b\n{touch}"),
+        format!("b\r{touch}"),
+        format!("b\u{2028}{touch}"),
+        "b%d".to_string(),
+        "b${HOME}".to_string(),
+        "b#c".to_string(),
+        "b*".to_string(),
+        "b\\\"c".to_string(),
+        "b'c".to_string(),
+    ];
+    for dir in &variants {
+        let (_tmp, inv) = inventory_below(dir);
+        for args in [&["plan"][..], &["validate"], &["status"]] {
+            let out = run_bounded(command(&mock, &inv, args)).await;
+            let all = text(&out);
+            assert!(
+                !marker.exists(),
+                "{dir:?} {args:?}: ssh ran a command: {all}"
+            );
+            assert_eq!(out.status.code(), Some(1), "{dir:?} {args:?}: {all}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                err.contains("refusing to use the known-hosts file"),
+                "{dir:?} {args:?}: the error does not name the path: {all}"
+            );
+            assert!(!err.contains("panicked"), "{all}");
+            assert!(
+                !err.contains('\r')
+                    && !err
+                        .lines()
+                        .any(|l| l.trim_start().starts_with("ProxyCommand")),
+                "{dir:?}: the path was printed raw: {all}"
+            );
+        }
+    }
+    assert_eq!(mock.stats().instances_created, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ssh_identity_path_that_ssh_would_expand_is_refused_before_any_connection() {
+    let mock = spawn(MockConfig::default()).await.unwrap();
+    let (dir, inv) = inventory_copy();
+    for name in ["id%d", "id${HOME}", "id\nx"] {
+        let identity = dir.path().join(name);
+        std::fs::write(&identity, "not a key").unwrap();
+        let mut cmd = command(&mock, &inv, &["plan"]);
+        cmd.arg("--ssh-identity").arg(&identity);
+        let out = run_bounded(cmd).await;
+        let all = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{name:?}: {all}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("refusing to use the SSH identity file"),
+            "{name:?}: {all}"
+        );
+    }
 }

@@ -59,10 +59,11 @@ impl CliError {
             Self::User(_) | Self::Inventory(_) => EXIT_USER_ERROR,
             Self::Contabo(e) if e.is_user_error() => EXIT_USER_ERROR,
             // This machine could not prepare an SSH connection (temporary
-            // directory, generated configuration): a local file-system problem.
-            Self::Nodes(crate::bootstrap::BootstrapError::Ssh(crate::ssh::SshError::Local {
-                ..
-            })) => EXIT_USER_ERROR,
+            // directory, generated configuration, a local path ssh would
+            // misread): a local file-system problem.
+            Self::Nodes(crate::bootstrap::BootstrapError::Ssh(
+                crate::ssh::SshError::Local { .. } | crate::ssh::SshError::UnsafePath { .. },
+            )) => EXIT_USER_ERROR,
             Self::Contabo(_) | Self::Nodes(_) | Self::Internal(_) => EXIT_FAILURE,
         }
     }

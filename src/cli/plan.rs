@@ -21,6 +21,9 @@ pub(super) fn load_inventory(global: &GlobalArgs) -> Result<Desired, CliError> {
 /// `kiwi-infra validate`.
 pub(super) fn validate(global: &GlobalArgs) -> Result<(), CliError> {
     let desired = load_inventory(global)?;
+    // What apply will hand to ssh: a path it would misread fails here, not
+    // half-way through an apply.
+    nodes::ssh_settings(global)?;
     let nodes: usize = desired
         .clusters
         .iter()
