@@ -2,8 +2,9 @@
 //! Contabo mock: a saved plan, the order journal and the known-hosts file
 //! that are not regular files (a FIFO, a device) end the command at once
 //! with exit 1 and say which file, instead of waiting for a writer forever
-//! or reading until memory runs out. Local paths handed to ssh never carry
-//! a directive or an expansion into it.
+//! or reading until memory runs out. Files written (`plan --out`,
+//! `kubeconfig --out`) never replace anything but a regular file. Local
+//! paths handed to ssh never carry a directive or an expansion into it.
 //! Each test is named after what broke.
 
 #![allow(clippy::unwrap_used)]
@@ -202,4 +203,113 @@ async fn an_ssh_identity_path_that_ssh_would_expand_is_refused_before_any_connec
             "{name:?}: {all}"
         );
     }
+}
+
+/// Makes a FIFO, a socket, a symbolic link, a directory and (where the
+/// test may) a character device below `dir`: each kind of file that is not
+/// a regular file, by name, with the word its refusal must use.
+fn not_regular_files(dir: &Path) -> Vec<(std::path::PathBuf, &'static str)> {
+    let victim = dir.join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    let mut made = vec![
+        (dir.join("fifo"), "FIFO"),
+        (dir.join("socket"), "socket"),
+        (dir.join("link"), "symbolic link"),
+        (dir.join("null-link"), "symbolic link"),
+        (dir.join("dir"), "directory"),
+    ];
+    mkfifo(&made[0].0);
+    let socket = std::os::unix::net::UnixListener::bind(&made[1].0).unwrap();
+    // The socket file stays when the listener is gone.
+    drop(socket);
+    std::os::unix::fs::symlink(&victim, &made[2].0).unwrap();
+    std::os::unix::fs::symlink("/dev/null", &made[3].0).unwrap();
+    std::fs::create_dir(&made[4].0).unwrap();
+    // The null device's numbers, in the test's own directory: never
+    // /dev/null itself.
+    let null = dir.join("null");
+    let device = Command::new("mknod")
+        .arg(&null)
+        .args(["c", "1", "3"])
+        .status();
+    if device.is_ok_and(|s| s.success()) {
+        made.push((null, "character device"));
+    } else {
+        eprintln!("cannot make a device here; the device case is not run");
+    }
+    made
+}
+
+fn file_type(path: &Path) -> std::fs::FileType {
+    std::fs::symlink_metadata(path).unwrap().file_type()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_out_never_replaces_a_device_fifo_socket_or_symlink_with_a_regular_file() {
+    let mock = spawn(MockConfig::default()).await.unwrap();
+    let (dir, inv) = inventory_copy();
+    for (target, kind) in not_regular_files(dir.path()) {
+        let before = file_type(&target);
+        let out = run_bounded(command(
+            &mock,
+            &inv,
+            &["plan", "--contabo-only", "--out", target.to_str().unwrap()],
+        ))
+        .await;
+        assert_refused(&out, &target, kind);
+        assert_eq!(
+            file_type(&target),
+            before,
+            "{} was replaced",
+            target.display()
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("victim")).unwrap(),
+        "precious"
+    );
+    // A regular file is still replaced, and a new path created.
+    for target in [dir.path().join("victim"), dir.path().join("new.json")] {
+        let out = run_bounded(command(
+            &mock,
+            &inv,
+            &["plan", "--contabo-only", "--out", target.to_str().unwrap()],
+        ))
+        .await;
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        assert!(std::fs::read_to_string(&target).unwrap().starts_with('{'));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubeconfig_out_never_replaces_a_device_fifo_socket_or_symlink_with_a_regular_file() {
+    let mock = spawn(MockConfig::default()).await.unwrap();
+    let (dir, inv) = inventory_copy();
+    for (target, kind) in not_regular_files(dir.path()) {
+        for flag in ["--out", "--merge"] {
+            let before = file_type(&target);
+            let out = run_bounded(command(
+                &mock,
+                &inv,
+                &[
+                    "kubeconfig",
+                    "stadtwerke-nord",
+                    flag,
+                    target.to_str().unwrap(),
+                ],
+            ))
+            .await;
+            assert_refused(&out, &target, kind);
+            assert_eq!(
+                file_type(&target),
+                before,
+                "{} was replaced",
+                target.display()
+            );
+        }
+    }
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("victim")).unwrap(),
+        "precious"
+    );
 }

@@ -5,7 +5,6 @@ mod apply;
 mod args;
 mod completions;
 mod customer;
-mod files;
 mod instances;
 mod kubeconfig;
 mod man;

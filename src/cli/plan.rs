@@ -117,6 +117,10 @@ pub(super) async fn run(global: &GlobalArgs, args: &PlanArgs) -> Result<ExitCode
 }
 
 async fn plan_and_print(global: &GlobalArgs, args: &PlanArgs) -> Result<bool, CliError> {
+    // A target that is not a regular file is refused before any work.
+    if let Some(path) = &args.out {
+        crate::localfs::check_replaceable(path).map_err(|e| plan_not_saved(&e))?;
+    }
     let planned = observe_and_plan(global, args.choices, args.contabo_only).await?;
     if let Some(path) = &args.out {
         let saved = SavedPlan::new(&planned.desired, &planned.observed, planned.plan.clone());
@@ -143,9 +147,14 @@ async fn plan_and_print(global: &GlobalArgs, args: &PlanArgs) -> Result<bool, Cl
 }
 
 /// Writes `text` to `path` through a temporary file and a rename, so a
-/// crash never leaves half a plan behind (and a file planted at a
-/// temporary name is never written through: see [`super::files`]).
+/// crash never leaves half a plan behind, a file planted at a temporary
+/// name is never written through, and a `path` that is not a regular file
+/// (`/dev/null`, a FIFO, a symbolic link) is refused, never replaced: see
+/// [`crate::localfs::replace_file`].
 fn write_new_file(path: &std::path::Path, text: &str) -> Result<(), CliError> {
-    super::files::replace_file(path, text.as_bytes(), 0o644)
-        .map_err(|e| CliError::User(format!("cannot write the plan to {}: {e}", path.display())))
+    crate::localfs::replace_file(path, text.as_bytes(), 0o644).map_err(|e| plan_not_saved(&e))
+}
+
+fn plan_not_saved(e: &crate::localfs::LocalFileError) -> CliError {
+    CliError::User(format!("the plan cannot be saved: {e}"))
 }
