@@ -127,7 +127,10 @@ fn field_value(text: &[u8], from: usize, whole_line: bool) -> Option<Range<usize
     let mut start = i;
     let end = if whole_line {
         // `Bearer …`, `Basic …`: the scheme may show, the credential not.
-        let scheme = text[i..].iter().take_while(|c| c.is_ascii_alphabetic()).count();
+        let scheme = text[i..]
+            .iter()
+            .take_while(|c| c.is_ascii_alphabetic())
+            .count();
         if scheme > 0 && matches!(text.get(i + scheme), Some(b' ')) {
             start = skip_spaces(text, i + scheme);
         }

@@ -175,8 +175,9 @@ fn find_words(text: &str, pattern: &str, out: &mut Vec<Range<usize>>) {
     let mut found = Vec::new();
     find_all(text, pattern, &mut found);
     out.extend(found.into_iter().filter(|r| {
-        !(starts_word && word(text[..r.start].chars().next_back()))
-            && !(ends_word && word(text[r.end..].chars().next()))
+        let joined_before = starts_word && word(text[..r.start].chars().next_back());
+        let joined_after = ends_word && word(text[r.end..].chars().next());
+        !joined_before && !joined_after
     }));
 }
 
