@@ -1,6 +1,6 @@
-//! Reading local files the operator (or anyone who can write beside them)
-//! controls: inventory files, a saved plan, the known-hosts file, the order
-//! journal, a kubeconfig to merge into.
+//! Reading and replacing local files the operator (or anyone who can write
+//! beside them) controls: inventory files, a saved plan, the known-hosts
+//! file, the order journal, a kubeconfig to merge into or write.
 //!
 //! A path is untrusted like any other input. `std::fs::read_to_string` on a
 //! FIFO waits for a writer forever, and on `/dev/zero` (or a symlink to it
@@ -10,10 +10,18 @@
 //! opened descriptor, opens with `O_NONBLOCK` so that a FIFO swapped in
 //! between the two checks cannot block the open, and stops at a size limit
 //! that names the file.
+//!
+//! Writing has the same trap the other way round: a file is replaced by
+//! renaming a new one over its path, and `plan --out /dev/null` (run as
+//! root) once replaced the device with a regular file, and a FIFO, a socket
+//! or a symbolic link at the path went the same way. So every file
+//! kiwi-infra replaces goes through [`replace_file`], which replaces only a
+//! regular file (or creates a new one) and refuses anything else, writing
+//! nothing; [`check_replaceable`] says so before a command does any work.
 
-use std::fs::{File, Metadata, OpenOptions};
-use std::io::Read;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::fs::{File, FileType, Metadata, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Limit of one inventory file (`kiwi.toml`, `customers/*.toml`, the
@@ -67,6 +75,27 @@ pub enum LocalFileError {
         #[source]
         source: std::io::Error,
     },
+    /// A path to be written exists and is not a regular file.
+    #[error(
+        "{} is {kind}, not a regular file; kiwi-infra replaces only a regular file (or \
+         creates a new one), so nothing was written. Give the path of a regular file",
+        path.display()
+    )]
+    NotReplaceable {
+        /// The path as given.
+        path: PathBuf,
+        /// What it is instead, e.g. `a symbolic link`.
+        kind: &'static str,
+    },
+    /// Writing failed (missing directory, permission denied, disk full, …).
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        /// The path as given.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl LocalFileError {
@@ -82,7 +111,9 @@ impl LocalFileError {
             Self::NotRegular { path, .. }
             | Self::TooLarge { path, .. }
             | Self::NotUtf8 { path }
-            | Self::Io { path, .. } => path,
+            | Self::Io { path, .. }
+            | Self::NotReplaceable { path, .. }
+            | Self::Write { path, .. } => path,
         }
     }
 
@@ -98,6 +129,10 @@ impl LocalFileError {
             }
             Self::NotUtf8 { .. } => "the file is not UTF-8; expected UTF-8 text".to_string(),
             Self::Io { source, .. } => format!("cannot read the file: {source}"),
+            Self::NotReplaceable { kind, .. } => {
+                format!("this is {kind}, not a regular file; nothing was written")
+            }
+            Self::Write { source, .. } => format!("cannot write the file: {source}"),
         }
     }
 }
@@ -177,9 +212,22 @@ fn too_large(path: &Path, limit: u64) -> LocalFileError {
 }
 
 fn check_regular(path: &Path, metadata: &Metadata) -> Result<(), LocalFileError> {
-    let t = metadata.file_type();
+    match kind_of(metadata.file_type()) {
+        None => Ok(()),
+        Some(kind) => Err(LocalFileError::NotRegular {
+            path: path.to_path_buf(),
+            kind,
+        }),
+    }
+}
+
+/// What a file that is not a regular file is, for messages; `None` for a
+/// regular file.
+fn kind_of(t: FileType) -> Option<&'static str> {
     let kind = if t.is_file() {
-        return Ok(());
+        return None;
+    } else if t.is_symlink() {
+        "a symbolic link"
     } else if t.is_dir() {
         "a directory"
     } else if t.is_fifo() {
@@ -193,10 +241,71 @@ fn check_regular(path: &Path, metadata: &Metadata) -> Result<(), LocalFileError>
     } else {
         "not a regular file"
     };
-    Err(LocalFileError::NotRegular {
+    Some(kind)
+}
+
+/// Checks that `path` can be replaced by [`replace_file`]: it does not
+/// exist, or it is a regular file itself (a symbolic link is refused, not
+/// followed: replacing it would drop the link, writing through it would
+/// write elsewhere). Lets a command refuse before it does any work.
+pub fn check_replaceable(path: &Path) -> Result<(), LocalFileError> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(LocalFileError::Write {
+            path: path.to_path_buf(),
+            source,
+        }),
+        Ok(metadata) => match kind_of(metadata.file_type()) {
+            None => Ok(()),
+            Some(kind) => Err(LocalFileError::NotReplaceable {
+                path: path.to_path_buf(),
+                kind,
+            }),
+        },
+    }
+}
+
+/// Writes `bytes` to `path`, which must not exist or be a regular file
+/// ([`check_replaceable`]; anything else is refused and nothing is
+/// written), through a temporary file with a random name in the same
+/// directory. The temporary file is created exclusively (`O_EXCL`: a file
+/// or link planted at a predictable name like `FILE.tmp` is never opened)
+/// with `mode` before a byte is written, synced, and renamed over `path`.
+/// A crash leaves either the old file or the new one.
+///
+/// The type is checked just before the rename. Someone who can write to
+/// the directory could still swap another kind of file in between; the
+/// rename then replaces that entry (it never writes through it).
+pub fn replace_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), LocalFileError> {
+    let write = |source| LocalFileError::Write {
         path: path.to_path_buf(),
-        kind,
-    })
+        source,
+    };
+    check_replaceable(path)?;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut file = tempfile::Builder::new()
+        .prefix(".kiwi-")
+        .suffix(".tmp")
+        .permissions(std::fs::Permissions::from_mode(mode))
+        .tempfile_in(dir)
+        .map_err(write)?;
+    // The mode exactly, whatever the umask made of it at creation.
+    file.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(write)?;
+    file.write_all(bytes).map_err(write)?;
+    file.as_file().sync_all().map_err(write)?;
+    check_replaceable(path)?;
+    // On failure the temporary file is removed when the error drops it.
+    file.persist(path).map_err(|e| write(e.error))?;
+    // Make the rename itself durable.
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -280,5 +389,94 @@ mod tests {
             read_text_file(&binary, 10),
             Err(LocalFileError::NotUtf8 { .. })
         ));
+    }
+
+    #[test]
+    fn a_planted_temporary_name_is_never_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("plan.json");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        for planted in ["plan.tmp", "plan.json.tmp", "plan.kiwi-tmp"] {
+            std::os::unix::fs::symlink(&victim, dir.path().join(planted)).unwrap();
+        }
+        replace_file(&target, b"{}", 0o644).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "{}");
+        let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & 0o600, 0o600);
+        assert_eq!(mode & 0o022, 0, "never writable by others: {mode:o}");
+    }
+
+    #[test]
+    fn plan_out_never_replaces_a_device_fifo_socket_directory_or_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |name: &str| dir.path().join(name);
+        let victim = at("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        std::os::unix::fs::symlink(&victim, at("link")).unwrap();
+        std::os::unix::fs::symlink("/dev/null", at("null-link")).unwrap();
+        let fifo = std::process::Command::new("mkfifo")
+            .arg(at("fifo"))
+            .status()
+            .unwrap();
+        assert!(fifo.success());
+        let _socket = std::os::unix::net::UnixListener::bind(at("socket")).unwrap();
+        std::fs::create_dir(at("dir")).unwrap();
+        let mut cases = vec![
+            ("link", "a symbolic link"),
+            ("null-link", "a symbolic link"),
+            ("fifo", "a FIFO (named pipe)"),
+            ("socket", "a socket"),
+            ("dir", "a directory"),
+        ];
+        // A device of its own (the null device's numbers), where the test
+        // may make one: never /dev/null itself.
+        let made = std::process::Command::new("mknod")
+            .arg(at("null"))
+            .args(["c", "1", "3"])
+            .status();
+        if made.is_ok_and(|s| s.success()) {
+            cases.push(("null", "a character device"));
+        } else {
+            eprintln!("cannot make a device here; the device case is not run");
+        }
+        for (name, kind) in cases {
+            let path = at(name);
+            let before = std::fs::symlink_metadata(&path).unwrap().file_type();
+            let err = replace_file(&path, b"{}", 0o644).unwrap_err();
+            assert!(
+                matches!(&err, LocalFileError::NotReplaceable { kind: k, .. } if *k == kind),
+                "{name}: {err}"
+            );
+            assert!(
+                err.to_string().contains(&path.display().to_string()),
+                "{err}"
+            );
+            assert!(err.to_string().contains("nothing was written"), "{err}");
+            assert!(check_replaceable(&path).is_err(), "{name}");
+            let after = std::fs::symlink_metadata(&path).unwrap().file_type();
+            assert_eq!(before, after, "{name} was replaced");
+        }
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with(".kiwi-"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn a_regular_file_or_a_new_path_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plan.json");
+        assert!(check_replaceable(&path).is_ok());
+        replace_file(&path, b"one", 0o644).unwrap();
+        assert!(check_replaceable(&path).is_ok());
+        replace_file(&path, b"two", 0o600).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "two");
+        let err = replace_file(&dir.path().join("missing/plan.json"), b"x", 0o644).unwrap_err();
+        assert!(matches!(err, LocalFileError::Write { .. }), "{err}");
     }
 }

@@ -212,3 +212,51 @@ async fn a_token_endpoint_that_quotes_its_form_never_makes_kiwi_infra_print_the_
         &[CLIENT_SECRET.into(), PASSWORD.into()],
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_shorter_than_six_characters_are_never_shown_in_an_echo() {
+    // `CNTB_OAUTH2_PASS='ab1!x'` printed `…&password=ab1%21x`: values under
+    // six characters were never registered as secrets.
+    let mock = spawn(MockConfig {
+        faults: Faults {
+            echo_request_in_errors: true,
+            ..Faults::default()
+        },
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let (_dir, inventory) = inventory_copy();
+    for (secret, password) in [
+        ("c9", "ab1!x"),
+        ("s", "p w"),
+        ("k&=x", "'\"&="),
+        ("Zq7", "9"),
+    ] {
+        for args in [&["-vvv", "instances"][..], &["plan", "--contabo-only"]] {
+            let mut cmd = command(&mock, &inventory, args);
+            cmd.env("CNTB_OAUTH2_CLIENT_SECRET", secret)
+                .env("CNTB_OAUTH2_PASS", password)
+                .env("RUST_LOG", "trace");
+            let out = run(cmd).await;
+            let printed = text(&out);
+            assert_eq!(out.status.code(), Some(1), "{printed}");
+            assert!(
+                printed.contains("the request was: POST"),
+                "the quoted form was not shown; the test proves nothing:\n{printed}"
+            );
+            for (field, value) in [("client_secret", secret), ("password", password)] {
+                for shape in [form_encoded(value), value.to_string()] {
+                    let quoted = format!("{field}={shape}");
+                    assert!(!printed.contains(&quoted), "{quoted} shown:\n{printed}");
+                }
+                if value.len() >= 3 {
+                    assert!(!printed.contains(value), "{value:?} shown:\n{printed}");
+                    let encoded = form_encoded(value);
+                    assert!(!printed.contains(&encoded), "{encoded} shown:\n{printed}");
+                }
+            }
+            assert!(printed.contains("password=***"), "{printed}");
+        }
+    }
+}

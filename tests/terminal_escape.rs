@@ -117,6 +117,79 @@ async fn an_instance_renamed_to_escape_sequences_and_plan_lines_is_shown_as_text
     assert!(seen_escaped, "no command showed the renamed instance");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_name_with_invisible_characters_never_looks_like_a_slot_name() {
+    // U+00AD, U+034F, U+115F, U+3164 and U+E0041 passed raw into
+    // `instances`, `plan` and `--json`: a Contabo name looked identical to
+    // the slot name it is not.
+    let mock = spawn(MockConfig {
+        provisioning_delay: std::time::Duration::from_millis(20),
+        installing_delay: std::time::Duration::from_millis(20),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let (_dir, inventory) = inventory_copy();
+    let out = apply_contabo_side(&mock, &inventory).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let owned = mock
+        .instances()
+        .into_iter()
+        .find(|i| i.display_name.starts_with("kiwi-"))
+        .unwrap();
+    let slot = owned.display_name.clone();
+    let invisible = [
+        '\u{ad}',
+        '\u{34f}',
+        '\u{115f}',
+        '\u{3164}',
+        '\u{e0041}',
+        '\u{fe0f}',
+        '\u{200b}',
+        '\u{2800}',
+        '\u{a0}',
+    ];
+    // The owned instance renamed to its slot name with an invisible
+    // character, and a colleague's instances under look-alike names.
+    rename(&mock, owned.instance_id, &format!("{slot}\u{ad}")).await;
+    for c in invisible {
+        let (head, tail) = slot.split_at(5);
+        order_directly(&mock, &format!("{head}{c}{tail}"), "V92").await;
+    }
+    for args in [
+        vec!["instances"],
+        vec!["instances", "--json"],
+        vec!["plan", "--contabo-only"],
+        vec!["plan", "--contabo-only", "--json"],
+        vec!["status", "--contabo-only"],
+    ] {
+        let out = run(command(&mock, &inventory, &args)).await;
+        assert!(out.status.code().is_some(), "{}", text(&out));
+        let what = format!("kiwi-infra {}", args.join(" "));
+        assert_shown_as_text(&what, &out);
+        let shown = String::from_utf8_lossy(&out.stdout);
+        for c in invisible {
+            assert!(!shown.contains(c), "{what} printed {c:?} raw:\n{shown}");
+        }
+        if args.contains(&"instances") {
+            let (head, tail) = slot.split_at(5);
+            let escaped = if args.contains(&"--json") {
+                format!("{head}\\udb40\\udc41{tail}")
+            } else {
+                format!("{head}\\u{{e0041}}{tail}")
+            };
+            assert!(
+                shown.contains(&escaped),
+                "{what} did not spell out U+E0041:\n{shown}"
+            );
+        }
+        if args.contains(&"--json") {
+            let _: serde_json::Value = serde_json::from_str(&shown)
+                .unwrap_or_else(|e| panic!("{what} is not JSON: {e}\n{shown}"));
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 

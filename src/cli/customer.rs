@@ -304,7 +304,10 @@ fn write(path: &Path, text: &str, force: bool) -> Result<Option<String>, CliErro
         Err(e) => return Err(CliError::User(e.to_string())),
     };
     if previous.is_some() {
-        std::fs::write(path, text).map_err(fail)?;
+        // Replaced, never written through: a symbolic link or a device at
+        // the path is refused (`crate::localfs::replace_file`).
+        crate::localfs::replace_file(path, text.as_bytes(), 0o644)
+            .map_err(|e| CliError::User(e.to_string()))?;
     } else {
         // create_new: a file that appeared meanwhile is never overwritten.
         let mut file = std::fs::OpenOptions::new()
@@ -323,7 +326,8 @@ fn write(path: &Path, text: &str, force: bool) -> Result<Option<String>, CliErro
 /// Restores the file that was there before, or removes the new one.
 fn take_back(path: &Path, previous: Option<String>) -> Result<(), CliError> {
     let result = match previous {
-        Some(old) => std::fs::write(path, old),
+        Some(old) => crate::localfs::replace_file(path, old.as_bytes(), 0o644)
+            .map_err(|e| std::io::Error::other(e.to_string())),
         None => std::fs::remove_file(path),
     };
     result.map_err(|e| {

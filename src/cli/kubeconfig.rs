@@ -21,6 +21,11 @@ pub(super) async fn run(global: &GlobalArgs, args: &KubeconfigArgs) -> Result<()
             known.join(", ")
         )));
     }
+    // A target that is not a regular file is refused before the cluster is
+    // asked for its credentials.
+    if let Some(path) = args.out.as_ref().or(args.merge.as_ref()) {
+        crate::localfs::check_replaceable(path).map_err(|e| CliError::User(e.to_string()))?;
+    }
     let client = settings::contabo_client(global)?;
     let observed = observe(global, &client, &desired).await?;
     let executor = nodes::executor(global, &desired, &observed)?;
@@ -59,23 +64,18 @@ fn read_existing(path: &Path) -> Result<Secret, CliError> {
         .map(|text| Secret::new(text.unwrap_or_default()))
 }
 
-/// Writes `text` with mode 0600 through a temporary file and a rename.
+/// Writes `text` with mode 0600 through a temporary file and a rename
+/// ([`crate::localfs::replace_file`]).
 ///
 /// The temporary file gets a random name in the target's directory and is
 /// created exclusively (`O_EXCL`, so a file or symbolic link planted there
 /// is never opened) with mode 0600 before a byte is written; the rename
-/// then replaces `path` itself. A `path` that is a symbolic link is
-/// refused rather than replaced or written through.
+/// then replaces `path` itself. A `path` that is a symbolic link, a device,
+/// a FIFO, a socket or a directory is refused rather than replaced or
+/// written through.
 fn write_private(path: &Path, text: &Secret) -> Result<(), CliError> {
-    let io = |e: std::io::Error| CliError::User(format!("cannot write {}: {e}", path.display()));
-    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
-        return Err(CliError::User(format!(
-            "{} is a symbolic link; kiwi-infra writes admin credentials only to a plain file. \
-             Give the path of the file itself. Nothing was written",
-            path.display()
-        )));
-    }
-    super::files::replace_file(path, text.expose().as_bytes(), 0o600).map_err(io)
+    crate::localfs::replace_file(path, text.expose().as_bytes(), 0o600)
+        .map_err(|e| CliError::User(e.to_string()))
 }
 
 #[cfg(test)]

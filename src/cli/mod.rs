@@ -5,7 +5,6 @@ mod apply;
 mod args;
 mod completions;
 mod customer;
-mod files;
 mod instances;
 mod kubeconfig;
 mod man;
@@ -59,10 +58,11 @@ impl CliError {
             Self::User(_) | Self::Inventory(_) => EXIT_USER_ERROR,
             Self::Contabo(e) if e.is_user_error() => EXIT_USER_ERROR,
             // This machine could not prepare an SSH connection (temporary
-            // directory, generated configuration): a local file-system problem.
-            Self::Nodes(crate::bootstrap::BootstrapError::Ssh(crate::ssh::SshError::Local {
-                ..
-            })) => EXIT_USER_ERROR,
+            // directory, generated configuration, a local path ssh would
+            // misread): a local file-system problem.
+            Self::Nodes(crate::bootstrap::BootstrapError::Ssh(
+                crate::ssh::SshError::Local { .. } | crate::ssh::SshError::UnsafePath { .. },
+            )) => EXIT_USER_ERROR,
             Self::Contabo(_) | Self::Nodes(_) | Self::Internal(_) => EXIT_FAILURE,
         }
     }

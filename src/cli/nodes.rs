@@ -25,15 +25,13 @@ pub(super) fn executor(
     // `ssh` reads the known-hosts file and the identity itself, and would
     // wait forever on a FIFO put in their place: only regular files (or no
     // known-hosts file yet) are handed to it.
-    let known_hosts = KnownHosts::path_in(&global.inventory);
-    crate::localfs::read_text_file_if_exists(&known_hosts, crate::localfs::KNOWN_HOSTS_LIMIT)
+    let mut ssh = ssh_settings(global)?;
+    crate::localfs::read_text_file_if_exists(&ssh.known_hosts, crate::localfs::KNOWN_HOSTS_LIMIT)
         .map_err(|e| CliError::User(format!("cannot use the known-hosts file: {e}")))?;
     if let Some(identity) = &global.ssh_identity {
         crate::localfs::check_regular_file(identity)
             .map_err(|e| CliError::User(format!("cannot use the SSH identity: {e}")))?;
     }
-    let mut ssh = SshSettings::production(known_hosts);
-    ssh.identity_file = global.ssh_identity.clone();
     let mut settings = BootstrapSettings::default();
     if let Some(limit) = super::settings::env_secs("KIWI_NODE_READY_SECS") {
         settings.ready_timeout = limit;
@@ -53,6 +51,17 @@ pub(super) fn executor(
         addresses,
         settings,
     ))
+}
+
+/// The SSH settings of the flags and the inventory, with every local path
+/// that reaches ssh checked (`crate::ssh::openssh::ssh_path`): a path ssh
+/// would misread is refused here, before anything is observed or run.
+pub(super) fn ssh_settings(global: &GlobalArgs) -> Result<SshSettings, CliError> {
+    let mut ssh = SshSettings::production(KnownHosts::path_in(&global.inventory));
+    ssh.identity_file = global.ssh_identity.clone();
+    ssh.check_paths()
+        .map_err(|e| CliError::User(e.to_string()))?;
+    Ok(ssh)
 }
 
 /// Fills `observed.clusters` by asking each cluster over SSH.

@@ -21,6 +21,9 @@ pub(super) fn load_inventory(global: &GlobalArgs) -> Result<Desired, CliError> {
 /// `kiwi-infra validate`.
 pub(super) fn validate(global: &GlobalArgs) -> Result<(), CliError> {
     let desired = load_inventory(global)?;
+    // What apply will hand to ssh: a path it would misread fails here, not
+    // half-way through an apply.
+    nodes::ssh_settings(global)?;
     let nodes: usize = desired
         .clusters
         .iter()
@@ -121,6 +124,10 @@ pub(super) async fn run(global: &GlobalArgs, args: &PlanArgs) -> Result<ExitCode
 }
 
 async fn plan_and_print(global: &GlobalArgs, args: &PlanArgs) -> Result<bool, CliError> {
+    // A target that is not a regular file is refused before any work.
+    if let Some(path) = &args.out {
+        crate::localfs::check_replaceable(path).map_err(|e| plan_not_saved(&e))?;
+    }
     let planned = observe_and_plan(global, args.choices, args.contabo_only).await?;
     if let Some(path) = &args.out {
         let saved = SavedPlan::new(
@@ -152,9 +159,14 @@ async fn plan_and_print(global: &GlobalArgs, args: &PlanArgs) -> Result<bool, Cl
 }
 
 /// Writes `text` to `path` through a temporary file and a rename, so a
-/// crash never leaves half a plan behind (and a file planted at a
-/// temporary name is never written through: see [`super::files`]).
+/// crash never leaves half a plan behind, a file planted at a temporary
+/// name is never written through, and a `path` that is not a regular file
+/// (`/dev/null`, a FIFO, a symbolic link) is refused, never replaced: see
+/// [`crate::localfs::replace_file`].
 fn write_new_file(path: &std::path::Path, text: &str) -> Result<(), CliError> {
-    super::files::replace_file(path, text.as_bytes(), 0o644)
-        .map_err(|e| CliError::User(format!("cannot write the plan to {}: {e}", path.display())))
+    crate::localfs::replace_file(path, text.as_bytes(), 0o644).map_err(|e| plan_not_saved(&e))
+}
+
+fn plan_not_saved(e: &crate::localfs::LocalFileError) -> CliError {
+    CliError::User(format!("the plan cannot be saved: {e}"))
 }

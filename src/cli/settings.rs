@@ -49,9 +49,9 @@ pub fn credentials(global: &GlobalArgs) -> Result<Credentials, CliError> {
     match (&c.client_id, &c.client_secret, &c.api_user, &c.api_password) {
         (Some(id), Some(secret), Some(user), Some(password)) => Ok(Credentials {
             client_id: id.clone(),
-            client_secret: Secret::new(secret.clone()),
+            client_secret: Secret::credential(secret.clone()),
             username: user.clone(),
-            password: Secret::new(password.clone()),
+            password: Secret::credential(password.clone()),
         }),
         _ => Err(CliError::User(format!(
             "missing Contabo API credentials: {}. They are in the Contabo Customer Control \

@@ -199,13 +199,13 @@ impl TokenSource {
             )
         })?;
         if let Some(refresh) = &token.refresh_token {
-            crate::secret::register(refresh);
+            crate::secret::register_credential(refresh);
         }
         let lifetime = token_lifetime(token.expires_in.as_ref());
         let renew_at = renew_time(started, lifetime);
         tracing::debug!(lifetime_s = lifetime.as_secs(), "obtained API token");
         Ok(CachedToken {
-            value: Secret::new(token.access_token),
+            value: Secret::credential(token.access_token),
             renew_at,
         })
     }

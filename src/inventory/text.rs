@@ -6,37 +6,33 @@
 //! U+2028 and U+2029 as line breaks, so an invisible U+2028 in the
 //! operator key's comment once added a `bootcmd` to every node's user data.
 //! Others reorder what a reviewer sees (bidirectional controls) or hide
-//! text altogether. `validate` refuses them all, in every string and every
-//! key of every file, before anything is rendered.
+//! text altogether (soft hyphens, variation selectors, tag characters,
+//! Hangul fillers). `validate` refuses them all, in every string and every
+//! key of every file, before anything is rendered. The list is the one the
+//! terminal escaping uses ([`crate::text::hidden_char`]).
 
 /// Why `c` may not appear in an inventory string, or `None` when it may.
+///
+/// The characters are exactly those the terminal escaping spells out
+/// ([`crate::text::hidden_char`]): one list, so what `validate` lets in is
+/// always shown as itself, and nothing shown escaped can be written in the
+/// inventory.
 pub fn forbidden_char(c: char) -> Option<&'static str> {
-    let why = match c {
-        '\t' => "a tab",
-        '\n' | '\r' => "a line break",
-        '\u{85}' | '\u{2028}' | '\u{2029}' => {
+    use crate::text::HiddenChar;
+    let why = match crate::text::hidden_char(c)? {
+        HiddenChar::Tab => "a tab",
+        HiddenChar::LineBreak => "a line break",
+        HiddenChar::UnicodeLineBreak => {
             "a Unicode line or paragraph separator, which YAML reads as a line break"
         }
-        '\u{7f}' => "a delete character",
-        c if c.is_control() => "a control character",
-        '\u{61c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => {
-            "a bidirectional control, which reorders the text shown"
-        }
-        '\u{ad}'
-        | '\u{180e}'
-        | '\u{200b}'..='\u{200d}'
-        | '\u{2060}'..='\u{2064}'
-        | '\u{feff}'
-        | '\u{fff9}'..='\u{fffb}' => "an invisible formatting character",
-        c if is_noncharacter(c) => "a Unicode noncharacter",
-        _ => return None,
+        HiddenChar::Delete => "a delete character",
+        HiddenChar::Control => "a control character",
+        HiddenChar::Bidi => "a bidirectional control, which reorders the text shown",
+        HiddenChar::Invisible => "an invisible formatting character",
+        HiddenChar::OtherSpace => "a space other than the ASCII space, which looks like one",
+        HiddenChar::Noncharacter => "a Unicode noncharacter",
     };
     Some(why)
-}
-
-fn is_noncharacter(c: char) -> bool {
-    let n = u32::from(c);
-    (0xfdd0..=0xfdef).contains(&n) || n & 0xfffe == 0xfffe
 }
 
 /// The first forbidden character of `s`: its byte offset, the character and
@@ -95,6 +91,37 @@ mod tests {
             '\u{1fffe}',
         ] {
             assert!(forbidden_char(c).is_some(), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn invisible_characters_that_make_a_name_look_like_another_are_forbidden() {
+        for c in [
+            '\u{ad}',    // soft hyphen
+            '\u{34f}',   // combining grapheme joiner
+            '\u{115f}',  // Hangul choseong filler
+            '\u{3164}',  // Hangul filler
+            '\u{ffa0}',  // halfwidth Hangul filler
+            '\u{fe0f}',  // variation selector 16
+            '\u{e0041}', // tag latin capital letter A
+            '\u{e0100}', // variation selector 17
+            '\u{2065}',  // reserved default-ignorable
+            '\u{a0}',    // no-break space
+            '\u{3000}',  // ideographic space
+        ] {
+            assert!(forbidden_char(c).is_some(), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn validate_and_the_terminal_agree_on_every_character() {
+        for c in (0..=0x10_FFFF_u32).filter_map(char::from_u32) {
+            assert_eq!(
+                forbidden_char(c).is_some(),
+                crate::text::is_unsafe_for_terminal(c),
+                "U+{:04X}",
+                u32::from(c)
+            );
         }
     }
 

@@ -17,7 +17,7 @@ pub mod redact;
 pub mod registry;
 
 pub use redact::MASK;
-pub use registry::register;
+pub use registry::{register, register_credential};
 
 /// A value that must never be printed. Read it with [`Secret::expose`], only at
 /// the point where it leaves the process (an HTTP form, a file on a node).
@@ -29,6 +29,16 @@ impl<T: AsRef<[u8]>> Secret<T> {
     /// that echoes it is masked (see [`redact`]).
     pub fn new(value: T) -> Self {
         registry::register_bytes(value.as_ref());
+        Self(value)
+    }
+}
+
+impl Secret<String> {
+    /// Wraps a credential (API password, client secret, a token) and
+    /// registers it whatever its length: even a password of two
+    /// characters is masked in an echo (see [`registry::register_credential`]).
+    pub fn credential(value: String) -> Self {
+        registry::register_credential(&value);
         Self(value)
     }
 }

@@ -9,6 +9,14 @@
 //! each value after `key:` or `key=` and each long word. Then the text is
 //! escaped for the terminal and cut to a few hundred characters, so that no
 //! server can fill an error (or a terminal) with what it likes.
+//!
+//! Matching values finds the secrets kiwi-infra holds. As well, the value
+//! of every field that by its name holds a secret is masked, whatever it
+//! is and however short: `password=…` and `client_secret=…` in a form or a
+//! query, `"access_token": "…"` in JSON (also JSON quoted inside JSON),
+//! `Authorization: Bearer …` (all but the scheme) and `Cookie: …` headers
+//! to the end of the line, a bare `Bearer …` token, `token: …` in a node's output. So an echo
+//! shows no credential even if it is one kiwi-infra never registered.
 
 use std::ops::Range;
 
@@ -43,7 +51,189 @@ pub fn redact_with(text: &str, fed: &[&[u8]]) -> String {
     for fragment in fragments_of_fed(fed) {
         registry::find_all(text, &fragment, &mut found);
     }
+    secret_fields(text, &mut found);
     mask(text, found)
+}
+
+/// Names of fields whose value is a secret (lower case; matched in any
+/// case, after any character but a letter or digit, so
+/// `CNTB_OAUTH2_PASS`, `x-auth-token` and `refresh_token` are found too).
+const SECRET_FIELDS: &[&str] = &[
+    "password",
+    "passwd",
+    "pass",
+    // Not `secret` alone: kiwi-infra's own step ids read `secret:NAME`.
+    "client_secret",
+    "client-secret",
+    "clientsecret",
+    "token",
+    "api_key",
+    "api-key",
+    "apikey",
+    "private_key",
+    "private-key",
+    "userdata",
+    "user_data",
+];
+
+/// Header-like fields whose whole value, to the end of the line, is a
+/// secret (`Authorization: Bearer …`).
+const SECRET_LINES: &[&str] = &["authorization", "cookie"];
+
+/// The byte ranges of the values of secret fields in `text` (see the
+/// module docs): the field's name, then optionally closing quotes (also
+/// `\"` in JSON quoted in JSON), spaces, `=` or `:`, spaces, then the value.
+fn secret_fields(text: &str, out: &mut Vec<Range<usize>>) {
+    let lower = text.to_ascii_lowercase();
+    let bytes = lower.as_bytes();
+    for (names, whole_line) in [(SECRET_FIELDS, false), (SECRET_LINES, true)] {
+        for name in names {
+            let mut at = Vec::new();
+            registry::find_all(&lower, name, &mut at);
+            for key in at {
+                if !starts_a_name(bytes, key.start) {
+                    continue;
+                }
+                if let Some(value) = field_value(bytes, key.end, whole_line) {
+                    out.push(value);
+                }
+            }
+        }
+    }
+    bearer_tokens(&lower, out);
+}
+
+/// True when a name found at `at` is not the end of a longer word: it
+/// starts the text, follows a character other than a letter or digit, or
+/// follows an escaped line break or tab (`\nAuthorization` in JSON).
+fn starts_a_name(text: &[u8], at: usize) -> bool {
+    at == 0
+        || !text[at - 1].is_ascii_alphanumeric()
+        || (at >= 2 && text[at - 2] == b'\\' && matches!(text[at - 1], b'n' | b'r' | b't'))
+}
+
+/// The value after a field name ending at `from`, if a separator follows.
+fn field_value(text: &[u8], from: usize, whole_line: bool) -> Option<Range<usize>> {
+    let mut i = from;
+    // The name's closing quote: `"`, `'`, or `\"` inside a JSON string.
+    while i < text.len() && matches!(text[i], b'"' | b'\'' | b'\\') {
+        i += 1;
+    }
+    i = skip_spaces(text, i);
+    if !matches!(text.get(i), Some(b'=' | b':')) {
+        return None;
+    }
+    i = skip_spaces(text, i + 1);
+    let mut start = i;
+    let end = if whole_line {
+        // `Bearer …`, `Basic …`: the scheme may show, the credential not.
+        let scheme = text[i..]
+            .iter()
+            .take_while(|c| c.is_ascii_alphabetic())
+            .count();
+        if scheme > 0 && matches!(text.get(i + scheme), Some(b' ')) {
+            start = skip_spaces(text, i + scheme);
+        }
+        line_end(text, start)
+    } else {
+        match text.get(i) {
+            Some(b'\\') if text.get(i + 1) == Some(&b'"') => {
+                // JSON quoted in JSON: the value ends at the next `\"`.
+                let inner = i + 2;
+                let rest = &text[inner..];
+                let close = rest
+                    .windows(2)
+                    .position(|w| w == b"\\\"")
+                    .map_or(text.len(), |p| inner + p);
+                return (close > inner).then_some(inner..close);
+            }
+            Some(&q @ (b'"' | b'\'')) => {
+                let inner = i + 1;
+                let close = quoted_end(text, inner, q);
+                return (close > inner).then_some(inner..close);
+            }
+            _ => word_end(text, start),
+        }
+    };
+    (end > start).then_some(start..end)
+}
+
+fn skip_spaces(text: &[u8], mut i: usize) -> usize {
+    while i < text.len() && matches!(text[i], b' ' | b'\t') {
+        i += 1;
+    }
+    i
+}
+
+/// Where a quoted value that starts at `from` ends: at the next `quote`
+/// not escaped by a backslash (or at the end of the text, cut short).
+fn quoted_end(text: &[u8], from: usize, quote: u8) -> usize {
+    let mut i = from;
+    while i < text.len() {
+        match text[i] {
+            b'\\' => i += 2,
+            c if c == quote => return i,
+            _ => i += 1,
+        }
+    }
+    text.len()
+}
+
+/// Where an unquoted value ends: at a space, a line break, or a character
+/// that ends a value in a form, JSON or a header (`&`, `,`, `;`, quotes,
+/// brackets, a backslash that starts an escape such as `\n`).
+fn word_end(text: &[u8], from: usize) -> usize {
+    text[from..]
+        .iter()
+        .position(|c| {
+            c.is_ascii_whitespace()
+                || matches!(
+                    c,
+                    b'&' | b',' | b';' | b'"' | b'\'' | b'\\' | b'}' | b']' | b')' | b'<' | b'>'
+                )
+        })
+        .map_or(text.len(), |p| from + p)
+}
+
+/// Where a header's value ends: at the line's end (a real line break, or
+/// `\n`, `\r` or `\"` when the text is JSON-escaped).
+fn line_end(text: &[u8], from: usize) -> usize {
+    let mut i = from;
+    while i < text.len() {
+        match text[i] {
+            b'\n' | b'\r' | b'"' => return i,
+            b'\\' if matches!(text.get(i + 1), Some(b'n' | b'r' | b'"')) => return i,
+            _ => i += 1,
+        }
+    }
+    text.len()
+}
+
+/// A bearer token anywhere: `Bearer` then spaces then a token (RFC 6750's
+/// `b64token` characters).
+fn bearer_tokens(lower: &str, out: &mut Vec<Range<usize>>) {
+    let bytes = lower.as_bytes();
+    let mut at = Vec::new();
+    registry::find_all(lower, "bearer", &mut at);
+    for key in at {
+        if !starts_a_name(bytes, key.start) {
+            continue;
+        }
+        let start = skip_spaces(bytes, key.end);
+        if start == key.end {
+            continue;
+        }
+        let end = bytes[start..]
+            .iter()
+            .position(|&c| {
+                !(c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
+            })
+            .map_or(bytes.len(), |p| start + p);
+        let end = end + bytes[end..].iter().take_while(|&&c| c == b'=').count();
+        if end > start {
+            out.push(start..end);
+        }
+    }
 }
 
 /// A server's message, as an error may keep it: its start (at most
@@ -255,6 +445,74 @@ mod tests {
             "{shown}"
         );
         assert_eq!(shown.chars().count(), MESSAGE_CHARS + 1);
+    }
+
+    #[test]
+    fn secret_fields_are_masked_whatever_their_length() {
+        for (echo, shown) in [
+            (
+                "grant_type=password&client_id=kiwi&client_secret=s3&username=u&password=ab1%21x",
+                "grant_type=password&client_id=kiwi&client_secret=***&username=u&password=***",
+            ),
+            (
+                r#"{"password": "a\"b", "access_token":"xy", "user":"u"}"#,
+                r#"{"password": "***", "access_token":"***", "user":"u"}"#,
+            ),
+            (
+                r#"{"message":"{\"refresh_token\":\"zz\",\"n\":1}"}"#,
+                r#"{"message":"{\"refresh_token\":\"***\",\"n\":1}"}"#,
+            ),
+            (
+                "authorization: Bearer abc.def\nx-request-id: 1",
+                "authorization: Bearer ***\nx-request-id: 1",
+            ),
+            (
+                r"body\nAuthorization: Basic dTpw\nhost: x",
+                r"body\nAuthorization: Basic ***\nhost: x",
+            ),
+            (
+                "rejected Bearer eyJ0.x-y_z~+/== here",
+                "rejected Bearer *** here",
+            ),
+            ("CNTB_OAUTH2_PASS=ab1!x", "CNTB_OAUTH2_PASS=***"),
+            ("token: K10abc::server:x y", "token: *** y"),
+            ("Cookie: a=1; b=2\nok", "Cookie: ***\nok"),
+            (
+                r##"{"userData":"#cloud-config\nx: \"y\""}"##,
+                r#"{"userData":"***"}"#,
+            ),
+        ] {
+            assert_eq!(fields_masked(echo), shown, "{echo}");
+            let redacted = redact(echo);
+            assert!(
+                !redacted.contains("ab1") && !redacted.contains("xy"),
+                "{redacted}"
+            );
+        }
+    }
+
+    /// `text` with only the secret fields masked: the registry is shared by
+    /// every test of the process, and may hold any word.
+    fn fields_masked(text: &str) -> String {
+        let mut found = Vec::new();
+        secret_fields(text, &mut found);
+        mask(text, found)
+    }
+
+    #[test]
+    fn honest_text_that_names_a_secret_field_is_left_alone() {
+        for honest in [
+            "grant_type=password",
+            "token expired",
+            "step secret:kiwi-operator-key failed",
+            "obtained API token lifetime_s=300",
+            "passwords must be rotated",
+            "token_type=bearer",
+            "the bearer",
+            "missing CNTB_OAUTH2_PASS (--api-password)",
+        ] {
+            assert_eq!(fields_masked(honest), honest);
+        }
     }
 
     #[test]

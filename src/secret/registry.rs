@@ -14,6 +14,14 @@
 //! - each fragment also as it appears inside a JSON string (with and without
 //!   `\/`) and inside a URL-encoded form, the shapes a request is echoed in.
 //!
+//! - a *credential* (the API password and client secret, an access or
+//!   refresh token) of any length, [`register_credential`]: one of six
+//!   characters or more like any value; a shorter one (`ab1!x`) too, but
+//!   only where it stands as a word of its own (not inside a longer word),
+//!   so that a two-letter password does not mask those letters in every
+//!   word. Echoes quote a credential between `=` and `&`, in quotes or
+//!   after `: `, which all count as word boundaries.
+//!
 //! Matching uses an Aho–Corasick automaton over all fragments, rebuilt when
 //! enough new ones have arrived (each rebuild waits for the set to grow by
 //! an eighth, so the total work stays linear); the fragments added since
@@ -51,6 +59,9 @@ struct Registry {
     automaton: Option<AhoCorasick>,
     /// Fragments added since.
     pending: Vec<String>,
+    /// Fragments of credentials shorter than [`MIN_WHOLE`], found only
+    /// where they stand as words of their own.
+    short: BTreeSet<String>,
 }
 
 static REGISTRY: LazyLock<RwLock<Registry>> = LazyLock::new(Default::default);
@@ -85,6 +96,27 @@ pub fn register(value: &str) {
     }
 }
 
+/// Registers a credential (API password, client secret, a token) so that
+/// it is masked whatever its length: unlike [`register`], a value shorter
+/// than six characters is registered too, found wherever it stands as a
+/// word of its own (see the module docs).
+pub fn register_credential(value: &str) {
+    if value.trim().chars().count() >= MIN_WHOLE || value.contains(['\n', '\r']) {
+        register(value);
+        return;
+    }
+    let value = value.trim();
+    if value.is_empty() {
+        return;
+    }
+    let mut shapes = echoed_shapes(value);
+    shapes.push(value.to_string());
+    let mut registry = REGISTRY.write().unwrap_or_else(PoisonError::into_inner);
+    registry
+        .short
+        .extend(shapes.into_iter().filter(|f| !f.is_empty()));
+}
+
 /// [`register`] for bytes (stdin fed to a node, a file uploaded).
 pub(super) fn register_bytes(value: &[u8]) {
     if !value.is_empty() {
@@ -105,6 +137,9 @@ pub(super) fn occurrences(text: &str, out: &mut Vec<Range<usize>>) {
     }
     for fragment in &registry.pending {
         find_all(text, fragment, out);
+    }
+    for fragment in &registry.short {
+        find_words(text, fragment, out);
     }
     let window = registry.longest;
     if let Some(start) = cut_off_end(text, &registry.fragments, window) {
@@ -128,6 +163,22 @@ pub(super) fn find_all(text: &str, pattern: &str, out: &mut Vec<Range<usize>>) {
         out.push(start..start + pattern.len());
         from = start + text[start..].chars().next().map_or(1, char::len_utf8);
     }
+}
+
+/// Every occurrence of `pattern` in `text` that stands as a word of its
+/// own: where the pattern begins (ends) with a letter, a digit or `_`, the
+/// character before (after) it is none of those.
+fn find_words(text: &str, pattern: &str, out: &mut Vec<Range<usize>>) {
+    let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+    let starts_word = word(pattern.chars().next());
+    let ends_word = word(pattern.chars().next_back());
+    let mut found = Vec::new();
+    find_all(text, pattern, &mut found);
+    out.extend(found.into_iter().filter(|r| {
+        let joined_before = starts_word && word(text[..r.start].chars().next_back());
+        let joined_after = ends_word && word(text[r.end..].chars().next());
+        !joined_before && !joined_after
+    }));
 }
 
 /// Where the longest suffix of `text` (at least [`MIN_EDGE`] bytes, within
@@ -289,6 +340,23 @@ mod tests {
         }
         let registry = REGISTRY.read().unwrap_or_else(PoisonError::into_inner);
         assert!(registry.automaton.is_some(), "the matcher was built");
+    }
+
+    #[test]
+    fn a_five_character_password_is_masked_in_a_form_but_not_inside_words() {
+        register_credential("ab1!x");
+        let mut found = Vec::new();
+        let form = "grant_type=password&username=u&password=ab1%21x";
+        occurrences(form, &mut found);
+        assert!(found.contains(&(form.len() - 7..form.len())), "{found:?}");
+        for echoed in ["\"ab1!x\"", "pass ab1!x.", "ab1!x"] {
+            found.clear();
+            occurrences(echoed, &mut found);
+            assert!(!found.is_empty(), "{echoed}");
+        }
+        found.clear();
+        occurrences("grab1!xyz", &mut found);
+        assert!(found.is_empty(), "{found:?}");
     }
 
     #[test]

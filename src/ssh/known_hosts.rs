@@ -18,8 +18,6 @@
 //! file, never half of one. One apply at a time holds the inventory's lock;
 //! within it, a mutex serialises the writers.
 
-use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -165,24 +163,11 @@ impl KnownHosts {
             path: self.path.clone(),
             source,
         };
-        let dir = match self.path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".known_hosts.")
-            .tempfile_in(&dir)
-            .map_err(io)?;
-        tmp.write_all(text.as_bytes()).map_err(io)?;
-        tmp.as_file().sync_all().map_err(io)?;
-        // Public data, readable like any inventory file.
-        set_mode_0644(tmp.path()).map_err(io)?;
-        tmp.persist(&self.path).map_err(|e| io(e.error))?;
-        // Make the rename itself durable.
-        if let Ok(d) = fs::File::open(&dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
+        // Public data, readable like any inventory file. Only a regular
+        // file is replaced: a symbolic link or a device at the path is
+        // refused, never replaced or written through.
+        crate::localfs::replace_file(&self.path, text.as_bytes(), 0o644)
+            .map_err(|e| io(std::io::Error::other(e.reason())))
     }
 
     fn invalid(&self, what: &'static str, value: &str) -> KnownHostsError {
@@ -192,17 +177,6 @@ impl KnownHosts {
             path: self.path.clone(),
         }
     }
-}
-
-#[cfg(unix)]
-fn set_mode_0644(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o644))
-}
-
-#[cfg(not(unix))]
-fn set_mode_0644(_path: &Path) -> std::io::Result<()> {
-    Ok(())
 }
 
 /// The host field of an entry line, when it names a single host (the only
@@ -226,6 +200,7 @@ fn is_word(s: &str) -> bool {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use std::fs;
 
     const KEY_A: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA";
     const KEY_B: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB";

@@ -255,6 +255,23 @@ pub enum SshError {
         /// The value, as given.
         value: String,
     },
+    /// A local path (the inventory's known-hosts file, the identity, the
+    /// control directory, an included configuration) holds a character ssh
+    /// would read as more than part of a path. Nothing was started.
+    #[error(
+        "refusing to use the {what} {} with ssh: the path {reason}. Expected a path without \
+         control, invisible or line-breaking characters, quotes, backslashes, `%`, `$`, `#` \
+         or glob characters (`*?[]`); move or rename it",
+        crate::text::escape_for_terminal(&path.to_string_lossy())
+    )]
+    UnsafePath {
+        /// Which path (`known-hosts file`, `SSH identity file`, …).
+        what: &'static str,
+        /// The path, as given.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// Could not connect or authenticate.
     #[error("cannot reach {node} ({address}) over SSH")]
     Connect {

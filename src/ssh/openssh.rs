@@ -29,6 +29,14 @@
 //! states to get wrong, and breaks when a reinstalled node changes address
 //! or an address is reused.)
 //!
+//! Every local path that reaches ssh (the known-hosts file, the identity,
+//! the control directory, the included files) is checked first
+//! ([`ssh_path`]): the inventory's path is the operator's choice of
+//! directory, and a `"` and a line break in it once wrote a `ProxyCommand`
+//! into the generated configuration, run by a read-only `plan`. The
+//! known-hosts file is named in the configuration only, never also on the
+//! command line, so no path needs two kinds of escaping.
+//!
 //! The checks: `StrictHostKeyChecking yes`, `UserKnownHostsFile` = the
 //! inventory's file only (a stale `~/.ssh/known_hosts` cannot interfere),
 //! `GlobalKnownHostsFile /dev/null`, `UpdateHostKeys no`, `CheckHostIP no`.
@@ -108,6 +116,51 @@ impl SshSettings {
             ready_limit: Duration::from_secs(30 * 60),
         }
     }
+
+    /// Checks every local path these settings hand to ssh (the known-hosts
+    /// file, the identity, the control directory, the included
+    /// configuration files) with [`ssh_path`]: none may carry a character
+    /// ssh would read as anything but part of the path.
+    pub fn check_paths(&self) -> Result<(), SshError> {
+        self.checked_paths().map(|_| ())
+    }
+
+    fn checked_paths(&self) -> Result<CheckedPaths, SshError> {
+        const KNOWN_HOSTS: &str = "known-hosts file";
+        // ssh would read a relative path from another directory.
+        let known_hosts =
+            std::path::absolute(&self.known_hosts).map_err(|_| SshError::UnsafePath {
+                what: KNOWN_HOSTS,
+                path: self.known_hosts.clone(),
+                reason: "cannot be made absolute",
+            })?;
+        let known_hosts = ssh_path(KNOWN_HOSTS, &known_hosts)?;
+        if let Some(key) = &self.identity_file {
+            ssh_path("SSH identity file", key)?;
+        }
+        let control_dir = match &self.control_dir {
+            Some(dir) => dir.clone(),
+            None => std::env::temp_dir(),
+        };
+        ssh_path("directory for SSH control sockets", &control_dir)?;
+        let includes = self
+            .include_configs
+            .iter()
+            .map(|file| ssh_path("included ssh configuration", Path::new(file)))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(CheckedPaths {
+            known_hosts,
+            control_dir,
+            includes,
+        })
+    }
+}
+
+/// The local paths of [`SshSettings`], each checked by [`ssh_path`].
+struct CheckedPaths {
+    known_hosts: SshPath,
+    control_dir: PathBuf,
+    includes: Vec<SshPath>,
 }
 
 /// One node reached through OpenSSH. Connects on first use (or in
@@ -135,32 +188,31 @@ impl OpenSshExec {
         plain_word("node name", node)?;
         plain_word("address", address)?;
         plain_word("user", &settings.user)?;
+        // Local paths too: each reaches ssh's configuration or command line,
+        // where a quote or a line break would end the value, and `%`, `$`
+        // or a glob character would be expanded.
+        let paths = settings.checked_paths()?;
         let local = |what: &str| {
             let node = node.to_string();
             let what = what.to_string();
             move |source| SshError::Local { node, what, source }
         };
-        let known_hosts = std::path::absolute(&settings.known_hosts)
-            .map_err(local("cannot resolve the known-hosts path"))?;
-        let parent = match &settings.control_dir {
-            Some(dir) => dir.clone(),
-            None => std::env::temp_dir(),
-        };
         // Mode 0700, said explicitly: the control socket gives shell access.
+        // Its name adds only letters and digits to the checked parent.
         let workdir = tempfile::Builder::new()
             .prefix("kiwi-ssh-")
             .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .tempdir_in(&parent)
+            .tempdir_in(&paths.control_dir)
             .map_err(local("cannot create a directory for the control socket"))?;
         let config_file = workdir.path().join("config");
-        let text = ssh_config(node, address, &known_hosts, &settings.include_configs);
+        let text = ssh_config(node, address, &paths.known_hosts, &paths.includes);
         write_private(&config_file, &text)
             .map_err(local("cannot write the generated ssh configuration"))?;
         Ok(OpenSshExec {
             node: node.to_string(),
             address: address.to_string(),
             settings,
-            known_hosts,
+            known_hosts: PathBuf::from(paths.known_hosts.as_str()),
             config_file,
             workdir,
             session: Mutex::new(None),
@@ -193,10 +245,15 @@ impl OpenSshExec {
 
     async fn connect(&self) -> Result<Session, SshError> {
         let mut builder = SessionBuilder::default();
+        // The known-hosts file is set in the generated configuration only
+        // (`-F`), not also with `SessionBuilder::user_known_hosts_file`: that
+        // becomes `-o UserKnownHostsFile=PATH`, which ssh splits at spaces
+        // and reads with other rules than the configuration file, so one
+        // path would need two escapings. The configuration's `Host` block
+        // is read first, and ssh keeps the first value it reads.
         builder
             .user(self.settings.user.clone())
             .known_hosts_check(Check::Strict)
-            .user_known_hosts_file(&self.known_hosts)
             .config_file(&self.config_file)
             .control_directory(self.workdir.path())
             .connect_timeout(self.settings.connect_timeout)
@@ -477,8 +534,61 @@ pub(crate) fn plain_word(what: &'static str, value: &str) -> Result<(), SshError
     }
 }
 
+/// A local path checked by [`ssh_path`]: safe inside double quotes in an
+/// ssh configuration file and as an argument of ssh's command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SshPath(String);
+
+impl SshPath {
+    fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Checks a local path that will reach ssh (its configuration file or its
+/// command line). ssh reads such a path with rules of its own: a `"` ends
+/// a quoted value and a line break ends a directive (so
+/// `/tmp/b"<newline>ProxyCommand touch /tmp/x` adds a command), a
+/// backslash escapes, `#` may start a comment, `%` and `${…}` are expanded
+/// (in `UserKnownHostsFile`, `IdentityFile`, `ControlPath`, `Include`),
+/// `Include` expands glob patterns, and a leading `-` reads as an option.
+/// Rather than escape for each of those rules, every such character is
+/// refused (with control, invisible and non-ASCII space characters, and
+/// paths that are not UTF-8); a plain space is allowed, as paths are
+/// always quoted in the configuration.
+pub(crate) fn ssh_path(what: &'static str, path: &Path) -> Result<SshPath, SshError> {
+    let refuse = |reason: &'static str| SshError::UnsafePath {
+        what,
+        path: path.to_path_buf(),
+        reason,
+    };
+    let text = path.to_str().ok_or_else(|| refuse("is not UTF-8"))?;
+    if text.is_empty() {
+        return Err(refuse("is empty"));
+    }
+    if text.starts_with('-') {
+        return Err(refuse("starts with `-`, which ssh would read as an option"));
+    }
+    for c in text.chars() {
+        let reason = match c {
+            c if crate::text::is_unsafe_for_terminal(c) => {
+                "holds a control, invisible or line-breaking character"
+            }
+            '"' | '\'' => "holds a quote, which would end the value in ssh's configuration",
+            '\\' => "holds a backslash, which ssh reads as an escape",
+            '%' => "holds `%`, which ssh expands as a token",
+            '$' => "holds `$`, which ssh expands as an environment variable",
+            '#' => "holds `#`, which ssh may read as the start of a comment",
+            '*' | '?' | '[' | ']' => "holds a glob character, which ssh expands",
+            _ => continue,
+        };
+        return Err(refuse(reason));
+    }
+    Ok(SshPath(text.to_string()))
+}
+
 /// The generated `-F` configuration of one connection (see the module docs).
-fn ssh_config(node: &str, address: &str, known_hosts: &Path, includes: &[String]) -> String {
+fn ssh_config(node: &str, address: &str, known_hosts: &SshPath, includes: &[SshPath]) -> String {
     let mut text = format!(
         "# Written by kiwi-infra for its connection to {node}; removed when it ends.\n\
          # Host-key checking for the node comes first, so nothing below can weaken it.\n\
@@ -495,17 +605,16 @@ fn ssh_config(node: &str, address: &str, known_hosts: &Path, includes: &[String]
     if !includes.is_empty() {
         text.push_str("# Everything else as the operator's own ssh would do it.\nMatch all\n");
         for file in includes {
-            text.push_str(&format!("Include {file}\n"));
+            text.push_str(&format!("Include {}\n", config_path(file)));
         }
     }
     text
 }
 
-/// A path as an ssh_config argument: quoted, `%` escaped (ssh expands
-/// `%` tokens in `UserKnownHostsFile`).
-fn config_path(path: &Path) -> String {
-    let text = path.display().to_string().replace('%', "%%");
-    format!("\"{text}\"")
+/// A checked path as an ssh_config argument: quoted, so that a space is
+/// part of it. (ssh removes the quotes before it expands a leading `~`.)
+fn config_path(path: &SshPath) -> String {
+    format!("\"{}\"", path.as_str())
 }
 
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
@@ -559,6 +668,121 @@ mod tests {
 
     use super::*;
 
+    /// Directory names that ssh would read as more than a path, one per
+    /// rule of [`ssh_path`].
+    const HOSTILE_DIRS: &[&str] = &[
+        "b\"\nProxyCommand touch /tmp/kiwi-pwned\n#\"",
+        "b\nProxyCommand touch /tmp/kiwi-pwned",
+        "b\rProxyCommand touch /tmp/kiwi-pwned",
+        "b\u{2028}x",
+        "b\u{ad}x",
+        "b'x",
+        "b\\\"x",
+        "b%dx",
+        "b${HOME}x",
+        "b#x",
+        "b*",
+        "b?x",
+        "b[x]",
+        "b\tx",
+    ];
+
+    #[test]
+    fn an_inventory_path_that_could_add_ssh_directives_is_refused() {
+        let parent = tempfile::tempdir().unwrap();
+        let control = parent.path().join("ctl");
+        std::fs::create_dir(&control).unwrap();
+        for dir in HOSTILE_DIRS {
+            let hostile = parent.path().join(dir);
+            let ok = || {
+                let mut s = SshSettings::production(parent.path().join("known_hosts"));
+                s.control_dir = Some(control.clone());
+                s.include_configs = vec![parent.path().join("config").display().to_string()];
+                s
+            };
+            let mut known_hosts = ok();
+            known_hosts.known_hosts = hostile.join("inventory/known_hosts");
+            let mut identity = ok();
+            identity.identity_file = Some(hostile.join("id_ed25519"));
+            let mut control_dir = ok();
+            control_dir.control_dir = Some(hostile.clone());
+            let mut include = ok();
+            include.include_configs = vec![hostile.join("config").display().to_string()];
+            assert!(ok().check_paths().is_ok());
+            for (what, settings) in [
+                ("known-hosts file", known_hosts),
+                ("SSH identity file", identity),
+                ("directory for SSH control sockets", control_dir),
+                ("included ssh configuration", include),
+            ] {
+                let err = OpenSshExec::new("kiwi-a-server-01", "127.0.0.1", settings).unwrap_err();
+                assert!(
+                    matches!(&err, SshError::UnsafePath { what: w, .. } if *w == what),
+                    "{dir:?} as {what}: {err}"
+                );
+                let shown = err.to_string();
+                assert!(!shown.contains('\n') && !shown.contains('\r'), "{shown}");
+            }
+        }
+        // Nothing was prepared for any of them.
+        assert_eq!(std::fs::read_dir(&control).unwrap().count(), 0);
+        for relative_option in ["-oProxyCommand=x", "-i"] {
+            let err = ssh_path("SSH identity file", Path::new(relative_option)).unwrap_err();
+            assert!(matches!(err, SshError::UnsafePath { .. }), "{err}");
+        }
+    }
+
+    /// What `ssh -G` (the configuration ssh would use, without
+    /// connecting) makes of the generated configuration.
+    fn ssh_reads(config: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config");
+        std::fs::write(&file, config).unwrap();
+        let out = std::process::Command::new("ssh")
+            .arg("-G")
+            .arg("-F")
+            .arg(&file)
+            .args(["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes"])
+            .arg("127.0.0.9")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("the ssh client (openssh-client) is installed");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+        /// Any inventory directory either is refused, or ssh reads the
+        /// generated configuration with exactly that known-hosts file, the
+        /// node's alias, strict checking and no command of any kind.
+        #[test]
+        fn ssh_reads_every_accepted_path_exactly_as_written(
+            dir in "[ -~\u{a0}\u{e9}\u{2028}\u{ad}\n\t]{1,24}|[a-zA-Z0-9 ._=+,@~()!&;:<>|{}^`\u{e9}-]{1,24}",
+        ) {
+            let path = PathBuf::from(format!("/tmp/{dir}/inventory/known_hosts"));
+            let Ok(checked) = ssh_path("known-hosts file", &path) else {
+                return Ok(());
+            };
+            let include = ssh_path("included ssh configuration", &path.with_file_name("config"))
+                .unwrap();
+            let config = ssh_config("kiwi-a-server-01", "127.0.0.9", &checked, &[include]);
+            let read = ssh_reads(&config);
+            let expected = format!("userknownhostsfile {}", path.display());
+            proptest::prop_assert!(read.lines().any(|l| l == expected), "{}\n{}", config, read);
+            proptest::prop_assert!(read.lines().any(|l| l == "hostkeyalias kiwi-a-server-01"));
+            proptest::prop_assert!(read.lines().any(|l| l == "stricthostkeychecking true"));
+            proptest::prop_assert!(read.lines().any(|l| l == "globalknownhostsfile /dev/null"));
+            for directive in ["proxycommand", "localcommand", "knownhostscommand", "permitlocalcommand yes"] {
+                proptest::prop_assert!(
+                    !read.lines().any(|l| l.starts_with(directive)),
+                    "{} in\n{}", directive, read
+                );
+            }
+        }
+    }
+
     #[test]
     fn ssh_words_for_host_key_failures_are_recognised() {
         let changed = "@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\r\n\
@@ -596,21 +820,32 @@ mod tests {
 
     #[test]
     fn generated_config_pins_the_alias_before_including_the_operators_files() {
+        let includes: Vec<SshPath> = SshSettings::production(PathBuf::new())
+            .include_configs
+            .iter()
+            .map(|f| ssh_path("included ssh configuration", Path::new(f)).unwrap())
+            .collect();
         let text = ssh_config(
             "kiwi-a-server-01",
             "203.0.113.7",
-            Path::new("/inv/known%hosts"),
-            &SshSettings::production(PathBuf::new()).include_configs,
+            &ssh_path("known-hosts file", Path::new("/inv dir/known_hosts")).unwrap(),
+            &includes,
         );
         let host = text.find("Host 203.0.113.7\n").unwrap();
         let alias = text.find("    HostKeyAlias kiwi-a-server-01\n").unwrap();
-        let include = text.find("Include ~/.ssh/config\n").unwrap();
+        let include = text.find("Include \"~/.ssh/config\"\n").unwrap();
         assert!(host < alias && alias < include, "{text}");
-        assert!(text.contains("    UserKnownHostsFile \"/inv/known%%hosts\"\n"));
+        // `%` is refused in any path (see the test below), not escaped.
+        assert!(text.contains("    UserKnownHostsFile \"/inv dir/known_hosts\"\n"));
         assert!(text.contains("    StrictHostKeyChecking yes\n"));
         assert!(text.contains("    GlobalKnownHostsFile /dev/null\n"));
         assert!(text.contains("    UpdateHostKeys no\n"));
-        let hermetic = ssh_config("n", "127.0.0.1", Path::new("/k"), &[]);
+        let hermetic = ssh_config(
+            "n",
+            "127.0.0.1",
+            &ssh_path("known-hosts file", Path::new("/k")).unwrap(),
+            &[],
+        );
         assert!(!hermetic.contains("Include"), "{hermetic}");
     }
 }
