@@ -144,8 +144,9 @@ pub fn confirmed_unresolved(mock: &MockHandle, out: &Output) -> BTreeSet<String>
 
 /// `kiwi-infra apply ARGS` run as an operator would: when it stops slots
 /// whose order's outcome is unknown, the operator checks Contabo and
-/// confirms each with `--reorder SLOT` (at most three rounds). `envs` are
-/// set on every run. Every run's output, in order.
+/// confirms each with `--reorder SLOT`; when a step failed (a passing
+/// fault), the operator runs it again, as the summary says. At most four
+/// runs; `envs` are set on every run. Every run's output, in order.
 pub async fn apply_as_operator(
     mock: &MockHandle,
     inventory: &Path,
@@ -154,7 +155,7 @@ pub async fn apply_as_operator(
 ) -> Vec<Output> {
     let mut outputs: Vec<Output> = Vec::new();
     let mut confirmed: BTreeSet<String> = BTreeSet::new();
-    for _ in 0..3 {
+    for _ in 0..4 {
         let mut all: Vec<String> = args.iter().map(|a| (*a).to_string()).collect();
         for slot in &confirmed {
             all.push("--reorder".into());
@@ -165,7 +166,8 @@ pub async fn apply_as_operator(
         cmd.envs(envs.iter().copied());
         let out = run(cmd).await;
         let more = confirmed_unresolved(mock, &out);
-        let again = out.status.code() == Some(2) && !more.is_subset(&confirmed);
+        let code = out.status.code();
+        let again = code == Some(3) || (code == Some(2) && !more.is_subset(&confirmed));
         confirmed.extend(more);
         outputs.push(out);
         if !again {
