@@ -1085,9 +1085,9 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
                 Event::Intent { .. } | Event::Unresolved if !confirmed => {
                     self.reporter.message(&format!(
                         "{slot}: an earlier apply sent an order at {} whose outcome is unknown; \
-                         looking for it for up to {}s",
+                         looking for it for up to {:.1}s",
                         entry.at.format("%Y-%m-%d %H:%M:%S UTC"),
-                        self.settings.unlisted_order_wait.as_secs()
+                        self.settings.unlisted_order_wait.as_secs_f64()
                     ));
                     if let Some(found) = self
                         .look_again(step, slot, self.settings.unlisted_order_wait)
@@ -1164,12 +1164,12 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
         self.record(slot, Event::Unresolved)?;
         Ok(StepOutcome::NeedsHuman(format!(
             "the outcome of {what} for {slot} (sent {}) is unknown: Contabo did not confirm it and \
-             does not list an instance of that name after {}s of looking. Nothing was ordered \
+             does not list an instance of that name after {:.1}s of looking. Nothing was ordered \
              again. Check the Contabo Customer Control Panel (and `kiwi-infra instances`): if an \
              instance is there, rerun `kiwi-infra apply` to continue with it; if there is none, \
              order it with `kiwi-infra apply --reorder {slot}`",
             since.format("%Y-%m-%d %H:%M:%S UTC"),
-            self.settings.unlisted_order_wait.as_secs()
+            self.settings.unlisted_order_wait.as_secs_f64()
         )))
     }
 

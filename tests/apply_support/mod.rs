@@ -167,7 +167,9 @@ pub async fn apply_as_operator(
         let out = run(cmd).await;
         let more = confirmed_unresolved(mock, &out);
         let code = out.status.code();
-        let again = code == Some(3) || (code == Some(2) && !more.is_subset(&confirmed));
+        // Each round's stopped slots were checked against the mock (it has
+        // none of them), so confirming them again is what the operator does.
+        let again = code == Some(3) || (code == Some(2) && !more.is_empty());
         confirmed.extend(more);
         outputs.push(out);
         if !again {
