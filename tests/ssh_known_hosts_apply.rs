@@ -109,9 +109,16 @@ async fn a_reinstall_replaces_the_nodes_key() {
     let known_hosts = KnownHosts::new(KnownHosts::path_in(&inv));
     let before = known_hosts.entries().unwrap();
 
-    let (name, id, _) = user_data(&mock).into_iter().next().unwrap();
+    // A machine of an unprotected cluster. Its node cannot be checked
+    // (--contabo-only), so Contabo's `error` alone makes the reinstall a
+    // destructive step: it runs with --allow-destroy.
+    let (name, id, _) = user_data(&mock)
+        .into_iter()
+        .find(|(n, _, _)| n.starts_with("kiwi-stadtwerke-nord-"))
+        .unwrap();
     mock.set_instance_status(id, "error").unwrap();
-    let out = run(command(&mock, &inv, &args)).await;
+    let destroy = ["apply", "--auto-approve", "--contabo-only", "--allow-destroy"];
+    let out = run(command(&mock, &inv, &destroy)).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("reinstall"),
