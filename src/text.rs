@@ -72,6 +72,19 @@ pub fn hidden_char(c: char) -> Option<HiddenChar> {
         | '\u{2800}'
         | '\u{3000}' => HiddenChar::OtherSpace,
         c if is_noncharacter(c) => HiddenChar::Noncharacter,
+        // Private use: no font agrees on what these look like, and many
+        // show nothing; a name could hide one among its letters.
+        '\u{E000}'..='\u{F8FF}' | '\u{F0000}'..='\u{FFFFD}' | '\u{100000}'..='\u{10FFFD}' => {
+            HiddenChar::Invisible
+        }
+        // Enclosing marks draw over their neighbours, and U+1D159 (musical
+        // null notehead) is drawn blank.
+        '\u{0488}'..='\u{0489}'
+        | '\u{1ABE}'
+        | '\u{20DD}'..='\u{20E0}'
+        | '\u{20E2}'..='\u{20E4}'
+        | '\u{A670}'..='\u{A672}'
+        | '\u{1D159}' => HiddenChar::Invisible,
         _ => return None,
     };
     Some(kind)

@@ -266,6 +266,27 @@ async fn pages_with_fewer_items_than_announced_are_an_error_not_a_partial_list()
     assert!(text.contains("announced 3 element(s)"), "{text}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_items_than_announced_are_an_error_not_a_list_that_may_lack_pages() {
+    let mock = spawn(MockConfig::default()).await.unwrap();
+    for name in ["kiwi-acme-rtc-01", "kiwi-acme-rtc-02", "kiwi-acme-rtc-03"] {
+        apply_support::order_directly(&mock, name, "V8").await;
+    }
+    // One item in one page announced, three served: the announcement cannot
+    // be trusted to have named every page either.
+    mock.set_faults(Faults {
+        total_elements: Some(json!(1)),
+        total_pages: Some(json!(1)),
+        ..Faults::default()
+    })
+    .unwrap();
+    let out = apply_support::run(kiwi(&mock, &["instances"])).await;
+    let text = apply_support::text(&out);
+    assert_no_panic(&text);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(text.contains("paging"), "{text}");
+}
+
 #[test]
 fn an_absurd_rate_limit_or_page_size_is_a_usage_error_not_a_panic() {
     for (flag, value) in [

@@ -518,3 +518,118 @@ fn a_broken_status_alone_never_wipes_a_node_that_could_not_be_checked() {
         .step(&plan::StepId("reinstall:kiwi-shop-web-01".into()))
         .is_none());
 }
+
+fn tagged(mut i: Instance, extra: &[&str]) -> Instance {
+    i.tags.extend(extra.iter().map(|t| (*t).to_string()));
+    i
+}
+
+#[test]
+fn a_protected_machine_renamed_to_another_clusters_slot_keeps_its_mark_and_its_slot_is_not_bought()
+{
+    let d = desired(&[
+        ("shop", &customer(false, &[("general", 2)])),
+        ("praxis", &customer(true, &[("general", 1)])),
+    ]);
+    let o = Observed {
+        instances: vec![
+            core_worker(),
+            instance(1, "kiwi-shop-server-01", None, [10, 0, 0, 1]),
+            instance(2, "kiwi-shop-general-01", None, [10, 0, 0, 2]),
+            tagged(
+                instance(3, "kiwi-praxis-server-01", Some("praxis"), [10, 0, 0, 3]),
+                &[tags::PROTECTED],
+            ),
+            // praxis's general-01, renamed in the panel to shop's free slot.
+            tagged(
+                instance(4, "kiwi-shop-general-02", Some("praxis"), [10, 0, 0, 4]),
+                &[tags::PROTECTED],
+            ),
+        ],
+        ..Observed::default()
+    };
+    let p = plan::plan(&d, &o, &destroy());
+    assert!(
+        !p.steps.iter().any(|s| matches!(
+            s.kind,
+            StepKind::UnassignTag { .. } | StepKind::OrderInstance(_)
+        ) || s.destructive),
+        "{:?}",
+        step_ids(&p)
+    );
+    assert!(p.warnings.iter().any(|w| matches!(
+        w,
+        Warning::SignalsDisagree { instance, .. } if instance.0 == 4
+    )));
+    assert!(p.warnings.iter().any(|w| matches!(
+        w,
+        Warning::OrdersHeld { slots, .. } if slots.contains(&"kiwi-praxis-general-01".to_string())
+    )));
+}
+
+#[test]
+fn an_owned_machine_renamed_to_another_existing_slot_name_is_not_bought_again() {
+    let d = desired(&[("shop", &customer(false, &[("web", 1)]))]);
+    let mut renamed = instance(2, "kiwi-shop-server-01", Some("shop"), [10, 0, 0, 2]);
+    renamed.created_date += chrono::Duration::minutes(5);
+    let o = Observed {
+        instances: vec![
+            core_worker(),
+            instance(1, "kiwi-shop-server-01", Some("shop"), [10, 0, 0, 1]),
+            // web-01's machine, now also named server-01.
+            renamed,
+        ],
+        ..Observed::default()
+    };
+    let p = plan::plan(&d, &o, &destroy());
+    assert!(
+        !p.steps
+            .iter()
+            .any(|s| matches!(s.kind, StepKind::OrderInstance(_)) || s.destructive),
+        "{:?}",
+        step_ids(&p)
+    );
+    assert!(p.warnings.iter().any(|w| matches!(
+        w,
+        Warning::Unattributed { instance, .. } if instance.0 == 2
+    )));
+    // The journal says it is web-01's: it gets that name back.
+    let mut journaled = o.clone();
+    journaled
+        .journal_placed
+        .insert("kiwi-shop-web-01".into(), InstanceId(2));
+    let p = plan::plan(&d, &journaled, &destroy());
+    assert_eq!(
+        non_label_steps(&p),
+        vec!["rename:kiwi-shop-web-01".to_string()]
+    );
+}
+
+#[test]
+fn unprotecting_a_cluster_while_shrinking_it_lifts_the_mark_before_anything_is_removed() {
+    let d = desired(&[("shop", &customer(false, &[("web", 0)]))]);
+    let o = Observed {
+        instances: vec![
+            core_worker(),
+            tagged(
+                instance(1, "kiwi-shop-server-01", Some("shop"), [10, 0, 0, 1]),
+                &[tags::PROTECTED],
+            ),
+            tagged(
+                instance(2, "kiwi-shop-web-01", Some("shop"), [10, 0, 0, 2]),
+                &[tags::PROTECTED],
+            ),
+        ],
+        ..Observed::default()
+    };
+    let p = plan::plan(&d, &o, &destroy());
+    assert!(!p.steps.iter().any(|s| s.destructive), "{:?}", step_ids(&p));
+    assert!(p
+        .steps
+        .iter()
+        .any(|s| s.id.0 == "untag:kiwi-protected:kiwi-shop-web-01"));
+    // The plan after that removes it.
+    let after = plan::simulate(&o, &p);
+    let p = plan::plan(&d, &after, &destroy());
+    assert_eq!(cancels(&p), vec![(Some("shop".to_string()), 2)]);
+}

@@ -117,7 +117,12 @@ async fn a_reinstall_replaces_the_nodes_key() {
         .find(|(n, _, _)| n.starts_with("kiwi-stadtwerke-nord-"))
         .unwrap();
     mock.set_instance_status(id, "error").unwrap();
-    let destroy = ["apply", "--auto-approve", "--contabo-only", "--allow-destroy"];
+    let destroy = [
+        "apply",
+        "--auto-approve",
+        "--contabo-only",
+        "--allow-destroy",
+    ];
     let out = run(command(&mock, &inv, &destroy)).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(

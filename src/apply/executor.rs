@@ -1184,6 +1184,18 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
     ) -> Result<Option<StepOutcome>, ApplyError> {
         let id = InstanceId(instance_id);
         match self.api.get_instance(id).await {
+            // Only an instance that carries the slot's name is its machine:
+            // a journal line naming any other instance (edited, or a stale
+            // id reused) claims nothing, and certainly not someone else's.
+            Ok(instance) if instance.display_name != slot => {
+                Ok(Some(StepOutcome::NeedsHuman(format!(
+                    "the order journal records instance {id} as {slot}'s order, but Contabo names \
+                     it \"{}\": nothing is ordered and nothing taken over. Check the instance in \
+                     the Contabo panel: if it is {slot}'s machine, name it {slot} again; if not, \
+                     the journal line is wrong",
+                    crate::text::escape_for_terminal(&instance.display_name)
+                ))))
+            }
             Ok(instance) if instance.cancel_date.is_none() => {
                 self.reporter.message(&format!(
                     "{slot}: instance {id}, ordered by an earlier apply, exists but is not listed \

@@ -919,3 +919,53 @@ fn with_contabo_only_a_cancel_waits_for_its_drain_and_is_left_for_later() {
         ]
     );
 }
+
+#[tokio::test]
+async fn a_journal_line_naming_someone_elses_instance_claims_nothing() {
+    use crate::contabo::models::{CreateInstance, Period, Region};
+    use crate::contabo::CloudApi;
+    let fake = FakeCloud::default();
+    let (_dir, j) = journal();
+    // A colleague's hand-made machine, and a journal line (edited, or from
+    // a mix-up) that names it as a slot's order.
+    let colleague = fake
+        .create_instance(CreateInstance {
+            product_id: "V94".into(),
+            region: Region::Eu,
+            image_id: "img".into(),
+            period: Period::OneMonth,
+            display_name: "colleague-vm".into(),
+            ssh_keys: Vec::new(),
+            user_data: None,
+            default_user: None,
+        })
+        .await
+        .unwrap()
+        .instance_id;
+    j.record(
+        "kiwi-core-general-01",
+        Event::Placed {
+            instance_id: colleague.0,
+        },
+    )
+    .unwrap();
+    let run = apply(&fake, &j, true).await;
+    let order = run
+        .outcome
+        .results
+        .iter()
+        .find(|r| r.id.0 == "order:kiwi-core-general-01")
+        .unwrap();
+    let StepOutcome::NeedsHuman(why) = &order.outcome else {
+        panic!("{:?}", order.outcome);
+    };
+    assert!(why.contains("colleague-vm"), "{why}");
+    assert!(
+        !fake.tags_of(colleague).iter().any(|t| t == "kiwi-managed"),
+        "the colleague's machine was not taken over"
+    );
+    assert!(!fake
+        .instances()
+        .iter()
+        .any(|i| i.display_name == "kiwi-core-general-01"));
+}

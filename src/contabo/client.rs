@@ -565,7 +565,10 @@ impl ContaboClient {
         }
         let served = u64::try_from(items.len()).unwrap_or(u64::MAX);
         let announced = budget.elements.unwrap_or(0);
-        if served < announced || (!ended && budget.limit > budget.expected) {
+        // More items than announced is as much a contradiction as fewer:
+        // the announcement cannot be trusted to have named every page.
+        let over = budget.elements.is_some_and(|e| served > e);
+        if served < announced || over || (!ended && budget.limit > budget.expected) {
             return Err(self.paging_error(
                 path,
                 format!(

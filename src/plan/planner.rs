@@ -398,6 +398,7 @@ impl<'a> Planner<'a> {
             return None;
         }
         let mut all: Vec<&'a Instance> = self.by_name.get(name).cloned().unwrap_or_default();
+        all.retain(|i| !self.owners.elsewhere.contains(&i.id));
         let renamed = self.owners.renamed.get(name).copied();
         all.extend(renamed);
         let mut live = Vec::new();
@@ -432,32 +433,34 @@ impl<'a> Planner<'a> {
         // A name is only a claim: before an existing machine is reinstalled
         // or joined here, its cluster tag must say it is this cluster's (a
         // protected cluster's machine may carry a name this cluster wants).
+        let tagged = tags::clusters_of(&chosen.tags);
+        let must_check = installs_existing(chosen, observation, name)
+            || !tagged.is_empty()
+            || chosen.tags.contains(tags::PROTECTED);
         if chosen.is_owned()
             && chosen.display_name == name
-            && installs_existing(chosen, observation, name)
+            && must_check
+            && tagged != [cluster.name.as_str()]
         {
-            let tagged = tags::clusters_of(&chosen.tags);
-            if tagged != [cluster.name.as_str()] {
-                self.warnings.push(Warning::SignalsDisagree {
-                    name: name.to_string(),
-                    instance: chosen.id.clone(),
-                    what: if tagged.is_empty() {
-                        format!(
-                            "its name is a slot of cluster {}, but its kiwi-cluster-* tag is \
-                             missing; it is neither reinstalled nor joined",
-                            cluster.name
-                        )
-                    } else {
-                        format!(
-                            "its name is a slot of cluster {}, but its tags say {}; it is \
-                             neither reinstalled nor joined, and nothing is ordered in its place",
-                            cluster.name,
-                            tagged.join(", ")
-                        )
-                    },
-                });
-                return None;
-            }
+            self.warnings.push(Warning::SignalsDisagree {
+                name: name.to_string(),
+                instance: chosen.id.clone(),
+                what: if tagged.is_empty() {
+                    format!(
+                        "its name is a slot of cluster {}, but its kiwi-cluster-* tag is \
+                         missing; it is neither reinstalled nor joined",
+                        cluster.name
+                    )
+                } else {
+                    format!(
+                        "its name is a slot of cluster {}, but its tags say {}; it is \
+                         neither reinstalled nor joined, and nothing is ordered in its place",
+                        cluster.name,
+                        tagged.join(", ")
+                    )
+                },
+            });
+            return None;
         }
         let instance = InstanceRef {
             name: name.to_string(),
@@ -1104,6 +1107,30 @@ impl<'a> Planner<'a> {
                 .into_iter()
                 .partition(|r| spec_protected || r.instance.tags.contains(tags::PROTECTED));
             for r in shielded {
+                // The inventory no longer protects it: lift the mark first,
+                // in a step of its own; the plan after that may remove it.
+                if !spec_protected
+                    && self.desired.cluster(&cluster).is_some()
+                    && r.instance.tags.contains(tags::PROTECTED)
+                {
+                    self.push(
+                        &cluster,
+                        StepId(format!(
+                            "untag:{}:{}",
+                            tags::PROTECTED,
+                            r.instance.display_name
+                        )),
+                        StepKind::UnassignTag {
+                            tag: tags::PROTECTED.to_string(),
+                            instance: InstanceRef {
+                                name: r.instance.display_name.clone(),
+                                id: Some(r.instance.id.clone()),
+                            },
+                        },
+                        Vec::new(),
+                        false,
+                    );
+                }
                 self.protected(
                     &cluster,
                     format!(
@@ -1113,8 +1140,9 @@ impl<'a> Planner<'a> {
                         if spec_protected {
                             ""
                         } else {
-                            "; it carries kiwi-protected: set protected = false in its \
-                             customer file and apply before removing it"
+                            "; it carries kiwi-protected, which this plan removes since the \
+                             inventory no longer protects its cluster (or, if its customer file \
+                             is gone, put it back with protected = false): plan again after"
                         }
                     ),
                 );
@@ -1318,6 +1346,9 @@ struct Attribution<'a> {
     hold_all_orders: bool,
     /// Slots whose orders wait: an unwanted instance may be their machine.
     held_slots: BTreeSet<String>,
+    /// Machines carrying a slot's name that are not that slot's (see
+    /// [`Attribution::settle_duplicates`]).
+    elsewhere: BTreeSet<InstanceId>,
 }
 
 impl<'a> Attribution<'a> {
@@ -1358,10 +1389,16 @@ impl<'a> Attribution<'a> {
             if !instance.is_owned() || instance.is_cancelled() {
                 continue;
             }
-            if owners.contains_key(&instance.display_name) {
-                continue;
-            }
             let clusters = tags::clusters_of(&instance.tags);
+            // A slot's name is its slot's unless the machine's own tag says
+            // another cluster: then it is that cluster's machine wearing a
+            // name that is not its own, attributed by the tag below.
+            if let Some(claimed) = owners.get(&instance.display_name) {
+                let agrees = clusters.is_empty() || clusters.iter().all(|c| claimed.contains(*c));
+                if agrees {
+                    continue;
+                }
+            }
             let [cluster] = clusters.as_slice() else {
                 let reason = if clusters.is_empty() {
                     "it carries no kiwi-cluster-* tag".to_string()
@@ -1437,8 +1474,96 @@ impl<'a> Attribution<'a> {
                 ),
             }
         }
+        a.settle_duplicates(desired, observed, &named);
         a.hold_lookalikes(desired, observed, &named);
         a
+    }
+
+    /// Several owned machines carrying one slot's name: a double order, or
+    /// another slot's machine renamed to it. The one the journal placed
+    /// for that slot (else the oldest) keeps it; each other one is another
+    /// slot's machine where the journal or its node's address says so, and
+    /// otherwise holds its cluster's orders, so that the slot it came from
+    /// is not bought a second time.
+    fn settle_duplicates(
+        &mut self,
+        desired: &Desired,
+        observed: &'a Observed,
+        named: &BTreeSet<&str>,
+    ) {
+        let mut by_name: BTreeMap<&str, Vec<&'a Instance>> = BTreeMap::new();
+        for i in &observed.instances {
+            if i.is_owned() && !i.is_cancelled() {
+                by_name.entry(i.display_name.as_str()).or_default().push(i);
+            }
+        }
+        for (cluster, slot) in desired.slot_names() {
+            let Some(list) = by_name.get(slot.as_str()).filter(|l| l.len() > 1) else {
+                continue;
+            };
+            let mut list = list.clone();
+            list.sort_by(|a, b| (a.created_date, &a.id).cmp(&(b.created_date, &b.id)));
+            let keeper = list
+                .iter()
+                .find(|i| observed.journal_placed.get(&slot) == Some(&i.id))
+                .or(list.first())
+                .map(|i| i.id.clone());
+            for instance in list.into_iter().filter(|i| Some(&i.id) != keeper.as_ref()) {
+                if !tags::clusters_of(&instance.tags)
+                    .iter()
+                    .all(|c| *c == cluster.name)
+                {
+                    continue; // another cluster's machine: attributed by its tag
+                }
+                let free = |n: &str| {
+                    n != slot
+                        && !named.contains(n)
+                        && !self.renamed.contains_key(n)
+                        && desired
+                            .slot_names()
+                            .any(|(c, s)| c.name == cluster.name && s == n)
+                };
+                let by_journal = observed
+                    .journal_placed
+                    .iter()
+                    .find(|(s, id)| **id == instance.id && free(s))
+                    .map(|(s, _)| s.clone());
+                let by_address = || {
+                    let ip = instance.ipv4?;
+                    observed.cluster(&cluster.name)?.nodes.iter().find_map(|n| {
+                        (n.addresses.contains(&ip) && free(&n.name.0)).then(|| n.name.0.clone())
+                    })
+                };
+                if let Some(other) = by_journal.or_else(by_address) {
+                    self.renamed.insert(other, instance);
+                    self.elsewhere.insert(instance.id.clone());
+                    continue;
+                }
+                // No evidence. With no slot of its product free, it is a
+                // plain double order (reported as such); otherwise it may be
+                // a free slot's machine renamed: those slots are not ordered.
+                let free_same_product: Vec<String> = cluster
+                    .pools
+                    .iter()
+                    .filter(|p| p.product == instance.product_id)
+                    .flat_map(|p| (1..=p.count).map(|i| slot_name(&cluster.name, &p.name, i)))
+                    .filter(|n| free(n))
+                    .collect();
+                if free_same_product.is_empty() {
+                    continue;
+                }
+                self.unattributed.push(Unattributed {
+                    instance,
+                    cluster: Some(cluster.name.clone()),
+                    reason: format!(
+                        "it shares slot {slot}'s name with another of its machines while {} has \
+                         no instance, and nothing kiwi-infra recorded says which slot it is",
+                        free_same_product.join(", ")
+                    ),
+                });
+                self.held_slots.extend(free_same_product);
+            }
+        }
     }
 
     /// A machine renamed to another name of its cluster's slot form looks
@@ -1539,8 +1664,10 @@ fn installs_existing(
 
 /// Owned instances whose cluster tag must be read before planning, each
 /// with the cluster whose slot name it carries: those the plan would
-/// reinstall or join (see [`installs_existing`]). In a settled account
-/// there are none, so observing costs nothing more.
+/// reinstall or join (see [`installs_existing`]), those marked
+/// `kiwi-protected` (whose mark only their own cluster may lift), and
+/// those sharing a slot's name with another owned instance. In a settled
+/// account that is one look-up per protected cluster.
 pub fn cluster_tags_to_check(desired: &Desired, observed: &Observed) -> Vec<(InstanceId, String)> {
     let mut by_name: BTreeMap<&str, Vec<&Instance>> = BTreeMap::new();
     for instance in &observed.instances {
@@ -1552,11 +1679,18 @@ pub fn cluster_tags_to_check(desired: &Desired, observed: &Observed) -> Vec<(Ins
     let mut wanted = Vec::new();
     for (cluster, name) in desired.slot_names() {
         let observation = observed.cluster(&cluster.name);
-        for instance in by_name.get(name.as_str()).into_iter().flatten() {
+        let list = by_name.get(name.as_str()).map_or(&[][..], Vec::as_slice);
+        let owned_live = list
+            .iter()
+            .filter(|i| i.is_owned() && !i.is_cancelled())
+            .count();
+        for instance in list {
             if instance.is_owned()
                 && !instance.is_cancelled()
                 && tags::clusters_of(&instance.tags).is_empty()
-                && installs_existing(instance, observation, &name)
+                && (installs_existing(instance, observation, &name)
+                    || instance.tags.contains(tags::PROTECTED)
+                    || owned_live > 1)
             {
                 wanted.push((instance.id.clone(), cluster.name.clone()));
             }
