@@ -313,3 +313,27 @@ async fn kubeconfig_out_never_replaces_a_device_fifo_socket_or_symlink_with_a_re
         "precious"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_known_hosts_symlink_stops_apply_before_anything_is_approved_with_exit_1() {
+    let mock = kiwi_mocks::contabo::spawn(kiwi_mocks::contabo::MockConfig::default())
+        .await
+        .unwrap();
+    let (dir, inv) = apply_support::inventory_copy();
+    let target = dir.path().join("elsewhere");
+    std::fs::write(&target, "").unwrap();
+    let known_hosts = inv.join("known_hosts");
+    let _ = std::fs::remove_file(&known_hosts);
+    std::os::unix::fs::symlink(&target, &known_hosts).unwrap();
+    let out = apply_support::run(apply_support::command(
+        &mock,
+        &inv,
+        &["apply", "--auto-approve", "--contabo-only"],
+    ))
+    .await;
+    let text = apply_support::text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("known_hosts"), "{text}");
+    assert!(mock.instances().is_empty(), "nothing was ordered: {text}");
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "");
+}

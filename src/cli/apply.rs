@@ -77,6 +77,11 @@ async fn apply_observed(
     } = run;
     let options = plan_options(args.choices);
     let reorder = reorder_slots(desired, &args.reorder)?;
+    // Host keys are recorded there before each order or reinstall: a file
+    // that cannot be replaced is the operator's to fix, before anything is
+    // shown or approved, not a failed step half-way through.
+    let known_hosts = crate::ssh::KnownHosts::path_in(&global.inventory);
+    crate::localfs::check_replaceable(&known_hosts).map_err(|e| CliError::User(e.to_string()))?;
     let plan = match &args.plan_file {
         Some(path) => {
             // A FIFO or a device given as the plan file is refused, not read.
@@ -167,7 +172,7 @@ async fn apply_observed(
         .filter(|c| c.protected)
         .map(|c| c.name.clone())
         .collect();
-    apply_settings.known_hosts = Some(crate::ssh::KnownHosts::path_in(&global.inventory));
+    apply_settings.known_hosts = Some(known_hosts);
     let reporter = CliReporter::new(global.quiet);
     let input = ApplyInput {
         steps,
