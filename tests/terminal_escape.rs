@@ -8,35 +8,15 @@
 
 mod apply_support;
 
-use apply_support::{apply_contabo_side, command, inventory_copy, order_directly, run, text};
+use apply_support::{
+    apply_contabo_side, command, inventory_copy, order_directly, run, text, token,
+};
 use kiwi_infra::secret::{redact, register};
 use kiwi_infra::text::{
     escape_for_terminal, escape_lines_for_terminal, is_unsafe_for_terminal, json_for_terminal,
 };
 use kiwi_mocks::contabo::{spawn, MockConfig, MockHandle};
 use proptest::prelude::*;
-
-/// A bearer token for the mock's own API, as a person with panel access
-/// (or a script of theirs) would use it.
-async fn token(mock: &MockHandle) -> String {
-    let c = mock.credentials();
-    let answer: serde_json::Value = reqwest::Client::new()
-        .post(mock.token_url())
-        .form(&[
-            ("grant_type", "password"),
-            ("client_id", c.client_id.as_str()),
-            ("client_secret", c.client_secret.as_str()),
-            ("username", c.username.as_str()),
-            ("password", c.password.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    answer["access_token"].as_str().unwrap().to_string()
-}
 
 /// Renames an instance through `PATCH /v1/compute/instances/{id}`.
 async fn rename(mock: &MockHandle, id: i64, name: &str) {

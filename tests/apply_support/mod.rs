@@ -228,12 +228,11 @@ pub fn assert_each_slot_once(mock: &MockHandle) {
     assert_eq!(unique, slot_names(), "instances do not match the slots");
 }
 
-/// Places an order through the mock's own HTTP API, as an apply that was
-/// killed before it could read the answer would have.
-pub async fn order_directly(mock: &MockHandle, name: &str, product: &str) -> i64 {
-    let http = reqwest::Client::new();
+/// A bearer token for the mock's own API, as a person with panel access
+/// (or a script of theirs) would use it.
+pub async fn token(mock: &MockHandle) -> String {
     let c = mock.credentials();
-    let token: serde_json::Value = http
+    let answer: serde_json::Value = reqwest::Client::new()
         .post(mock.token_url())
         .form(&[
             ("grant_type", "password"),
@@ -248,7 +247,14 @@ pub async fn order_directly(mock: &MockHandle, name: &str, product: &str) -> i64
         .json()
         .await
         .unwrap();
-    let token = token["access_token"].as_str().unwrap().to_string();
+    answer["access_token"].as_str().unwrap().to_string()
+}
+
+/// Places an order through the mock's own HTTP API, as an apply that was
+/// killed before it could read the answer would have.
+pub async fn order_directly(mock: &MockHandle, name: &str, product: &str) -> i64 {
+    let http = reqwest::Client::new();
+    let token = token(mock).await;
     let images: serde_json::Value = http
         .get(format!(
             "{}/v1/compute/images?name=ubuntu-24.04",
