@@ -287,6 +287,34 @@ async fn more_items_than_announced_are_an_error_not_a_list_that_may_lack_pages()
     assert!(text.contains("paging"), "{text}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paging_numbers_that_are_not_counts_never_pass_a_cut_list_for_a_whole_one() {
+    let mock = spawn(MockConfig::default()).await.unwrap();
+    for name in ["kiwi-acme-rtc-01", "kiwi-acme-rtc-02", "kiwi-acme-rtc-03"] {
+        apply_support::order_directly(&mock, name, "V8").await;
+    }
+    for (elements, pages) in [
+        (json!(-1), json!(1)),
+        (json!(1e300), json!(1)),
+        (json!(3), json!(-1)),
+        (json!(3), json!(1e300)),
+    ] {
+        // Two of the three served, with numbers that cannot say so.
+        mock.set_faults(Faults {
+            serve_at_most: Some(2),
+            total_elements: Some(elements.clone()),
+            total_pages: Some(pages.clone()),
+            ..Faults::default()
+        })
+        .unwrap();
+        let out = apply_support::run(kiwi(&mock, &["instances"])).await;
+        let text = apply_support::text(&out);
+        assert_no_panic(&text);
+        assert_eq!(out.status.code(), Some(3), "{elements} / {pages}: {text}");
+        assert!(text.contains("paging"), "{text}");
+    }
+}
+
 #[test]
 fn an_absurd_rate_limit_or_page_size_is_a_usage_error_not_a_panic() {
     for (flag, value) in [

@@ -21,6 +21,7 @@ period = 1
 
 [prices]
 V94 = "8.49"
+V8 = "38.40"
 
 [k3s]
 version = "v1.31.4+k3s1"
@@ -632,4 +633,82 @@ fn unprotecting_a_cluster_while_shrinking_it_lifts_the_mark_before_anything_is_r
     let after = plan::simulate(&o, &p);
     let p = plan::plan(&d, &after, &destroy());
     assert_eq!(cancels(&p), vec![(Some("shop".to_string()), 2)]);
+}
+
+#[test]
+fn a_protected_machine_renamed_into_another_slot_without_its_cluster_tag_holds_every_order() {
+    let d = desired(&[
+        ("shop", &customer(false, &[("general", 2)])),
+        ("praxis", &customer(true, &[("general", 1)])),
+    ]);
+    let mut stripped = instance(4, "kiwi-shop-general-02", None, [10, 0, 0, 4]);
+    stripped.tags.insert(tags::PROTECTED.to_string());
+    let o = Observed {
+        instances: vec![
+            core_worker(),
+            instance(1, "kiwi-shop-server-01", None, [10, 0, 0, 1]),
+            instance(2, "kiwi-shop-general-01", None, [10, 0, 0, 2]),
+            tagged(
+                instance(3, "kiwi-praxis-server-01", Some("praxis"), [10, 0, 0, 3]),
+                &[tags::PROTECTED],
+            ),
+            // praxis's general-01, renamed into shop's free slot, its
+            // cluster tag removed in the panel.
+            stripped,
+        ],
+        ..Observed::default()
+    };
+    for options in [
+        destroy(),
+        PlanOptions {
+            adopt: true,
+            allow_destroy: true,
+        },
+    ] {
+        let p = plan::plan(&d, &o, &options);
+        assert!(
+            !p.steps.iter().any(|s| matches!(
+                s.kind,
+                StepKind::OrderInstance(_) | StepKind::UnassignTag { .. }
+            ) || s.destructive),
+            "{:?}",
+            step_ids(&p)
+        );
+        assert!(p
+            .warnings
+            .iter()
+            .any(|w| matches!(w, Warning::OrdersHeld { cluster: None, .. })));
+    }
+}
+
+#[test]
+fn a_machine_of_another_product_in_a_new_slot_holds_the_free_slots_of_its_product() {
+    let shop = "tier = \"mesh\"\n\n[servers]\nclass = \"vps\"\nproduct = \"V94\"\ncount = 1\n\n\
+                [pools.general]\nclass = \"vps\"\nproduct = \"V94\"\ncount = 2\n\n\
+                [pools.realtime]\nclass = \"vds\"\nproduct = \"V8\"\ncount = 1\n";
+    let d = desired(&[("shop", shop)]);
+    // realtime-01 (a V8) renamed to the new slot general-02.
+    let mut vds = instance(3, "kiwi-shop-general-02", Some("shop"), [10, 0, 0, 3]);
+    vds.product_id = "V8".into();
+    let o = Observed {
+        instances: vec![
+            core_worker(),
+            instance(1, "kiwi-shop-server-01", None, [10, 0, 0, 1]),
+            instance(2, "kiwi-shop-general-01", None, [10, 0, 0, 2]),
+            vds,
+        ],
+        ..Observed::default()
+    };
+    let p = plan::plan(&d, &o, &destroy());
+    assert!(
+        !p.steps.iter().any(
+            |s| matches!(&s.kind, StepKind::OrderInstance(o) if o.slot.0 == "kiwi-shop-realtime-01")
+        ),
+        "{:?}",
+        step_ids(&p)
+    );
+    assert!(p.warnings.iter().any(|w| matches!(
+        w,
+        Warning::OrdersHeld { slots, .. } if slots.contains(&"kiwi-shop-realtime-01".to_string())
+    )));
 }

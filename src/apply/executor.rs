@@ -518,7 +518,18 @@ pub fn journal_claims(
         return false;
     };
     match &latest.event {
-        Event::Placed { instance_id } => *instance_id == instance.0,
+        // A `placed` claims its instance only after an `intent` of the same
+        // slot, and only an instance created after that intent: a line
+        // written by hand (or a stale id) claims nothing.
+        Event::Placed { instance_id } => {
+            *instance_id == instance.0
+                && of_slot
+                    .iter()
+                    .rev()
+                    .find(|e| matches!(e.event, Event::Intent { .. }))
+                    .and_then(|intent| intent.at.checked_sub_signed(CLOCK_SKEW))
+                    .is_some_and(|earliest| created >= earliest)
+        }
         Event::Intent { .. } | Event::Unresolved => {
             let Some(intent) = of_slot
                 .iter()

@@ -235,8 +235,16 @@ pub fn placed_by_slot(
         ..
     } = parse(&path, &text)?;
     entries.extend(whole_tail);
+    // A `placed` counts only after an `intent` of the same slot (a line
+    // written by hand claims nothing).
+    let intended: std::collections::BTreeSet<String> = entries
+        .iter()
+        .filter(|e| matches!(e.event, Event::Intent { .. }))
+        .map(|e| e.slot.clone())
+        .collect();
     Ok(latest(entries)
         .into_iter()
+        .filter(|(slot, _)| intended.contains(slot))
         .filter_map(|(slot, entry)| match entry.event {
             Event::Placed { instance_id } => Some((slot, crate::plan::InstanceId(instance_id))),
             _ => None,

@@ -865,9 +865,31 @@ fn only_the_slots_latest_journal_event_within_the_horizon_claims_an_instance() {
         entry(10, intent()),
         entry(9, Event::Refused { status: None })
     ]));
-    // Placed claims exactly its own instance.
-    assert!(claims(&[entry(10, Event::Placed { instance_id: 42 })]));
-    assert!(!claims(&[entry(10, Event::Placed { instance_id: 41 })]));
+    // Placed claims exactly its own instance, after an intent it was
+    // created after; a placed line alone (written by hand) claims nothing.
+    assert!(claims(&[
+        entry(10, intent()),
+        entry(9, Event::Placed { instance_id: 42 })
+    ]));
+    assert!(!claims(&[
+        entry(10, intent()),
+        entry(9, Event::Placed { instance_id: 41 })
+    ]));
+    assert!(!claims(&[entry(10, Event::Placed { instance_id: 42 })]));
+    let created_before = journal_claims(
+        &[
+            entry(10, intent()),
+            entry(9, Event::Placed { instance_id: 42 }),
+        ],
+        slot,
+        InstanceId(42),
+        now - chrono::Duration::hours(5),
+        hour,
+    );
+    assert!(
+        !created_before,
+        "an instance older than the intent is not its order"
+    );
     // Another slot's events claim nothing, and an intent past the horizon
     // claims nothing.
     let mut other = entry(10, intent());

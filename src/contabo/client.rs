@@ -537,6 +537,19 @@ impl ContaboClient {
         };
         let first: ListPage<T> = self.send(page_call(1)).await?;
         let budget = PageBudget::new(&first.pagination, first.data.len());
+        // Without true counts, a short page cannot be told from a page the
+        // server cut short: the list could lack items, so it is not used.
+        if budget.pages.is_none() || budget.elements.is_none() {
+            return Err(self.paging_error(
+                path,
+                format!(
+                    "its _pagination numbers (totalElements {}, totalPages {}) are not counts, so \
+                     kiwi-infra cannot tell whether it was served every item; it stopped rather \
+                     than act on what may be a partial list",
+                    first.pagination.total_elements, first.pagination.total_pages
+                ),
+            ));
+        }
         let mut items = first.data;
         // Every page but the last holds as many items as the first.
         let full = items.len();

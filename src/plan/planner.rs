@@ -1394,6 +1394,22 @@ impl<'a> Attribution<'a> {
             // another cluster: then it is that cluster's machine wearing a
             // name that is not its own, attributed by the tag below.
             if let Some(claimed) = owners.get(&instance.display_name) {
+                // Its tag was read (see `cluster_tags_to_check`) and is gone:
+                // kiwi-managed promises it, so whose machine this is cannot
+                // be known, and no order anywhere may buy it again.
+                let checked = claimed.len() == 1
+                    && claimed.iter().next().is_some_and(|c| {
+                        tags_checked(instance, observed, c, &instance.display_name)
+                    });
+                if clusters.is_empty() && checked {
+                    a.unattributed(
+                        instance,
+                        None,
+                        "its kiwi-cluster-* tag is missing although it carries kiwi-managed"
+                            .to_string(),
+                    );
+                    continue;
+                }
                 let agrees = clusters.is_empty() || clusters.iter().all(|c| claimed.contains(*c));
                 if agrees {
                     continue;
@@ -1475,8 +1491,62 @@ impl<'a> Attribution<'a> {
             }
         }
         a.settle_duplicates(desired, observed, &named);
+        a.hold_product_mismatches(desired, observed, &named);
         a.hold_lookalikes(desired, observed, &named);
         a
+    }
+
+    /// A machine of one product in a slot of another may be a free slot's
+    /// machine renamed (a VDS renamed into a new VPS slot, say): unless the
+    /// journal placed it for the slot it is in, the free slots of its
+    /// product are not ordered.
+    fn hold_product_mismatches(
+        &mut self,
+        desired: &Desired,
+        observed: &'a Observed,
+        named: &BTreeSet<&str>,
+    ) {
+        for cluster in &desired.clusters {
+            for pool in &cluster.pools {
+                for index in 1..=pool.count {
+                    let slot = slot_name(&cluster.name, &pool.name, index);
+                    for instance in observed.instances.iter().filter(|i| {
+                        i.display_name == slot
+                            && i.is_owned()
+                            && !i.is_cancelled()
+                            && i.product_id != pool.product
+                            && observed.journal_placed.get(&slot) != Some(&i.id)
+                    }) {
+                        let free: Vec<String> = cluster
+                            .pools
+                            .iter()
+                            .filter(|p| p.product == instance.product_id)
+                            .flat_map(|p| {
+                                (1..=p.count).map(|i| slot_name(&cluster.name, &p.name, i))
+                            })
+                            .filter(|n| {
+                                !named.contains(n.as_str()) && !self.renamed.contains_key(n)
+                            })
+                            .collect();
+                        if free.is_empty() {
+                            continue;
+                        }
+                        self.unattributed.push(Unattributed {
+                            instance,
+                            cluster: Some(cluster.name.clone()),
+                            reason: format!(
+                                "it is a {} in slot {slot}, whose pool wants {}, while {} has no \
+                                 instance: it may be that slot's machine renamed",
+                                instance.product_id,
+                                pool.product,
+                                free.join(", ")
+                            ),
+                        });
+                        self.held_slots.extend(free);
+                    }
+                }
+            }
+        }
     }
 
     /// Several owned machines carrying one slot's name: a double order, or
@@ -1662,6 +1732,19 @@ fn installs_existing(
     instance.status.needs_reinstall() || observation.is_some_and(|o| o.node(name).is_none())
 }
 
+/// True when the cluster tag of `instance`, named as slot `name` of
+/// `cluster`, is read by the observation ([`cluster_tags_to_check`]).
+fn tags_checked(instance: &Instance, observed: &Observed, cluster: &str, name: &str) -> bool {
+    let owned_live = observed
+        .instances
+        .iter()
+        .filter(|i| i.display_name == name && i.is_owned() && !i.is_cancelled())
+        .count();
+    installs_existing(instance, observed.cluster(cluster), name)
+        || instance.tags.contains(tags::PROTECTED)
+        || owned_live > 1
+}
+
 /// Owned instances whose cluster tag must be read before planning, each
 /// with the cluster whose slot name it carries: those the plan would
 /// reinstall or join (see [`installs_existing`]), those marked
@@ -1678,19 +1761,11 @@ pub fn cluster_tags_to_check(desired: &Desired, observed: &Observed) -> Vec<(Ins
     }
     let mut wanted = Vec::new();
     for (cluster, name) in desired.slot_names() {
-        let observation = observed.cluster(&cluster.name);
-        let list = by_name.get(name.as_str()).map_or(&[][..], Vec::as_slice);
-        let owned_live = list
-            .iter()
-            .filter(|i| i.is_owned() && !i.is_cancelled())
-            .count();
-        for instance in list {
+        for instance in by_name.get(name.as_str()).into_iter().flatten() {
             if instance.is_owned()
                 && !instance.is_cancelled()
                 && tags::clusters_of(&instance.tags).is_empty()
-                && (installs_existing(instance, observation, &name)
-                    || instance.tags.contains(tags::PROTECTED)
-                    || owned_live > 1)
+                && tags_checked(instance, observed, &cluster.name, &name)
             {
                 wanted.push((instance.id.clone(), cluster.name.clone()));
             }
