@@ -1385,6 +1385,7 @@ impl<'a> Attribution<'a> {
             .filter(|i| !i.is_cancelled())
             .map(|i| i.display_name.as_str())
             .collect();
+        let owned_live = owned_live_by_name(observed);
         for instance in &observed.instances {
             if !instance.is_owned() || instance.is_cancelled() {
                 continue;
@@ -1399,7 +1400,9 @@ impl<'a> Attribution<'a> {
                 // be known, and no order anywhere may buy it again.
                 let checked = claimed.len() == 1
                     && claimed.iter().next().is_some_and(|c| {
-                        tags_checked(instance, observed, c, &instance.display_name)
+                        let name = instance.display_name.as_str();
+                        let count = owned_live.get(name).copied().unwrap_or(0);
+                        tags_checked(instance, observed, c, name, count)
                     });
                 if clusters.is_empty() && checked {
                     a.unattributed(
@@ -1734,15 +1737,30 @@ fn installs_existing(
 
 /// True when the cluster tag of `instance`, named as slot `name` of
 /// `cluster`, is read by the observation ([`cluster_tags_to_check`]).
-fn tags_checked(instance: &Instance, observed: &Observed, cluster: &str, name: &str) -> bool {
-    let owned_live = observed
-        .instances
-        .iter()
-        .filter(|i| i.display_name == name && i.is_owned() && !i.is_cancelled())
-        .count();
+/// `owned_live` counts the owned, live instances carrying `name`.
+fn tags_checked(
+    instance: &Instance,
+    observed: &Observed,
+    cluster: &str,
+    name: &str,
+    owned_live: usize,
+) -> bool {
     installs_existing(instance, observed.cluster(cluster), name)
         || instance.tags.contains(tags::PROTECTED)
         || owned_live > 1
+}
+
+/// Owned, live instances per display name: counted once, not per instance.
+fn owned_live_by_name(observed: &Observed) -> BTreeMap<&str, usize> {
+    let mut counts = BTreeMap::new();
+    for i in observed
+        .instances
+        .iter()
+        .filter(|i| i.is_owned() && !i.is_cancelled())
+    {
+        *counts.entry(i.display_name.as_str()).or_insert(0) += 1;
+    }
+    counts
 }
 
 /// Owned instances whose cluster tag must be read before planning, each
@@ -1759,13 +1777,20 @@ pub fn cluster_tags_to_check(desired: &Desired, observed: &Observed) -> Vec<(Ins
             .or_default()
             .push(instance);
     }
+    let owned_live = owned_live_by_name(observed);
     let mut wanted = Vec::new();
     for (cluster, name) in desired.slot_names() {
         for instance in by_name.get(name.as_str()).into_iter().flatten() {
             if instance.is_owned()
                 && !instance.is_cancelled()
                 && tags::clusters_of(&instance.tags).is_empty()
-                && tags_checked(instance, observed, &cluster.name, &name)
+                && tags_checked(
+                    instance,
+                    observed,
+                    &cluster.name,
+                    &name,
+                    owned_live.get(name.as_str()).copied().unwrap_or(0),
+                )
             {
                 wanted.push((instance.id.clone(), cluster.name.clone()));
             }
