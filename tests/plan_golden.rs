@@ -407,6 +407,31 @@ fn an_untagged_instance_with_a_slot_name_is_only_adopted_on_request() {
 }
 
 #[test]
+fn an_order_the_journal_recorded_is_tagged_never_offered_for_adoption() {
+    // A run bought kiwi-core-general-02 and was stopped (429s, a crash)
+    // before its tags were assigned: the journal holds its id.
+    let mut observed = observed("adoption");
+    let untagged = observed
+        .instances
+        .iter()
+        .find(|i| i.display_name == "kiwi-core-general-02")
+        .unwrap()
+        .id
+        .clone();
+    observed
+        .journal_placed
+        .insert("kiwi-core-general-02".into(), untagged);
+    let plan = plan::plan(&desired(), &observed, &PlanOptions::default());
+    let text = human(&plan);
+    assert!(!text.contains("adopt"), "{text}");
+    assert_eq!(plan.summary.instances_to_tag, 1, "{text}");
+    assert!(ids(&plan, "order:").is_empty(), "{text}");
+    // Without the journal's word it is someone else's until adopted.
+    let plan = plan::plan(&desired(), &self::observed("adoption"), &PlanOptions::default());
+    assert!(human(&plan).contains("adopt"));
+}
+
+#[test]
 fn broken_instances_are_reinstalled_replaced_or_reported() {
     let plan = plan::plan(
         &desired(),

@@ -44,6 +44,10 @@ pub struct FakeState {
     /// Cancels whose answer is lost after they took effect.
     pub lose_cancel_answers: u32,
     pub cancel_calls: u32,
+    /// Whole-account instance listings.
+    pub account_lists: u32,
+    /// Polls of some instances by id.
+    pub id_polls: u32,
 }
 
 /// The end of the contract period the fake reports for every cancel.
@@ -127,8 +131,9 @@ pub fn instance(id: InstanceId, name: &str, product: &str, status: InstanceStatu
     }
 }
 
-impl CloudApi for FakeCloud {
-    async fn list_instances(&self) -> Result<Vec<Instance>, ContaboError> {
+impl FakeCloud {
+    /// Every listed instance, each a step further in its lifecycle.
+    fn advance_and_list(&self) -> Vec<Instance> {
         let mut s = self.state.lock().unwrap();
         for i in &mut s.instances {
             i.status = match i.status {
@@ -138,11 +143,27 @@ impl CloudApi for FakeCloud {
             };
         }
         let unlisted = s.unlisted.clone();
-        Ok(s.instances
+        s.instances
             .iter()
             .filter(|i| !unlisted.contains(&i.instance_id.0))
             .cloned()
-            .collect())
+            .collect()
+    }
+}
+
+impl CloudApi for FakeCloud {
+    async fn list_instances(&self) -> Result<Vec<Instance>, ContaboError> {
+        let listed = self.advance_and_list();
+        self.state.lock().unwrap().account_lists += 1;
+        Ok(listed)
+    }
+
+    async fn instances_by_ids(&self, ids: &[InstanceId]) -> Result<Vec<Instance>, ContaboError> {
+        // A poll of some ids moves the account on as a whole listing does.
+        let mut listed = self.advance_and_list();
+        listed.retain(|i| ids.contains(&i.instance_id));
+        self.state.lock().unwrap().id_polls += 1;
+        Ok(listed)
     }
 
     async fn find_instances_by_display_name(
@@ -284,7 +305,9 @@ impl CloudApi for FakeCloud {
     }
 
     async fn list_tags(&self) -> Result<Vec<Tag>, ContaboError> {
-        Ok(self.state.lock().unwrap().tags.clone())
+        let mut tags = self.state.lock().unwrap().tags.clone();
+        tags.retain(|t| t.name.starts_with(crate::plan::tags::PREFIX));
+        Ok(tags)
     }
 
     async fn create_tag(&self, name: &str, color: &str) -> Result<TagId, ContaboError> {

@@ -34,8 +34,8 @@ async fn observe(fake: &FakeCloud, d: &Desired) -> Observed {
     let mut observed = observe_account(fake, d)
         .await
         .unwrap()
-        .into_observed(&d.provider.image);
-    crate::observe::contabo::check_cluster_tags(fake, d, &mut observed)
+        .into_observed();
+    crate::observe::contabo::complete_observation(fake, d, &mut observed)
         .await
         .unwrap();
     observed

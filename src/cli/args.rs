@@ -79,11 +79,12 @@ pub struct GlobalArgs {
 
     /// Items asked for per page of a Contabo list (1-1000). Contabo documents
     /// no maximum; when it serves fewer per page than asked, the tool follows
-    /// the paging it reports.
+    /// the size it serves, and when it refuses a size above 100 (400), the
+    /// tool asks for 100 from then on.
     #[arg(
         long,
         global = true,
-        default_value_t = 100,
+        default_value_t = crate::contabo::paging::DEFAULT_PAGE_SIZE,
         env = "KIWI_PAGE_SIZE",
         value_parser = clap::value_parser!(u32).range(1..=1000)
     )]

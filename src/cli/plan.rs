@@ -7,7 +7,7 @@ use super::args::{GlobalArgs, PlanArgs, PlanChoices};
 use super::{nodes, settings, CliError};
 use crate::contabo::ContaboClient;
 use crate::inventory::{self, Desired};
-use crate::observe::contabo::{check_cluster_tags, observe_account};
+use crate::observe::contabo::{complete_observation, observe_account};
 use crate::plan::{self, Observed, Plan, PlanOptions, RenderOptions, SavedPlan};
 
 /// Exit code of `plan --detailed-exitcode` when there are changes.
@@ -73,8 +73,7 @@ pub(super) async fn observe(
     client: &ContaboClient,
     desired: &Desired,
 ) -> Result<Observed, CliError> {
-    let image = &desired.provider.image;
-    let mut observed = observe_account(client, desired).await?.into_observed(image);
+    let mut observed = observe_account(client, desired).await?.into_observed();
     observed.journal_placed = crate::apply::journal::placed_by_slot(&global.inventory)
         .map_err(|e| CliError::User(e.chain()))?;
     Ok(observed)
@@ -94,8 +93,9 @@ pub(super) async fn observe_all(
         nodes::observe_nodes(&executor, desired, &mut observed).await;
     }
     // What the clusters showed decides which machines the plan would
-    // reinstall or join; their cluster tags are read before it does.
-    check_cluster_tags(client, desired, &mut observed).await?;
+    // reinstall or join (their cluster tags are read before it does), and
+    // whether it orders (then the secrets and the image are read).
+    complete_observation(client, desired, &mut observed).await?;
     Ok((observed, executor))
 }
 

@@ -23,6 +23,13 @@ pub trait CloudApi: Send + Sync {
         name: &str,
     ) -> impl Future<Output = Result<Vec<Instance>, ContaboError>> + Send;
 
+    /// The instances with these ids that exist (absent ones are left out):
+    /// what a wait polls, at a cost that follows the ids, not the account.
+    fn instances_by_ids(
+        &self,
+        ids: &[InstanceId],
+    ) -> impl Future<Output = Result<Vec<Instance>, ContaboError>> + Send;
+
     /// One instance.
     fn get_instance(
         &self,
@@ -62,7 +69,8 @@ pub trait CloudApi: Send + Sync {
         id: InstanceId,
     ) -> impl Future<Output = Result<Option<chrono::NaiveDate>, ContaboError>> + Send;
 
-    /// All tags.
+    /// kiwi-infra's own tags: those whose name starts with `kiwi-`
+    /// ([`crate::plan::tags::PREFIX`]). Other software's tags are not read.
     fn list_tags(&self) -> impl Future<Output = Result<Vec<Tag>, ContaboError>> + Send;
 
     /// Creates a tag.
@@ -72,7 +80,7 @@ pub trait CloudApi: Send + Sync {
         color: &str,
     ) -> impl Future<Output = Result<TagId, ContaboError>> + Send;
 
-    /// Every assignment of a tag.
+    /// Every assignment of a tag to an instance.
     fn list_tag_assignments(
         &self,
         tag: TagId,
@@ -121,6 +129,10 @@ impl CloudApi for ContaboClient {
         ContaboClient::find_instances_by_display_name(self, name).await
     }
 
+    async fn instances_by_ids(&self, ids: &[InstanceId]) -> Result<Vec<Instance>, ContaboError> {
+        ContaboClient::instances_by_ids(self, ids).await
+    }
+
     async fn get_instance(&self, id: InstanceId) -> Result<Instance, ContaboError> {
         ContaboClient::get_instance(self, id).await
     }
@@ -163,7 +175,7 @@ impl CloudApi for ContaboClient {
     }
 
     async fn list_tags(&self) -> Result<Vec<Tag>, ContaboError> {
-        ContaboClient::list_tags(self).await
+        ContaboClient::list_tags_with_prefix(self, crate::plan::tags::PREFIX).await
     }
 
     async fn create_tag(&self, name: &str, color: &str) -> Result<TagId, ContaboError> {

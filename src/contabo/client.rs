@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backon::Retryable;
 use futures::{StreamExt, TryStreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::{Method, StatusCode};
@@ -16,6 +15,10 @@ use serde::Serialize;
 use super::auth::{Credentials, TokenSource};
 use super::error::{ContaboError, PagingProblem, RequestContext, UnconfirmedOrder};
 use super::models::*;
+use super::pace::Pace;
+use super::paging::{
+    self, Collector, Layout, Listed, DEFAULT_PAGE_SIZE, FALLBACK_PAGE_SIZE, MAX_PAGE_SIZE,
+};
 use super::retry::{is_retryable_status, parse_retry_after, RetryPolicy};
 
 /// Contabo's production API.
@@ -35,7 +38,9 @@ pub struct ClientConfig {
     pub credentials: Credentials,
     /// Requests per second across all tasks of this client.
     pub requests_per_second: f64,
-    /// Page size for list calls.
+    /// Items asked for per list page ([`DEFAULT_PAGE_SIZE`]; at most
+    /// [`MAX_PAGE_SIZE`]). A server serving fewer is followed; one refusing
+    /// the size with a 400 is asked for [`FALLBACK_PAGE_SIZE`] from then on.
     pub page_size: u32,
     /// Pages fetched at once after the first one.
     pub page_concurrency: usize,
@@ -55,7 +60,7 @@ impl ClientConfig {
             auth_url: DEFAULT_AUTH_URL.to_string(),
             credentials,
             requests_per_second: 10.0,
-            page_size: 100,
+            page_size: DEFAULT_PAGE_SIZE,
             page_concurrency: 4,
             request_timeout: Duration::from_secs(30),
             retry: RetryPolicy::default(),
@@ -77,8 +82,11 @@ struct Inner {
     api_url: String,
     tokens: TokenSource,
     limiter: DefaultDirectRateLimiter,
+    /// The pace below the ceiling, lowered by 429s.
+    pace: Pace,
     trace_id: String,
-    page_size: u32,
+    /// Items asked for per page; lowered once if a server refuses it.
+    page_size: AtomicU32,
     page_concurrency: usize,
     retry: RetryPolicy,
     list_time_limit: Duration,
@@ -93,7 +101,13 @@ pub struct InstanceFilter {
     pub product_ids: Vec<String>,
     /// Region.
     pub region: Option<Region>,
+    /// Instance ids (the `instanceIds` filter); empty means any.
+    pub instance_ids: Vec<InstanceId>,
 }
+
+/// Ids per `instanceIds` request: keeps the URL short (about 1 KiB) while a
+/// poll round for 180 new machines stays at two requests.
+pub const IDS_PER_REQUEST: usize = 100;
 
 /// One request as the pipeline sees it.
 #[derive(Debug, Clone)]
@@ -177,6 +191,10 @@ impl AttemptError {
         }
     }
 
+    fn is_throttled(&self) -> bool {
+        matches!(self, Self::Status { status, .. } if *status == StatusCode::TOO_MANY_REQUESTS)
+    }
+
     fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::Status { retry_after, .. } => *retry_after,
@@ -229,8 +247,9 @@ impl ContaboClient {
                 api_url: config.api_url.trim_end_matches('/').to_string(),
                 tokens: TokenSource::new(config.auth_url, config.credentials),
                 limiter: RateLimiter::direct(quota),
+                pace: Pace::new(config.requests_per_second),
                 trace_id,
-                page_size: config.page_size.clamp(1, 1000),
+                page_size: AtomicU32::new(config.page_size.clamp(1, MAX_PAGE_SIZE)),
                 page_concurrency: config.page_concurrency.max(1),
                 retry: config.retry,
                 list_time_limit: config.list_time_limit,
@@ -261,7 +280,51 @@ impl ContaboClient {
         if let Some(region) = &filter.region {
             query.push(("region", region.to_string()));
         }
+        if !filter.instance_ids.is_empty() {
+            let ids: Vec<String> = filter.instance_ids.iter().map(ToString::to_string).collect();
+            query.push(("instanceIds", ids.join(",")));
+        }
+        // A stable order (as Contabo's own CLI asks) keeps pages fetched side
+        // by side from skipping or repeating rows.
+        query.push(("orderBy", "name:asc".to_string()));
         self.list_all("/v1/compute/instances", query).await
+    }
+
+    /// The instances with these ids that exist (any order; missing ones are
+    /// simply absent): one `GET /v1/compute/instances/{id}` for one id, else
+    /// the `instanceIds` filter, [`IDS_PER_REQUEST`] ids a request. What a
+    /// wait polls: its cost follows the ids, not the account's size.
+    pub async fn instances_by_ids(
+        &self,
+        ids: &[InstanceId],
+    ) -> Result<Vec<Instance>, ContaboError> {
+        let wanted: std::collections::BTreeSet<InstanceId> = ids.iter().copied().collect();
+        if let [id] = ids {
+            return match self.get_instance(*id).await {
+                Ok(i) if i.instance_id == *id => Ok(vec![i]),
+                Ok(_) => Ok(Vec::new()),
+                Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => Ok(Vec::new()),
+                Err(e) => Err(e),
+            };
+        }
+        let chunks: Vec<Vec<InstanceId>> = wanted
+            .iter()
+            .copied()
+            .collect::<Vec<_>>()
+            .chunks(IDS_PER_REQUEST)
+            .map(<[InstanceId]>::to_vec)
+            .collect();
+        let mut found = Vec::new();
+        for chunk in chunks {
+            let filter = InstanceFilter {
+                instance_ids: chunk,
+                ..InstanceFilter::default()
+            };
+            found.extend(self.list_instances(&filter).await?);
+        }
+        // The filter narrows; what is kept is checked here.
+        found.retain(|i| wanted.contains(&i.instance_id));
+        Ok(found)
     }
 
     /// Instances whose display name is exactly `display_name` (the API's
@@ -423,6 +486,17 @@ impl ContaboClient {
             .await
     }
 
+    /// The tags whose name starts with `prefix` (kiwi-infra reads only its
+    /// own, `kiwi-`). Contabo's `name` filter is a substring match, so the
+    /// names are checked again here.
+    pub async fn list_tags_with_prefix(&self, prefix: &str) -> Result<Vec<Tag>, ContaboError> {
+        let mut tags: Vec<Tag> = self
+            .list_all("/v1/tags", vec![("name", prefix.to_string())])
+            .await?;
+        tags.retain(|t| t.name.starts_with(prefix));
+        Ok(tags)
+    }
+
     /// All tags.
     pub async fn list_tags(&self) -> Result<Vec<Tag>, ContaboError> {
         self.list_all("/v1/tags", Vec::new()).await
@@ -443,24 +517,30 @@ impl ContaboClient {
         Ok(created.tag_id)
     }
 
-    /// Every assignment of one tag.
+    /// Every assignment of one tag to an instance (the `resourceType`
+    /// filter; other kinds are dropped here too).
     pub async fn list_tag_assignments(
         &self,
         tag: TagId,
     ) -> Result<Vec<TagAssignment>, ContaboError> {
-        self.list_all(&format!("/v1/tags/{tag}/assignments"), Vec::new())
-            .await
+        let mut assignments: Vec<TagAssignment> = self
+            .list_all(
+                &format!("/v1/tags/{tag}/assignments"),
+                vec![("resourceType", "instance".to_string())],
+            )
+            .await?;
+        assignments.retain(|a| a.resource_type == "instance");
+        Ok(assignments)
     }
 
     /// Assigns a tag to an instance. Assigning twice changes nothing, so
     /// ambiguous failures are retried and "already assigned" (409) is success.
     pub async fn assign_tag(&self, tag: TagId, instance: InstanceId) -> Result<(), ContaboError> {
-        let call = Call::with_body(
-            Method::POST,
-            format!("/v1/tags/{tag}/assignments/instance/{instance}"),
-            &serde_json::json!({}),
-            true,
-        );
+        // The operation defines no request body, so none is sent.
+        let call = Call {
+            method: Method::POST,
+            ..Call::get(format!("/v1/tags/{tag}/assignments/instance/{instance}"))
+        };
         match self.send::<serde_json::Value>(call).await {
             Ok(_) => Ok(()),
             Err(e) if e.status() == Some(StatusCode::CONFLICT) => Ok(()),
@@ -489,125 +569,112 @@ impl ContaboClient {
 
     // ----- pipeline ---------------------------------------------------------
 
-    /// Every page of a list endpoint: the first page tells how many there
-    /// are, then the rest are fetched concurrently (bounded) and reassembled
-    /// in order.
-    ///
-    /// `_pagination` is a server's claim, not a fact (see [`PageBudget`]):
-    /// numbers that agree with each other and with the first page are
-    /// followed; otherwise the listing goes on page by page, at most a
-    /// couple of pages past what the sanest number implies, until a page
-    /// comes back short or empty. The whole listing has a time limit, and
-    /// fewer items than announced (or full pages without end) are an error
-    /// rather than a partial list, which could make a slot look empty and be
-    /// ordered twice.
-    async fn list_all<T: DeserializeOwned>(
+    /// Every item of a list endpoint, checked to add up (see
+    /// [`super::paging`]): page 1 tells how many items exist, the pages that
+    /// count implies are fetched concurrently (bounded) at the page size the
+    /// server served, and the whole is checked for short, long or
+    /// overlapping pages. A list that does not add up is read again, at most
+    /// [`paging::READS`] times in all, then refused. The whole listing has a
+    /// time limit.
+    async fn list_all<T: DeserializeOwned + Listed>(
         &self,
         path: &str,
         query: Vec<(&'static str, String)>,
     ) -> Result<Vec<T>, ContaboError> {
         let limit = self.inner.list_time_limit;
-        tokio::time::timeout(limit, self.list_pages(path, query))
-            .await
-            .unwrap_or_else(|_| {
-                Err(self.paging_error(
-                    path,
-                    format!("the listing did not finish within {} s", limit.as_secs()),
-                ))
-            })
+        let reads = async {
+            let mut problems = Vec::new();
+            for read in 1..=paging::READS {
+                match self.list_once(path, &query).await? {
+                    Ok(items) => return Ok(items),
+                    Err(problem) => {
+                        tracing::debug!(path, read, %problem, "list does not add up; reading it again");
+                        problems.push(problem);
+                    }
+                }
+            }
+            Err(self.paging_error(
+                path,
+                format!(
+                    "it was read {} times and never added up ({}); kiwi-infra stopped rather \
+                     than act on what may be a partial list. Run the command again; if this \
+                     persists, the API (or something between it and this machine) is misbehaving",
+                    paging::READS,
+                    problems.join("; then ")
+                ),
+            ))
+        };
+        tokio::time::timeout(limit, reads).await.unwrap_or_else(|_| {
+            Err(self.paging_error(
+                path,
+                format!("the listing did not finish within {} s", limit.as_secs()),
+            ))
+        })
     }
 
-    async fn list_pages<T: DeserializeOwned>(
+    /// One read of a whole list: `Ok(Err(why))` when its pages do not add up.
+    async fn list_once<T: DeserializeOwned + Listed>(
         &self,
         path: &str,
-        query: Vec<(&'static str, String)>,
-    ) -> Result<Vec<T>, ContaboError> {
-        let page_call = |page: u64| {
-            let mut q = query.clone();
+        query: &[(&'static str, String)],
+    ) -> Result<Result<Vec<T>, String>, ContaboError> {
+        let page_call = |page: u64, size: u64| {
+            let mut q = query.to_vec();
             q.push(("page", page.to_string()));
-            q.push(("size", self.inner.page_size.to_string()));
+            q.push(("size", size.to_string()));
             Call {
                 query: q,
                 ..Call::get(path)
             }
         };
-        let fetch = |page: u64| {
-            let call = page_call(page);
-            async move { self.send::<ListPage<T>>(call).await.map(|p| p.data) }
+        let mut asked = self.inner.page_size.load(Ordering::Relaxed);
+        let first: ListPage<T> = match self.send(page_call(1, asked.into())).await {
+            Err(e) if e.status() == Some(StatusCode::BAD_REQUEST) && asked > FALLBACK_PAGE_SIZE => {
+                // Some server refuses the size: ask what Contabo's own CLI
+                // asks, once, and keep to it for the rest of the run.
+                tracing::debug!(
+                    path,
+                    asked,
+                    fallback = FALLBACK_PAGE_SIZE,
+                    error = %e,
+                    "page size refused; asking for smaller pages from now on"
+                );
+                asked = FALLBACK_PAGE_SIZE;
+                self.inner.page_size.store(asked, Ordering::Relaxed);
+                self.send(page_call(1, asked.into())).await?
+            }
+            other => other?,
         };
-        let first: ListPage<T> = self.send(page_call(1)).await?;
-        let budget = PageBudget::new(&first.pagination, first.data.len());
-        // Without true counts, a short page cannot be told from a page the
-        // server cut short: the list could lack items, so it is not used.
-        if budget.pages.is_none() || budget.elements.is_none() {
-            return Err(self.paging_error(
-                path,
-                format!(
-                    "its _pagination numbers (totalElements {}, totalPages {}) are not counts, so \
-                     kiwi-infra cannot tell whether it was served every item; it stopped rather \
-                     than act on what may be a partial list",
-                    first.pagination.total_elements, first.pagination.total_pages
-                ),
-            ));
-        }
-        let mut items = first.data;
-        // Every page but the last holds as many items as the first.
-        let full = items.len();
-        let mut fetched = 1u64;
-        let mut ended = full == 0;
-        // The pages the numbers announce, concurrently.
-        if !ended && budget.expected > 1 {
-            let mut pages = futures::stream::iter(2..=budget.expected)
-                .map(fetch)
-                .buffered(self.inner.page_concurrency);
-            while let Some(page) = pages.try_next().await? {
-                fetched += 1;
-                ended = page.len() < full;
-                items.extend(page);
-                if ended {
-                    break;
-                }
+        // Each reason names what page 1 announced, so the operator (and
+        // Contabo's support, with the trace id) can see what did not add up.
+        let announced = format!(
+            "page 1 announced {} element(s) in {} page(s) of {}",
+            first.pagination.total_elements, first.pagination.total_pages, first.pagination.size
+        );
+        let why = |reason: String| Ok(Err(format!("{reason}; {announced}")));
+        let layout = match Layout::from_first_page(&first.pagination, asked, first.data.len()) {
+            Ok(layout) => layout,
+            Err(reason) => return why(reason),
+        };
+        let mut collected = match Collector::new(layout, first.data) {
+            Ok(c) => c,
+            Err(reason) => return why(reason),
+        };
+        let mut pages = futures::stream::iter(2..=layout.pages)
+            .map(|page| {
+                let call = page_call(page, layout.size);
+                async move { self.send::<ListPage<T>>(call).await.map(|p| (page, p.data)) }
+            })
+            .buffered(self.inner.page_concurrency);
+        while let Some((page, items)) = pages.try_next().await? {
+            if let Err(reason) = collected.add(page, items) {
+                return why(reason);
             }
         }
-        // Numbers in doubt: one page at a time until one is short.
-        while !ended && fetched < budget.limit {
-            let page = fetch(fetched + 1).await?;
-            fetched += 1;
-            ended = page.len() < full;
-            items.extend(page);
+        match collected.finish() {
+            Ok(items) => Ok(Ok(items)),
+            Err(reason) => why(reason),
         }
-        let served = u64::try_from(items.len()).unwrap_or(u64::MAX);
-        let announced = budget.elements.unwrap_or(0);
-        // More items than announced is as much a contradiction as fewer:
-        // the announcement cannot be trusted to have named every page.
-        let over = budget.elements.is_some_and(|e| served > e);
-        if served < announced || over || (!ended && budget.limit > budget.expected) {
-            return Err(self.paging_error(
-                path,
-                format!(
-                    "it announced {} element(s) in {} page(s) (_pagination {:?}), but served \
-                     {served} in {fetched} page(s) of at most {full}{}; kiwi-infra stopped rather \
-                     than act on what may be a partial list. Run the command again; if this \
-                     persists, the API (or something between it and this machine) is misbehaving",
-                    budget
-                        .elements
-                        .map_or("an unknown number of".into(), |e| e.to_string()),
-                    budget
-                        .pages
-                        .map_or("an unknown number of".into(), |p| p.to_string()),
-                    (
-                        first.pagination.total_elements,
-                        first.pagination.total_pages
-                    ),
-                    if ended {
-                        ""
-                    } else {
-                        ", and had not come to a short page"
-                    },
-                ),
-            ));
-        }
-        Ok(items)
     }
 
     fn paging_error(&self, path: &str, reason: String) -> ContaboError {
@@ -637,39 +704,61 @@ impl ContaboClient {
             })
     }
 
-    /// Sends `call` through the rate limit, authentication and retry policy.
+    /// Sends `call` through the pace, authentication and retry policy
+    /// (see [`super::retry`]): a 429 lowers the client's pace
+    /// ([`super::pace`]) and is retried, for a safe request, until
+    /// [`RetryPolicy::throttle_patience`] runs out; passing failures of a
+    /// safe request are retried a few times; an order is sent once.
     async fn send<T: DeserializeOwned>(&self, call: Call) -> Result<T, ContaboError> {
+        use backon::BackoffBuilder;
         let started = Instant::now();
-        let attempts = AtomicU32::new(0);
         let policy = self.inner.retry;
-        let result = (|| async {
-            attempts.fetch_add(1, Ordering::Relaxed);
-            self.attempt::<T>(&call).await
-        })
-        .retry(policy.backoff())
-        .when(|e: &AttemptError| !call.once && e.retryable(call.idempotent))
-        .adjust(|e: &AttemptError, planned| policy.delay(planned, e.retry_after()))
-        .notify(|e: &AttemptError, delay| {
+        let mut failures = policy.backoff().build();
+        let mut throttles = policy.throttle_backoff().build();
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let error = match self.attempt::<T>(&call).await {
+                Ok(value) => {
+                    self.inner.pace.succeeded();
+                    return Ok(value);
+                }
+                Err(e) => e,
+            };
+            let throttled = error.is_throttled();
+            if throttled {
+                self.inner.pace.throttled();
+            }
+            let delay = if call.once {
+                None
+            } else if throttled {
+                policy
+                    .delay(throttles.next(), error.retry_after())
+                    .filter(|d| started.elapsed().saturating_add(*d) <= policy.throttle_patience)
+            } else if error.retryable(call.idempotent) {
+                policy.delay(failures.next(), error.retry_after())
+            } else {
+                None
+            };
+            let Some(delay) = delay else {
+                return Err(error.into_error(|request_id| RequestContext {
+                    method: call.method.clone(),
+                    path: call.display_path(),
+                    request_id,
+                    trace_id: self.inner.trace_id.clone(),
+                    attempts,
+                    elapsed: started.elapsed(),
+                }));
+            };
             tracing::debug!(
                 method = %call.method,
                 path = %call.display_path(),
-                error = ?e,
+                error = ?error,
                 delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
                 "retrying Contabo request"
             );
-        })
-        .await;
-        result.map_err(|e| {
-            let attempts = attempts.load(Ordering::Relaxed);
-            e.into_error(|request_id| RequestContext {
-                method: call.method.clone(),
-                path: call.display_path(),
-                request_id,
-                trace_id: self.inner.trace_id.clone(),
-                attempts,
-                elapsed: started.elapsed(),
-            })
-        })
+            tokio::time::sleep(delay).await;
+        }
     }
 
     /// One attempt; a 401 renews the token once within the attempt.
@@ -677,6 +766,7 @@ impl ContaboClient {
         let mut renewed = false;
         loop {
             self.inner.limiter.until_ready().await;
+            self.inner.pace.until_ready(call.once).await;
             let token = self
                 .inner
                 .tokens
@@ -764,73 +854,6 @@ fn rate_quota(rps: f64) -> Result<Quota, ContaboError> {
         .ok_or_else(|| ContaboError::Config(format!("rate limit {rps}/s cannot be kept")))
 }
 
-/// Pages past the sanest announced count that are still fetched, one at a
-/// time, when the numbers are in doubt.
-const EXTRA_PAGES: u64 = 2;
-
-/// No listing fetches more pages than this, whatever the server says:
-/// 2,000 instances at the smallest page size Contabo serves are far fewer.
-const MAX_PAGES: u64 = 10_000;
-
-/// How many pages of a list to fetch, from a first page's `_pagination`
-/// (any numbers at all) and how many items that page actually held.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct PageBudget {
-    /// `totalPages`, if it is a plausible count.
-    pages: Option<u64>,
-    /// `totalElements`, if it is a plausible count.
-    elements: Option<u64>,
-    /// Pages fetched concurrently: what the numbers announce.
-    expected: u64,
-    /// Pages fetched at most. Equal to `expected` when the numbers agree;
-    /// beyond it, pages are fetched one at a time until one is short.
-    limit: u64,
-}
-
-impl PageBudget {
-    fn new(pagination: &Pagination, first_page_items: usize) -> Self {
-        let pages = count(pagination.total_pages);
-        let elements = count(pagination.total_elements);
-        let served = u64::try_from(first_page_items).unwrap_or(u64::MAX);
-        let budget = |expected: u64, limit: u64| Self {
-            pages,
-            elements,
-            expected: expected.clamp(1, MAX_PAGES),
-            limit: limit.clamp(1, MAX_PAGES),
-        };
-        if served == 0 {
-            // An empty first page ends the listing.
-            return budget(1, 1);
-        }
-        let implied = elements.map(|e| e.max(served).div_ceil(served));
-        let agree = elements.is_some_and(|e| e >= served) && pages == implied;
-        match (pages, implied) {
-            // totalPages, totalElements and the first page agree. (A lie
-            // that is consistent, e.g. one page of two announced when three
-            // exist, cannot be told from the truth without another request
-            // per listing; everything inconsistent is caught.)
-            (Some(p), Some(_)) if agree => budget(p, p),
-            // Nothing to go by: page on until a short page (or the limits).
-            (None, None) => budget(1, MAX_PAGES),
-            // Disagreement, or one number is nonsense: believe the smaller
-            // count, and look a little further one page at a time.
-            _ => {
-                let expected = pages.into_iter().chain(implied).min().unwrap_or(1);
-                budget(expected, expected.saturating_add(EXTRA_PAGES))
-            }
-        }
-    }
-}
-
-/// A server's count, if it is one: a whole, non-negative number an f64
-/// holds exactly. Negative, NaN, infinite, fractional or astronomical
-/// values (`1e300`) are not counts.
-fn count(n: f64) -> Option<u64> {
-    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
-                                                // `as` is exact here: a whole number within 2^53.
-    (n.is_finite() && n >= 0.0 && n.fract() == 0.0 && n <= EXACT).then_some(n as u64)
-}
-
 /// What became of an order whose answer was lost.
 #[derive(Debug)]
 pub enum OrderResolution {
@@ -878,87 +901,6 @@ fn error_message(body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn pagination(total_elements: f64, total_pages: f64) -> Pagination {
-        Pagination {
-            size: 10.0,
-            total_elements,
-            total_pages,
-            page: 1.0,
-        }
-    }
-
-    #[test]
-    fn honest_paging_is_followed_exactly() {
-        let b = PageBudget::new(&pagination(25.0, 3.0), 10);
-        assert_eq!((b.expected, b.limit), (3, 3));
-        let b = PageBudget::new(&pagination(10.0, 1.0), 10);
-        assert_eq!((b.expected, b.limit), (1, 1));
-        let b = PageBudget::new(&pagination(0.0, 0.0), 0);
-        assert_eq!((b.expected, b.limit), (1, 1));
-        // A server that serves fewer per page than asked reports its own size.
-        let b = PageBudget::new(&pagination(120.0, 3.0), 50);
-        assert_eq!((b.expected, b.limit), (3, 3));
-    }
-
-    #[test]
-    fn a_lying_total_pages_is_bounded_by_the_element_count() {
-        for huge in [1e300, f64::INFINITY, f64::MAX, 1.8e19, 4e15] {
-            let b = PageBudget::new(&pagination(25.0, huge), 10);
-            assert_eq!((b.expected, b.limit), (3, 3 + EXTRA_PAGES), "{huge}");
-        }
-        // Consistent but huge numbers are still capped.
-        let b = PageBudget::new(&pagination(1e12, 1e11), 10);
-        assert_eq!((b.expected, b.limit), (MAX_PAGES, MAX_PAGES));
-    }
-
-    #[test]
-    fn numbers_in_doubt_are_paged_until_a_short_page_within_limits() {
-        // Too few pages announced for the elements: look further.
-        let b = PageBudget::new(&pagination(25.0, 1.0), 10);
-        assert_eq!((b.expected, b.limit), (1, 1 + EXTRA_PAGES));
-        // Fewer elements announced than the first page holds.
-        let b = PageBudget::new(&pagination(1.0, 1.0), 2);
-        assert_eq!((b.expected, b.limit), (1, 1 + EXTRA_PAGES));
-        // No usable number at all.
-        let b = PageBudget::new(&pagination(-1.0, f64::NAN), 10);
-        assert_eq!((b.expected, b.limit), (1, MAX_PAGES));
-        let b = PageBudget::new(&pagination(1e300, 1e300), 1);
-        assert_eq!((b.expected, b.limit), (1, MAX_PAGES));
-    }
-
-    #[test]
-    fn negative_or_nan_paging_numbers_never_panic() {
-        let odd = [
-            -1.0,
-            -1e300,
-            f64::NAN,
-            f64::NEG_INFINITY,
-            f64::INFINITY,
-            0.5,
-            -0.0,
-            1e300,
-            0.0,
-            3.0,
-        ];
-        for elements in odd {
-            for pages in odd {
-                for served in [0, 1, 10, usize::MAX] {
-                    let b = PageBudget::new(&pagination(elements, pages), served);
-                    assert!(
-                        (1..=MAX_PAGES).contains(&b.expected)
-                            && (b.expected..=MAX_PAGES).contains(&b.limit),
-                        "{elements} {pages} {served}: {b:?}"
-                    );
-                }
-            }
-        }
-        assert_eq!(count(f64::NAN), None);
-        assert_eq!(count(-3.0), None);
-        assert_eq!(count(2.5), None);
-        assert_eq!(count(1e300), None);
-        assert_eq!(count(7.0), Some(7));
-    }
 
     #[test]
     fn rates_outside_the_range_are_refused_not_a_panic() {

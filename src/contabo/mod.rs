@@ -11,13 +11,15 @@ mod auth;
 mod client;
 mod error;
 pub mod models;
+mod pace;
+pub mod paging;
 pub mod retry;
 
 pub use api::CloudApi;
 pub use auth::Credentials;
 pub use client::{
     ClientConfig, ContaboClient, InstanceFilter, OrderResolution, DEFAULT_API_URL,
-    DEFAULT_AUTH_URL, RATE_LIMIT_RANGE,
+    DEFAULT_AUTH_URL, IDS_PER_REQUEST, RATE_LIMIT_RANGE,
 };
 pub use error::{ContaboError, PagingProblem, RequestContext, UnconfirmedOrder};
 pub use retry::RetryPolicy;

@@ -1,8 +1,11 @@
 //! The one retry policy of the Contabo client.
 //!
 //! Retried: 429 (after `Retry-After` when Contabo sends one, else exponential
-//! back-off with jitter), 500/502/503/504, connection resets and timeouts — but
-//! all except 429 only for requests that are safe to repeat. (500 is included
+//! back-off with jitter, for as long as [`RetryPolicy::throttle_patience`]
+//! allows: a 429 means nothing was done, so patience costs nothing but
+//! time), 500/502/503/504, connection resets and timeouts (at most
+//! [`RetryPolicy::max_retries`] times) — but all except 429 only for
+//! requests that are safe to repeat. Orders are never retried at all. (500 is included
 //! because Contabo's gateway answers it for passing faults; repeating a read
 //! or an idempotent write after one is harmless.) A `POST` that creates
 //! something is never repeated on an ambiguous failure: the server may have
@@ -24,6 +27,9 @@ pub struct RetryPolicy {
     pub max_delay: Duration,
     /// Longest wait a server's `Retry-After` may impose.
     pub max_retry_after: Duration,
+    /// How long one request keeps retrying while it is answered 429,
+    /// counted from its first attempt.
+    pub throttle_patience: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -33,6 +39,7 @@ impl Default for RetryPolicy {
             min_delay: Duration::from_millis(250),
             max_delay: Duration::from_secs(30),
             max_retry_after: Duration::from_secs(120),
+            throttle_patience: Duration::from_secs(10 * 60),
         }
     }
 }
@@ -46,14 +53,26 @@ impl RetryPolicy {
             min_delay: Duration::ZERO,
             max_delay: Duration::ZERO,
             max_retry_after: Duration::from_secs(120),
+            throttle_patience: Duration::from_secs(120),
         }
     }
 
+    /// Delays between retries after passing failures (5xx, resets).
     pub(super) fn backoff(&self) -> ExponentialBuilder {
         ExponentialBuilder::default()
             .with_min_delay(self.min_delay)
             .with_max_delay(self.max_delay)
             .with_max_times(self.max_retries)
+            .with_jitter()
+    }
+
+    /// Delays between retries after 429s: no count, the caller stops at
+    /// [`Self::throttle_patience`].
+    pub(super) fn throttle_backoff(&self) -> ExponentialBuilder {
+        ExponentialBuilder::default()
+            .with_min_delay(self.min_delay)
+            .with_max_delay(self.max_delay)
+            .without_max_times()
             .with_jitter()
     }
 

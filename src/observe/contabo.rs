@@ -1,6 +1,8 @@
 //! What the Contabo account holds, read with as few calls as the API allows:
-//! all instance pages, the tag list, the secret list, the image by name, and
-//! the assignments of the one ownership tag — never one call per instance.
+//! all instance pages, kiwi-infra's own tags (`kiwi-*`), and the instance
+//! assignments of the ownership and protection tags — never one call per
+//! instance. The stored secrets and the OS image are read only when a plan
+//! would order or reinstall ([`read_order_inputs`]).
 //!
 //! An owned instance whose name is exactly one of the inventory's slot
 //! names needs nothing more. Any other owned instance (a slot the
@@ -31,10 +33,7 @@ pub struct AccountSnapshot {
     pub owned: BTreeSet<InstanceId>,
     /// Instances carrying `kiwi-protected` ([`plan::tags::PROTECTED`]).
     pub protected: BTreeSet<InstanceId>,
-    /// Stored secrets (names and ids only).
-    pub secrets: Vec<StoredSecret>,
-    /// Images with the inventory's image name (normally exactly one).
-    pub images: Vec<Image>,
+
     /// The cluster tags (`kiwi-cluster-*`) of owned instances whose name is
     /// not a slot of the inventory; read for those only.
     pub cluster_tags: BTreeMap<InstanceId, BTreeSet<String>>,
@@ -47,12 +46,7 @@ pub async fn observe_account(
     api: &impl CloudApi,
     desired: &Desired,
 ) -> Result<AccountSnapshot, ContaboError> {
-    let (instances, tags, secrets, images) = tokio::try_join!(
-        api.list_instances(),
-        api.list_tags(),
-        api.list_secrets(),
-        api.find_images_by_name(&desired.provider.image),
-    )?;
+    let (instances, tags) = tokio::try_join!(api.list_instances(), api.list_tags())?;
     let tagged = |name: &'static str| {
         let tag = tags.iter().find(|t| t.name == name).map(|t| t.tag_id);
         async move {
@@ -75,10 +69,60 @@ pub async fn observe_account(
         tags,
         owned,
         protected,
-        secrets,
-        images,
         cluster_tags,
     })
+}
+
+/// The Contabo reads that depend on what the clusters showed: the cluster
+/// tags of machines the plan would reinstall or join
+/// ([`check_cluster_tags`]), then, if a plan would order or reinstall, the
+/// secrets and the image ([`read_order_inputs`]).
+pub async fn complete_observation(
+    api: &impl CloudApi,
+    desired: &Desired,
+    observed: &mut plan::Observed,
+) -> Result<(), ContaboError> {
+    check_cluster_tags(api, desired, observed).await?;
+    if observed.order_inputs_unread && plan::needs_order_inputs(desired, observed) {
+        read_order_inputs(api, desired, observed).await?;
+    }
+    Ok(())
+}
+
+/// Reads what an order or a reinstall names: the stored secrets (to find
+/// the operator's SSH key) and the inventory's OS image, into `observed`.
+/// Called when [`plan::needs_order_inputs`] says a plan would need them.
+pub async fn read_order_inputs(
+    api: &impl CloudApi,
+    desired: &Desired,
+    observed: &mut plan::Observed,
+) -> Result<(), ContaboError> {
+    let image_name = &desired.provider.image;
+    let (secrets, images) = tokio::try_join!(
+        api.list_secrets(),
+        api.find_images_by_name(image_name),
+    )?;
+    observed.secrets = secrets_by_name(secrets);
+    observed.image = resolved_image(images, image_name);
+    observed.order_inputs_unread = false;
+    Ok(())
+}
+
+fn secrets_by_name(secrets: Vec<StoredSecret>) -> BTreeMap<String, plan::SecretId> {
+    secrets
+        .into_iter()
+        .map(|s| (s.name, plan::SecretId(s.secret_id.0)))
+        .collect()
+}
+
+fn resolved_image(images: Vec<Image>, image_name: &str) -> Option<plan::ResolvedImage> {
+    images
+        .into_iter()
+        .find(|i| i.name == image_name)
+        .map(|i| plan::ResolvedImage {
+            name: i.name,
+            id: plan::ImageId(i.image_id),
+        })
 }
 
 /// The instances a tag is assigned to.
@@ -155,7 +199,7 @@ impl AccountSnapshot {
     /// assignments are read for every instance (see [`OWNERSHIP_TAG`]), so an
     /// instance's tag set holds that tag or nothing, plus its cluster tags
     /// when it is owned but not one of the inventory's slots.
-    pub fn into_observed(self, image_name: &str) -> plan::Observed {
+    pub fn into_observed(self) -> plan::Observed {
         let owned = self.owned;
         let protected = self.protected;
         let mut cluster_tags = self.cluster_tags;
@@ -185,14 +229,6 @@ impl AccountSnapshot {
                 image_id: i.image_id.map(plan::ImageId),
             })
             .collect();
-        let image = self
-            .images
-            .into_iter()
-            .find(|i| i.name == image_name)
-            .map(|i| plan::ResolvedImage {
-                name: i.name,
-                id: plan::ImageId(i.image_id),
-            });
         plan::Observed {
             instances,
             tags: self
@@ -200,14 +236,11 @@ impl AccountSnapshot {
                 .into_iter()
                 .map(|t| (t.name, plan::TagId(t.tag_id.0)))
                 .collect(),
-            secrets: self
-                .secrets
-                .into_iter()
-                .map(|s| (s.name, plan::SecretId(s.secret_id.0)))
-                .collect(),
-            image,
+            secrets: BTreeMap::new(),
+            image: None,
             clusters: Default::default(),
             journal_placed: Default::default(),
+            order_inputs_unread: true,
         }
     }
 }

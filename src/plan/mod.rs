@@ -14,7 +14,10 @@ pub use observed::{
     tags, ClusterObservation, ImageId, Instance, InstanceId, InstanceStatus, Node, NodeName,
     Observed, ResolvedImage, SecretId, TagId,
 };
-pub use planner::{cluster_tags_to_check, node_addresses, plan, ssh_key_secret_name, PlanOptions};
+pub use planner::{
+    cluster_tags_to_check, needs_order_inputs, node_addresses, plan, ssh_key_secret_name,
+    PlanOptions,
+};
 pub use render::{render_human, render_json, summary_line, RenderOptions};
 pub use saved::{fingerprint, SavedPlan, SavedPlanError, Stale, SAVED_PLAN_FORMAT_VERSION};
 pub use simulate::simulate;

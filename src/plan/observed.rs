@@ -70,6 +70,12 @@ pub struct Observed {
     /// recorded: a machine renamed in the Contabo panel is still its slot's.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub journal_placed: BTreeMap<String, InstanceId>,
+    /// True when [`Self::secrets`] and [`Self::image`] were not read from
+    /// Contabo (they are empty then). Observation reads them only when a
+    /// plan would order or reinstall ([`crate::plan::needs_order_inputs`]),
+    /// so that a plan with nothing to buy costs two requests less.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub order_inputs_unread: bool,
 }
 
 /// The OS image the inventory names, as found through the API.
@@ -272,6 +278,10 @@ pub struct Node {
 /// The Contabo tags that mark an instance as kiwi-infra's.
 pub mod tags {
     use super::NodeClass;
+
+    /// The start of every tag kiwi-infra assigns; only tags named so are
+    /// read from Contabo.
+    pub const PREFIX: &str = "kiwi-";
 
     /// Present on every instance kiwi-infra owns.
     pub const MANAGED: &str = "kiwi-managed";

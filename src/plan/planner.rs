@@ -47,6 +47,23 @@ pub fn plan(desired: &Desired, observed: &Observed, options: &PlanOptions) -> Pl
     planner.finish()
 }
 
+/// Whether the plan for `observed` could order or reinstall a machine, so
+/// that the stored secrets and the OS image must be read first (an order
+/// names the SSH key secret and the image). Asked with every option that
+/// can add such a step, so it never says no where a plan would say yes.
+pub fn needs_order_inputs(desired: &Desired, observed: &Observed) -> bool {
+    let widest = PlanOptions {
+        adopt: true,
+        allow_destroy: true,
+    };
+    plan(desired, observed, &widest).steps.iter().any(|s| {
+        matches!(
+            s.kind,
+            StepKind::OrderInstance(_) | StepKind::ReinstallInstance(_) | StepKind::EnsureSecret { .. }
+        )
+    })
+}
+
 /// Where a slot's instance stands after the instance-level steps.
 #[derive(Debug)]
 struct SlotInstance<'a> {
@@ -423,7 +440,12 @@ impl<'a> Planner<'a> {
                 kept: chosen.id.clone(),
             });
         }
-        if !chosen.is_owned() && !self.options.adopt {
+        // An order the journal recorded as placed for this slot is
+        // kiwi-infra's own, even if its tags were never assigned (the run
+        // that bought it was cut short): its tags are assigned now, it is
+        // never offered for adoption as if someone else had bought it.
+        let journaled = self.observed.journal_placed.get(name) == Some(&chosen.id);
+        if !chosen.is_owned() && !self.options.adopt && !journaled {
             self.warnings.push(Warning::NeedsAdoption {
                 name: name.to_string(),
                 instance: brief(chosen),

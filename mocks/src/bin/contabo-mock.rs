@@ -98,6 +98,13 @@ struct Args {
     /// A hostile Contabo: serve at most N items of each list page, whatever `_pagination` says.
     #[arg(long, value_name = "N")]
     serve_at_most: Option<u32>,
+    /// A hostile Contabo: pages after the first start N rows later (negative: earlier), so rows
+    /// are skipped (or repeated) between pages.
+    #[arg(long, value_name = "N", default_value_t = 0, allow_hyphen_values = true)]
+    page_shift: i64,
+    /// A server that validates `size`: answer 400 to list requests asking for more than N.
+    #[arg(long, value_name = "N")]
+    refuse_page_size_above: Option<u32>,
     /// Make error answers quote the request (headers with the bearer token, and the body), and
     /// the token endpoint's error answers its form (client secret, password): a careless server.
     #[arg(long)]
@@ -189,6 +196,8 @@ impl Args {
             total_pages: self.total_pages,
             total_elements: self.total_elements,
             serve_at_most: self.serve_at_most,
+            page_shift: self.page_shift,
+            refuse_page_size_above: self.refuse_page_size_above,
             echo_request_in_errors: self.echo_request_in_errors,
             // Hostile-mode order failures are set at run time through `PUT /_mock/faults`.
             ..Faults::default()

@@ -118,6 +118,14 @@ pub struct Faults {
     /// pages of the size asked for: the items in between are silently left out.
     #[serde(default)]
     pub serve_at_most: Option<u32>,
+    /// Pages after the first start this many rows later (positive: rows are skipped between
+    /// pages) or earlier (negative: rows are repeated), as a list read while the account changes
+    /// would without a stable order; `_pagination` stays true.
+    #[serde(default)]
+    pub page_shift: i64,
+    /// Answer 400 to a list request whose `size` is above N, as a server validating `size` might.
+    #[serde(default)]
+    pub refuse_page_size_above: Option<u32>,
     /// Error answers quote the request they answer: method, path, every header (the bearer
     /// token too) and the body (an order's user data too). Also makes the token endpoint's
     /// error answers quote its form (client secret and password). See [`super::echo`].
@@ -151,6 +159,8 @@ impl Default for Faults {
             total_pages: None,
             total_elements: None,
             serve_at_most: None,
+            page_shift: 0,
+            refuse_page_size_above: None,
             echo_request_in_errors: false,
         }
     }

@@ -26,7 +26,7 @@ use super::catalog;
 use super::model::{timestamp, AddOn, Instance, State as Account, CUSTOMER_ID, TENANT_ID};
 use super::server::ConnectionControl;
 use super::shared::{InstanceEvent, Shared};
-use super::wire::{parse_body, path_id, single, ApiError, ApiResult, Paging, Params};
+use super::wire::{parse_body, path_id, single, sort_items, ApiError, ApiResult, Paging, Params};
 
 const BASE: &str = "/v1/compute/instances";
 const PERIODS: [i64; 4] = [1, 3, 6, 12];
@@ -283,6 +283,15 @@ pub async fn list(
     let data_center = params.get("dataCenter");
     let search = params.get("search").map(str::to_lowercase);
     params.boolean("ipConfig")?;
+    let order = params.order_by(&[
+        "name",
+        "displayName",
+        "instanceId",
+        "status",
+        "productId",
+        "region",
+        "createdDate",
+    ])?;
 
     let (prefix, gateway) = (
         shared.config.ip_range.prefix,
@@ -322,6 +331,8 @@ pub async fn list(
             .map(|i| i.to_api(prefix, gateway))
             .collect::<Vec<_>>()
     });
+    let mut items = items;
+    sort_items(&mut items, &order);
     Ok(paging.respond(BASE, &params, items))
 }
 

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use super::catalog;
 use super::model::{Assignment, State as Account, Tag, CUSTOMER_ID, TENANT_ID};
 use super::shared::Shared;
-use super::wire::{parse_body, path_id, single, ApiError, ApiResult, Paging, Params};
+use super::wire::{parse_body, path_id, single, sort_items, ApiError, ApiResult, Paging, Params};
 
 const BASE: &str = "/v1/tags";
 /// Resource types the mock can tag.
@@ -34,21 +34,27 @@ fn not_found(id: i64) -> ApiError {
     ApiError::not_found(format!("tag {id} not found"))
 }
 
-/// `GET /v1/tags` (filter `name`).
+/// `GET /v1/tags` (filter `name`: a case-insensitive substring match, as Contabo documents
+/// "substring match for tag names").
 pub async fn list(
     State(shared): State<Arc<Shared>>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> ApiResult {
     let params = Params::from_query(query)?;
     let paging = Paging::requested(&params, &shared)?;
-    let name = params.get("name");
-    let items = shared.read(|a| {
+    let name = params.get("name").map(str::to_lowercase);
+    let order = params.order_by(&["name", "tagId", "color"])?;
+    let mut items: Vec<_> = shared.read(|a| {
         a.tags
             .values()
-            .filter(|t| name.is_none_or(|n| t.name == n))
+            .filter(|t| {
+                name.as_ref()
+                    .is_none_or(|n| t.name.to_lowercase().contains(n.as_str()))
+            })
             .map(Tag::to_api)
             .collect()
     });
+    sort_items(&mut items, &order);
     Ok(paging.respond(BASE, &params, items))
 }
 

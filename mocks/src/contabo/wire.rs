@@ -117,6 +117,37 @@ impl Params {
         }
     }
 
+    /// `orderBy` (`field:asc|desc`, repeatable or comma-separated) for a list whose items have
+    /// the JSON fields `fields`; an unknown field or direction is a 400.
+    pub fn order_by(&self, fields: &[&str]) -> Result<Vec<(String, bool)>, ApiError> {
+        let mut order = Vec::new();
+        let values = self
+            .0
+            .iter()
+            .filter(|(k, v)| k == "orderBy" && !v.is_empty())
+            .flat_map(|(_, v)| v.split(','));
+        for spec in values {
+            let (field, direction) = spec.trim().split_once(':').unwrap_or((spec.trim(), "asc"));
+            if !fields.contains(&field) {
+                return Err(ApiError::bad_request(format!(
+                    "orderBy field must be one of {}, got {field:?}",
+                    fields.join(", ")
+                )));
+            }
+            let ascending = match direction.to_ascii_lowercase().as_str() {
+                "asc" => true,
+                "desc" => false,
+                _ => {
+                    return Err(ApiError::bad_request(format!(
+                        "orderBy direction must be asc or desc, got {direction:?}"
+                    )))
+                }
+            };
+            order.push((field.to_owned(), ascending));
+        }
+        Ok(order)
+    }
+
     /// `name` as a comma-separated list (empty items dropped).
     pub fn list(&self, name: &str) -> Option<Vec<String>> {
         self.get(name).map(|v| {
@@ -162,6 +193,36 @@ fn encode(s: &str) -> String {
         .collect()
 }
 
+/// Sorts list items (their API JSON) by `order` (from [`Params::order_by`]); stable, so items
+/// equal on every field keep their order.
+pub fn sort_items(items: &mut [Value], order: &[(String, bool)]) {
+    if order.is_empty() {
+        return;
+    }
+    let compare = |a: &Value, b: &Value| match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x
+            .as_f64()
+            .partial_cmp(&y.as_f64())
+            .unwrap_or(std::cmp::Ordering::Equal),
+        (Value::String(x), Value::String(y)) => x.cmp(y),
+        _ => a.to_string().cmp(&b.to_string()),
+    };
+    items.sort_by(|a, b| {
+        order
+            .iter()
+            .map(|(field, ascending)| {
+                let o = compare(&a[field.as_str()], &b[field.as_str()]);
+                if *ascending {
+                    o
+                } else {
+                    o.reverse()
+                }
+            })
+            .find(|o| o.is_ne())
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+}
+
 /// Which slice of a list a request asked for.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Paging {
@@ -183,20 +244,36 @@ pub struct PagingLies {
     pub total_elements: Option<Value>,
     /// Items actually served of each page.
     pub serve_at_most: Option<u32>,
+    /// Rows pages after the first are shifted by (see [`super::Faults::page_shift`]).
+    pub page_shift: i64,
 }
 
 impl Paging {
     /// The page and size a list request asks for (`page` defaults to 1; the
     /// size defaults to and is capped by the mock's settings).
     pub fn requested(params: &Params, shared: &super::shared::Shared) -> Result<Self, ApiError> {
-        let lies = shared.faults(|f| PagingLies {
-            total_pages: f.faults.total_pages.clone(),
-            total_elements: f.faults.total_elements.clone(),
-            serve_at_most: f.faults.serve_at_most,
+        let (lies, refuse_above) = shared.faults(|f| {
+            (
+                PagingLies {
+                    total_pages: f.faults.total_pages.clone(),
+                    total_elements: f.faults.total_elements.clone(),
+                    serve_at_most: f.faults.serve_at_most,
+                    page_shift: f.faults.page_shift,
+                },
+                f.faults.refuse_page_size_above,
+            )
         });
+        let asked = params.positive("size")?;
+        if let (Some(asked), Some(limit)) = (asked, refuse_above) {
+            if asked > limit {
+                return Err(ApiError::bad_request(format!(
+                    "size must be at most {limit}, got {asked}"
+                )));
+            }
+        }
         Ok(Self {
             page: params.positive("page")?.unwrap_or(1),
-            size: shared.page_size(params.positive("size")?),
+            size: shared.page_size(asked),
             lies,
         })
     }
@@ -208,7 +285,12 @@ impl Paging {
         let size = u64::from(self.size);
         let total_pages = total.div_ceil(size);
         let page = u64::from(self.page);
-        let start = usize::try_from((page - 1) * size).unwrap_or(usize::MAX);
+        let shift = if page > 1 { self.lies.page_shift } else { 0 };
+        let start = i64::try_from((page - 1) * size)
+            .unwrap_or(i64::MAX)
+            .saturating_add(shift)
+            .max(0);
+        let start = usize::try_from(start).unwrap_or(usize::MAX);
         let served = self.lies.serve_at_most.unwrap_or(self.size).min(self.size);
         let data: Vec<Value> = items
             .into_iter()
