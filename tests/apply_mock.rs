@@ -353,3 +353,41 @@ async fn an_instance_with_a_slot_name_but_no_journal_entry_is_not_taken_over() {
         .unwrap();
     assert_eq!(kept.instance_id, foreign);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_limit_below_the_clients_pace_slows_apply_down_and_it_finishes() {
+    // The account allows 8 requests a second (burst 4); kiwi-infra is told
+    // it may send 100. Every 429 lowers its pace; reads and tag
+    // assignments keep trying; orders wait for calm.
+    let mock = spawn(MockConfig {
+        faults: Faults {
+            rate_limit_rps: Some(8.0),
+            rate_burst: 4,
+            ..Faults::default()
+        },
+        ..quick()
+    })
+    .await
+    .unwrap();
+    let (_dir, inv) = inventory_copy();
+    let out = run(command(
+        &mock,
+        &inv,
+        &["apply", "--auto-approve", "--contabo-only"],
+    ))
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_each_slot_once(&mock);
+    let stats = mock.stats();
+    assert!(stats.rate_limited > 0, "the limit was not met: {stats:?}");
+    // Every machine got its tags, and the fresh plan calls none of them foreign.
+    let plan = run(command(
+        &mock,
+        &inv,
+        &["plan", "--contabo-only", "--detailed-exitcode"],
+    ))
+    .await;
+    let plan_text = text(&plan);
+    assert_eq!(plan.status.code(), Some(0), "{plan_text}");
+    assert!(!plan_text.contains("adopt"), "{plan_text}");
+}

@@ -456,3 +456,241 @@ async fn a_server_echoing_requests_in_errors_stays_in_the_spec_and_its_echo_hold
     assert!(!shown.contains("canary-echoed-password%2F7e1"), "{shown}");
     rig.assert_spec_clean();
 }
+
+/// `count` instances named `kiwi-page-NNN`, ordered through `client`.
+async fn fill(rig: &Rig, client: &ContaboClient, count: usize) -> Vec<i64> {
+    let image = rig.image_id(client).await;
+    let mut ids = Vec::new();
+    for n in 1..=count {
+        let created = client
+            .create_instance(order(&format!("kiwi-page-{n:03}"), &image))
+            .await
+            .unwrap();
+        ids.push(created.instance_id.0);
+    }
+    ids
+}
+
+fn instance_list_requests(mock: &MockHandle) -> u64 {
+    mock.stats()
+        .requests_by_route
+        .get("GET /v1/compute/instances")
+        .copied()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_server_capped_at_100_a_page_is_followed_at_the_size_it_serves() {
+    // The mock serves at most 100 a page; the client asks 1,000 (its default).
+    let rig = Rig::start(quick_mock()).await;
+    let client = rig.client();
+    fill(&rig, &client, 250).await;
+    rig.mock.reset_stats();
+    let all = client
+        .list_instances(&InstanceFilter::default())
+        .await
+        .unwrap();
+    let ids: std::collections::BTreeSet<_> = all.iter().map(|i| i.instance_id).collect();
+    assert_eq!((all.len(), ids.len()), (250, 250), "missing or doubled");
+    assert_eq!(instance_list_requests(&rig.mock), 3);
+    rig.assert_spec_clean();
+}
+
+#[tokio::test]
+async fn a_refused_page_size_falls_back_to_100_once_for_the_whole_run() {
+    let rig = Rig::start(MockConfig {
+        max_page_size: 1000,
+        ..quick_mock()
+    })
+    .await;
+    let client = rig.client();
+    fill(&rig, &client, 250).await;
+    rig.mock
+        .set_faults(Faults {
+            refuse_page_size_above: Some(100),
+            ..Faults::default()
+        })
+        .unwrap();
+    rig.mock.reset_stats();
+    let all = client
+        .list_instances(&InstanceFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 250);
+    // One refused request, then 3 pages of 100.
+    assert_eq!(instance_list_requests(&rig.mock), 4);
+    let again = client
+        .list_instances(&InstanceFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 250);
+    assert_eq!(instance_list_requests(&rig.mock), 7, "asked 100 from then on");
+}
+
+#[tokio::test]
+async fn rows_skipped_or_repeated_between_pages_are_read_again_then_refused() {
+    let rig = Rig::start(quick_mock()).await;
+    let client = rig.client();
+    fill(&rig, &client, 250).await;
+    for shift in [1, -1, 7, -50] {
+        rig.mock
+            .set_faults(Faults {
+                page_shift: shift,
+                ..Faults::default()
+            })
+            .unwrap();
+        // Requests of the previous read that were cut short land first.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        rig.mock.reset_stats();
+        let err = client
+            .list_instances(&InstanceFilter::default())
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(err, ContaboError::Paging { .. }),
+            "shift {shift}: {text}"
+        );
+        assert!(text.contains("read 3 times"), "shift {shift}: {text}");
+        // Each read stops at the first page that does not add up.
+        let requests = instance_list_requests(&rig.mock);
+        assert!(requests <= 9, "shift {shift}: {requests} requests");
+    }
+}
+
+#[tokio::test]
+async fn a_list_that_changes_once_while_read_is_read_again_and_used() {
+    let rig = Rig::start(quick_mock()).await;
+    let client = rig.client();
+    fill(&rig, &client, 250).await;
+    // The first read's page 2 is shifted; the second read is whole.
+    rig.mock
+        .set_faults(Faults {
+            page_shift: 1,
+            ..Faults::default()
+        })
+        .unwrap();
+    let mock_faults = rig.mock.faults();
+    let filter = InstanceFilter::default();
+    let listing = client.list_instances(&filter);
+    let heal = async {
+        // Let the first read's three pages arrive, then heal.
+        while instance_list_requests(&rig.mock) < 3 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        rig.mock
+            .set_faults(Faults {
+                page_shift: 0,
+                ..mock_faults
+            })
+            .unwrap();
+    };
+    rig.mock.reset_stats();
+    let (all, ()) = tokio::join!(listing, heal);
+    let all = all.unwrap();
+    assert_eq!(all.len(), 250);
+    assert!(
+        instance_list_requests(&rig.mock) >= 4,
+        "the first read should have been refused and the list read again"
+    );
+}
+
+#[tokio::test]
+async fn tags_are_asked_by_prefix_and_their_names_checked_again() {
+    let rig = Rig::start(quick_mock()).await;
+    let client = rig.client();
+    for name in ["kiwi-managed", "KIWI-upper", "not-kiwi-x", "web"] {
+        client.create_tag(name, "#0A78C3").await.unwrap();
+    }
+    // Contabo's filter is a substring match: the mock serves three.
+    let token = {
+        let c = rig.mock.credentials();
+        let answer: serde_json::Value = reqwest::Client::new()
+            .post(rig.mock.token_url())
+            .form(&[
+                ("grant_type", "password"),
+                ("client_id", c.client_id.as_str()),
+                ("client_secret", c.client_secret.as_str()),
+                ("username", c.username.as_str()),
+                ("password", c.password.as_str()),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        answer["access_token"].as_str().unwrap().to_string()
+    };
+    let served: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/v1/tags?name=kiwi-", rig.mock.base_url()))
+        .bearer_auth(token)
+        .header("x-request-id", uuid::Uuid::new_v4().to_string())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(served["data"].as_array().unwrap().len(), 3, "{served}");
+    let own = client.list_tags_with_prefix("kiwi-").await.unwrap();
+    let names: Vec<&str> = own.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["kiwi-managed"]);
+    rig.assert_spec_clean();
+}
+
+#[tokio::test]
+async fn polling_instances_by_id_costs_the_same_in_any_account() {
+    let rig = Rig::start(quick_mock()).await;
+    let client = rig.client();
+    let ids = fill(&rig, &client, 250).await;
+    let wanted: Vec<_> = ids
+        .iter()
+        .step_by(50)
+        .map(|id| kiwi_infra::contabo::models::InstanceId(*id))
+        .collect();
+    rig.mock.reset_stats();
+    let found = client.instances_by_ids(&wanted).await.unwrap();
+    assert_eq!(found.len(), wanted.len());
+    assert_eq!(instance_list_requests(&rig.mock), 1, "one filtered page");
+    // One id is one GET by id; an id that does not exist is simply absent.
+    let one = client.instances_by_ids(&wanted[..1]).await.unwrap();
+    assert_eq!(one.len(), 1);
+    let gone = client
+        .instances_by_ids(&[kiwi_infra::contabo::models::InstanceId(999_999_999)])
+        .await
+        .unwrap();
+    assert!(gone.is_empty());
+    assert_eq!(instance_list_requests(&rig.mock), 1);
+    rig.assert_spec_clean();
+}
+
+#[tokio::test]
+async fn reads_answered_429_keep_trying_past_the_retry_count() {
+    let rig = Rig::start(quick_mock()).await;
+    let mut config = rig.config();
+    // One retry for passing failures; 429s are not counted against it.
+    config.retry = RetryPolicy {
+        max_retries: 1,
+        ..RetryPolicy::immediate(1)
+    };
+    let client = ContaboClient::new(config).unwrap();
+    client.list_tags().await.unwrap();
+    rig.mock
+        .set_faults(Faults {
+            throttle_rate: 1.0,
+            ..Faults::default()
+        })
+        .unwrap();
+    rig.mock.reset_stats();
+    let heal = async {
+        // Every request is answered 429 (Retry-After: 1) until three were.
+        while rig.mock.stats().rate_limited < 3 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        rig.mock.set_faults(Faults::default()).unwrap();
+    };
+    let (listed, ()) = tokio::join!(client.list_tags(), heal);
+    listed.unwrap();
+    assert!(rig.mock.stats().rate_limited >= 3);
+}

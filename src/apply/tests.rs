@@ -115,6 +115,19 @@ async fn fresh_plan_is_empty(fake: &FakeCloud) -> bool {
 }
 
 #[tokio::test]
+async fn waits_poll_the_instances_they_wait_for_never_the_whole_account() {
+    let fake = FakeCloud::default();
+    let (_dir, j) = journal();
+    let run = apply(&fake, &j, true).await;
+    assert!(run.outcome.results.iter().all(|r| r.outcome.is_done()));
+    let s = fake.state.lock().unwrap();
+    // The one listing is the observation before the plan; every wait for
+    // the 15 new machines asked for their ids only.
+    assert_eq!(s.account_lists, 1, "waits listed the whole account");
+    assert!(s.id_polls > 0, "the waits never polled");
+}
+
+#[tokio::test]
 async fn contabo_only_apply_orders_tags_and_runs_every_slot_once() {
     let fake = FakeCloud::default();
     let (_dir, j) = journal();

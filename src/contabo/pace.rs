@@ -13,8 +13,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// The slowest pace 429s can push the client to, in requests per second.
-pub const MIN_RPS: f64 = 0.2;
+/// The slowest pace 429s can push the client to, in requests per second
+/// (unless the configured ceiling is lower). Below it, `Retry-After` and
+/// back-off still space the retries of what was refused.
+pub const MIN_RPS: f64 = 1.0;
 
 /// How long without a 429 before the pace is raised one step (and how long
 /// an order waits after the last 429 before it is sent).
@@ -116,9 +118,17 @@ impl Pace {
 
     /// A 429: halve the pace, remember that the account's limit is below
     /// the pace that met it, and push the next start out by one interval.
+    /// 429s answering requests sent before the last halving took effect
+    /// (within one interval of it) do not halve it again.
     pub fn throttled(&self) {
         let mut s = self.state();
         let now = Instant::now();
+        if let Some(last) = s.last_throttle {
+            if now.duration_since(last) < interval(s.rps) {
+                s.last_throttle = Some(now);
+                return;
+            }
+        }
         let lowered = (s.rps / 2.0).max(MIN_RPS).min(self.ceiling);
         if lowered < s.rps {
             tracing::debug!(from = s.rps, to = lowered, "Contabo answered 429; slowing down");
@@ -168,7 +178,13 @@ mod tests {
         let pace = Pace::new(10.0);
         pace.throttled();
         assert!((pace.rps() - 5.0).abs() < 1e-9);
+        pace.throttled();
+        assert!(
+            (pace.rps() - 5.0).abs() < 1e-9,
+            "a 429 within one interval of the last halving answers an earlier request"
+        );
         for _ in 0..20 {
+            pace.state().last_throttle = Some(Instant::now() - Duration::from_secs(10));
             pace.throttled();
         }
         assert!((pace.rps() - MIN_RPS).abs() < 1e-9);
@@ -199,9 +215,9 @@ mod tests {
 
     #[test]
     fn a_ceiling_below_the_floor_is_kept() {
-        let pace = Pace::new(0.05);
+        let pace = Pace::new(0.5);
         pace.throttled();
-        assert!(pace.rps() <= 0.05);
+        assert!(pace.rps() <= 0.5);
     }
 
     #[test]
