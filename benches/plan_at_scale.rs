@@ -1,9 +1,17 @@
-//! Plan at fleet scale (issue 9): 200 clusters and 2,000 owned instances in
-//! the mock, 50 ms added to every `/v1` request, then the real
-//! `kiwi-infra plan --contabo-only`, measured for wall time, API requests
-//! (the mock's own counters) and peak RSS (`/usr/bin/time -f %M`). In the
-//! same run, a naive baseline reads the same account the way a per-resource
-//! refresh does: one `GET /v1/compute/instances/{id}` per instance.
+//! Plan at fleet scale (issues 9 and 14): an account of 200 clusters and
+//! 2,000 owned instances (each tagged as apply tags it: ownership, cluster,
+//! class, and protection for the protected Core cluster), 50 ms added to
+//! every `/v1` request, then the real `kiwi-infra plan --contabo-only` at
+//! its default flags, measured for wall time, API requests (the mock's own
+//! counters) and peak RSS (`/usr/bin/time -f %M`):
+//!
+//! 1. against a mock serving up to 1,000 items a page;
+//! 2. the same account against a mock capped at 100 a page (the client
+//!    asks 1,000 and follows what is served);
+//! 3. the naive baseline in the same run: one `GET /v1/compute/instances/{id}`
+//!    per instance, as a per-resource refresh does;
+//! 4. an account five times larger (1,000 clusters, 10,000 instances) at
+//!    the defaults, to show how the cost grows.
 //!
 //! Run with `cargo bench --bench plan_at_scale`. Everything is on loopback;
 //! the benchmark stops by itself. `BENCHMARKS.md` records its figures.
@@ -16,27 +24,26 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
-use kiwi_infra::contabo::models::{CreateInstance, InstanceId, Period, Region};
+use kiwi_infra::contabo::models::{CreateInstance, InstanceId, Period, Region, TagId};
 use kiwi_infra::contabo::{ClientConfig, ContaboClient, Credentials, RetryPolicy};
+use kiwi_infra::plan::tags;
 use kiwi_infra::secret::Secret;
 use kiwi_mocks::contabo::{spawn, Faults, MockConfig, MockHandle};
 
-/// Customer clusters; with the Core cluster that makes 200.
+/// Customer clusters of the realistic account; with the Core cluster, 200.
 const CUSTOMERS: usize = 199;
+/// Customer clusters of the large account; with the Core cluster, 1,000.
+const LARGE_CUSTOMERS: usize = 999;
 /// Slots per cluster (Mesh: 3 servers and 7 agents; Core: 7 + 3 workers).
 const SLOTS_PER_CLUSTER: usize = 10;
 const LATENCY_MS: u64 = 50;
 /// Concurrency of the naive baseline, like a per-resource refresh
 /// (Terraform's default parallelism is 10).
 const NAIVE_CONCURRENCY: usize = 10;
-/// (items asked for per page, requests per second) the plan is measured
-/// at. Page size 100 is the CLI's default and what any server capping its
-/// pages at 100 would serve whatever was asked; 1,000 is `--page-size 1000`
-/// against a server that serves it (Contabo documents no maximum). Rate 10
-/// is the CLI's default; 100 is high enough not to be the bottleneck.
-const RUNS: [(u32, f64); 4] = [(100, 10.0), (100, 100.0), (1000, 10.0), (1000, 100.0)];
-/// The mock serves pages of up to this many items.
+/// The mock's largest page (what Contabo may serve), and the smaller cap
+/// of the second run (what Contabo's own CLI asks for).
 const MOCK_MAX_PAGE: u32 = 1000;
+const CAPPED_PAGE: u32 = 100;
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -47,99 +54,129 @@ fn main() {
     runtime.block_on(bench());
 }
 
-async fn bench() {
+/// A filled account: its mock and the inventory that matches it.
+struct Account {
+    mock: MockHandle,
+    _dir: tempfile::TempDir,
+    inventory: PathBuf,
+}
+
+async fn account(customers: usize) -> Account {
     let config = MockConfig {
         provisioning_delay: Duration::from_millis(10),
         installing_delay: Duration::from_millis(10),
-        ip_range: "127.64.0.0/20".parse().unwrap(),
+        // 16,384 loopback addresses: room for the large account.
+        ip_range: "127.64.0.0/18".parse().unwrap(),
         token_ttl: Duration::from_secs(3600),
         max_page_size: MOCK_MAX_PAGE,
         ..MockConfig::default()
     };
-    let max_page = config.max_page_size;
     let mock = spawn(config).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let inventory = dir.path().join("inventory");
-    let slots = write_inventory(&inventory);
-    println!(
-        "inventory: {} clusters, {} slots",
-        CUSTOMERS + 1,
-        slots.len()
-    );
-
+    let slots = write_inventory(&inventory, customers);
     let started = Instant::now();
     fill_mock(&mock, &slots).await;
+    wait_until_running(&mock).await;
     println!(
-        "setup: {} owned instances created and tagged in {:.1} s (no latency)",
+        "account: {} clusters, {} owned instances and {} tags, created and tagged in {:.1} s \
+         (no latency)",
+        customers + 1,
         mock.instances().len(),
+        mock_tag_count(&mock).await,
         started.elapsed().as_secs_f64()
     );
-    wait_until_running(&mock).await;
-
     mock.set_faults(Faults {
         latency_ms: LATENCY_MS,
         ..Faults::default()
     })
     .unwrap();
-    println!("latency: {LATENCY_MS} ms per /v1 request; mock's largest page: {max_page}");
-    println!();
-
-    let mut plan_walls = Vec::new();
-    for (page_size, rps) in RUNS {
-        mock.reset_stats();
-        let (wall, rss_kib, summary) = run_plan(&mock, &inventory, page_size, rps);
-        let stats = mock.stats();
-        println!("kiwi-infra plan --contabo-only --page-size {page_size} --rate-limit {rps}:");
-        println!("  wall time       {:.2} s", wall.as_secs_f64());
-        println!(
-            "  API requests    {} /v1 + {} token",
-            stats.requests_total, stats.tokens_issued
-        );
-        for (route, n) in &stats.requests_by_route {
-            println!("    {n:>5}  {route}");
-        }
-        match rss_kib {
-            Some(kib) => println!("  peak RSS        {:.1} MiB", kib as f64 / 1024.0),
-            None => println!("  peak RSS        not measured (/usr/bin/time missing)"),
-        }
-        println!("  plan said       {summary}");
-        println!();
-        plan_walls.push((
-            page_size,
-            rps,
-            wall,
-            stats.requests_total + stats.tokens_issued,
-        ));
+    Account {
+        mock,
+        _dir: dir,
+        inventory,
     }
+}
 
+/// One measured `plan` at the defaults, printed.
+fn measure(account: &Account, label: &str) -> (Duration, u64) {
+    let mock = &account.mock;
     mock.reset_stats();
-    let (wall, fetched) = naive_refresh(&mock).await;
+    let (wall, rss_kib, summary) = run_plan(mock, &account.inventory);
     let stats = mock.stats();
+    let requests = stats.requests_total + stats.tokens_issued;
+    println!("{label}: kiwi-infra plan --contabo-only (default flags)");
+    println!("  wall time       {:.2} s", wall.as_secs_f64());
+    println!(
+        "  API requests    {requests} ({} /v1 + {} token)",
+        stats.requests_total, stats.tokens_issued
+    );
+    for (route, n) in &stats.requests_by_route {
+        println!("    {n:>5}  {route}");
+    }
+    match rss_kib {
+        Some(kib) => println!("  peak RSS        {:.1} MiB", kib as f64 / 1024.0),
+        None => println!("  peak RSS        not measured (/usr/bin/time missing)"),
+    }
+    println!("  plan said       {summary}");
+    println!();
+    (wall, requests)
+}
+
+async fn bench() {
+    println!(
+        "latency: {LATENCY_MS} ms per /v1 request; default flags (page size 1,000, 10 requests/s)"
+    );
+    println!();
+    let realistic = account(CUSTOMERS).await;
+    let served_1000 = measure(&realistic, "2,000 instances, mock serving 1,000 a page");
+    let mut faults = realistic.mock.faults();
+    faults.page_size_cap = Some(CAPPED_PAGE);
+    realistic.mock.set_faults(faults.clone()).unwrap();
+    let capped = measure(&realistic, "2,000 instances, mock capped at 100 a page");
+    faults.page_size_cap = None;
+    realistic.mock.set_faults(faults).unwrap();
+
+    realistic.mock.reset_stats();
+    let (wall, fetched) = naive_refresh(&realistic.mock).await;
+    let stats = realistic.mock.stats();
     let naive_requests = stats.requests_total + stats.tokens_issued;
     println!("naive baseline (one GET per instance, {NAIVE_CONCURRENCY} at once, no rate limit):");
     println!("  wall time       {:.2} s", wall.as_secs_f64());
     println!(
-        "  API requests    {} /v1 + {} token ({fetched} instances fetched)",
+        "  API requests    {naive_requests} ({} /v1 + {} token; {fetched} instances fetched)",
         stats.requests_total, stats.tokens_issued
     );
     println!();
-    for (page_size, rps, plan_wall, plan_requests) in plan_walls {
+    for (label, (plan_wall, plan_requests)) in
+        [("served 1,000", served_1000), ("capped at 100", capped)]
+    {
         println!(
-            "ratio naive/plan at --page-size {page_size} --rate-limit {rps}: requests {:.1}x, \
-             wall time {:.1}x",
+            "ratio naive/plan ({label}): requests {:.1}x, wall time {:.1}x",
             naive_requests as f64 / plan_requests as f64,
             wall.as_secs_f64() / plan_wall.as_secs_f64()
         );
     }
-    mock.shutdown().await;
+    println!();
+    realistic.mock.shutdown().await;
+
+    let large = account(LARGE_CUSTOMERS).await;
+    measure(&large, "10,000 instances, mock serving 1,000 a page");
+    large.mock.shutdown().await;
 }
 
-/// A slot: its name and product.
-type Slot = (String, &'static str);
+/// A slot, with what apply tags its machine with.
+#[derive(Debug, Clone)]
+struct Slot {
+    name: String,
+    product: &'static str,
+    /// Tag names: ownership, cluster, class, and protection if the cluster has it.
+    tags: Vec<String>,
+}
 
 /// Writes `kiwi.toml` and one Mesh customer file per customer; returns every
 /// slot name with its product.
-fn write_inventory(dir: &Path) -> Vec<Slot> {
+fn write_inventory(dir: &Path, customers: usize) -> Vec<Slot> {
     std::fs::create_dir_all(dir.join("customers")).unwrap();
     std::fs::write(
         dir.join("kiwi.toml"),
@@ -180,9 +217,9 @@ count = 3
 "#,
     )
     .unwrap();
-    for n in 1..=CUSTOMERS {
+    for n in 1..=customers {
         std::fs::write(
-            dir.join("customers").join(format!("c{n:03}.toml")),
+            dir.join("customers").join(format!("c{n:04}.toml")),
             "tier = \"mesh\"\n\n[servers]\nclass = \"vps\"\nproduct = \"V94\"\ncount = 3\n\n\
              [pools.general]\nclass = \"vps\"\nproduct = \"V97\"\ncount = 7\n",
         )
@@ -200,17 +237,24 @@ count = 3
                     "V9" => "V9",
                     other => panic!("unexpected product {other}"),
                 };
-                (1..=p.count).map(move |i| {
-                    (
-                        kiwi_infra::inventory::slot_name(&c.name, &p.name, i),
-                        product,
-                    )
+                let mut tags = vec![
+                    tags::MANAGED.to_string(),
+                    tags::cluster(&c.name),
+                    tags::class(p.class),
+                ];
+                if c.protected {
+                    tags.push(tags::PROTECTED.to_string());
+                }
+                (1..=p.count).map(move |i| Slot {
+                    name: kiwi_infra::inventory::slot_name(&c.name, &p.name, i),
+                    product,
+                    tags: tags.clone(),
                 })
             })
         })
         .collect();
-    assert_eq!(desired.clusters.len(), CUSTOMERS + 1);
-    assert_eq!(slots.len(), (CUSTOMERS + 1) * SLOTS_PER_CLUSTER);
+    assert_eq!(desired.clusters.len(), customers + 1);
+    assert_eq!(slots.len(), (customers + 1) * SLOTS_PER_CLUSTER);
     slots
 }
 
@@ -229,38 +273,50 @@ fn client(mock: &MockHandle, rps: f64) -> ContaboClient {
     ContaboClient::new(config).unwrap()
 }
 
-/// Orders every slot and assigns the ownership tag, as a finished apply
-/// would have, through the mock's HTTP API with no latency.
+/// Orders every slot and assigns its tags, as a finished apply would have,
+/// through the mock's HTTP API with no latency.
 async fn fill_mock(mock: &MockHandle, slots: &[Slot]) {
     let api = client(mock, 10_000.0);
     let image = api.find_images_by_name("ubuntu-24.04").await.unwrap()[0]
         .image_id
         .clone();
-    let owned = api
-        .create_tag(kiwi_infra::observe::contabo::OWNERSHIP_TAG, "#0A78C3")
-        .await
-        .unwrap();
+    let names: std::collections::BTreeSet<&String> = slots.iter().flat_map(|s| &s.tags).collect();
+    let mut ids: std::collections::BTreeMap<String, TagId> = std::collections::BTreeMap::new();
+    for name in names {
+        ids.insert(name.clone(), api.create_tag(name, "#0A78C3").await.unwrap());
+    }
+    let ids = Arc::new(ids);
     let api = Arc::new(api);
     futures::stream::iter(slots.iter().cloned())
-        .map(|(name, product)| {
-            let api = api.clone();
-            let image = image.clone();
-            async move {
-                let created = api
-                    .create_instance(CreateInstance {
-                        product_id: product.to_string(),
-                        region: Region::Eu,
-                        image_id: image,
-                        period: Period::OneMonth,
-                        display_name: name,
-                        ssh_keys: Vec::new(),
-                        user_data: None,
-                        default_user: None,
-                    })
-                    .await?;
-                api.assign_tag(owned, created.instance_id).await
-            }
-        })
+        .map(
+            |Slot {
+                 name,
+                 product,
+                 tags,
+             }| {
+                let api = api.clone();
+                let image = image.clone();
+                let ids = ids.clone();
+                async move {
+                    let created = api
+                        .create_instance(CreateInstance {
+                            product_id: product.to_string(),
+                            region: Region::Eu,
+                            image_id: image,
+                            period: Period::OneMonth,
+                            display_name: name,
+                            ssh_keys: Vec::new(),
+                            user_data: None,
+                            default_user: None,
+                        })
+                        .await?;
+                    for tag in &tags {
+                        api.assign_tag(ids[tag], created.instance_id).await?;
+                    }
+                    Ok::<(), kiwi_infra::contabo::ContaboError>(())
+                }
+            },
+        )
         .buffer_unordered(32)
         .try_collect::<Vec<()>>()
         .await
@@ -275,18 +331,19 @@ async fn wait_until_running(mock: &MockHandle) {
     }
 }
 
+/// Tags in the account (all of them: the mock's own view).
+async fn mock_tag_count(mock: &MockHandle) -> usize {
+    client(mock, 10_000.0).list_tags().await.unwrap().len()
+}
+
 fn kiwi_infra_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_kiwi-infra"))
 }
 
-/// Runs `kiwi-infra plan --contabo-only`; returns its wall time, peak RSS
-/// in KiB (when `/usr/bin/time` exists) and the plan's summary line.
-fn run_plan(
-    mock: &MockHandle,
-    inventory: &Path,
-    page_size: u32,
-    rps: f64,
-) -> (Duration, Option<u64>, String) {
+/// Runs `kiwi-infra plan --contabo-only` at its default flags; returns its
+/// wall time, peak RSS in KiB (when `/usr/bin/time` exists) and the plan's
+/// summary line.
+fn run_plan(mock: &MockHandle, inventory: &Path) -> (Duration, Option<u64>, String) {
     let time = Path::new("/usr/bin/time");
     let rss_file = tempfile::NamedTempFile::new().unwrap();
     let mut cmd = if time.exists() {
@@ -308,10 +365,6 @@ fn run_plan(
             &mock.base_url(),
             "--auth-url",
             &mock.token_url(),
-            "--rate-limit",
-            &rps.to_string(),
-            "--page-size",
-            &page_size.to_string(),
         ])
         .env("CNTB_OAUTH2_CLIENT_ID", c.client_id)
         .env("CNTB_OAUTH2_CLIENT_SECRET", c.client_secret)

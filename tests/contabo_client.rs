@@ -524,7 +524,11 @@ async fn a_refused_page_size_falls_back_to_100_once_for_the_whole_run() {
         .await
         .unwrap();
     assert_eq!(again.len(), 250);
-    assert_eq!(instance_list_requests(&rig.mock), 7, "asked 100 from then on");
+    assert_eq!(
+        instance_list_requests(&rig.mock),
+        7,
+        "asked 100 from then on"
+    );
 }
 
 #[tokio::test]

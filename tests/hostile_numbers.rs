@@ -413,3 +413,58 @@ async fn huge_waits_from_the_environment_never_overflow_a_clock() {
     assert_eq!(out.status.code(), Some(0), "{text}");
     apply_support::assert_each_slot_once(&mock);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_that_skip_repeat_or_cut_rows_never_get_a_slot_that_exists_ordered() {
+    let mock = spawn(MockConfig {
+        provisioning_delay: Duration::from_millis(10),
+        installing_delay: Duration::from_millis(10),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let (_dir, inv) = apply_support::inventory_copy();
+    let out = apply_support::apply_contabo_side(&mock, &inv).await;
+    assert_eq!(out.status.code(), Some(0), "{}", apply_support::text(&out));
+    let bought = mock.stats().instances_created;
+    for faults in [
+        Faults {
+            page_shift: 1,
+            ..Faults::default()
+        },
+        Faults {
+            page_shift: -1,
+            ..Faults::default()
+        },
+        Faults {
+            serve_at_most: Some(3),
+            ..Faults::default()
+        },
+        Faults {
+            total_pages: Some(json!(1e300)),
+            page_shift: 2,
+            ..Faults::default()
+        },
+    ] {
+        mock.set_faults(faults.clone()).unwrap();
+        for args in [
+            &["plan", "--contabo-only"][..],
+            &["apply", "--auto-approve", "--contabo-only"][..],
+        ] {
+            let mut cmd = apply_support::command(&mock, &inv, args);
+            cmd.args(["--page-size", "4"]);
+            let started = Instant::now();
+            let out = apply_support::run(cmd).await;
+            let text = apply_support::text(&out);
+            assert_no_panic(&text);
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{faults:?} {args:?}"
+            );
+            assert_eq!(out.status.code(), Some(3), "{faults:?} {args:?}: {text}");
+            assert!(text.contains("paging"), "{faults:?} {args:?}: {text}");
+            assert!(!text.contains("+ order"), "{faults:?} {args:?}: {text}");
+            assert_eq!(mock.stats().instances_created, bought, "{faults:?}: {text}");
+        }
+    }
+}

@@ -427,7 +427,11 @@ fn an_order_the_journal_recorded_is_tagged_never_offered_for_adoption() {
     assert_eq!(plan.summary.instances_to_tag, 1, "{text}");
     assert!(ids(&plan, "order:").is_empty(), "{text}");
     // Without the journal's word it is someone else's until adopted.
-    let plan = plan::plan(&desired(), &self::observed("adoption"), &PlanOptions::default());
+    let plan = plan::plan(
+        &desired(),
+        &self::observed("adoption"),
+        &PlanOptions::default(),
+    );
     assert!(human(&plan).contains("adopt"));
 }
 

@@ -31,10 +31,7 @@ fn slots(d: &Desired) -> BTreeSet<String> {
 }
 
 async fn observe(fake: &FakeCloud, d: &Desired) -> Observed {
-    let mut observed = observe_account(fake, d)
-        .await
-        .unwrap()
-        .into_observed();
+    let mut observed = observe_account(fake, d).await.unwrap().into_observed();
     crate::observe::contabo::complete_observation(fake, d, &mut observed)
         .await
         .unwrap();

@@ -281,7 +281,11 @@ impl ContaboClient {
             query.push(("region", region.to_string()));
         }
         if !filter.instance_ids.is_empty() {
-            let ids: Vec<String> = filter.instance_ids.iter().map(ToString::to_string).collect();
+            let ids: Vec<String> = filter
+                .instance_ids
+                .iter()
+                .map(ToString::to_string)
+                .collect();
             query.push(("instanceIds", ids.join(",")));
         }
         // A stable order (as Contabo's own CLI asks) keeps pages fetched side
@@ -604,12 +608,14 @@ impl ContaboClient {
                 ),
             ))
         };
-        tokio::time::timeout(limit, reads).await.unwrap_or_else(|_| {
-            Err(self.paging_error(
-                path,
-                format!("the listing did not finish within {} s", limit.as_secs()),
-            ))
-        })
+        tokio::time::timeout(limit, reads)
+            .await
+            .unwrap_or_else(|_| {
+                Err(self.paging_error(
+                    path,
+                    format!("the listing did not finish within {} s", limit.as_secs()),
+                ))
+            })
     }
 
     /// One read of a whole list: `Ok(Err(why))` when its pages do not add up.

@@ -131,7 +131,11 @@ impl Pace {
         }
         let lowered = (s.rps / 2.0).max(MIN_RPS).min(self.ceiling);
         if lowered < s.rps {
-            tracing::debug!(from = s.rps, to = lowered, "Contabo answered 429; slowing down");
+            tracing::debug!(
+                from = s.rps,
+                to = lowered,
+                "Contabo answered 429; slowing down"
+            );
         }
         s.cap = (s.rps * BELOW_LAST_THROTTLE).max(lowered);
         s.rps = lowered;
@@ -148,7 +152,9 @@ impl Pace {
         if s.rps >= s.cap || now.duration_since(s.last_raise) < CALM {
             return;
         }
-        if s.last_throttle.is_some_and(|t| now.duration_since(t) < CALM) {
+        if s.last_throttle
+            .is_some_and(|t| now.duration_since(t) < CALM)
+        {
             return;
         }
         s.rps = (s.rps * RAISE).min(s.cap);
@@ -195,7 +201,10 @@ mod tests {
         let pace = Pace::new(10.0);
         pace.throttled(); // met a 429 at 10/s: cap 9, pace 5
         pace.succeeded();
-        assert!((pace.rps() - 5.0).abs() < 1e-9, "no raise right after a 429");
+        assert!(
+            (pace.rps() - 5.0).abs() < 1e-9,
+            "no raise right after a 429"
+        );
         {
             let mut s = pace.state();
             let long_ago = Instant::now() - Duration::from_secs(60);
@@ -210,7 +219,11 @@ mod tests {
             drop(s);
             pace.succeeded();
         }
-        assert!((pace.rps() - 9.0).abs() < 1e-9, "capped below 10: {}", pace.rps());
+        assert!(
+            (pace.rps() - 9.0).abs() < 1e-9,
+            "capped below 10: {}",
+            pace.rps()
+        );
     }
 
     #[test]
@@ -224,8 +237,16 @@ mod tests {
     fn below_the_ceiling_requests_are_spaced_and_careful_ones_wait_for_calm() {
         let pace = Pace::new(10.0);
         let now = Instant::now();
-        assert_eq!(pace.reserve(now, false), Turn::Go(Duration::ZERO), "untouched");
-        assert_eq!(pace.reserve(now, true), Turn::Go(Duration::ZERO), "untouched");
+        assert_eq!(
+            pace.reserve(now, false),
+            Turn::Go(Duration::ZERO),
+            "untouched"
+        );
+        assert_eq!(
+            pace.reserve(now, true),
+            Turn::Go(Duration::ZERO),
+            "untouched"
+        );
         pace.throttled(); // 5/s: 200 ms apart
         let now = Instant::now();
         let go = |t: Turn| match t {
@@ -240,6 +261,9 @@ mod tests {
             Turn::NotCalm(calm) => assert!(calm > Duration::from_secs(2), "{calm:?}"),
             Turn::Go(_) => panic!("an order right after a 429 must wait for calm"),
         }
-        assert_eq!(go(pace.reserve(now, false)) - waits[2], Duration::from_millis(200));
+        assert_eq!(
+            go(pace.reserve(now, false)) - waits[2],
+            Duration::from_millis(200)
+        );
     }
 }

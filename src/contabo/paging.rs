@@ -15,7 +15,9 @@
 
 use std::collections::HashSet;
 
-use super::models::{Image, Instance, Pagination, PrivateNetwork, StoredSecret, Tag, TagAssignment};
+use super::models::{
+    Image, Instance, Pagination, PrivateNetwork, StoredSecret, Tag, TagAssignment,
+};
 
 /// Items asked for per page by default. Contabo documents no maximum and
 /// its default is 10; public clients ask for 1,000. A server that serves
@@ -225,7 +227,7 @@ impl<T: Listed> Collector<T> {
 /// values (`1e300`) are not counts.
 pub fn count(n: f64) -> Option<u64> {
     const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
-    // `as` is exact here: a whole number within 2^53.
+                                                // `as` is exact here: a whole number within 2^53.
     (n.is_finite() && n >= 0.0 && n.fract() == 0.0 && n <= EXACT).then_some(n as u64)
 }
 

@@ -98,10 +98,8 @@ pub async fn read_order_inputs(
     observed: &mut plan::Observed,
 ) -> Result<(), ContaboError> {
     let image_name = &desired.provider.image;
-    let (secrets, images) = tokio::try_join!(
-        api.list_secrets(),
-        api.find_images_by_name(image_name),
-    )?;
+    let (secrets, images) =
+        tokio::try_join!(api.list_secrets(), api.find_images_by_name(image_name),)?;
     observed.secrets = secrets_by_name(secrets);
     observed.image = resolved_image(images, image_name);
     observed.order_inputs_unread = false;

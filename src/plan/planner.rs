@@ -59,7 +59,9 @@ pub fn needs_order_inputs(desired: &Desired, observed: &Observed) -> bool {
     plan(desired, observed, &widest).steps.iter().any(|s| {
         matches!(
             s.kind,
-            StepKind::OrderInstance(_) | StepKind::ReinstallInstance(_) | StepKind::EnsureSecret { .. }
+            StepKind::OrderInstance(_)
+                | StepKind::ReinstallInstance(_)
+                | StepKind::EnsureSecret { .. }
         )
     })
 }

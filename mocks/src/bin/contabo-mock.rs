@@ -100,11 +100,19 @@ struct Args {
     serve_at_most: Option<u32>,
     /// A hostile Contabo: pages after the first start N rows later (negative: earlier), so rows
     /// are skipped (or repeated) between pages.
-    #[arg(long, value_name = "N", default_value_t = 0, allow_hyphen_values = true)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        allow_hyphen_values = true
+    )]
     page_shift: i64,
     /// A server that validates `size`: answer 400 to list requests asking for more than N.
     #[arg(long, value_name = "N")]
     refuse_page_size_above: Option<u32>,
+    /// Serve at most N items a page (and say so), below the largest page of the mock's config.
+    #[arg(long, value_name = "N")]
+    page_size_cap: Option<u32>,
     /// Make error answers quote the request (headers with the bearer token, and the body), and
     /// the token endpoint's error answers its form (client secret, password): a careless server.
     #[arg(long)]
@@ -198,6 +206,7 @@ impl Args {
             serve_at_most: self.serve_at_most,
             page_shift: self.page_shift,
             refuse_page_size_above: self.refuse_page_size_above,
+            page_size_cap: self.page_size_cap,
             echo_request_in_errors: self.echo_request_in_errors,
             // Hostile-mode order failures are set at run time through `PUT /_mock/faults`.
             ..Faults::default()

@@ -126,6 +126,10 @@ pub struct Faults {
     /// Answer 400 to a list request whose `size` is above N, as a server validating `size` might.
     #[serde(default)]
     pub refuse_page_size_above: Option<u32>,
+    /// Serve at most N items a page and say so in `_pagination` (a server whose largest page
+    /// is smaller than the mock's configured one), changeable at run time.
+    #[serde(default)]
+    pub page_size_cap: Option<u32>,
     /// Error answers quote the request they answer: method, path, every header (the bearer
     /// token too) and the body (an order's user data too). Also makes the token endpoint's
     /// error answers quote its form (client secret and password). See [`super::echo`].
@@ -161,6 +165,7 @@ impl Default for Faults {
             serve_at_most: None,
             page_shift: 0,
             refuse_page_size_above: None,
+            page_size_cap: None,
             echo_request_in_errors: false,
         }
     }

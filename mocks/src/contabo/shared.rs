@@ -308,9 +308,13 @@ impl Shared {
 
     /// Page size for a list request that asked for `requested`.
     pub fn page_size(&self, requested: Option<u32>) -> u32 {
+        let cap = self
+            .faults(|f| f.faults.page_size_cap)
+            .unwrap_or(u32::MAX)
+            .min(self.config.max_page_size);
         requested
             .unwrap_or(self.config.default_page_size)
-            .min(self.config.max_page_size)
+            .min(cap)
             .max(1)
     }
 
