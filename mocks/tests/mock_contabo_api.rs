@@ -819,3 +819,27 @@ async fn answers_conform_to_the_official_spec() {
         violations.join("\n")
     );
 }
+
+#[tokio::test]
+async fn tag_names_filter_as_a_substring_and_lists_follow_order_by() {
+    let mock = contabo::spawn(fast()).await.unwrap();
+    let api = login(&mock).await;
+    for name in ["kiwi-managed", "KIWI-upper", "not-kiwi-x", "web"] {
+        let (status, body) = api
+            .post("/v1/tags", json!({"name": name, "color": "#0A78C3"}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let (_, body) = api.get("/v1/tags?name=kiwi-&orderBy=name:desc").await;
+    let names: Vec<&str> = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["not-kiwi-x", "kiwi-managed", "KIWI-upper"]);
+    let (status, _) = api.get("/v1/tags?orderBy=colour:asc").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = api.get("/v1/compute/instances?orderBy=name:sideways").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
