@@ -31,7 +31,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::record::{redact, RecordError, Recorder, Seen};
+use super::record::{redact, RecordError, Recorder, Seen, SeenResponse};
 use super::{RequestParts, Spec, SpecError, Violation};
 
 /// Called with each violation as it is found (the binary prints them).
@@ -402,7 +402,7 @@ async fn forward(
         body.to_vec(),
     );
     // Records the exchange (if asked to) however it ends.
-    let record = |response: Option<(u16, &[(String, String)], &[u8])>| {
+    let record = |response: Option<SeenResponse<'_>>| {
         if let Some(recorder) = &state.recorder {
             recorder.write(&redact(&Seen {
                 method: parts.method.as_str(),
@@ -453,7 +453,11 @@ async fn forward(
             )
         })
         .collect();
-    record(Some((status.as_u16(), &header_pairs, &response_body)));
+    record(Some(SeenResponse {
+        status: status.as_u16(),
+        headers: &header_pairs,
+        body: &response_body,
+    }));
     state.responses.fetch_add(1, Ordering::SeqCst);
     state.record(state.spec.validate_response_bytes(
         parts.method.as_str(),

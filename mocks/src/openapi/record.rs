@@ -162,8 +162,15 @@ pub(super) struct Seen<'a> {
     pub target: &'a str,
     pub request_headers: &'a [(String, String)],
     pub request_body: &'a [u8],
-    /// Status, headers and body; `None` when the upstream failed.
-    pub response: Option<(u16, &'a [(String, String)], &'a [u8])>,
+    /// `None` when the upstream failed.
+    pub response: Option<SeenResponse<'a>>,
+}
+
+/// The upstream's answer, as the proxy saw it.
+pub(super) struct SeenResponse<'a> {
+    pub status: u16,
+    pub headers: &'a [(String, String)],
+    pub body: &'a [u8],
 }
 
 /// Builds the redacted record of an exchange.
@@ -175,11 +182,11 @@ pub(super) fn redact(seen: &Seen<'_>) -> Exchange {
     } else {
         redact_body(seen.request_headers, seen.request_body)
     };
-    let (status, response_headers, response_body) = match seen.response {
-        Some((status, headers, body)) => (
-            Some(status),
-            redact_headers(headers),
-            Body::from_bytes(&redact_body(headers, body)),
+    let (status, response_headers, response_body) = match &seen.response {
+        Some(response) => (
+            Some(response.status),
+            redact_headers(response.headers),
+            Body::from_bytes(&redact_body(response.headers, response.body)),
         ),
         None => (None, Vec::new(), None),
     };
@@ -344,7 +351,11 @@ mod tests {
             target: TOKEN_PATH,
             request_headers: &request_headers,
             request_body: b"grant_type=password&client_secret=cs-SECRET&password=pw-SECRET",
-            response: Some((200, &response_headers, response)),
+            response: Some(SeenResponse {
+                status: 200,
+                headers: &response_headers,
+                body: response,
+            }),
         });
         let line = serde_json::to_string(&exchange).unwrap();
         assert!(!line.contains("SECRET"), "{line}");
