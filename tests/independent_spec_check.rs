@@ -264,6 +264,28 @@ async fn kiwi_infra_traffic_passes_an_independent_openapi_validator() {
             "a credential reached the recording"
         );
     }
+    // Cloud-init user data carries each node's SSH host private key: masked in the recording, to
+    // the same length.
+    assert!(
+        !recording.contains("PRIVATE KEY"),
+        "a host private key reached the recording"
+    );
+    let masked_user_data = recording
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .filter(|e| e["method"] == "POST" && e["target"] == "/v1/compute/instances")
+        .filter_map(|e| {
+            let body: Value = serde_json::from_str(e["request_body"]["text"].as_str()?).ok()?;
+            body["userData"].as_str().map(str::to_owned)
+        })
+        .collect::<Vec<_>>();
+    assert!(
+        !masked_user_data.is_empty()
+            && masked_user_data
+                .iter()
+                .all(|u| u.len() > 100 && u.bytes().all(|b| b == b'*')),
+        "orders' userData is not masked as expected: {masked_user_data:?}"
+    );
     // It covers what the test meant to exercise, so a clean verdict means something.
     let routes = recorded_routes(&recording);
     for expected in [
