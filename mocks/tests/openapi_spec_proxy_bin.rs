@@ -34,6 +34,8 @@ async fn the_binary_reports_violations_and_exits_non_zero() {
     let upstream = start_upstream().await;
     let summary_path =
         std::env::temp_dir().join(format!("spec-proxy-{}.json", uuid::Uuid::new_v4()));
+    let record_path =
+        std::env::temp_dir().join(format!("spec-proxy-{}.jsonl", uuid::Uuid::new_v4()));
     let mut child = Command::new(env!("CARGO_BIN_EXE_spec-proxy"))
         .args([
             "--upstream",
@@ -43,6 +45,8 @@ async fn the_binary_reports_violations_and_exits_non_zero() {
             "--violations-out",
         ])
         .arg(&summary_path)
+        .arg("--record")
+        .arg(&record_path)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -107,4 +111,31 @@ async fn the_binary_reports_violations_and_exits_non_zero() {
     assert_eq!(violations[0]["direction"], "request");
     assert_eq!(violations[0]["location"], "header:x-request-id");
     assert_eq!(violations[0]["operation_id"], "retrieveTagList");
+
+    // The recording holds both exchanges, whole, without the bearer token.
+    assert_eq!(summary["exchanges_recorded"], 2);
+    assert_eq!(summary["record_failures"], 0);
+    let recording = std::fs::read_to_string(&record_path).unwrap();
+    std::fs::remove_file(&record_path).unwrap();
+    assert!(!recording.contains("token-789"), "{recording}");
+    let lines: Vec<Value> = recording
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{recording}");
+    for line in &lines {
+        assert_eq!(line["method"], "GET");
+        assert_eq!(line["target"], "/v1/tags");
+        assert_eq!(line["status"], 200);
+        let authorization = line["request_headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|pair| pair[0] == "authorization")
+            .unwrap();
+        assert_eq!(authorization[1], "Bearer ***");
+        let body: Value =
+            serde_json::from_str(line["response_body"]["text"].as_str().unwrap()).unwrap();
+        assert_eq!(body["data"][0]["tagId"], 7);
+    }
 }

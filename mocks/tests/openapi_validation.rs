@@ -241,6 +241,56 @@ fn a_body_that_is_not_json_fails() {
     assert!(found[0].message.contains("not valid JSON"), "{}", found[0]);
 }
 
+/// Issue 14: kiwi-infra sent `{}` with `POST /v1/tags/{tagId}/assignments/...`, whose operation
+/// defines no request body. Any body there, even an empty JSON object, is refused, on every
+/// operation that defines none.
+#[test]
+fn a_json_body_on_an_operation_without_a_request_body_fails() {
+    for (method, path, operation) in [
+        (
+            "POST",
+            "/v1/tags/1/assignments/instance/2",
+            "createAssignment",
+        ),
+        (
+            "DELETE",
+            "/v1/tags/1/assignments/instance/2",
+            "deleteAssignment",
+        ),
+        ("GET", "/v1/compute/instances", "retrieveInstancesList"),
+    ] {
+        for body in [json!({}), json!(null), json!([])] {
+            let found = spec().validate_request(&api_request(method, path).with_json(body.clone()));
+            assert_eq!(found.len(), 1, "{method} {path} {body}: {found:#?}");
+            assert_eq!(found[0].location, "body:");
+            assert_eq!(found[0].operation_id.as_deref(), Some(operation));
+        }
+    }
+    // A body with no Content-Type at all is still a body.
+    let mut request = api_request("POST", "/v1/tags/1/assignments/instance/2");
+    request.raw_body = b"{}".to_vec();
+    let found = spec().validate_request(&request);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].location, "body:");
+}
+
+#[test]
+fn an_undeclared_x_header_fails_and_declared_ones_in_any_case_pass() {
+    let request = api_request("GET", "/v1/compute/instances")
+        .with_header("X-Trace-Id", "run-1")
+        .with_header("x-idempotency-key", "secret-looking-value")
+        .with_header("X-Idempotency-Key", "again");
+    let found = spec().validate_request(&request);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].location, "header:x-idempotency-key");
+    assert!(!found[0].message.contains("secret-looking-value"));
+    // Standard headers are not parameters in OpenAPI.
+    let request = api_request("GET", "/v1/compute/instances")
+        .with_header("accept", "application/json")
+        .with_header("user-agent", "kiwi-infra/0.1");
+    assert_eq!(spec().validate_request(&request), vec![]);
+}
+
 #[test]
 fn a_request_without_x_request_id_fails() {
     let request = RequestParts::new("GET", "/v1/compute/instances")

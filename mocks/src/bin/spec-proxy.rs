@@ -4,7 +4,8 @@
 //! harness in another language) can be checked against Contabo's published spec without linking
 //! this crate. It prints its base URL as the first line of stdout, each violation on stderr as it
 //! happens, and on SIGINT/SIGTERM writes a JSON summary and exits non-zero if anything broke the
-//! spec.
+//! spec. With `--record FILE` it also writes every exchange as a JSON line (credentials
+//! redacted) for `scripts/check_contabo_traffic.py`, the validator built on `openapi-core`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,6 +33,10 @@ struct Args {
     /// Where to write the JSON summary (counts and violations) on shutdown.
     #[arg(long)]
     violations_out: Option<PathBuf>,
+    /// Where to write every forwarded exchange, one JSON line each (credentials redacted); the
+    /// file is created or truncated at start.
+    #[arg(long, value_name = "FILE")]
+    record: Option<PathBuf>,
 }
 
 /// What `--violations-out` receives.
@@ -40,6 +45,10 @@ struct Summary {
     requests_checked: u64,
     responses_checked: u64,
     upstream_failures: u64,
+    /// Exchanges written to `--record` (0 without it).
+    exchanges_recorded: u64,
+    /// Exchanges that could not be written to `--record`.
+    record_failures: u64,
     violations: Vec<Violation>,
 }
 
@@ -70,6 +79,7 @@ async fn run(args: Args) -> anyhow::Result<usize> {
         listen: args.listen,
         spec: Arc::new(spec),
         on_violation: Some(Arc::new(|violation| eprintln!("violation: {violation}"))),
+        record: args.record.clone(),
     })
     .await?;
     // println! flushes at the newline, so a parent reading line by line sees the URL at once.
@@ -78,10 +88,13 @@ async fn run(args: Args) -> anyhow::Result<usize> {
     wait_for_signal().await?;
 
     let (requests_checked, responses_checked) = proxy.checked();
+    let (exchanges_recorded, record_failures) = proxy.recorded();
     let summary = Summary {
         requests_checked,
         responses_checked,
         upstream_failures: proxy.upstream_failures(),
+        exchanges_recorded,
+        record_failures,
         violations: proxy.violations(),
     };
     proxy.shutdown().await;
@@ -94,6 +107,12 @@ async fn run(args: Args) -> anyhow::Result<usize> {
         tokio::fs::write(path, text)
             .await
             .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if record_failures > 0 {
+        // A recording with holes would let the other validator pass traffic it never saw.
+        anyhow::bail!(
+            "{record_failures} exchanges could not be written to the recording; it is incomplete"
+        );
     }
     Ok(summary.violations.len())
 }

@@ -9,6 +9,9 @@
 //!   [`SPEC_QUIRKS`], and validates [`RequestParts`] and responses.
 //! - [`spawn_proxy`] runs a validating HTTP proxy in front of any upstream (the mock, or a
 //!   recorded server), and the `spec-proxy` binary does the same from the command line.
+//! - [`ProxyConfig::record`] makes the proxy write every exchange as a JSON line ([`Exchange`],
+//!   credentials redacted), so a validator that is not this code (`scripts/check_contabo_traffic.py`,
+//!   built on the `openapi-core` Python package) checks the same traffic too.
 //!
 //! Rules the spec leaves open, decided here:
 //! - The OAuth token endpoint is not in `paths`; its contract comes from the security scheme's
@@ -26,6 +29,7 @@
 mod paths;
 mod proxy;
 mod quirks;
+mod record;
 mod schema;
 mod spec;
 mod token;
@@ -38,6 +42,7 @@ use serde_json::Value;
 
 pub use proxy::{spawn_proxy, spawn_proxy_with, ProxyConfig, ProxyError, ProxyHandle};
 pub use quirks::{apply_quirks, check_quirks, SpecQuirk, SPEC_QUIRKS};
+pub use record::{Body, Exchange, RecordError, REDACTED};
 pub use schema::ASSERTED_FORMATS;
 pub use spec::{load_document, OperationInfo, Spec, SPEC_ENV_VAR};
 pub use token::TOKEN_PATH;

@@ -11,10 +11,14 @@
 //! hyper directly: a hyper service that returns an error closes the connection without writing a
 //! response, which axum does not allow.
 //!
+//! With [`ProxyConfig::record`] set, every exchange is also written to a file as one JSON line
+//! (see [`super::Exchange`]; credentials redacted), for a validator that is not this crate's code.
+//!
 //! Shutting down stops accepting connections and drops the ones still open.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -27,6 +31,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 
+use super::record::{redact, RecordError, Recorder, Seen, SeenResponse};
 use super::{RequestParts, Spec, SpecError, Violation};
 
 /// Called with each violation as it is found (the binary prints them).
@@ -43,6 +48,9 @@ pub struct ProxyConfig {
     pub spec: Arc<Spec>,
     /// Optional callback for each violation, called as it is found.
     pub on_violation: Option<ViolationSink>,
+    /// Optional file to write every forwarded exchange to, one JSON line each (created or
+    /// truncated at start, owner-only permissions; credentials redacted).
+    pub record: Option<PathBuf>,
 }
 
 impl fmt::Debug for ProxyConfig {
@@ -52,6 +60,7 @@ impl fmt::Debug for ProxyConfig {
             .field("listen", &self.listen)
             .field("spec", &self.spec.source())
             .field("on_violation", &self.on_violation.is_some())
+            .field("record", &self.record)
             .finish()
     }
 }
@@ -92,6 +101,9 @@ pub enum ProxyError {
     /// The HTTP client for the upstream could not be built.
     #[error("cannot build the HTTP client for the upstream")]
     Client(#[source] reqwest::Error),
+    /// The recording file could not be created.
+    #[error("cannot start recording the traffic")]
+    Record(#[source] RecordError),
 }
 
 /// A running proxy. Dropping it stops the proxy too.
@@ -138,6 +150,15 @@ impl ProxyHandle {
         self.state.upstream_failures.load(Ordering::SeqCst)
     }
 
+    /// How many exchanges were written to the recording, and how many could not be (both 0
+    /// without [`ProxyConfig::record`]). A failed write is also logged at warn level.
+    pub fn recorded(&self) -> (u64, u64) {
+        self.state
+            .recorder
+            .as_ref()
+            .map_or((0, 0), |recorder| (recorder.written(), recorder.failed()))
+    }
+
     /// Stops accepting connections, drops open ones, and waits for the proxy task to end.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
@@ -169,6 +190,7 @@ struct State {
     responses: AtomicU64,
     upstream_failures: AtomicU64,
     on_violation: Option<ViolationSink>,
+    recorder: Option<Recorder>,
 }
 
 impl fmt::Debug for State {
@@ -203,6 +225,7 @@ pub async fn spawn_proxy(upstream_base_url: &str) -> Result<ProxyHandle, ProxyEr
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         spec,
         on_violation: None,
+        record: None,
     })
     .await
 }
@@ -231,6 +254,12 @@ pub async fn spawn_proxy_with(config: ProxyConfig) -> Result<ProxyHandle, ProxyE
         address: config.listen,
         source,
     })?;
+    let recorder = config
+        .record
+        .as_deref()
+        .map(Recorder::create)
+        .transpose()
+        .map_err(ProxyError::Record)?;
     let state = Arc::new(State {
         spec: config.spec,
         upstream,
@@ -240,6 +269,7 @@ pub async fn spawn_proxy_with(config: ProxyConfig) -> Result<ProxyHandle, ProxyE
         responses: AtomicU64::new(0),
         upstream_failures: AtomicU64::new(0),
         on_violation: config.on_violation,
+        recorder,
     });
     let (stop, stopped) = oneshot::channel();
     let task = tokio::spawn(accept_loop(listener, Arc::clone(&state), stopped));
@@ -365,14 +395,31 @@ async fn forward(
             )
         })
         .collect();
-    let checked = RequestParts::from_http(parts.method.as_str(), &target, headers, body.to_vec());
+    let checked = RequestParts::from_http(
+        parts.method.as_str(),
+        &target,
+        headers.clone(),
+        body.to_vec(),
+    );
+    // Records the exchange (if asked to) however it ends.
+    let record = |response: Option<SeenResponse<'_>>| {
+        if let Some(recorder) = &state.recorder {
+            recorder.write(&redact(&Seen {
+                method: parts.method.as_str(),
+                target: &target,
+                request_headers: &headers,
+                request_body: &body,
+                response,
+            }));
+        }
+    };
     state.requests.fetch_add(1, Ordering::SeqCst);
     state.record(state.spec.validate_request(&checked));
 
     let mut upstream_request = state
         .client
         .request(parts.method.clone(), format!("{}{target}", state.upstream))
-        .body(body);
+        .body(body.clone());
     for (name, value) in parts
         .headers
         .iter()
@@ -382,13 +429,19 @@ async fn forward(
     }
     let upstream_response = match upstream_request.send().await {
         Ok(response) => response,
-        Err(error) => return Err(upstream_failed(&state, &error)),
+        Err(error) => {
+            record(None);
+            return Err(upstream_failed(&state, &error));
+        }
     };
     let status = upstream_response.status();
     let response_headers = upstream_response.headers().clone();
     let response_body = match upstream_response.bytes().await {
         Ok(bytes) => bytes,
-        Err(error) => return Err(upstream_failed(&state, &error)),
+        Err(error) => {
+            record(None);
+            return Err(upstream_failed(&state, &error));
+        }
     };
 
     let header_pairs: Vec<(String, String)> = response_headers
@@ -400,6 +453,11 @@ async fn forward(
             )
         })
         .collect();
+    record(Some(SeenResponse {
+        status: status.as_u16(),
+        headers: &header_pairs,
+        body: &response_body,
+    }));
     state.responses.fetch_add(1, Ordering::SeqCst);
     state.record(state.spec.validate_response_bytes(
         parts.method.as_str(),

@@ -4,6 +4,11 @@
 //! spec has there, and the value used instead. Loading the spec fails if the spec no longer says
 //! what a correction expects, so a fixed or changed spec cannot drift past a stale correction.
 //! Nothing outside this list is loosened.
+//!
+//! `scripts/check_contabo_traffic.py` (the independent check built on `openapi-core`) applies the
+//! same corrections to the spec it loads, keep the two in step; it also relaxes `cancelDate`'s
+//! `format: date` to "empty or a calendar date", because openapi-core asserts that format and
+//! this validator does not ([`super::ASSERTED_FORMATS`]).
 
 use serde_json::Value;
 

@@ -281,6 +281,7 @@ impl Spec {
                 .collect();
             self.check_param(param, values, &mut report);
         }
+        check_extension_headers(operation, &request.headers, &mut report);
         self.check_query(operation, &request.query, &mut report);
         if operation.requires_bearer {
             check_bearer(request.header("authorization"), &mut report);
@@ -844,6 +845,36 @@ impl Reporter {
             location: location.to_owned(),
             message,
         });
+    }
+}
+
+/// Every `x-` header a request sends must be one the operation declares: the spec names the
+/// extension headers Contabo reads (`x-request-id`, `x-trace-id`), and an undeclared one is a
+/// request part the spec does not define (a server ignores it, so whatever it was meant to do
+/// silently does not happen). Standard HTTP headers (`accept`, `user-agent`, ...) are not
+/// parameters in OpenAPI and are not checked here. Values are never quoted.
+fn check_extension_headers(
+    operation: &Operation,
+    headers: &[(String, String)],
+    report: &mut Reporter,
+) {
+    let mut reported: Vec<String> = Vec::new();
+    for (name, _) in headers {
+        let lower = name.to_ascii_lowercase();
+        if !lower.starts_with("x-") || reported.contains(&lower) {
+            continue;
+        }
+        let declared = operation
+            .params
+            .iter()
+            .any(|p| p.location == ParamIn::Header && p.name.eq_ignore_ascii_case(&lower));
+        if !declared {
+            report.add(
+                &format!("header:{lower}"),
+                format!("header `{lower}` is not declared by the operation"),
+            );
+            reported.push(lower);
+        }
     }
 }
 
