@@ -96,6 +96,7 @@ fn node(name: &str, ip: [u8; 4], ready: bool) -> Node {
         taints: Vec::new(),
         ready,
         addresses: vec![Ipv4Addr::from(ip)],
+        managed_labels: None,
     }
 }
 

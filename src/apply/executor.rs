@@ -457,6 +457,7 @@ fn step_slot(kind: &StepKind) -> Option<String> {
         StepKind::KubeadmJoin(j) => Some(j.node.0.clone()),
         StepKind::SetLabel { node, .. }
         | StepKind::RemoveLabel { node, .. }
+        | StepKind::RecordLabels { node, .. }
         | StepKind::SetTaint { node, .. }
         | StepKind::RemoveTaint { node, .. }
         | StepKind::DrainNode { node }
@@ -793,6 +794,7 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
                 let stage = match kind {
                     StepKind::SetLabel { .. }
                     | StepKind::RemoveLabel { .. }
+                    | StepKind::RecordLabels { .. }
                     | StepKind::SetTaint { .. }
                     | StepKind::RemoveTaint { .. } => Some(Stage::Labelling),
                     StepKind::DrainNode { .. }

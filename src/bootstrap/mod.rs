@@ -498,6 +498,26 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
         }
     }
 
+    /// Records on a node that just joined which labels it registered with
+    /// (they are kiwi-infra's), so a later plan can remove one the
+    /// inventory drops.
+    async fn record_joined_labels(
+        &self,
+        kubectl: Kubectl,
+        via: &C::Exec,
+        node: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), BootstrapError> {
+        self.run(
+            via,
+            &kubectl.record_labels(node, labels.keys()),
+            self.settings.command_timeout,
+            &[],
+        )
+        .await
+        .map(drop)
+    }
+
     async fn log_tail(&self, node: &str, unit: &str) -> String {
         let command = format!("sudo journalctl -u {unit} -n 30 --no-pager");
         match self.connect(node).await {
@@ -558,6 +578,8 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
             "initialised the cluster (embedded etcd)"
         };
         self.wait_ready(Kubectl::K3s, &exec, node, "k3s").await?;
+        self.record_joined_labels(Kubectl::K3s, &exec, node, &join.labels)
+            .await?;
         let tokens = self.read_tokens(&exec).await?;
         if let Ok(mut known) = self.tokens.lock() {
             known.insert(
@@ -731,6 +753,8 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
         self.install_k3s(&exec, &join.version, exec_kind, &[&token])
             .await?;
         self.wait_ready(Kubectl::K3s, &via, node, unit).await?;
+        self.record_joined_labels(Kubectl::K3s, &via, node, &join.labels)
+            .await?;
         Ok(format!(
             "{node} joined as k3s {exec_kind} through {via_name}; it is Ready"
         ))
@@ -852,6 +876,8 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
         cleanup?;
         self.wait_ready(Kubectl::Kubeadm, &via, node, "kubelet")
             .await?;
+        self.record_joined_labels(Kubectl::Kubeadm, &via, node, &join.labels)
+            .await?;
         let role = match join.role {
             KubeadmRole::Worker => "worker",
             KubeadmRole::ControlPlane => "control-plane node",
@@ -904,6 +930,36 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
             self.keep_k3s_config_in_step(node, change).await?;
         }
         Ok(format!("{node}: {}", change.describe()))
+    }
+
+    /// Writes kiwi-infra's record of the labels it set on `node` (the
+    /// annotation [`crate::plan::MANAGED_LABELS_ANNOTATION`]) through the
+    /// first control node that answers.
+    async fn record_labels<'a>(
+        &self,
+        cluster: &str,
+        node: &str,
+        keys: impl IntoIterator<Item = &'a String> + Clone,
+    ) -> Result<String, BootstrapError> {
+        let access = self.access(cluster)?.clone();
+        let command = access.kubectl.record_labels(node, keys.clone());
+        let mut tried = Vec::new();
+        for control in &access.control_nodes {
+            let Ok(exec) = self.connect(control).await else {
+                tried.push(control.clone());
+                continue;
+            };
+            self.run(&exec, &command, self.settings.command_timeout, &[])
+                .await?;
+            let count = keys.into_iter().count();
+            return Ok(format!(
+                "{node}: recorded the {count} labels kiwi-infra sets"
+            ));
+        }
+        Err(BootstrapError::NoControlNode {
+            cluster: cluster.to_string(),
+            tried: tried.join(", "),
+        })
     }
 
     /// Rewrites the node's `config.yaml` so a k3s restart registers the
@@ -1182,6 +1238,9 @@ impl<C: NodeConnector> NodeExecutor for SshNodeExecutor<C> {
             StepKind::RemoveLabel { node, key, .. } => {
                 self.change_node(&cluster, &node.0, &Change::RemoveLabel(key))
                     .await
+            }
+            StepKind::RecordLabels { node, keys, .. } => {
+                self.record_labels(&cluster, &node.0, keys).await
             }
             StepKind::SetTaint { node, taint } => {
                 self.change_node(&cluster, &node.0, &Change::SetTaint(taint))
