@@ -172,6 +172,15 @@ pub struct ApplyOutcome {
 }
 
 impl ApplyOutcome {
+    /// Adds what a later round of the same apply did (see `cli::apply`).
+    pub fn merge(&mut self, later: ApplyOutcome) {
+        self.results.extend(later.results);
+        self.deferred.extend(later.deferred);
+        self.ordered.extend(later.ordered);
+        self.instances.extend(later.instances);
+        self.cancelled.extend(later.cancelled);
+    }
+
     /// True when every task is done.
     pub fn all_done(&self) -> bool {
         self.results.iter().all(|r| r.outcome.is_done())
