@@ -386,7 +386,8 @@ fn confirmed() -> Result<bool, CliError> {
         return Err(CliError::User(
             "refusing to apply without confirmation: stdin is not a terminal. Review the plan \
              above (or save it with `kiwi-infra plan --out FILE`), then run \
-             `kiwi-infra apply --auto-approve` (or `kiwi-infra apply FILE`). Nothing was ordered"
+             `kiwi-infra apply --auto-approve` (or `kiwi-infra apply FILE --auto-approve`). \
+             Nothing was ordered"
                 .into(),
         ));
     }
