@@ -185,12 +185,19 @@ async fn one_apply_builds_every_cluster_and_keeps_labels_true() {
             )
         })
         .collect();
+    // The label, then the record of kiwi-infra's labels on that node.
     assert_eq!(
         kinds,
-        [(
-            "set_label".to_string(),
-            "kiwi-stadtwerke-nord-realtime-01".to_string()
-        )],
+        [
+            (
+                "set_label".to_string(),
+                "kiwi-stadtwerke-nord-realtime-01".to_string()
+            ),
+            (
+                "record_labels".to_string(),
+                "kiwi-stadtwerke-nord-realtime-01".to_string()
+            )
+        ],
         "{}",
         text(&plan)
     );
@@ -229,6 +236,48 @@ async fn one_apply_builds_every_cluster_and_keeps_labels_true() {
         text(&again)
     );
     assert_eq!(w.mock.stats().instances_created as usize, expected.len());
+
+    // A pool label the inventory drops is removed, from the node and from
+    // its k3s config; a label another tool set is left alone.
+    std::fs::write(&customer, &original).unwrap();
+    let other = w
+        .sim
+        .exec(
+            "kiwi-stadtwerke-nord-server-01",
+            "sudo k3s kubectl label node kiwi-stadtwerke-nord-realtime-01 storage.example.com/disk=ssd",
+        )
+        .await
+        .unwrap();
+    assert_eq!(other.code, 0, "{other:?}");
+    let plan = run(w.kiwi(&["plan"])).await;
+    let shown = String::from_utf8_lossy(&plan.stdout).to_string();
+    assert!(
+        shown.contains("- label kiwi-stadtwerke-nord-realtime-01: team.kiwistack.io/owner"),
+        "{}",
+        text(&plan)
+    );
+    assert!(!shown.contains("storage.example.com/disk"), "{shown}");
+    let out = run(w.kiwi(&["apply", "--auto-approve"])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let mesh_after = w.nodes("kiwi-stadtwerke-nord-server-01", K3S).await;
+    let node = &mesh_after["kiwi-stadtwerke-nord-realtime-01"];
+    assert_eq!(label(node, "team.kiwistack.io/owner"), None);
+    assert_eq!(label(node, "storage.example.com/disk"), Some("ssd"));
+    let config = w
+        .sim
+        .exec(
+            "kiwi-stadtwerke-nord-realtime-01",
+            "cat /etc/rancher/k3s/config.yaml",
+        )
+        .await
+        .unwrap();
+    assert!(
+        !config.stdout.contains("team.kiwistack.io/owner"),
+        "a restart does not bring the label back: {}",
+        config.stdout
+    );
+    let plan = run(w.kiwi(&["plan", "--detailed-exitcode"])).await;
+    assert_eq!(plan.status.code(), Some(0), "{}", text(&plan));
 
     // Status shows every node Ready; kubeconfig points at the cluster.
     let status = run(w.kiwi(&["status"])).await;

@@ -387,6 +387,37 @@ fn label_and_taint_drift_is_corrected() {
 }
 
 #[test]
+fn a_pool_label_the_inventory_dropped_is_removed_and_other_softwares_labels_stay() {
+    // kiwi-acme-general-01 carries `workload.kiwistack.io/storage`, which
+    // kiwi-infra set and recorded in its annotation before the inventory
+    // dropped it, and `storage.example.com/disk`, which another tool set.
+    let plan = plan::plan(
+        &desired(),
+        &observed("label_drift"),
+        &PlanOptions::default(),
+    );
+    let text = human(&plan);
+    assert!(
+        text.contains("- label kiwi-acme-general-01: workload.kiwistack.io/storage"),
+        "{text}"
+    );
+    assert!(!text.contains("storage.example.com/disk"), "{text}");
+    assert!(!text.contains("No changes"), "{text}");
+    let record = plan
+        .steps
+        .iter()
+        .find(|s| s.id.0 == "record-labels:kiwi-acme-general-01")
+        .expect("the record is updated");
+    assert!(
+        record
+            .depends_on
+            .iter()
+            .any(|d| d.0 == "unlabel:kiwi-acme-general-01:workload.kiwistack.io/storage"),
+        "the record forgets the label only after it is removed: {record:?}"
+    );
+}
+
+#[test]
 fn an_untagged_instance_with_a_slot_name_is_only_adopted_on_request() {
     let observed = observed("adoption");
     let plan = plan::plan(&desired(), &observed, &PlanOptions::default());

@@ -285,6 +285,7 @@ fn observed(c: &mut Choices<'_>, desired: &Desired) -> Observed {
                 taints,
                 ready: true,
                 addresses: Vec::new(),
+                managed_labels: None,
             });
         }
     }
@@ -301,6 +302,7 @@ fn observed(c: &mut Choices<'_>, desired: &Desired) -> Observed {
                     taints: Vec::new(),
                     ready: true,
                     addresses: Vec::new(),
+                    managed_labels: None,
                 });
             }
             o.clusters.insert(cluster.to_string(), Some(observation));

@@ -172,6 +172,15 @@ pub struct ApplyOutcome {
 }
 
 impl ApplyOutcome {
+    /// Adds what a later round of the same apply did (see `cli::apply`).
+    pub fn merge(&mut self, later: ApplyOutcome) {
+        self.results.extend(later.results);
+        self.deferred.extend(later.deferred);
+        self.ordered.extend(later.ordered);
+        self.instances.extend(later.instances);
+        self.cancelled.extend(later.cancelled);
+    }
+
     /// True when every task is done.
     pub fn all_done(&self) -> bool {
         self.results.iter().all(|r| r.outcome.is_done())
@@ -457,6 +466,7 @@ fn step_slot(kind: &StepKind) -> Option<String> {
         StepKind::KubeadmJoin(j) => Some(j.node.0.clone()),
         StepKind::SetLabel { node, .. }
         | StepKind::RemoveLabel { node, .. }
+        | StepKind::RecordLabels { node, .. }
         | StepKind::SetTaint { node, .. }
         | StepKind::RemoveTaint { node, .. }
         | StepKind::DrainNode { node }
@@ -793,6 +803,7 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
                 let stage = match kind {
                     StepKind::SetLabel { .. }
                     | StepKind::RemoveLabel { .. }
+                    | StepKind::RecordLabels { .. }
                     | StepKind::SetTaint { .. }
                     | StepKind::RemoveTaint { .. } => Some(Stage::Labelling),
                     StepKind::DrainNode { .. }

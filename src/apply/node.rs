@@ -67,6 +67,7 @@ pub fn is_node_step(kind: &StepKind) -> bool {
             | StepKind::KubeadmJoin(_)
             | StepKind::SetLabel { .. }
             | StepKind::RemoveLabel { .. }
+            | StepKind::RecordLabels { .. }
             | StepKind::SetTaint { .. }
             | StepKind::RemoveTaint { .. }
             | StepKind::DrainNode { .. }

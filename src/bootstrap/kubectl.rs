@@ -56,6 +56,26 @@ impl Kubectl {
         )
     }
 
+    /// Records on `node` which label keys kiwi-infra set (the annotation
+    /// [`crate::plan::MANAGED_LABELS_ANNOTATION`]), replacing the record.
+    pub fn record_labels<'a>(
+        self,
+        node: &str,
+        keys: impl IntoIterator<Item = &'a String>,
+    ) -> String {
+        let keys: Vec<&str> = keys.into_iter().map(String::as_str).collect();
+        format!(
+            "{} annotate node {} {} --overwrite",
+            self.prefix(),
+            quote(node),
+            quote(&format!(
+                "{}={}",
+                crate::plan::MANAGED_LABELS_ANNOTATION,
+                keys.join(",")
+            ))
+        )
+    }
+
     /// Adds `taint` to `node`, replacing one with the same key and effect.
     pub fn set_taint(self, node: &str, taint: &Taint) -> String {
         format!(
@@ -128,6 +148,8 @@ struct Metadata {
     name: String,
     #[serde(default)]
     labels: BTreeMap<String, String>,
+    #[serde(default)]
+    annotations: BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -232,13 +254,54 @@ pub fn parse_node_list(json: &str) -> Result<Vec<Node>, String> {
                 .filter(|a| a.kind == "InternalIP" || a.kind == "ExternalIP")
                 .filter_map(|a| a.address.parse().ok())
                 .collect(),
+            managed_labels: managed_labels(&item.metadata.annotations),
         })
         .collect())
+}
+
+/// Reads kiwi-infra's record of the labels it set from a node's
+/// annotations: keys that break Kubernetes' grammar are dropped (they could
+/// read as a `kubectl` option), and a value that is not a string is no
+/// record at all.
+fn managed_labels(
+    annotations: &BTreeMap<String, serde_json::Value>,
+) -> Option<std::collections::BTreeSet<String>> {
+    let value = annotations
+        .get(crate::plan::MANAGED_LABELS_ANNOTATION)?
+        .as_str()?;
+    Some(
+        value
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty() && kube::check_label_key(k).is_ok())
+            .map(str::to_string)
+            .collect(),
+    )
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    #[test]
+    fn the_record_of_managed_labels_keeps_only_well_formed_keys() {
+        let list = r#"{"kind": "NodeList", "items": [
+          {"metadata": {"name": "a", "annotations": {
+             "kiwistack.io/managed-labels": "kiwistack.io/pool,workload.kiwistack.io/storage,--all,x y"}}},
+          {"metadata": {"name": "b"}},
+          {"metadata": {"name": "c", "annotations": {"kiwistack.io/managed-labels": 3}}}
+        ]}"#;
+        let nodes = parse_node_list(list).unwrap();
+        let keys: Vec<&str> = nodes[0]
+            .managed_labels
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(keys, ["kiwistack.io/pool", "workload.kiwistack.io/storage"]);
+        assert_eq!(nodes[1].managed_labels, None);
+        assert_eq!(nodes[2].managed_labels, None);
+    }
 
     #[test]
     fn labels_and_taints_that_break_the_grammar_are_never_read() {

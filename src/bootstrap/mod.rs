@@ -176,6 +176,10 @@ pub struct SshNodeExecutor<C: NodeConnector> {
     connections: Mutex<BTreeMap<String, Shared<Arc<C::Exec>>>>,
     /// Nodes whose kept connection must not be used again (reinstalled).
     stale: Mutex<BTreeSet<String>>,
+    /// Connections replaced during the run (a reinstalled node, a new
+    /// address): no longer used, but still closed by [`Self::close`], so
+    /// that no SSH master outlives the command.
+    retired: Mutex<Vec<Shared<Arc<C::Exec>>>>,
     /// Join tokens per k3s cluster, read once per cluster (and per cluster
     /// only: one cluster's read does not hold up another's joins).
     tokens: Mutex<BTreeMap<String, Shared<K3sTokens>>>,
@@ -247,6 +251,7 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
             addresses: Mutex::new(known),
             connections: Mutex::new(BTreeMap::new()),
             stale: Mutex::new(BTreeSet::new()),
+            retired: Mutex::new(Vec::new()),
             tokens: Mutex::new(BTreeMap::new()),
             settings,
         }
@@ -262,17 +267,31 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
             })
     }
 
-    /// Closes every connection this executor opened (at the end of a run).
+    /// Closes every connection this executor opened (at the end of a run),
+    /// replaced ones included.
     pub async fn close(&self) {
-        let open: Vec<Arc<C::Exec>> = self
+        let mut cells: Vec<Shared<Arc<C::Exec>>> = self
             .connections
             .lock()
             .map(|mut c| std::mem::take(&mut *c))
             .unwrap_or_default()
             .into_values()
+            .collect();
+        if let Ok(mut retired) = self.retired.lock() {
+            cells.append(&mut retired);
+        }
+        let open: Vec<Arc<C::Exec>> = cells
+            .into_iter()
             .filter_map(|cell| cell.get().cloned())
             .collect();
         futures::future::join_all(open.iter().map(|exec| exec.close())).await;
+    }
+
+    /// Keeps a connection that is replaced, to be closed at the end.
+    fn retire(&self, cell: Option<Shared<Arc<C::Exec>>>) {
+        if let (Some(cell), Ok(mut retired)) = (cell, self.retired.lock()) {
+            retired.push(cell);
+        }
     }
 
     async fn connect(&self, node: &str) -> Result<Arc<C::Exec>, BootstrapError> {
@@ -285,7 +304,7 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
                         what: "the connection table is poisoned".into(),
                     })?;
             if self.stale.lock().is_ok_and(|mut s| s.remove(node)) {
-                connections.remove(node);
+                self.retire(connections.remove(node));
             }
             Arc::clone(connections.entry(node.to_string()).or_default())
         };
@@ -498,6 +517,26 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
         }
     }
 
+    /// Records on a node that just joined which labels it registered with
+    /// (they are kiwi-infra's), so a later plan can remove one the
+    /// inventory drops.
+    async fn record_joined_labels(
+        &self,
+        kubectl: Kubectl,
+        via: &C::Exec,
+        node: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), BootstrapError> {
+        self.run(
+            via,
+            &kubectl.record_labels(node, labels.keys()),
+            self.settings.command_timeout,
+            &[],
+        )
+        .await
+        .map(drop)
+    }
+
     async fn log_tail(&self, node: &str, unit: &str) -> String {
         let command = format!("sudo journalctl -u {unit} -n 30 --no-pager");
         match self.connect(node).await {
@@ -558,6 +597,8 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
             "initialised the cluster (embedded etcd)"
         };
         self.wait_ready(Kubectl::K3s, &exec, node, "k3s").await?;
+        self.record_joined_labels(Kubectl::K3s, &exec, node, &join.labels)
+            .await?;
         let tokens = self.read_tokens(&exec).await?;
         if let Ok(mut known) = self.tokens.lock() {
             known.insert(
@@ -689,12 +730,15 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
                     node: node.to_string(),
                     what: "a join needs a server to join through".into(),
                 })?;
-        let via_ip = self.address(&via_name)?;
-        let via = self.connect(&via_name).await?;
-        let tokens = self.tokens_of(cluster, &via).await?;
+        // The new node first: its first boot may take long, and nothing
+        // that can expire (the server's session, idle for minutes) is held
+        // across it.
         let ip = self.address(node)?;
         let exec = self.connect(node).await?;
         self.wait_for_first_boot(&exec).await?;
+        let via_ip = self.address(&via_name)?;
+        let via = self.connect(&via_name).await?;
+        let tokens = self.tokens_of(cluster, &via).await?;
         let server_url = format!("https://{via_ip}:6443");
         let (role, token, unit) = if as_server {
             let t = tokens.server.clone();
@@ -731,6 +775,8 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
         self.install_k3s(&exec, &join.version, exec_kind, &[&token])
             .await?;
         self.wait_ready(Kubectl::K3s, &via, node, unit).await?;
+        self.record_joined_labels(Kubectl::K3s, &via, node, &join.labels)
+            .await?;
         Ok(format!(
             "{node} joined as k3s {exec_kind} through {via_name}; it is Ready"
         ))
@@ -772,6 +818,12 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
     async fn kubeadm_join(&self, join: &KubeadmJoin) -> Result<String, BootstrapError> {
         let node = join.node.0.as_str();
         let via_name = join.via.0.as_str();
+        // The new node first: a first boot installs packages and may take
+        // longer than the token's 15 minutes or the control node's idle
+        // session; both are taken only once it is done.
+        let ip = self.address(node)?;
+        let exec = self.connect(node).await?;
+        self.wait_for_first_boot(&exec).await?;
         let via = self.connect(via_name).await?;
         let printed = self
             .run(
@@ -808,9 +860,6 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
                 )
             }
         };
-        let ip = self.address(node)?;
-        let exec = self.connect(node).await?;
-        self.wait_for_first_boot(&exec).await?;
         let config = kubeadm::render_join_configuration(
             &kubeadm::JoinSpec {
                 node_name: node,
@@ -851,6 +900,8 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
         joined?;
         cleanup?;
         self.wait_ready(Kubectl::Kubeadm, &via, node, "kubelet")
+            .await?;
+        self.record_joined_labels(Kubectl::Kubeadm, &via, node, &join.labels)
             .await?;
         let role = match join.role {
             KubeadmRole::Worker => "worker",
@@ -904,6 +955,36 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
             self.keep_k3s_config_in_step(node, change).await?;
         }
         Ok(format!("{node}: {}", change.describe()))
+    }
+
+    /// Writes kiwi-infra's record of the labels it set on `node` (the
+    /// annotation [`crate::plan::MANAGED_LABELS_ANNOTATION`]) through the
+    /// first control node that answers.
+    async fn record_labels<'a>(
+        &self,
+        cluster: &str,
+        node: &str,
+        keys: impl IntoIterator<Item = &'a String> + Clone,
+    ) -> Result<String, BootstrapError> {
+        let access = self.access(cluster)?.clone();
+        let command = access.kubectl.record_labels(node, keys.clone());
+        let mut tried = Vec::new();
+        for control in &access.control_nodes {
+            let Ok(exec) = self.connect(control).await else {
+                tried.push(control.clone());
+                continue;
+            };
+            self.run(&exec, &command, self.settings.command_timeout, &[])
+                .await?;
+            let count = keys.into_iter().count();
+            return Ok(format!(
+                "{node}: recorded the {count} labels kiwi-infra sets"
+            ));
+        }
+        Err(BootstrapError::NoControlNode {
+            cluster: cluster.to_string(),
+            tried: tried.join(", "),
+        })
     }
 
     /// Rewrites the node's `config.yaml` so a k3s restart registers the
@@ -1183,6 +1264,9 @@ impl<C: NodeConnector> NodeExecutor for SshNodeExecutor<C> {
                 self.change_node(&cluster, &node.0, &Change::RemoveLabel(key))
                     .await
             }
+            StepKind::RecordLabels { node, keys, .. } => {
+                self.record_labels(&cluster, &node.0, keys).await
+            }
             StepKind::SetTaint { node, taint } => {
                 self.change_node(&cluster, &node.0, &Change::SetTaint(taint))
                     .await
@@ -1249,7 +1333,7 @@ impl<C: NodeConnector> NodeExecutor for SshNodeExecutor<C> {
             if changed {
                 // A connection to the old address is of no use any more.
                 if let Ok(mut connections) = self.connections.lock() {
-                    connections.remove(node);
+                    self.retire(connections.remove(node));
                 }
             }
         }
@@ -1333,6 +1417,202 @@ mod tests {
             let labels = BTreeMap::from([(key.to_string(), value.to_string())]);
             assert!(agent_config(&labels, &[]).is_err(), "{key}={value}");
         }
+    }
+
+    /// Hands out fake nodes that share state with the test's copies, and
+    /// notes a session opened to a control node before the new node it
+    /// serves (`waits_for`) finished its first boot.
+    struct Fleet {
+        nodes: BTreeMap<String, crate::ssh::fake::FakeRemote>,
+        waits_for: BTreeMap<String, crate::ssh::fake::FakeRemote>,
+        early: Arc<Mutex<Vec<String>>>,
+    }
+
+    fn booted(node: &crate::ssh::fake::FakeRemote) -> bool {
+        node.history()
+            .iter()
+            .any(|c| c == crate::ssh::CLOUD_INIT_WAIT)
+    }
+
+    impl NodeConnector for Fleet {
+        type Exec = crate::ssh::fake::FakeRemote;
+
+        async fn connect(&self, node: &str, _address: &str) -> Result<Self::Exec, SshError> {
+            if self.waits_for.get(node).is_some_and(|new| !booted(new)) {
+                self.early
+                    .lock()
+                    .unwrap()
+                    .push(format!("session to {node}"));
+            }
+            self.nodes
+                .get(node)
+                .cloned()
+                .ok_or_else(|| SshError::Session {
+                    node: node.to_string(),
+                    source: std::io::Error::other("no such fake node").into(),
+                })
+        }
+
+        async fn wait_ready(
+            &self,
+            _node: &str,
+            _address: &str,
+            _deadline: tokio::time::Instant,
+        ) -> Result<(), SshError> {
+            Ok(())
+        }
+    }
+
+    fn ok(stdout: &str) -> crate::ssh::Output {
+        crate::ssh::Output {
+            status: Some(0),
+            stdout: stdout.to_string(),
+            stderr: String::new(),
+        }
+    }
+
+    /// A control node whose credential commands note whether `new` had
+    /// finished its first boot when they ran; `get nodes` lists `new`
+    /// Ready once it ran its join.
+    fn control_node(
+        name: &str,
+        new: &crate::ssh::fake::FakeRemote,
+        early: Arc<Mutex<Vec<String>>>,
+    ) -> crate::ssh::fake::FakeRemote {
+        let new = new.clone();
+        let new_name = new.node().to_string();
+        crate::ssh::fake::FakeRemote::new(name).with_handler(move |command, _, _| {
+            if command == kubeadm::CREATE_TOKEN && !booted(&new) {
+                early.lock().unwrap().push(command.to_string());
+            }
+            if command == kubeadm::CREATE_TOKEN {
+                return ok(&format!(
+                    "kubeadm join api:6443 --token abcdef.0123456789abcdef --discovery-token-ca-cert-hash sha256:{}",
+                    "a".repeat(64)
+                ));
+            }
+            if command.ends_with("get nodes -o json") {
+                let joined = new
+                    .history()
+                    .iter()
+                    .any(|c| c.contains("kubeadm join") || c.contains("INSTALL_K3S_EXEC"));
+                let items = if joined {
+                    format!(
+                        r#"[{{"metadata": {{"name": "{new_name}"}}, "status": {{"conditions": [{{"type": "Ready", "status": "True"}}]}}}}]"#
+                    )
+                } else {
+                    "[]".to_string()
+                };
+                return ok(&format!(r#"{{"kind": "NodeList", "items": {items}}}"#));
+            }
+            ok("")
+        })
+    }
+
+    fn join_step(kind: StepKind, cluster: &str, node: &str) -> Step {
+        Step {
+            id: crate::plan::StepId(format!("join:{node}")),
+            cluster: Some(cluster.to_string()),
+            kind,
+            depends_on: Vec::new(),
+            destructive: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_join_takes_tokens_and_control_sessions_only_after_the_new_nodes_first_boot() {
+        // A first boot longer than the control node's idle session (5
+        // minutes) or the kubeadm token (15) failed the join: both were
+        // taken before waiting for it.
+        let desired = crate::inventory::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("inventory"),
+        )
+        .unwrap();
+        let early = Arc::new(Mutex::new(Vec::new()));
+        let new_worker = crate::ssh::fake::FakeRemote::new("kiwi-core-general-01")
+            .with_handler(|_, _, _| ok(""));
+        let new_agent = crate::ssh::fake::FakeRemote::new("kiwi-stadtwerke-nord-general-01")
+            .with_handler(|_, _, _| ok(""));
+        let core_cp = control_node("kiwi-core-cp-01", &new_worker, Arc::clone(&early));
+        let server = control_node(
+            "kiwi-stadtwerke-nord-server-01",
+            &new_agent,
+            Arc::clone(&early),
+        );
+        let token = format!("K10{}::server:pw", "b".repeat(64));
+        server.put_file(k3s::SERVER_TOKEN_PATH, token.as_bytes(), 0o600);
+        server.put_file(k3s::AGENT_TOKEN_PATH, token.as_bytes(), 0o600);
+        let fleet = Fleet {
+            nodes: BTreeMap::from([
+                ("kiwi-core-general-01".to_string(), new_worker.clone()),
+                ("kiwi-core-cp-01".to_string(), core_cp),
+                (
+                    "kiwi-stadtwerke-nord-general-01".to_string(),
+                    new_agent.clone(),
+                ),
+                ("kiwi-stadtwerke-nord-server-01".to_string(), server),
+            ]),
+            waits_for: BTreeMap::from([
+                ("kiwi-core-cp-01".to_string(), new_worker.clone()),
+                (
+                    "kiwi-stadtwerke-nord-server-01".to_string(),
+                    new_agent.clone(),
+                ),
+            ]),
+            early: Arc::clone(&early),
+        };
+        let addresses = [
+            "kiwi-core-general-01",
+            "kiwi-stadtwerke-nord-general-01",
+            "kiwi-stadtwerke-nord-server-01",
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.to_string(), format!("127.0.0.{}", i + 2)))
+        .collect();
+        let nodes = SshNodeExecutor::new(fleet, &desired, addresses, BootstrapSettings::default());
+        let instance = crate::plan::InstanceRef {
+            id: None,
+            name: String::new(),
+        };
+        let kubeadm = join_step(
+            StepKind::KubeadmJoin(KubeadmJoin {
+                node: crate::plan::NodeName("kiwi-core-general-01".into()),
+                instance: instance.clone(),
+                role: KubeadmRole::Worker,
+                via: crate::plan::NodeName("kiwi-core-cp-01".into()),
+                api_endpoint: "api.core.kiwistack.io:6443".into(),
+                kubernetes_version: "v1.31.4".into(),
+                labels: BTreeMap::from([("kiwistack.io/pool".into(), "general".into())]),
+                taints: Vec::new(),
+            }),
+            "core",
+            "kiwi-core-general-01",
+        );
+        let done = NodeExecutor::run(&nodes, &kubeadm).await;
+        assert!(done.is_ok(), "{done:?}");
+        let k3s = join_step(
+            StepKind::JoinK3sAgent(K3sJoin {
+                node: crate::plan::NodeName("kiwi-stadtwerke-nord-general-01".into()),
+                instance,
+                version: "v1.31.4+k3s1".into(),
+                via: Some(crate::plan::NodeName(
+                    "kiwi-stadtwerke-nord-server-01".into(),
+                )),
+                labels: BTreeMap::from([("kiwistack.io/pool".into(), "general".into())]),
+                taints: Vec::new(),
+            }),
+            "stadtwerke-nord",
+            "kiwi-stadtwerke-nord-general-01",
+        );
+        let done = NodeExecutor::run(&nodes, &k3s).await;
+        assert!(done.is_ok(), "{done:?}");
+        assert_eq!(
+            early.lock().unwrap().clone(),
+            Vec::<String>::new(),
+            "credentials taken before the new node's first boot ended"
+        );
+        nodes.close().await;
     }
 
     /// Connects only when two connections are in progress at once.

@@ -179,7 +179,7 @@ async fn apply_observed(
         settle,
         ssh_public_key: desired.provider.ssh_public_key.clone(),
     };
-    let outcome = apply::execute(
+    let mut outcome = apply::execute(
         client,
         nodes,
         &reporter,
@@ -191,11 +191,52 @@ async fn apply_observed(
     .await;
     reporter.finish();
 
-    // Finish with a fresh plan that should be empty.
-    let fresh = match observe_all(global, client, desired, args.contabo_only).await {
-        Ok((o, fresh_nodes)) => {
+    // Finish with a fresh plan that should be empty. Apply's own waits may
+    // have made work possible that the first plan could not contain (an
+    // instance Contabo held is running now, so it can be joined): that work
+    // is done in this run too, a bounded number of times, and only when it
+    // is node work that needs no approval beyond the plan's (joins, labels,
+    // taints; nothing bought, reinstalled or removed).
+    let mut fresh = observe_and_plan(global, client, desired, args.contabo_only, &options).await;
+    for _ in 0..FOLLOW_UP_ROUNDS {
+        let Ok((fresh_observed, fresh_plan, fresh_nodes)) = &fresh else {
+            break;
+        };
+        if outcome.results.iter().any(|r| r.outcome.is_failure())
+            || !is_follow_up(fresh_plan, args.contabo_only)
+        {
+            break;
+        }
+        println!(
+            "
+Now that apply's waits are over, {} more step(s) can be carried out:",
+            fresh_plan.steps.len()
+        );
+        print!("{}", plan::render_human(fresh_plan, &render));
+        let reporter = CliReporter::new(global.quiet);
+        let more = apply::execute(
+            client,
+            fresh_nodes,
+            &reporter,
+            journal,
+            fresh_observed,
+            ApplyInput {
+                steps: fresh_plan.steps.clone(),
+                settle: Vec::new(),
+                ssh_public_key: desired.provider.ssh_public_key.clone(),
+            },
+            &apply_settings,
+        )
+        .await;
+        reporter.finish();
+        fresh_nodes.close().await;
+        outcome.merge(more);
+        fresh = observe_and_plan(global, client, desired, args.contabo_only, &options).await;
+    }
+    let fresh = match fresh {
+        Ok((_, p, fresh_nodes)) => {
             fresh_nodes.close().await;
-            Ok(plan::plan(desired, &o, &options))
+            Ok(p)
         }
         Err(e) => Err(e),
     };
@@ -218,6 +259,52 @@ async fn apply_observed(
     } else {
         ExitCode::from(EXIT_INCOMPLETE)
     })
+}
+
+/// How many times apply plans again and carries out work its own waits made
+/// possible (see [`is_follow_up`]).
+const FOLLOW_UP_ROUNDS: usize = 2;
+
+/// Observes again, plans, and keeps the node connections for more work.
+async fn observe_and_plan(
+    global: &GlobalArgs,
+    client: &crate::contabo::ContaboClient,
+    desired: &crate::inventory::Desired,
+    contabo_only: bool,
+    options: &PlanOptions,
+) -> Result<
+    (
+        crate::plan::Observed,
+        crate::plan::Plan,
+        super::nodes::Nodes,
+    ),
+    CliError,
+> {
+    let (observed, nodes) = observe_all(global, client, desired, contabo_only).await?;
+    let plan = plan::plan(desired, &observed, options);
+    Ok((observed, plan, nodes))
+}
+
+/// True when a plan made after apply's waits holds only work that the
+/// approved plan already implied: node steps that are not destructive
+/// (joins, labels, taints). Anything that buys, reinstalls, cancels or
+/// removes is left for the operator to see and approve.
+fn is_follow_up(plan: &crate::plan::Plan, contabo_only: bool) -> bool {
+    !contabo_only
+        && !plan.steps.is_empty()
+        && plan
+            .steps
+            .iter()
+            .all(|s| is_node_step(&s.kind) && !s.destructive && !is_removal(&s.kind))
+}
+
+fn is_removal(kind: &plan::StepKind) -> bool {
+    matches!(
+        kind,
+        plan::StepKind::DrainNode { .. }
+            | plan::StepKind::DeleteNode { .. }
+            | plan::StepKind::DeleteStaleNode { .. }
+    )
 }
 
 fn apply_error(e: ApplyError) -> CliError {
@@ -299,7 +386,8 @@ fn confirmed() -> Result<bool, CliError> {
         return Err(CliError::User(
             "refusing to apply without confirmation: stdin is not a terminal. Review the plan \
              above (or save it with `kiwi-infra plan --out FILE`), then run \
-             `kiwi-infra apply --auto-approve` (or `kiwi-infra apply FILE`). Nothing was ordered"
+             `kiwi-infra apply --auto-approve` (or `kiwi-infra apply FILE --auto-approve`). \
+             Nothing was ordered"
                 .into(),
         ));
     }

@@ -118,6 +118,9 @@ impl Sandbox {
             path_text(&self.dir.join("operator")),
         ));
         env.push((ID_VARIABLE.into(), self.id.clone()));
+        // So that `kiwi-infra sandbox down` (and `up`, `demo`) after
+        // `source env` find this sandbox, wherever `--dir` put it.
+        env.push(("KIWI_SANDBOX_DIR".into(), path_text(&self.dir)));
         env
     }
 
@@ -450,6 +453,11 @@ fn down(dir: &Path) -> Result<(), CliError> {
     // links, neither at `dir` nor inside it.
     if inspect(dir)? == DirState::Ours {
         std::fs::remove_dir_all(dir).map_err(io(format!("cannot remove {}", dir.display())))?;
+        println!(
+            "Deleted {} with everything in it, the rehearsal inventory ({}) included.",
+            dir.display(),
+            dir.join("inventory").display()
+        );
     }
     Ok(())
 }

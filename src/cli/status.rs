@@ -153,6 +153,9 @@ fn node_change(kind: &StepKind) -> Option<(String, String)> {
         StepKind::RemoveLabel { node, key, .. } => {
             (node.0.clone(), format!("label {key} to remove"))
         }
+        StepKind::RecordLabels { node, .. } => {
+            (node.0.clone(), "record of kiwi-infra's labels".into())
+        }
         StepKind::SetTaint { node, taint } => (node.0.clone(), format!("taint {taint}")),
         StepKind::RemoveTaint { node, taint } => {
             (node.0.clone(), format!("taint {taint} to remove"))

@@ -12,7 +12,7 @@ mod steps;
 
 pub use observed::{
     tags, ClusterObservation, ImageId, Instance, InstanceId, InstanceStatus, Node, NodeName,
-    Observed, ResolvedImage, SecretId, TagId,
+    Observed, ResolvedImage, SecretId, TagId, MANAGED_LABELS_ANNOTATION,
 };
 pub use planner::{
     cluster_tags_to_check, needs_order_inputs, node_addresses, plan, ssh_key_secret_name,

@@ -273,7 +273,18 @@ pub struct Node {
     /// still recognised as its node's.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub addresses: Vec<Ipv4Addr>,
+    /// The label keys kiwi-infra recorded as its own on this node (its
+    /// annotation [`MANAGED_LABELS_ANNOTATION`]), or `None` when the node
+    /// carries no such record (joined by an older kiwi-infra, or by hand).
+    /// A label in this set that the inventory no longer wants is removed;
+    /// any other label outside `kiwistack.io/` belongs to other software.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_labels: Option<BTreeSet<String>>,
 }
+
+/// The node annotation in which kiwi-infra records which labels it set:
+/// the keys, sorted, separated by commas (a label key never holds one).
+pub const MANAGED_LABELS_ANNOTATION: &str = "kiwistack.io/managed-labels";
 
 /// The Contabo tags that mark an instance as kiwi-infra's.
 pub mod tags {

@@ -956,17 +956,21 @@ impl<'a> Planner<'a> {
     }
 
     /// Label and taint steps for a node that exists. Labels under
-    /// `kiwistack.io/` belong to kiwi-infra and are removed when no longer
-    /// wanted; other labels are only added or updated, since other software
-    /// may set them. Taints outside the Kubernetes domains all come from the
-    /// inventory, so unwanted ones are removed.
+    /// `kiwistack.io/` belong to kiwi-infra, and so does every label its
+    /// record on the node (the annotation `kiwistack.io/managed-labels`)
+    /// names: those are removed when no longer wanted. Other labels are
+    /// only added or updated, since other software may set them. After the
+    /// label changes, the record is brought up to date in a step of its own.
+    /// Taints outside the Kubernetes domains all come from the inventory, so
+    /// unwanted ones are removed.
     fn drift(&mut self, cluster: &ClusterSpec, pool: &PoolSpec, node: &super::observed::Node) {
         let name = &node.name;
         let wanted = pool.node_labels(cluster);
+        let mut label_steps = Vec::new();
         for (key, value) in &wanted {
             let current = node.labels.get(key);
             if current != Some(value) {
-                self.push(
+                label_steps.push(self.push(
                     &cluster.name,
                     StepId(format!("label:{name}:{key}")),
                     StepKind::SetLabel {
@@ -977,14 +981,15 @@ impl<'a> Planner<'a> {
                     },
                     Vec::new(),
                     false,
-                );
+                ));
             }
         }
+        let recorded = node.managed_labels.as_ref();
         for (key, value) in &node.labels {
-            if key.starts_with(crate::inventory::kube::KIWI_LABEL_PREFIX)
-                && !wanted.contains_key(key)
-            {
-                self.push(
+            let ours = key.starts_with(crate::inventory::kube::KIWI_LABEL_PREFIX)
+                || recorded.is_some_and(|r| r.contains(key));
+            if ours && !wanted.contains_key(key) {
+                label_steps.push(self.push(
                     &cluster.name,
                     StepId(format!("unlabel:{name}:{key}")),
                     StepKind::RemoveLabel {
@@ -994,8 +999,22 @@ impl<'a> Planner<'a> {
                     },
                     Vec::new(),
                     false,
-                );
+                ));
             }
+        }
+        let keys: BTreeSet<String> = wanted.keys().cloned().collect();
+        if recorded != Some(&keys) {
+            self.push(
+                &cluster.name,
+                StepId(format!("record-labels:{name}")),
+                StepKind::RecordLabels {
+                    node: name.clone(),
+                    keys,
+                    previous: node.managed_labels.clone(),
+                },
+                label_steps,
+                false,
+            );
         }
         for taint in &node.taints {
             let replaced = pool

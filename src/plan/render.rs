@@ -124,6 +124,13 @@ pub fn summary_line(s: &Summary) -> String {
             plural(s.taints_to_change, "taint", "taints")
         ));
     }
+    if s.label_records > 0 {
+        parts.push(format!(
+            "{} {} of kiwi-infra's labels to write",
+            s.label_records,
+            plural(s.label_records, "record", "records")
+        ));
+    }
     if s.nodes_to_remove > 0 {
         parts.push(format!(
             "{} {} to remove",
@@ -355,6 +362,27 @@ impl Renderer {
                 &format!("label {node}: {key} (was {previous:?})"),
                 step,
             ),
+            StepKind::RecordLabels {
+                node,
+                keys,
+                previous,
+            } => {
+                let what = match previous {
+                    None => "record",
+                    Some(_) => "update the record of",
+                };
+                self.line(
+                    out,
+                    '~',
+                    &format!(
+                        "{what} the labels kiwi-infra sets on {node} ({} {}, annotation {})",
+                        keys.len(),
+                        plural(u32::try_from(keys.len()).unwrap_or(u32::MAX), "key", "keys"),
+                        super::observed::MANAGED_LABELS_ANNOTATION
+                    ),
+                    step,
+                )
+            }
             StepKind::SetTaint { node, taint } => {
                 self.line(out, '+', &format!("taint {node}: {taint}"), step)
             }

@@ -85,6 +85,11 @@ pub fn simulate(observed: &Observed, plan: &Plan) -> Observed {
                     n.labels.remove(key);
                 }
             }
+            StepKind::RecordLabels { node, keys, .. } => {
+                if let Some(n) = find_node(&mut state, step.cluster.as_deref(), node) {
+                    n.managed_labels = Some(keys.clone());
+                }
+            }
             StepKind::SetTaint { node, taint } => {
                 if let Some(n) = find_node(&mut state, step.cluster.as_deref(), node) {
                     n.taints
@@ -173,5 +178,7 @@ fn add_node(state: &mut Observed, cluster: Option<&str>, join: &K3sJoin) {
         taints: join.taints.clone(),
         ready: true,
         addresses: Vec::new(),
+        // A join records the labels it registers the node with.
+        managed_labels: Some(join.labels.keys().cloned().collect()),
     });
 }

@@ -7,7 +7,7 @@ use super::observed::{ImageId, InstanceId, InstanceStatus, NodeName};
 use crate::inventory::{Money, NodeClass, PoolRole, Taint};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 /// Version of the plan's JSON form. Bump it on any incompatible change.
@@ -283,6 +283,19 @@ pub enum StepKind {
         /// Value it has now.
         previous: String,
     },
+    /// Record on a node which labels kiwi-infra set there (the annotation
+    /// `kiwistack.io/managed-labels`), so that a label the inventory drops
+    /// later is removed while labels other software set are left alone.
+    /// Runs after the node's label changes of the same plan: a label whose
+    /// removal failed stays recorded, and the next plan removes it again.
+    RecordLabels {
+        /// Node.
+        node: NodeName,
+        /// The label keys kiwi-infra sets on it now.
+        keys: BTreeSet<String>,
+        /// The record it carries now; `None` when it has none.
+        previous: Option<BTreeSet<String>>,
+    },
     /// Set a taint (replacing any with the same key and effect).
     SetTaint {
         /// Node.
@@ -531,6 +544,9 @@ pub struct Summary {
     pub labels_to_change: u32,
     /// Taint changes (set or remove).
     pub taints_to_change: u32,
+    /// Nodes whose record of kiwi-infra's labels is written or updated.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub label_records: u32,
     /// Tag assignments.
     pub tags_to_assign: u32,
     /// Existing instances getting tags (adopted, or tags lost).
@@ -544,6 +560,10 @@ pub struct Summary {
     pub monthly_cost_removed: Money,
     /// Steps marked destructive.
     pub destructive: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Summary {
@@ -567,6 +587,7 @@ impl Summary {
                 | StepKind::KubeadmJoin(_) => s.to_bootstrap += 1,
                 StepKind::SetLabel { .. } | StepKind::RemoveLabel { .. } => s.labels_to_change += 1,
                 StepKind::SetTaint { .. } | StepKind::RemoveTaint { .. } => s.taints_to_change += 1,
+                StepKind::RecordLabels { .. } => s.label_records += 1,
                 StepKind::AssignTag { instance, .. } => {
                     s.tags_to_assign += 1;
                     if let Some(id) = &instance.id {

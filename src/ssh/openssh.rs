@@ -228,7 +228,18 @@ impl OpenSshExec {
     async fn session(&self) -> Result<Arc<Session>, SshError> {
         let mut slot = self.session.lock().await;
         if let Some(session) = slot.as_ref() {
-            return Ok(Arc::clone(session));
+            // A master idle for longer than `ControlPersist` (a long wait
+            // elsewhere in the run) has exited: connect again rather than
+            // fail the next command.
+            if session.check().await.is_ok() {
+                return Ok(Arc::clone(session));
+            }
+            tracing::debug!(node = %self.node, "the SSH master has ended; connecting again");
+            if let Some(old) = slot.take() {
+                if let Ok(old) = Arc::try_unwrap(old) {
+                    let _ = old.close().await;
+                }
+            }
         }
         let session = Arc::new(self.connect().await?);
         *slot = Some(Arc::clone(&session));

@@ -132,6 +132,10 @@ pub struct NodeRecord {
     pub labels: BTreeMap<String, String>,
     /// Taints set by registration or clients.
     pub taints: Vec<Taint>,
+    /// Annotations set by clients (`kubectl annotate`); the ones the
+    /// kubelet sets itself are added when the object is shown.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
     /// Cordoned.
     #[serde(default)]
     pub unschedulable: bool,
@@ -153,6 +157,14 @@ pub struct NodeRecord {
     #[serde(skip)]
     pub ready_since: Option<DateTime<Utc>>,
 }
+
+/// Annotations the kubelet (or k3s) keeps on its node object itself.
+const KUBELET_ANNOTATIONS: &[&str] = &[
+    "node.alpha.kubernetes.io/ttl",
+    "volumes.kubernetes.io/controller-managed-attach-detach",
+    "k3s.io/internal-ip",
+    "k3s.io/hostname",
+];
 
 /// k3s's join secrets (the passwords of the server and agent tokens).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -483,6 +495,7 @@ impl ClusterState {
                     created: now,
                     labels: spec.labels,
                     taints: spec.taints,
+                    annotations: BTreeMap::new(),
                     unschedulable: false,
                     internal_ip: spec.internal_ip,
                     external_ip: spec.external_ip,
@@ -805,6 +818,9 @@ impl ClusterState {
             annotations["k3s.io/internal-ip"] = Value::String(node.internal_ip.clone());
             annotations["k3s.io/hostname"] = Value::String(node.name.clone());
         }
+        for (k, v) in &node.annotations {
+            annotations[k.as_str()] = Value::String(v.clone());
+        }
         let resources = json!({"cpu": "4", "ephemeral-storage": "101430960Ki",
                                "memory": "8131068Ki", "pods": "110"});
         json!({
@@ -896,6 +912,18 @@ impl ClusterState {
                 new_labels.insert(k.clone(), v.to_string());
             }
         }
+        let mut new_annotations = BTreeMap::new();
+        if let Some(map) = body["metadata"]["annotations"].as_object() {
+            for (k, v) in map {
+                labels::check_key(k).map_err(|e| {
+                    invalid(format!("metadata.annotations: Invalid value: {k:?}: {e}"))
+                })?;
+                if KUBELET_ANNOTATIONS.contains(&k.as_str()) {
+                    continue;
+                }
+                new_annotations.insert(k.clone(), v.as_str().unwrap_or_default().to_string());
+            }
+        }
         let mut new_taints = Vec::new();
         for t in body["spec"]["taints"].as_array().into_iter().flatten() {
             let taint: Taint = serde_json::from_value(t.clone())
@@ -919,6 +947,7 @@ impl ClusterState {
             .ok_or_else(|| ApiFailure::node_not_found(name))?;
         node.labels = new_labels;
         node.taints = new_taints;
+        node.annotations = new_annotations;
         node.unschedulable = unschedulable;
         node.resource_version = rv;
         let node = node.clone();

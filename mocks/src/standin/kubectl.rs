@@ -212,6 +212,7 @@ pub async fn main(args: Vec<String>, flavor: Flavor) -> Result<i32> {
         }
         "get" => get(&root, &opts, flavor, &rest).await,
         "label" => label(&root, &opts, flavor, &rest).await,
+        "annotate" => annotate(&root, &opts, flavor, &rest).await,
         "taint" => taint(&root, &opts, flavor, &rest).await,
         "delete" => delete(&root, &opts, flavor, &rest).await,
         "cordon" => cordon(&root, &opts, flavor, &rest, true, false).await,
@@ -597,6 +598,70 @@ async fn label(root: &Root, opts: &Opts, flavor: Flavor, words: &[String]) -> Re
             }
             node["metadata"]["labels"] = json!(new);
             Ok(Edit::Write(format!("node/{name} {verdict}")))
+        })
+        .await?;
+        println!("{msg}");
+    }
+    Ok(0)
+}
+
+/// `annotate node NAME k=v… k-…`: like `label`, but values are free text.
+async fn annotate(root: &Root, opts: &Opts, flavor: Flavor, words: &[String]) -> Result<i32> {
+    let (mut names, mut specs) = node_names(words, "annotate")?;
+    let tail: Vec<String> = names
+        .iter()
+        .filter(|w| w.contains('=') || w.ends_with('-'))
+        .cloned()
+        .collect();
+    names.retain(|w| !(w.contains('=') || w.ends_with('-')));
+    specs.extend(tail);
+    if names.is_empty() {
+        return Err(err("resource(s) were provided, but no name was specified"));
+    }
+    if specs.is_empty() {
+        return Err(err("at least one annotation update is required"));
+    }
+    let mut add = Vec::new();
+    let mut remove = Vec::new();
+    for spec in &specs {
+        if let Some(key) = spec.strip_suffix('-').filter(|_| !spec.contains('=')) {
+            labels::check_key(key)
+                .map_err(|e| err(format!("invalid annotation spec: {spec}: {e}")))?;
+            remove.push(key.to_string());
+        } else {
+            let Some((k, v)) = spec.split_once('=') else {
+                return Err(err(format!("invalid annotation spec: {spec}")));
+            };
+            labels::check_key(k)
+                .map_err(|e| err(format!("invalid annotation spec: {spec}: {e}")))?;
+            add.push((k.to_string(), v.to_string()));
+        }
+    }
+    let (api, server) = connect(root, opts, flavor).await?;
+    for name in &names {
+        let overwrite = opts.overwrite;
+        let msg = edit_node(&api, &server, name, |node| {
+            let old = node["metadata"]["annotations"].clone();
+            let mut new = old.as_object().cloned().unwrap_or_default();
+            for (k, v) in &add {
+                if let Some(existing) = new.get(k).and_then(Value::as_str) {
+                    if !overwrite && existing != v {
+                        return Err(err(format!(
+                            "--overwrite is false but found the following declared annotation(s): '{k}' already has a value ({existing})"
+                        )));
+                    }
+                }
+                new.insert(k.clone(), Value::String(v.clone()));
+            }
+            for k in &remove {
+                new.remove(k);
+            }
+            let new = Value::Object(new);
+            if new == old {
+                return Ok(Edit::Unchanged(format!("node/{name} not annotated")));
+            }
+            node["metadata"]["annotations"] = new;
+            Ok(Edit::Write(format!("node/{name} annotated")))
         })
         .await?;
         println!("{msg}");
