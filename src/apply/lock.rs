@@ -33,7 +33,8 @@ pub struct Holder {
 }
 
 impl Holder {
-    fn current() -> Self {
+    /// This process.
+    pub fn current() -> Self {
         let env = |names: &[&str]| {
             names
                 .iter()
@@ -51,6 +52,40 @@ impl Holder {
             user: env(&["USER", "USERNAME", "LOGNAME"]).unwrap_or_else(|| "unknown user".into()),
             since: Utc::now(),
         }
+    }
+
+    /// `user U on host H (pid N) since T`, the names escaped for the
+    /// terminal (another machine wrote them).
+    pub fn describe(&self) -> String {
+        format!(
+            "user {} on host {} (pid {}) since {}",
+            crate::text::escape_for_terminal(&self.user),
+            crate::text::escape_for_terminal(&self.host),
+            self.pid,
+            self.since.format("%Y-%m-%d %H:%M:%S UTC")
+        )
+    }
+}
+
+/// A held apply lock, whichever store keeps it: the local file
+/// ([`ApplyLock`]) or the Core cluster's Lease (`crate::state::LeaseGuard`).
+pub trait HeldLock: Send + Sync {
+    /// Where the lock lives, for messages.
+    fn describe(&self) -> String;
+
+    /// Gives the lock up at the end of the run. A lock not released (the
+    /// process was killed) is freed by the OS (file) or expires (Lease).
+    fn release(&self) -> futures::future::BoxFuture<'_, Result<(), ApplyError>>;
+}
+
+impl HeldLock for ApplyLock {
+    fn describe(&self) -> String {
+        format!("the local file {}", self.path.display())
+    }
+
+    fn release(&self) -> futures::future::BoxFuture<'_, Result<(), ApplyError>> {
+        // The OS lock goes with the descriptor, when the lock is dropped.
+        Box::pin(std::future::ready(Ok(())))
     }
 }
 
@@ -146,6 +181,20 @@ impl ApplyLock {
             .and_then(|()| file.sync_data())
             .map_err(io)?;
         Ok(ApplyLock { _file: file, path })
+    }
+
+    /// Takes the lock, waiting up to `wait` (`--lock-timeout`) for another
+    /// apply to finish.
+    pub fn acquire_waiting(inventory: &Path, wait: std::time::Duration) -> Result<Self, ApplyError> {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match Self::acquire(inventory) {
+                Err(ApplyError::LockHeld { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+                other => return other,
+            }
+        }
     }
 
     /// The lock file.

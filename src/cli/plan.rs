@@ -75,8 +75,7 @@ pub(super) async fn observe(
 ) -> Result<Observed, CliError> {
     let image = &desired.provider.image;
     let mut observed = observe_account(client, desired).await?.into_observed(image);
-    observed.journal_placed = crate::apply::journal::placed_by_slot(&global.inventory)
-        .map_err(|e| CliError::User(e.chain()))?;
+    observed.journal_placed = super::state::placed_by_slot(global, desired).await?;
     Ok(observed)
 }
 

@@ -64,6 +64,27 @@ pub(crate) struct RawK3s {
     pub(crate) version: Spanned<String>,
 }
 
+/// `[state]` in `kiwi.toml`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "State")]
+#[schemars(
+    description = "Where the apply lock and the order journal live. Without this table: local."
+)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawState {
+    #[schemars(
+        with = "super::model::StateBackend",
+        description = "\"core-cluster\": a Lease and a ConfigMap in the Core cluster's kiwi-infra namespace, shared by every operator; \"local\": <inventory>/.kiwi/, one machine only."
+    )]
+    pub(crate) backend: Spanned<String>,
+    #[serde(default)]
+    #[schemars(
+        with = "Option<u32>",
+        description = "core-cluster only: seconds the lease lives without renewal (3..=3600, default 60)."
+    )]
+    pub(crate) lease_seconds: Option<Spanned<i64>>,
+}
+
 /// `[core]` in `kiwi.toml`, without its pools (read one by one).
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[schemars(rename = "Core")]
@@ -163,6 +184,7 @@ pub(crate) struct MainFile {
     pub(crate) provider_span: Option<std::ops::Range<usize>>,
     pub(crate) prices: Vec<(Spanned<String>, Spanned<RawPrice>)>,
     pub(crate) k3s: Option<RawK3s>,
+    pub(crate) state: Option<RawState>,
     pub(crate) core: Option<RawCore>,
     pub(crate) core_span: Option<std::ops::Range<usize>>,
     pub(crate) core_pools: Vec<NamedPool>,
