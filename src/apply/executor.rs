@@ -1157,12 +1157,13 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
             .look_again(step, slot, self.settings.unlisted_order_wait)
             .await?
         {
-            return self.placed(
-                slot,
-                found.instance_id,
-                "ordered (found after an answer without the instance)",
-            )
-            .await;
+            return self
+                .placed(
+                    slot,
+                    found.instance_id,
+                    "ordered (found after an answer without the instance)",
+                )
+                .await;
         }
         self.unresolved(slot, &sent_at, "this order").await
     }
@@ -1242,8 +1243,14 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
         }
     }
 
-    async fn placed(&self, slot: &str, id: InstanceId, how: &str) -> Result<StepOutcome, ApplyError> {
-        self.record(slot, Event::Placed { instance_id: id.0 }).await?;
+    async fn placed(
+        &self,
+        slot: &str,
+        id: InstanceId,
+        how: &str,
+    ) -> Result<StepOutcome, ApplyError> {
+        self.record(slot, Event::Placed { instance_id: id.0 })
+            .await?;
         self.lock_known().instances.insert(slot.to_string(), id);
         if let Ok(mut ordered) = self.ordered.lock() {
             ordered.push((slot.to_string(), id));

@@ -276,9 +276,7 @@ pub fn parse_entries(path: &Path, text: &str) -> Result<Vec<Entry>, ApplyError> 
 
 /// For each slot whose latest entry is `placed`, after an `intent` of the
 /// same slot (a line written by hand claims nothing), that instance.
-pub fn placed_by_slot_in(
-    entries: Vec<Entry>,
-) -> BTreeMap<String, crate::plan::InstanceId> {
+pub fn placed_by_slot_in(entries: Vec<Entry>) -> BTreeMap<String, crate::plan::InstanceId> {
     let intended: std::collections::BTreeSet<String> = entries
         .iter()
         .filter(|e| matches!(e.event, Event::Intent { .. }))

@@ -185,7 +185,10 @@ impl ApplyLock {
 
     /// Takes the lock, waiting up to `wait` (`--lock-timeout`) for another
     /// apply to finish.
-    pub fn acquire_waiting(inventory: &Path, wait: std::time::Duration) -> Result<Self, ApplyError> {
+    pub fn acquire_waiting(
+        inventory: &Path,
+        wait: std::time::Duration,
+    ) -> Result<Self, ApplyError> {
         let deadline = std::time::Instant::now() + wait;
         loop {
             match Self::acquire(inventory) {

@@ -23,8 +23,8 @@ use super::args::{ApplyArgs, GlobalArgs};
 use super::plan::{load_inventory, observe_all, plan_options};
 use super::progress::CliReporter;
 use super::{settings, CliError, EXIT_FAILURE, EXIT_USER_ERROR};
-use crate::apply::summary::{self, FreshPlan, SummaryInput};
 use crate::apply::journal::JournalStore;
+use crate::apply::summary::{self, FreshPlan, SummaryInput};
 use crate::apply::{self, is_node_step, resume, ApplyInput, ApplySettings};
 use crate::plan::{self, PlanOptions, RenderOptions, SavedPlan, Step};
 

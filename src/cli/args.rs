@@ -411,7 +411,11 @@ fn parse_wait(text: &str) -> Result<std::time::Duration, String> {
         "s" => n,
         "m" => n.saturating_mul(60),
         "h" => n.saturating_mul(3600),
-        _ => return Err(format!("unknown unit in {text:?}; expected s, m or h (e.g. 10m)")),
+        _ => {
+            return Err(format!(
+                "unknown unit in {text:?}; expected s, m or h (e.g. 10m)"
+            ))
+        }
     };
     if secs > 86_400 {
         return Err(format!("{text} is longer than a day; expected at most 24h"));

@@ -122,7 +122,11 @@ pub(super) async fn take(
                     "Apply lock and order journal: local, in {} (one machine only; [state] \
                      backend = \"core-cluster\" in kiwi.toml shares them through the Core cluster)",
                     crate::text::escape_for_terminal(
-                        &global.inventory.join(crate::apply::lock::STATE_DIR).display().to_string()
+                        &global
+                            .inventory
+                            .join(crate::apply::lock::STATE_DIR)
+                            .display()
+                            .to_string()
                     )
                 );
             }

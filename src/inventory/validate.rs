@@ -7,9 +7,9 @@ use super::files::{CustomerFile, MainFile, NamedPool, RawPool, RawPrice};
 use super::kube::{self, Taint, KIWI_LABEL_PREFIX};
 use super::load::{RawInventory, MAIN_FILE};
 use super::model::{
-    StateBackend, StateSettings, DEFAULT_LEASE_SECONDS,
     slot_name, ClusterKind, ClusterSpec, ControlPlaneNode, Customer, Desired, Money, PoolRole,
-    PoolSpec, Provider, Tier, CORE_CLUSTER, SERVER_POOL,
+    PoolSpec, Provider, StateBackend, StateSettings, Tier, CORE_CLUSTER, DEFAULT_LEASE_SECONDS,
+    SERVER_POOL,
 };
 use super::products::{self, NodeClass};
 use super::values::{ApiEndpoint, Host, K3sVersion, KubernetesVersion};

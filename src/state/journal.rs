@@ -153,7 +153,9 @@ fn read(object: &Object) -> Result<Known, StateError> {
         _ => return Err(malformed("data is not a map of strings")),
     };
     if text.len() > crate::localfs::JOURNAL_LIMIT as usize {
-        return Err(malformed("the journal is larger than the limit of a journal file"));
+        return Err(malformed(
+            "the journal is larger than the limit of a journal file",
+        ));
     }
     let entries = parse_entries(&journal_location(), &text).map_err(|e| StateError::Malformed {
         object: ObjectKind::ConfigMap.describe(JOURNAL_NAME),
@@ -225,8 +227,12 @@ mod tests {
     #[tokio::test]
     async fn two_machines_append_to_one_journal_and_neither_entry_is_lost() {
         let store = Arc::new(FakeObjects::default());
-        let a = ClusterJournal::open(Arc::clone(&store), None).await.unwrap();
-        let b = ClusterJournal::open(Arc::clone(&store), None).await.unwrap();
+        let a = ClusterJournal::open(Arc::clone(&store), None)
+            .await
+            .unwrap();
+        let b = ClusterJournal::open(Arc::clone(&store), None)
+            .await
+            .unwrap();
         a.record("kiwi-a-server-01", intent()).await.unwrap();
         // b read before a wrote: its create is refused, it reads and appends.
         b.record("kiwi-a-server-02", intent()).await.unwrap();
@@ -234,7 +240,9 @@ mod tests {
         a.record("kiwi-a-server-01", Event::Placed { instance_id: 7 })
             .await
             .unwrap();
-        let fresh = ClusterJournal::open(Arc::clone(&store), None).await.unwrap();
+        let fresh = ClusterJournal::open(Arc::clone(&store), None)
+            .await
+            .unwrap();
         let slots: Vec<(String, Event)> = fresh
             .entries()
             .into_iter()
@@ -256,7 +264,9 @@ mod tests {
     #[tokio::test]
     async fn a_writer_that_keeps_losing_gives_up_without_claiming_a_write() {
         let store = Arc::new(FakeObjects::default());
-        let j = ClusterJournal::open(Arc::clone(&store), None).await.unwrap();
+        let j = ClusterJournal::open(Arc::clone(&store), None)
+            .await
+            .unwrap();
         j.record("kiwi-a-server-01", intent()).await.unwrap();
         store.conflict_next(MAX_CONFLICTS);
         let err = j.record("kiwi-a-server-02", intent()).await.unwrap_err();
@@ -280,9 +290,16 @@ mod tests {
             .await
             .unwrap_err()
             .to_string();
-        assert!(err.contains("ConfigMap kiwi-infra/kiwi-infra-orders"), "{err}");
+        assert!(
+            err.contains("ConfigMap kiwi-infra/kiwi-infra-orders"),
+            "{err}"
+        );
         assert!(err.contains(":1:"), "{err}");
-        store.put(ObjectKind::ConfigMap, JOURNAL_NAME, json!({"data": {JOURNAL_KEY: 5}}));
+        store.put(
+            ObjectKind::ConfigMap,
+            JOURNAL_NAME,
+            json!({"data": {JOURNAL_KEY: 5}}),
+        );
         assert!(ClusterJournal::open(store, None).await.is_err());
     }
 

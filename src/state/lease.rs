@@ -125,7 +125,9 @@ impl LeaseState {
             .unwrap_or_else(|| {
                 format!(
                     "\"{}\"",
-                    crate::text::escape_for_terminal(&identity.chars().take(200).collect::<String>())
+                    crate::text::escape_for_terminal(
+                        &identity.chars().take(200).collect::<String>()
+                    )
                 )
             });
         Ok(LeaseState::Held {
@@ -364,11 +366,7 @@ impl<S: KubeObjects> LeaseGuard<S> {
     pub async fn release(&self) -> Result<(), StateError> {
         self.renewal.abort();
         let (rv, transitions, lost) = {
-            let s = self
-                .watch
-                .shared
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let s = self.watch.shared.lock().unwrap_or_else(|p| p.into_inner());
             (s.resource_version.clone(), s.transitions, s.lost.is_some())
         };
         if lost {
@@ -394,9 +392,7 @@ impl<S: KubeObjects> crate::apply::lock::HeldLock for LeaseGuard<S> {
         LeaseGuard::describe(self)
     }
 
-    fn release(
-        &self,
-    ) -> futures::future::BoxFuture<'_, Result<(), crate::apply::ApplyError>> {
+    fn release(&self) -> futures::future::BoxFuture<'_, Result<(), crate::apply::ApplyError>> {
         Box::pin(async move { LeaseGuard::release(self).await.map_err(Into::into) })
     }
 }
@@ -528,7 +524,14 @@ async fn renew<S: KubeObjects>(
         let written = store
             .replace(
                 ObjectKind::Lease,
-                &manifest(&me, Some(&rv), acquired, now, settings.duration, transitions),
+                &manifest(
+                    &me,
+                    Some(&rv),
+                    acquired,
+                    now,
+                    settings.duration,
+                    transitions,
+                ),
             )
             .await;
         let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
@@ -655,7 +658,10 @@ mod tests {
             .unwrap_err();
         let text = err.to_string();
         assert!(matches!(err, StateError::Held { .. }), "{text}");
-        assert!(text.contains("pid 11") && text.contains("anna") && text.contains("laptop"), "{text}");
+        assert!(
+            text.contains("pid 11") && text.contains("anna") && text.contains("laptop"),
+            "{text}"
+        );
         assert!(text.contains("2026-03-01 10:00:00 UTC"), "since: {text}");
         drop(first);
     }
@@ -752,9 +758,14 @@ mod tests {
         // And a lease not renewed within its duration counts as lost too.
         let store = Arc::new(FakeObjects::default());
         let (_, clock2) = clock_at(*now.lock().unwrap());
-        let guard = acquire(Arc::clone(&store), &holder(12), settings(30), clock2.clone())
-            .await
-            .unwrap();
+        let guard = acquire(
+            Arc::clone(&store),
+            &holder(12),
+            settings(30),
+            clock2.clone(),
+        )
+        .await
+        .unwrap();
         assert!(guard.watch().lost().is_none());
         let late = LeaseWatch {
             clock: Arc::new({
@@ -771,7 +782,10 @@ mod tests {
         let store = Arc::new(FakeObjects::default());
         let t0: DateTime<Utc> = "2026-03-01T10:00:00Z".parse().unwrap();
         let (now, clock) = clock_at(t0);
-        assert_eq!(break_lock(&*store, clock.clone()).await.unwrap(), Unlocked::NotHeld);
+        assert_eq!(
+            break_lock(&*store, clock.clone()).await.unwrap(),
+            Unlocked::NotHeld
+        );
         drop(
             acquire(Arc::clone(&store), &holder(11), settings(30), clock.clone())
                 .await
@@ -783,16 +797,25 @@ mod tests {
         assert!(err.to_string().contains("pid 11"), "{err}");
         *now.lock().unwrap() = t0 + chrono::Duration::seconds(31);
         let broken = break_lock(&*store, clock.clone()).await.unwrap();
-        assert!(matches!(broken, Unlocked::Broken(ref h) if h.contains("pid 11")), "{broken:?}");
+        assert!(
+            matches!(broken, Unlocked::Broken(ref h) if h.contains("pid 11")),
+            "{broken:?}"
+        );
         assert_eq!(break_lock(&*store, clock).await.unwrap(), Unlocked::NotHeld);
     }
 
     #[test]
     fn a_held_lease_that_cannot_be_judged_is_an_error_naming_the_field() {
         let v = json!({"spec": {"holderIdentity": "x", "leaseDurationSeconds": 30}});
-        assert!(LeaseState::parse(&v).unwrap_err().to_string().contains("renewTime"));
+        assert!(LeaseState::parse(&v)
+            .unwrap_err()
+            .to_string()
+            .contains("renewTime"));
         let v = json!({"spec": {"holderIdentity": "x", "renewTime": "2026-03-01T10:00:00.000000Z", "leaseDurationSeconds": -1}});
-        assert!(LeaseState::parse(&v).unwrap_err().to_string().contains("leaseDurationSeconds"));
+        assert!(LeaseState::parse(&v)
+            .unwrap_err()
+            .to_string()
+            .contains("leaseDurationSeconds"));
         let v = json!({"spec": {"holderIdentity": "x\u{1b}[31m", "renewTime": "2026-03-01T10:00:00.000000Z", "leaseDurationSeconds": 5}});
         let LeaseState::Held { holder, .. } = LeaseState::parse(&v).unwrap() else {
             panic!("held")

@@ -30,11 +30,11 @@ use chrono::Utc;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::objects::Kind;
 use super::cluster::{
     ApiFailure, ClusterState, Heartbeat, K3sJoin, KubeadmBootstrap, KubeletRegister,
     NewCertificateKey, NewToken,
 };
+use super::objects::Kind;
 use super::paths::write_host;
 use super::{Result, StandinError};
 

@@ -871,11 +871,15 @@ mod objects {
         words: &[String],
     ) -> Result<i32> {
         let (kind, body, source) = match (&opts.filename, words) {
-            (None, [ns_word, name]) if verb == "create" && Kind::from_resource(ns_word) == Some(Kind::Namespace) => (
-                Kind::Namespace,
-                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}),
-                None,
-            ),
+            (None, [ns_word, name])
+                if verb == "create" && Kind::from_resource(ns_word) == Some(Kind::Namespace) =>
+            {
+                (
+                    Kind::Namespace,
+                    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}),
+                    None,
+                )
+            }
             (Some(file), []) => {
                 let text = if file == "-" {
                     let mut text = String::new();
@@ -884,12 +888,13 @@ mod objects {
                         .map_err(|e| err(format!("reading from stdin: {e}")))?;
                     text
                 } else {
-                    root.read_opt(file)?.ok_or_else(|| {
-                        err(format!("the path {file:?} does not exist"))
-                    })?
+                    root.read_opt(file)?
+                        .ok_or_else(|| err(format!("the path {file:?} does not exist")))?
                 };
                 let body: Value = serde_norway::from_str(&text).map_err(|e| {
-                    err(format!("error parsing STDIN: error converting YAML to JSON: {e}"))
+                    err(format!(
+                        "error parsing STDIN: error converting YAML to JSON: {e}"
+                    ))
                 })?;
                 let api_version = body["apiVersion"].as_str().unwrap_or_default();
                 let kind_name = body["kind"].as_str().unwrap_or_default();
@@ -904,7 +909,11 @@ mod objects {
                         body["metadata"]["name"].as_str().unwrap_or_default()
                     ))
                 })?;
-                let source = if file == "-" { "STDIN".to_string() } else { file.clone() };
+                let source = if file == "-" {
+                    "STDIN".to_string()
+                } else {
+                    file.clone()
+                };
                 (kind, body, Some(source))
             }
             _ => {
@@ -913,7 +922,10 @@ mod objects {
                 )))
             }
         };
-        let name = body["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let name = body["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let ns = match (body["metadata"]["namespace"].as_str(), &opts.namespace) {
             (Some(own), Some(flag)) if own != flag => {
                 return Err(err(format!(
@@ -925,9 +937,19 @@ mod objects {
         };
         let (api, server) = connect(root, opts, flavor).await?;
         let (method, path, done, doing) = if verb == "create" {
-            (Method::POST, kind.collection_path(&ns), "created", "creating")
+            (
+                Method::POST,
+                kind.collection_path(&ns),
+                "created",
+                "creating",
+            )
         } else {
-            (Method::PUT, object_path(kind, &ns, &name), "replaced", "replacing")
+            (
+                Method::PUT,
+                object_path(kind, &ns, &name),
+                "replaced",
+                "replacing",
+            )
         };
         match call(&api, &server, method, &path, Some(&body)).await? {
             Ok(object) => {

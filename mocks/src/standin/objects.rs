@@ -19,7 +19,8 @@ use serde_json::{json, Value};
 use super::cluster::{timestamp, ApiFailure};
 
 /// Namespaces every cluster has from the start.
-pub const BUILT_IN_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
+pub const BUILT_IN_NAMESPACES: [&str; 4] =
+    ["default", "kube-system", "kube-public", "kube-node-lease"];
 
 /// Largest `ConfigMap` the API stores (data and binaryData together), in bytes.
 pub const CONFIG_MAP_LIMIT: usize = 1024 * 1024;
@@ -155,9 +156,7 @@ impl Objects {
     /// True when the namespace exists.
     pub fn namespace_exists(&self, namespace: &str) -> bool {
         BUILT_IN_NAMESPACES.contains(&namespace)
-            || self
-                .items
-                .contains_key(&Kind::Namespace.key("", namespace))
+            || self.items.contains_key(&Kind::Namespace.key("", namespace))
     }
 
     /// The object, `404 NotFound` when there is none.
@@ -193,12 +192,17 @@ impl Objects {
             });
         }
         let mut stored = body.clone();
-        let metadata = json!({
+        let mut metadata = json!({
             "name": name,
             "uid": uuid::Uuid::new_v4().to_string(),
             "resourceVersion": resource_version.to_string(),
             "creationTimestamp": timestamp(now),
         });
+        for field in ["labels", "annotations"] {
+            if let Some(v) = body["metadata"].get(field) {
+                metadata[field] = v.clone();
+            }
+        }
         set_metadata(kind, namespace, &mut stored, metadata);
         self.items.insert(
             key,
@@ -445,18 +449,36 @@ mod tests {
             "the namespace must exist first"
         );
         o.create(Kind::Namespace, "", &ns, 2, now).unwrap();
+        let mut with_annotation = lease(None, "a");
+        with_annotation["metadata"]["annotations"] = json!({"kiwistack.io/holder": "{}"});
         let created = o
-            .create(Kind::Lease, "kiwi-infra", &lease(None, "a"), 3, now)
+            .create(Kind::Lease, "kiwi-infra", &with_annotation, 3, now)
             .unwrap();
         assert_eq!(created["metadata"]["resourceVersion"], "3");
+        assert_eq!(
+            created["metadata"]["annotations"]["kiwistack.io/holder"],
+            "{}"
+        );
         let again = o
             .create(Kind::Lease, "kiwi-infra", &lease(None, "b"), 4, now)
             .unwrap_err();
         assert_eq!((again.code, again.reason.as_str()), (409, "AlreadyExists"));
-        o.replace(Kind::Lease, "kiwi-infra", "apply", &lease(Some("3"), "b"), 5)
-            .unwrap();
+        o.replace(
+            Kind::Lease,
+            "kiwi-infra",
+            "apply",
+            &lease(Some("3"), "b"),
+            5,
+        )
+        .unwrap();
         let stale = o
-            .replace(Kind::Lease, "kiwi-infra", "apply", &lease(Some("3"), "c"), 6)
+            .replace(
+                Kind::Lease,
+                "kiwi-infra",
+                "apply",
+                &lease(Some("3"), "c"),
+                6,
+            )
             .unwrap_err();
         assert_eq!((stale.code, stale.reason.as_str()), (409, "Conflict"));
         let kept = o.get(Kind::Lease, "kiwi-infra", "apply").unwrap();
