@@ -899,9 +899,9 @@ mod objects {
                 let api_version = body["apiVersion"].as_str().unwrap_or_default();
                 let kind_name = body["kind"].as_str().unwrap_or_default();
                 if api_version.is_empty() || kind_name.is_empty() {
-                    return Err(err(format!(
+                    return Err(err(
                         "error validating data: [apiVersion not set, kind not set]; if you choose to ignore these errors, turn validation off with --validate=false"
-                    )));
+                    ));
                 }
                 let kind = Kind::from_manifest(api_version, kind_name).ok_or_else(|| {
                     err(format!(
