@@ -804,6 +804,39 @@ mod tests {
         assert_eq!(break_lock(&*store, clock).await.unwrap(), Unlocked::NotHeld);
     }
 
+    proptest::proptest! {
+        /// Whatever another client wrote into the lease, reading it never
+        /// panics, and the holder it names reaches the terminal escaped.
+        #[test]
+        fn any_lease_reads_without_panic_and_shows_no_control_character(
+            identity in proptest::option::of(".{0,40}"),
+            renew in proptest::option::of(".{0,40}"),
+            duration in proptest::option::of(proptest::num::i64::ANY),
+            annotation in proptest::option::of(".{0,80}"),
+            user in ".{0,20}",
+        ) {
+            let mut v = json!({"metadata": {}, "spec": {}});
+            if let Some(i) = identity { v["spec"]["holderIdentity"] = json!(i); }
+            if let Some(r) = renew { v["spec"]["renewTime"] = json!(r); }
+            if let Some(d) = duration { v["spec"]["leaseDurationSeconds"] = json!(d); }
+            if let Some(a) = annotation {
+                v["metadata"]["annotations"] = json!({HOLDER_ANNOTATION: a});
+            } else {
+                let h = Holder { user, ..holder(1) };
+                v["metadata"]["annotations"] =
+                    json!({HOLDER_ANNOTATION: serde_json::to_string(&h).unwrap()});
+            }
+            if let Ok(LeaseState::Held { holder, .. }) = LeaseState::parse(&v) {
+                proptest::prop_assert!(!holder.chars().any(crate::text::is_unsafe_for_terminal), "{holder:?}");
+            }
+            let now = Utc::now();
+            let object = Object { resource_version: "1".into(), value: v.clone() };
+            if let Ok(state) = LeaseState::parse(&v) {
+                let _ = decide(Some((&object, &state)), now);
+            }
+        }
+    }
+
     #[test]
     fn a_held_lease_that_cannot_be_judged_is_an_error_naming_the_field() {
         let v = json!({"spec": {"holderIdentity": "x", "leaseDurationSeconds": 30}});
