@@ -185,15 +185,15 @@ impl ApplyLock {
 
     /// Takes the lock, waiting up to `wait` (`--lock-timeout`) for another
     /// apply to finish.
-    pub fn acquire_waiting(
+    pub async fn acquire_waiting(
         inventory: &Path,
         wait: std::time::Duration,
     ) -> Result<Self, ApplyError> {
-        let deadline = std::time::Instant::now() + wait;
+        let deadline = tokio::time::Instant::now() + wait;
         loop {
             match Self::acquire(inventory) {
-                Err(ApplyError::LockHeld { .. }) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(200));
+                Err(ApplyError::LockHeld { .. }) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                 }
                 other => return other,
             }
@@ -241,6 +241,25 @@ mod tests {
         ApplyLock::acquire(dir.path()).unwrap();
         let ignore = std::fs::read_to_string(dir.path().join(".kiwi/.gitignore")).unwrap();
         assert!(ignore.lines().any(|l| l == "*"));
+    }
+
+    #[tokio::test]
+    async fn lock_timeout_waits_for_the_holder_and_gives_up_when_it_does_not_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = ApplyLock::acquire(dir.path()).unwrap();
+        let err = ApplyLock::acquire_waiting(dir.path(), std::time::Duration::from_millis(300))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ApplyError::LockHeld { .. }), "{err}");
+        // The holder finishes while the second one waits.
+        let release = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            drop(first);
+        });
+        ApplyLock::acquire_waiting(dir.path(), std::time::Duration::from_secs(60))
+            .await
+            .unwrap();
+        release.await.unwrap();
     }
 
     #[test]

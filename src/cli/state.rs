@@ -115,7 +115,9 @@ pub(super) async fn take(
 ) -> Result<State, CliError> {
     match desired.state.backend {
         StateBackend::Local => {
-            let lock = ApplyLock::acquire_waiting(&global.inventory, wait).map_err(apply_error)?;
+            let lock = ApplyLock::acquire_waiting(&global.inventory, wait)
+                .await
+                .map_err(apply_error)?;
             let journal = OrderJournal::open(&global.inventory).map_err(apply_error)?;
             if !global.quiet {
                 eprintln!(

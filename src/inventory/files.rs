@@ -79,7 +79,8 @@ pub(crate) struct RawState {
     pub(crate) backend: Spanned<String>,
     #[serde(default)]
     #[schemars(
-        with = "Option<u32>",
+        with = "u32",
+        range(min = 3, max = 3600),
         description = "core-cluster only: seconds the lease lives without renewal (3..=3600, default 60)."
     )]
     pub(crate) lease_seconds: Option<Spanned<i64>>,

@@ -409,7 +409,7 @@ pub async fn acquire<S: KubeObjects>(
     let me = Me::new(holder);
     let deadline = tokio::time::Instant::now() + settings.wait;
     let mut races = 0u32;
-    let (object, transitions) = loop {
+    let (object, transitions, now) = loop {
         let current = store.get(ObjectKind::Lease, LEASE_NAME).await?;
         let state = current
             .as_ref()
@@ -463,7 +463,7 @@ pub async fn acquire<S: KubeObjects>(
                     Decision::Take { transitions, .. } => transitions,
                     _ => 0,
                 };
-                break (object, transitions);
+                break (object, transitions, now);
             }
             // Another apply won the race: look again.
             Written::AlreadyExists | Written::Conflict | Written::NotFound => {
@@ -477,7 +477,8 @@ pub async fn acquire<S: KubeObjects>(
             }
         }
     };
-    let now = clock();
+    // The renewal time as written, not when the answer came: others judge
+    // expiry from the lease, so this apply must not count on it any longer.
     let shared = Arc::new(Mutex::new(Shared {
         resource_version: object.resource_version,
         acquired: now,
