@@ -451,6 +451,17 @@ fn the_state_table_names_its_backend_and_a_wrong_one_is_an_error_with_file_and_l
         (StateBackend::CoreCluster, 20)
     );
 
+    let own = format!(
+        "{KIWI}\n[state]\nbackend = \"core-cluster\"\naccess = \"kubeconfig\"\ncontext = \"admin@core\"\n"
+    );
+    let dir = write(&own, &[("acme", ACME)]);
+    assert_eq!(
+        load(&dir).unwrap().state.access,
+        kiwi_infra::inventory::StateAccess::Kubeconfig {
+            context: Some("admin@core".into())
+        }
+    );
+
     let line = KIWI.lines().count() + 3;
     let typo = format!("{KIWI}\n[state]\nbackend = \"core\"\n");
     let out = errors(&typo, &[("acme", ACME)]);
@@ -478,6 +489,22 @@ fn the_state_table_names_its_backend_and_a_wrong_one_is_an_error_with_file_and_l
             "unknown key `kubeconfig`",
         ),
         ("lease_seconds = 30", "missing key `backend`"),
+        (
+            "backend = \"core-cluster\"\naccess = \"http\"",
+            "unknown access `http`",
+        ),
+        (
+            "backend = \"local\"\naccess = \"kubeconfig\"",
+            "access applies to backend = \"core-cluster\" only",
+        ),
+        (
+            "backend = \"core-cluster\"\ncontext = \"core\"",
+            "context applies to access = \"kubeconfig\" only",
+        ),
+        (
+            "backend = \"core-cluster\"\naccess = \"kubeconfig\"\ncontext = \"--kubeconfig=/x\"",
+            "not a plain kubeconfig context name",
+        ),
     ] {
         let out = errors(&format!("{KIWI}\n[state]\n{table}\n"), &[("acme", ACME)]);
         assert!(out.contains("inventory/kiwi.toml:"), "{out}");

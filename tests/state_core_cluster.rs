@@ -312,3 +312,67 @@ async fn a_dead_holders_lock_is_taken_over_after_its_lease_expires_and_not_befor
     let unlock = run(kiwi_on(&w, &other.inventory, &["unlock"])).await;
     assert_eq!(unlock.status.code(), Some(0), "{}", text(&unlock));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_access_kubeconfig_the_lock_and_journal_go_through_the_operators_own_kubectl() {
+    let (w, other) = shared_world(77, 78, 30, Faults::default()).await;
+    let main = other.inventory.join("kiwi.toml");
+    let toml = std::fs::read_to_string(&main).unwrap();
+    std::fs::write(&main, format!("{toml}access = \"kubeconfig\"\n")).unwrap();
+    // No host key is pinned in this copy: nothing may go over SSH.
+    std::fs::write(other.inventory.join("known_hosts"), "").unwrap();
+    // The operator's kubectl and kubeconfig (the stand-in plays kubectl).
+    let tools = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(
+        kiwi_mocks::nodes::default_standin_binary().unwrap(),
+        tools.path().join("kubectl"),
+    )
+    .unwrap();
+    let admin = w
+        .sim
+        .exec("kiwi-core-cp-01", "cat /etc/kubernetes/admin.conf")
+        .await
+        .unwrap();
+    assert_eq!(admin.code, 0, "{}", admin.stderr);
+    let kubeconfig = tools.path().join("config");
+    std::fs::write(&kubeconfig, admin.stdout).unwrap();
+
+    let mut apply = kiwi_on(
+        &w,
+        &other.inventory,
+        &["apply", "--auto-approve", "--contabo-only"],
+    );
+    let path = format!(
+        "{}:{}",
+        tools.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    apply.env("PATH", path).env("KUBECONFIG", &kubeconfig);
+    let out = run(apply).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("kubectl with the operator's kubeconfig"),
+        "{}",
+        text(&out)
+    );
+    assert_each_slot_once(&w.mock);
+    // Both objects are in the Core cluster, as another operator reaching it
+    // over SSH sees them.
+    let journal = w
+        .sim
+        .exec(
+            "kiwi-core-cp-01",
+            &format!("{KUBEADM} --namespace kiwi-infra get configmap kiwi-infra-orders -o json"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(journal.code, 0, "{}", journal.stderr);
+    let journal: Value = serde_json::from_str(&journal.stdout).unwrap();
+    let lines = journal["data"]["orders.jsonl"]
+        .as_str()
+        .unwrap()
+        .lines()
+        .count();
+    assert_eq!(lines, 30, "an intent and a placed line per slot");
+    assert!(lease(&w).await.unwrap()["spec"]["holderIdentity"].is_null());
+}

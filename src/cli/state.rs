@@ -16,10 +16,10 @@ use crate::apply::journal::JournalStore;
 use crate::apply::lock::{HeldLock, Holder};
 use crate::apply::{ApplyError, ApplyLock, OrderJournal};
 use crate::bootstrap::NodeConnector;
-use crate::inventory::{ClusterKind, Desired, StateBackend, CORE_CLUSTER};
-use crate::ssh::{OpenSshConnector, OpenSshExec, RemoteExec};
+use crate::inventory::{ClusterKind, Desired, StateAccess, StateBackend, CORE_CLUSTER};
+use crate::ssh::{OpenSshConnector, OpenSshExec};
 use crate::state::lease::{self, system_clock, Unlocked};
-use crate::state::{ClusterJournal, KubectlObjects, LeaseSettings, StateError};
+use crate::state::{ClusterJournal, KubectlObjects, LeaseSettings, LocalKubectl, StateError};
 
 /// The store in the Core cluster, as the CLI reaches it.
 type CoreStore = KubectlObjects<OpenSshExec>;
@@ -44,7 +44,7 @@ impl State {
         drop(self.lock);
         drop(self.journal);
         if let Some(store) = self.store {
-            store.exec().close().await;
+            store.close().await;
         }
     }
 }
@@ -68,9 +68,16 @@ fn apply_error(e: ApplyError) -> CliError {
     }
 }
 
-/// Connects to the first Core control-plane node that answers, in the
-/// inventory's order, with its host key checked against `known_hosts`.
+/// Reaches the Core cluster as `[state] access` says: the first Core
+/// control-plane node that answers over SSH, in the inventory's order, with
+/// its host key checked against `known_hosts`; or kubectl on this machine
+/// with the operator's kubeconfig.
 async fn connect_core(global: &GlobalArgs, desired: &Desired) -> Result<Arc<CoreStore>, CliError> {
+    if let StateAccess::Kubeconfig { context } = &desired.state.access {
+        return Ok(Arc::new(KubectlObjects::local(LocalKubectl {
+            context: context.clone(),
+        })));
+    }
     let control_plane = desired
         .clusters
         .iter()
@@ -156,7 +163,7 @@ pub(super) async fn take(
             {
                 Ok(guard) => guard,
                 Err(e) => {
-                    store.exec().close().await;
+                    store.close().await;
                     return Err(state_error(e));
                 }
             };
@@ -165,7 +172,7 @@ pub(super) async fn take(
                 Ok(journal) => journal,
                 Err(e) => {
                     let _ = guard.release().await;
-                    store.exec().close().await;
+                    store.close().await;
                     return Err(state_error(e));
                 }
             };
@@ -197,7 +204,7 @@ pub(super) async fn placed_by_slot(
         StateBackend::CoreCluster => {
             let store = connect_core(global, desired).await?;
             let journal = ClusterJournal::open(Arc::clone(&store), None).await;
-            store.exec().close().await;
+            store.close().await;
             let journal = journal.map_err(state_error)?;
             Ok(crate::apply::journal::placed_by_slot_in(journal.entries()))
         }
@@ -225,7 +232,7 @@ pub(super) async fn unlock(global: &GlobalArgs, _args: &UnlockArgs) -> Result<Ex
         StateBackend::CoreCluster => {
             let store = connect_core(global, &desired).await?;
             let result = lease::break_lock(&*store, system_clock()).await;
-            store.exec().close().await;
+            store.close().await;
             match result.map_err(state_error)? {
                 Unlocked::NotHeld => println!("The apply lock is not held; nothing to break."),
                 Unlocked::Broken(holder) => println!(

@@ -84,6 +84,19 @@ pub(crate) struct RawState {
         description = "core-cluster only: seconds the lease lives without renewal (3..=3600, default 60)."
     )]
     pub(crate) lease_seconds: Option<Spanned<i64>>,
+    #[serde(default)]
+    #[schemars(
+        with = "Option<String>",
+        extend("enum" = ["ssh", "kubeconfig"]),
+        description = "core-cluster only: \"ssh\" (default): kubectl on a Core control-plane node over SSH, host keys pinned; \"kubeconfig\": kubectl on the operator's machine with the operator's own kubeconfig."
+    )]
+    pub(crate) access: Option<Spanned<String>>,
+    #[serde(default)]
+    #[schemars(
+        with = "Option<String>",
+        description = "access = \"kubeconfig\" only: the kubeconfig context to use (default: kubectl's current context)."
+    )]
+    pub(crate) context: Option<Spanned<String>>,
 }
 
 /// `[core]` in `kiwi.toml`, without its pools (read one by one).

@@ -8,8 +8,8 @@ use super::kube::{self, Taint, KIWI_LABEL_PREFIX};
 use super::load::{RawInventory, MAIN_FILE};
 use super::model::{
     slot_name, ClusterKind, ClusterSpec, ControlPlaneNode, Customer, Desired, Money, PoolRole,
-    PoolSpec, Provider, StateBackend, StateSettings, Tier, CORE_CLUSTER, DEFAULT_LEASE_SECONDS,
-    SERVER_POOL,
+    PoolSpec, Provider, StateAccess, StateBackend, StateSettings, Tier, CORE_CLUSTER,
+    DEFAULT_LEASE_SECONDS, SERVER_POOL,
 };
 use super::products::{self, NodeClass};
 use super::values::{ApiEndpoint, Host, K3sVersion, KubernetesVersion};
@@ -168,6 +168,62 @@ impl Validator<'_> {
                     return None;
                 }
             }
+        }
+        if let Some(access) = &raw.access {
+            if backend == StateBackend::Local {
+                self.errors.at(
+                    file,
+                    access.span(),
+                    "access applies to backend = \"core-cluster\" only; expected no access with \
+                     the local backend",
+                );
+                return None;
+            }
+            settings.access = match access.get_ref().as_str() {
+                "ssh" => StateAccess::Ssh,
+                "kubeconfig" => StateAccess::Kubeconfig { context: None },
+                other => {
+                    self.errors.at(
+                        file,
+                        access.span(),
+                        format!(
+                            "unknown access `{}`; expected \"ssh\" (kubectl on a Core \
+                             control-plane node, host keys pinned) or \"kubeconfig\" (kubectl \
+                             here, with your own kubeconfig)",
+                            crate::text::escape_for_terminal(other)
+                        ),
+                    );
+                    return None;
+                }
+            };
+        }
+        if let Some(context) = &raw.context {
+            let StateAccess::Kubeconfig { context: slot } = &mut settings.access else {
+                self.errors.at(
+                    file,
+                    context.span(),
+                    "context applies to access = \"kubeconfig\" only; expected no context \
+                     when kubectl runs on a control-plane node",
+                );
+                return None;
+            };
+            let name = context.get_ref();
+            let plain = !name.is_empty()
+                && name.len() <= 253
+                && !name.starts_with('-')
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._@:/-".contains(c));
+            if !plain {
+                self.errors.at(
+                    file,
+                    context.span(),
+                    "context is not a plain kubeconfig context name; expected letters, digits \
+                     and `._@:/-` (at most 253, not starting with `-`)",
+                );
+                return None;
+            }
+            *slot = Some(name.clone());
         }
         Some(settings)
     }

@@ -36,7 +36,7 @@ pub(crate) mod fake;
 
 pub use journal::ClusterJournal;
 pub use lease::{LeaseGuard, LeaseSettings, LeaseState};
-pub use objects::{KubeObjects, KubectlObjects, Object, ObjectKind, Written};
+pub use objects::{KubeObjects, KubectlObjects, LocalKubectl, Object, ObjectKind, Written};
 
 /// The namespace of the Core cluster that kiwi-infra owns.
 pub const NAMESPACE: &str = "kiwi-infra";
@@ -106,6 +106,16 @@ pub enum StateError {
         status: Option<i32>,
         /// stderr, secrets masked.
         stderr: String,
+    },
+    /// kubectl could not be run on this machine (`[state] access =
+    /// "kubeconfig"`): not installed, or it did not answer in time.
+    #[error("cannot run `{command}` on this machine with the operator's kubeconfig")]
+    LocalKubectl {
+        /// The command.
+        command: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
     },
     /// SSH to the control node failed.
     #[error("cannot run kubectl on {node}")]

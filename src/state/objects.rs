@@ -160,10 +160,29 @@ const KUBECTL: &str = "sudo kubectl --kubeconfig /etc/kubernetes/admin.conf";
 /// Time limit of one kubectl call.
 const KUBECTL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// [`KubeObjects`] through `kubectl` on a Core control-plane node.
+/// How kubectl is reached: on a Core control-plane node over SSH (the
+/// default), or on this machine with the operator's own kubeconfig
+/// (`[state] access = "kubeconfig"`).
+#[derive(Debug)]
+enum Runner<E> {
+    Ssh(E),
+    Local(LocalKubectl),
+}
+
+/// `kubectl` on this machine, with the operator's kubeconfig (kubectl's
+/// own choice: `KUBECONFIG`, else `~/.kube/config`) and, if the inventory
+/// names one, its context. Arguments are passed as a vector, never
+/// through a shell.
+#[derive(Debug, Clone)]
+pub struct LocalKubectl {
+    /// `--context`; checked by the inventory (letters, digits, `.-_@:`).
+    pub context: Option<String>,
+}
+
+/// [`KubeObjects`] through `kubectl`.
 #[derive(Debug)]
 pub struct KubectlObjects<E> {
-    exec: E,
+    runner: Runner<E>,
 }
 
 /// The refusal kubectl reported, read from its stderr.
@@ -192,40 +211,77 @@ fn refusal(stderr: &str) -> Option<Refusal> {
 impl<E: RemoteExec + 'static> KubectlObjects<E> {
     /// kubectl on the control node `exec` reaches.
     pub fn new(exec: E) -> Self {
-        KubectlObjects { exec }
+        KubectlObjects {
+            runner: Runner::Ssh(exec),
+        }
     }
 
-    /// The connection, to close it at the end of the run.
-    pub fn exec(&self) -> &E {
-        &self.exec
+    /// kubectl on this machine, with the operator's kubeconfig.
+    pub fn local(kubectl: LocalKubectl) -> Self {
+        KubectlObjects {
+            runner: Runner::Local(kubectl),
+        }
     }
 
+    /// The SSH connection, to close it at the end of the run.
+    pub fn exec(&self) -> Option<&E> {
+        match &self.runner {
+            Runner::Ssh(exec) => Some(exec),
+            Runner::Local(_) => None,
+        }
+    }
+
+    /// Ends the SSH connection, if there is one.
+    pub async fn close(&self) {
+        if let Runner::Ssh(exec) = &self.runner {
+            exec.close().await;
+        }
+    }
+
+    fn node(&self) -> String {
+        match &self.runner {
+            Runner::Ssh(exec) => exec.node().to_string(),
+            Runner::Local(_) => "this machine".into(),
+        }
+    }
+
+    /// Runs kubectl in kiwi-infra's namespace with `args` (plain words:
+    /// constant verbs and names), `stdin` fed to it.
     async fn kubectl(
         &self,
-        args: &str,
+        args: &[&str],
         stdin: Option<&Value>,
     ) -> Result<(crate::ssh::Output, String), StateError> {
-        let command = format!("{KUBECTL} --namespace {NAMESPACE} {args}");
-        let output = self
-            .exec
-            .run(&RemoteCommand {
-                command: command.clone(),
-                // A manifest holds no secret (module docs): not registered.
-                stdin: stdin.map(|v| Secret::not_secret(v.to_string().into_bytes())),
-                timeout: KUBECTL_TIMEOUT,
-            })
-            .await
-            .map_err(|source| StateError::Ssh {
-                node: self.exec.node().to_string(),
-                source,
-            })?;
-        Ok((output, command))
+        let stdin = stdin.map(|v| v.to_string().into_bytes());
+        match &self.runner {
+            Runner::Ssh(exec) => {
+                let words: Vec<String> = args
+                    .iter()
+                    .map(|a| crate::bootstrap::kubectl::quote(a))
+                    .collect();
+                let command = format!("{KUBECTL} --namespace {NAMESPACE} {}", words.join(" "));
+                let output = exec
+                    .run(&RemoteCommand {
+                        command: command.clone(),
+                        // A manifest holds no secret (module docs): not registered.
+                        stdin: stdin.map(Secret::not_secret),
+                        timeout: KUBECTL_TIMEOUT,
+                    })
+                    .await
+                    .map_err(|source| StateError::Ssh {
+                        node: exec.node().to_string(),
+                        source,
+                    })?;
+                Ok((output, command))
+            }
+            Runner::Local(local) => local.run(args, stdin).await,
+        }
     }
 
     fn failed(&self, command: String, output: &crate::ssh::Output) -> StateError {
         let stderr = crate::secret::redact::redact(output.stderr.trim());
         StateError::Kubectl {
-            node: self.exec.node().to_string(),
+            node: self.node(),
             command,
             status: output.status,
             stderr: stderr.chars().take(2000).collect(),
@@ -240,7 +296,7 @@ impl<E: RemoteExec + 'static> KubectlObjects<E> {
     ) -> Result<Written, StateError> {
         let name = manifest["metadata"]["name"].as_str().unwrap_or_default();
         let (output, command) = self
-            .kubectl(&format!("{verb} -f - -o json"), Some(manifest))
+            .kubectl(&[verb, "-f", "-", "-o", "json"], Some(manifest))
             .await?;
         if output.success() {
             return Object::parse(kind, name, &output.stdout).map(Written::Done);
@@ -257,14 +313,7 @@ impl<E: RemoteExec + 'static> KubectlObjects<E> {
 impl<E: RemoteExec + 'static> KubeObjects for KubectlObjects<E> {
     async fn get(&self, kind: ObjectKind, name: &str) -> Result<Option<Object>, StateError> {
         let (output, command) = self
-            .kubectl(
-                &format!(
-                    "get {} {} -o json",
-                    kind.resource(),
-                    crate::bootstrap::kubectl::quote(name)
-                ),
-                None,
-            )
+            .kubectl(&["get", kind.resource(), name, "-o", "json"], None)
             .await?;
         if output.success() {
             return Object::parse(kind, name, &output.stdout).map(Some);
@@ -284,7 +333,69 @@ impl<E: RemoteExec + 'static> KubeObjects for KubectlObjects<E> {
     }
 
     fn location(&self) -> String {
-        format!("kubectl on {}", self.exec.node())
+        match &self.runner {
+            Runner::Ssh(exec) => format!("kubectl on {}", exec.node()),
+            Runner::Local(_) => "kubectl with the operator's kubeconfig".into(),
+        }
+    }
+}
+
+impl LocalKubectl {
+    /// Runs `kubectl [--context C] --namespace kiwi-infra ARGS`, feeding
+    /// `stdin`, killed after the time limit.
+    async fn run(
+        &self,
+        args: &[&str],
+        stdin: Option<Vec<u8>>,
+    ) -> Result<(crate::ssh::Output, String), StateError> {
+        use tokio::io::AsyncWriteExt;
+        let mut words: Vec<&str> = Vec::new();
+        if let Some(context) = &self.context {
+            words.extend(["--context", context.as_str()]);
+        }
+        words.extend(["--namespace", NAMESPACE]);
+        words.extend(args);
+        let command = format!("kubectl {}", words.join(" "));
+        let failed = |source: std::io::Error| StateError::LocalKubectl {
+            command: command.clone(),
+            source,
+        };
+        let mut child = tokio::process::Command::new("kubectl")
+            .args(&words)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(failed)?;
+        let mut pipe = child.stdin.take();
+        let feed = async {
+            if let (Some(pipe), Some(bytes)) = (pipe.as_mut(), stdin.as_ref()) {
+                pipe.write_all(bytes).await?;
+            }
+            drop(pipe.take());
+            Ok::<(), std::io::Error>(())
+        };
+        let output = tokio::time::timeout(KUBECTL_TIMEOUT, async {
+            feed.await?;
+            child.wait_with_output().await
+        })
+        .await
+        .map_err(|_| {
+            failed(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {}s", KUBECTL_TIMEOUT.as_secs()),
+            ))
+        })?
+        .map_err(failed)?;
+        Ok((
+            crate::ssh::Output {
+                status: output.status.code(),
+                stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            },
+            command,
+        ))
     }
 }
 
