@@ -164,6 +164,36 @@ async fn two_applies_from_two_working_copies_at_once_one_runs_and_the_other_name
         lease["spec"]["holderIdentity"].is_null(),
         "released: {lease}"
     );
+    // Neither object holds a secret.
+    let journal = w
+        .sim
+        .exec(
+            "kiwi-core-cp-01",
+            &format!("{KUBEADM} --namespace kiwi-infra get configmap kiwi-infra-orders -o json"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(journal.code, 0, "{}", journal.stderr);
+    let c = w.mock.credentials();
+    for secret in [&c.client_secret, &c.password, &c.client_id] {
+        assert!(
+            !journal.stdout.contains(secret.as_str()),
+            "a credential in the journal"
+        );
+        assert!(
+            !lease.to_string().contains(secret.as_str()),
+            "a credential in the lease"
+        );
+    }
+    assert_eq!(
+        journal
+            .stdout
+            .matches("\\\"event\\\":\\\"intent\\\"")
+            .count(),
+        15,
+        "one intent per slot: {}",
+        journal.stdout
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
