@@ -378,9 +378,13 @@ impl<S: KubeObjects> LeaseGuard<S> {
             .await?
         {
             Written::Done(_) => Ok(()),
-            // Someone else's now (it expired and was taken): theirs to release.
+            // Changed since this apply last renewed it (taken over after
+            // expiring, or a renewal whose answer was cut off): not ours to
+            // free. Left as it is, it expires on its own.
             _ => {
-                tracing::warn!("the apply lock was taken by another apply before release");
+                tracing::warn!(
+                    "the apply lock changed since this apply last renewed it; left to expire"
+                );
                 Ok(())
             }
         }

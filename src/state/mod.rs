@@ -13,8 +13,10 @@
 //!
 //! The pieces:
 //! - [`objects`]: the [`KubeObjects`] seam (get, create, replace with a
-//!   resource version) and its real implementation, `kubectl` on a control
-//!   node over SSH with manifests on stdin ([`KubectlObjects`]);
+//!   resource version) and its real implementation, `kubectl` with
+//!   manifests on stdin ([`KubectlObjects`]): on a control node over SSH, or
+//!   on the operator's machine with their kubeconfig (`access =
+//!   "kubeconfig"`); and an in-memory fake for unit tests;
 //! - [`lease`]: the lock, a `coordination.k8s.io/v1` `Lease`, taken by an
 //!   atomic create or by a compare-and-swap once the holder's lease expired,
 //!   renewed in the background while apply runs, released at the end;
