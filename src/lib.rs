@@ -17,5 +17,6 @@ pub mod plan;
 pub mod report;
 pub mod secret;
 pub mod ssh;
+pub mod state;
 pub mod text;
 pub mod yaml;

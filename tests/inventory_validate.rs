@@ -432,3 +432,82 @@ fn missing_sections_and_keys_are_named() {
     assert!(out.contains("error: missing table `[prices]`"), "{out}");
     assert!(out.contains("error: missing table `[core]`"), "{out}");
 }
+
+#[test]
+fn the_state_table_names_its_backend_and_a_wrong_one_is_an_error_with_file_and_line() {
+    use kiwi_infra::inventory::{StateBackend, DEFAULT_LEASE_SECONDS};
+    // No table: the local files, said out loud by apply.
+    let dir = write(KIWI, &[("acme", ACME)]);
+    let state = load(&dir).unwrap().state;
+    assert_eq!(
+        (state.backend, state.lease_seconds),
+        (StateBackend::Local, DEFAULT_LEASE_SECONDS)
+    );
+    let shared = format!("{KIWI}\n[state]\nbackend = \"core-cluster\"\nlease_seconds = 20\n");
+    let dir = write(&shared, &[("acme", ACME)]);
+    let state = load(&dir).unwrap().state;
+    assert_eq!(
+        (state.backend, state.lease_seconds),
+        (StateBackend::CoreCluster, 20)
+    );
+
+    let own = format!(
+        "{KIWI}\n[state]\nbackend = \"core-cluster\"\naccess = \"kubeconfig\"\ncontext = \"admin@core\"\n"
+    );
+    let dir = write(&own, &[("acme", ACME)]);
+    assert_eq!(
+        load(&dir).unwrap().state.access,
+        kiwi_infra::inventory::StateAccess::Kubeconfig {
+            context: Some("admin@core".into())
+        }
+    );
+
+    let line = KIWI.lines().count() + 3;
+    let typo = format!("{KIWI}\n[state]\nbackend = \"core\"\n");
+    let out = errors(&typo, &[("acme", ACME)]);
+    assert!(
+        out.contains(&format!(
+            "inventory/kiwi.toml:{line}:11: error: unknown state backend `core`; expected \"core-cluster\""
+        )),
+        "{out}"
+    );
+    for (table, what) in [
+        (
+            "backend = \"core-cluster\"\nlease_seconds = 1",
+            "lease_seconds 1 is out of range",
+        ),
+        (
+            "backend = \"core-cluster\"\nlease_seconds = 99999",
+            "lease_seconds 99999 is out of range",
+        ),
+        (
+            "backend = \"local\"\nlease_seconds = 30",
+            "lease_seconds applies to backend = \"core-cluster\" only",
+        ),
+        (
+            "backend = \"core-cluster\"\nkubeconfig = \"x\"",
+            "unknown key `kubeconfig`",
+        ),
+        ("lease_seconds = 30", "missing key `backend`"),
+        (
+            "backend = \"core-cluster\"\naccess = \"http\"",
+            "unknown access `http`",
+        ),
+        (
+            "backend = \"local\"\naccess = \"kubeconfig\"",
+            "access applies to backend = \"core-cluster\" only",
+        ),
+        (
+            "backend = \"core-cluster\"\ncontext = \"core\"",
+            "context applies to access = \"kubeconfig\" only",
+        ),
+        (
+            "backend = \"core-cluster\"\naccess = \"kubeconfig\"\ncontext = \"--kubeconfig=/x\"",
+            "not a plain kubeconfig context name",
+        ),
+    ] {
+        let out = errors(&format!("{KIWI}\n[state]\n{table}\n"), &[("acme", ACME)]);
+        assert!(out.contains("inventory/kiwi.toml:"), "{out}");
+        assert!(out.contains(what), "{table}: {out}");
+    }
+}

@@ -148,6 +148,7 @@ fn desired(c: &mut Choices<'_>) -> Desired {
         });
     }
     Desired {
+        state: Default::default(),
         provider: Provider {
             region: "EU".into(),
             image: "ubuntu-24.04".into(),

@@ -259,6 +259,11 @@ pub enum ApplyError {
         holder: String,
     },
 
+    /// The lock or the journal kept in the Core cluster
+    /// ([state] backend = "core-cluster").
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+
     /// The lock file could not be opened or locked.
     #[error("cannot take the apply lock {path}")]
     Lock {

@@ -27,7 +27,7 @@ use crate::secret::Secret;
 use crate::ssh::{HostKey, KnownHosts};
 
 use super::error::ApplyError;
-use super::journal::{Entry, Event, OrderJournal};
+use super::journal::{Entry, Event, JournalStore};
 use super::node::{is_node_step, NodeExecutor, NodeStepDone};
 use super::wait::{StatusBoard, WaitEnd, WaitSettings};
 
@@ -246,7 +246,7 @@ pub async fn execute<A: CloudApi, N: NodeExecutor>(
     api: &A,
     nodes: &N,
     reporter: &dyn Reporter,
-    journal: &OrderJournal,
+    journal: &dyn JournalStore,
     observed: &Observed,
     input: ApplyInput,
     settings: &ApplySettings,
@@ -565,7 +565,7 @@ struct Executor<'a, A, N> {
     api: &'a A,
     nodes: &'a N,
     reporter: &'a dyn Reporter,
-    journal: &'a OrderJournal,
+    journal: &'a dyn JournalStore,
     settings: &'a ApplySettings,
     ssh_public_key: String,
     /// Where host keys are recorded (see [`ApplySettings::known_hosts`]).
@@ -1088,7 +1088,7 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
         // 1. A fresh look: the plan may be minutes old, or an earlier run's
         //    order may have become visible since.
         if let Some(found) = self.live_instance(step, slot).await? {
-            return self.continue_with_found(step, slot, found);
+            return self.continue_with_found(step, slot, found).await;
         }
         // 2. What the journal last recorded for the slot.
         let confirmed = self.settings.reorder.contains(slot);
@@ -1115,15 +1115,17 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
                         .look_again(step, slot, self.settings.unlisted_order_wait)
                         .await?
                     {
-                        return self.continue_with_found(step, slot, found);
+                        return self.continue_with_found(step, slot, found).await;
                     }
-                    return self.unresolved(slot, &entry.at, "an earlier apply's order");
+                    return self
+                        .unresolved(slot, &entry.at, "an earlier apply's order")
+                        .await;
                 }
                 Event::Intent { .. } | Event::Unresolved => {
                     self.reporter.message(&format!(
                         "{slot}: ordering again as confirmed with --reorder {slot}"
                     ));
-                    self.record(slot, Event::ReorderConfirmed)?;
+                    self.record(slot, Event::ReorderConfirmed).await?;
                 }
                 Event::Absent | Event::Refused { .. } | Event::ReorderConfirmed => {}
             }
@@ -1139,13 +1141,14 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
                 trace_id: self.settings.trace_id.clone(),
                 product: order.product.clone(),
             },
-        )?;
+        )
+        .await?;
         let error = match self.api.create_instance(request).await {
-            Ok(created) => return self.placed(slot, created.instance_id, "ordered"),
+            Ok(created) => return self.placed(slot, created.instance_id, "ordered").await,
             Err(e) => e,
         };
         if nothing_was_sent(&error) {
-            self.record(slot, Event::Refused { status: None })?;
+            self.record(slot, Event::Refused { status: None }).await?;
             return Err(ApplyError::Contabo {
                 step: step.id.clone(),
                 action: format!("ordering {slot} ({})", order.product),
@@ -1165,25 +1168,27 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
             .look_again(step, slot, self.settings.unlisted_order_wait)
             .await?
         {
-            return self.placed(
-                slot,
-                found.instance_id,
-                "ordered (found after an answer without the instance)",
-            );
+            return self
+                .placed(
+                    slot,
+                    found.instance_id,
+                    "ordered (found after an answer without the instance)",
+                )
+                .await;
         }
-        self.unresolved(slot, &sent_at, "this order")
+        self.unresolved(slot, &sent_at, "this order").await
     }
 
     /// The slot's order may or may not exist, and looking did not find it:
     /// stop the slot and say what the operator can do. Recorded, so that no
     /// later run orders it again without the operator's word.
-    fn unresolved(
+    async fn unresolved(
         &self,
         slot: &str,
         since: &chrono::DateTime<chrono::Utc>,
         what: &str,
     ) -> Result<StepOutcome, ApplyError> {
-        self.record(slot, Event::Unresolved)?;
+        self.record(slot, Event::Unresolved).await?;
         Ok(StepOutcome::NeedsHuman(format!(
             "the outcome of {what} for {slot} (sent {}) is unknown: Contabo did not confirm it and \
              does not list an instance of that name after {:.1}s of looking. Nothing was ordered \
@@ -1249,8 +1254,14 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
         }
     }
 
-    fn placed(&self, slot: &str, id: InstanceId, how: &str) -> Result<StepOutcome, ApplyError> {
-        self.record(slot, Event::Placed { instance_id: id.0 })?;
+    async fn placed(
+        &self,
+        slot: &str,
+        id: InstanceId,
+        how: &str,
+    ) -> Result<StepOutcome, ApplyError> {
+        self.record(slot, Event::Placed { instance_id: id.0 })
+            .await?;
         self.lock_known().instances.insert(slot.to_string(), id);
         if let Ok(mut ordered) = self.ordered.lock() {
             ordered.push((slot.to_string(), id));
@@ -1261,7 +1272,7 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
 
     /// An instance of the slot exists although the plan orders one: use it
     /// if the journal says this tool ordered it, else leave it alone.
-    fn continue_with_found(
+    async fn continue_with_found(
         &self,
         step: &Step,
         slot: &str,
@@ -1289,7 +1300,8 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
             Event::Placed {
                 instance_id: found.instance_id.0,
             },
-        )?;
+        )
+        .await?;
         self.lock_known()
             .instances
             .insert(slot.to_string(), found.instance_id);
@@ -1361,8 +1373,8 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
             .unwrap_or(chrono::Duration::hours(1))
     }
 
-    fn record(&self, slot: &str, event: Event) -> Result<(), ApplyError> {
-        self.journal.record(slot, event)
+    async fn record(&self, slot: &str, event: Event) -> Result<(), ApplyError> {
+        self.journal.record(slot, event).await
     }
 
     async fn secret_id(&self, step: &Step, name: &str) -> Result<SecretId, ApplyError> {

@@ -22,6 +22,51 @@ use serde::{Deserialize, Serialize};
 use super::error::ApplyError;
 use super::lock::state_dir;
 
+/// Where the order journal is kept: the local file ([`OrderJournal`]) or
+/// the Core cluster (`crate::state::ClusterJournal`), as the inventory's
+/// `[state]` table says. The executor records through this seam, so an
+/// order's intent lands in whichever journal every later run will read.
+pub trait JournalStore: Send + Sync {
+    /// Every entry, oldest first (as read at open, plus what this run wrote).
+    fn entries(&self) -> Vec<Entry>;
+
+    /// Appends an entry; returns once it is durable (fsynced, or stored by
+    /// the cluster's API). An error means it may not be: the caller must
+    /// not act as if it were recorded.
+    fn record<'a>(
+        &'a self,
+        slot: &'a str,
+        event: Event,
+    ) -> futures::future::BoxFuture<'a, Result<(), ApplyError>>;
+
+    /// The file or object, for messages.
+    fn location(&self) -> &Path;
+
+    /// The last entry of each slot.
+    fn latest(&self) -> BTreeMap<String, Entry> {
+        latest(self.entries())
+    }
+}
+
+impl JournalStore for OrderJournal {
+    fn entries(&self) -> Vec<Entry> {
+        OrderJournal::entries(self)
+    }
+
+    fn record<'a>(
+        &'a self,
+        slot: &'a str,
+        event: Event,
+    ) -> futures::future::BoxFuture<'a, Result<(), ApplyError>> {
+        // An fsync of one short line: short enough to do in place.
+        Box::pin(std::future::ready(OrderJournal::record(self, slot, event)))
+    }
+
+    fn location(&self) -> &Path {
+        self.path()
+    }
+}
+
 /// One line of the journal.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
@@ -216,6 +261,37 @@ fn parse(path: &Path, text: &str) -> Result<Parsed, ApplyError> {
     })
 }
 
+/// The entries of a journal's text (a file's, or the cluster object's),
+/// a last line that lacks only its newline included. `path` names where
+/// the text came from in errors (`PATH:LINE: …`).
+pub fn parse_entries(path: &Path, text: &str) -> Result<Vec<Entry>, ApplyError> {
+    let Parsed {
+        mut entries,
+        whole_tail,
+        ..
+    } = parse(path, text)?;
+    entries.extend(whole_tail);
+    Ok(entries)
+}
+
+/// For each slot whose latest entry is `placed`, after an `intent` of the
+/// same slot (a line written by hand claims nothing), that instance.
+pub fn placed_by_slot_in(entries: Vec<Entry>) -> BTreeMap<String, crate::plan::InstanceId> {
+    let intended: std::collections::BTreeSet<String> = entries
+        .iter()
+        .filter(|e| matches!(e.event, Event::Intent { .. }))
+        .map(|e| e.slot.clone())
+        .collect();
+    latest(entries)
+        .into_iter()
+        .filter(|(slot, _)| intended.contains(slot))
+        .filter_map(|(slot, entry)| match entry.event {
+            Event::Placed { instance_id } => Some((slot, crate::plan::InstanceId(instance_id))),
+            _ => None,
+        })
+        .collect()
+}
+
 /// For each slot whose latest journal event is `placed`, that instance: the
 /// planner's evidence of what kiwi-infra itself ordered. Reads
 /// `<inventory>/.kiwi/orders.jsonl` if there is one, and changes nothing.
@@ -229,27 +305,7 @@ pub fn placed_by_slot(
             source: std::io::Error::other(e),
         })?
         .unwrap_or_default();
-    let Parsed {
-        mut entries,
-        whole_tail,
-        ..
-    } = parse(&path, &text)?;
-    entries.extend(whole_tail);
-    // A `placed` counts only after an `intent` of the same slot (a line
-    // written by hand claims nothing).
-    let intended: std::collections::BTreeSet<String> = entries
-        .iter()
-        .filter(|e| matches!(e.event, Event::Intent { .. }))
-        .map(|e| e.slot.clone())
-        .collect();
-    Ok(latest(entries)
-        .into_iter()
-        .filter(|(slot, _)| intended.contains(slot))
-        .filter_map(|(slot, entry)| match entry.event {
-            Event::Placed { instance_id } => Some((slot, crate::plan::InstanceId(instance_id))),
-            _ => None,
-        })
-        .collect())
+    Ok(placed_by_slot_in(parse_entries(&path, &text)?))
 }
 
 #[cfg(test)]

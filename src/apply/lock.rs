@@ -33,7 +33,8 @@ pub struct Holder {
 }
 
 impl Holder {
-    fn current() -> Self {
+    /// This process.
+    pub fn current() -> Self {
         let env = |names: &[&str]| {
             names
                 .iter()
@@ -51,6 +52,40 @@ impl Holder {
             user: env(&["USER", "USERNAME", "LOGNAME"]).unwrap_or_else(|| "unknown user".into()),
             since: Utc::now(),
         }
+    }
+
+    /// `user U on host H (pid N) since T`, the names escaped for the
+    /// terminal (another machine wrote them).
+    pub fn describe(&self) -> String {
+        format!(
+            "user {} on host {} (pid {}) since {}",
+            crate::text::escape_for_terminal(&self.user),
+            crate::text::escape_for_terminal(&self.host),
+            self.pid,
+            self.since.format("%Y-%m-%d %H:%M:%S UTC")
+        )
+    }
+}
+
+/// A held apply lock, whichever store keeps it: the local file
+/// ([`ApplyLock`]) or the Core cluster's Lease (`crate::state::LeaseGuard`).
+pub trait HeldLock: Send + Sync {
+    /// Where the lock lives, for messages.
+    fn describe(&self) -> String;
+
+    /// Gives the lock up at the end of the run. A lock not released (the
+    /// process was killed) is freed by the OS (file) or expires (Lease).
+    fn release(&self) -> futures::future::BoxFuture<'_, Result<(), ApplyError>>;
+}
+
+impl HeldLock for ApplyLock {
+    fn describe(&self) -> String {
+        format!("the local file {}", self.path.display())
+    }
+
+    fn release(&self) -> futures::future::BoxFuture<'_, Result<(), ApplyError>> {
+        // The OS lock goes with the descriptor, when the lock is dropped.
+        Box::pin(std::future::ready(Ok(())))
     }
 }
 
@@ -148,6 +183,23 @@ impl ApplyLock {
         Ok(ApplyLock { _file: file, path })
     }
 
+    /// Takes the lock, waiting up to `wait` (`--lock-timeout`) for another
+    /// apply to finish.
+    pub async fn acquire_waiting(
+        inventory: &Path,
+        wait: std::time::Duration,
+    ) -> Result<Self, ApplyError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match Self::acquire(inventory) {
+                Err(ApplyError::LockHeld { .. }) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// The lock file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -189,6 +241,25 @@ mod tests {
         ApplyLock::acquire(dir.path()).unwrap();
         let ignore = std::fs::read_to_string(dir.path().join(".kiwi/.gitignore")).unwrap();
         assert!(ignore.lines().any(|l| l == "*"));
+    }
+
+    #[tokio::test]
+    async fn lock_timeout_waits_for_the_holder_and_gives_up_when_it_does_not_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = ApplyLock::acquire(dir.path()).unwrap();
+        let err = ApplyLock::acquire_waiting(dir.path(), std::time::Duration::from_millis(300))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ApplyError::LockHeld { .. }), "{err}");
+        // The holder finishes while the second one waits.
+        let release = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            drop(first);
+        });
+        ApplyLock::acquire_waiting(dir.path(), std::time::Duration::from_secs(60))
+            .await
+            .unwrap();
+        release.await.unwrap();
     }
 
     #[test]

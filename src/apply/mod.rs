@@ -6,8 +6,12 @@
 //!   that makes a second purchase of a slot impossible by construction;
 //! - [`wait`]: one poller for all nodes waiting for `running`, with
 //!   per-status limits and advice for statuses that need a human;
-//! - [`journal`]: the fsynced order journal that survives a killed apply;
-//! - [`lock`]: one apply per inventory at a time;
+//! - [`journal`]: the order journal that survives a killed apply, behind
+//!   the `JournalStore` seam (the local fsynced file here; the Core
+//!   cluster's copy in `crate::state`);
+//! - [`lock`]: one apply per inventory at a time, behind the `HeldLock`
+//!   seam (the local file lock here; the Core cluster's Lease in
+//!   `crate::state`);
 //! - [`resume`]: finishing what an interrupted apply began;
 //! - [`node`]: the seam for node steps (implemented over SSH in `bootstrap`);
 //! - [`summary`]: the final report.

@@ -23,10 +23,9 @@ use super::args::{ApplyArgs, GlobalArgs};
 use super::plan::{load_inventory, observe_all, plan_options};
 use super::progress::CliReporter;
 use super::{settings, CliError, EXIT_FAILURE, EXIT_USER_ERROR};
+use crate::apply::journal::JournalStore;
 use crate::apply::summary::{self, FreshPlan, SummaryInput};
-use crate::apply::{
-    self, is_node_step, resume, ApplyError, ApplyInput, ApplyLock, ApplySettings, OrderJournal,
-};
+use crate::apply::{self, is_node_step, resume, ApplyInput, ApplySettings};
 use crate::plan::{self, PlanOptions, RenderOptions, SavedPlan, Step};
 
 /// Exit code when the apply is incomplete but nothing failed.
@@ -36,14 +35,27 @@ const EXIT_INCOMPLETE: u8 = 2;
 pub(super) async fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<ExitCode, CliError> {
     let desired = load_inventory(global)?;
     let client = settings::contabo_client(global)?;
-    let _lock = ApplyLock::acquire(&global.inventory).map_err(apply_error)?;
-    let journal = OrderJournal::open(&global.inventory).map_err(apply_error)?;
+    // The lock and the journal live where the inventory's [state] says.
+    let state = super::state::take(global, &desired, args.lock_timeout.unwrap_or_default()).await?;
+    let result = observe_and_apply(global, args, &desired, &client, &*state.journal).await;
+    // However it ended: the lock is given up (a killed apply's lease
+    // expires on its own instead).
+    state.finish().await;
+    result
+}
 
-    let (observed, nodes) = observe_all(global, &client, &desired, args.contabo_only).await?;
+async fn observe_and_apply(
+    global: &GlobalArgs,
+    args: &ApplyArgs,
+    desired: &crate::inventory::Desired,
+    client: &crate::contabo::ContaboClient,
+    journal: &dyn JournalStore,
+) -> Result<ExitCode, CliError> {
+    let (observed, nodes) = observe_all(global, client, desired, args.contabo_only).await?;
     let run = Observed {
-        desired: &desired,
-        client: &client,
-        journal: &journal,
+        desired,
+        client,
+        journal,
         observed: &observed,
         nodes: &nodes,
     };
@@ -58,7 +70,7 @@ pub(super) async fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<ExitCod
 struct Observed<'a> {
     desired: &'a crate::inventory::Desired,
     client: &'a crate::contabo::ContaboClient,
-    journal: &'a OrderJournal,
+    journal: &'a dyn JournalStore,
     observed: &'a crate::plan::Observed,
     nodes: &'a super::nodes::Nodes,
 }
@@ -305,19 +317,6 @@ fn is_removal(kind: &plan::StepKind) -> bool {
             | plan::StepKind::DeleteNode { .. }
             | plan::StepKind::DeleteStaleNode { .. }
     )
-}
-
-fn apply_error(e: ApplyError) -> CliError {
-    match e {
-        // Another apply, the inventory's `.kiwi/` folder that cannot be read
-        // or written, or a journal file that is not one (a FIFO, a device,
-        // too large) or is damaged: the operator's to sort out (exit 1).
-        ApplyError::LockHeld { .. }
-        | ApplyError::Lock { .. }
-        | ApplyError::Journal { .. }
-        | ApplyError::JournalCorrupt { .. } => CliError::User(e.chain()),
-        other => CliError::Internal(other.chain()),
-    }
 }
 
 /// Says what apply does beyond the plan shown.

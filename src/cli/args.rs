@@ -166,6 +166,16 @@ pub enum Command {
     #[command(verbatim_doc_comment)]
     Apply(ApplyArgs),
 
+    /// Break a stuck apply lock (refused while its holder is alive)
+    ///
+    /// With [state] backend = "core-cluster", frees the Lease of an apply
+    /// that died, once its lease has expired; a lease still being renewed
+    /// is refused (exit 1) with its holder's user, host and pid. The local
+    /// lock needs no breaking: the OS frees it when its process ends.
+    /// Example: kiwi-infra unlock
+    #[command(verbatim_doc_comment)]
+    Unlock(UnlockArgs),
+
     /// Show every cluster's nodes: instance state, IP, product, class,
     /// readiness, labels, and what differs from the inventory.
     ///
@@ -375,8 +385,43 @@ pub struct ApplyArgs {
     #[arg(long, value_name = "SLOT")]
     pub reorder: Vec<String>,
 
+    /// Wait this long for another apply's lock (e.g. `90s`, `10m`; plain
+    /// numbers are seconds) before giving up with exit 1. Default: no wait.
+    #[arg(long, value_name = "DURATION", value_parser = parse_wait)]
+    pub lock_timeout: Option<std::time::Duration>,
+
     #[command(flatten)]
     pub choices: PlanChoices,
+}
+
+/// `kiwi-infra unlock`.
+#[derive(Debug, Args)]
+pub struct UnlockArgs {}
+
+/// A wait of at most a day: `90`, `90s`, `10m` or `2h`.
+fn parse_wait(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration; expected e.g. 90s, 10m or 2h"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        _ => {
+            return Err(format!(
+                "unknown unit in {text:?}; expected s, m or h (e.g. 10m)"
+            ))
+        }
+    };
+    if secs > 86_400 {
+        return Err(format!("{text} is longer than a day; expected at most 24h"));
+    }
+    Ok(std::time::Duration::from_secs(secs))
 }
 
 /// `kiwi-infra plan`.

@@ -14,6 +14,7 @@ mod progress;
 mod sandbox;
 mod schema;
 mod settings;
+mod state;
 mod status;
 mod table;
 
@@ -119,6 +120,7 @@ async fn run(cli: &Cli) -> Result<ExitCode, CliError> {
         args::Command::Plan(a) => plan::run(&cli.global, a).await,
         args::Command::Apply(a) => apply::run(&cli.global, a).await,
         args::Command::Status(a) => status::run(&cli.global, a).await,
+        args::Command::Unlock(a) => state::unlock(&cli.global, a).await,
         args::Command::Sandbox(a) => sandbox::run(&cli.global, a).await,
         args::Command::Kubeconfig(a) => kubeconfig::run(&cli.global, a)
             .await

@@ -22,16 +22,7 @@ pub(super) fn executor(
     desired: &Desired,
     observed: &Observed,
 ) -> Result<Nodes, CliError> {
-    // `ssh` reads the known-hosts file and the identity itself, and would
-    // wait forever on a FIFO put in their place: only regular files (or no
-    // known-hosts file yet) are handed to it.
-    let mut ssh = ssh_settings(global)?;
-    crate::localfs::read_text_file_if_exists(&ssh.known_hosts, crate::localfs::KNOWN_HOSTS_LIMIT)
-        .map_err(|e| CliError::User(format!("cannot use the known-hosts file: {e}")))?;
-    if let Some(identity) = &global.ssh_identity {
-        crate::localfs::check_regular_file(identity)
-            .map_err(|e| CliError::User(format!("cannot use the SSH identity: {e}")))?;
-    }
+    let mut ssh = checked_ssh_settings(global)?;
     let mut settings = BootstrapSettings::default();
     if let Some(limit) = super::settings::env_secs("KIWI_NODE_READY_SECS") {
         settings.ready_timeout = limit;
@@ -51,6 +42,20 @@ pub(super) fn executor(
         addresses,
         settings,
     ))
+}
+
+/// [`ssh_settings`], with the known-hosts file and the identity checked to
+/// be regular files: `ssh` reads them itself, and would wait forever on a
+/// FIFO put in their place (no known-hosts file yet is fine).
+pub(super) fn checked_ssh_settings(global: &GlobalArgs) -> Result<SshSettings, CliError> {
+    let ssh = ssh_settings(global)?;
+    crate::localfs::read_text_file_if_exists(&ssh.known_hosts, crate::localfs::KNOWN_HOSTS_LIMIT)
+        .map_err(|e| CliError::User(format!("cannot use the known-hosts file: {e}")))?;
+    if let Some(identity) = &global.ssh_identity {
+        crate::localfs::check_regular_file(identity)
+            .map_err(|e| CliError::User(format!("cannot use the SSH identity: {e}")))?;
+    }
+    Ok(ssh)
 }
 
 /// The SSH settings of the flags and the inventory, with every local path

@@ -74,8 +74,7 @@ pub(super) async fn observe(
     desired: &Desired,
 ) -> Result<Observed, CliError> {
     let mut observed = observe_account(client, desired).await?.into_observed();
-    observed.journal_placed = crate::apply::journal::placed_by_slot(&global.inventory)
-        .map_err(|e| CliError::User(e.chain()))?;
+    observed.journal_placed = super::state::placed_by_slot(global, desired).await?;
     Ok(observed)
 }
 

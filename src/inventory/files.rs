@@ -64,6 +64,41 @@ pub(crate) struct RawK3s {
     pub(crate) version: Spanned<String>,
 }
 
+/// `[state]` in `kiwi.toml`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "State")]
+#[schemars(
+    description = "Where the apply lock and the order journal live. Without this table: local."
+)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawState {
+    #[schemars(
+        with = "super::model::StateBackend",
+        description = "\"core-cluster\": a Lease and a ConfigMap in the Core cluster's kiwi-infra namespace, shared by every operator; \"local\": <inventory>/.kiwi/, one machine only."
+    )]
+    pub(crate) backend: Spanned<String>,
+    #[serde(default)]
+    #[schemars(
+        with = "u32",
+        range(min = 3, max = 3600),
+        description = "core-cluster only: seconds the lease lives without renewal (3..=3600, default 60)."
+    )]
+    pub(crate) lease_seconds: Option<Spanned<i64>>,
+    #[serde(default)]
+    #[schemars(
+        with = "Option<String>",
+        extend("enum" = ["ssh", "kubeconfig"]),
+        description = "core-cluster only: \"ssh\" (default): kubectl on a Core control-plane node over SSH, host keys pinned; \"kubeconfig\": kubectl on the operator's machine with the operator's own kubeconfig."
+    )]
+    pub(crate) access: Option<Spanned<String>>,
+    #[serde(default)]
+    #[schemars(
+        with = "Option<String>",
+        description = "access = \"kubeconfig\" only: the kubeconfig context to use (default: kubectl's current context)."
+    )]
+    pub(crate) context: Option<Spanned<String>>,
+}
+
 /// `[core]` in `kiwi.toml`, without its pools (read one by one).
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[schemars(rename = "Core")]
@@ -163,6 +198,7 @@ pub(crate) struct MainFile {
     pub(crate) provider_span: Option<std::ops::Range<usize>>,
     pub(crate) prices: Vec<(Spanned<String>, Spanned<RawPrice>)>,
     pub(crate) k3s: Option<RawK3s>,
+    pub(crate) state: Option<RawState>,
     pub(crate) core: Option<RawCore>,
     pub(crate) core_span: Option<std::ops::Range<usize>>,
     pub(crate) core_pools: Vec<NamedPool>,

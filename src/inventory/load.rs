@@ -5,7 +5,7 @@
 use super::diagnostics::{Collector, FileId, SourceFile};
 use super::files::{
     CustomerFile, MainFile, NamedPool, RawCore, RawCustomerHead, RawK3s, RawPool, RawPrice,
-    RawProvider,
+    RawProvider, RawState,
 };
 use serde::de::DeserializeOwned;
 use std::path::Path;
@@ -190,6 +190,7 @@ fn read_main(file: FileId, errors: &mut Collector) -> MainFile {
                 }
             }
             "k3s" => main.k3s = section::<RawK3s>(file, value, errors),
+            "state" => main.state = section::<RawState>(file, value, errors),
             "core" => {
                 main.core_span = Some(key.span());
                 if let Some((head, pools)) = split_pools(file, value, errors) {
@@ -201,7 +202,8 @@ fn read_main(file: FileId, errors: &mut Collector) -> MainFile {
                 file,
                 key.span(),
                 format!(
-                    "unknown key `{other}`; expected one of `provider`, `prices`, `k3s`, `core`"
+                    "unknown key `{other}`; expected one of `provider`, `prices`, `k3s`, `state`, \
+                     `core`"
                 ),
             ),
         }

@@ -21,7 +21,8 @@ pub use kube::{Taint, TaintEffect};
 pub use load::{CUSTOMERS_DIR, MAIN_FILE};
 pub use model::{
     slot_name, slot_pool, ClusterKind, ClusterSpec, ControlPlaneNode, Customer, Desired, Money,
-    PoolRole, PoolSpec, Provider, Tier, CORE_CLUSTER, SERVER_POOL,
+    PoolRole, PoolSpec, Provider, StateAccess, StateBackend, StateSettings, Tier, CORE_CLUSTER,
+    DEFAULT_LEASE_SECONDS, SERVER_POOL,
 };
 pub use products::{NodeClass, Product};
 pub use values::{ApiEndpoint, Host, K3sVersion, KubernetesVersion};

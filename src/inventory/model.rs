@@ -134,6 +134,65 @@ pub struct Desired {
     pub clusters: Vec<ClusterSpec>,
     /// Every customer with its tier, Core-tier ones included.
     pub customers: Vec<Customer>,
+    /// Where the apply lock and the order journal live (`[state]`).
+    #[serde(default)]
+    pub state: StateSettings,
+}
+
+/// Where the apply lock and the order journal are kept: `[state]` in
+/// `kiwi.toml`. Without the table, `local`; apply says which it uses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateSettings {
+    /// The store.
+    pub backend: StateBackend,
+    /// How the Core cluster is reached (core-cluster only).
+    #[serde(default)]
+    pub access: StateAccess,
+    /// How long the cluster lease lives without renewal, in seconds
+    /// (3..=3600, 60 unless `lease_seconds` says otherwise). A holder that
+    /// dies blocks others this long at most.
+    pub lease_seconds: u32,
+}
+
+impl Default for StateSettings {
+    fn default() -> Self {
+        StateSettings {
+            backend: StateBackend::Local,
+            access: StateAccess::Ssh,
+            lease_seconds: DEFAULT_LEASE_SECONDS,
+        }
+    }
+}
+
+/// How kiwi-infra reaches the Core cluster's API for the lock and the
+/// journal (`[state] access`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StateAccess {
+    /// kubectl on a Core control-plane node over SSH, host keys pinned in
+    /// `known_hosts`: no credential beyond the operator's SSH key.
+    #[default]
+    Ssh,
+    /// kubectl on the operator's machine with the operator's kubeconfig
+    /// (kubectl's `KUBECONFIG`, else `~/.kube/config`).
+    Kubeconfig {
+        /// The kubeconfig context to use; kubectl's current one if `None`.
+        context: Option<String>,
+    },
+}
+
+/// The default `[state] lease_seconds`.
+pub const DEFAULT_LEASE_SECONDS: u32 = 60;
+
+/// The store of the apply lock and the order journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum StateBackend {
+    /// `<inventory>/.kiwi/`: one machine only.
+    Local,
+    /// A Lease and a ConfigMap in the Core cluster's `kiwi-infra`
+    /// namespace, reached with kubectl on a control-plane node over SSH:
+    /// every operator and CI job shares them.
+    CoreCluster,
 }
 
 /// A customer file.

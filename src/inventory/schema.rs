@@ -9,7 +9,7 @@
 //! inventory (prices of used products, unique node names) stay with
 //! `kiwi-infra validate`; the schema is a typing aid, not the judge.
 
-use super::files::{RawCore, RawCustomerHead, RawK3s, RawPool, RawProvider};
+use super::files::{RawCore, RawCustomerHead, RawK3s, RawPool, RawProvider, RawState};
 use super::products::CATALOG;
 use schemars::generate::SchemaSettings;
 use schemars::transform::RecursiveTransform;
@@ -93,6 +93,7 @@ struct MainDocument {
     #[schemars(schema_with = "prices")]
     prices: BTreeMap<String, String>,
     k3s: Option<RawK3s>,
+    state: Option<RawState>,
     core: CoreTable,
 }
 

@@ -8,7 +8,8 @@ use super::kube::{self, Taint, KIWI_LABEL_PREFIX};
 use super::load::{RawInventory, MAIN_FILE};
 use super::model::{
     slot_name, ClusterKind, ClusterSpec, ControlPlaneNode, Customer, Desired, Money, PoolRole,
-    PoolSpec, Provider, Tier, CORE_CLUSTER, SERVER_POOL,
+    PoolSpec, Provider, StateAccess, StateBackend, StateSettings, Tier, CORE_CLUSTER,
+    DEFAULT_LEASE_SECONDS, SERVER_POOL,
 };
 use super::products::{self, NodeClass};
 use super::values::{ApiEndpoint, Host, K3sVersion, KubernetesVersion};
@@ -68,7 +69,9 @@ pub(crate) fn validate(dir: &Path, raw: RawInventory, errors: &mut Collector) ->
     let mut provider = None;
     let mut core = None;
     let mut k3s_version = None;
+    let mut state = None;
     if let (Some(file), Some(main)) = (main_file, main) {
+        state = v.state(file, &main);
         v.prices = Some(v.prices(file, &main));
         provider = v.provider(file, &main);
         k3s_version = main
@@ -93,6 +96,7 @@ pub(crate) fn validate(dir: &Path, raw: RawInventory, errors: &mut Collector) ->
         prices: v.prices?,
         clusters,
         customers,
+        state: state.unwrap_or_default(),
     })
 }
 
@@ -112,6 +116,116 @@ impl Validator<'_> {
                 None
             }
         }
+    }
+
+    /// `[state]`: the backend by name, and a lease duration only where a
+    /// lease exists. `None` without the table (local).
+    fn state(&mut self, file: FileId, main: &MainFile) -> Option<StateSettings> {
+        let raw = main.state.as_ref()?;
+        let backend = match raw.backend.get_ref().as_str() {
+            "core-cluster" => StateBackend::CoreCluster,
+            "local" => StateBackend::Local,
+            other => {
+                self.errors.at(
+                    file,
+                    raw.backend.span(),
+                    format!(
+                        "unknown state backend `{}`; expected \"core-cluster\" (a Lease and a \
+                         ConfigMap in the Core cluster, shared by every operator) or \"local\" \
+                         (<inventory>/.kiwi/, one machine only)",
+                        crate::text::escape_for_terminal(other)
+                    ),
+                );
+                return None;
+            }
+        };
+        let mut settings = StateSettings {
+            backend,
+            ..StateSettings::default()
+        };
+        if let Some(secs) = &raw.lease_seconds {
+            if backend == StateBackend::Local {
+                self.errors.at(
+                    file,
+                    secs.span(),
+                    "lease_seconds applies to backend = \"core-cluster\" only; expected no \
+                     lease_seconds with the local backend (its lock is released by the OS)",
+                );
+                return None;
+            }
+            match u32::try_from(*secs.get_ref()) {
+                Ok(s) if (3..=3600).contains(&s) => settings.lease_seconds = s,
+                _ => {
+                    self.errors.at(
+                        file,
+                        secs.span(),
+                        format!(
+                            "lease_seconds {} is out of range; expected whole seconds from 3 to \
+                             3600 (default {DEFAULT_LEASE_SECONDS})",
+                            secs.get_ref()
+                        ),
+                    );
+                    return None;
+                }
+            }
+        }
+        if let Some(access) = &raw.access {
+            if backend == StateBackend::Local {
+                self.errors.at(
+                    file,
+                    access.span(),
+                    "access applies to backend = \"core-cluster\" only; expected no access with \
+                     the local backend",
+                );
+                return None;
+            }
+            settings.access = match access.get_ref().as_str() {
+                "ssh" => StateAccess::Ssh,
+                "kubeconfig" => StateAccess::Kubeconfig { context: None },
+                other => {
+                    self.errors.at(
+                        file,
+                        access.span(),
+                        format!(
+                            "unknown access `{}`; expected \"ssh\" (kubectl on a Core \
+                             control-plane node, host keys pinned) or \"kubeconfig\" (kubectl \
+                             here, with your own kubeconfig)",
+                            crate::text::escape_for_terminal(other)
+                        ),
+                    );
+                    return None;
+                }
+            };
+        }
+        if let Some(context) = &raw.context {
+            let StateAccess::Kubeconfig { context: slot } = &mut settings.access else {
+                self.errors.at(
+                    file,
+                    context.span(),
+                    "context applies to access = \"kubeconfig\" only; expected no context \
+                     when kubectl runs on a control-plane node",
+                );
+                return None;
+            };
+            let name = context.get_ref();
+            let plain = !name.is_empty()
+                && name.len() <= 253
+                && !name.starts_with('-')
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._@:/-".contains(c));
+            if !plain {
+                self.errors.at(
+                    file,
+                    context.span(),
+                    "context is not a plain kubeconfig context name; expected letters, digits \
+                     and `._@:/-` (at most 253, not starting with `-`)",
+                );
+                return None;
+            }
+            *slot = Some(name.clone());
+        }
+        Some(settings)
     }
 
     fn prices(&mut self, file: FileId, main: &MainFile) -> BTreeMap<String, Money> {

@@ -44,6 +44,13 @@ impl Secret<String> {
 }
 
 impl<T> Secret<T> {
+    /// Wraps a value that holds no secret but travels where secrets do (a
+    /// Kubernetes manifest fed to a command's stdin). It is not registered
+    /// for masking, so its words stay readable in every message.
+    pub fn not_secret(value: T) -> Self {
+        Self(value)
+    }
+
     /// The value itself. Every call site is a place where the secret leaves
     /// the redacting wrapper, so keep them few and obvious.
     pub fn expose(&self) -> &T {

@@ -135,6 +135,12 @@ pub struct Faults {
     /// error answers quote its form (client secret and password). See [`super::echo`].
     #[serde(default)]
     pub echo_request_in_errors: bool,
+    /// Instances ordered while this is non-zero stay out of instance lists (and searches by
+    /// `displayName`) for this many milliseconds after the order, as Contabo's list can lag
+    /// behind its orders; `GET /v1/compute/instances/{id}` finds them at once. Instances
+    /// ordered while it is zero are listed at once, whatever it is set to later.
+    #[serde(default)]
+    pub unlisted_for_ms: u64,
 }
 
 fn default_fail_create_status() -> u16 {
@@ -167,6 +173,7 @@ impl Default for Faults {
             refuse_page_size_above: None,
             page_size_cap: None,
             echo_request_in_errors: false,
+            unlisted_for_ms: 0,
         }
     }
 }

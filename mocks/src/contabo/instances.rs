@@ -298,9 +298,11 @@ pub async fn list(
         shared.config.ip_range.gateway,
     );
     let items = shared.read(|account| {
+        let now = Utc::now();
         account
             .instances
             .values()
+            .filter(|i| i.unlisted_until.is_none_or(|t| now >= t))
             .filter(|i| name.is_none_or(|n| i.name == n))
             .filter(|i| display_name.is_none_or(|n| i.display_name == n))
             .filter(|i| region.is_none_or(|r| i.region == r))
@@ -460,6 +462,7 @@ fn place_order(shared: &Shared, body: &Bytes) -> Result<Instance, ApiError> {
     let ssh_keys = req.ssh_keys.unwrap_or_default();
     let hold = shared.product_status(&product_id);
     let range = shared.config.ip_range;
+    let unlisted_for_ms = shared.faults(|f| f.faults.unlisted_for_ms).min(86_400_000);
 
     shared.mutate(|account| {
         let ssh_key_values = match resolve_secrets(account, &ssh_keys, req.root_password) {
@@ -503,6 +506,8 @@ fn place_order(shared: &Shared, body: &Bytes) -> Result<Instance, ApiError> {
             cancel_date: None,
             status: hold.clone().unwrap_or_else(|| "provisioning".into()),
             status_since: now,
+            unlisted_until: (unlisted_for_ms > 0)
+                .then(|| now + chrono::Duration::milliseconds(unlisted_for_ms as i64)),
             held_by_product: hold.is_some(),
             add_ons,
             reinstalls: 0,

@@ -68,6 +68,9 @@ pub struct Instance {
     pub status: String,
     /// When the current status began; the ticker measures phases from it.
     pub status_since: DateTime<Utc>,
+    /// Left out of lists until then (fault `unlistedForMs`).
+    #[serde(default)]
+    pub unlisted_until: Option<DateTime<Utc>>,
     /// True while a product override holds the order (not a status forced by the control API).
     pub held_by_product: bool,
     /// Booked add-ons.

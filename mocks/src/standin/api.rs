@@ -5,6 +5,8 @@
 //! - `GET /cacerts` (k3s; anonymous): the CA certificate, as k3s serves it for token checks.
 //! - `GET /api/v1/namespaces/kube-public/configmaps/cluster-info` (kubeadm; anonymous).
 //! - `GET /api/v1/nodes`, `GET|PUT|DELETE /api/v1/nodes/{name}` (admin certificate).
+//! - Namespaces, ConfigMaps and `coordination.k8s.io/v1` Leases at their real paths (admin
+//!   certificate), with the real API's `resourceVersion` rules ([`objects`](super::objects)).
 //! - `POST /kiwi-sim/v1/{k3s/join, kubeadm/bootstrap, kubelet/register, heartbeat}`: what
 //!   k3s's supervisor port and the kubelet's TLS bootstrap do on a real cluster.
 //! - `POST /kiwi-sim/v1/kubeadm/{tokens, certificate-key}` (admin).
@@ -32,6 +34,7 @@ use super::cluster::{
     ApiFailure, ClusterState, Heartbeat, K3sJoin, KubeadmBootstrap, KubeletRegister,
     NewCertificateKey, NewToken,
 };
+use super::objects::Kind;
 use super::paths::write_host;
 use super::{Result, StandinError};
 
@@ -146,9 +149,27 @@ fn admin(store: &Datastore, headers: &HeaderMap) -> std::result::Result<(), ApiF
 pub fn router(store: Datastore) -> Router {
     Router::new()
         .route("/cacerts", get(cacerts))
+        .route("/api/v1/namespaces", post(create_namespace))
+        .route("/api/v1/namespaces/{name}", get(get_namespace))
         .route(
-            "/api/v1/namespaces/kube-public/configmaps/cluster-info",
-            get(cluster_info),
+            "/api/v1/namespaces/{ns}/configmaps",
+            post(|s, ns, h, b| create_object(Kind::ConfigMap, s, ns, h, b)),
+        )
+        .route(
+            "/api/v1/namespaces/{ns}/configmaps/{name}",
+            get(get_config_map)
+                .put(|s, p, h, b| replace_object(Kind::ConfigMap, s, p, h, b))
+                .delete(|s, p, h| delete_object(Kind::ConfigMap, s, p, h)),
+        )
+        .route(
+            "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases",
+            post(|s, ns, h, b| create_object(Kind::Lease, s, ns, h, b)),
+        )
+        .route(
+            "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{name}",
+            get(|s, p, h| get_object(Kind::Lease, s, p, h))
+                .put(|s, p, h, b| replace_object(Kind::Lease, s, p, h, b))
+                .delete(|s, p, h| delete_object(Kind::Lease, s, p, h)),
         )
         .route("/api/v1/nodes", get(list_nodes))
         .route(
@@ -174,8 +195,111 @@ async fn cacerts(State(store): State<Datastore>) -> Response {
     }
 }
 
-async fn cluster_info(State(store): State<Datastore>) -> Response {
-    answer(&store, false, |s| s.cluster_info(Utc::now()))
+async fn get_config_map(
+    State(store): State<Datastore>,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    // kubeadm's discovery document is public; every other ConfigMap needs the admin.
+    if ns == "kube-public" && name == "cluster-info" {
+        return answer(&store, false, |s| s.cluster_info(Utc::now()));
+    }
+    get_object(Kind::ConfigMap, State(store), Path((ns, name)), headers).await
+}
+
+async fn create_namespace(
+    State(store): State<Datastore>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    create_object(
+        Kind::Namespace,
+        State(store),
+        Path(String::new()),
+        headers,
+        body,
+    )
+    .await
+}
+
+async fn get_namespace(
+    State(store): State<Datastore>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(f) = admin(&store, &headers) {
+        return failure(&f);
+    }
+    answer(&store, false, |s| {
+        if s.objects.namespace_exists(&name) {
+            Ok(serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": name},
+                "status": {"phase": "Active"},
+            }))
+        } else {
+            s.objects.get(Kind::Namespace, "", &name)
+        }
+    })
+}
+
+async fn create_object(
+    kind: Kind,
+    State(store): State<Datastore>,
+    Path(ns): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(f) = admin(&store, &headers) {
+        return failure(&f);
+    }
+    match parse::<Value>(&body) {
+        Ok(body) => answer(&store, true, |s| {
+            s.create_object(kind, &ns, &body, Utc::now())
+        }),
+        Err(f) => failure(&f),
+    }
+}
+
+async fn get_object(
+    kind: Kind,
+    State(store): State<Datastore>,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(f) = admin(&store, &headers) {
+        return failure(&f);
+    }
+    answer(&store, false, |s| s.objects.get(kind, &ns, &name))
+}
+
+async fn replace_object(
+    kind: Kind,
+    State(store): State<Datastore>,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(f) = admin(&store, &headers) {
+        return failure(&f);
+    }
+    match parse::<Value>(&body) {
+        Ok(body) => answer(&store, true, |s| s.replace_object(kind, &ns, &name, &body)),
+        Err(f) => failure(&f),
+    }
+}
+
+async fn delete_object(
+    kind: Kind,
+    State(store): State<Datastore>,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(f) = admin(&store, &headers) {
+        return failure(&f);
+    }
+    answer(&store, true, |s| s.objects.delete(kind, &ns, &name))
 }
 
 async fn list_nodes(State(store): State<Datastore>, headers: HeaderMap) -> Response {

@@ -22,6 +22,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::labels::{self, Taint};
+use super::objects::{Kind, Objects};
 
 /// How often daemons heartbeat.
 pub const HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
@@ -231,6 +232,9 @@ pub struct ClusterState {
     pub resource_version: u64,
     /// Pod subnets handed out so far.
     pub pod_subnets: u32,
+    /// Namespaces, ConfigMaps and Leases ([`objects`](super::objects)).
+    #[serde(default)]
+    pub objects: Objects,
 }
 
 /// A k3s join as the joining daemon presents it.
@@ -405,6 +409,7 @@ impl ClusterState {
             node_passwords: BTreeMap::new(),
             resource_version: 0,
             pod_subnets: 0,
+            objects: Objects::default(),
         }
     }
 
@@ -952,6 +957,34 @@ impl ClusterState {
         node.resource_version = rv;
         let node = node.clone();
         Ok(self.node_json(&node, now))
+    }
+
+    /// Creates a namespace, ConfigMap or Lease; each write takes the next resource version.
+    pub fn create_object(
+        &mut self,
+        kind: Kind,
+        namespace: &str,
+        body: &Value,
+        now: DateTime<Utc>,
+    ) -> Result<Value, ApiFailure> {
+        let rv = self.resource_version + 1;
+        let out = self.objects.create(kind, namespace, body, rv, now)?;
+        self.bump();
+        Ok(out)
+    }
+
+    /// Replaces a namespace, ConfigMap or Lease; a stale resource version is a conflict.
+    pub fn replace_object(
+        &mut self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        body: &Value,
+    ) -> Result<Value, ApiFailure> {
+        let rv = self.resource_version + 1;
+        let out = self.objects.replace(kind, namespace, name, body, rv)?;
+        self.bump();
+        Ok(out)
     }
 
     /// Deletes a node object and forgets its password, so the node may register afresh.

@@ -32,6 +32,8 @@ pub enum Flavor {
 struct Opts {
     kubeconfig: Option<String>,
     output: Option<String>,
+    namespace: Option<String>,
+    filename: Option<String>,
     overwrite: bool,
     words: Vec<String>,
 }
@@ -55,6 +57,7 @@ fn parse_args(args: Vec<String>) -> Result<Opts> {
         "context",
         "namespace",
         "server",
+        "filename",
     ];
     while let Some(a) = it.next() {
         if a == "--" {
@@ -73,6 +76,7 @@ fn parse_args(args: Vec<String>) -> Result<Opts> {
                 "l" => "selector",
                 "n" => "namespace",
                 "s" => "server",
+                "f" => "filename",
                 "A" => "all-namespaces",
                 other => return Err(err(format!("unknown shorthand flag: '{other}' in {a}"))),
             };
@@ -98,6 +102,8 @@ fn parse_args(args: Vec<String>) -> Result<Opts> {
         match name.as_str() {
             "kubeconfig" => o.kubeconfig = value,
             "output" => o.output = value,
+            "namespace" => o.namespace = value,
+            "filename" => o.filename = value,
             "overwrite" => o.overwrite = value.as_deref() != Some("false"),
             "timeout"
             | "grace-period"
@@ -107,7 +113,6 @@ fn parse_args(args: Vec<String>) -> Result<Opts> {
             | "delete-local-data"
             | "force"
             | "all-namespaces"
-            | "namespace"
             | "context"
             | "chunk-size"
             | "disable-eviction"
@@ -210,6 +215,10 @@ pub async fn main(args: Vec<String>, flavor: Flavor) -> Result<i32> {
             println!("Client Version: {v}\nKustomize Version: v5.4.2");
             Ok(0)
         }
+        "get" | "delete" if is_object_kind(&rest) => {
+            objects::get_or_delete(verb, &root, &opts, flavor, &rest).await
+        }
+        "create" | "replace" => objects::write(verb, &root, &opts, flavor, &rest).await,
         "get" => get(&root, &opts, flavor, &rest).await,
         "label" => label(&root, &opts, flavor, &rest).await,
         "annotate" => annotate(&root, &opts, flavor, &rest).await,
@@ -222,6 +231,14 @@ pub async fn main(args: Vec<String>, flavor: Flavor) -> Result<i32> {
             "unknown command {other:?} for \"kubectl\"\n\nDid you mean this?\n\tget"
         ))),
     }
+}
+
+/// True when the words name a namespace, ConfigMap or Lease rather than nodes.
+fn is_object_kind(words: &[String]) -> bool {
+    words.first().is_some_and(|w| {
+        let kind = w.split_once('/').map_or(w.as_str(), |(k, _)| k);
+        super::objects::Kind::from_resource(kind).is_some()
+    })
 }
 
 /// Splits `node NAME…`, `nodes NAME…` or `node/NAME…` into names; other kinds are refused.
@@ -829,6 +846,194 @@ async fn cordon(
         }
     }
     Ok(0)
+}
+
+/// `get`, `delete`, `create` and `replace` of namespaces, ConfigMaps and Leases, as kubectl
+/// does them: a manifest read from `-f -` is sent as is (a `metadata.resourceVersion` in it
+/// makes a replace conditional), and the server's refusal is printed in kubectl's words.
+mod objects {
+    use std::io::Read;
+
+    use super::super::objects::Kind;
+    use super::*;
+
+    fn namespace(opts: &Opts) -> String {
+        opts.namespace.clone().unwrap_or_else(|| "default".into())
+    }
+
+    /// `KIND NAME` or `KIND/NAME`.
+    fn kind_and_name(words: &[String], verb: &str) -> Result<(Kind, String)> {
+        let (kind, name) = match words {
+            [one] if one.contains('/') => {
+                let (k, n) = one.split_once('/').unwrap_or_default();
+                (k.to_string(), n.to_string())
+            }
+            [kind, name, ..] => (kind.clone(), name.clone()),
+            _ => {
+                return Err(err(format!(
+                    "resource(s) were provided, but no name was specified\nSee 'kubectl {verb} -h' for help and examples"
+                )))
+            }
+        };
+        let kind = Kind::from_resource(&kind)
+            .ok_or_else(|| err(format!("the server doesn't have a resource type {kind:?}")))?;
+        Ok((kind, name))
+    }
+
+    fn object_path(kind: Kind, namespace: &str, name: &str) -> String {
+        match kind {
+            Kind::Namespace => format!("/api/v1/namespaces/{name}"),
+            _ => format!("{}/{name}", kind.collection_path(namespace)),
+        }
+    }
+
+    pub(super) async fn get_or_delete(
+        verb: &str,
+        root: &Root,
+        opts: &Opts,
+        flavor: Flavor,
+        words: &[String],
+    ) -> Result<i32> {
+        let (kind, name) = kind_and_name(words, verb)?;
+        let ns = namespace(opts);
+        let (api, server) = connect(root, opts, flavor).await?;
+        let method = if verb == "delete" {
+            Method::DELETE
+        } else {
+            Method::GET
+        };
+        match call(&api, &server, method, &object_path(kind, &ns, &name), None).await? {
+            Err(f) => Err(from_server(&f)),
+            Ok(_) if verb == "delete" => {
+                println!("{} {name:?} deleted", kind.singular());
+                Ok(0)
+            }
+            Ok(object) => {
+                match opts.output.as_deref() {
+                    Some("json") => println!("{}", pretty(&object)),
+                    Some("yaml") => {
+                        print!("{}", serde_norway::to_string(&object).unwrap_or_default())
+                    }
+                    Some("name") => println!("{}/{name}", kind.singular()),
+                    None => println!("NAME\n{name}"),
+                    Some(other) => {
+                        return Err(err(format!(
+                            "unable to match a printer suitable for the output format {other:?}, allowed formats are: json,name,yaml"
+                        )))
+                    }
+                }
+                Ok(0)
+            }
+        }
+    }
+
+    /// `create namespace NAME`, `create -f -` and `replace -f -`.
+    pub(super) async fn write(
+        verb: &str,
+        root: &Root,
+        opts: &Opts,
+        flavor: Flavor,
+        words: &[String],
+    ) -> Result<i32> {
+        let (kind, body, source) = match (&opts.filename, words) {
+            (None, [ns_word, name])
+                if verb == "create" && Kind::from_resource(ns_word) == Some(Kind::Namespace) =>
+            {
+                (
+                    Kind::Namespace,
+                    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}),
+                    None,
+                )
+            }
+            (Some(file), []) => {
+                let text = if file == "-" {
+                    let mut text = String::new();
+                    std::io::stdin()
+                        .read_to_string(&mut text)
+                        .map_err(|e| err(format!("reading from stdin: {e}")))?;
+                    text
+                } else {
+                    root.read_opt(file)?
+                        .ok_or_else(|| err(format!("the path {file:?} does not exist")))?
+                };
+                let body: Value = serde_norway::from_str(&text).map_err(|e| {
+                    err(format!(
+                        "error parsing STDIN: error converting YAML to JSON: {e}"
+                    ))
+                })?;
+                let api_version = body["apiVersion"].as_str().unwrap_or_default();
+                let kind_name = body["kind"].as_str().unwrap_or_default();
+                if api_version.is_empty() || kind_name.is_empty() {
+                    return Err(err(
+                        "error validating data: [apiVersion not set, kind not set]; if you choose to ignore these errors, turn validation off with --validate=false"
+                    ));
+                }
+                let kind = Kind::from_manifest(api_version, kind_name).ok_or_else(|| {
+                    err(format!(
+                        "resource mapping not found for name: {:?} namespace: \"\" from \"STDIN\": no matches for kind {kind_name:?} in version {api_version:?}",
+                        body["metadata"]["name"].as_str().unwrap_or_default()
+                    ))
+                })?;
+                let source = if file == "-" {
+                    "STDIN".to_string()
+                } else {
+                    file.clone()
+                };
+                (kind, body, Some(source))
+            }
+            _ => {
+                return Err(err(format!(
+                    "must specify one of -f and -k\n\nSee 'kubectl {verb} -h' for help and examples"
+                )))
+            }
+        };
+        let name = body["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let ns = match (body["metadata"]["namespace"].as_str(), &opts.namespace) {
+            (Some(own), Some(flag)) if own != flag => {
+                return Err(err(format!(
+                    "the namespace from the provided object {own:?} does not match the namespace {flag:?}. You must pass '--namespace={own}' to perform this operation."
+                )))
+            }
+            (Some(own), _) => own.to_string(),
+            (None, _) => namespace(opts),
+        };
+        let (api, server) = connect(root, opts, flavor).await?;
+        let (method, path, done, doing) = if verb == "create" {
+            (
+                Method::POST,
+                kind.collection_path(&ns),
+                "created",
+                "creating",
+            )
+        } else {
+            (
+                Method::PUT,
+                object_path(kind, &ns, &name),
+                "replaced",
+                "replacing",
+            )
+        };
+        match call(&api, &server, method, &path, Some(&body)).await? {
+            Ok(object) => {
+                match opts.output.as_deref() {
+                    Some("json") => println!("{}", pretty(&object)),
+                    Some("name") => println!("{}/{name}", kind.singular()),
+                    _ => println!("{}/{name} {done}", kind.singular()),
+                }
+                Ok(0)
+            }
+            Err(f) => match source {
+                Some(source) => Err(StandinError::tool(format!(
+                    "Error from server ({}): error when {doing} {source:?}: {}",
+                    f.reason, f.message
+                ))),
+                None => Err(from_server(&f)),
+            },
+        }
+    }
 }
 
 #[cfg(test)]

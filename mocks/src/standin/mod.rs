@@ -44,6 +44,7 @@ pub mod kubeadm;
 pub mod kubectl;
 pub mod labels;
 pub mod misc;
+pub mod objects;
 pub mod paths;
 pub mod systemd;
 

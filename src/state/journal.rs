@@ -1,0 +1,337 @@
+//! The order journal as a `ConfigMap` in the Core cluster
+//! (`kiwi-infra/kiwi-infra-orders`, key `orders.jsonl`): the same JSON lines
+//! as the local file (`crate::apply::journal`), so a rerun from any machine
+//! resolves what another machine left unconfirmed.
+//!
+//! Each entry is appended by a compare-and-swap: the whole text with the new
+//! line is written carrying the resource version last read. When another
+//! writer came in between, the write is a conflict: the text is read again,
+//! the entry appended to it, and written again. An entry is only reported
+//! written once the API stored it, and an order's intent is written before
+//! the order is sent, exactly as with the local file. Before writing, the
+//! journal asks the apply lock whether it is still held: an apply whose
+//! lease was taken over records no intent, and so sends no order.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use chrono::Utc;
+use serde_json::{json, Value};
+
+use super::lease::LeaseWatch;
+use super::objects::{KubeObjects, Object, ObjectKind, Written};
+use super::{StateError, JOURNAL_KEY, JOURNAL_NAME, NAMESPACE};
+use crate::apply::journal::{parse_entries, Entry, Event, JournalStore};
+use crate::apply::ApplyError;
+
+/// Writes that lose to other writers in a row before giving up.
+const MAX_CONFLICTS: u32 = 10;
+
+/// What the journal last read or wrote.
+#[derive(Debug, Default)]
+struct Known {
+    /// The text of `orders.jsonl`.
+    text: String,
+    /// The entries of `text`.
+    entries: Vec<Entry>,
+    /// Resource version of the object; `None` when there is none yet.
+    resource_version: Option<String>,
+}
+
+/// The order journal kept in the Core cluster.
+#[derive(Debug)]
+pub struct ClusterJournal<S> {
+    store: Arc<S>,
+    lease: Option<LeaseWatch>,
+    known: Mutex<Known>,
+    /// One write at a time from this process: concurrent steps would only
+    /// conflict with each other.
+    writing: tokio::sync::Mutex<()>,
+}
+
+/// How the journal object is named in messages and errors
+/// (`ConfigMap kiwi-infra/kiwi-infra-orders, key orders.jsonl`).
+pub fn journal_location() -> PathBuf {
+    PathBuf::from(format!(
+        "Core cluster ConfigMap {NAMESPACE}/{JOURNAL_NAME} key {JOURNAL_KEY}"
+    ))
+}
+
+impl<S: KubeObjects> ClusterJournal<S> {
+    /// Reads the journal (an empty one when the object does not exist yet).
+    /// `lease`: the apply lock to check before each write; `None` for a
+    /// reader that never writes.
+    pub async fn open(store: Arc<S>, lease: Option<LeaseWatch>) -> Result<Self, StateError> {
+        let journal = ClusterJournal {
+            store,
+            lease,
+            known: Mutex::new(Known::default()),
+            writing: tokio::sync::Mutex::new(()),
+        };
+        journal.reread().await?;
+        Ok(journal)
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, Known> {
+        self.known.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads the object again, replacing what was known.
+    async fn reread(&self) -> Result<(), StateError> {
+        let object = self.store.get(ObjectKind::ConfigMap, JOURNAL_NAME).await?;
+        let known = match object {
+            None => Known::default(),
+            Some(object) => read(&object)?,
+        };
+        *self.known() = known;
+        Ok(())
+    }
+
+    /// Appends `entry` with a compare-and-swap, re-reading on conflict.
+    async fn append(&self, entry: &Entry) -> Result<(), StateError> {
+        let line = serde_json::to_string(entry).map_err(|e| StateError::Malformed {
+            object: ObjectKind::ConfigMap.describe(JOURNAL_NAME),
+            what: format!("cannot write an entry: {e}"),
+        })?;
+        let _one_at_a_time = self.writing.lock().await;
+        for _ in 0..MAX_CONFLICTS {
+            if let Some(what) = self.lease.as_ref().and_then(LeaseWatch::lost) {
+                return Err(StateError::Lost { what });
+            }
+            let (mut text, rv) = {
+                let k = self.known();
+                (k.text.clone(), k.resource_version.clone())
+            };
+            if !text.is_empty() && !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str(&line);
+            text.push('\n');
+            let manifest = manifest(&text, rv.as_deref());
+            let written = match rv {
+                None => self.store.create(ObjectKind::ConfigMap, &manifest).await?,
+                Some(_) => self.store.replace(ObjectKind::ConfigMap, &manifest).await?,
+            };
+            match written {
+                Written::Done(object) => {
+                    let mut k = self.known();
+                    k.text = text;
+                    k.entries.push(entry.clone());
+                    k.resource_version = Some(object.resource_version);
+                    return Ok(());
+                }
+                // Another writer came first (or the object went): read
+                // what is there now and append to that.
+                Written::Conflict | Written::AlreadyExists | Written::NotFound => {
+                    tracing::debug!("order journal changed under this apply; reading it again");
+                    self.reread().await?;
+                }
+            }
+        }
+        Err(StateError::Contended {
+            object: ObjectKind::ConfigMap.describe(JOURNAL_NAME),
+            attempts: MAX_CONFLICTS,
+        })
+    }
+}
+
+/// The journal's text and entries from the object, read at the edge: a
+/// `data` that is not a map of strings, or a line that is not an entry, is
+/// an error naming the object and the line.
+fn read(object: &Object) -> Result<Known, StateError> {
+    let malformed = |what: &str| StateError::Malformed {
+        object: ObjectKind::ConfigMap.describe(JOURNAL_NAME),
+        what: what.to_string(),
+    };
+    let text = match &object.value["data"] {
+        Value::Null => String::new(),
+        Value::Object(data) => match data.get(JOURNAL_KEY) {
+            None => String::new(),
+            Some(Value::String(text)) => text.clone(),
+            Some(_) => return Err(malformed("data.\"orders.jsonl\" is not a string")),
+        },
+        _ => return Err(malformed("data is not a map of strings")),
+    };
+    if text.len() > crate::localfs::JOURNAL_LIMIT as usize {
+        return Err(malformed(
+            "the journal is larger than the limit of a journal file",
+        ));
+    }
+    let entries = parse_entries(&journal_location(), &text).map_err(|e| StateError::Malformed {
+        object: ObjectKind::ConfigMap.describe(JOURNAL_NAME),
+        what: crate::text::error_chain(&e, ": "),
+    })?;
+    Ok(Known {
+        text,
+        entries,
+        resource_version: Some(object.resource_version.clone()),
+    })
+}
+
+fn manifest(text: &str, resource_version: Option<&str>) -> Value {
+    let mut metadata = json!({
+        "name": JOURNAL_NAME,
+        "namespace": NAMESPACE,
+        "labels": {"app.kubernetes.io/managed-by": "kiwi-infra"},
+    });
+    if let Some(rv) = resource_version {
+        metadata["resourceVersion"] = json!(rv);
+    }
+    json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata,
+        "data": {JOURNAL_KEY: text},
+    })
+}
+
+impl<S: KubeObjects> JournalStore for ClusterJournal<S> {
+    fn entries(&self) -> Vec<Entry> {
+        self.known().entries.clone()
+    }
+
+    fn record<'a>(
+        &'a self,
+        slot: &'a str,
+        event: Event,
+    ) -> futures::future::BoxFuture<'a, Result<(), ApplyError>> {
+        Box::pin(async move {
+            let entry = Entry {
+                at: Utc::now(),
+                slot: slot.to_string(),
+                event,
+            };
+            self.append(&entry).await.map_err(ApplyError::from)
+        })
+    }
+
+    fn location(&self) -> &Path {
+        static LOCATION: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+        LOCATION.get_or_init(journal_location)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::state::fake::FakeObjects;
+
+    fn intent() -> Event {
+        Event::Intent {
+            trace_id: "t".into(),
+            product: "V94".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn two_machines_append_to_one_journal_and_neither_entry_is_lost() {
+        let store = Arc::new(FakeObjects::default());
+        let a = ClusterJournal::open(Arc::clone(&store), None)
+            .await
+            .unwrap();
+        let b = ClusterJournal::open(Arc::clone(&store), None)
+            .await
+            .unwrap();
+        a.record("kiwi-a-server-01", intent()).await.unwrap();
+        // b read before a wrote: its create is refused, it reads and appends.
+        b.record("kiwi-a-server-02", intent()).await.unwrap();
+        // a's known version is stale now: a conflict, a re-read, an append.
+        a.record("kiwi-a-server-01", Event::Placed { instance_id: 7 })
+            .await
+            .unwrap();
+        let fresh = ClusterJournal::open(Arc::clone(&store), None)
+            .await
+            .unwrap();
+        let slots: Vec<(String, Event)> = fresh
+            .entries()
+            .into_iter()
+            .map(|e| (e.slot, e.event))
+            .collect();
+        assert_eq!(
+            slots,
+            vec![
+                ("kiwi-a-server-01".to_string(), intent()),
+                ("kiwi-a-server-02".to_string(), intent()),
+                (
+                    "kiwi-a-server-01".to_string(),
+                    Event::Placed { instance_id: 7 }
+                ),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_writer_that_keeps_losing_gives_up_without_claiming_a_write() {
+        let store = Arc::new(FakeObjects::default());
+        let j = ClusterJournal::open(Arc::clone(&store), None)
+            .await
+            .unwrap();
+        j.record("kiwi-a-server-01", intent()).await.unwrap();
+        store.conflict_next(MAX_CONFLICTS);
+        let err = j.record("kiwi-a-server-02", intent()).await.unwrap_err();
+        assert!(err.to_string().contains("kept changing"), "{err}");
+        assert_eq!(j.entries().len(), 1);
+        // One conflict fewer: the last attempt succeeds.
+        store.conflict_next(MAX_CONFLICTS - 1);
+        j.record("kiwi-a-server-02", intent()).await.unwrap();
+        assert_eq!(j.entries().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_damaged_journal_object_names_the_object_and_line() {
+        let store = Arc::new(FakeObjects::default());
+        store.put(
+            ObjectKind::ConfigMap,
+            JOURNAL_NAME,
+            json!({"data": {JOURNAL_KEY: "{\"at\":\"garbage\"}\nmore\n"}}),
+        );
+        let err = ClusterJournal::open(Arc::clone(&store), None)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ConfigMap kiwi-infra/kiwi-infra-orders"),
+            "{err}"
+        );
+        assert!(err.contains(":1:"), "{err}");
+        store.put(
+            ObjectKind::ConfigMap,
+            JOURNAL_NAME,
+            json!({"data": {JOURNAL_KEY: 5}}),
+        );
+        assert!(ClusterJournal::open(store, None).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn no_intent_is_recorded_once_the_lock_is_lost() {
+        let store = Arc::new(FakeObjects::default());
+        let holder = crate::apply::lock::Holder::current();
+        let settings = crate::state::LeaseSettings {
+            duration: std::time::Duration::from_secs(30),
+            wait: std::time::Duration::ZERO,
+            poll: std::time::Duration::from_millis(10),
+        };
+        let now = Utc::now();
+        let late = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&late);
+        let clock: crate::state::lease::Clock = Arc::new(move || {
+            if flag.load(std::sync::atomic::Ordering::SeqCst) {
+                now + chrono::Duration::seconds(31)
+            } else {
+                now
+            }
+        });
+        let guard = crate::state::lease::acquire(Arc::clone(&store), &holder, settings, clock)
+            .await
+            .unwrap();
+        let j = ClusterJournal::open(Arc::clone(&store), Some(guard.watch()))
+            .await
+            .unwrap();
+        j.record("kiwi-a-server-01", intent()).await.unwrap();
+        late.store(true, std::sync::atomic::Ordering::SeqCst);
+        let err = j.record("kiwi-a-server-02", intent()).await.unwrap_err();
+        assert!(err.to_string().contains("lost the lock"), "{err}");
+        assert_eq!(j.entries().len(), 1);
+    }
+}
