@@ -318,6 +318,11 @@ async fn an_order_left_untagged_by_a_killed_apply_is_finished_not_bought_again()
         )
         .unwrap();
     let earlier = order_directly(&mock, slot, "V94").await;
+    // The plan calls it kiwi-infra's own (its intent claims it), not foreign.
+    let plan = run(command(&mock, &inv, &["plan", "--contabo-only"])).await;
+    let plan_text = text(&plan);
+    assert_eq!(plan.status.code(), Some(0), "{plan_text}");
+    assert!(!plan_text.contains("--adopt"), "{plan_text}");
     let out = apply_contabo_side(&mock, &inv).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);

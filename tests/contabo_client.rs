@@ -698,3 +698,25 @@ async fn reads_answered_429_keep_trying_past_the_retry_count() {
     listed.unwrap();
     assert!(rig.mock.stats().rate_limited >= 3);
 }
+
+#[tokio::test]
+async fn a_total_that_stops_at_a_full_page_one_while_more_pages_are_announced_is_refused() {
+    // Page 1 says there are exactly as many items as it holds, while
+    // totalPages (and `_links.next`) say more pages follow: believing the
+    // count would drop every later page, and their slots would be ordered.
+    let rig = Rig::start(quick_mock()).await;
+    let client = rig.client();
+    fill(&rig, &client, 250).await;
+    rig.mock
+        .set_faults(Faults {
+            total_elements: Some(serde_json::json!(100)),
+            ..Faults::default()
+        })
+        .unwrap();
+    let err = client
+        .list_instances(&InstanceFilter::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ContaboError::Paging { .. }), "{err}");
+    assert!(err.to_string().contains("totalPages"), "{err}");
+}

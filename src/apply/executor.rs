@@ -89,7 +89,7 @@ impl ApplySettings {
             contabo_only: false,
             wait: WaitSettings::production(),
             unlisted_order_wait: Duration::from_secs(120),
-            journal_horizon: Duration::from_secs(3600),
+            journal_horizon: JOURNAL_HORIZON,
             reorder: BTreeSet::new(),
             trace_id,
             known_hosts: None,
@@ -516,6 +516,11 @@ fn nothing_was_sent(e: &ContaboError) -> bool {
 /// id; an `intent` whose outcome is unknown claims an instance created after
 /// it, within `horizon`. An order later found absent, refused or replaced
 /// claims nothing, so a colleague's hand-made instance is never adopted.
+/// How old a journal intent may be and still claim an instance that
+/// appears under its slot's name ([`ApplySettings::journal_horizon`]'s
+/// default, and what `plan` uses).
+pub const JOURNAL_HORIZON: Duration = Duration::from_secs(3600);
+
 pub fn journal_claims(
     entries: &[Entry],
     slot: &str,

@@ -292,12 +292,9 @@ pub fn placed_by_slot_in(entries: Vec<Entry>) -> BTreeMap<String, crate::plan::I
         .collect()
 }
 
-/// For each slot whose latest journal event is `placed`, that instance: the
-/// planner's evidence of what kiwi-infra itself ordered. Reads
-/// `<inventory>/.kiwi/orders.jsonl` if there is one, and changes nothing.
-pub fn placed_by_slot(
-    inventory: &Path,
-) -> Result<BTreeMap<String, crate::plan::InstanceId>, ApplyError> {
+/// The entries of `<inventory>/.kiwi/orders.jsonl`, if there is one; reads
+/// and changes nothing else.
+pub fn local_entries(inventory: &Path) -> Result<Vec<Entry>, ApplyError> {
     let path = inventory.join(super::lock::STATE_DIR).join("orders.jsonl");
     let text = crate::localfs::read_text_file_if_exists(&path, crate::localfs::JOURNAL_LIMIT)
         .map_err(|e| ApplyError::Journal {
@@ -305,7 +302,7 @@ pub fn placed_by_slot(
             source: std::io::Error::other(e),
         })?
         .unwrap_or_default();
-    Ok(placed_by_slot_in(parse_entries(&path, &text)?))
+    parse_entries(&path, &text)
 }
 
 #[cfg(test)]

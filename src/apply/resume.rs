@@ -30,6 +30,19 @@ pub fn interrupted_orders(
     observed: &Observed,
     horizon: chrono::Duration,
 ) -> BTreeSet<String> {
+    interrupted_instances(entries, observed, horizon)
+        .into_keys()
+        .collect()
+}
+
+/// Per slot, the live instance without the ownership tag that the journal
+/// claims (an `intent` whose answer was never recorded, or a `placed`):
+/// kiwi-infra's own order that a run cut short before tagging it.
+pub fn interrupted_instances(
+    entries: &[Entry],
+    observed: &Observed,
+    horizon: chrono::Duration,
+) -> std::collections::BTreeMap<String, crate::plan::InstanceId> {
     let journal_slots: BTreeSet<&str> = entries.iter().map(|e| e.slot.as_str()).collect();
     observed
         .instances
@@ -45,7 +58,7 @@ pub fn interrupted_orders(
                 horizon,
             )
         })
-        .map(|i| i.display_name.clone())
+        .map(|i| (i.display_name.clone(), i.id.clone()))
         .collect()
 }
 

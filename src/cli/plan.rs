@@ -74,7 +74,17 @@ pub(super) async fn observe(
     desired: &Desired,
 ) -> Result<Observed, CliError> {
     let mut observed = observe_account(client, desired).await?.into_observed();
-    observed.journal_placed = super::state::placed_by_slot(global, desired).await?;
+    // What kiwi-infra itself ordered: the journal's `placed` ids, and the
+    // untagged machines its unanswered intents claim (a run cut short
+    // between the order and its tags). Neither is ever called foreign.
+    let entries = super::state::journal_entries(global, desired).await?;
+    let horizon = chrono::Duration::from_std(crate::apply::executor::JOURNAL_HORIZON)
+        .unwrap_or(chrono::Duration::MAX);
+    let interrupted = crate::apply::resume::interrupted_instances(&entries, &observed, horizon);
+    observed.journal_placed = crate::apply::journal::placed_by_slot_in(entries);
+    for (slot, id) in interrupted {
+        observed.journal_placed.entry(slot).or_insert(id);
+    }
     Ok(observed)
 }
 

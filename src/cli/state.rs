@@ -5,7 +5,6 @@
 //! inventory's; a Core cluster that cannot be reached is an error, never a
 //! reason to use the local files instead. Also `kiwi-infra unlock`.
 
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -192,21 +191,21 @@ pub(super) async fn take(
     }
 }
 
-/// What the order journal records as placed, per slot, read where the
-/// inventory keeps it (nothing is changed).
-pub(super) async fn placed_by_slot(
+/// The order journal's entries, read where the inventory keeps it
+/// (nothing is changed).
+pub(super) async fn journal_entries(
     global: &GlobalArgs,
     desired: &Desired,
-) -> Result<BTreeMap<String, crate::plan::InstanceId>, CliError> {
+) -> Result<Vec<crate::apply::journal::Entry>, CliError> {
     match desired.state.backend {
-        StateBackend::Local => crate::apply::journal::placed_by_slot(&global.inventory)
+        StateBackend::Local => crate::apply::journal::local_entries(&global.inventory)
             .map_err(|e| CliError::User(e.chain())),
         StateBackend::CoreCluster => {
             let store = connect_core(global, desired).await?;
             let journal = ClusterJournal::open(Arc::clone(&store), None).await;
             store.close().await;
             let journal = journal.map_err(state_error)?;
-            Ok(crate::apply::journal::placed_by_slot_in(journal.entries()))
+            Ok(journal.entries())
         }
     }
 }

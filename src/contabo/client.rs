@@ -655,25 +655,32 @@ impl ContaboClient {
         // Contabo's support, with the trace id) can see what did not add up.
         let announced = format!(
             "page 1 announced {} element(s) in {} page(s) of {}",
-            first.pagination.total_elements, first.pagination.total_pages, first.pagination.size
+            paging::shown(first.pagination.total_elements),
+            paging::shown(first.pagination.total_pages),
+            paging::shown(first.pagination.size)
         );
         let why = |reason: String| Ok(Err(format!("{reason}; {announced}")));
         let layout = match Layout::from_first_page(&first.pagination, asked, first.data.len()) {
             Ok(layout) => layout,
             Err(reason) => return why(reason),
         };
-        let mut collected = match Collector::new(layout, first.data) {
+        let first_has_next = first.links.next.is_some();
+        let mut collected = match Collector::new(layout, first.data, first_has_next) {
             Ok(c) => c,
             Err(reason) => return why(reason),
         };
         let mut pages = futures::stream::iter(2..=layout.pages)
             .map(|page| {
                 let call = page_call(page, layout.size);
-                async move { self.send::<ListPage<T>>(call).await.map(|p| (page, p.data)) }
+                async move {
+                    self.send::<ListPage<T>>(call)
+                        .await
+                        .map(|p| (page, p.links.next.is_some(), p.data))
+                }
             })
             .buffered(self.inner.page_concurrency);
-        while let Some((page, items)) = pages.try_next().await? {
-            if let Err(reason) = collected.add(page, items) {
+        while let Some((page, has_next, items)) = pages.try_next().await? {
+            if let Err(reason) = collected.add(page, items, has_next) {
                 return why(reason);
             }
         }

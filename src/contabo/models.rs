@@ -470,7 +470,7 @@ pub struct Pagination {
     pub page: f64,
 }
 
-/// A list response: `data` plus `_pagination`.
+/// A list response: `data` plus `_pagination` and `_links`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ListPage<T> {
     /// The items of this page.
@@ -478,6 +478,18 @@ pub struct ListPage<T> {
     /// Where this page stands.
     #[serde(rename = "_pagination")]
     pub pagination: Pagination,
+    /// Links to other pages; `next` is there when a page follows this one
+    /// ("Link to next page, if applicable").
+    #[serde(rename = "_links", default)]
+    pub links: PageLinks,
+}
+
+/// The part of `_links` paging looks at.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct PageLinks {
+    /// The next page, if there is one.
+    #[serde(default)]
+    pub next: Option<String>,
 }
 
 /// A single-resource response: `data` is always an array.

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 /// The slowest pace 429s can push the client to, in requests per second
 /// (unless the configured ceiling is lower). Below it, `Retry-After` and
 /// back-off still space the retries of what was refused.
-pub const MIN_RPS: f64 = 1.0;
+pub const MIN_RPS: f64 = 0.05;
 
 /// How long without a 429 before the pace is raised one step (and how long
 /// an order waits after the last 429 before it is sent).

@@ -109,7 +109,7 @@ impl Layout {
             format!(
                 "its _pagination.totalElements ({}) is not a count, so kiwi-infra cannot tell \
                  whether it was served every item",
-                pagination.total_elements
+                shown(pagination.total_elements)
             )
         })?;
         let served = u64::try_from(served).unwrap_or(u64::MAX);
@@ -150,6 +150,20 @@ impl Layout {
         }
         let size = if served < total { served } else { asked };
         let pages = total.div_ceil(size).max(1);
+        // totalPages must say the same; a number that contradicts the
+        // count (or is not a count) means one of the two lies, and
+        // believing the smaller could leave pages unread.
+        let announced = total.div_ceil(size);
+        match count(pagination.total_pages) {
+            Some(p) if p == announced || (total == 0 && p <= 1) => {}
+            _ => {
+                return Err(format!(
+                    "its _pagination.totalPages ({}) contradicts totalElements {total} at {size} \
+                     a page ({announced} page(s))",
+                    shown(pagination.total_pages)
+                ))
+            }
+        }
         if pages > MAX_PAGES {
             return Err(format!(
                 "{total} elements at {size} a page would take {pages} pages, more than the \
@@ -175,19 +189,26 @@ pub struct Collector<T> {
 }
 
 impl<T: Listed> Collector<T> {
-    /// Starts with page 1's items.
-    pub fn new(layout: Layout, first: Vec<T>) -> Result<Self, String> {
+    /// Starts with page 1's items (`first_has_next`: its `_links` name a
+    /// next page).
+    pub fn new(layout: Layout, first: Vec<T>, first_has_next: bool) -> Result<Self, String> {
         let mut c = Self {
             layout,
             items: Vec::with_capacity(usize::try_from(layout.total).unwrap_or(0).min(100_000)),
             seen: HashSet::new(),
         };
-        c.add(1, first)?;
+        c.add(1, first, first_has_next)?;
         Ok(c)
     }
 
-    /// Adds page `page`, or says why the list does not add up.
-    pub fn add(&mut self, page: u64, items: Vec<T>) -> Result<(), String> {
+    /// Adds page `page` (`has_next`: its `_links` name a next page), or
+    /// says why the list does not add up.
+    pub fn add(&mut self, page: u64, items: Vec<T>, has_next: bool) -> Result<(), String> {
+        if page == self.layout.pages && has_next {
+            return Err(format!(
+                "page {page} should be the last, but its _links name a next page"
+            ));
+        }
         let got = u64::try_from(items.len()).unwrap_or(u64::MAX);
         let expected = self.layout.expected_on(page);
         if got != expected {
@@ -219,6 +240,16 @@ impl<T: Listed> Collector<T> {
             ));
         }
         Ok(self.items)
+    }
+}
+
+/// A number from a server as it may be shown: huge or odd values are
+/// abbreviated (a `1e300` is not printed as 301 digits).
+pub fn shown(n: f64) -> String {
+    if count(n).is_some() {
+        format!("{n}")
+    } else {
+        format!("{n:e}")
     }
 }
 
@@ -275,11 +306,32 @@ mod tests {
     }
 
     #[test]
-    fn a_lying_total_pages_changes_nothing() {
-        for pages in [1e300, f64::INFINITY, f64::NAN, -1.0, 0.0, 4e15, 3.0] {
-            let l = Layout::from_first_page(&p(100.0, 250.0, pages), 100, 100).unwrap();
-            assert_eq!(l.pages, 3, "{pages}");
+    fn a_total_pages_that_contradicts_the_count_is_refused() {
+        for pages in [1e300, f64::INFINITY, f64::NAN, -1.0, 0.0, 4e15, 2.0, 4.0] {
+            assert!(
+                Layout::from_first_page(&p(100.0, 250.0, pages), 100, 100).is_err(),
+                "{pages}"
+            );
         }
+        let l = Layout::from_first_page(&p(100.0, 250.0, 3.0), 100, 100).unwrap();
+        assert_eq!(l.pages, 3);
+        // A full page 1 that claims to be everything while totalPages says 2.
+        assert!(Layout::from_first_page(&p(1000.0, 1000.0, 2.0), 1000, 1000).is_err());
+        // An empty list may say 0 or 1 pages.
+        for pages in [0.0, 1.0] {
+            assert!(Layout::from_first_page(&p(1000.0, 0.0, pages), 1000, 0).is_ok());
+        }
+    }
+
+    #[test]
+    fn a_next_link_on_the_last_page_is_refused() {
+        let layout = Layout::from_first_page(&p(10.0, 25.0, 3.0), 10, 10).unwrap();
+        let mut c = Collector::new(layout, items(0..10), true).unwrap();
+        c.add(2, items(10..20), true).unwrap();
+        assert!(c.add(3, items(20..25), true).is_err());
+        let one = Layout::from_first_page(&p(10.0, 10.0, 1.0), 10, 10).unwrap();
+        assert!(Collector::new(one, items(0..10), true).is_err());
+        assert!(Collector::new(one, items(0..10), false).is_ok());
     }
 
     #[test]
@@ -302,24 +354,24 @@ mod tests {
     #[test]
     fn short_long_or_overlapping_pages_do_not_add_up() {
         let layout = Layout::from_first_page(&p(10.0, 25.0, 3.0), 10, 10).unwrap();
-        let mut c = Collector::new(layout, items(0..10)).unwrap();
-        c.add(2, items(10..20)).unwrap();
-        c.add(3, items(20..25)).unwrap();
+        let mut c = Collector::new(layout, items(0..10), true).unwrap();
+        c.add(2, items(10..20), true).unwrap();
+        c.add(3, items(20..25), false).unwrap();
         assert_eq!(c.finish().unwrap().len(), 25);
 
-        let mut c = Collector::new(layout, items(0..10)).unwrap();
-        assert!(c.add(2, items(10..19)).is_err(), "short page");
-        let mut c = Collector::new(layout, items(0..10)).unwrap();
-        assert!(c.add(2, items(9..19)).is_err(), "a row repeated");
-        let mut c = Collector::new(layout, items(0..10)).unwrap();
-        c.add(2, items(11..21)).unwrap(); // a row skipped: 10 is missing...
-        assert!(c.add(3, items(21..26)).is_ok());
+        let mut c = Collector::new(layout, items(0..10), true).unwrap();
+        assert!(c.add(2, items(10..19), true).is_err(), "short page");
+        let mut c = Collector::new(layout, items(0..10), true).unwrap();
+        assert!(c.add(2, items(9..19), true).is_err(), "a row repeated");
+        let mut c = Collector::new(layout, items(0..10), true).unwrap();
+        c.add(2, items(11..21), true).unwrap(); // a row skipped: 10 is missing...
+        assert!(c.add(3, items(21..26), false).is_ok());
         // ...which only the ids could tell; the count still adds up, and
         // the ordering (`orderBy`) is what keeps pages from shifting.
-        let mut c = Collector::new(layout, items(0..10)).unwrap();
-        c.add(2, items(10..20)).unwrap();
-        assert!(c.add(3, items(20..24)).is_err(), "last page short");
-        let c = Collector::new(layout, items(0..10)).unwrap();
+        let mut c = Collector::new(layout, items(0..10), true).unwrap();
+        c.add(2, items(10..20), true).unwrap();
+        assert!(c.add(3, items(20..24), false).is_err(), "last page short");
+        let c = Collector::new(layout, items(0..10), true).unwrap();
         assert!(c.finish().is_err(), "pages missing");
     }
 
