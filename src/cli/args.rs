@@ -387,6 +387,8 @@ pub struct PlanArgs {
     pub json: bool,
 
     /// Exit 0 when there is nothing to do, 2 when there are changes, 1 on error.
+    /// Changes held back (destructive steps without --allow-destroy, orders
+    /// Contabo holds, a protected cluster) count as changes, as for apply.
     #[arg(long)]
     pub detailed_exitcode: bool,
 
