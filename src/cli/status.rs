@@ -343,7 +343,10 @@ mod tests {
             [("acme".to_string(), "kiwi-acme-general-01".to_string())]
         );
         let advice = not_ready_advice(&nodes);
-        assert!(advice.contains("  kiwi-acme-general-01 (cluster acme)"), "{advice}");
+        assert!(
+            advice.contains("  kiwi-acme-general-01 (cluster acme)"),
+            "{advice}"
+        );
         assert!(
             advice.contains("docs/runbooks/replacing-a-node.md"),
             "{advice}"
