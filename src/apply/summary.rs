@@ -487,6 +487,7 @@ pub fn render(input: &SummaryInput<'_>) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::apply::executor::TaskResult;

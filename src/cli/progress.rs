@@ -187,6 +187,7 @@ impl Reporter for CliReporter {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
