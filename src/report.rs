@@ -27,6 +27,8 @@ pub enum Stage {
     Running,
     /// Waiting for the node to answer over SSH and finish cloud-init.
     Connecting,
+    /// The node answers over SSH and cloud-init has finished.
+    Reachable,
     /// k3s / kubeadm is being set up on it.
     Bootstrapping,
     /// Labels and taints are being set.
@@ -48,6 +50,7 @@ impl fmt::Display for Stage {
             Stage::Reinstalling => f.write_str("reinstalling"),
             Stage::Running => f.write_str("running"),
             Stage::Connecting => f.write_str("connecting"),
+            Stage::Reachable => f.write_str("reachable over SSH"),
             Stage::Bootstrapping => f.write_str("bootstrapping"),
             Stage::Labelling => f.write_str("labelling"),
             Stage::Waiting(what) => write!(f, "waiting ({what})"),
@@ -58,7 +61,10 @@ impl fmt::Display for Stage {
 }
 
 impl Stage {
-    /// True for stages after which nothing more happens to the node in this run.
+    /// True for stages after which nothing more happens to the node in this
+    /// step. (A node may still move on in a later step of the same run, so
+    /// a reporter shows the node's final state only when the run ends: see
+    /// `apply::summary::node_states`.)
     pub fn is_final(&self) -> bool {
         matches!(self, Stage::Running | Stage::Failed | Stage::NeedsHuman)
     }

@@ -498,3 +498,35 @@ async fn echo_request_in_errors_quotes_the_token_and_the_body_in_error_answers_o
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(!body.to_string().contains("request was"), "{body}");
 }
+
+#[tokio::test]
+async fn the_binarys_log_written_to_a_file_has_no_colour_escapes() {
+    // As `kiwi-infra sandbox up` starts it: stderr into mock.log.
+    let log_path = std::env::temp_dir().join(format!("contabo-mock-{}.log", uuid::Uuid::new_v4()));
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = Child(
+        Command::new(env!("CARGO_BIN_EXE_contabo-mock"))
+            .args(["--listen", "127.0.0.1:0"])
+            .env_remove("NO_COLOR")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+    })
+    .await
+    .unwrap();
+    drop(child);
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    let _ = std::fs::remove_file(&log_path);
+    assert!(text.contains("listening"), "the log is empty: {text:?}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "colour escapes in the log: {text:?}"
+    );
+}

@@ -758,7 +758,7 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
                         if !self.settings.contabo_only {
                             self.reporter.node_stage(slot, &Stage::Connecting);
                             let checked = self.nodes.wait_ready(slot, i.ipv4()).await?;
-                            self.reporter.node_stage(slot, &Stage::Running);
+                            self.reporter.node_stage(slot, &Stage::Reachable);
                             if checked {
                                 return Ok(StepOutcome::Done(format!(
                                     "instance {instance} is running at {ip} and ready over SSH"

@@ -7,6 +7,7 @@
 //! messages), so every value is escaped for the terminal where it is put
 //! in: only the summary's own line breaks remain.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use crate::plan::{Plan, StepKind, Warning};
@@ -36,6 +37,10 @@ pub struct SummaryInput<'a> {
     pub contabo_only: bool,
     /// The command that applies again, e.g. `kiwi-infra apply --inventory x`.
     pub apply_command: String,
+    /// The cluster of each of the inventory's slots (slot name → cluster
+    /// name), so the lists are sorted by cluster, then node. Slots it does
+    /// not name (a node the inventory dropped) come first.
+    pub cluster_of: BTreeMap<String, String>,
 }
 
 /// The verdict: is everything of this run done?
@@ -43,7 +48,8 @@ pub fn complete(input: &SummaryInput<'_>) -> bool {
     input.outcome.all_done()
         && match &input.fresh {
             FreshPlan::Planned(plan) => {
-                remaining(plan, input.contabo_only).is_empty() && human_warnings(plan).is_empty()
+                remaining(plan, input.contabo_only).is_empty()
+                    && !plan.warnings.iter().any(Warning::leaves_work)
             }
             FreshPlan::Unavailable(_) => false,
         }
@@ -57,7 +63,8 @@ fn remaining(plan: &Plan, contabo_only: bool) -> Vec<&crate::plan::Step> {
         .collect()
 }
 
-/// Warnings meaning a slot is not realised and needs the operator.
+/// Warnings meaning a slot is not realised and needs the operator, in
+/// words: one for each warning that [`Warning::leaves_work`].
 fn human_warnings(plan: &Plan) -> Vec<String> {
     plan.warnings
         .iter()
@@ -91,9 +98,116 @@ fn human_warnings(plan: &Plan) -> Vec<String> {
                 "cluster {cluster}: {servers} → {wanted} k3s servers refused (etcd quorum is \
                  {quorum}); keep {servers} servers in the inventory"
             )),
+            Warning::OrdersHeld { cluster, slots } => Some(format!(
+                "{}: orders held back (an unattributed instance may be one of them): {}",
+                cluster
+                    .as_ref()
+                    .map_or_else(|| "every cluster".to_string(), |c| format!("cluster {c}")),
+                slots.join(", ")
+            )),
             _ => None,
         })
         .collect()
+}
+
+/// Where each node (slot) this run touched ended up, in a few words, for
+/// the last state of its progress line and the summary's `Nodes:` list:
+/// `ordered, joined, Ready, labelled`, `failed: …`, `held: …`, `not done: …`.
+///
+/// Built from every task of the run (all rounds merged), so a node that was
+/// bootstrapping in the first round and labelled in the second ends
+/// `…, labelled`, never on a stage it has left. What a task did is read
+/// from its step id, which the planner forms as `<what>:<node>…`.
+pub fn node_states(outcome: &ApplyOutcome) -> BTreeMap<String, String> {
+    let mut by_slot: BTreeMap<&str, Vec<&super::executor::TaskResult>> = BTreeMap::new();
+    for r in &outcome.results {
+        if let Some(slot) = &r.slot {
+            by_slot.entry(slot.as_str()).or_default().push(r);
+        }
+    }
+    by_slot
+        .into_iter()
+        .map(|(slot, results)| (slot.to_string(), node_state(slot, &results)))
+        .collect()
+}
+
+/// What a done task did to its node, in lifecycle order (see [`DONE_WORDS`]).
+fn done_word(id: &str) -> Option<usize> {
+    let what = id.split(':').next().unwrap_or_default();
+    DONE_WORDS
+        .iter()
+        .position(|(prefixes, _)| prefixes.contains(&what))
+}
+
+/// Step id prefixes and what a node that went through them is now.
+const DONE_WORDS: &[(&[&str], &str)] = &[
+    (&["order"], "ordered"),
+    (&["reinstall"], "reinstalled"),
+    (&["wait"], "running"),
+    (&["bootstrap"], "bootstrapped, Ready"),
+    (&["join"], "joined, Ready"),
+    (
+        &["label", "unlabel", "record-labels", "taint", "untaint"],
+        "labelled",
+    ),
+    (&["assign", "untag"], "tags set"),
+    (&["rename"], "renamed back"),
+    (&["delete-stale-node"], "stale node object deleted"),
+    (&["drain"], "drained"),
+    (&["delete-node"], "removed from its cluster"),
+    (&["cancel"], "cancelled"),
+];
+
+fn node_state(slot: &str, results: &[&super::executor::TaskResult]) -> String {
+    // The most pressing first: a failure, then what waits for the operator.
+    for r in results {
+        if let StepOutcome::Failed(text) = &r.outcome {
+            let first = match &r.error {
+                Some(e) => e.to_string(),
+                None => text.clone(),
+            };
+            return format!("failed: {}", first_line(&first));
+        }
+    }
+    for r in results {
+        match &r.outcome {
+            StepOutcome::NeedsHuman(text) => {
+                let text = text.strip_prefix(slot).unwrap_or(text).trim_start();
+                return format!("held: {}", first_line(text));
+            }
+            StepOutcome::NotCarriedOut(why) => return format!("held: {}", first_line(why)),
+            _ => {}
+        }
+    }
+    for r in results {
+        if let StepOutcome::Skipped { because } = &r.outcome {
+            return format!("not done: {because} did not succeed");
+        }
+    }
+    let mut done: Vec<usize> = results.iter().filter_map(|r| done_word(&r.id.0)).collect();
+    done.sort_unstable();
+    done.dedup();
+    let joined = done.iter().any(|&i| DONE_WORDS[i].1.ends_with(", Ready"));
+    let words: Vec<&str> = done
+        .into_iter()
+        .map(|i| DONE_WORDS[i].1)
+        // Joined and Ready says more than running.
+        .filter(|w| !(joined && *w == "running"))
+        .collect();
+    if words.is_empty() {
+        "done".to_string()
+    } else {
+        words.join(", ")
+    }
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or_default()
+}
+
+/// Sort key: cluster, then node name.
+fn by_cluster<'a>(cluster_of: &'a BTreeMap<String, String>, slot: &'a str) -> (&'a str, &'a str) {
+    (cluster_of.get(slot).map_or("", String::as_str), slot)
 }
 
 /// True when destructive steps waited for `--allow-destroy`.
@@ -111,7 +225,12 @@ pub fn render(input: &SummaryInput<'_>) -> String {
 
     if !outcome.ordered.is_empty() {
         let _ = writeln!(out, "\nOrdered:");
-        for (slot, id) in &outcome.ordered {
+        // In the inventory's terms, not in the order Contabo answered.
+        let mut ordered: Vec<_> = outcome.ordered.iter().collect();
+        ordered.sort_by(|a, b| {
+            by_cluster(&input.cluster_of, &a.0).cmp(&by_cluster(&input.cluster_of, &b.0))
+        });
+        for (slot, id) in ordered {
             let seen = outcome.instances.get(slot);
             let ip = seen
                 .and_then(|i| i.ipv4())
@@ -120,6 +239,33 @@ pub fn render(input: &SummaryInput<'_>) -> String {
                 seen.map_or_else(|| "status unknown".to_string(), |i| i.status.to_string());
             let (slot, ip, status) = (shown(slot), shown(&ip), shown(&status));
             let _ = writeln!(out, "  {slot:<34} instance {id:<10} {ip:<15} {status}");
+        }
+    }
+
+    // Every node this run touched, with where it ended: an apply that only
+    // joins, labels or reinstalls says so here.
+    let states = node_states(outcome);
+    if !states.is_empty() {
+        let _ = writeln!(out, "\nNodes:");
+        let mut slots: Vec<&String> = states.keys().collect();
+        slots.sort_by(|a, b| {
+            by_cluster(&input.cluster_of, a).cmp(&by_cluster(&input.cluster_of, b))
+        });
+        for slot in slots {
+            let _ = writeln!(out, "  {:<34} {}", shown(slot), shown(&states[slot]));
+        }
+    }
+    let account: Vec<_> = outcome
+        .results
+        .iter()
+        .filter(|r| r.slot.is_none() && r.outcome.is_done())
+        .collect();
+    if !account.is_empty() {
+        let _ = writeln!(out, "\nContabo account:");
+        for r in account {
+            if let StepOutcome::Done(text) = &r.outcome {
+                let _ = writeln!(out, "  {}: {}", shown(&r.id.0), shown(first_line(text)));
+            }
         }
     }
 
@@ -338,4 +484,125 @@ pub fn render(input: &SummaryInput<'_>) -> String {
     };
     let _ = writeln!(out, "{next}");
     out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::apply::executor::TaskResult;
+    use crate::plan::StepId;
+
+    fn task(id: &str, slot: &str, outcome: StepOutcome) -> TaskResult {
+        TaskResult {
+            id: StepId(id.to_string()),
+            slot: Some(slot.to_string()),
+            outcome,
+            error: None,
+        }
+    }
+
+    fn done(id: &str, slot: &str) -> TaskResult {
+        task(id, slot, StepOutcome::Done("ok".into()))
+    }
+
+    const A: &str = "kiwi-zeta-general-01";
+    const B: &str = "kiwi-alpha-general-02";
+    const C: &str = "kiwi-alpha-general-01";
+
+    /// An apply over two rounds: C ordered, waited for and joined in the
+    /// first, labelled in the second; B only labelled; A held by Contabo.
+    fn two_rounds() -> ApplyOutcome {
+        let mut first = ApplyOutcome {
+            results: vec![
+                done(&format!("order:{C}"), C),
+                done(&format!("wait:{C}"), C),
+                done(&format!("join:{C}"), C),
+                done(&format!("label:{B}:kiwistack.io/pool"), B),
+                task(
+                    &format!("wait:{A}"),
+                    A,
+                    StepOutcome::NeedsHuman(format!("{A} (instance 7) is product_not_available")),
+                ),
+            ],
+            ..ApplyOutcome::default()
+        };
+        first.ordered = vec![
+            (A.to_string(), crate::contabo::models::InstanceId(7)),
+            (C.to_string(), crate::contabo::models::InstanceId(8)),
+        ];
+        first.merge(ApplyOutcome {
+            results: vec![done(&format!("label:{C}:kiwistack.io/pool"), C)],
+            ..ApplyOutcome::default()
+        });
+        first
+    }
+
+    #[test]
+    fn each_node_ends_on_what_the_whole_run_did_to_it() {
+        let states = node_states(&two_rounds());
+        assert_eq!(states[C], "ordered, joined, Ready, labelled");
+        assert_eq!(states[B], "labelled");
+        assert_eq!(states[A], "held: (instance 7) is product_not_available");
+    }
+
+    #[test]
+    fn a_failure_or_a_step_held_for_allow_destroy_is_the_final_state() {
+        let outcome = ApplyOutcome {
+            results: vec![
+                done(&format!("wait:{A}"), A),
+                task(
+                    &format!("join:{A}"),
+                    A,
+                    StepOutcome::Failed("ssh: connection refused\ncaused by: …".into()),
+                ),
+                task(
+                    &format!("drain:{B}"),
+                    B,
+                    StepOutcome::NotCarriedOut(NEEDS_ALLOW_DESTROY.into()),
+                ),
+            ],
+            ..ApplyOutcome::default()
+        };
+        let states = node_states(&outcome);
+        assert_eq!(states[A], "failed: ssh: connection refused");
+        assert_eq!(states[B], "held: needs --allow-destroy");
+    }
+
+    #[test]
+    fn an_apply_that_only_labels_says_so_under_its_heading_sorted_by_cluster() {
+        let outcome = two_rounds();
+        let text = render(&SummaryInput {
+            outcome: &outcome,
+            fresh: FreshPlan::Unavailable("not observed in this test".into()),
+            contabo_only: false,
+            apply_command: "kiwi-infra apply".into(),
+            cluster_of: BTreeMap::from([
+                (A.to_string(), "zeta".to_string()),
+                (B.to_string(), "alpha".to_string()),
+                (C.to_string(), "alpha".to_string()),
+            ]),
+        });
+        let nodes = text.split("\nNodes:\n").nth(1).expect(&text);
+        let order: Vec<&str> = nodes
+            .lines()
+            .take(3)
+            .map(|l| l.split_whitespace().next().unwrap())
+            .collect();
+        assert_eq!(order, [C, B, A], "{text}");
+        assert!(
+            nodes
+                .lines()
+                .any(|l| l.contains(B) && l.ends_with("labelled")),
+            "{text}"
+        );
+        // Ordered: by cluster and node, not in the order Contabo answered.
+        let ordered = text.split("\nOrdered:\n").nth(1).expect(&text);
+        let first: Vec<&str> = ordered
+            .lines()
+            .take(2)
+            .map(|l| l.split_whitespace().next().unwrap())
+            .collect();
+        assert_eq!(first, [C, A], "{text}");
+    }
 }

@@ -696,6 +696,7 @@ async fn without_allow_destroy_nothing_is_drained_deleted_or_cancelled() {
         fresh: summary::FreshPlan::Unavailable("not observed in this test".into()),
         contabo_only: false,
         apply_command: "kiwi-infra apply".into(),
+        cluster_of: Default::default(),
     });
     assert!(
         text.contains("3 step(s) not carried out: needs --allow-destroy"),
@@ -752,6 +753,7 @@ async fn with_allow_destroy_the_node_is_drained_deleted_and_its_instance_cancell
         fresh: summary::FreshPlan::Planned(&fresh),
         contabo_only: false,
         apply_command: "kiwi-infra apply --allow-destroy".into(),
+        cluster_of: Default::default(),
     });
     assert!(text.contains("until 2031-01-31"), "{text}");
     assert!(text.contains("-€8.49/month"), "{text}");
@@ -760,6 +762,7 @@ async fn with_allow_destroy_the_node_is_drained_deleted_and_its_instance_cancell
         fresh: summary::FreshPlan::Planned(&fresh),
         contabo_only: false,
         apply_command: String::new(),
+        cluster_of: Default::default(),
     }));
 }
 

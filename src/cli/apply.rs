@@ -151,10 +151,21 @@ async fn apply_observed(
         .filter(|s| !(args.contabo_only && is_node_step(&s.kind)))
         .count();
     if !global.quiet || runnable > 0 {
-        print!("{}", plan::render_human(&plan, &render));
+        let mut shown = plan::render_human(&plan, &render);
+        if plan.is_empty() && !(settle.is_empty() && interrupted.is_empty()) {
+            // Not "matches Contabo": earlier orders are still being set up,
+            // and this apply waits for them (said just below).
+            shown = shown.replace(
+                plan::NO_CHANGES,
+                "No new changes; this apply finishes earlier orders (below).\n",
+            );
+        }
+        print!("{shown}");
     }
     if runnable == 0 && settle.is_empty() {
-        if plan.warnings.iter().any(plan::Warning::holds_back) {
+        // Held-back changes count as changes, as for `plan
+        // --detailed-exitcode` (see `Plan::has_changes`): pending, exit 2.
+        if plan.warnings.iter().any(plan::Warning::leaves_work) {
             println!("\nNothing was changed; the warnings above say what is held back and why.");
             return Ok(ExitCode::from(EXIT_INCOMPLETE));
         }
@@ -185,6 +196,7 @@ async fn apply_observed(
         .map(|c| c.name.clone())
         .collect();
     apply_settings.known_hosts = Some(known_hosts);
+    // One reporter for every round: each node keeps one progress line.
     let reporter = CliReporter::new(global.quiet);
     let input = ApplyInput {
         steps,
@@ -201,7 +213,6 @@ async fn apply_observed(
         &apply_settings,
     )
     .await;
-    reporter.finish();
 
     // Finish with a fresh plan that should be empty. Apply's own waits may
     // have made work possible that the first plan could not contain (an
@@ -219,13 +230,13 @@ async fn apply_observed(
         {
             break;
         }
-        println!(
-            "
-Now that apply's waits are over, {} more step(s) can be carried out:",
-            fresh_plan.steps.len()
-        );
-        print!("{}", plan::render_human(fresh_plan, &render));
-        let reporter = CliReporter::new(global.quiet);
+        reporter.suspend(|| {
+            println!(
+                "\nNow that apply's waits are over, {} more step(s) can be carried out:",
+                fresh_plan.steps.len()
+            );
+            print!("{}", plan::render_human(fresh_plan, &render));
+        });
         let more = apply::execute(
             client,
             fresh_nodes,
@@ -240,7 +251,6 @@ Now that apply's waits are over, {} more step(s) can be carried out:",
             &apply_settings,
         )
         .await;
-        reporter.finish();
         fresh_nodes.close().await;
         outcome.merge(more);
         fresh = observe_and_plan(global, client, desired, args.contabo_only, &options).await;
@@ -252,6 +262,7 @@ Now that apply's waits are over, {} more step(s) can be carried out:",
         }
         Err(e) => Err(e),
     };
+    reporter.finish(&summary::node_states(&outcome));
     let fresh_view = match &fresh {
         Ok(p) => FreshPlan::Planned(p),
         Err(e) => FreshPlan::Unavailable(crate::text::error_chain(e, ": ")),
@@ -261,6 +272,10 @@ Now that apply's waits are over, {} more step(s) can be carried out:",
         fresh: fresh_view,
         contabo_only: args.contabo_only,
         apply_command: apply_command(global, args),
+        cluster_of: desired
+            .slot_names()
+            .map(|(cluster, slot)| (slot, cluster.name.clone()))
+            .collect(),
     };
     print!("{}", summary::render(&input));
     let failed = outcome.results.iter().any(|r| r.outcome.is_failure());

@@ -321,11 +321,15 @@ pub enum SandboxCommand {
     ///
     /// Example: kiwi-infra sandbox up && source /tmp/kiwi-sandbox/env
     Up(SandboxArgs),
-    /// Stop the sandbox and its simulated nodes.
+    /// Stop the sandbox and its simulated nodes, and delete its directory
+    /// (the rehearsal inventory included, unless --keep-inventory).
     ///
-    /// Example: kiwi-infra sandbox down
-    Down(SandboxArgs),
-    /// The whole tour: up, plan, apply, status, plan again, down.
+    /// Examples:
+    ///   kiwi-infra sandbox down
+    ///   kiwi-infra sandbox down --keep-inventory   # moved to /tmp/kiwi-sandbox-inventory
+    #[command(verbatim_doc_comment)]
+    Down(SandboxDownArgs),
+    /// The whole tour: up, apply (which shows the plan), status, plan again, down.
     ///
     /// Example: kiwi-infra sandbox demo --dir /tmp/kiwi-demo
     Demo(SandboxArgs),
@@ -337,6 +341,19 @@ pub struct SandboxArgs {
     /// The sandbox's directory (inventory copy, keys, mock state, nodes).
     #[arg(long, default_value = "/tmp/kiwi-sandbox", env = "KIWI_SANDBOX_DIR")]
     pub dir: std::path::PathBuf,
+}
+
+/// `kiwi-infra sandbox down`.
+#[derive(Debug, Args)]
+pub struct SandboxDownArgs {
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
+
+    /// Keep the rehearsal inventory: move DIR/inventory to DIR-inventory
+    /// (next to the sandbox's directory) before deleting the rest. Refused,
+    /// with nothing deleted, when DIR-inventory exists already.
+    #[arg(long)]
+    pub keep_inventory: bool,
 }
 
 /// `kiwi-infra status`.
@@ -432,6 +449,8 @@ pub struct PlanArgs {
     pub json: bool,
 
     /// Exit 0 when there is nothing to do, 2 when there are changes, 1 on error.
+    /// Changes held back (destructive steps without --allow-destroy, orders
+    /// Contabo holds, a protected cluster) count as changes, as for apply.
     #[arg(long)]
     pub detailed_exitcode: bool,
 

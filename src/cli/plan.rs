@@ -164,7 +164,8 @@ async fn plan_and_print(global: &GlobalArgs, args: &PlanArgs) -> Result<bool, Cl
             );
         }
     }
-    Ok(!planned.plan.is_empty())
+    // Held-back changes count: see `Plan::has_changes`.
+    Ok(planned.plan.has_changes())
 }
 
 /// Writes `text` to `path` through a temporary file and a rename, so a

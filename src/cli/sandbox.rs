@@ -78,7 +78,7 @@ pub(super) async fn run(global: &GlobalArgs, cmd: &SandboxCommand) -> Result<Exi
             Ok(ExitCode::SUCCESS)
         }
         SandboxCommand::Down(a) => {
-            down(&a.dir)?;
+            down_keeping(&a.sandbox.dir, a.keep_inventory)?;
             Ok(ExitCode::SUCCESS)
         }
         SandboxCommand::Demo(a) => demo(global, a),
@@ -420,6 +420,48 @@ fn write_inventory(target: &Path, public_key: &str) -> Result<(), CliError> {
     Ok(())
 }
 
+/// Where `down --keep-inventory` moves the rehearsal inventory of `dir`:
+/// `DIR-inventory`, next to it.
+fn kept_inventory_path(dir: &Path) -> PathBuf {
+    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+    name.push("-inventory");
+    dir.with_file_name(name)
+}
+
+/// Stops the sandbox in `dir` and removes its files, first moving the
+/// rehearsal inventory out of it when `keep_inventory`; refuses a
+/// directory `up` did not create.
+fn down_keeping(dir: &Path, keep_inventory: bool) -> Result<(), CliError> {
+    if !keep_inventory {
+        return down(dir);
+    }
+    let inventory = dir.join("inventory");
+    // A real folder only: a link planted there is not followed, just deleted.
+    let is_folder = std::fs::symlink_metadata(&inventory).is_ok_and(|m| m.is_dir());
+    if inspect(dir)? != DirState::Ours || !is_folder {
+        return down(dir);
+    }
+    let target = kept_inventory_path(dir);
+    if std::fs::symlink_metadata(&target).is_ok() {
+        return Err(CliError::User(format!(
+            "--keep-inventory: {} exists already; move it away first. Nothing was stopped or \
+             deleted",
+            target.display()
+        )));
+    }
+    std::fs::rename(&inventory, &target).map_err(io(format!(
+        "cannot move {} to {}",
+        inventory.display(),
+        target.display()
+    )))?;
+    println!(
+        "Kept the rehearsal inventory: moved {} to {}.",
+        inventory.display(),
+        target.display()
+    );
+    down(dir)
+}
+
 /// Stops the sandbox in `dir` and removes its files; refuses a directory
 /// `up` did not create.
 fn down(dir: &Path) -> Result<(), CliError> {
@@ -452,17 +494,41 @@ fn down(dir: &Path) -> Result<(), CliError> {
     // Checked again right before: `remove_dir_all` does not follow symbolic
     // links, neither at `dir` nor inside it.
     if inspect(dir)? == DirState::Ours {
+        let had_inventory = std::fs::symlink_metadata(dir.join("inventory")).is_ok();
         std::fs::remove_dir_all(dir).map_err(io(format!("cannot remove {}", dir.display())))?;
-        println!(
-            "Deleted {} with everything in it, the rehearsal inventory ({}) included.",
-            dir.display(),
-            dir.join("inventory").display()
-        );
+        if had_inventory {
+            println!(
+                "Deleted {} with everything in it, the rehearsal inventory ({}) included \
+                 (`kiwi-infra sandbox down --keep-inventory` keeps it).",
+                dir.display(),
+                dir.join("inventory").display()
+            );
+        } else {
+            println!("Deleted {} with everything in it.", dir.display());
+        }
     }
     Ok(())
 }
 
-/// The tour: up, plan, apply, status, plan again, down.
+/// The tour's commands after `up` and before `down`: a title, the
+/// arguments, and whether it must exit 0. `apply` shows the plan before it
+/// carries it out, so there is no separate `plan` first: the plan (about
+/// 200 lines for the example inventory) is shown once.
+const TOUR: &[(&str, &[&str], bool)] = &[
+    (
+        "What will be bought and built, then building it",
+        &["apply", "--auto-approve"],
+        true,
+    ),
+    ("Every cluster's nodes", &["status"], false),
+    (
+        "Nothing is left to do",
+        &["plan", "--detailed-exitcode"],
+        true,
+    ),
+];
+
+/// The tour: up, apply (which shows the plan), status, plan again, down.
 fn demo(global: &GlobalArgs, args: &SandboxArgs) -> Result<ExitCode, CliError> {
     if inspect(&args.dir)? == DirState::Ours && running_pid(&args.dir).is_some() {
         down(&args.dir)?;
@@ -485,17 +551,14 @@ fn demo(global: &GlobalArgs, args: &SandboxArgs) -> Result<ExitCode, CliError> {
             .map_err(|e| format!("cannot run kiwi-infra: {e}"))
     };
     let outcome = (|| {
-        step("What would be bought and built", &["plan"])?;
-        let applied = step("Applying it", &["apply", "--auto-approve"])?;
-        if applied != Some(0) {
-            return Err(format!("apply exited with {applied:?}"));
-        }
-        step("Every cluster's nodes", &["status"])?;
-        let again = step("Nothing is left to do", &["plan", "--detailed-exitcode"])?;
-        if again != Some(0) {
-            return Err(format!(
-                "the plan after apply is not empty (exit {again:?})"
-            ));
+        for (title, args, must_succeed) in TOUR {
+            let code = step(title, args)?;
+            if *must_succeed && code != Some(0) {
+                return Err(format!(
+                    "`kiwi-infra {}` exited with {code:?}",
+                    args.join(" ")
+                ));
+            }
         }
         Ok(())
     })();
@@ -714,5 +777,43 @@ mod tests {
         // Our own pid: alive, but not the stand-in of this directory.
         std::fs::write(dir.join("mock.pid"), format!("{}\n", std::process::id())).unwrap();
         assert_eq!(running_pid(&dir), None);
+    }
+
+    #[test]
+    fn the_demo_shows_the_plan_once() {
+        // `plan` and `apply` both print the whole plan; `plan
+        // --detailed-exitcode` after apply prints an empty one.
+        let full_plans = TOUR
+            .iter()
+            .take_while(|(_, args, _)| args.first() != Some(&"status"))
+            .filter(|(_, args, _)| matches!(args.first(), Some(&"plan" | &"apply")))
+            .count();
+        assert_eq!(full_plans, 1, "{TOUR:?}");
+        assert!(TOUR
+            .iter()
+            .any(|(_, args, _)| args.first() == Some(&"apply")));
+    }
+
+    #[test]
+    fn down_keeps_the_rehearsal_inventory_when_asked_and_never_overwrites() {
+        let (parent, dir, _id) = marked();
+        std::fs::create_dir(dir.join("inventory")).unwrap();
+        std::fs::write(dir.join("inventory/kiwi.toml"), "# edited").unwrap();
+        let kept = parent.path().join("sandbox-inventory");
+        assert_eq!(kept_inventory_path(&dir), kept);
+
+        // Something is in the way: refused, nothing deleted.
+        std::fs::write(&kept, "mine").unwrap();
+        assert!(down_keeping(&dir, true).is_err());
+        assert!(dir.join("inventory/kiwi.toml").is_file());
+        assert_eq!(std::fs::read_to_string(&kept).unwrap(), "mine");
+        std::fs::remove_file(&kept).unwrap();
+
+        down_keeping(&dir, true).unwrap();
+        assert!(!dir.exists());
+        assert_eq!(
+            std::fs::read_to_string(kept.join("kiwi.toml")).unwrap(),
+            "# edited"
+        );
     }
 }

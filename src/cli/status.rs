@@ -1,7 +1,10 @@
 //! `kiwi-infra status`: per cluster, each node slot's instance state, IP,
-//! product, class, Kubernetes readiness and labels, and whether anything
-//! differs from the inventory. "Differs" is whatever the planner would
-//! change, so status and plan can never disagree.
+//! product, class, Kubernetes readiness, its pool's labels and its taints,
+//! and whether anything differs from the inventory; the Core cluster's
+//! control-plane nodes (which kiwi-infra does not order) below its table.
+//! "Differs" is whatever the planner would change, so status and plan can
+//! never disagree. A node that is not Ready is something the plan does not
+//! judge, so status names it and points at the runbook, not at `plan`.
 
 use std::collections::BTreeMap;
 
@@ -23,29 +26,61 @@ pub(super) async fn run(
     nodes.close().await;
     let plan = crate::plan::plan(&desired, &observed, &Default::default());
     print!("{}", render(&desired, &observed, &plan));
-    let not_ready = observed
-        .clusters
-        .values()
-        .flatten()
-        .flat_map(|c| &c.nodes)
-        .filter(|n| !n.ready)
-        .count();
-    if plan.is_empty() && plan.warnings.is_empty() && not_ready == 0 {
+    let not_ready = not_ready_nodes(&observed);
+    let warned = !plan.warnings.is_empty();
+    if plan.is_empty() && !warned && not_ready.is_empty() {
         println!("Everything matches the inventory.");
     } else {
         if !plan.is_empty() {
             // The summary line ends with its own full stop.
             println!("Differences: {}", crate::plan::summary_line(&plan.summary));
         }
-        if not_ready > 0 {
-            println!("{not_ready} node(s) are not Ready.");
-        }
-        if !plan.warnings.is_empty() {
+        if warned {
             println!("{} warning(s) need attention.", plan.warnings.len());
         }
-        println!("`kiwi-infra plan` shows the details.");
+        if !plan.is_empty() || warned {
+            println!("`kiwi-infra plan` shows the details.");
+        }
+        print!("{}", not_ready_advice(&not_ready));
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// `(cluster, node)` of every node its cluster reports not Ready.
+fn not_ready_nodes(observed: &Observed) -> Vec<(String, String)> {
+    observed
+        .clusters
+        .iter()
+        .filter_map(|(cluster, c)| c.as_ref().map(|c| (cluster, c)))
+        .flat_map(|(cluster, c)| {
+            c.nodes
+                .iter()
+                .filter(|n| !n.ready)
+                .map(move |n| (cluster.clone(), n.name.0.clone()))
+        })
+        .collect()
+}
+
+/// What to do about nodes that are not Ready: the plan does not judge node
+/// health, so the way on is the replacing-a-node runbook.
+fn not_ready_advice(nodes: &[(String, String)]) -> String {
+    if nodes.is_empty() {
+        return String::new();
+    }
+    let mut out = format!("{} node(s) are not Ready:\n", nodes.len());
+    for (cluster, node) in nodes {
+        out.push_str(&format!(
+            "  {} (cluster {})\n",
+            crate::text::escape_for_terminal(node),
+            crate::text::escape_for_terminal(cluster)
+        ));
+    }
+    out.push_str(
+        "kiwi-infra does not judge node health, so `plan` has nothing to say about them: repair \
+         each node, or replace it as docs/runbooks/replacing-a-node.md describes (\"the instance \
+         runs, but its node is NotReady\").\n",
+    );
+    out
 }
 
 /// Renders the status tables.
@@ -91,6 +126,8 @@ pub fn render(desired: &Desired, observed: &Observed, plan: &Plan) -> String {
                     .and_then(|n| n.labels.get("kiwistack.io/node-class"))
                     .cloned()
                     .unwrap_or_else(|| "-".to_string());
+                let labels = node.map_or_else(|| "-".to_string(), |n| pool_labels(pool, n));
+                let taints = node.map_or_else(|| "-".to_string(), taints_of);
                 let differs = match pending.get(&name) {
                     Some(changes) => changes.join("; "),
                     None if instance.is_none() => "to order".to_string(),
@@ -110,12 +147,17 @@ pub fn render(desired: &Desired, observed: &Observed, plan: &Plan) -> String {
                     format!("{}", pool.class),
                     k8s,
                     class,
+                    labels,
+                    taints,
                     differs,
                 ]);
             }
         }
+        let control_plane = control_plane_table(cluster, observation);
         if rows.is_empty() {
-            out.push_str("  (no nodes: a core-tier customer or an empty cluster)\n\n");
+            out.push_str("  (no nodes: a core-tier customer or an empty cluster)\n");
+            out.push_str(&control_plane);
+            out.push('\n');
             continue;
         }
         out.push_str(&table::render(
@@ -128,13 +170,83 @@ pub fn render(desired: &Desired, observed: &Observed, plan: &Plan) -> String {
                 "CLASS",
                 "K8S",
                 "NODE-CLASS LABEL",
+                "POOL LABELS",
+                "TAINTS",
                 "DIFFERS FROM INVENTORY",
             ],
             &rows,
         ));
+        out.push_str(&control_plane);
         out.push('\n');
     }
     out
+}
+
+/// The existing control-plane nodes of a kubeadm cluster, which kiwi-infra
+/// does not order: their address from the inventory, readiness and taints
+/// from the cluster. Empty for other clusters.
+fn control_plane_table(
+    cluster: &crate::inventory::ClusterSpec,
+    observation: Option<&crate::plan::ClusterObservation>,
+) -> String {
+    let ClusterKind::Kubeadm { control_plane, .. } = &cluster.kind else {
+        return String::new();
+    };
+    if control_plane.is_empty() {
+        return String::new();
+    }
+    let rows: Vec<Vec<String>> = control_plane
+        .iter()
+        .map(|cp| {
+            let node = observation.and_then(|o| o.node(&cp.name));
+            let k8s = match (observation, node) {
+                (None, _) => "unverified",
+                (Some(_), None) => "not a node",
+                (Some(_), Some(n)) if n.ready => "Ready",
+                (Some(_), Some(_)) => "NotReady",
+            };
+            vec![
+                cp.name.clone(),
+                cp.address.to_string(),
+                k8s.to_string(),
+                node.map_or_else(|| "-".to_string(), taints_of),
+            ]
+        })
+        .collect();
+    let mut out = String::from("Control plane (not ordered by kiwi-infra):\n");
+    out.push_str(&table::render(
+        &["CONTROL-PLANE NODE", "ADDRESS", "K8S", "TAINTS"],
+        &rows,
+    ));
+    out
+}
+
+/// The node's values of the labels its pool sets (`key=value,…`), as the
+/// cluster reports them; `-` when it has none of them.
+fn pool_labels(pool: &crate::inventory::PoolSpec, node: &crate::plan::Node) -> String {
+    let shown: Vec<String> = pool
+        .labels
+        .keys()
+        .filter_map(|k| node.labels.get(k).map(|v| format!("{k}={v}")))
+        .collect();
+    if shown.is_empty() {
+        "-".to_string()
+    } else {
+        shown.join(",")
+    }
+}
+
+/// The node's taints (`key=value:Effect,…`), `-` when it has none.
+fn taints_of(node: &crate::plan::Node) -> String {
+    if node.taints.is_empty() {
+        "-".to_string()
+    } else {
+        node.taints
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
 }
 
 /// The node a step changes, and a short description.
@@ -170,4 +282,81 @@ fn node_change(kind: &StepKind) -> Option<(String, String)> {
         StepKind::AssignTag { instance, .. } => (instance.name.clone(), "tags missing".into()),
         _ => return None,
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn fixture() -> (Desired, Observed) {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/plan");
+        let desired = crate::inventory::load(&dir.join("inventory")).unwrap();
+        let text = std::fs::read_to_string(dir.join("in_sync.json")).unwrap();
+        (desired, serde_json::from_str(&text).unwrap())
+    }
+
+    fn row<'a>(shown: &'a str, node: &str) -> &'a str {
+        shown
+            .lines()
+            .find(|l| l.starts_with(&format!("{node} ")))
+            .unwrap_or_else(|| panic!("no row for {node}:\n{shown}"))
+    }
+
+    #[test]
+    fn status_lists_the_core_control_plane_and_every_nodes_pool_labels_and_taints() {
+        let (desired, observed) = fixture();
+        let plan = crate::plan::plan(&desired, &observed, &Default::default());
+        let shown = render(&desired, &observed, &plan);
+        for cp in ["kiwi-core-cp-01", "kiwi-core-cp-02", "kiwi-core-cp-03"] {
+            let line = row(&shown, cp);
+            assert!(line.contains(" Ready "), "{line}");
+            assert!(
+                line.contains("node-role.kubernetes.io/control-plane:NoSchedule"),
+                "{line}"
+            );
+        }
+        let realtime = row(&shown, "kiwi-core-realtime-01");
+        assert!(
+            realtime.contains(" workload.kiwistack.io/realtime=true "),
+            "{realtime}"
+        );
+        assert!(
+            realtime.contains(" workload.kiwistack.io/realtime=true:NoSchedule "),
+            "{realtime}"
+        );
+    }
+
+    #[test]
+    fn a_not_ready_node_is_named_with_the_replacing_a_node_runbook_not_plan() {
+        let (_, mut observed) = fixture();
+        let acme = observed.clusters.get_mut("acme").unwrap().as_mut().unwrap();
+        acme.nodes
+            .iter_mut()
+            .find(|n| n.name.0 == "kiwi-acme-general-01")
+            .unwrap()
+            .ready = false;
+        let nodes = not_ready_nodes(&observed);
+        assert_eq!(
+            nodes,
+            [("acme".to_string(), "kiwi-acme-general-01".to_string())]
+        );
+        let advice = not_ready_advice(&nodes);
+        assert!(
+            advice.contains("  kiwi-acme-general-01 (cluster acme)"),
+            "{advice}"
+        );
+        assert!(
+            advice.contains("docs/runbooks/replacing-a-node.md"),
+            "{advice}"
+        );
+        assert!(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("docs/runbooks/replacing-a-node.md")
+                .is_file(),
+            "the runbook status points at exists"
+        );
+        assert!(advice.contains("`plan` has nothing to say"), "{advice}");
+    }
 }

@@ -31,6 +31,9 @@ pub fn render_json(plan: &Plan) -> serde_json::Value {
     serde_json::to_value(plan).unwrap_or(serde_json::Value::Null)
 }
 
+/// The last line of an empty plan with nothing held back.
+pub const NO_CHANGES: &str = "No changes. The inventory matches Contabo.\n";
+
 /// The plan for people.
 pub fn render_human(plan: &Plan, options: &RenderOptions) -> String {
     let r = Renderer { options: *options };
@@ -70,11 +73,11 @@ pub fn render_human(plan: &Plan, options: &RenderOptions) -> String {
         }
         out.push('\n');
     }
-    let held_back = plan.warnings.iter().any(Warning::holds_back);
+    let held_back = plan.warnings.iter().any(Warning::leaves_work);
     if plan.is_empty() && held_back {
         out.push_str("No changes can be made; the warnings above say what is held back.\n");
     } else if plan.is_empty() {
-        out.push_str("No changes. The inventory matches Contabo.\n");
+        out.push_str(NO_CHANGES);
     } else {
         let _ = writeln!(
             out,

@@ -36,6 +36,15 @@ impl Plan {
         self.steps.is_empty()
     }
 
+    /// True when the inventory is not realised yet: there are steps (the
+    /// destructive ones `--allow-destroy` must approve included), or a
+    /// change is held back (see [`Warning::leaves_work`]). The one rule
+    /// behind `plan --detailed-exitcode` exiting 2 and `apply` exiting 2
+    /// ("pending"), so the two never disagree.
+    pub fn has_changes(&self) -> bool {
+        !self.steps.is_empty() || self.warnings.iter().any(Warning::leaves_work)
+    }
+
     /// The step with this id.
     pub fn step(&self, id: &StepId) -> Option<&Step> {
         self.steps.iter().find(|s| &s.id == id)
@@ -525,6 +534,21 @@ impl Warning {
             self,
             Warning::Protected { .. } | Warning::BelowQuorum { .. } | Warning::OrdersHeld { .. }
         )
+    }
+
+    /// True for a change the inventory asks for that is not planned: held
+    /// back on purpose ([`Warning::holds_back`]), or waiting for the
+    /// operator or Contabo (an order Contabo holds, such as
+    /// `product_not_available`; an instance to adopt; an unknown image).
+    /// Such a plan counts as having changes.
+    pub fn leaves_work(&self) -> bool {
+        self.holds_back()
+            || matches!(
+                self,
+                Warning::NeedsAttention { .. }
+                    | Warning::NeedsAdoption { .. }
+                    | Warning::ImageUnresolved { .. }
+            )
     }
 }
 
