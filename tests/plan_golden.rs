@@ -517,3 +517,46 @@ fn colour_is_only_used_when_asked() {
         "{coloured}"
     );
 }
+
+#[test]
+fn a_node_without_a_record_loses_dropped_labels_of_kiwis_namespace_and_keeps_others() {
+    // Joined by a release that kept no record: labels in kiwi-infra's
+    // namespace the inventory no longer wants are its own and go; any
+    // other label may be another tool's and stays.
+    let mut observed = observed("label_drift");
+    let node = observed
+        .clusters
+        .values_mut()
+        .flatten()
+        .flat_map(|o| o.nodes.iter_mut())
+        .find(|n| n.name.0 == "kiwi-acme-general-01")
+        .unwrap();
+    node.managed_labels = None;
+    node.labels.insert("example.org/team".into(), "a".into());
+    let plan = plan::plan(&desired(), &observed, &PlanOptions::default());
+    let text = human(&plan);
+    assert!(
+        text.contains("- label kiwi-acme-general-01: workload.kiwistack.io/storage"),
+        "{text}"
+    );
+    assert!(!text.contains("example.org/team"), "{text}");
+    assert!(!text.contains("storage.example.com/disk"), "{text}");
+}
+
+#[test]
+fn a_recorded_node_keeps_labels_of_kiwis_namespace_that_kiwi_infra_never_set() {
+    // The record proves kiwi-infra did not set it: another tool did.
+    let mut observed = observed("label_drift");
+    let node = observed
+        .clusters
+        .values_mut()
+        .flatten()
+        .flat_map(|o| o.nodes.iter_mut())
+        .find(|n| n.name.0 == "kiwi-acme-server-01")
+        .unwrap();
+    assert!(node.managed_labels.is_some());
+    node.labels
+        .insert("kiwistack.io/maintenance".into(), "planned".into());
+    let plan = plan::plan(&desired(), &observed, &PlanOptions::default());
+    assert!(!human(&plan).contains("kiwistack.io/maintenance"));
+}

@@ -430,6 +430,11 @@ fn apply_command(global: &GlobalArgs, args: &ApplyArgs) -> String {
     if args.choices.allow_destroy {
         command.push_str(" --allow-destroy");
     }
+    // A command the operator can run as given: without a terminal, apply
+    // refuses to ask, so the suggestion carries the approval this run had.
+    if args.auto_approve || !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        command.push_str(" --auto-approve");
+    }
     command
 }
 

@@ -14,6 +14,7 @@
 use std::io::Write;
 
 use clap::CommandFactory;
+use clap::ValueEnum;
 use clap_complete::Shell;
 
 use super::args::{Cli, CompletionsArgs};
@@ -36,8 +37,45 @@ fn script(shell: Shell) -> String {
     let script = String::from_utf8_lossy(&script).into_owned();
     match shell {
         Shell::Bash => repair_bash(&script),
+        Shell::Fish => repair_fish(&script),
         _ => script,
     }
+}
+
+/// Two gaps of clap_complete's fish script: a global option that takes a
+/// value, typed before the subcommand (`kiwi-infra --color <TAB>`), makes
+/// its `argparse` fail and nothing is completed (files are offered); so
+/// the last word is dropped and the line parsed again. And positional
+/// values clap_complete leaves out (the shells of `completions`, the
+/// subcommands after `help`) are added.
+fn repair_fish(script: &str) -> String {
+    let fn_name = BIN.replace('-', "_");
+    let parse = format!(
+        "    argparse -s (__fish_{fn_name}_global_optspecs) -- $cmd 2>/dev/null\n    or return\n"
+    );
+    let tolerant = format!(
+        "    argparse -s (__fish_{fn_name}_global_optspecs) -- $cmd 2>/dev/null\n    or begin\n        \
+         set -e cmd[-1]\n        argparse -s (__fish_{fn_name}_global_optspecs) -- $cmd 2>/dev/null\n    \
+         end\n    or return\n"
+    );
+    let mut script = script.replacen(&parse, &tolerant, 1);
+    let shells: Vec<String> = Shell::value_variants()
+        .iter()
+        .filter_map(|s| s.to_possible_value().map(|v| v.get_name().to_string()))
+        .collect();
+    script.push_str(&format!(
+        "complete -c {BIN} -n \"__fish_{fn_name}_using_subcommand completions\" -f -a \"{}\"\n",
+        shells.join(" ")
+    ));
+    let commands: Vec<String> = Cli::command()
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .collect();
+    script.push_str(&format!(
+        "complete -c {BIN} -n \"__fish_{fn_name}_using_subcommand help\" -f -a \"{}\"\n",
+        commands.join(" ")
+    ));
+    script
 }
 
 /// Spells the bash script's subcommand cases as its subcommand loop does
@@ -255,6 +293,26 @@ mod tests {
             for v in ["auto", "always", "never"] {
                 assert!(
                     offered.lines().any(|l| l.starts_with(&format!("{v}\t"))),
+                    "{offered}"
+                );
+            }
+            // A global flag's values before the subcommand, the shells of
+            // `completions`, the subcommands after `help`.
+            let offered = complete("kiwi-infra --color ");
+            for v in ["auto", "always", "never"] {
+                assert!(
+                    offered.lines().any(|l| l.starts_with(&format!("{v}\t"))),
+                    "{offered}"
+                );
+            }
+            let offered = complete("kiwi-infra completions ");
+            for v in ["bash", "zsh", "fish"] {
+                assert!(offered.lines().any(|l| l == v), "{offered}");
+            }
+            let offered = complete("kiwi-infra help ");
+            for v in ["plan", "apply", "status"] {
+                assert!(
+                    offered.lines().any(|l| l.split('\t').next() == Some(v)),
                     "{offered}"
                 );
             }

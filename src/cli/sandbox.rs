@@ -78,7 +78,8 @@ pub(super) async fn run(global: &GlobalArgs, cmd: &SandboxCommand) -> Result<Exi
             Ok(ExitCode::SUCCESS)
         }
         SandboxCommand::Down(a) => {
-            down_keeping(&a.sandbox.dir, a.keep_inventory)?;
+            let keep = a.keep_inventory || asked_to_keep_inventory(&a.sandbox.dir)?;
+            down_keeping(&a.sandbox.dir, keep)?;
             Ok(ExitCode::SUCCESS)
         }
         SandboxCommand::Demo(a) => demo(global, a),
@@ -426,6 +427,34 @@ fn kept_inventory_path(dir: &Path) -> PathBuf {
     let mut name = dir.file_name().unwrap_or_default().to_os_string();
     name.push("-inventory");
     dir.with_file_name(name)
+}
+
+/// On a terminal, before `down` deletes a sandbox of ours that holds a
+/// rehearsal inventory, asks whether to keep it (the answer defaults to
+/// keeping: an edited inventory is the one thing `down` cannot recreate).
+/// Without a terminal nothing is asked, and `--keep-inventory` decides.
+fn asked_to_keep_inventory(dir: &Path) -> Result<bool, CliError> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let inventory = dir.join("inventory");
+    if !std::io::stdin().is_terminal()
+        || inspect(dir)? != DirState::Ours
+        || !std::fs::symlink_metadata(&inventory).is_ok_and(|m| m.is_dir())
+    {
+        return Ok(false);
+    }
+    print!(
+        "`down` deletes {} with everything in it, the rehearsal inventory included. Keep the \
+         inventory (moved to {})? [Y/n] ",
+        dir.display(),
+        kept_inventory_path(dir).display()
+    );
+    std::io::stdout().flush().ok();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(io("cannot read the answer".to_string()))?;
+    Ok(!matches!(answer.trim(), "n" | "N" | "no" | "No"))
 }
 
 /// Stops the sandbox in `dir` and removes its files, first moving the

@@ -41,7 +41,10 @@ pub(super) async fn run(
         if !plan.is_empty() || warned {
             println!("`kiwi-infra plan` shows the details.");
         }
-        print!("{}", not_ready_advice(&not_ready));
+        print!(
+            "{}",
+            not_ready_advice(&not_ready, &control_plane_names(&desired))
+        );
     }
     Ok(std::process::ExitCode::SUCCESS)
 }
@@ -61,25 +64,61 @@ fn not_ready_nodes(observed: &Observed) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The Core control-plane nodes the inventory names (kiwi-infra neither
+/// orders nor replaces them).
+fn control_plane_names(desired: &Desired) -> std::collections::BTreeSet<String> {
+    desired
+        .clusters
+        .iter()
+        .filter_map(|c| match &c.kind {
+            ClusterKind::Kubeadm { control_plane, .. } => Some(control_plane),
+            ClusterKind::K3s { .. } => None,
+        })
+        .flatten()
+        .map(|n| n.name.clone())
+        .collect()
+}
+
 /// What to do about nodes that are not Ready: the plan does not judge node
-/// health, so the way on is the replacing-a-node runbook.
-fn not_ready_advice(nodes: &[(String, String)]) -> String {
+/// health, so the way on is the replacing-a-node runbook for the nodes
+/// kiwi-infra ordered, and the cluster's own procedures for the Core
+/// control plane, which kiwi-infra does not replace.
+fn not_ready_advice(
+    nodes: &[(String, String)],
+    control_plane: &std::collections::BTreeSet<String>,
+) -> String {
     if nodes.is_empty() {
         return String::new();
     }
     let mut out = format!("{} node(s) are not Ready:\n", nodes.len());
     for (cluster, node) in nodes {
         out.push_str(&format!(
-            "  {} (cluster {})\n",
+            "  {} (cluster {}{})\n",
             crate::text::escape_for_terminal(node),
-            crate::text::escape_for_terminal(cluster)
+            crate::text::escape_for_terminal(cluster),
+            if control_plane.contains(node) {
+                ", control plane"
+            } else {
+                ""
+            }
         ));
     }
-    out.push_str(
-        "kiwi-infra does not judge node health, so `plan` has nothing to say about them: repair \
-         each node, or replace it as docs/runbooks/replacing-a-node.md describes (\"the instance \
-         runs, but its node is NotReady\").\n",
-    );
+    let (planes, ordered): (Vec<_>, Vec<_>) =
+        nodes.iter().partition(|(_, n)| control_plane.contains(n));
+    if !ordered.is_empty() {
+        out.push_str(
+            "kiwi-infra does not judge node health, so `plan` has nothing to say about them: \
+             repair each node, or replace it as docs/runbooks/replacing-a-node.md describes (\"the \
+             instance runs, but its node is NotReady\").\n",
+        );
+    }
+    if !planes.is_empty() {
+        out.push_str(
+            "The Core control plane is not kiwi-infra's to order or replace (kiwi.toml only names \
+             it): repair those nodes with the cluster's own procedures (kubelet, etcd, kubeadm). \
+             Joins into Core use the first control-plane node that answers.\n",
+        );
+    }
     out
 }
 
@@ -342,7 +381,7 @@ mod tests {
             nodes,
             [("acme".to_string(), "kiwi-acme-general-01".to_string())]
         );
-        let advice = not_ready_advice(&nodes);
+        let advice = not_ready_advice(&nodes, &Default::default());
         assert!(
             advice.contains("  kiwi-acme-general-01 (cluster acme)"),
             "{advice}"
@@ -358,5 +397,19 @@ mod tests {
             "the runbook status points at exists"
         );
         assert!(advice.contains("`plan` has nothing to say"), "{advice}");
+        let planes = ["kiwi-core-cp-02".to_string()].into_iter().collect();
+        let advice = not_ready_advice(
+            &[("core".to_string(), "kiwi-core-cp-02".to_string())],
+            &planes,
+        );
+        assert!(
+            advice.contains("kiwi-core-cp-02 (cluster core, control plane)"),
+            "{advice}"
+        );
+        assert!(!advice.contains("replacing-a-node"), "{advice}");
+        assert!(
+            advice.contains("not kiwi-infra's to order or replace"),
+            "{advice}"
+        );
     }
 }

@@ -9,6 +9,16 @@ use std::fmt;
 /// override it.
 pub const KIWI_LABEL_PREFIX: &str = "kiwistack.io/";
 
+/// True for a label key in kiwi-infra's own namespace: `kiwistack.io/…`
+/// or a subdomain of it (`workload.kiwistack.io/…`, where `validate`
+/// steers pool labels). On a node without kiwi-infra's record of the
+/// labels it set (joined by an older release), these are the labels known
+/// to be kiwi-infra's.
+pub fn in_kiwi_namespace(key: &str) -> bool {
+    key.split_once('/')
+        .is_some_and(|(domain, _)| domain == "kiwistack.io" || domain.ends_with(".kiwistack.io"))
+}
+
 /// Labels under `kubernetes.io` / `k8s.io` that the NodeRestriction admission
 /// plugin still lets a kubelet set on its own node.
 const KUBELET_ALLOWED_LABELS: &[&str] = &[

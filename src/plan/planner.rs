@@ -955,11 +955,13 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// Label and taint steps for a node that exists. Labels under
-    /// `kiwistack.io/` belong to kiwi-infra, and so does every label its
-    /// record on the node (the annotation `kiwistack.io/managed-labels`)
-    /// names: those are removed when no longer wanted. Other labels are
-    /// only added or updated, since other software may set them. After the
+    /// Label and taint steps for a node that exists. The labels kiwi-infra
+    /// set are the ones its record on the node (the annotation
+    /// `kiwistack.io/managed-labels`) names; on a node without a record
+    /// (joined by an older release), those in kiwi-infra's namespace
+    /// (`kiwistack.io/`, `*.kiwistack.io/`). Those are removed when no
+    /// longer wanted. Every other label, in kiwi-infra's namespace or not,
+    /// was set by other software and is left alone. After the
     /// label changes, the record is brought up to date in a step of its own.
     /// Taints outside the Kubernetes domains all come from the inventory, so
     /// unwanted ones are removed.
@@ -986,8 +988,10 @@ impl<'a> Planner<'a> {
         }
         let recorded = node.managed_labels.as_ref();
         for (key, value) in &node.labels {
-            let ours = key.starts_with(crate::inventory::kube::KIWI_LABEL_PREFIX)
-                || recorded.is_some_and(|r| r.contains(key));
+            let ours = match recorded {
+                Some(record) => record.contains(key),
+                None => crate::inventory::kube::in_kiwi_namespace(key),
+            };
             if ours && !wanted.contains_key(key) {
                 label_steps.push(self.push(
                     &cluster.name,
