@@ -259,6 +259,7 @@ pub enum CustomerCommand {
 pub struct CustomerAddArgs {
     /// The customer's name: a DNS label (lowercase letters, digits, `-`),
     /// used for the file, the cluster and the node names.
+    #[arg(value_hint = clap::ValueHint::Other)]
     pub name: String,
 
     /// The customer's tier.
@@ -368,6 +369,7 @@ pub struct StatusArgs {
 #[derive(Debug, Args)]
 pub struct KubeconfigArgs {
     /// The cluster: `core` or a Mesh/Fleet customer's name.
+    #[arg(value_hint = clap::ValueHint::Other)]
     pub cluster: String,
 
     /// Write to FILE (mode 0600) instead of printing.
@@ -399,7 +401,7 @@ pub struct ApplyArgs {
     /// Order SLOT again although an earlier order's outcome is unknown
     /// (apply stopped it with "needs you"). Check the Contabo panel first:
     /// only when no instance of that name exists. Repeatable.
-    #[arg(long, value_name = "SLOT")]
+    #[arg(long, value_name = "SLOT", value_hint = clap::ValueHint::Other)]
     pub reorder: Vec<String>,
 
     /// Wait this long for another apply's lock (e.g. `90s`, `10m`; plain
