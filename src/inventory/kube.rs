@@ -11,7 +11,7 @@ pub const KIWI_LABEL_PREFIX: &str = "kiwistack.io/";
 
 /// Labels under `kubernetes.io` / `k8s.io` that the NodeRestriction admission
 /// plugin still lets a kubelet set on its own node.
-const KUBELET_ALLOWED_LABELS: &[&str] = &[
+pub(crate) const KUBELET_ALLOWED_LABELS: &[&str] = &[
     "kubernetes.io/hostname",
     "kubernetes.io/arch",
     "kubernetes.io/os",
@@ -24,7 +24,8 @@ const KUBELET_ALLOWED_LABELS: &[&str] = &[
 ];
 
 /// Label prefixes under `kubernetes.io` a kubelet may use freely.
-const KUBELET_ALLOWED_PREFIXES: &[&str] = &["kubelet.kubernetes.io/", "node.kubernetes.io/"];
+pub(crate) const KUBELET_ALLOWED_PREFIXES: &[&str] =
+    &["kubelet.kubernetes.io/", "node.kubernetes.io/"];
 
 /// Checks a label (or taint) key: an optional DNS-subdomain prefix and `/`,
 /// then a name of at most 63 characters.
