@@ -560,6 +560,230 @@ fn prices(generator: &mut SchemaGenerator) -> Schema {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::inventory::values::{ApiEndpoint, Host, K3sVersion, KubernetesVersion};
+    use crate::inventory::Taint;
+
+    /// The rule at `pointer` in the schema of `file`, as a validator.
+    fn rule(file: InventoryFile, pointer: &str) -> jsonschema::Validator {
+        let schema = json_schema(file);
+        let rule = schema.pointer(pointer).unwrap().clone();
+        jsonschema::validator_for(&rule).unwrap()
+    }
+
+    /// Deterministic strings over `alphabet`, up to `max` characters.
+    fn strings(alphabet: &str, max: usize, count: usize) -> Vec<String> {
+        let chars: Vec<char> = alphabet.chars().collect();
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        (0..count)
+            .map(|_| {
+                let len = usize::try_from(next() % (max as u64 + 1)).unwrap();
+                (0..len)
+                    .map(|_| chars[usize::try_from(next() % chars.len() as u64).unwrap()])
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Checks that the schema rule and the parser accept the same strings.
+    fn agree(rule: &jsonschema::Validator, parses: impl Fn(&str) -> bool, inputs: &[String]) {
+        let mut differ = Vec::new();
+        for input in inputs {
+            let by_schema = rule.is_valid(&serde_json::Value::String(input.clone()));
+            if by_schema != parses(input) {
+                differ.push(format!("{input:?}: schema {by_schema}"));
+            }
+        }
+        assert!(differ.is_empty(), "{}", differ.join("\n"));
+    }
+
+    fn with_edges(mut generated: Vec<String>, edges: &[&str]) -> Vec<String> {
+        generated.extend(edges.iter().map(|e| e.to_string()));
+        generated
+    }
+
+    #[test]
+    fn the_address_rule_accepts_exactly_what_host_parses() {
+        let rule = rule(
+            InventoryFile::Main,
+            "/definitions/ControlPlaneNode/properties/address",
+        );
+        let edges = [
+            "::",
+            "::1",
+            "1::",
+            "1:2:3:4:5:6:7::",
+            "::2:3:4:5:6:7:8",
+            "1:2:3:4:5:6:7:8",
+            "1:2:3:4:5:6:7:8:9",
+            "1::2::3",
+            "::ffff:1.2.3.4",
+            "1:2:3:4:5:6:1.2.3.4",
+            "1:2:3:4:5::1.2.3.4",
+            "1:2:3:4:5:6::1.2.3.4",
+            "::1.2.3.04",
+            "12345::",
+            "0.0.0.0",
+            "255.255.255.255",
+            "256.1.1.1",
+            "01.1.1.1",
+            "1.2.3",
+            "a.1",
+            "1.a",
+            "a-.b",
+            "-a",
+            "A.B",
+            "x.y-z.example",
+        ];
+        let inputs = with_edges(strings("0123456789abf:.-", 14, 20_000), &edges);
+        agree(&rule, |s| s.parse::<Host>().is_ok(), &inputs);
+    }
+
+    #[test]
+    fn the_endpoint_rule_accepts_exactly_what_api_endpoint_parses() {
+        let rule = rule(
+            InventoryFile::Main,
+            "/definitions/CoreTable/properties/api_endpoint",
+        );
+        let edges = [
+            "a:1",
+            "a:65535",
+            "a:65536",
+            "a:0",
+            "a:01",
+            "[::1]:6443",
+            "[::1]:",
+            "::1:6443",
+            "1.2.3.4:6443",
+            "1.2.3:6443",
+            "[1.2.3.4]:6443",
+            "a.b:99999",
+        ];
+        let inputs = with_edges(strings("0123456a:.[]-", 14, 20_000), &edges);
+        agree(&rule, |s| s.parse::<ApiEndpoint>().is_ok(), &inputs);
+    }
+
+    #[test]
+    fn the_version_rules_accept_exactly_what_the_version_types_parse() {
+        let k8s = rule(
+            InventoryFile::Main,
+            "/definitions/CoreTable/properties/kubernetes_version",
+        );
+        let k3s = rule(InventoryFile::Main, "/definitions/K3s/properties/version");
+        let edges = [
+            "v1.31.4",
+            "v0.0.0",
+            "v9999.0.0",
+            "v10000.0.0",
+            "v1.31.4+k3s1",
+            "v1.3.4-rc1+k3s2",
+            "v1.3.4-rc01+k3s2",
+            "v01.3.4",
+        ];
+        let inputs = with_edges(strings("v0119.+k3s-rc", 16, 20_000), &edges);
+        agree(&k8s, |s| s.parse::<KubernetesVersion>().is_ok(), &inputs);
+        agree(&k3s, |s| s.parse::<K3sVersion>().is_ok(), &inputs);
+    }
+
+    #[test]
+    fn the_taint_rule_accepts_exactly_what_taint_parses() {
+        let rule = rule(
+            InventoryFile::Main,
+            "/definitions/Pool/properties/taints/items",
+        );
+        let edges = [
+            "a:NoSchedule",
+            "a=:NoExecute",
+            "a=b:PreferNoSchedule",
+            "a/b:NoSchedule",
+            "a.b/c=d:NoSchedule",
+            "A/b:NoSchedule",
+            "a=b=c:NoSchedule",
+            "a:b:NoSchedule",
+        ];
+        let mut inputs = with_edges(strings("aB1-_./=:", 10, 20_000), &edges);
+        for effect in [":NoSchedule", ":NoExecute"] {
+            let more: Vec<String> = strings("aB1-_./=", 10, 5_000)
+                .into_iter()
+                .map(|s| s + effect)
+                .collect();
+            inputs.extend(more);
+        }
+        agree(&rule, |s| Taint::parse(s).is_ok(), &inputs);
+    }
+
+    #[test]
+    fn the_label_key_rule_accepts_exactly_what_validate_accepts() {
+        use crate::inventory::kube::{check_label_key, kubelet_may_set, KIWI_LABEL_PREFIX};
+        let rule = rule(
+            InventoryFile::Main,
+            "/definitions/Pool/properties/labels/propertyNames",
+        );
+        let edges = [
+            "kiwistack.io/x",
+            "a.kiwistack.io/x",
+            "kubernetes.io/role",
+            "kubernetes.io/os",
+            "node.kubernetes.io/x",
+            "kubelet.kubernetes.io/x",
+            "a.k8s.io/x",
+            "k8s.io/x",
+            "xk8s.io/x",
+            "topology.kubernetes.io/zone",
+        ];
+        let mut inputs = with_edges(strings("ak8s.io/-_B", 16, 20_000), &edges);
+        inputs.extend(
+            strings("a./", 8, 2_000)
+                .into_iter()
+                .map(|s| s + "kubernetes.io/x"),
+        );
+        agree(
+            &rule,
+            |k| {
+                !k.starts_with(KIWI_LABEL_PREFIX)
+                    && check_label_key(k).is_ok()
+                    && kubelet_may_set(k)
+            },
+            &inputs,
+        );
+    }
+
+    #[test]
+    fn the_price_rule_accepts_exactly_what_validate_reads_as_euros() {
+        let rule = rule(
+            InventoryFile::Main,
+            "/properties/prices/additionalProperties",
+        );
+        let edges = [
+            "8", "8.", ".5", "8.490", "8.491", "9999999", "10000000", "0.00",
+        ];
+        let inputs = with_edges(strings("0190.", 10, 20_000), &edges);
+        agree(
+            &rule,
+            |s| super::super::validate::price_from_text(s).is_some(),
+            &inputs,
+        );
+    }
+
+    #[test]
+    fn the_string_rule_refuses_exactly_the_forbidden_characters() {
+        let rule =
+            jsonschema::validator_for(&serde_json::json!({ "pattern": printable() })).unwrap();
+        for c in (0..=0x10FFFFu32).step_by(7).filter_map(char::from_u32) {
+            let text = format!("a{c}b");
+            assert_eq!(
+                rule.is_valid(&serde_json::Value::String(text)),
+                super::super::text::forbidden_char(c).is_none(),
+                "U+{:04X}",
+                u32::from(c)
+            );
+        }
+    }
 
     #[test]
     fn every_key_of_the_files_has_a_description_for_the_editor() {
