@@ -292,7 +292,7 @@ fn prices_must_be_exact_euro_strings_for_known_products() {
         "V8 = 38.40\nV1 = \"1.00\"\nV9 = \"4.999\"",
     );
     let out = errors(&kiwi, &[]);
-    assert!(out.contains("kiwi.toml:9:6: error: price 38.4 is a floating-point number; expected a string such as \"38.4\""), "{out}");
+    assert!(out.contains("kiwi.toml:9:6: error: price 38.40 is a floating-point number; expected a string such as \"38.40\" so cents stay exact"), "{out}");
     assert!(
         out.contains("kiwi.toml:10:1: error: unknown product `V1`"),
         "{out}"

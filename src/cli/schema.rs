@@ -4,15 +4,15 @@
 
 use super::args::{SchemaArgs, SchemaFile};
 use super::CliError;
-use crate::inventory::schema::{json_schema, InventoryFile};
+use crate::inventory::schema::{json_text, InventoryFile};
 
-/// Prints the schema as pretty JSON.
+/// Prints the schema as pretty JSON, non-ASCII characters escaped.
 pub(super) fn run(args: &SchemaArgs) -> Result<(), CliError> {
     let file = match args.file {
         SchemaFile::Main => InventoryFile::Main,
         SchemaFile::Customer => InventoryFile::Customer,
     };
-    let text = serde_json::to_string_pretty(&json_schema(file))
+    let text = json_text(file)
         .map_err(|e| CliError::Internal(format!("cannot encode the schema as JSON: {e}")))?;
     println!("{text}");
     Ok(())

@@ -42,13 +42,48 @@ pub(crate) struct RawProvider {
 }
 
 /// A price in `[prices]`: a string of euros, though we recognise the other
-/// spellings an operator might try so the error can say what to write.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+/// spellings an operator might try so the error can say what to write. The
+/// float itself is not kept: the suggestion quotes the digits as written
+/// (`8.490`), which the parsed float (`8.49`) has lost.
+#[derive(Debug)]
 pub(crate) enum RawPrice {
     Text(String),
     Integer(i64),
-    Float(f64),
+    Float,
+}
+
+impl<'de> Deserialize<'de> for RawPrice {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(PriceVisitor)
+    }
+}
+
+/// Accepts the three spellings of a price; anything else (a boolean, an
+/// array, a table, a date) is one error saying what a price looks like.
+struct PriceVisitor;
+
+impl serde::de::Visitor<'_> for PriceVisitor {
+    type Value = RawPrice;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a monthly price in euros as a string, e.g. \"8.49\"")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawPrice, E> {
+        Ok(RawPrice::Text(v.to_string()))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RawPrice, E> {
+        Ok(RawPrice::Integer(v))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RawPrice, E> {
+        Ok(RawPrice::Integer(i64::try_from(v).unwrap_or(i64::MAX)))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<RawPrice, E> {
+        Ok(RawPrice::Float)
+    }
 }
 
 /// `[k3s]` in `kiwi.toml`.
@@ -194,10 +229,18 @@ pub(crate) struct NamedPool {
 /// `kiwi.toml` as read.
 #[derive(Debug, Default)]
 pub(crate) struct MainFile {
+    /// False when the file is not TOML: then nothing is known about its
+    /// tables, and what other files need from it is not reported missing.
+    pub(crate) parsed: bool,
     pub(crate) provider: Option<RawProvider>,
     pub(crate) provider_span: Option<std::ops::Range<usize>>,
     pub(crate) prices: Vec<(Spanned<String>, Spanned<RawPrice>)>,
+    /// True when `[prices]` was read (its entries may still be wrong): only
+    /// then is a product without an entry an error of its own.
+    pub(crate) prices_read: bool,
     pub(crate) k3s: Option<RawK3s>,
+    /// Span of the `k3s` key when present, even if its table had errors.
+    pub(crate) k3s_span: Option<std::ops::Range<usize>>,
     pub(crate) state: Option<RawState>,
     pub(crate) core: Option<RawCore>,
     pub(crate) core_span: Option<std::ops::Range<usize>>,

@@ -21,7 +21,7 @@ pub fn in_kiwi_namespace(key: &str) -> bool {
 
 /// Labels under `kubernetes.io` / `k8s.io` that the NodeRestriction admission
 /// plugin still lets a kubelet set on its own node.
-const KUBELET_ALLOWED_LABELS: &[&str] = &[
+pub(crate) const KUBELET_ALLOWED_LABELS: &[&str] = &[
     "kubernetes.io/hostname",
     "kubernetes.io/arch",
     "kubernetes.io/os",
@@ -34,7 +34,8 @@ const KUBELET_ALLOWED_LABELS: &[&str] = &[
 ];
 
 /// Label prefixes under `kubernetes.io` a kubelet may use freely.
-const KUBELET_ALLOWED_PREFIXES: &[&str] = &["kubelet.kubernetes.io/", "node.kubernetes.io/"];
+pub(crate) const KUBELET_ALLOWED_PREFIXES: &[&str] =
+    &["kubelet.kubernetes.io/", "node.kubernetes.io/"];
 
 /// Checks a label (or taint) key: an optional DNS-subdomain prefix and `/`,
 /// then a name of at most 63 characters.

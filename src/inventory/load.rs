@@ -8,6 +8,7 @@ use super::files::{
     RawProvider, RawState,
 };
 use serde::de::DeserializeOwned;
+use std::ops::Range;
 use std::path::Path;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
@@ -172,6 +173,7 @@ fn read_main(file: FileId, errors: &mut Collector) -> MainFile {
     let Some(doc) = parse_document(file, &text, errors) else {
         return main;
     };
+    main.parsed = true;
     let mut seen_provider = false;
     let mut seen_prices = false;
     for (key, value) in doc {
@@ -179,22 +181,26 @@ fn read_main(file: FileId, errors: &mut Collector) -> MainFile {
             "provider" => {
                 seen_provider = true;
                 main.provider_span = Some(key.span());
-                main.provider = section::<RawProvider>(file, value, errors);
+                main.provider = section::<RawProvider>(file, Some("provider"), value, errors);
             }
             "prices" => {
                 seen_prices = true;
-                if let Some(prices) = section(file, value, errors) {
+                if let Some(prices) = section(file, Some("prices"), value, errors) {
                     let prices: std::collections::BTreeMap<Spanned<String>, Spanned<RawPrice>> =
                         prices;
                     main.prices = prices.into_iter().collect();
+                    main.prices_read = true;
                 }
             }
-            "k3s" => main.k3s = section::<RawK3s>(file, value, errors),
-            "state" => main.state = section::<RawState>(file, value, errors),
+            "k3s" => {
+                main.k3s_span = Some(key.span());
+                main.k3s = section::<RawK3s>(file, Some("k3s"), value, errors);
+            }
+            "state" => main.state = section::<RawState>(file, Some("state"), value, errors),
             "core" => {
                 main.core_span = Some(key.span());
                 if let Some((head, pools)) = split_pools(file, value, errors) {
-                    main.core = section::<RawCore>(file, head, errors);
+                    main.core = section::<RawCore>(file, Some("core"), head, errors);
                     main.core_pools = pools;
                 }
             }
@@ -237,14 +243,17 @@ fn read_customer(file: FileId, name: String, errors: &mut Collector) -> Customer
         return customer;
     };
     if let Some((key, value)) = doc.remove_entry("servers") {
-        customer.servers = Some((key.span(), section::<RawPool>(file, value, errors)));
+        customer.servers = Some((
+            key.span(),
+            section::<RawPool>(file, Some("servers"), value, errors),
+        ));
     }
     if let Some((key, value)) = doc.remove_entry("pools") {
         customer.pools_span = Some(key.span());
         customer.pools = named_pools(file, value, errors);
     }
     let whole = Spanned::new(0..text.len(), DeValue::Table(doc));
-    customer.head = section::<RawCustomerHead>(file, whole, errors);
+    customer.head = section::<RawCustomerHead>(file, None, whole, errors);
     customer
 }
 
@@ -284,26 +293,126 @@ fn named_pools(
     table
         .into_iter()
         .map(|(name, pool)| NamedPool {
+            pool: section::<RawPool>(file, Some(name.get_ref()), pool, errors),
             name: Spanned::new(name.span(), name.into_inner().into_owned()),
-            pool: section::<RawPool>(file, pool, errors),
         })
         .collect()
 }
 
-/// Deserialises one table (or value), reporting its first error.
+/// Deserialises one table (or value) written under the key `name` (`None`
+/// for a whole file), reporting its first error. A value of the wrong type
+/// is named by its key, with what to write instead.
 fn section<T: DeserializeOwned>(
     file: FileId,
+    name: Option<&str>,
     value: Spanned<DeValue<'_>>,
     errors: &mut Collector,
 ) -> Option<T> {
     let span = value.span();
+    let mut keys = Vec::new();
+    value_keys(name, &value, &mut keys);
     match T::deserialize(toml::de::ValueDeserializer::from(value)) {
         Ok(v) => Some(v),
         Err(e) => {
-            errors.at(file, e.span().unwrap_or(span), toml_message(&e));
+            let at = e.span().unwrap_or(span);
+            let message = keys
+                .iter()
+                .find(|(value_span, _)| *value_span == at)
+                .and_then(|(_, key)| {
+                    wrong_type_message(key, errors.text(file).get(at.clone())?, &e)
+                })
+                .unwrap_or_else(|| toml_message(&e));
+            errors.at(file, at, message);
             None
         }
     }
+}
+
+/// The span of every value in `value` with the key it is written under (an
+/// array's items under the array's key).
+fn value_keys(
+    key: Option<&str>,
+    value: &Spanned<DeValue<'_>>,
+    out: &mut Vec<(Range<usize>, String)>,
+) {
+    if let Some(key) = key {
+        out.push((value.span(), key.to_string()));
+    }
+    match value.get_ref() {
+        DeValue::Table(table) => {
+            for (k, v) in table {
+                value_keys(Some(k.get_ref()), v, out);
+            }
+        }
+        DeValue::Array(items) => {
+            for item in items {
+                value_keys(key, item, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `key is <what was written>; expected <what fits>`, for a value of the
+/// wrong type (`count = "3"`, `period = "12"`, `protected = "true"`,
+/// `V94 = 8.49`), with the fix spelled out from the text as written so no
+/// digit is lost. `None` for other errors.
+fn wrong_type_message(key: &str, written: &str, e: &toml::de::Error) -> Option<String> {
+    let rest = e.message().strip_prefix("invalid type: ")?;
+    let (found, expected) = rest.split_once(", expected ")?;
+    let key_shown = crate::text::escape_for_terminal(key);
+    let found_kind = found.split([' ', '`', '"']).next().unwrap_or(found);
+    let found_kind = match found_kind {
+        "string" => "a string",
+        "integer" => "a whole number",
+        "floating" => "a floating-point number",
+        "boolean" => "a boolean",
+        "sequence" => "an array",
+        "map" => "a table",
+        _ => return None,
+    };
+    let written_shown = crate::text::escape_for_terminal(written.trim());
+    let unquoted = written
+        .trim()
+        .trim_matches(|c| c == '"' || c == '\'')
+        .to_string();
+    let expected = expected.trim_end();
+    let (wanted, suggestion) = match expected {
+        "i64" | "u64" | "i32" | "u32" | "u8" | "u16" => (
+            "a whole number without quotes",
+            (found_kind == "a string" && unquoted.parse::<i64>().is_ok())
+                .then(|| format!("{key} = {unquoted}")),
+        ),
+        "a boolean" => (
+            "true or false without quotes",
+            (found_kind == "a string" && matches!(unquoted.as_str(), "true" | "false"))
+                .then(|| format!("{key} = {unquoted}")),
+        ),
+        "a string" => (
+            "a string in quotes",
+            matches!(
+                found_kind,
+                "a whole number" | "a floating-point number" | "a boolean"
+            )
+            .then(|| format!("{key} = \"{written}\"", written = written.trim())),
+        ),
+        "a sequence" => ("an array, e.g. [\"…\"]", None),
+        "a map" => ("a table", None),
+        other => (other, None),
+    };
+    // An array or a table may span lines; a scalar is quoted as written.
+    let mut message = if matches!(found_kind, "an array" | "a table") {
+        format!("`{key_shown}` is {found_kind}; expected {wanted}")
+    } else {
+        format!("`{key_shown}` is {found_kind} ({written_shown}); expected {wanted}")
+    };
+    if let Some(suggestion) = suggestion {
+        message.push_str(&format!(
+            ": `{}`",
+            crate::text::escape_for_terminal(&suggestion)
+        ));
+    }
+    Some(message)
 }
 
 /// toml's message, in our `<what>; expected <what>` shape and vocabulary

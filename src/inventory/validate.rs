@@ -19,7 +19,7 @@ use std::path::Path;
 use toml::Spanned;
 
 /// Regions `POST /v1/compute/instances` accepts.
-const REGIONS: &[&str] = &[
+pub(crate) const REGIONS: &[&str] = &[
     "EU",
     "US-central",
     "US-east",
@@ -32,13 +32,78 @@ const REGIONS: &[&str] = &[
 ];
 
 /// Contract periods (months) Contabo accepts.
-const PERIODS: &[i64] = &[1, 3, 6, 12];
+pub(crate) const PERIODS: &[i64] = &[1, 3, 6, 12];
 
 /// Longest image name accepted.
-const MAX_IMAGE_NAME: usize = 255;
+pub(crate) const MAX_IMAGE_NAME: usize = 255;
+
+/// The OpenSSH public key types accepted for the operator's key.
+pub(crate) const SSH_KEY_TYPES: &[&str] = &[
+    "ssh-ed25519",
+    "ssh-rsa",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+];
+
+/// Highest monthly price accepted, in whole euros (seven digits).
+pub(crate) const MAX_PRICE_EUROS: i64 = 9_999_999;
+
+/// What a price looks like, for error messages.
+const PRICE_EXPECTED: &str = "euros as a string such as \"8.49\" (at most 7 digits before the \
+    point and whole cents after it)";
+
+/// Parses a price as written in `[prices]`: 1 to 7 digits of euros, then
+/// optionally `.` and the cents (one or two digits, then only zeros: `"8.490"`
+/// is 8.49 €, `"8.495"` is refused rather than rounded). The same grammar is
+/// the schema's pattern.
+pub(crate) fn price_from_text(s: &str) -> Option<Money> {
+    let (whole, frac) = s.split_once('.').unwrap_or((s, "00"));
+    let digits = |x: &str| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit());
+    if !digits(whole) || whole.len() > 7 || !digits(frac) {
+        return None;
+    }
+    let (cents, rest) = frac.split_at(frac.len().min(2));
+    if !rest.bytes().all(|b| b == b'0') {
+        return None;
+    }
+    let cents = format!("{cents:0<2}");
+    Money::parse_euros(&format!("{whole}.{cents}"))
+}
+
+/// The error for a price written as a TOML float (`V94 = 8.490`): the
+/// suggestion quotes the digits as written, not the float they parse to,
+/// so `8.490` suggests `"8.490"` and no cent is lost or invented.
+fn float_price_message(written: &str) -> String {
+    let digits: String = written
+        .trim_start_matches('+')
+        .chars()
+        .filter(|c| *c != '_')
+        .collect();
+    let shown = crate::text::escape_for_terminal(written);
+    if price_from_text(&digits).is_some() {
+        format!(
+            "price {shown} is a floating-point number; expected a string such as \"{digits}\" \
+             so cents stay exact"
+        )
+    } else if digits.starts_with('-') {
+        format!("price {shown} is negative; expected {PRICE_EXPECTED}")
+    } else {
+        format!(
+            "price {shown} is a floating-point number that is not euros and cents; expected \
+             {PRICE_EXPECTED}"
+        )
+    }
+}
 
 /// Slot numbers are two digits.
-const MAX_POOL_COUNT: i64 = 99;
+pub(crate) const MAX_POOL_COUNT: i64 = 99;
+
+/// Most control-plane nodes listed in `[core]` (etcd itself advises at
+/// most 7 members; the bound keeps the rule one JSON Schema can state).
+pub(crate) const MAX_CONTROL_PLANE: usize = 99;
 
 /// A node name as it will exist, with where it came from, for duplicate checks.
 struct NameSource {
@@ -50,6 +115,10 @@ struct Validator<'a> {
     dir: &'a Path,
     errors: &'a mut Collector,
     prices: Option<BTreeMap<String, Money>>,
+    /// Products `[prices]` has an entry for, right or wrong; `None` when the
+    /// table could not be read (already reported), so that no product is
+    /// reported missing a price because of an error elsewhere.
+    listed_prices: Option<BTreeSet<String>>,
     names: BTreeMap<String, NameSource>,
 }
 
@@ -60,6 +129,7 @@ pub(crate) fn validate(dir: &Path, raw: RawInventory, errors: &mut Collector) ->
         dir,
         errors,
         prices: None,
+        listed_prices: None,
         names: BTreeMap::new(),
     };
     let (main_file, main) = match raw.main {
@@ -68,16 +138,29 @@ pub(crate) fn validate(dir: &Path, raw: RawInventory, errors: &mut Collector) ->
     };
     let mut provider = None;
     let mut core = None;
-    let mut k3s_version = None;
+    // `None`: no [k3s] table; `Some(None)`: one that is wrong or unknown
+    // (kiwi.toml missing or not TOML), already reported, so customers that
+    // need it do not report it again.
+    let mut k3s_version = Some(None);
     let mut state = None;
     if let (Some(file), Some(main)) = (main_file, main) {
         state = v.state(file, &main);
         v.prices = Some(v.prices(file, &main));
+        if main.parsed && main.prices_read {
+            v.listed_prices = Some(
+                main.prices
+                    .iter()
+                    .map(|(p, _)| p.get_ref().clone())
+                    .collect(),
+            );
+        }
         provider = v.provider(file, &main);
-        k3s_version = main
-            .k3s
-            .as_ref()
-            .map(|k| v.parsed::<K3sVersion>(file, &k.version, "[k3s] version"));
+        if main.parsed && main.k3s_span.is_none() {
+            k3s_version = None;
+        }
+        if let Some(k) = main.k3s.as_ref() {
+            k3s_version = Some(v.parsed::<K3sVersion>(file, &k.version, "[k3s] version"));
+        }
         core = v.core(file, main);
     }
     let mut clusters: Vec<ClusterSpec> = core.into_iter().collect();
@@ -242,18 +325,26 @@ impl Validator<'_> {
                     ),
                 );
             }
+            let written = self
+                .errors
+                .text(file)
+                .get(price.span())
+                .unwrap_or("")
+                .trim();
             let money = match price.get_ref() {
-                RawPrice::Text(s) => Money::parse_euros(s).ok_or_else(|| {
-                    format!("price `{s}` is not an amount in euros; expected e.g. \"8.49\"")
+                RawPrice::Text(s) => price_from_text(s).ok_or_else(|| {
+                    format!(
+                        "price `{}` is not an amount in euros; expected {PRICE_EXPECTED}",
+                        crate::text::escape_for_terminal(s)
+                    )
                 }),
-                RawPrice::Integer(n) if *n >= 0 => Ok(Money::from_cents(n.saturating_mul(100))),
+                RawPrice::Integer(n) if (0..=MAX_PRICE_EUROS).contains(n) => {
+                    Ok(Money::from_cents(n * 100))
+                }
                 RawPrice::Integer(n) => Err(format!(
-                    "price {n} is negative; expected euros such as \"8.49\""
+                    "price {n} is out of range; expected {PRICE_EXPECTED}"
                 )),
-                RawPrice::Float(x) => Err(format!(
-                    "price {x} is a floating-point number; expected a string such as \"{x}\" \
-                     so cents stay exact"
-                )),
+                RawPrice::Float => Err(float_price_message(written)),
             };
             match money {
                 Ok(m) => {
@@ -370,15 +461,7 @@ impl Validator<'_> {
     /// line separators, and returns it as OpenSSH writes it. A private key
     /// is refused without echoing any of it.
     fn public_key(&mut self, file: FileId, span: Range<usize>, key: &str) -> Option<String> {
-        const TYPES: &[&str] = &[
-            "ssh-ed25519",
-            "ssh-rsa",
-            "ecdsa-sha2-nistp256",
-            "ecdsa-sha2-nistp384",
-            "ecdsa-sha2-nistp521",
-            "sk-ssh-ed25519@openssh.com",
-            "sk-ecdsa-sha2-nistp256@openssh.com",
-        ];
+        const TYPES: &[&str] = SSH_KEY_TYPES;
         if key.contains("PRIVATE KEY") {
             self.errors.at(
                 file,
@@ -441,6 +524,9 @@ impl Validator<'_> {
         let nodes = raw.control_plane.get_ref();
         if nodes.is_empty() || nodes.len() % 2 == 0 {
             self.errors.at(file, raw.control_plane.span(), format!("{} control-plane nodes cannot keep etcd quorum; expected an odd number (3 for HA)", nodes.len()));
+            ok = false;
+        } else if nodes.len() > MAX_CONTROL_PLANE {
+            self.errors.at(file, raw.control_plane.span(), format!("{} control-plane nodes are more than etcd can keep in step; expected an odd number up to {MAX_CONTROL_PLANE} (3 for HA)", nodes.len()));
             ok = false;
         }
         let mut control_plane = Vec::new();
@@ -711,8 +797,8 @@ impl Validator<'_> {
             }
             Some(_) => {}
         }
-        if let Some(prices) = &self.prices {
-            if !prices.contains_key(id) && products::product(id).is_some() {
+        if let Some(listed) = &self.listed_prices {
+            if !listed.contains(id) && products::product(id).is_some() {
                 self.errors.at(file, raw.product.span(), format!("no price for product `{id}`; expected `{id} = \"…\"` under [prices] in {MAIN_FILE}"));
             }
         }
