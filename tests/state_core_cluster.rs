@@ -406,3 +406,52 @@ async fn with_access_kubeconfig_the_lock_and_journal_go_through_the_operators_ow
     assert_eq!(lines, 30, "an intent and a placed line per slot");
     assert!(lease(&w).await.unwrap()["spec"]["holderIdentity"].is_null());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inventory_moved_to_the_core_cluster_keeps_what_its_local_journal_recorded() {
+    // Orders Contabo does not list yet: what the local journal recorded is
+    // the only thing that says they exist.
+    let faults = Faults {
+        unlisted_for_ms: 600_000,
+        ..Faults::default()
+    };
+    let (w, _other) = shared_world(79, 80, 30, faults).await;
+    let slot = "kiwi-core-general-01";
+    let journal = kiwi_infra::apply::OrderJournal::open(&w.inventory).unwrap();
+    journal
+        .record(
+            slot,
+            kiwi_infra::apply::journal::Event::Intent {
+                trace_id: "local-run".into(),
+                product: "V97".into(),
+            },
+        )
+        .unwrap();
+    let id = apply_support::order_directly(&w.mock, slot, "V97").await;
+    journal
+        .record(
+            slot,
+            kiwi_infra::apply::journal::Event::Placed { instance_id: id },
+        )
+        .unwrap();
+    drop(journal);
+    w.mock.set_faults(Faults::default()).unwrap();
+    let out = run(kiwi_on(
+        &w,
+        &w.inventory,
+        &["apply", "--auto-approve", "--contabo-only"],
+    ))
+    .await;
+    let shown = text(&out);
+    assert!(
+        shown.contains("Imported 2 entries of the local order journal"),
+        "{shown}"
+    );
+    let same = w
+        .mock
+        .instances()
+        .into_iter()
+        .filter(|i| i.display_name == slot)
+        .count();
+    assert_eq!(same, 1, "{slot} was bought twice:\n{shown}");
+}

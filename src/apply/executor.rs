@@ -791,6 +791,14 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
         if let Some(why) = self.held_back(step) {
             return Ok(StepOutcome::NotCarriedOut(why));
         }
+        // One apply at a time: once the lock is no longer certainly ours,
+        // no step starts (another apply may hold it and work on the same
+        // machines); the next apply carries on from what is recorded.
+        if let Some(why) = self.journal.lock_lost() {
+            return Err(ApplyError::State(crate::state::StateError::Lost {
+                what: why,
+            }));
+        }
         match &step.kind {
             StepKind::EnsureSecret { name } => self.ensure_secret(step, name).await,
             StepKind::EnsureTag { name } => self.ensure_tag(step, name).await,

@@ -42,6 +42,13 @@ pub trait JournalStore: Send + Sync {
     /// The file or object, for messages.
     fn location(&self) -> &Path;
 
+    /// `Some(why)` once the apply lock this journal writes under is no
+    /// longer certainly held (a Core-cluster lease that was taken over or
+    /// not renewed in time). The local file's OS lock cannot be lost.
+    fn lock_lost(&self) -> Option<String> {
+        None
+    }
+
     /// The last entry of each slot.
     fn latest(&self) -> BTreeMap<String, Entry> {
         latest(self.entries())

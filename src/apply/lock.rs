@@ -49,7 +49,9 @@ impl Holder {
         Holder {
             pid: std::process::id(),
             host,
-            user: env(&["USER", "USERNAME", "LOGNAME"]).unwrap_or_else(|| "unknown user".into()),
+            user: env(&["USER", "USERNAME", "LOGNAME"])
+                .or_else(user_of_this_process)
+                .unwrap_or_else(|| "unknown user".into()),
             since: Utc::now(),
         }
     }
@@ -87,6 +89,26 @@ impl HeldLock for ApplyLock {
         // The OS lock goes with the descriptor, when the lock is dropped.
         Box::pin(std::future::ready(Ok(())))
     }
+}
+
+/// The name of this process's user when no environment variable says it
+/// (cron, systemd, CI containers): the real uid from `/proc/self/status`,
+/// looked up in `/etc/passwd`, or `uid N` when it has no entry there.
+fn user_of_this_process() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .to_string();
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let name = passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        (fields.nth(1)? == uid).then(|| name.to_string())
+    });
+    Some(name.unwrap_or_else(|| format!("uid {uid}")))
 }
 
 /// The held lock. Dropping it closes the file, which releases the OS lock;
@@ -209,6 +231,14 @@ impl ApplyLock {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+
+    #[test]
+    fn the_holders_user_is_known_without_environment_variables() {
+        // Under cron, systemd or a CI container USER may be unset: the
+        // process's own uid still names someone.
+        let user = super::user_of_this_process().unwrap();
+        assert!(!user.is_empty() && user != "unknown user", "{user}");
+    }
     use super::*;
 
     #[test]

@@ -175,11 +175,44 @@ pub(super) async fn take(
                     return Err(state_error(e));
                 }
             };
+            // An inventory that moved from the local journal keeps what it
+            // recorded: orders placed but not listed yet, unsettled ones.
+            let local = crate::apply::journal::local_entries(&global.inventory)
+                .map_err(|e| CliError::User(e.chain()));
+            let imported = match local {
+                Ok(local) if !local.is_empty() => journal.import(&local).await.map_err(state_error),
+                Ok(_) => Ok(0),
+                Err(e) => Err(e),
+            };
+            let imported = match imported {
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = guard.release().await;
+                    store.close().await;
+                    return Err(e);
+                }
+            };
             if !global.quiet {
                 eprintln!(
                     "Apply lock: {}. Order journal: {}",
                     guard.describe(),
                     crate::state::journal::journal_location().display()
+                );
+            }
+            if imported > 0 {
+                eprintln!(
+                    "Imported {imported} entr{} of the local order journal ({}) into the Core \
+                     cluster's, so that no order it recorded is bought again. The local file is \
+                     kept; importing it again adds nothing.",
+                    if imported == 1 { "y" } else { "ies" },
+                    crate::text::escape_for_terminal(
+                        &global
+                            .inventory
+                            .join(crate::apply::lock::STATE_DIR)
+                            .join("orders.jsonl")
+                            .display()
+                            .to_string()
+                    )
                 );
             }
             Ok(State {
@@ -205,7 +238,13 @@ pub(super) async fn journal_entries(
             let journal = ClusterJournal::open(Arc::clone(&store), None).await;
             store.close().await;
             let journal = journal.map_err(state_error)?;
-            Ok(journal.entries())
+            // The local journal of an inventory that moved counts too.
+            let local = crate::apply::journal::local_entries(&global.inventory)
+                .map_err(|e| CliError::User(e.chain()))?;
+            Ok(crate::state::journal::merge_entries(
+                &journal.entries(),
+                &local,
+            ))
         }
     }
 }

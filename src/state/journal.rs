@@ -87,6 +87,75 @@ impl<S: KubeObjects> ClusterJournal<S> {
         Ok(())
     }
 
+    /// The slot's latest entry when it is an order another run left
+    /// unsettled: an intent of another trace, or `unresolved`.
+    fn unsettled_by_another(&self, slot: &str, own_trace: &str) -> Option<Entry> {
+        let latest = self
+            .known()
+            .entries
+            .iter()
+            .rev()
+            .find(|e| e.slot == slot)
+            .cloned()?;
+        match &latest.event {
+            Event::Intent { trace_id, .. } if trace_id != own_trace => Some(latest),
+            Event::Unresolved => Some(latest),
+            _ => None,
+        }
+    }
+
+    /// Brings `local` entries (the local journal of an inventory that moved
+    /// to the Core cluster) into this journal: those it lacks are merged in,
+    /// in time order, with one compare-and-swap (re-read on conflict).
+    /// Returns how many were added. Importing twice adds nothing.
+    pub async fn import(&self, local: &[Entry]) -> Result<usize, StateError> {
+        let _one_at_a_time = self.writing.lock().await;
+        for _ in 0..MAX_CONFLICTS {
+            if let Some(what) = self.lease.as_ref().and_then(LeaseWatch::lost) {
+                return Err(StateError::Lost { what });
+            }
+            let (entries, rv) = {
+                let k = self.known();
+                (k.entries.clone(), k.resource_version.clone())
+            };
+            let merged = merge_entries(&entries, local);
+            let added = merged.len() - entries.len();
+            if added == 0 {
+                return Ok(0);
+            }
+            let mut text = String::new();
+            for entry in &merged {
+                let line = serde_json::to_string(entry).map_err(|e| StateError::Malformed {
+                    object: ObjectKind::ConfigMap.describe(JOURNAL_NAME),
+                    what: format!("cannot write an entry: {e}"),
+                })?;
+                text.push_str(&line);
+                text.push('\n');
+            }
+            let manifest = manifest(&text, rv.as_deref());
+            let written = match rv {
+                None => self.store.create(ObjectKind::ConfigMap, &manifest).await?,
+                Some(_) => self.store.replace(ObjectKind::ConfigMap, &manifest).await?,
+            };
+            match written {
+                Written::Done(object) => {
+                    let mut k = self.known();
+                    k.text = text;
+                    k.entries = merged;
+                    k.resource_version = Some(object.resource_version);
+                    return Ok(added);
+                }
+                Written::Conflict | Written::AlreadyExists | Written::NotFound => {
+                    self.reread().await?;
+                }
+            }
+        }
+        Err(StateError::Contended {
+            object: ObjectKind::ConfigMap.describe(JOURNAL_NAME),
+            attempts: MAX_CONFLICTS,
+        })
+    }
+
     /// Appends `entry` with a compare-and-swap, re-reading on conflict.
     async fn append(&self, entry: &Entry) -> Result<(), StateError> {
         let line = serde_json::to_string(entry).map_err(|e| StateError::Malformed {
@@ -94,9 +163,32 @@ impl<S: KubeObjects> ClusterJournal<S> {
             what: format!("cannot write an entry: {e}"),
         })?;
         let _one_at_a_time = self.writing.lock().await;
+        // An intent is written only while no other apply's order of this
+        // slot is unsettled in the journal as it is now (read afresh, and
+        // again after every conflict): an intent another apply wrote since
+        // this one looked (a write that landed late) is never ordered over.
+        let own_trace = match &entry.event {
+            Event::Intent { trace_id, .. } => Some(trace_id.clone()),
+            _ => None,
+        };
+        if own_trace.is_some() {
+            self.reread().await?;
+        }
         for _ in 0..MAX_CONFLICTS {
             if let Some(what) = self.lease.as_ref().and_then(LeaseWatch::lost) {
                 return Err(StateError::Lost { what });
+            }
+            if let Some(trace) = &own_trace {
+                if let Some(other) = self.unsettled_by_another(&entry.slot, trace) {
+                    return Err(StateError::Lost {
+                        what: format!(
+                            "another apply recorded an order of {} at {} whose outcome is not \
+                             settled; this apply does not order it again",
+                            entry.slot,
+                            other.at.format("%Y-%m-%d %H:%M:%S UTC")
+                        ),
+                    });
+                }
             }
             let (mut text, rv) = {
                 let k = self.known();
@@ -114,10 +206,21 @@ impl<S: KubeObjects> ClusterJournal<S> {
             };
             match written {
                 Written::Done(object) => {
-                    let mut k = self.known();
-                    k.text = text;
-                    k.entries.push(entry.clone());
-                    k.resource_version = Some(object.resource_version);
+                    {
+                        let mut k = self.known();
+                        k.text = text;
+                        k.entries.push(entry.clone());
+                        k.resource_version = Some(object.resource_version);
+                    }
+                    // The write may have taken long (a stalled link): an
+                    // intent is only acted on while the lease is still
+                    // certainly held. Otherwise the intent stays recorded,
+                    // and whoever holds the lock settles it by look-up.
+                    if own_trace.is_some() {
+                        if let Some(what) = self.lease.as_ref().and_then(LeaseWatch::lost) {
+                            return Err(StateError::Lost { what });
+                        }
+                    }
                     return Ok(());
                 }
                 // Another writer came first (or the object went): read
@@ -133,6 +236,19 @@ impl<S: KubeObjects> ClusterJournal<S> {
             attempts: MAX_CONFLICTS,
         })
     }
+}
+
+/// `ours` plus the entries of `other` it lacks, in time order (stable: of
+/// two entries at the same instant, `ours` first).
+pub fn merge_entries(ours: &[Entry], other: &[Entry]) -> Vec<Entry> {
+    let mut merged: Vec<Entry> = ours.to_vec();
+    for entry in other {
+        if !merged.contains(entry) {
+            merged.push(entry.clone());
+        }
+    }
+    merged.sort_by_key(|e| e.at);
+    merged
 }
 
 /// The journal's text and entries from the object, read at the edge: a
@@ -190,6 +306,10 @@ impl<S: KubeObjects> JournalStore for ClusterJournal<S> {
         self.known().entries.clone()
     }
 
+    fn lock_lost(&self) -> Option<String> {
+        self.lease.as_ref().and_then(LeaseWatch::lost)
+    }
+
     fn record<'a>(
         &'a self,
         slot: &'a str,
@@ -222,6 +342,83 @@ mod tests {
             trace_id: "t".into(),
             product: "V94".into(),
         }
+    }
+
+    fn intent_of(trace: &str) -> Event {
+        Event::Intent {
+            trace_id: trace.into(),
+            product: "V94".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_intent_another_apply_wrote_after_this_one_looked_is_never_ordered_over() {
+        // b opened (and decided from) the journal before a's intent landed.
+        let store = Arc::new(FakeObjects::default());
+        let b = ClusterJournal::open(Arc::clone(&store), None)
+            .await
+            .unwrap();
+        let a = ClusterJournal::open(Arc::clone(&store), None)
+            .await
+            .unwrap();
+        a.record("kiwi-a-server-01", intent_of("run-a"))
+            .await
+            .unwrap();
+        let refused = b.record("kiwi-a-server-01", intent_of("run-b")).await;
+        let text = format!("{:?}", refused.unwrap_err());
+        assert!(text.contains("another apply recorded an order"), "{text}");
+        // Another slot is not held up; a confirmed reorder is allowed.
+        b.record("kiwi-a-server-02", intent_of("run-b"))
+            .await
+            .unwrap();
+        b.record("kiwi-a-server-01", Event::ReorderConfirmed)
+            .await
+            .unwrap();
+        b.record("kiwi-a-server-01", intent_of("run-b"))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_local_journal_is_imported_once_in_time_order() {
+        let store = Arc::new(FakeObjects::default());
+        let j = ClusterJournal::open(Arc::clone(&store), None)
+            .await
+            .unwrap();
+        j.record("kiwi-a-server-02", intent_of("cluster"))
+            .await
+            .unwrap();
+        let earlier = chrono::Utc::now() - chrono::Duration::minutes(5);
+        let local = vec![
+            Entry {
+                at: earlier,
+                slot: "kiwi-a-server-01".into(),
+                event: intent_of("local"),
+            },
+            Entry {
+                at: earlier + chrono::Duration::seconds(1),
+                slot: "kiwi-a-server-01".into(),
+                event: Event::Placed { instance_id: 9 },
+            },
+        ];
+        assert_eq!(j.import(&local).await.unwrap(), 2);
+        assert_eq!(
+            j.import(&local).await.unwrap(),
+            0,
+            "importing again adds nothing"
+        );
+        let fresh = ClusterJournal::open(Arc::clone(&store), None)
+            .await
+            .unwrap();
+        let slots: Vec<String> = fresh.entries().into_iter().map(|e| e.slot).collect();
+        assert_eq!(
+            slots,
+            ["kiwi-a-server-01", "kiwi-a-server-01", "kiwi-a-server-02"]
+        );
+        assert_eq!(
+            fresh.latest()["kiwi-a-server-01"].event,
+            Event::Placed { instance_id: 9 }
+        );
     }
 
     #[tokio::test]

@@ -307,19 +307,30 @@ impl std::fmt::Debug for LeaseWatch {
 
 impl LeaseWatch {
     /// `Some(what happened)` once the lock is no longer certainly ours: the
-    /// lease was taken by another, or not renewed within its duration.
+    /// lease was taken by another, or not renewed within half its duration
+    /// (it is renewed every third of it). The half left is the margin in
+    /// which a write already under way (an order's intent, then the order)
+    /// still lands before anyone else may take the lease over.
     pub fn lost(&self) -> Option<String> {
         let shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(what) = &shared.lost {
             return Some(what.clone());
         }
         let now = (self.clock)();
-        (now > shared.renewed + self.duration).then(|| {
-            format!(
+        if now > shared.renewed + self.duration {
+            Some(format!(
                 "its lease was last renewed at {} and has run out",
                 shown_time(shared.renewed)
-            )
-        })
+            ))
+        } else if now > shared.renewed + self.duration / 2 {
+            Some(format!(
+                "its lease was last renewed at {} and has less than half its duration left, \
+                 so it is no longer certainly this apply's",
+                shown_time(shared.renewed)
+            ))
+        } else {
+            None
+        }
     }
 }
 
@@ -780,6 +791,24 @@ mod tests {
             ..guard.watch()
         };
         assert!(late.lost().unwrap().contains("has run out"));
+        // Half the duration without renewal is already too late to start
+        // an order: a write under way must land before anyone may take over.
+        let half = LeaseWatch {
+            clock: Arc::new({
+                let c = clock2.clone();
+                move || c() + chrono::Duration::seconds(16)
+            }),
+            ..guard.watch()
+        };
+        assert!(half.lost().unwrap().contains("less than half"));
+        let fresh = LeaseWatch {
+            clock: Arc::new({
+                let c = clock2.clone();
+                move || c() + chrono::Duration::seconds(14)
+            }),
+            ..guard.watch()
+        };
+        assert!(fresh.lost().is_none());
     }
 
     #[tokio::test]
