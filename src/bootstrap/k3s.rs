@@ -76,8 +76,11 @@ fn scalar(s: &str) -> String {
 /// Renders `config.yaml`. The result holds a token, hence the [`Secret`].
 /// Refused (with the reason) when a label does not fit Kubernetes' grammar.
 pub fn render_config(c: &NodeConfig<'_>) -> Result<Secret, String> {
-    let mut out =
-        String::from("# Written by kiwi-infra; labels and taints follow the inventory.\n");
+    let mut out = String::from(
+        "# Written by kiwi-infra when the node joined. The labels and taints below are those it\n\
+         # registered with; later changes are made through the Kubernetes API and recorded in the\n\
+         # node's kiwistack.io/managed-labels annotation, not here.\n",
+    );
     out.push_str(&format!("node-name: {}\n", scalar(c.node_name)));
     out.push_str(&format!("node-ip: {}\n", scalar(c.node_ip)));
     out.push_str(&format!("node-external-ip: {}\n", scalar(c.node_ip)));
