@@ -146,6 +146,23 @@ async fn without_a_terminal_or_auto_approve_nothing_is_ordered() {
         "{stderr}"
     );
     assert!(stderr.contains("--auto-approve"), "{stderr}");
+    // The suggestion is the command typed, with the approval added.
+    let out = run(command(
+        &mock,
+        &inv,
+        &[
+            "apply",
+            "--contabo-only",
+            "--reorder",
+            "kiwi-core-general-01",
+        ],
+    ))
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--contabo-only --auto-approve --reorder kiwi-core-general-01`"),
+        "{stderr}"
+    );
     assert!(mock.instances().is_empty());
     assert_eq!(
         mock.stats()

@@ -560,3 +560,36 @@ fn a_recorded_node_keeps_labels_of_kiwis_namespace_that_kiwi_infra_never_set() {
     let plan = plan::plan(&desired(), &observed, &PlanOptions::default());
     assert!(!human(&plan).contains("kiwistack.io/maintenance"));
 }
+
+#[test]
+fn a_tampered_record_never_removes_the_labels_kubernetes_and_k3s_own() {
+    let mut observed = observed("label_drift");
+    let node = observed
+        .clusters
+        .values_mut()
+        .flatten()
+        .flat_map(|o| o.nodes.iter_mut())
+        .find(|n| n.name.0 == "kiwi-acme-server-01")
+        .unwrap();
+    let system = [
+        "kubernetes.io/hostname",
+        "node-role.kubernetes.io/control-plane",
+        "node-role.kubernetes.io/etcd",
+        "beta.kubernetes.io/os",
+        "node.kubernetes.io/instance-type",
+        "node.k3s.io/something",
+        "example.k8s.io/x",
+    ];
+    for key in system {
+        node.labels.insert(key.into(), "x".into());
+        node.managed_labels.as_mut().unwrap().insert(key.into());
+    }
+    let plan = plan::plan(&desired(), &observed, &PlanOptions::default());
+    let text = human(&plan);
+    for key in system {
+        assert!(
+            !text.contains(&format!("label kiwi-acme-server-01: {key}")),
+            "{key}: {text}"
+        );
+    }
+}

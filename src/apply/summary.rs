@@ -217,6 +217,36 @@ fn needs_allow_destroy(outcome: &ApplyOutcome) -> bool {
     )
 }
 
+/// The `Next:` line when work is only pending: the command that moves it
+/// on, not the one that just stopped (rerunning that would stop the same
+/// way). Destructive steps held for `--allow-destroy` get the flag, with a
+/// word to review them; node steps a `--contabo-only` run left (drains
+/// before cancels among them) get the command without that flag.
+fn next_command(input: &SummaryInput<'_>) -> String {
+    let fresh = match &input.fresh {
+        FreshPlan::Planned(plan) => Some(plan),
+        FreshPlan::Unavailable(_) => None,
+    };
+    let mut command = input.apply_command.clone();
+    let mut why = Vec::new();
+    let held_destructive = needs_allow_destroy(input.outcome)
+        || fresh.is_some_and(|p| p.steps.iter().any(|s| s.destructive));
+    if held_destructive && !command.contains(" --allow-destroy") {
+        command.push_str(" --allow-destroy");
+        why.push("review the destructive steps");
+    }
+    let node_left = fresh.is_some_and(|p| p.steps.iter().any(|s| is_node_step(&s.kind)));
+    if input.contabo_only && node_left {
+        command = command.replace(" --contabo-only", "");
+        why.push("once the nodes can be reached over SSH");
+    }
+    if why.is_empty() {
+        format!("Next: `{command}`")
+    } else {
+        format!("Next: {}, run `{command}`", why.join("; "))
+    }
+}
+
 /// Renders the summary.
 pub fn render(input: &SummaryInput<'_>) -> String {
     let outcome = input.outcome;
@@ -474,13 +504,8 @@ pub fn render(input: &SummaryInput<'_>) -> String {
             "Next: fix what is listed above, then run `{}`",
             input.apply_command
         )
-    } else if needs_allow_destroy(outcome) {
-        format!(
-            "Next: review the destructive steps, then run `{} --allow-destroy`",
-            input.apply_command
-        )
     } else {
-        format!("Next: `{}`", input.apply_command)
+        next_command(input)
     };
     let _ = writeln!(out, "{next}");
     out
@@ -604,5 +629,55 @@ mod tests {
             .map(|l| l.split_whitespace().next().unwrap())
             .collect();
         assert_eq!(first, [C, A], "{text}");
+    }
+
+    #[test]
+    fn the_next_command_moves_held_work_on_instead_of_repeating_the_run_that_stopped() {
+        let plan = crate::plan::Plan {
+            format_version: crate::plan::PLAN_FORMAT_VERSION,
+            steps: vec![
+                crate::plan::Step {
+                    id: StepId("drain:kiwi-a-realtime-01".into()),
+                    cluster: Some("a".into()),
+                    kind: StepKind::DrainNode {
+                        node: crate::plan::NodeName("kiwi-a-realtime-01".into()),
+                    },
+                    depends_on: Vec::new(),
+                    destructive: true,
+                },
+                crate::plan::Step {
+                    id: StepId("cancel:kiwi-a-realtime-01".into()),
+                    cluster: Some("a".into()),
+                    kind: StepKind::CancelInstance {
+                        instance: crate::plan::InstanceRef {
+                            name: "kiwi-a-realtime-01".into(),
+                            id: Some(crate::plan::InstanceId(7)),
+                        },
+                        product: "V9".into(),
+                        monthly_price: None,
+                    },
+                    depends_on: vec![StepId("drain:kiwi-a-realtime-01".into())],
+                    destructive: true,
+                },
+            ],
+            unverified: Vec::new(),
+            warnings: Vec::new(),
+            summary: Default::default(),
+        };
+        let outcome = ApplyOutcome::default();
+        let text = render(&SummaryInput {
+            outcome: &outcome,
+            fresh: FreshPlan::Planned(&plan),
+            contabo_only: true,
+            apply_command: "kiwi-infra apply --contabo-only --auto-approve".into(),
+            cluster_of: BTreeMap::new(),
+        });
+        let next = text.lines().last().unwrap();
+        assert!(
+            next.contains("`kiwi-infra apply --auto-approve --allow-destroy`"),
+            "{next}"
+        );
+        assert!(next.contains("review the destructive steps"), "{next}");
+        assert!(next.contains("reached over SSH"), "{next}");
     }
 }

@@ -181,7 +181,7 @@ async fn apply_observed(
     }
     describe_extras(&finishing, &interrupted, &settle, &steps, args.contabo_only);
 
-    if !args.auto_approve && runnable > 0 && !confirmed()? {
+    if !args.auto_approve && runnable > 0 && !confirmed(&refused_command(global, args))? {
         println!("Apply cancelled; nothing was changed.");
         return Ok(ExitCode::from(EXIT_USER_ERROR));
     }
@@ -394,16 +394,39 @@ fn reorder_slots(
     Ok(named.iter().cloned().collect())
 }
 
-/// Asks for `yes` on a terminal; refuses without one.
-fn confirmed() -> Result<bool, CliError> {
+/// The command the operator typed, with `--auto-approve`: what the
+/// refusal without a terminal suggests (their flags kept, or following it
+/// would do something else than they asked).
+fn refused_command(global: &GlobalArgs, args: &ApplyArgs) -> String {
+    let mut command = apply_command(global, args);
+    if let Some(file) = &args.plan_file {
+        command = command.replacen(
+            "kiwi-infra apply",
+            &format!(
+                "kiwi-infra apply {}",
+                crate::text::escape_for_terminal(&file.display().to_string())
+            ),
+            1,
+        );
+    }
+    for slot in &args.reorder {
+        command.push_str(&format!(" --reorder {slot}"));
+    }
+    if let Some(wait) = args.lock_timeout {
+        command.push_str(&format!(" --lock-timeout {}s", wait.as_secs()));
+    }
+    command
+}
+
+/// Asks for `yes` on a terminal; refuses without one, naming `command`
+/// (the one typed, with `--auto-approve`).
+fn confirmed(command: &str) -> Result<bool, CliError> {
     if !std::io::stdin().is_terminal() {
-        return Err(CliError::User(
+        return Err(CliError::User(format!(
             "refusing to apply without confirmation: stdin is not a terminal. Review the plan \
-             above (or save it with `kiwi-infra plan --out FILE`), then run \
-             `kiwi-infra apply --auto-approve` (or `kiwi-infra apply FILE --auto-approve`). \
-             Nothing was ordered"
-                .into(),
-        ));
+             above (or save it with `kiwi-infra plan --out FILE` and apply that file), then run \
+             `{command}`. Nothing was ordered"
+        )));
     }
     print!("\nDo you want to perform these actions? Only 'yes' will be accepted: ");
     let _ = std::io::stdout().flush();

@@ -71,9 +71,11 @@ fn repair_fish(script: &str) -> String {
         .get_subcommands()
         .map(|c| c.get_name().to_string())
         .collect();
+    // Only right after `help`: `help plan <TAB>` takes no second topic.
     script.push_str(&format!(
-        "complete -c {BIN} -n \"__fish_{fn_name}_using_subcommand help\" -f -a \"{}\"\n",
-        commands.join(" ")
+        "complete -c {BIN} -n \"__fish_{fn_name}_using_subcommand help; and not \
+         __fish_seen_subcommand_from {list}\" -f -a \"{list}\"\n",
+        list = commands.join(" ")
     ));
     script
 }
@@ -316,6 +318,13 @@ mod tests {
                     "{offered}"
                 );
             }
+            let offered = complete("kiwi-infra help plan ");
+            assert!(
+                !offered
+                    .lines()
+                    .any(|l| l.split('\t').next() == Some("apply")),
+                "a second help topic is offered: {offered}"
+            );
         } else {
             eprintln!("fish not installed: its script was not checked");
         }

@@ -19,6 +19,20 @@ pub fn in_kiwi_namespace(key: &str) -> bool {
         .is_some_and(|(domain, _)| domain == "kiwistack.io" || domain.ends_with(".kiwistack.io"))
 }
 
+/// True for a label key in a domain that Kubernetes or k3s themselves own
+/// (`kubernetes.io`, `k8s.io`, `k3s.io` and their subdomains: hostname,
+/// arch, os, node roles, instance type, …). kiwi-infra never removes such a
+/// label, whatever a node's record says: a record is text on the node, and
+/// a tampered one must not strip a node of the labels its cluster relies on.
+pub fn in_system_domain(key: &str) -> bool {
+    let Some((domain, _)) = key.split_once('/') else {
+        return false;
+    };
+    ["kubernetes.io", "k8s.io", "k3s.io"]
+        .iter()
+        .any(|d| domain == *d || domain.ends_with(&format!(".{d}")))
+}
+
 /// Labels under `kubernetes.io` / `k8s.io` that the NodeRestriction admission
 /// plugin still lets a kubelet set on its own node.
 pub(crate) const KUBELET_ALLOWED_LABELS: &[&str] = &[

@@ -960,7 +960,8 @@ impl<'a> Planner<'a> {
     /// `kiwistack.io/managed-labels`) names; on a node without a record
     /// (joined by an older release), those in kiwi-infra's namespace
     /// (`kiwistack.io/`, `*.kiwistack.io/`). Those are removed when no
-    /// longer wanted. Every other label, in kiwi-infra's namespace or not,
+    /// longer wanted, except labels of Kubernetes' and k3s' own domains,
+    /// which a tampered record cannot make kiwi-infra remove. Every other label, in kiwi-infra's namespace or not,
     /// was set by other software and is left alone. After the
     /// label changes, the record is brought up to date in a step of its own.
     /// Taints outside the Kubernetes domains all come from the inventory, so
@@ -988,10 +989,11 @@ impl<'a> Planner<'a> {
         }
         let recorded = node.managed_labels.as_ref();
         for (key, value) in &node.labels {
-            let ours = match recorded {
-                Some(record) => record.contains(key),
-                None => crate::inventory::kube::in_kiwi_namespace(key),
-            };
+            let ours = !crate::inventory::kube::in_system_domain(key)
+                && match recorded {
+                    Some(record) => record.contains(key),
+                    None => crate::inventory::kube::in_kiwi_namespace(key),
+                };
             if ours && !wanted.contains_key(key) {
                 label_steps.push(self.push(
                     &cluster.name,
