@@ -1156,6 +1156,14 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
             },
         )
         .await?;
+        // The last moment before money is spent: with the lock no longer
+        // certainly ours, the order is not sent (the intent stays, and
+        // whoever holds the lock settles it by look-up).
+        if let Some(why) = self.journal.lock_lost() {
+            return Err(ApplyError::State(crate::state::StateError::Lost {
+                what: why,
+            }));
+        }
         let error = match self.api.create_instance(request).await {
             Ok(created) => return self.placed(slot, created.instance_id, "ordered").await,
             Err(e) => e,
@@ -1207,7 +1215,9 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
              does not list an instance of that name after {:.1}s of looking. Nothing was ordered \
              again. Check the Contabo Customer Control Panel (and `kiwi-infra instances`): if an \
              instance is there, rerun `kiwi-infra apply` to continue with it; if there is none, \
-             order it with `kiwi-infra apply --reorder {slot}`",
+             and no apply that may have sent it is still running anywhere (a suspended laptop or \
+             a stalled link can still deliver it), order it with \
+             `kiwi-infra apply --reorder {slot}`",
             since.format("%Y-%m-%d %H:%M:%S UTC"),
             self.settings.unlisted_order_wait.as_secs_f64()
         )))

@@ -105,8 +105,9 @@ impl<S: KubeObjects> ClusterJournal<S> {
     }
 
     /// Brings `local` entries (the local journal of an inventory that moved
-    /// to the Core cluster) into this journal: those it lacks are merged in,
-    /// in time order, with one compare-and-swap (re-read on conflict).
+    /// to the Core cluster) into this journal: those it lacks are appended
+    /// after its own, in their order, with one compare-and-swap (re-read on
+    /// conflict).
     /// Returns how many were added. Importing twice adds nothing.
     pub async fn import(&self, local: &[Entry]) -> Result<usize, StateError> {
         let _one_at_a_time = self.writing.lock().await;
@@ -238,16 +239,19 @@ impl<S: KubeObjects> ClusterJournal<S> {
     }
 }
 
-/// `ours` plus the entries of `other` it lacks, in time order (stable: of
-/// two entries at the same instant, `ours` first).
+/// `ours` in its own order, then the entries of `other` it lacks, in
+/// theirs. Append order is the journal's truth (writes are compare-and-
+/// swap); timestamps come from different machines' clocks, so nothing is
+/// re-sorted by them. An imported entry may thus become a slot's latest
+/// even if older: at worst an order looks unsettled and is looked up,
+/// never the reverse.
 pub fn merge_entries(ours: &[Entry], other: &[Entry]) -> Vec<Entry> {
     let mut merged: Vec<Entry> = ours.to_vec();
     for entry in other {
-        if !merged.contains(entry) {
+        if !ours.contains(entry) {
             merged.push(entry.clone());
         }
     }
-    merged.sort_by_key(|e| e.at);
     merged
 }
 
@@ -380,7 +384,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_local_journal_is_imported_once_in_time_order() {
+    async fn a_local_journal_is_imported_once_after_the_clusters_own_entries() {
         let store = Arc::new(FakeObjects::default());
         let j = ClusterJournal::open(Arc::clone(&store), None)
             .await
@@ -411,9 +415,11 @@ mod tests {
             .await
             .unwrap();
         let slots: Vec<String> = fresh.entries().into_iter().map(|e| e.slot).collect();
+        // Never re-sorted by clocks of different machines: the cluster's
+        // own entries keep their order, the imported ones follow.
         assert_eq!(
             slots,
-            ["kiwi-a-server-01", "kiwi-a-server-01", "kiwi-a-server-02"]
+            ["kiwi-a-server-02", "kiwi-a-server-01", "kiwi-a-server-01"]
         );
         assert_eq!(
             fresh.latest()["kiwi-a-server-01"].event,
