@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod apply_support;
+
 use std::time::Duration;
 
 use kiwi_infra::contabo::models::{CreateInstance, Period, Region};
@@ -607,25 +609,7 @@ async fn tags_are_asked_by_prefix_and_their_names_checked_again() {
         client.create_tag(name, "#0A78C3").await.unwrap();
     }
     // Contabo's filter is a substring match: the mock serves three.
-    let token = {
-        let c = rig.mock.credentials();
-        let answer: serde_json::Value = reqwest::Client::new()
-            .post(rig.mock.token_url())
-            .form(&[
-                ("grant_type", "password"),
-                ("client_id", c.client_id.as_str()),
-                ("client_secret", c.client_secret.as_str()),
-                ("username", c.username.as_str()),
-                ("password", c.password.as_str()),
-            ])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        answer["access_token"].as_str().unwrap().to_string()
-    };
+    let token = apply_support::token(&rig.mock).await;
     let served: serde_json::Value = reqwest::Client::new()
         .get(format!("{}/v1/tags?name=kiwi-", rig.mock.base_url()))
         .bearer_auth(token)

@@ -39,6 +39,17 @@ fn observed(name: &str) -> Observed {
     serde_json::from_str(&text).unwrap()
 }
 
+/// The observed node `name`, to change for one test.
+fn node_mut<'a>(observed: &'a mut Observed, name: &str) -> &'a mut plan::Node {
+    observed
+        .clusters
+        .values_mut()
+        .flatten()
+        .flat_map(|o| o.nodes.iter_mut())
+        .find(|n| n.name.0 == name)
+        .unwrap()
+}
+
 fn human(plan: &Plan) -> String {
     render_human(
         plan,
@@ -524,13 +535,7 @@ fn a_node_without_a_record_loses_dropped_labels_of_kiwis_namespace_and_keeps_oth
     // namespace the inventory no longer wants are its own and go; any
     // other label may be another tool's and stays.
     let mut observed = observed("label_drift");
-    let node = observed
-        .clusters
-        .values_mut()
-        .flatten()
-        .flat_map(|o| o.nodes.iter_mut())
-        .find(|n| n.name.0 == "kiwi-acme-general-01")
-        .unwrap();
+    let node = node_mut(&mut observed, "kiwi-acme-general-01");
     node.managed_labels = None;
     node.labels.insert("example.org/team".into(), "a".into());
     let plan = plan::plan(&desired(), &observed, &PlanOptions::default());
@@ -547,13 +552,7 @@ fn a_node_without_a_record_loses_dropped_labels_of_kiwis_namespace_and_keeps_oth
 fn a_recorded_node_keeps_labels_of_kiwis_namespace_that_kiwi_infra_never_set() {
     // The record proves kiwi-infra did not set it: another tool did.
     let mut observed = observed("label_drift");
-    let node = observed
-        .clusters
-        .values_mut()
-        .flatten()
-        .flat_map(|o| o.nodes.iter_mut())
-        .find(|n| n.name.0 == "kiwi-acme-server-01")
-        .unwrap();
+    let node = node_mut(&mut observed, "kiwi-acme-server-01");
     assert!(node.managed_labels.is_some());
     node.labels
         .insert("kiwistack.io/maintenance".into(), "planned".into());
@@ -564,13 +563,7 @@ fn a_recorded_node_keeps_labels_of_kiwis_namespace_that_kiwi_infra_never_set() {
 #[test]
 fn a_tampered_record_never_removes_the_labels_kubernetes_and_k3s_own() {
     let mut observed = observed("label_drift");
-    let node = observed
-        .clusters
-        .values_mut()
-        .flatten()
-        .flat_map(|o| o.nodes.iter_mut())
-        .find(|n| n.name.0 == "kiwi-acme-server-01")
-        .unwrap();
+    let node = node_mut(&mut observed, "kiwi-acme-server-01");
     let system = [
         "kubernetes.io/hostname",
         "node-role.kubernetes.io/control-plane",
