@@ -146,10 +146,9 @@ const DONE_WORDS: &[(&[&str], &str)] = &[
     (&["wait"], "running"),
     (&["bootstrap"], "bootstrapped, Ready"),
     (&["join"], "joined, Ready"),
-    (
-        &["label", "unlabel", "record-labels", "taint", "untaint"],
-        "labelled",
-    ),
+    (&["label", "unlabel", "taint", "untaint"], "labelled"),
+    // Only kiwi-infra's own bookkeeping changed, no label the node carries.
+    (&["record-labels"], "label record updated"),
     (&["assign", "untag"], "tags set"),
     (&["rename"], "renamed back"),
     (&["delete-stale-node"], "stale node object deleted"),
@@ -569,6 +568,15 @@ mod tests {
         assert_eq!(states[C], "ordered, joined, Ready, labelled");
         assert_eq!(states[B], "labelled");
         assert_eq!(states[A], "held: (instance 7) is product_not_available");
+    }
+
+    #[test]
+    fn a_node_whose_only_change_was_the_label_record_is_not_called_labelled() {
+        let outcome = ApplyOutcome {
+            results: vec![done(&format!("record-labels:{B}"), B)],
+            ..ApplyOutcome::default()
+        };
+        assert_eq!(node_states(&outcome)[B], "label record updated");
     }
 
     #[test]
