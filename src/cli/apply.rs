@@ -157,7 +157,12 @@ async fn apply_observed(
             // and this apply waits for them (said just below).
             shown = shown.replace(
                 plan::NO_CHANGES,
-                "No new changes; this apply finishes earlier orders (below).\n",
+                if interrupted.is_empty() {
+                    "No new changes; this apply waits for machines of the inventory that are not \
+                     running yet (below).\n"
+                } else {
+                    "No new changes; this apply finishes earlier orders (below).\n"
+                },
             );
         }
         print!("{shown}");
