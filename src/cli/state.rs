@@ -15,7 +15,7 @@ use crate::apply::journal::JournalStore;
 use crate::apply::lock::{HeldLock, Holder};
 use crate::apply::{ApplyError, ApplyLock, OrderJournal};
 use crate::bootstrap::NodeConnector;
-use crate::inventory::{ClusterKind, Desired, StateAccess, StateBackend, CORE_CLUSTER};
+use crate::inventory::{Desired, StateAccess, StateBackend, CORE_CLUSTER};
 use crate::ssh::{OpenSshConnector, OpenSshExec};
 use crate::state::lease::{self, system_clock, Unlocked};
 use crate::state::{ClusterJournal, KubectlObjects, LeaseSettings, LocalKubectl, StateError};
@@ -81,10 +81,7 @@ async fn connect_core(global: &GlobalArgs, desired: &Desired) -> Result<Arc<Core
         .clusters
         .iter()
         .find(|c| c.name == CORE_CLUSTER)
-        .and_then(|c| match &c.kind {
-            ClusterKind::Kubeadm { control_plane, .. } => Some(control_plane.clone()),
-            ClusterKind::K3s { .. } => None,
-        })
+        .map(|c| c.control_plane().to_vec())
         .unwrap_or_default();
     let ssh = nodes::checked_ssh_settings(global)?;
     let connector = OpenSshConnector::new(ssh);

@@ -70,11 +70,7 @@ fn control_plane_names(desired: &Desired) -> std::collections::BTreeSet<String> 
     desired
         .clusters
         .iter()
-        .filter_map(|c| match &c.kind {
-            ClusterKind::Kubeadm { control_plane, .. } => Some(control_plane),
-            ClusterKind::K3s { .. } => None,
-        })
-        .flatten()
+        .flat_map(|c| c.control_plane())
         .map(|n| n.name.clone())
         .collect()
 }
@@ -228,9 +224,7 @@ fn control_plane_table(
     cluster: &crate::inventory::ClusterSpec,
     observation: Option<&crate::plan::ClusterObservation>,
 ) -> String {
-    let ClusterKind::Kubeadm { control_plane, .. } = &cluster.kind else {
-        return String::new();
-    };
+    let control_plane = cluster.control_plane();
     if control_plane.is_empty() {
         return String::new();
     }

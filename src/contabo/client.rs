@@ -311,17 +311,11 @@ impl ContaboClient {
                 Err(e) => Err(e),
             };
         }
-        let chunks: Vec<Vec<InstanceId>> = wanted
-            .iter()
-            .copied()
-            .collect::<Vec<_>>()
-            .chunks(IDS_PER_REQUEST)
-            .map(<[InstanceId]>::to_vec)
-            .collect();
+        let distinct: Vec<InstanceId> = wanted.iter().copied().collect();
         let mut found = Vec::new();
-        for chunk in chunks {
+        for chunk in distinct.chunks(IDS_PER_REQUEST) {
             let filter = InstanceFilter {
-                instance_ids: chunk,
+                instance_ids: chunk.to_vec(),
                 ..InstanceFilter::default()
             };
             found.extend(self.list_instances(&filter).await?);

@@ -219,6 +219,17 @@ pub struct ClusterSpec {
     pub pools: Vec<PoolSpec>,
 }
 
+impl ClusterSpec {
+    /// The existing control-plane nodes the inventory names (kubeadm's
+    /// Core cluster); empty for k3s clusters, whose servers are slots.
+    pub fn control_plane(&self) -> &[ControlPlaneNode] {
+        match &self.kind {
+            ClusterKind::Kubeadm { control_plane, .. } => control_plane,
+            ClusterKind::K3s { .. } => &[],
+        }
+    }
+}
+
 /// How nodes join a cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "distribution", rename_all = "snake_case")]
