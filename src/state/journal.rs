@@ -87,23 +87,6 @@ impl<S: KubeObjects> ClusterJournal<S> {
         Ok(())
     }
 
-    /// The slot's latest entry when it is an order another run left
-    /// unsettled: an intent of another trace, or `unresolved`.
-    fn unsettled_by_another(&self, slot: &str, own_trace: &str) -> Option<Entry> {
-        let latest = self
-            .known()
-            .entries
-            .iter()
-            .rev()
-            .find(|e| e.slot == slot)
-            .cloned()?;
-        match &latest.event {
-            Event::Intent { trace_id, .. } if trace_id != own_trace => Some(latest),
-            Event::Unresolved => Some(latest),
-            _ => None,
-        }
-    }
-
     /// Brings `local` entries (the local journal of an inventory that moved
     /// to the Core cluster) into this journal: those it lacks are appended
     /// after its own, in their order, with one compare-and-swap (re-read on
@@ -111,58 +94,31 @@ impl<S: KubeObjects> ClusterJournal<S> {
     /// Returns how many were added. Importing twice adds nothing.
     pub async fn import(&self, local: &[Entry]) -> Result<usize, StateError> {
         let _one_at_a_time = self.writing.lock().await;
-        for _ in 0..MAX_CONFLICTS {
-            if let Some(what) = self.lease.as_ref().and_then(LeaseWatch::lost) {
-                return Err(StateError::Lost { what });
-            }
-            let (entries, rv) = {
-                let k = self.known();
-                (k.entries.clone(), k.resource_version.clone())
-            };
-            let merged = merge_entries(&entries, local);
-            let added = merged.len() - entries.len();
+        self.write_with(|known| {
+            let merged = merge_entries(&known.entries, local);
+            let added = merged.len() - known.entries.len();
             if added == 0 {
-                return Ok(0);
+                return Change::Stop(Ok(0));
             }
             let mut text = String::new();
             for entry in &merged {
-                let line = serde_json::to_string(entry).map_err(|e| StateError::Malformed {
-                    object: ObjectKind::ConfigMap.describe(JOURNAL_NAME),
-                    what: format!("cannot write an entry: {e}"),
-                })?;
-                text.push_str(&line);
-                text.push('\n');
-            }
-            let manifest = manifest(&text, rv.as_deref());
-            let written = match rv {
-                None => self.store.create(ObjectKind::ConfigMap, &manifest).await?,
-                Some(_) => self.store.replace(ObjectKind::ConfigMap, &manifest).await?,
-            };
-            match written {
-                Written::Done(object) => {
-                    let mut k = self.known();
-                    k.text = text;
-                    k.entries = merged;
-                    k.resource_version = Some(object.resource_version);
-                    return Ok(added);
-                }
-                Written::Conflict | Written::AlreadyExists | Written::NotFound => {
-                    self.reread().await?;
+                match entry_line(entry) {
+                    Ok(line) => text.push_str(&line),
+                    Err(e) => return Change::Stop(Err(e)),
                 }
             }
-        }
-        Err(StateError::Contended {
-            object: ObjectKind::ConfigMap.describe(JOURNAL_NAME),
-            attempts: MAX_CONFLICTS,
+            Change::Write {
+                text,
+                entries: merged,
+                done: added,
+            }
         })
+        .await
     }
 
     /// Appends `entry` with a compare-and-swap, re-reading on conflict.
     async fn append(&self, entry: &Entry) -> Result<(), StateError> {
-        let line = serde_json::to_string(entry).map_err(|e| StateError::Malformed {
-            object: ObjectKind::ConfigMap.describe(JOURNAL_NAME),
-            what: format!("cannot write an entry: {e}"),
-        })?;
+        let line = entry_line(entry)?;
         let _one_at_a_time = self.writing.lock().await;
         // An intent is written only while no other apply's order of this
         // slot is unsettled in the journal as it is now (read afresh, and
@@ -175,31 +131,71 @@ impl<S: KubeObjects> ClusterJournal<S> {
         if own_trace.is_some() {
             self.reread().await?;
         }
-        for _ in 0..MAX_CONFLICTS {
-            if let Some(what) = self.lease.as_ref().and_then(LeaseWatch::lost) {
-                return Err(StateError::Lost { what });
+        self.write_with(|known| {
+            if let Some(other) = own_trace
+                .as_deref()
+                .and_then(|trace| unsettled_by_another(&known.entries, &entry.slot, trace))
+            {
+                return Change::Stop(Err(StateError::Lost {
+                    what: format!(
+                        "another apply recorded an order of {} at {} whose outcome is not \
+                         settled; this apply does not order it again",
+                        entry.slot,
+                        other.at.format("%Y-%m-%d %H:%M:%S UTC")
+                    ),
+                }));
             }
-            if let Some(trace) = &own_trace {
-                if let Some(other) = self.unsettled_by_another(&entry.slot, trace) {
-                    return Err(StateError::Lost {
-                        what: format!(
-                            "another apply recorded an order of {} at {} whose outcome is not \
-                             settled; this apply does not order it again",
-                            entry.slot,
-                            other.at.format("%Y-%m-%d %H:%M:%S UTC")
-                        ),
-                    });
-                }
-            }
-            let (mut text, rv) = {
-                let k = self.known();
-                (k.text.clone(), k.resource_version.clone())
-            };
+            let mut text = known.text.clone();
             if !text.is_empty() && !text.ends_with('\n') {
                 text.push('\n');
             }
             text.push_str(&line);
-            text.push('\n');
+            let mut entries = known.entries.clone();
+            entries.push(entry.clone());
+            Change::Write {
+                text,
+                entries,
+                done: (),
+            }
+        })
+        .await?;
+        // The write may have taken long (a stalled link): an intent is only
+        // acted on while the lease is still certainly held. Otherwise the
+        // intent stays recorded, and whoever holds the lock settles it by
+        // look-up.
+        if own_trace.is_some() {
+            if let Some(what) = self.lease.as_ref().and_then(LeaseWatch::lost) {
+                return Err(StateError::Lost { what });
+            }
+        }
+        Ok(())
+    }
+
+    /// One compare-and-swap write of the journal object, tried again on a
+    /// conflict (another writer came first, or the object went) after
+    /// reading what is there now: `change` says, from what is known, what
+    /// to write (or to stop). Refused once the lock is no longer certainly
+    /// held; the caller holds `self.writing`.
+    async fn write_with<R>(
+        &self,
+        mut change: impl FnMut(&Known) -> Change<R>,
+    ) -> Result<R, StateError> {
+        for _ in 0..MAX_CONFLICTS {
+            if let Some(what) = self.lease.as_ref().and_then(LeaseWatch::lost) {
+                return Err(StateError::Lost { what });
+            }
+            let (planned, rv) = {
+                let k = self.known();
+                (change(&k), k.resource_version.clone())
+            };
+            let (text, entries, done) = match planned {
+                Change::Stop(result) => return result,
+                Change::Write {
+                    text,
+                    entries,
+                    done,
+                } => (text, entries, done),
+            };
             let manifest = manifest(&text, rv.as_deref());
             let written = match rv {
                 None => self.store.create(ObjectKind::ConfigMap, &manifest).await?,
@@ -207,25 +203,12 @@ impl<S: KubeObjects> ClusterJournal<S> {
             };
             match written {
                 Written::Done(object) => {
-                    {
-                        let mut k = self.known();
-                        k.text = text;
-                        k.entries.push(entry.clone());
-                        k.resource_version = Some(object.resource_version);
-                    }
-                    // The write may have taken long (a stalled link): an
-                    // intent is only acted on while the lease is still
-                    // certainly held. Otherwise the intent stays recorded,
-                    // and whoever holds the lock settles it by look-up.
-                    if own_trace.is_some() {
-                        if let Some(what) = self.lease.as_ref().and_then(LeaseWatch::lost) {
-                            return Err(StateError::Lost { what });
-                        }
-                    }
-                    return Ok(());
+                    let mut k = self.known();
+                    k.text = text;
+                    k.entries = entries;
+                    k.resource_version = Some(object.resource_version);
+                    return Ok(done);
                 }
-                // Another writer came first (or the object went): read
-                // what is there now and append to that.
                 Written::Conflict | Written::AlreadyExists | Written::NotFound => {
                     tracing::debug!("order journal changed under this apply; reading it again");
                     self.reread().await?;
@@ -236,6 +219,39 @@ impl<S: KubeObjects> ClusterJournal<S> {
             object: ObjectKind::ConfigMap.describe(JOURNAL_NAME),
             attempts: MAX_CONFLICTS,
         })
+    }
+}
+
+/// What one attempt of [`ClusterJournal::write_with`] does.
+enum Change<R> {
+    /// Write this text (holding these entries); the write returns `done`.
+    Write {
+        text: String,
+        entries: Vec<Entry>,
+        done: R,
+    },
+    /// Write nothing: the result as it stands.
+    Stop(Result<R, StateError>),
+}
+
+/// One journal line for `entry`, newline included.
+fn entry_line(entry: &Entry) -> Result<String, StateError> {
+    serde_json::to_string(entry)
+        .map(|line| line + "\n")
+        .map_err(|e| StateError::Malformed {
+            object: ObjectKind::ConfigMap.describe(JOURNAL_NAME),
+            what: format!("cannot write an entry: {e}"),
+        })
+}
+
+/// The slot's latest entry in `entries` when it is an order another run
+/// left unsettled: an intent of another trace, or `unresolved`.
+fn unsettled_by_another(entries: &[Entry], slot: &str, own_trace: &str) -> Option<Entry> {
+    let latest = entries.iter().rev().find(|e| e.slot == slot)?;
+    match &latest.event {
+        Event::Intent { trace_id, .. } if trace_id != own_trace => Some(latest.clone()),
+        Event::Unresolved => Some(latest.clone()),
+        _ => None,
     }
 }
 
