@@ -12,7 +12,7 @@
 //! another's wait.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -104,7 +104,6 @@ struct Round {
 pub struct StatusBoard {
     settings: WaitSettings,
     rounds: watch::Sender<Option<Arc<Round>>>,
-    waiting: AtomicUsize,
     /// The instances waited for, with how many waits want each.
     waited: Mutex<BTreeMap<InstanceId, usize>>,
     wake: Notify,
@@ -112,21 +111,18 @@ pub struct StatusBoard {
     stop: Notify,
 }
 
-/// Decrements the waiter count however the wait ends.
+/// Takes its instance off the waited-for set however the wait ends.
 struct Registration<'a>(&'a StatusBoard, InstanceId);
 
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
-        {
-            let mut waited = self.0.waited();
-            if let Some(n) = waited.get_mut(&self.1) {
-                *n -= 1;
-                if *n == 0 {
-                    waited.remove(&self.1);
-                }
+        let mut waited = self.0.waited();
+        if let Some(n) = waited.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                waited.remove(&self.1);
             }
         }
-        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -136,7 +132,6 @@ impl StatusBoard {
         StatusBoard {
             settings,
             rounds: watch::channel(None).0,
-            waiting: AtomicUsize::new(0),
             waited: Mutex::new(BTreeMap::new()),
             wake: Notify::new(),
             stopped: AtomicBool::new(false),
@@ -163,7 +158,7 @@ impl StatusBoard {
             if self.stopped.load(Ordering::SeqCst) {
                 return;
             }
-            if self.waiting.load(Ordering::SeqCst) == 0 {
+            if self.waited().is_empty() {
                 tokio::select! {
                     () = self.wake.notified() => {}
                     () = self.stop.notified() => {}
@@ -208,7 +203,6 @@ impl StatusBoard {
     ) -> Result<WaitEnd, ApplyError> {
         let mut rx = self.rounds.subscribe();
         *self.waited().entry(instance).or_insert(0) += 1;
-        self.waiting.fetch_add(1, Ordering::SeqCst);
         let _registered = Registration(self, instance);
         self.wake.notify_one();
         let registered = Instant::now();
