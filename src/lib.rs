@@ -13,6 +13,7 @@ pub mod inventory;
 pub mod kubeconfig;
 pub mod localfs;
 pub mod observe;
+pub mod patience;
 pub mod plan;
 pub mod report;
 pub mod secret;

@@ -365,15 +365,4 @@ pub fn needs_human_message(slot: &str, i: &Instance) -> String {
     format!("{slot} (instance {id}) is {}: {what}", i.status)
 }
 
-/// What a time limit too long for the clock becomes: thirty years.
-pub const FAR_FUTURE: Duration = Duration::from_secs(30 * 365 * 24 * 60 * 60);
-
-/// The deadline `wait` from now. A wait too long for the clock (from a
-/// flag, a variable or a server) ends far in the future instead of
-/// panicking on overflow.
-pub fn deadline_in(wait: Duration) -> tokio::time::Instant {
-    let now = tokio::time::Instant::now();
-    now.checked_add(wait)
-        .or_else(|| now.checked_add(FAR_FUTURE))
-        .unwrap_or(now)
-}
+pub use crate::patience::{deadline_in, FAR_FUTURE};

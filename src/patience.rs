@@ -1,0 +1,192 @@
+//! One policy for patience: every wait and poll outside the Contabo
+//! client's HTTP retry policy (`crate::contabo::retry`) goes through
+//! [`poll_until`], so a reader finds in one place how long kiwi-infra keeps
+//! asking, how the pause between two questions grows, and what happens when
+//! the time is up.
+//!
+//! Rules the helper keeps for every caller:
+//! - the check runs at once, then after each pause;
+//! - the pause starts at [`Backoff::first`] and is multiplied by
+//!   [`Backoff::factor`] after each miss, never above [`Backoff::max`];
+//! - no pause runs past the deadline: the last check happens at the
+//!   deadline, not a full pause after it;
+//! - a deadline too far for the clock (from a flag, a variable or a server)
+//!   becomes [`FAR_FUTURE`] from now instead of panicking on overflow.
+//!
+//! A layer that uses `poll_until` does not retry what the layer below it
+//! already retried: the check itself should make one attempt.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// The longest wait any deadline stands for (thirty years): what a wait too
+/// long for the clock is cut to.
+pub const FAR_FUTURE: Duration = Duration::from_secs(30 * 365 * 24 * 60 * 60);
+
+/// The deadline `wait` from now. A wait too long for the clock ends
+/// [`FAR_FUTURE`] from now instead of panicking on overflow.
+pub fn deadline_in(wait: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(wait)
+        .or_else(|| now.checked_add(FAR_FUTURE))
+        .unwrap_or(now)
+}
+
+/// How the pause between two checks grows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// The first pause.
+    pub first: Duration,
+    /// The longest pause.
+    pub max: Duration,
+    /// What each pause is multiplied by after a miss (1: constant pauses).
+    pub factor: u32,
+}
+
+impl Backoff {
+    /// The same pause every time.
+    pub const fn constant(every: Duration) -> Self {
+        Backoff {
+            first: every,
+            max: every,
+            factor: 1,
+        }
+    }
+
+    /// Pauses doubling from `first` up to `max`.
+    pub const fn doubling(first: Duration, max: Duration) -> Self {
+        Backoff {
+            first,
+            max,
+            factor: 2,
+        }
+    }
+
+    /// The pause after `pause`.
+    pub fn next(&self, pause: Duration) -> Duration {
+        pause.saturating_mul(self.factor.max(1)).min(self.max)
+    }
+}
+
+/// A poll whose deadline passed before the check said it was done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expired {
+    /// How many times the check ran.
+    pub checks: u32,
+    /// How long the poll took, from its start to the deadline.
+    pub waited: Duration,
+}
+
+/// Runs `check` until it returns `Some`, pausing as `backoff` says between
+/// two runs, and gives up at `deadline` ([`Expired`]). The check runs at
+/// once, and once more at the deadline when a pause would have passed it.
+/// A check that must fail the poll early returns `Some(Err(..))`.
+pub async fn poll_until<T, F, Fut>(
+    deadline: Instant,
+    backoff: Backoff,
+    mut check: F,
+) -> Result<T, Expired>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    let mut pause = backoff.first;
+    let mut checks = 0u32;
+    loop {
+        checks = checks.saturating_add(1);
+        if let Some(done) = check().await {
+            return Ok(done);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(Expired {
+                checks,
+                waited: now.saturating_duration_since(started),
+            });
+        }
+        let wake = now.checked_add(pause).map_or(deadline, |t| t.min(deadline));
+        tokio::time::sleep_until(wake).await;
+        pause = backoff.next(pause);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[tokio::test(start_paused = true)]
+    async fn a_check_that_answers_at_once_is_run_once() {
+        let runs = AtomicU32::new(0);
+        let got = poll_until(
+            deadline_in(Duration::from_secs(5)),
+            Backoff::constant(Duration::from_secs(1)),
+            || async {
+                runs.fetch_add(1, Ordering::SeqCst);
+                Some(7)
+            },
+        )
+        .await;
+        assert_eq!(got, Ok(7));
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pauses_double_up_to_the_maximum_and_the_last_check_is_at_the_deadline() {
+        let started = Instant::now();
+        let times = std::sync::Mutex::new(Vec::new());
+        let got: Result<(), Expired> = poll_until(
+            started + Duration::from_millis(1000),
+            Backoff::doubling(Duration::from_millis(100), Duration::from_millis(300)),
+            || async {
+                times
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(Instant::now() - started);
+                None
+            },
+        )
+        .await;
+        let times: Vec<u128> = times
+            .into_inner()
+            .unwrap_or_default()
+            .iter()
+            .map(|d| d.as_millis())
+            .collect();
+        // 0, +100, +200, +300 (capped), +300 would pass 1000 → at 1000.
+        assert_eq!(times, vec![0, 100, 300, 600, 900, 1000]);
+        assert_eq!(
+            got,
+            Err(Expired {
+                checks: 6,
+                waited: Duration::from_millis(1000)
+            })
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_check_can_end_the_poll_with_its_own_error() {
+        let got: Result<Result<(), &str>, Expired> = poll_until(
+            deadline_in(Duration::from_secs(60)),
+            Backoff::constant(Duration::from_secs(1)),
+            || async { Some(Err("refused")) },
+        )
+        .await;
+        assert_eq!(got, Ok(Err("refused")));
+    }
+
+    #[test]
+    fn a_deadline_too_far_for_the_clock_is_far_in_the_future_instead_of_a_panic() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let d = deadline_in(Duration::MAX);
+            assert!(d > Instant::now() + Duration::from_secs(3600));
+        });
+    }
+}
