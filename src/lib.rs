@@ -15,6 +15,7 @@ pub mod localfs;
 pub mod observe;
 pub mod patience;
 pub mod plan;
+pub mod reconcile;
 pub mod report;
 pub mod secret;
 pub mod ssh;

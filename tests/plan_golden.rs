@@ -107,30 +107,32 @@ fn empty_account_orders_and_bootstraps_everything() {
             "assign:kiwi-class-vps:kiwi-acme-server-01"
         ]
     );
-    // The first server initialises the cluster; the others join one after
-    // the other; agents only need the bootstrap.
+    // Each node step waits for its machine to run (the wait follows the
+    // order); the first server initialises the cluster; the others join
+    // one after the other; agents only need the bootstrap.
     assert_eq!(
-        deps(&plan, "bootstrap:kiwi-acme-server-01"),
+        deps(&plan, "wait:kiwi-acme-server-01"),
         ["order:kiwi-acme-server-01"]
     );
     assert_eq!(
+        deps(&plan, "bootstrap:kiwi-acme-server-01"),
+        ["wait:kiwi-acme-server-01"]
+    );
+    assert_eq!(
         deps(&plan, "join:kiwi-acme-server-02"),
-        ["order:kiwi-acme-server-02", "bootstrap:kiwi-acme-server-01"]
+        ["wait:kiwi-acme-server-02", "bootstrap:kiwi-acme-server-01"]
     );
     assert_eq!(
         deps(&plan, "join:kiwi-acme-server-03"),
-        ["order:kiwi-acme-server-03", "join:kiwi-acme-server-02"]
+        ["wait:kiwi-acme-server-03", "join:kiwi-acme-server-02"]
     );
     assert_eq!(
         deps(&plan, "join:kiwi-acme-general-01"),
-        [
-            "order:kiwi-acme-general-01",
-            "bootstrap:kiwi-acme-server-01"
-        ]
+        ["wait:kiwi-acme-general-01", "bootstrap:kiwi-acme-server-01"]
     );
     assert_eq!(
         deps(&plan, "join:kiwi-core-general-01"),
-        ["order:kiwi-core-general-01"]
+        ["wait:kiwi-core-general-01"]
     );
     insta::assert_snapshot!("empty_account", human(&plan));
     insta::assert_json_snapshot!("empty_account_json", render_json(&plan));
@@ -169,7 +171,7 @@ fn a_partial_order_is_completed_without_ordering_twice() {
     assert!(ids(&plan, "bootstrap:").is_empty());
     assert_eq!(
         deps(&plan, "join:kiwi-acme-server-03"),
-        ["order:kiwi-acme-server-03", "join:kiwi-acme-server-02"]
+        ["wait:kiwi-acme-server-03", "join:kiwi-acme-server-02"]
     );
     insta::assert_snapshot!("partial_order", human(&plan));
     insta::assert_json_snapshot!("partial_order_json", render_json(&plan));
@@ -217,7 +219,7 @@ fn scaling_up_orders_and_joins_the_new_slots_only() {
     // The agent joins the existing server; nothing is bootstrapped.
     assert_eq!(
         deps(&plan, "join:kiwi-acme-general-02"),
-        ["order:kiwi-acme-general-02"]
+        ["wait:kiwi-acme-general-02"]
     );
     insta::assert_snapshot!("scale_up", human(&plan));
     insta::assert_json_snapshot!("scale_up_json", render_json(&plan));

@@ -21,7 +21,10 @@ use crate::contabo::models::{
     CreateInstance, Instance, InstanceId, Period, Region, ReinstallInstance, SecretId, TagId,
 };
 use crate::contabo::{CloudApi, ContaboError};
-use crate::plan::{self, tags, InstanceRef, Observed, Order, Reinstall, Step, StepId, StepKind};
+use crate::plan::{
+    self, InstanceRef, Observed, Order, Reinstall, Step, StepId, StepKind, UserDataTemplate,
+    WaitCause,
+};
 use crate::report::{Reporter, Stage, StepOutcome};
 use crate::secret::Secret;
 use crate::ssh::{HostKey, KnownHosts};
@@ -108,25 +111,12 @@ impl ApplySettings {
     }
 }
 
-/// An existing instance to wait for although no step of the plan touches
-/// it: one an earlier, interrupted apply ordered or reinstalled.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SettleTarget {
-    /// Slot name.
-    pub slot: String,
-    /// The instance.
-    pub instance: InstanceId,
-}
-
 /// What to apply.
 #[derive(Debug, Clone)]
 pub struct ApplyInput {
-    /// The steps, in plan order.
+    /// The plan's steps, in plan order: exactly what runs (with
+    /// `--contabo-only`, less the node steps and what depends on them).
     pub steps: Vec<Step>,
-    /// Instances to wait for besides the plan's own orders and reinstalls.
-    pub settle: Vec<SettleTarget>,
-    /// The operator's OpenSSH public key (for the secret and user data).
-    pub ssh_public_key: String,
 }
 
 /// The end of one task: a plan step or a wait for `running`.
@@ -190,7 +180,9 @@ impl ApplyOutcome {
 #[derive(Debug, Clone)]
 enum Work {
     Step(Box<Step>),
+    /// A [`StepKind::WaitForRunning`] step, with what the status board needs.
     Wait {
+        step: Box<Step>,
         slot: String,
         instance: Option<InstanceId>,
         own_action: bool,
@@ -270,9 +262,7 @@ pub async fn execute<A: CloudApi, N: NodeExecutor>(
         reporter,
         journal,
         settings,
-        ssh_public_key: input.ssh_public_key.clone(),
         known_hosts: settings.known_hosts.as_ref().map(KnownHosts::new),
-        kubernetes_versions: kubernetes_versions(&input.steps),
         known: Mutex::new(known),
         board: StatusBoard::new(settings.wait),
         seen: Mutex::new(BTreeMap::new()),
@@ -308,15 +298,15 @@ pub(super) fn build_tasks_for_test(
     (tasks.iter().map(|_| ()).collect(), deferred)
 }
 
-/// Turns steps into tasks: waits after orders and reinstalls (node steps
-/// wait for them, tag assignments do not), `kiwi-managed` after an
-/// instance's other tags, and node steps left out with `contabo_only`,
-/// together with every step that depends on one: a cancel waits for its
-/// node's drain and delete, it never runs without them.
+/// Turns the plan's steps into tasks, one per step and with the plan's
+/// dependencies alone (the planner states every one, waits included). With
+/// `contabo_only`, node steps are left out together with every step that
+/// depends on one: a cancel waits for its node's drain and delete, it
+/// never runs without them.
 fn build_tasks(input: ApplyInput, contabo_only: bool) -> (Vec<Task>, Vec<StepId>) {
     let mut deferred = Vec::new();
     let mut left: HashSet<StepId> = HashSet::new();
-    let mut steps = Vec::new();
+    let mut tasks = Vec::new();
     // Steps come in an order that respects their dependencies, so one pass
     // sees every prerequisite before its dependents.
     for step in input.steps {
@@ -324,158 +314,29 @@ fn build_tasks(input: ApplyInput, contabo_only: bool) -> (Vec<Task>, Vec<StepId>
         if contabo_only && (is_node_step(&step.kind) || waits_for_deferred) {
             left.insert(step.id.clone());
             deferred.push(step.id);
-        } else {
-            steps.push(step);
+            continue;
         }
-    }
-    // Order/reinstall step id → its wait task id.
-    let mut waits: HashMap<StepId, StepId> = HashMap::new();
-    for step in &steps {
-        if let Some(slot) = instance_step_slot(&step.kind) {
-            waits.insert(step.id.clone(), wait_id(slot));
-        }
-    }
-    // Other tag assignments per instance name, for kiwi-managed to wait on.
-    let mut other_tags: HashMap<String, Vec<StepId>> = HashMap::new();
-    for step in &steps {
-        if let StepKind::AssignTag { tag, instance } = &step.kind {
-            if tag != tags::MANAGED {
-                other_tags
-                    .entry(instance.name.clone())
-                    .or_default()
-                    .push(step.id.clone());
-            }
-        }
-    }
-    let mut tasks = Vec::new();
-    let mut waited: HashSet<String> = HashSet::new();
-    for step in steps {
-        let mut deps = step.depends_on.clone();
-        if is_node_step(&step.kind) {
-            for dep in &step.depends_on {
-                if let Some(wait) = waits.get(dep) {
-                    deps.push(wait.clone());
-                }
-            }
-        }
-        if let StepKind::AssignTag { tag, instance } = &step.kind {
-            if tag == tags::MANAGED {
-                for other in other_tags.get(&instance.name).into_iter().flatten() {
-                    if !deps.contains(other) {
-                        deps.push(other.clone());
-                    }
-                }
-            }
-        }
-        let follow_up = instance_step_slot(&step.kind).map(|slot| {
-            let instance = match &step.kind {
-                StepKind::ReinstallInstance(r) => r.instance.id.as_ref().map(to_api_id),
-                _ => None,
-            };
-            waited.insert(slot.to_string());
-            Task {
-                id: wait_id(slot),
-                deps: vec![step.id.clone()],
-                work: Work::Wait {
-                    slot: slot.to_string(),
-                    instance,
-                    own_action: true,
-                },
-            }
-        });
+        let work = match &step.kind {
+            StepKind::WaitForRunning { instance, cause } => Work::Wait {
+                slot: instance.name.clone(),
+                instance: instance.id.as_ref().map(to_api_id),
+                own_action: *cause != WaitCause::Earlier,
+                step: Box::new(step.clone()),
+            },
+            _ => Work::Step(Box::new(step.clone())),
+        };
         tasks.push(Task {
-            id: step.id.clone(),
-            deps,
-            work: Work::Step(Box::new(step)),
+            id: step.id,
+            deps: step.depends_on,
+            work,
         });
-        tasks.extend(follow_up);
-    }
-    let mut settling = HashSet::new();
-    for target in input.settle {
-        if waited.insert(target.slot.clone()) {
-            settling.insert(target.slot.clone());
-            tasks.push(Task {
-                id: wait_id(&target.slot),
-                deps: Vec::new(),
-                work: Work::Wait {
-                    slot: target.slot,
-                    instance: Some(target.instance),
-                    own_action: false,
-                },
-            });
-        }
-    }
-    // A node step for an instance that is still on its way to `running`
-    // (an order released from a hold, say) waits for it like one of ours.
-    for task in &mut tasks {
-        if let Work::Step(step) = &task.work {
-            if let Some(slot) = step_slot(&step.kind).filter(|s| settling.contains(s)) {
-                let wait = wait_id(&slot);
-                if is_node_step(&step.kind) && !task.deps.contains(&wait) {
-                    task.deps.push(wait);
-                }
-            }
-        }
     }
     (tasks, deferred)
-}
-
-/// The Kubernetes version of each kubeadm cluster, as the plan's join steps
-/// name it. Orders and reinstalls do not carry it, but a kubeadm node's
-/// user data needs its minor version; every kubeadm node the plan orders or
-/// reinstalls also gets a join step, so the join steps know it.
-fn kubernetes_versions(steps: &[Step]) -> BTreeMap<String, String> {
-    steps
-        .iter()
-        .filter_map(|step| match (&step.cluster, &step.kind) {
-            (Some(cluster), StepKind::KubeadmJoin(join)) => {
-                Some((cluster.clone(), join.kubernetes_version.clone()))
-            }
-            _ => None,
-        })
-        .collect()
 }
 
 /// Look-ups of a slot's name, at the least, before an order whose answer
 /// was lost and that Contabo does not list is sent again.
 const MIN_LOOKS_BEFORE_REORDER: u32 = 3;
-
-fn wait_id(slot: &str) -> StepId {
-    StepId(format!("wait:{slot}"))
-}
-
-fn instance_step_slot(kind: &StepKind) -> Option<&str> {
-    match kind {
-        StepKind::OrderInstance(o) => Some(&o.slot.0),
-        StepKind::ReinstallInstance(r) => Some(&r.instance.name),
-        _ => None,
-    }
-}
-
-fn step_slot(kind: &StepKind) -> Option<String> {
-    match kind {
-        StepKind::OrderInstance(o) => Some(o.slot.0.clone()),
-        StepKind::ReinstallInstance(r) => Some(r.instance.name.clone()),
-        StepKind::AssignTag { instance, .. } | StepKind::UnassignTag { instance, .. } => {
-            Some(instance.name.clone())
-        }
-        StepKind::CancelInstance { instance, .. } => Some(instance.name.clone()),
-        StepKind::BootstrapK3sServer(j)
-        | StepKind::JoinK3sServer(j)
-        | StepKind::JoinK3sAgent(j) => Some(j.node.0.clone()),
-        StepKind::KubeadmJoin(j) => Some(j.node.0.clone()),
-        StepKind::SetLabel { node, .. }
-        | StepKind::RemoveLabel { node, .. }
-        | StepKind::RecordLabels { node, .. }
-        | StepKind::SetTaint { node, .. }
-        | StepKind::RemoveTaint { node, .. }
-        | StepKind::DrainNode { node }
-        | StepKind::DeleteNode { node }
-        | StepKind::DeleteStaleNode { node } => Some(node.0.clone()),
-        StepKind::RenameInstance { instance, .. } => Some(instance.name.clone()),
-        StepKind::EnsureSecret { .. } | StepKind::EnsureTag { .. } => None,
-    }
-}
 
 fn to_api_id(id: &plan::InstanceId) -> InstanceId {
     InstanceId(id.0)
@@ -564,6 +425,14 @@ pub fn journal_claims(
     }
 }
 
+/// What an order's or a reinstall's step says its user data is made of.
+#[derive(Debug, Clone, Copy)]
+struct UserDataInputs<'a> {
+    template: UserDataTemplate,
+    ssh_public_key: &'a str,
+    kubernetes_version: Option<&'a str>,
+}
+
 type TaskFuture<'a> = BoxFuture<'a, (usize, Result<StepOutcome, ApplyError>)>;
 
 struct Executor<'a, A, N> {
@@ -572,11 +441,8 @@ struct Executor<'a, A, N> {
     reporter: &'a dyn Reporter,
     journal: &'a dyn JournalStore,
     settings: &'a ApplySettings,
-    ssh_public_key: String,
     /// Where host keys are recorded (see [`ApplySettings::known_hosts`]).
     known_hosts: Option<KnownHosts>,
-    /// Kubernetes version per kubeadm cluster, for the kubeadm template.
-    kubernetes_versions: BTreeMap<String, String>,
     known: Mutex<Known>,
     board: StatusBoard,
     seen: Mutex<BTreeMap<String, Instance>>,
@@ -733,10 +599,12 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
                 self.run_step(step).await
             }
             Work::Wait {
+                step,
                 slot,
                 instance,
                 own_action,
             } => {
+                self.reporter.step_started(step);
                 let instance = match instance {
                     Some(id) => *id,
                     None => self.instance_of(id, slot).await?,
@@ -800,7 +668,9 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
             }));
         }
         match &step.kind {
-            StepKind::EnsureSecret { name } => self.ensure_secret(step, name).await,
+            StepKind::EnsureSecret { name, public_key } => {
+                self.ensure_secret(step, name, public_key).await
+            }
             StepKind::EnsureTag { name } => self.ensure_tag(step, name).await,
             StepKind::OrderInstance(order) => self.order(step, order).await,
             StepKind::AssignTag { tag, instance } => self.assign_tag(step, tag, instance).await,
@@ -824,8 +694,8 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
                     | StepKind::DeleteStaleNode { .. } => None,
                     _ => Some(Stage::Bootstrapping),
                 };
-                if let (Some(slot), Some(stage)) = (step_slot(kind), stage) {
-                    self.reporter.node_stage(&slot, &stage);
+                if let (Some(slot), Some(stage)) = (kind.slot(), stage) {
+                    self.reporter.node_stage(slot, &stage);
                 }
                 Ok(match self.nodes.run(step).await? {
                     NodeStepDone::Done(text) => StepOutcome::Done(text),
@@ -872,18 +742,19 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
 
     // ----- account-wide steps ---------------------------------------------
 
-    async fn ensure_secret(&self, step: &Step, name: &str) -> Result<StepOutcome, ApplyError> {
+    async fn ensure_secret(
+        &self,
+        step: &Step,
+        name: &str,
+        public_key: &str,
+    ) -> Result<StepOutcome, ApplyError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             if let Some(id) = self.find_secret(step, name).await? {
                 return Ok(StepOutcome::Done(format!("secret {name} exists (id {id})")));
             }
-            match self
-                .api
-                .create_ssh_key(name, self.ssh_public_key.trim())
-                .await
-            {
+            match self.api.create_ssh_key(name, public_key.trim()).await {
                 Ok(secret) => {
                     self.lock_known()
                         .secrets
@@ -1424,26 +1295,21 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
         &self,
         step: &Step,
         slot: &str,
-        template: plan::UserDataTemplate,
+        inputs: UserDataInputs<'_>,
     ) -> Result<Secret<String>, ApplyError> {
         let host_key = HostKey::generate(slot).map_err(|source| ApplyError::HostKey {
             step: step.id.clone(),
             slot: slot.to_string(),
             source,
         })?;
-        let kubernetes_version = step
-            .cluster
-            .as_ref()
-            .and_then(|c| self.kubernetes_versions.get(c))
-            .cloned();
         let user_data = cloudinit::render(
-            template,
+            inputs.template,
             &UserDataVars {
                 hostname: slot.to_string(),
-                ssh_public_key: self.ssh_public_key.clone(),
+                ssh_public_key: inputs.ssh_public_key.to_string(),
                 host_private_key: host_key.private_openssh().clone(),
                 host_public_key: host_key.public_openssh().to_string(),
-                kubernetes_version,
+                kubernetes_version: inputs.kubernetes_version.map(str::to_string),
             },
         )
         .map_err(|source| ApplyError::UserData {
@@ -1495,7 +1361,15 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
             period,
             display_name: slot.to_string(),
             ssh_keys: vec![secret],
-            user_data: Some(self.user_data(step, slot, order.user_data)?),
+            user_data: Some(self.user_data(
+                step,
+                slot,
+                UserDataInputs {
+                    template: order.user_data,
+                    ssh_public_key: &order.ssh_public_key,
+                    kubernetes_version: order.kubernetes_version.as_deref(),
+                },
+            )?),
             default_user: None,
         })
     }
@@ -1522,7 +1396,15 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
         let request = ReinstallInstance {
             image_id,
             ssh_keys: vec![secret],
-            user_data: Some(self.user_data(step, slot, r.user_data)?),
+            user_data: Some(self.user_data(
+                step,
+                slot,
+                UserDataInputs {
+                    template: r.user_data,
+                    ssh_public_key: &r.ssh_public_key,
+                    kubernetes_version: r.kubernetes_version.as_deref(),
+                },
+            )?),
             default_user: None,
         };
         self.reporter.node_stage(slot, &Stage::Reinstalling);
@@ -1621,7 +1503,7 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
 
 fn task_slot(task: &Task) -> Option<String> {
     match &task.work {
-        Work::Step(step) => step_slot(&step.kind),
+        Work::Step(step) => step.kind.slot().map(str::to_string),
         Work::Wait { slot, .. } => Some(slot.clone()),
     }
 }

@@ -32,8 +32,7 @@ mod tests;
 
 pub use error::ApplyError;
 pub use executor::{
-    execute, ApplyInput, ApplyOutcome, ApplySettings, Cancellation, SettleTarget, TaskResult,
-    NEEDS_ALLOW_DESTROY,
+    execute, ApplyInput, ApplyOutcome, ApplySettings, Cancellation, TaskResult, NEEDS_ALLOW_DESTROY,
 };
 pub use journal::OrderJournal;
 pub use lock::ApplyLock;

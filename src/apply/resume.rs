@@ -5,34 +5,37 @@
 //! rather than guesses:
 //!
 //! - An instance was ordered but not (fully) tagged. It carries its slot's
-//!   name but not `kiwi-managed`, so the planner treats it as someone else's
-//!   and asks for `--adopt`. The order journal proves it is this tool's own
-//!   order; its tag assignments are taken from the plan the planner makes
-//!   *with* adoption, limited to exactly those instances.
+//!   name but not `kiwi-managed`, so without more it would look like someone
+//!   else's and need `--adopt`. The order journal proves it is this tool's
+//!   own order: [`record_journal_claims`] records that in the observation,
+//!   and the planner plans its tag assignments (`Plan::finishing_orders`).
 //! - An owned instance is still on its way to `running` (or stuck in a
-//!   status that needs a human) and the plan has no step for it any more.
-//!   Apply waits for it, so a rerun finishes what the interrupted one began
-//!   and reports what needs the operator.
+//!   status that needs a human). The planner plans a wait for it
+//!   (`WaitCause::Earlier`), so a rerun finishes what the interrupted one
+//!   began and reports what needs the operator.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 
 use crate::contabo::models::InstanceId;
-use crate::inventory::{slot_name, Desired};
-use crate::plan::{self, Observed, Plan, Step, StepId, StepKind};
+use crate::plan::Observed;
 
-use super::executor::{journal_claims, SettleTarget};
+use super::executor::journal_claims;
 use super::journal::Entry;
 
-/// Slots whose live instance lacks the ownership tag although the journal
-/// shows this tool ordered it.
-pub fn interrupted_orders(
-    entries: &[Entry],
-    observed: &Observed,
-    horizon: chrono::Duration,
-) -> BTreeSet<String> {
-    interrupted_instances(entries, observed, horizon)
-        .into_keys()
-        .collect()
+/// Records in `observed` what the order journal says kiwi-infra ordered
+/// ([`Observed::journal_placed`]): each slot's last `placed` instance, and
+/// the untagged machines its unanswered intents claim (a run cut short
+/// between the order and its tags, [`interrupted_instances`]). The planner
+/// then finishes those orders (tags them) instead of calling them foreign
+/// or buying again.
+pub fn record_journal_claims(entries: &[Entry], observed: &mut Observed) {
+    let horizon = chrono::Duration::from_std(super::executor::JOURNAL_HORIZON)
+        .unwrap_or(chrono::Duration::MAX);
+    let interrupted = interrupted_instances(entries, observed, horizon);
+    observed.journal_placed = super::journal::placed_by_slot_in(entries.to_vec());
+    for (slot, id) in interrupted {
+        observed.journal_placed.entry(slot).or_insert(id);
+    }
 }
 
 /// Per slot, the live instance without the ownership tag that the journal
@@ -60,81 +63,4 @@ pub fn interrupted_instances(
         })
         .map(|i| (i.display_name.clone(), i.id.clone()))
         .collect()
-}
-
-/// The tag steps (and the tag and secret creations they need) that finish
-/// the `slots`' interrupted orders, taken from `adopt_plan` (the plan made
-/// with adoption allowed) and left out where `main` already has a step of
-/// the same id.
-pub fn finishing_steps(main: &Plan, adopt_plan: &Plan, slots: &BTreeSet<String>) -> Vec<Step> {
-    let mut wanted: Vec<&Step> = adopt_plan
-        .steps
-        .iter()
-        .filter(|s| matches!(&s.kind, StepKind::AssignTag { instance, .. } if slots.contains(&instance.name)))
-        .collect();
-    let ids: HashSet<&StepId> = wanted.iter().flat_map(|s| &s.depends_on).collect();
-    let prerequisites: Vec<&Step> = adopt_plan
-        .steps
-        .iter()
-        .filter(|s| ids.contains(&s.id))
-        .filter(|s| {
-            matches!(
-                s.kind,
-                StepKind::EnsureTag { .. } | StepKind::EnsureSecret { .. }
-            )
-        })
-        .collect();
-    let mut steps: Vec<&Step> = prerequisites;
-    steps.append(&mut wanted);
-    steps
-        .into_iter()
-        .filter(|s| main.step(&s.id).is_none())
-        .cloned()
-        .collect()
-}
-
-/// Owned (or just-recovered) live instances of the inventory's slots that
-/// are not running and that no step of `steps` orders or reinstalls: apply
-/// waits for them.
-pub fn settle_targets(
-    desired: &Desired,
-    observed: &Observed,
-    recovered: &BTreeSet<String>,
-    steps: &[Step],
-) -> Vec<SettleTarget> {
-    let handled: HashSet<&str> = steps
-        .iter()
-        .filter_map(|s| match &s.kind {
-            StepKind::OrderInstance(o) => Some(o.slot.0.as_str()),
-            StepKind::ReinstallInstance(r) => Some(r.instance.name.as_str()),
-            _ => None,
-        })
-        .collect();
-    let mut targets = Vec::new();
-    for cluster in &desired.clusters {
-        for pool in &cluster.pools {
-            for index in 1..=pool.count {
-                let slot = slot_name(&cluster.name, &pool.name, index);
-                if handled.contains(slot.as_str()) {
-                    continue;
-                }
-                let mut live: Vec<&plan::Instance> = observed
-                    .instances
-                    .iter()
-                    .filter(|i| i.display_name == slot && !i.is_cancelled())
-                    .filter(|i| i.is_owned() || recovered.contains(&slot))
-                    .collect();
-                live.sort_by(|a, b| (a.created_date, &a.id).cmp(&(b.created_date, &b.id)));
-                if let Some(i) = live.first() {
-                    if i.status != plan::InstanceStatus::Running {
-                        targets.push(SettleTarget {
-                            slot,
-                            instance: InstanceId(i.id.0),
-                        });
-                    }
-                }
-            }
-        }
-    }
-    targets
 }

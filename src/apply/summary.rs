@@ -643,6 +643,7 @@ mod tests {
     fn the_next_command_moves_held_work_on_instead_of_repeating_the_run_that_stopped() {
         let plan = crate::plan::Plan {
             format_version: crate::plan::PLAN_FORMAT_VERSION,
+            finishing_orders: Default::default(),
             steps: vec![
                 crate::plan::Step {
                     id: StepId("drain:kiwi-a-realtime-01".into()),

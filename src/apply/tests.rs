@@ -12,7 +12,8 @@ use super::*;
 use crate::contabo::models::InstanceStatus;
 use crate::inventory::{self, slot_name, Desired};
 use crate::observe::contabo::observe_account;
-use crate::plan::{self, Observed, PlanOptions, StepId};
+use crate::plan::{self, Observed, PlanOptions, StepId, StepKind};
+use crate::reconcile::{reconcile, Operator, ReconcileSettings, Reconciled, World};
 use crate::report::{Event as Reported, RecordingReporter, StepOutcome};
 
 fn desired() -> Desired {
@@ -56,25 +57,86 @@ async fn apply(fake: &FakeCloud, journal: &OrderJournal, contabo_only: bool) -> 
 
 async fn apply_with(fake: &FakeCloud, journal: &OrderJournal, settings: &ApplySettings) -> Run {
     let d = desired();
-    let observed = observe(fake, &d).await;
-    let plan = plan::plan(&d, &observed, &PlanOptions::default());
     let reporter = RecordingReporter::default();
-    let input = ApplyInput {
-        settle: resume::settle_targets(&d, &observed, &BTreeSet::new(), &plan.steps),
-        steps: plan.steps,
-        ssh_public_key: d.provider.ssh_public_key.clone(),
+    let world = FakeWorld {
+        cloud: fake,
+        desired: &d,
+        nodes: NoNodeAccess,
+        clusters_joined_nothing: false,
     };
-    let outcome = execute(
-        fake,
-        &NoNodeAccess,
-        &reporter,
-        journal,
-        &observed,
-        input,
-        settings,
-    )
-    .await;
+    let settings = ReconcileSettings {
+        plan: PlanOptions::default(),
+        apply: settings.clone(),
+        saved: None,
+    };
+    let reconciled = reconcile(&d, &settings, &world, journal, &reporter, &Approve)
+        .await
+        .unwrap();
+    let outcome = match reconciled {
+        Reconciled::Applied { outcome, .. } => outcome,
+        // Nothing ran: an empty outcome.
+        Reconciled::NothingToDo { .. } | Reconciled::Cancelled { .. } => ApplyOutcome {
+            results: Vec::new(),
+            deferred: Vec::new(),
+            ordered: Vec::new(),
+            instances: Default::default(),
+            cancelled: Vec::new(),
+        },
+    };
     Run { outcome, reporter }
+}
+
+/// The fake account and fake node access: what the unit tests reconcile.
+struct FakeWorld<'a, N> {
+    cloud: &'a FakeCloud,
+    desired: &'a Desired,
+    nodes: N,
+    /// Every cluster is observed and has no node yet; otherwise no cluster
+    /// is observed (its node steps are unverified).
+    clusters_joined_nothing: bool,
+}
+
+impl<N: NodeExecutor + Clone> World for FakeWorld<'_, N> {
+    type Cloud = FakeCloud;
+    type Nodes = N;
+    type Error = crate::contabo::ContaboError;
+
+    fn cloud(&self) -> &FakeCloud {
+        self.cloud
+    }
+
+    async fn observe(
+        &self,
+        entries: &[super::journal::Entry],
+    ) -> Result<(Observed, N), Self::Error> {
+        let mut observed = observe_account(self.cloud, self.desired)
+            .await?
+            .into_observed();
+        resume::record_journal_claims(entries, &mut observed);
+        if self.clusters_joined_nothing {
+            for cluster in &self.desired.clusters {
+                observed
+                    .clusters
+                    .insert(cluster.name.clone(), Some(Default::default()));
+            }
+        }
+        crate::observe::contabo::complete_observation(self.cloud, self.desired, &mut observed)
+            .await?;
+        Ok((observed, self.nodes.clone()))
+    }
+
+    async fn close(&self, _nodes: N) {}
+}
+
+/// An operator who approves every plan.
+struct Approve;
+
+impl<E> Operator<E> for Approve {
+    fn show(&self, _plan: &plan::Plan) {}
+    fn approve(&self, _plan: &plan::Plan) -> Result<bool, E> {
+        Ok(true)
+    }
+    fn follow_up(&self, _plan: &plan::Plan) {}
 }
 
 fn journal() -> (tempfile::TempDir, OrderJournal) {
@@ -115,8 +177,21 @@ async fn fresh_plan_is_empty(fake: &FakeCloud) -> bool {
 async fn waits_poll_the_instances_they_wait_for_never_the_whole_account() {
     let fake = FakeCloud::default();
     let (_dir, j) = journal();
-    let run = apply(&fake, &j, true).await;
-    assert!(run.outcome.results.iter().all(|r| r.outcome.is_done()));
+    // The executor alone (reconcile observes once more afterwards).
+    let d = desired();
+    let observed = observe(&fake, &d).await;
+    let plan = plan::plan(&d, &observed, &PlanOptions::default());
+    let outcome = execute(
+        &fake,
+        &NoNodeAccess,
+        &RecordingReporter::default(),
+        &j,
+        &observed,
+        ApplyInput { steps: plan.steps },
+        &settings(true),
+    )
+    .await;
+    assert!(outcome.results.iter().all(|r| r.outcome.is_done()));
     let s = fake.state.lock().unwrap();
     // The one listing is the observation before the plan; every wait for
     // the 15 new machines asked for their ids only.
@@ -421,11 +496,7 @@ async fn an_instance_that_appears_unannounced_is_left_alone() {
     // Someone else creates an instance with a slot's name after the plan.
     let foreign = fake.add_instance("kiwi-core-general-01", InstanceStatus::Running);
     let reporter = RecordingReporter::default();
-    let input = ApplyInput {
-        steps: plan.steps,
-        settle: Vec::new(),
-        ssh_public_key: d.provider.ssh_public_key.clone(),
-    };
+    let input = ApplyInput { steps: plan.steps };
     let outcome = execute(
         &fake,
         &NoNodeAccess,
@@ -496,11 +567,7 @@ async fn an_earlier_intent_makes_apply_wait_for_the_late_listing_instead_of_orde
     let reporter = RecordingReporter::default();
     let mut s = settings(true);
     s.unlisted_order_wait = std::time::Duration::from_secs(5);
-    let input = ApplyInput {
-        steps: plan.steps,
-        settle: Vec::new(),
-        ssh_public_key: d.provider.ssh_public_key.clone(),
-    };
+    let input = ApplyInput { steps: plan.steps };
     let outcome = execute(&fake, &NoNodeAccess, &reporter, &j, &observed, input, &s).await;
     assert!(outcome.all_done());
     assert_one_instance_per_slot(&fake);
@@ -640,11 +707,7 @@ async fn shrink(
     let observed = observe(fake, &d).await;
     let plan = plan::plan(&d, &observed, &PlanOptions::default());
     let (_dir, j) = journal();
-    let input = ApplyInput {
-        settle: Vec::new(),
-        steps: plan.steps,
-        ssh_public_key: d.provider.ssh_public_key.clone(),
-    };
+    let input = ApplyInput { steps: plan.steps };
     execute(
         fake,
         nodes,
@@ -828,11 +891,7 @@ async fn an_instance_cancelled_meanwhile_counts_as_cancelled() {
         &RecordingReporter::default(),
         &j,
         &observed,
-        ApplyInput {
-            settle: Vec::new(),
-            steps: plan.steps,
-            ssh_public_key: d.provider.ssh_public_key.clone(),
-        },
+        ApplyInput { steps: plan.steps },
         &s,
     )
     .await;
@@ -938,11 +997,7 @@ fn with_contabo_only_a_cancel_waits_for_its_drain_and_is_left_for_later() {
             &["delete-node:n"],
         ),
     ];
-    let input = ApplyInput {
-        steps,
-        settle: Vec::new(),
-        ssh_public_key: String::new(),
-    };
+    let input = ApplyInput { steps };
     let (tasks, deferred) = super::executor::build_tasks_for_test(input, true);
     assert!(tasks.is_empty(), "nothing runs: {:?}", tasks.len());
     assert_eq!(
@@ -1003,4 +1058,157 @@ async fn a_journal_line_naming_someone_elses_instance_claims_nothing() {
         .instances()
         .iter()
         .any(|i| i.display_name == "kiwi-core-general-01"));
+}
+
+/// Node access that carries out every node step at once.
+#[derive(Debug, Clone, Copy)]
+struct DoneNodes;
+
+impl NodeExecutor for DoneNodes {
+    async fn run(&self, step: &crate::plan::Step) -> Result<NodeStepDone, ApplyError> {
+        Ok(NodeStepDone::Done(format!("{} done", step.id)))
+    }
+}
+
+/// Plans against `fake`, saves the plan, and reconciles with that saved
+/// plan and a recording reporter: returns the plan and what ran.
+async fn apply_saved_plan(
+    fake: &FakeCloud,
+    j: &OrderJournal,
+) -> (plan::Plan, RecordingReporter, ApplyOutcome) {
+    let d = desired();
+    let world = FakeWorld {
+        cloud: fake,
+        desired: &d,
+        nodes: DoneNodes,
+        clusters_joined_nothing: true,
+    };
+    // The fake moves machines on with every listing; the account is put
+    // back as it was, so the apply sees what the plan saw (as when nothing
+    // happened at Contabo between `plan --out` and `apply`).
+    let before = fake.state.lock().unwrap().instances.clone();
+    let (observed, _) = world.observe(&j.entries()).await.unwrap();
+    fake.state.lock().unwrap().instances = before;
+    let options = PlanOptions::default();
+    let made = plan::plan(&d, &observed, &options);
+    let saved = plan::SavedPlan::new(&d, &observed, made.clone(), options);
+    let saved = plan::SavedPlan::from_json(&saved.to_json()).unwrap();
+    let reporter = RecordingReporter::default();
+    let settings = ReconcileSettings {
+        plan: options,
+        apply: settings(false),
+        saved: Some(saved),
+    };
+    let Reconciled::Applied { outcome, .. } =
+        reconcile(&d, &settings, &world, j, &reporter, &Approve)
+            .await
+            .unwrap()
+    else {
+        panic!("the saved plan was not carried out");
+    };
+    (made, reporter, outcome)
+}
+
+/// Step ids the reporter saw start, and finish, each sorted.
+fn reported(reporter: &RecordingReporter) -> (Vec<String>, Vec<String>) {
+    let mut started = Vec::new();
+    let mut finished = Vec::new();
+    for event in reporter.events() {
+        match event {
+            Reported::StepStarted(id) => started.push(id.0),
+            Reported::StepFinished(id, _) => finished.push(id.0),
+            _ => {}
+        }
+    }
+    started.sort();
+    finished.sort();
+    (started, finished)
+}
+
+fn step_ids(plan: &plan::Plan) -> Vec<String> {
+    let mut ids: Vec<String> = plan.steps.iter().map(|s| s.id.0.clone()).collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn a_saved_plan_is_exactly_what_apply_carries_out() {
+    let fake = FakeCloud::default();
+    let (_dir, j) = journal();
+    let (made, reporter, outcome) = apply_saved_plan(&fake, &j).await;
+    // Orders, their waits, tags and node steps: the plan states them all.
+    assert!(made
+        .steps
+        .iter()
+        .any(|s| matches!(s.kind, StepKind::OrderInstance(_))));
+    assert!(made
+        .steps
+        .iter()
+        .any(|s| matches!(s.kind, StepKind::WaitForRunning { .. })));
+    assert!(made.steps.iter().any(|s| s.kind.is_node_step()));
+    let (started, finished) = reported(&reporter);
+    assert_eq!(
+        started,
+        step_ids(&made),
+        "apply ran other steps than the plan's"
+    );
+    assert_eq!(finished, step_ids(&made));
+    assert!(outcome.all_done(), "{:#?}", outcome.results);
+    let mut ran: Vec<String> = outcome.results.iter().map(|r| r.id.0.clone()).collect();
+    ran.sort();
+    assert_eq!(ran, step_ids(&made));
+    assert_one_instance_per_slot(&fake);
+}
+
+#[tokio::test]
+async fn finishing_an_interrupted_order_and_waiting_for_it_are_steps_of_the_saved_plan() {
+    let fake = FakeCloud::default();
+    let (_dir, j) = journal();
+    let slot = "kiwi-praxis-lindner-server-02";
+    j.record(
+        slot,
+        Event::Intent {
+            trace_id: "killed-run".into(),
+            product: "V94".into(),
+        },
+    )
+    .unwrap();
+    // The killed run's order: placed, not tagged, still provisioning.
+    let earlier = fake.add_instance(slot, InstanceStatus::Provisioning);
+    let (made, reporter, outcome) = apply_saved_plan(&fake, &j).await;
+    assert!(
+        made.finishing_orders.contains(slot),
+        "{:?}",
+        made.finishing_orders
+    );
+    let wait = made
+        .steps
+        .iter()
+        .find(|s| s.id.0 == format!("wait:{slot}"))
+        .expect("a wait for the earlier order");
+    assert!(matches!(
+        wait.kind,
+        StepKind::WaitForRunning {
+            cause: plan::WaitCause::Earlier,
+            ..
+        }
+    ));
+    assert!(
+        made.steps
+            .iter()
+            .any(|s| s.id.0 == format!("assign:kiwi-managed:{slot}")),
+        "the earlier order is tagged"
+    );
+    let join = made
+        .steps
+        .iter()
+        .find(|s| s.kind.slot() == Some(slot) && s.kind.is_node_step())
+        .expect("its node is joined");
+    assert!(join.depends_on.contains(&wait.id), "{:?}", join.depends_on);
+    let (started, _) = reported(&reporter);
+    assert_eq!(started, step_ids(&made));
+    assert!(outcome.all_done(), "{:#?}", outcome.results);
+    assert!(!made.steps.iter().any(|s| s.id.0 == format!("order:{slot}")));
+    assert!(fake.tags_of(earlier).len() >= 2);
+    assert_one_instance_per_slot(&fake);
 }

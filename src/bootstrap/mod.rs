@@ -1279,6 +1279,7 @@ impl<C: NodeConnector> NodeExecutor for SshNodeExecutor<C> {
             StepKind::DeleteNode { node } => self.delete_node(&cluster, &node.0).await,
             StepKind::DeleteStaleNode { node } => self.delete_stale_node(&cluster, &node.0).await,
             StepKind::EnsureSecret { .. }
+            | StepKind::WaitForRunning { .. }
             | StepKind::RenameInstance { .. }
             | StepKind::UnassignTag { .. }
             | StepKind::EnsureTag { .. }

@@ -27,7 +27,8 @@ pub(super) async fn run(global: &GlobalArgs, args: &KubeconfigArgs) -> Result<()
         crate::localfs::check_replaceable(path).map_err(|e| CliError::User(e.to_string()))?;
     }
     let client = settings::contabo_client(global)?;
-    let observed = observe(global, &client, &desired).await?;
+    let entries = super::state::journal_entries(global, &desired).await?;
+    let observed = observe(&client, &desired, &entries).await?;
     let executor = nodes::executor(global, &desired, &observed)?;
     let fetched = executor.admin_kubeconfig(&args.cluster).await;
     executor.close().await;

@@ -57,7 +57,8 @@ pub(super) async fn observe_and_plan(
 ) -> Result<Planned, CliError> {
     let desired = load_inventory(global)?;
     let client = settings::contabo_client(global)?;
-    let (observed, nodes) = observe_all(global, &client, &desired, contabo_only).await?;
+    let entries = super::state::journal_entries(global, &desired).await?;
+    let (observed, nodes) = observe_all(global, &client, &desired, contabo_only, &entries).await?;
     nodes.close().await;
     let plan = plan::plan(&desired, &observed, &plan_options(choices));
     Ok(Planned {
@@ -67,24 +68,15 @@ pub(super) async fn observe_and_plan(
     })
 }
 
-/// Observes Contabo only, with what the order journal recorded as placed.
+/// Observes Contabo only, with what the order journal `entries` record as
+/// kiwi-infra's own orders (see `apply::resume::record_journal_claims`).
 pub(super) async fn observe(
-    global: &GlobalArgs,
     client: &ContaboClient,
     desired: &Desired,
+    entries: &[crate::apply::journal::Entry],
 ) -> Result<Observed, CliError> {
     let mut observed = observe_account(client, desired).await?.into_observed();
-    // What kiwi-infra itself ordered: the journal's `placed` ids, and the
-    // untagged machines its unanswered intents claim (a run cut short
-    // between the order and its tags). Neither is ever called foreign.
-    let entries = super::state::journal_entries(global, desired).await?;
-    let horizon = chrono::Duration::from_std(crate::apply::executor::JOURNAL_HORIZON)
-        .unwrap_or(chrono::Duration::MAX);
-    let interrupted = crate::apply::resume::interrupted_instances(&entries, &observed, horizon);
-    observed.journal_placed = crate::apply::journal::placed_by_slot_in(entries);
-    for (slot, id) in interrupted {
-        observed.journal_placed.entry(slot).or_insert(id);
-    }
+    crate::apply::resume::record_journal_claims(entries, &mut observed);
     Ok(observed)
 }
 
@@ -95,8 +87,9 @@ pub(super) async fn observe_all(
     client: &ContaboClient,
     desired: &Desired,
     contabo_only: bool,
+    entries: &[crate::apply::journal::Entry],
 ) -> Result<(Observed, nodes::Nodes), CliError> {
-    let mut observed = observe(global, client, desired).await?;
+    let mut observed = observe(client, desired, entries).await?;
     let executor = nodes::executor(global, desired, &observed)?;
     if !contabo_only {
         nodes::observe_nodes(&executor, desired, &mut observed).await;

@@ -22,7 +22,9 @@ pub(super) async fn run(
 ) -> Result<std::process::ExitCode, CliError> {
     let desired = load_inventory(global)?;
     let client = settings::contabo_client(global)?;
-    let (observed, nodes) = observe_all(global, &client, &desired, args.contabo_only).await?;
+    let entries = super::state::journal_entries(global, &desired).await?;
+    let (observed, nodes) =
+        observe_all(global, &client, &desired, args.contabo_only, &entries).await?;
     nodes.close().await;
     let plan = crate::plan::plan(&desired, &observed, &Default::default());
     print!("{}", render(&desired, &observed, &plan));

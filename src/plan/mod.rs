@@ -18,11 +18,14 @@ pub use planner::{
     cluster_tags_to_check, needs_order_inputs, node_addresses, plan, ssh_key_secret_name,
     PlanOptions,
 };
-pub use render::{render_human, render_json, summary_line, RenderOptions, NO_CHANGES};
+pub use render::{
+    render_human, render_json, summary_line, RenderOptions, NO_CHANGES, NO_NEW_CHANGES_FINISHING,
+    NO_NEW_CHANGES_WAITING,
+};
 pub use saved::{fingerprint, SavedPlan, SavedPlanError, Stale, SAVED_PLAN_FORMAT_VERSION};
 pub use simulate::simulate;
 pub use steps::{
     ImageRef, InstanceBrief, InstanceRef, K3sJoin, KubeadmJoin, KubeadmRole, Order, Plan,
-    Reinstall, Step, StepId, StepKind, Summary, Unverified, UserDataTemplate, Warning,
+    Reinstall, Step, StepId, StepKind, Summary, Unverified, UserDataTemplate, WaitCause, Warning,
     PLAN_FORMAT_VERSION,
 };

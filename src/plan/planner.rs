@@ -5,7 +5,7 @@
 use super::observed::{tags, ClusterObservation, Instance, InstanceId, NodeName, Observed};
 use super::steps::{
     ImageRef, InstanceBrief, InstanceRef, K3sJoin, KubeadmJoin, KubeadmRole, Order, Plan,
-    Reinstall, Step, StepId, StepKind, Summary, Unverified, UserDataTemplate, Warning,
+    Reinstall, Step, StepId, StepKind, Summary, Unverified, UserDataTemplate, WaitCause, Warning,
     PLAN_FORMAT_VERSION,
 };
 use crate::inventory::{
@@ -113,6 +113,12 @@ struct Planner<'a> {
     ensured_tags: BTreeSet<String>,
     secret: Option<Option<StepId>>,
     image_warned: bool,
+    /// Slots whose interrupted order this plan finishes (see
+    /// [`Plan::finishing_orders`]).
+    finishing: BTreeSet<String>,
+    /// Per slot: the wait for its instance, for the node steps of the slot
+    /// to depend on.
+    waits: BTreeMap<String, StepId>,
 }
 
 impl<'a> Planner<'a> {
@@ -144,6 +150,8 @@ impl<'a> Planner<'a> {
             ensured_tags: BTreeSet::new(),
             secret: None,
             image_warned: false,
+            finishing: BTreeSet::new(),
+            waits: BTreeMap::new(),
         }
     }
 
@@ -155,10 +163,23 @@ impl<'a> Planner<'a> {
         }
         let mut steps = self.account;
         steps.extend(self.steps);
+        // Every node step of a slot whose instance is waited for runs after
+        // the wait: a node cannot be reached before it runs.
+        for step in &mut steps {
+            if !step.kind.is_node_step() {
+                continue;
+            }
+            if let Some(wait) = step.kind.slot().and_then(|slot| self.waits.get(slot)) {
+                if !step.depends_on.contains(wait) {
+                    step.depends_on.push(wait.clone());
+                }
+            }
+        }
         let summary = Summary::of(&steps);
         Plan {
             format_version: PLAN_FORMAT_VERSION,
             steps,
+            finishing_orders: self.finishing,
             unverified: self.unverified,
             warnings: self.warnings,
             summary,
@@ -196,7 +217,10 @@ impl<'a> Planner<'a> {
             self.account.push(Step {
                 id: id.clone(),
                 cluster: None,
-                kind: StepKind::EnsureSecret { name },
+                kind: StepKind::EnsureSecret {
+                    name,
+                    public_key: self.desired.provider.ssh_public_key.clone(),
+                },
                 depends_on: Vec::new(),
                 destructive: false,
             });
@@ -208,6 +232,41 @@ impl<'a> Planner<'a> {
 
     fn secret_name(&self) -> String {
         ssh_key_secret_name(&self.desired.provider.ssh_public_key)
+    }
+
+    /// The wait for the slot's instance to run, after `after` (this plan's
+    /// order or reinstall of it) or, without it, for an instance an earlier
+    /// run started. Node steps of the slot depend on it.
+    fn wait_for(
+        &mut self,
+        cluster: &str,
+        instance: &InstanceRef,
+        cause: WaitCause,
+        after: Option<StepId>,
+    ) -> StepId {
+        let id = self.push(
+            cluster,
+            StepId(format!("wait:{}", instance.name)),
+            StepKind::WaitForRunning {
+                instance: instance.clone(),
+                cause,
+            },
+            after.into_iter().collect(),
+            false,
+        );
+        self.waits.insert(instance.name.clone(), id.clone());
+        id
+    }
+
+    /// The Kubernetes version a node of `cluster` installs from its user
+    /// data (kubeadm clusters only).
+    fn kubernetes_version(cluster: &ClusterSpec) -> Option<String> {
+        match &cluster.kind {
+            ClusterKind::Kubeadm {
+                kubernetes_version, ..
+            } => Some(kubernetes_version.to_string()),
+            ClusterKind::K3s { .. } => None,
+        }
     }
 
     /// The step creating a tag, if it does not exist yet.
@@ -454,6 +513,9 @@ impl<'a> Planner<'a> {
             });
             return None;
         }
+        if !chosen.is_owned() && journaled {
+            self.finishing.insert(name.to_string());
+        }
         // A name is only a claim: before an existing machine is reinstalled
         // or joined here, its cluster tag must say it is this cluster's (a
         // protected cluster's machine may carry a name this cluster wants).
@@ -539,6 +601,7 @@ impl<'a> Planner<'a> {
                 return None;
             }
             let step = self.reinstall(cluster, pool, &instance, chosen, unverified);
+            let step = self.wait_for(&cluster.name, &instance, WaitCause::Reinstall, Some(step));
             return Some(SlotInstance {
                 instance,
                 reinstall_first: None,
@@ -547,6 +610,11 @@ impl<'a> Planner<'a> {
                 usable: true,
                 protected,
             });
+        }
+        if chosen.status != super::observed::InstanceStatus::Running {
+            // Started by an earlier run and not running yet: apply waits
+            // for it (and reports a status that needs a human).
+            self.wait_for(&cluster.name, &instance, WaitCause::Earlier, None);
         }
         if !chosen.status.is_usable() {
             self.warnings.push(Warning::NeedsAttention {
@@ -591,10 +659,11 @@ impl<'a> Planner<'a> {
                 protected,
             });
         }
+        let ready = self.waits.get(name).cloned();
         Some(SlotInstance {
             instance,
             reinstall_first: None,
-            ready: None,
+            ready,
             fresh: false,
             usable: true,
             protected,
@@ -669,6 +738,8 @@ impl<'a> Planner<'a> {
             monthly_price: self.desired.price(&pool.product).unwrap_or_default(),
             ssh_key_secret: self.secret_name(),
             user_data: UserDataTemplate::for_role(pool.role),
+            ssh_public_key: self.desired.provider.ssh_public_key.clone(),
+            kubernetes_version: Self::kubernetes_version(cluster),
         };
         let id = self.push(
             &cluster.name,
@@ -681,11 +752,12 @@ impl<'a> Planner<'a> {
             name: name.to_string(),
             id: None,
         };
-        self.plan_tags(cluster, pool, &instance, None, Some(id.clone()));
+        let wait = self.wait_for(&cluster.name, &instance, WaitCause::Order, Some(id.clone()));
+        self.plan_tags(cluster, pool, &instance, None, Some(id));
         SlotInstance {
             instance,
             reinstall_first: None,
-            ready: Some(id),
+            ready: Some(wait),
             fresh: true,
             usable: true,
             protected: cluster.protected,
@@ -770,6 +842,8 @@ impl<'a> Planner<'a> {
             image,
             ssh_key_secret: self.secret_name(),
             user_data: UserDataTemplate::for_role(pool.role),
+            ssh_public_key: self.desired.provider.ssh_public_key.clone(),
+            kubernetes_version: Self::kubernetes_version(cluster),
         };
         self.push(
             &cluster.name,
@@ -864,7 +938,13 @@ impl<'a> Planner<'a> {
         }
         let mut ready = si.ready;
         if let Some(instance) = si.reinstall_first {
-            ready = Some(self.reinstall(cluster, pool, &si.instance, instance, true));
+            let step = self.reinstall(cluster, pool, &si.instance, instance, true);
+            ready = Some(self.wait_for(
+                &cluster.name,
+                &si.instance,
+                WaitCause::Reinstall,
+                Some(step),
+            ));
         }
         let labels = pool.node_labels(cluster);
         let taints = pool.taints.clone();

@@ -74,9 +74,19 @@ pub fn render_human(plan: &Plan, options: &RenderOptions) -> String {
         out.push('\n');
     }
     let held_back = plan.warnings.iter().any(Warning::leaves_work);
-    if plan.is_empty() && held_back {
+    let changes = plan.steps.iter().any(|s| s.kind.changes_something());
+    let waits: Vec<String> = plan
+        .earlier_waits()
+        .filter_map(|s| s.kind.slot())
+        .map(|s| escape_for_terminal(s).into_owned())
+        .collect();
+    if !changes && held_back {
         out.push_str("No changes can be made; the warnings above say what is held back.\n");
-    } else if plan.is_empty() {
+    } else if !changes && !plan.finishing_orders.is_empty() {
+        out.push_str(NO_NEW_CHANGES_FINISHING);
+    } else if !changes && !waits.is_empty() {
+        out.push_str(NO_NEW_CHANGES_WAITING);
+    } else if !changes {
         out.push_str(NO_CHANGES);
     } else {
         let _ = writeln!(
@@ -92,8 +102,51 @@ pub fn render_human(plan: &Plan, options: &RenderOptions) -> String {
             );
         }
     }
+    if !plan.finishing_orders.is_empty() {
+        let tags = plan
+            .steps
+            .iter()
+            .filter(|s| match &s.kind {
+                StepKind::AssignTag { instance, .. } => {
+                    plan.finishing_orders.contains(&instance.name)
+                }
+                _ => false,
+            })
+            .count();
+        let slots: Vec<String> = plan
+            .finishing_orders
+            .iter()
+            .map(|s| escape_for_terminal(s).into_owned())
+            .collect();
+        let _ = writeln!(
+            out,
+            "\nAlso finishes {} order(s) of an interrupted apply (recorded in the order \
+             journal): {tags} tag assignment(s) for {}",
+            slots.len(),
+            slots.join(", ")
+        );
+    }
+    if !waits.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nWaits for {} instance(s) not running yet: {}",
+            waits.len(),
+            waits.join(", ")
+        );
+    }
     out
 }
+
+/// The last line of a plan that changes nothing but finishes the orders of
+/// an interrupted apply.
+pub const NO_NEW_CHANGES_FINISHING: &str =
+    "No new changes; this plan finishes earlier orders (below).\n";
+
+/// The last line of a plan that changes nothing but waits for machines
+/// earlier runs started.
+pub const NO_NEW_CHANGES_WAITING: &str =
+    "No new changes; apply waits for machines of the inventory that are not running yet \
+     (below).\n";
 
 /// `Plan: 4 to order (+€83.96/month), 4 to bootstrap, 2 labels to change, 0 to cancel.`
 /// Counts that are usually zero (reinstalls, taints, tags, node removals)
@@ -165,7 +218,9 @@ fn plural<'s>(n: u32, one: &'s str, many: &'s str) -> &'s str {
 fn groups(plan: &Plan) -> Vec<(Option<&str>, Vec<&Step>)> {
     let mut order: Vec<Option<&str>> = Vec::new();
     let mut by: BTreeMap<Option<&str>, Vec<&Step>> = BTreeMap::new();
-    for step in &plan.steps {
+    // Waits change nothing: they are summed up below the plan (those for
+    // earlier runs' machines) or implied by the order or reinstall shown.
+    for step in plan.steps.iter().filter(|s| s.kind.changes_something()) {
         let key = step.cluster.as_deref();
         if !order.contains(&key) {
             order.push(key);
@@ -231,7 +286,8 @@ impl Renderer {
     fn step(&self, out: &mut String, steps: &[&Step]) -> usize {
         let Some(step) = steps.first() else { return 1 };
         match &step.kind {
-            StepKind::EnsureSecret { name } => self.line(
+            StepKind::WaitForRunning { .. } => {}
+            StepKind::EnsureSecret { name, .. } => self.line(
                 out,
                 '+',
                 &format!("create secret {name} (operator SSH public key)"),

@@ -17,7 +17,7 @@ pub fn simulate(observed: &Observed, plan: &Plan) -> Observed {
     let mut state = observed.clone();
     for step in &plan.steps {
         match &step.kind {
-            StepKind::EnsureSecret { name } => {
+            StepKind::EnsureSecret { name, .. } => {
                 let id = next_id(state.secrets.values().map(|s| s.0));
                 state.secrets.entry(name.clone()).or_insert(SecretId(id));
             }
@@ -102,7 +102,7 @@ pub fn simulate(observed: &Observed, plan: &Plan) -> Observed {
                     n.taints.retain(|t| t != taint);
                 }
             }
-            StepKind::DrainNode { .. } => {}
+            StepKind::DrainNode { .. } | StepKind::WaitForRunning { .. } => {}
             StepKind::RenameInstance { instance, .. } => {
                 if let Some(i) = state
                     .instances

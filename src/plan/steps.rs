@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 /// Version of the plan's JSON form. Bump it on any incompatible change.
-pub const PLAN_FORMAT_VERSION: u32 = 1;
+pub const PLAN_FORMAT_VERSION: u32 = 2;
 
 /// A plan: what to do, in order, to make Contabo and the clusters match the
 /// inventory.
@@ -24,6 +24,11 @@ pub struct Plan {
     /// Existing nodes of clusters that could not be observed: their join,
     /// labels and taints are not verified by this plan.
     pub unverified: Vec<Unverified>,
+    /// Slots whose machine an earlier, interrupted apply ordered (the order
+    /// journal claims it) but did not finish tagging: this plan's tag steps
+    /// for them finish those orders instead of buying again.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub finishing_orders: BTreeSet<String>,
     /// Things the operator must know or decide.
     pub warnings: Vec<Warning>,
     /// Counts and cost.
@@ -42,7 +47,23 @@ impl Plan {
     /// behind `plan --detailed-exitcode` exiting 2 and `apply` exiting 2
     /// ("pending"), so the two never disagree.
     pub fn has_changes(&self) -> bool {
-        !self.steps.is_empty() || self.warnings.iter().any(Warning::leaves_work)
+        self.steps.iter().any(|s| s.kind.changes_something())
+            || self.warnings.iter().any(Warning::leaves_work)
+    }
+
+    /// The waits for machines that earlier runs ordered or reinstalled
+    /// ([`WaitCause::Earlier`]): what apply waits for although this plan
+    /// starts nothing on them.
+    pub fn earlier_waits(&self) -> impl Iterator<Item = &Step> {
+        self.steps.iter().filter(|s| {
+            matches!(
+                s.kind,
+                StepKind::WaitForRunning {
+                    cause: WaitCause::Earlier,
+                    ..
+                }
+            )
+        })
     }
 
     /// The step with this id.
@@ -125,6 +146,19 @@ impl UserDataTemplate {
     }
 }
 
+/// Why apply waits for an instance to be `running`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitCause {
+    /// This plan orders it (the step it depends on).
+    Order,
+    /// This plan reinstalls it (the step it depends on).
+    Reinstall,
+    /// An earlier run ordered or reinstalled it, and it is not running yet
+    /// (or is in a status that needs a human, which the wait reports).
+    Earlier,
+}
+
 /// An order of one instance (`POST /v1/compute/instances`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Order {
@@ -154,6 +188,12 @@ pub struct Order {
     pub ssh_key_secret: String,
     /// User-data template.
     pub user_data: UserDataTemplate,
+    /// The operator's OpenSSH public key, written into the user data.
+    pub ssh_public_key: String,
+    /// The cluster's Kubernetes version (`v1.31.4`), for a kubeadm node's
+    /// package repository; `None` for k3s nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes_version: Option<String>,
 }
 
 /// A reinstall of an owned instance (`PUT /v1/compute/instances/{id}`).
@@ -169,6 +209,11 @@ pub struct Reinstall {
     pub ssh_key_secret: String,
     /// User-data template.
     pub user_data: UserDataTemplate,
+    /// The operator's OpenSSH public key, written into the user data.
+    pub ssh_public_key: String,
+    /// The cluster's Kubernetes version, for a kubeadm node; `None` for k3s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes_version: Option<String>,
 }
 
 /// Joining one node to a k3s cluster.
@@ -229,6 +274,8 @@ pub enum StepKind {
         /// Secret name; it embeds a digest of the key, so a new key gets a
         /// new secret.
         name: String,
+        /// The operator's OpenSSH public key it holds.
+        public_key: String,
     },
     /// Create a tag.
     EnsureTag {
@@ -237,6 +284,16 @@ pub enum StepKind {
     },
     /// Order an instance.
     OrderInstance(Order),
+    /// Wait until an instance is `running`, its address known and its
+    /// node answering over SSH: what node steps of its slot depend on.
+    /// Statuses that need a human are reported with advice and end the
+    /// wait as not done.
+    WaitForRunning {
+        /// The instance (by id once it exists).
+        instance: InstanceRef,
+        /// Why it is waited for.
+        cause: WaitCause,
+    },
     /// Give an owned instance its slot's name back (`PATCH
     /// /v1/compute/instances/{id}`, `displayName`): it was renamed, in the
     /// Contabo panel say, and is recognised as the slot's machine by its
@@ -346,6 +403,61 @@ pub enum StepKind {
         #[serde(rename = "monthly_price_cents")]
         monthly_price: Option<Money>,
     },
+}
+
+impl StepKind {
+    /// False for waits, which change nothing themselves (a plan of waits
+    /// alone has no changes, see [`Plan::has_changes`]).
+    pub fn changes_something(&self) -> bool {
+        !matches!(self, StepKind::WaitForRunning { .. })
+    }
+
+    /// True for steps that act on a node or a cluster over SSH rather than
+    /// on Contabo.
+    pub fn is_node_step(&self) -> bool {
+        matches!(
+            self,
+            StepKind::BootstrapK3sServer(_)
+                | StepKind::JoinK3sServer(_)
+                | StepKind::JoinK3sAgent(_)
+                | StepKind::KubeadmJoin(_)
+                | StepKind::SetLabel { .. }
+                | StepKind::RemoveLabel { .. }
+                | StepKind::RecordLabels { .. }
+                | StepKind::SetTaint { .. }
+                | StepKind::RemoveTaint { .. }
+                | StepKind::DrainNode { .. }
+                | StepKind::DeleteNode { .. }
+                | StepKind::DeleteStaleNode { .. }
+        )
+    }
+
+    /// The slot (node or instance name) the step acts on; `None` for
+    /// account-wide steps (secrets, tags).
+    pub fn slot(&self) -> Option<&str> {
+        match self {
+            StepKind::OrderInstance(o) => Some(&o.slot.0),
+            StepKind::ReinstallInstance(r) => Some(&r.instance.name),
+            StepKind::WaitForRunning { instance, .. }
+            | StepKind::AssignTag { instance, .. }
+            | StepKind::UnassignTag { instance, .. }
+            | StepKind::CancelInstance { instance, .. }
+            | StepKind::RenameInstance { instance, .. } => Some(&instance.name),
+            StepKind::BootstrapK3sServer(j)
+            | StepKind::JoinK3sServer(j)
+            | StepKind::JoinK3sAgent(j) => Some(&j.node.0),
+            StepKind::KubeadmJoin(j) => Some(&j.node.0),
+            StepKind::SetLabel { node, .. }
+            | StepKind::RemoveLabel { node, .. }
+            | StepKind::RecordLabels { node, .. }
+            | StepKind::SetTaint { node, .. }
+            | StepKind::RemoveTaint { node, .. }
+            | StepKind::DrainNode { node }
+            | StepKind::DeleteNode { node }
+            | StepKind::DeleteStaleNode { node } => Some(&node.0),
+            StepKind::EnsureSecret { .. } | StepKind::EnsureTag { .. } => None,
+        }
+    }
 }
 
 /// An existing node of an unobserved cluster.
@@ -627,6 +739,7 @@ impl Summary {
                 }
                 StepKind::EnsureSecret { .. }
                 | StepKind::EnsureTag { .. }
+                | StepKind::WaitForRunning { .. }
                 | StepKind::UnassignTag { .. }
                 | StepKind::RenameInstance { .. }
                 | StepKind::DrainNode { .. } => {}
