@@ -100,7 +100,7 @@ pub enum Reconciled {
         /// The plan carried out first.
         plan: Plan,
         /// Every step's outcome, follow-up rounds included.
-        outcome: ApplyOutcome,
+        outcome: Box<ApplyOutcome>,
         /// The plan made after the run: empty when the inventory is
         /// realised; the observation's error when it could not be made.
         fresh: Result<Plan, String>,
@@ -209,7 +209,7 @@ pub async fn reconcile<W: World>(
     };
     Ok(Reconciled::Applied {
         plan,
-        outcome,
+        outcome: Box::new(outcome),
         fresh: fresh.map_err(|e| error_text(&e)),
     })
 }

@@ -136,7 +136,11 @@ async fn json_and_saved_plans_hold_the_same_steps() {
 
     assert!(json.status.success() && out.status.success());
     let plan: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
-    assert_eq!(plan["format_version"], 1);
+    assert_eq!(
+        plan["format_version"],
+        kiwi_infra::plan::PLAN_FORMAT_VERSION
+    );
+    assert_eq!(plan["format_version"], 2);
     let orders = plan["steps"]
         .as_array()
         .unwrap()

@@ -29,6 +29,7 @@ use crate::report::{Reporter, Stage, StepOutcome};
 use crate::secret::Secret;
 use crate::ssh::{HostKey, KnownHosts};
 
+use super::account::{look_create_look, Ensured, NotEnsured};
 use super::error::ApplyError;
 use super::journal::{Entry, Event, JournalStore};
 use super::node::{is_node_step, NodeExecutor, NodeStepDone};
@@ -67,6 +68,10 @@ pub struct ApplySettings {
     pub reorder: BTreeSet<String>,
     /// The run's `x-trace-id`, written to the journal.
     pub trace_id: String,
+    /// The operator's OpenSSH public key, from the inventory: what the SSH
+    /// key secret holds and the user data authorises. Plan steps name it by
+    /// the digest in the secret's name, and it must match.
+    pub ssh_public_key: String,
     /// `<inventory>/known_hosts`, where the host key generated for each
     /// ordered or reinstalled node is recorded before the request is sent.
     /// `None` only in tests: keys are then generated but not recorded, and
@@ -95,6 +100,7 @@ impl ApplySettings {
             journal_horizon: JOURNAL_HORIZON,
             reorder: BTreeSet::new(),
             trace_id,
+            ssh_public_key: String::new(),
             known_hosts: None,
             allow_destroy: false,
             protected_clusters: BTreeSet::new(),
@@ -344,21 +350,6 @@ fn to_api_id(id: &plan::InstanceId) -> InstanceId {
 
 /// Why a destructive step was not carried out without `--allow-destroy`.
 pub const NEEDS_ALLOW_DESTROY: &str = "needs --allow-destroy";
-
-/// Creations of a tag or secret tried per step, each after looking for it.
-const CREATE_ATTEMPTS: u32 = 4;
-
-/// A refusal that trying again cannot change (bad request, forbidden, ...);
-/// 409 (exists) and 429 (rate limit) are not final.
-fn is_final_refusal(e: &ContaboError) -> bool {
-    match e.status() {
-        Some(s) => s.is_client_error() && s.as_u16() != 409 && s.as_u16() != 429,
-        None => matches!(
-            e,
-            ContaboError::Config(_) | ContaboError::Credentials { .. }
-        ),
-    }
-}
 
 /// True when an order's request never left this machine: no token could
 /// be had, or the client is misconfigured. Every answer from the server, an
@@ -668,9 +659,7 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
             }));
         }
         match &step.kind {
-            StepKind::EnsureSecret { name, public_key } => {
-                self.ensure_secret(step, name, public_key).await
-            }
+            StepKind::EnsureSecret { name } => self.ensure_secret(step, name).await,
             StepKind::EnsureTag { name } => self.ensure_tag(step, name).await,
             StepKind::OrderInstance(order) => self.order(step, order).await,
             StepKind::AssignTag { tag, instance } => self.assign_tag(step, tag, instance).await,
@@ -742,47 +731,63 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
 
     // ----- account-wide steps ---------------------------------------------
 
-    async fn ensure_secret(
+    async fn ensure_secret(&self, step: &Step, name: &str) -> Result<StepOutcome, ApplyError> {
+        let public_key = self.operator_key(step, name)?;
+        let ensured = look_create_look(
+            self.settings.wait.poll_min,
+            || self.find_secret(step, name),
+            || async {
+                let secret = self.api.create_ssh_key(name, public_key.trim()).await?;
+                Ok(secret.secret_id)
+            },
+        )
+        .await;
+        self.ensured(step, &format!("secret {name}"), ensured, |id| {
+            self.lock_known().secrets.insert(name.to_string(), id);
+        })
+    }
+
+    /// The operator's public key ([`ApplySettings::ssh_public_key`]),
+    /// checked to be the one the step names by digest (`secret`, the name
+    /// of the secret that holds it): a plan made for another key is refused,
+    /// never carried out with this one.
+    fn operator_key(&self, step: &Step, secret: &str) -> Result<&str, ApplyError> {
+        let key = self.settings.ssh_public_key.as_str();
+        if plan::ssh_key_secret_name(key) == secret {
+            Ok(key)
+        } else {
+            Err(ApplyError::InvalidOrder {
+                step: step.id.clone(),
+                reason: format!(
+                    "the plan names the SSH key of secret {secret}, but the inventory's key is \
+                     {}'s; plan again",
+                    plan::ssh_key_secret_name(key)
+                ),
+            })
+        }
+    }
+
+    /// The outcome of a [`look_create_look`] for `what`; `remember` records
+    /// a created id.
+    fn ensured<Id: std::fmt::Display + Copy>(
         &self,
         step: &Step,
-        name: &str,
-        public_key: &str,
+        what: &str,
+        ensured: Result<Ensured<Id>, NotEnsured<ApplyError>>,
+        remember: impl FnOnce(Id),
     ) -> Result<StepOutcome, ApplyError> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            if let Some(id) = self.find_secret(step, name).await? {
-                return Ok(StepOutcome::Done(format!("secret {name} exists (id {id})")));
+        match ensured {
+            Ok(Ensured::Found(id)) => Ok(StepOutcome::Done(format!("{what} exists (id {id})"))),
+            Ok(Ensured::Created(id)) => {
+                remember(id);
+                Ok(StepOutcome::Done(format!("created {what} (id {id})")))
             }
-            match self.api.create_ssh_key(name, public_key.trim()).await {
-                Ok(secret) => {
-                    self.lock_known()
-                        .secrets
-                        .insert(name.to_string(), secret.secret_id);
-                    return Ok(StepOutcome::Done(format!(
-                        "created secret {name} (id {})",
-                        secret.secret_id
-                    )));
-                }
-                // The answer may have been lost after the secret was stored:
-                // look again (top of the loop) before creating again.
-                Err(e) if attempt < CREATE_ATTEMPTS && !is_final_refusal(&e) => {
-                    tracing::debug!(name, error = %e, "creating the secret failed; looking again");
-                    tokio::time::sleep(self.settings.wait.poll_min).await;
-                }
-                Err(e) => {
-                    return match self.find_secret(step, name).await? {
-                        Some(id) => {
-                            Ok(StepOutcome::Done(format!("secret {name} exists (id {id})")))
-                        }
-                        None => Err(ApplyError::NotCreated {
-                            step: step.id.clone(),
-                            what: format!("secret {name}"),
-                            source: e,
-                        }),
-                    }
-                }
-            }
+            Err(NotEnsured::Look(e)) => Err(e),
+            Err(NotEnsured::Create(source)) => Err(ApplyError::NotCreated {
+                step: step.id.clone(),
+                what: what.to_string(),
+                source,
+            }),
         }
     }
 
@@ -803,35 +808,15 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
     }
 
     async fn ensure_tag(&self, step: &Step, name: &str) -> Result<StepOutcome, ApplyError> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            if let Some(id) = self.find_tag(step, name).await? {
-                return Ok(StepOutcome::Done(format!("tag {name} exists (id {id})")));
-            }
-            match self.api.create_tag(name, TAG_COLOR).await {
-                Ok(id) => {
-                    self.lock_known().tags.insert(name.to_string(), id);
-                    return Ok(StepOutcome::Done(format!("created tag {name} (id {id})")));
-                }
-                // A 409 (it exists after all) or a lost answer: look again
-                // (top of the loop) before creating again.
-                Err(e) if attempt < CREATE_ATTEMPTS && !is_final_refusal(&e) => {
-                    tracing::debug!(name, error = %e, "creating the tag failed; looking again");
-                    tokio::time::sleep(self.settings.wait.poll_min).await;
-                }
-                Err(e) => {
-                    return match self.find_tag(step, name).await? {
-                        Some(id) => Ok(StepOutcome::Done(format!("tag {name} exists (id {id})"))),
-                        None => Err(ApplyError::NotCreated {
-                            step: step.id.clone(),
-                            what: format!("tag {name}"),
-                            source: e,
-                        }),
-                    }
-                }
-            }
-        }
+        let ensured = look_create_look(
+            self.settings.wait.poll_min,
+            || self.find_tag(step, name),
+            || self.api.create_tag(name, TAG_COLOR),
+        )
+        .await;
+        self.ensured(step, &format!("tag {name}"), ensured, |id| {
+            self.lock_known().tags.insert(name.to_string(), id);
+        })
     }
 
     async fn find_tag(&self, step: &Step, name: &str) -> Result<Option<TagId>, ApplyError> {
@@ -1366,7 +1351,7 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
                 slot,
                 UserDataInputs {
                     template: order.user_data,
-                    ssh_public_key: &order.ssh_public_key,
+                    ssh_public_key: self.operator_key(step, &order.ssh_key_secret)?,
                     kubernetes_version: order.kubernetes_version.as_deref(),
                 },
             )?),
@@ -1401,7 +1386,7 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
                 slot,
                 UserDataInputs {
                     template: r.user_data,
-                    ssh_public_key: &r.ssh_public_key,
+                    ssh_public_key: self.operator_key(step, &r.ssh_key_secret)?,
                     kubernetes_version: r.kubernetes_version.as_deref(),
                 },
             )?),

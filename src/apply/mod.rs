@@ -16,6 +16,7 @@
 //! - [`node`]: the seam for node steps (implemented over SSH in `bootstrap`);
 //! - [`summary`]: the final report.
 
+mod account;
 mod error;
 pub mod executor;
 pub mod journal;

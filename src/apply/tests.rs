@@ -42,6 +42,7 @@ async fn observe(fake: &FakeCloud, d: &Desired) -> Observed {
 fn settings(contabo_only: bool) -> ApplySettings {
     let mut s = ApplySettings::fast("trace-test".into());
     s.contabo_only = contabo_only;
+    s.ssh_public_key = desired().provider.ssh_public_key;
     s.unlisted_order_wait = std::time::Duration::from_millis(100);
     s
 }
@@ -73,7 +74,7 @@ async fn apply_with(fake: &FakeCloud, journal: &OrderJournal, settings: &ApplySe
         .await
         .unwrap();
     let outcome = match reconciled {
-        Reconciled::Applied { outcome, .. } => outcome,
+        Reconciled::Applied { outcome, .. } => *outcome,
         // Nothing ran: an empty outcome.
         Reconciled::NothingToDo { .. } | Reconciled::Cancelled { .. } => ApplyOutcome {
             results: Vec::new(),
@@ -1106,7 +1107,7 @@ async fn apply_saved_plan(
     else {
         panic!("the saved plan was not carried out");
     };
-    (made, reporter, outcome)
+    (made, reporter, *outcome)
 }
 
 /// Step ids the reporter saw start, and finish, each sorted.

@@ -163,6 +163,7 @@ async fn apply(
         .map(|c| c.name.clone())
         .collect();
     apply_settings.known_hosts = Some(known_hosts);
+    apply_settings.ssh_public_key = desired.provider.ssh_public_key.clone();
     let settings = ReconcileSettings {
         plan: plan_options(args.choices),
         apply: apply_settings,

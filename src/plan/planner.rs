@@ -217,10 +217,7 @@ impl<'a> Planner<'a> {
             self.account.push(Step {
                 id: id.clone(),
                 cluster: None,
-                kind: StepKind::EnsureSecret {
-                    name,
-                    public_key: self.desired.provider.ssh_public_key.clone(),
-                },
+                kind: StepKind::EnsureSecret { name },
                 depends_on: Vec::new(),
                 destructive: false,
             });
@@ -738,7 +735,6 @@ impl<'a> Planner<'a> {
             monthly_price: self.desired.price(&pool.product).unwrap_or_default(),
             ssh_key_secret: self.secret_name(),
             user_data: UserDataTemplate::for_role(pool.role),
-            ssh_public_key: self.desired.provider.ssh_public_key.clone(),
             kubernetes_version: Self::kubernetes_version(cluster),
         };
         let id = self.push(
@@ -842,7 +838,6 @@ impl<'a> Planner<'a> {
             image,
             ssh_key_secret: self.secret_name(),
             user_data: UserDataTemplate::for_role(pool.role),
-            ssh_public_key: self.desired.provider.ssh_public_key.clone(),
             kubernetes_version: Self::kubernetes_version(cluster),
         };
         self.push(

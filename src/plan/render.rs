@@ -287,7 +287,7 @@ impl Renderer {
         let Some(step) = steps.first() else { return 1 };
         match &step.kind {
             StepKind::WaitForRunning { .. } => {}
-            StepKind::EnsureSecret { name, .. } => self.line(
+            StepKind::EnsureSecret { name } => self.line(
                 out,
                 '+',
                 &format!("create secret {name} (operator SSH public key)"),

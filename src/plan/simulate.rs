@@ -17,7 +17,7 @@ pub fn simulate(observed: &Observed, plan: &Plan) -> Observed {
     let mut state = observed.clone();
     for step in &plan.steps {
         match &step.kind {
-            StepKind::EnsureSecret { name, .. } => {
+            StepKind::EnsureSecret { name } => {
                 let id = next_id(state.secrets.values().map(|s| s.0));
                 state.secrets.entry(name.clone()).or_insert(SecretId(id));
             }
@@ -102,7 +102,16 @@ pub fn simulate(observed: &Observed, plan: &Plan) -> Observed {
                     n.taints.retain(|t| t != taint);
                 }
             }
-            StepKind::DrainNode { .. } | StepKind::WaitForRunning { .. } => {}
+            StepKind::DrainNode { .. } => {}
+            // A wait that succeeded saw its instance running; one for a
+            // status that needs a human ends without changing it.
+            StepKind::WaitForRunning { instance, .. } => {
+                if let Some(i) = find_instance(&mut state, instance) {
+                    if i.status.is_usable() {
+                        i.status = InstanceStatus::Running;
+                    }
+                }
+            }
             StepKind::RenameInstance { instance, .. } => {
                 if let Some(i) = state
                     .instances

@@ -36,9 +36,12 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// True when there is nothing to do (warnings may remain).
+    /// True when no step changes anything (warnings may remain). Waits alone
+    /// change nothing: a wait for a machine that needs a human stays in
+    /// every plan until the human acts, as its warning does, and apply
+    /// reports it as needing the operator.
     pub fn is_empty(&self) -> bool {
-        self.steps.is_empty()
+        !self.steps.iter().any(|s| s.kind.changes_something())
     }
 
     /// True when the inventory is not realised yet: there are steps (the
@@ -47,8 +50,7 @@ impl Plan {
     /// behind `plan --detailed-exitcode` exiting 2 and `apply` exiting 2
     /// ("pending"), so the two never disagree.
     pub fn has_changes(&self) -> bool {
-        self.steps.iter().any(|s| s.kind.changes_something())
-            || self.warnings.iter().any(Warning::leaves_work)
+        !self.is_empty() || self.warnings.iter().any(Warning::leaves_work)
     }
 
     /// The waits for machines that earlier runs ordered or reinstalled
@@ -186,10 +188,11 @@ pub struct Order {
     pub monthly_price: Money,
     /// Name of the secret holding the operator's SSH key.
     pub ssh_key_secret: String,
-    /// User-data template.
+    /// User-data template. Its inputs are this step's fields: the slot
+    /// (hostname), the key that [`Self::ssh_key_secret`] names by digest
+    /// (the operator's public key, checked against that digest before it
+    /// is written), and the Kubernetes version.
     pub user_data: UserDataTemplate,
-    /// The operator's OpenSSH public key, written into the user data.
-    pub ssh_public_key: String,
     /// The cluster's Kubernetes version (`v1.31.4`), for a kubeadm node's
     /// package repository; `None` for k3s nodes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -207,10 +210,8 @@ pub struct Reinstall {
     pub image: ImageRef,
     /// Name of the secret holding the operator's SSH key.
     pub ssh_key_secret: String,
-    /// User-data template.
+    /// User-data template (its inputs as for [`Order::user_data`]).
     pub user_data: UserDataTemplate,
-    /// The operator's OpenSSH public key, written into the user data.
-    pub ssh_public_key: String,
     /// The cluster's Kubernetes version, for a kubeadm node; `None` for k3s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubernetes_version: Option<String>,
@@ -274,8 +275,6 @@ pub enum StepKind {
         /// Secret name; it embeds a digest of the key, so a new key gets a
         /// new secret.
         name: String,
-        /// The operator's OpenSSH public key it holds.
-        public_key: String,
     },
     /// Create a tag.
     EnsureTag {
