@@ -17,6 +17,7 @@ pub mod patience;
 pub mod plan;
 pub mod report;
 pub mod secret;
+pub mod settings;
 pub mod ssh;
 pub mod state;
 pub mod text;

@@ -638,7 +638,7 @@ fn preflight() -> Result<(), CliError> {
         ("unshare", "util-linux"),
         ("nsenter", "util-linux"),
     ] {
-        let found = std::env::var_os("PATH")
+        let found = crate::settings::search_path()
             .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(program).is_file()));
         if !found {
             missing.push(format!("`{program}`: install the Debian package {package}"));
