@@ -140,7 +140,12 @@ pub struct Variable {
     pub doc: &'static str,
 }
 
-const fn operator(name: &'static str, flag: &'static str, kind: Kind, doc: &'static str) -> Variable {
+const fn operator(
+    name: &'static str,
+    flag: &'static str,
+    kind: Kind,
+    doc: &'static str,
+) -> Variable {
     Variable {
         name,
         audience: Audience::Operator { flag },
@@ -291,7 +296,10 @@ pub const VARIABLES: &[Variable] = &[
         "Pause between two readiness checks of a node, in ms. Default 3000, at least 1; more \
          than a week counts as a week.",
     ),
-    system(EnvVars::NO_COLOR, "Non-empty: no colour with `--color auto`."),
+    system(
+        EnvVars::NO_COLOR,
+        "Non-empty: no colour with `--color auto`.",
+    ),
     system(
         EnvVars::RUST_LOG,
         "A tracing filter (e.g. `kiwi_infra=debug`) that replaces -v and -q.",
@@ -378,10 +386,19 @@ pub fn parse_wait(text: &str) -> Result<Duration, String> {
         "s" => Duration::from_secs(n),
         "m" => Duration::from_secs(n.saturating_mul(60)),
         "h" => Duration::from_secs(n.saturating_mul(3600)),
-        _ => return Err(format!("unknown unit in {text:?}; {expected}")),
+        _ if unit.chars().all(|c| c.is_ascii_alphabetic()) => {
+            return Err(format!("unknown unit in {text:?}; {expected}"))
+        }
+        _ => {
+            return Err(format!(
+                "{text:?} is not a whole number with a unit; {expected}"
+            ))
+        }
     };
     if wait.is_zero() {
-        return Err(format!("a wait of {trimmed:?} would give up at once; {expected}, more than zero"));
+        return Err(format!(
+            "a wait of {trimmed:?} would give up at once; {expected}, more than zero"
+        ));
     }
     Ok(wait.min(LONGEST_WAIT))
 }
@@ -400,7 +417,10 @@ pub fn parse_millis(text: &str, zero_ok: bool) -> Result<Duration, String> {
 
 /// The raw value of a registered variable (`None` when unset).
 fn raw(name: &'static str) -> Option<OsString> {
-    debug_assert!(variable(name).is_some(), "{name} is not declared in VARIABLES");
+    debug_assert!(
+        variable(name).is_some(),
+        "{name} is not declared in VARIABLES"
+    );
     std::env::var_os(name)
 }
 
@@ -613,7 +633,15 @@ mod tests {
 
     #[test]
     fn a_bad_count_is_refused_and_a_huge_one_is_cut() {
-        for bad in ["0", "-1", "soon", "", "1.5", "8 tasks", "99999999999999999999999"] {
+        for bad in [
+            "0",
+            "-1",
+            "soon",
+            "",
+            "1.5",
+            "8 tasks",
+            "99999999999999999999999",
+        ] {
             assert!(parse_count(bad).is_err(), "{bad:?}");
         }
         assert_eq!(parse_count(" 8 "), Ok(8));
@@ -624,7 +652,17 @@ mod tests {
     #[test]
     fn a_bad_wait_is_refused_and_a_huge_one_is_cut() {
         for bad in [
-            "0", "0s", "0ms", "-1", "-5s", "soon", "", "1.5s", "10d", "s", "1e300",
+            "0",
+            "0s",
+            "0ms",
+            "-1",
+            "-5s",
+            "soon",
+            "",
+            "1.5s",
+            "10d",
+            "s",
+            "1e300",
             "99999999999999999999999s",
         ] {
             assert!(parse_wait(bad).is_err(), "{bad:?}");

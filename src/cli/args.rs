@@ -427,7 +427,7 @@ pub struct ApplyArgs {
     #[command(flatten)]
     pub choices: PlanChoices,
 
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Concurrency and time limits")]
     pub tuning: ApplyTuning,
 }
 

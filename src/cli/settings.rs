@@ -75,13 +75,16 @@ pub fn contabo_client(global: &GlobalArgs) -> Result<ContaboClient, CliError> {
 /// What `apply`'s flags (or their variables) and the test-only timings
 /// change; a bad `KIWI_INTERNAL_*` value is the operator's error, naming it.
 pub fn apply_knobs(tuning: &ApplyTuning) -> Result<ApplyKnobs, CliError> {
-    Ok(ApplyKnobs {
+    let knobs = ApplyKnobs {
         concurrency: tuning.concurrency,
         node_concurrency: tuning.node_concurrency,
         status_timeout: tuning.status_timeout,
         unlisted_order_wait: tuning.unlisted_order_wait,
         internal: internal_timings()?,
-    })
+    };
+    // At -vv: which value won, the flag's or its variable's.
+    tracing::debug!(?knobs, "apply settings from flags and environment");
+    Ok(knobs)
 }
 
 /// What `--node-ready-timeout` (or its variable) and the node poll timing
