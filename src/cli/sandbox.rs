@@ -23,6 +23,7 @@ use std::time::Duration;
 use super::args::{GlobalArgs, SandboxArgs, SandboxCommand};
 use super::CliError;
 use crate::patience::{deadline_in, poll_until, Backoff};
+use crate::settings::EnvVars;
 use crate::ssh::HostKey;
 
 /// The example inventory, built in so the sandbox works from any directory.
@@ -55,10 +56,10 @@ const CONTROL_PLANE: [(&str, &str); 3] = [
 
 /// The credentials the stand-in accepts (sandbox-only, not secrets).
 const CREDENTIALS: [(&str, &str); 4] = [
-    ("CNTB_OAUTH2_CLIENT_ID", "kiwi-sandbox"),
-    ("CNTB_OAUTH2_CLIENT_SECRET", "sandbox-secret"),
-    ("CNTB_OAUTH2_USER", "operator@kiwistack.test"),
-    ("CNTB_OAUTH2_PASS", "sandbox-password"),
+    (EnvVars::CNTB_OAUTH2_CLIENT_ID, "kiwi-sandbox"),
+    (EnvVars::CNTB_OAUTH2_CLIENT_SECRET, "sandbox-secret"),
+    (EnvVars::CNTB_OAUTH2_USER, "operator@kiwistack.test"),
+    (EnvVars::CNTB_OAUTH2_PASS, "sandbox-password"),
 ];
 
 /// The file that marks a directory as one `sandbox up` created.
@@ -68,6 +69,8 @@ const MARKER: &str = ".kiwi-sandbox";
 const MARKER_HEADER: &str = "kiwi-infra sandbox";
 
 /// The environment variable, in the `env` file, that repeats the marker's id.
+/// Written for the operator's shell, never read by kiwi-infra (so not in
+/// [`crate::settings::VARIABLES`]).
 const ID_VARIABLE: &str = "KIWI_SANDBOX_ID";
 
 /// `kiwi-infra sandbox …`.
@@ -106,23 +109,23 @@ impl Sandbox {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        env.push(("KIWI_API_URL".into(), self.url.clone()));
+        env.push((EnvVars::KIWI_API_URL.into(), self.url.clone()));
         env.push((
-            "KIWI_AUTH_URL".into(),
+            EnvVars::KIWI_AUTH_URL.into(),
             format!(
                 "{}/auth/realms/contabo/protocol/openid-connect/token",
                 self.url
             ),
         ));
-        env.push(("KIWI_INVENTORY".into(), path_text(&self.inventory())));
+        env.push((EnvVars::KIWI_INVENTORY.into(), path_text(&self.inventory())));
         env.push((
-            "KIWI_SSH_IDENTITY".into(),
+            EnvVars::KIWI_SSH_IDENTITY.into(),
             path_text(&self.dir.join("operator")),
         ));
         env.push((ID_VARIABLE.into(), self.id.clone()));
         // So that `kiwi-infra sandbox down` (and `up`, `demo`) after
         // `source env` find this sandbox, wherever `--dir` put it.
-        env.push(("KIWI_SANDBOX_DIR".into(), path_text(&self.dir)));
+        env.push((EnvVars::KIWI_SANDBOX_DIR.into(), path_text(&self.dir)));
         env
     }
 
