@@ -7,7 +7,7 @@ use super::args::{ApplyTuning, ColorChoice, GlobalArgs};
 use super::CliError;
 use crate::contabo::{ClientConfig, ContaboClient, Credentials};
 use crate::secret::Secret;
-use crate::settings::{ApplyKnobs, InternalTimings, NodeKnobs};
+use crate::settings::{ApplyKnobs, EnvVars, InternalTimings, NodeKnobs};
 
 /// Whether to colour output written to stdout.
 pub fn use_color(choice: ColorChoice) -> bool {
@@ -32,20 +32,30 @@ fn color_for(choice: ColorChoice, terminal: bool) -> bool {
 /// The Contabo credentials, or an error naming every one that is missing.
 pub fn credentials(global: &GlobalArgs) -> Result<Credentials, CliError> {
     let c = &global.credentials;
-    let missing: Vec<&str> = [
-        (c.client_id.is_none(), "CNTB_OAUTH2_CLIENT_ID (--client-id)"),
+    let missing: Vec<String> = [
+        (
+            c.client_id.is_none(),
+            EnvVars::CNTB_OAUTH2_CLIENT_ID,
+            "--client-id",
+        ),
         (
             c.client_secret.is_none(),
-            "CNTB_OAUTH2_CLIENT_SECRET (--client-secret)",
+            EnvVars::CNTB_OAUTH2_CLIENT_SECRET,
+            "--client-secret",
         ),
-        (c.api_user.is_none(), "CNTB_OAUTH2_USER (--api-user)"),
+        (
+            c.api_user.is_none(),
+            EnvVars::CNTB_OAUTH2_USER,
+            "--api-user",
+        ),
         (
             c.api_password.is_none(),
-            "CNTB_OAUTH2_PASS (--api-password)",
+            EnvVars::CNTB_OAUTH2_PASS,
+            "--api-password",
         ),
     ]
     .into_iter()
-    .filter_map(|(absent, name)| absent.then_some(name))
+    .filter_map(|(absent, name, flag)| absent.then(|| format!("{name} ({flag})")))
     .collect();
     match (&c.client_id, &c.client_secret, &c.api_user, &c.api_password) {
         (Some(id), Some(secret), Some(user), Some(password)) => Ok(Credentials {
