@@ -55,7 +55,8 @@ pub fn credentials(global: &GlobalArgs) -> Result<Credentials, CliError> {
         ),
     ]
     .into_iter()
-    .filter_map(|(absent, name, flag)| absent.then(|| format!("{name} ({flag})")))
+    .filter(|(absent, _, _)| *absent)
+    .map(|(_, name, flag)| format!("{name} ({flag})"))
     .collect();
     match (&c.client_id, &c.client_secret, &c.api_user, &c.api_password) {
         (Some(id), Some(secret), Some(user), Some(password)) => Ok(Credentials {
