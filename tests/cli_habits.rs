@@ -244,6 +244,35 @@ fn knob_flags_show_their_variable_in_help_and_internal_timings_stay_hidden() {
     }
 }
 
+#[test]
+fn every_knob_is_documented_where_its_audience_reads() {
+    use kiwi_infra::settings::{Audience, Kind, VARIABLES};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let internal = std::fs::read_to_string(root.join("docs/internal-knobs.md")).unwrap();
+    for var in VARIABLES.iter().filter(|v| v.kind != Kind::Text) {
+        match var.audience {
+            Audience::Operator { flag } => {
+                assert!(readme.contains(var.name), "{} not in README", var.name);
+                assert!(readme.contains(flag), "{flag} not in README");
+            }
+            Audience::Internal => {
+                assert!(
+                    internal.contains(var.name),
+                    "{} not in docs/internal-knobs.md",
+                    var.name
+                );
+                assert!(
+                    !readme.contains(var.name),
+                    "{} is for tests, not README",
+                    var.name
+                );
+            }
+            Audience::System => {}
+        }
+    }
+}
+
 // --- JSON Schema ---
 
 fn schema(which: &str) -> jsonschema::Validator {
