@@ -124,11 +124,11 @@ async fn scenario(name: &'static str, customers: usize, rate: f64, cp: u8, insta
     cmd.env("KIWI_RATE_LIMIT", rate.to_string())
         // Polls from 0.2 s backing off to 1 s: the production 5-30 s
         // scaled like the delays.
-        .env("KIWI_APPLY_POLL_MS", "200")
-        .env("KIWI_APPLY_STATUS_LIMIT_SECS", "600")
-        .env("KIWI_APPLY_START_GRACE_MS", "2000")
-        .env("KIWI_NODE_READY_SECS", "600")
-        .env("KIWI_NODE_POLL_MS", "200")
+        .env("KIWI_INTERNAL_POLL_MS", "200")
+        .env("KIWI_STATUS_TIMEOUT", "600s")
+        .env("KIWI_INTERNAL_START_GRACE_MS", "2000")
+        .env("KIWI_NODE_READY_TIMEOUT", "600s")
+        .env("KIWI_INTERNAL_NODE_POLL_MS", "200")
         .env("RUST_LOG", "warn,kiwi_infra::apply::executor=debug");
     // The tool's own CPU time, and the whole machine's, over the run.
     let cpu_file = tempfile::NamedTempFile::new().unwrap();

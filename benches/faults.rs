@@ -217,7 +217,7 @@ async fn node_never_ready() {
     let run = || {
         let mut cmd = world.kiwi(&["apply", "--auto-approve"]);
         // How long a node may take to answer and finish cloud-init.
-        cmd.env("KIWI_NODE_READY_SECS", "8");
+        cmd.env("KIWI_NODE_READY_TIMEOUT", "8s");
         cmd.output().unwrap()
     };
     let mut attempted = 0;
@@ -291,10 +291,10 @@ fn apply(mock: &MockHandle, inventory: &Path) -> Command {
         &["apply", "--auto-approve", "--contabo-only", "-q"],
     );
     cmd.env("KIWI_RATE_LIMIT", "50")
-        .env("KIWI_APPLY_POLL_MS", "50")
-        .env("KIWI_APPLY_UNLISTED_WAIT_MS", "1500")
+        .env("KIWI_INTERNAL_POLL_MS", "50")
+        .env("KIWI_UNLISTED_ORDER_WAIT", "1500ms")
         // The production time limits per status, as before.
-        .env_remove("KIWI_APPLY_STATUS_LIMIT_SECS")
+        .env_remove("KIWI_STATUS_TIMEOUT")
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     cmd

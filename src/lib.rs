@@ -18,6 +18,7 @@ pub mod plan;
 pub mod reconcile;
 pub mod report;
 pub mod secret;
+pub mod settings;
 pub mod ssh;
 pub mod state;
 pub mod text;

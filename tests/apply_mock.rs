@@ -260,7 +260,7 @@ async fn a_second_apply_names_the_lock_holder_and_a_dead_holder_does_not_block()
         &mock,
         &inv,
         &["apply", "--auto-approve", "--contabo-only"],
-        &[("KIWI_APPLY_STATUS_LIMIT_SECS", "1")],
+        &[("KIWI_STATUS_TIMEOUT", "1s")],
     )
     .await;
     for after in &outs {

@@ -53,7 +53,7 @@ async fn killing_apply_at_random_moments_never_buys_a_slot_twice() {
         let delay = Duration::from_millis(rng.random_range(30..900));
         // Few orders at once stretch the ordering phase, so kills land in it.
         let mut cmd = apply();
-        cmd.env("KIWI_APPLY_CONCURRENCY", "1");
+        cmd.env("KIWI_CONCURRENCY", "1");
         let mut child = start(cmd);
         tokio::time::sleep(delay).await;
         child.kill().unwrap(); // SIGKILL on Unix

@@ -212,6 +212,67 @@ fn the_reference_documents_every_command_and_no_environment_values() {
     );
 }
 
+#[test]
+fn knob_flags_show_their_variable_in_help_and_internal_timings_stay_hidden() {
+    let help = stdout(&kiwi(&["apply", "--help"]));
+    for (flag, variable) in [
+        ("--concurrency", "KIWI_CONCURRENCY"),
+        ("--node-concurrency", "KIWI_NODE_CONCURRENCY"),
+        ("--status-timeout", "KIWI_STATUS_TIMEOUT"),
+        ("--unlisted-order-wait", "KIWI_UNLISTED_ORDER_WAIT"),
+        ("--node-ready-timeout", "KIWI_NODE_READY_TIMEOUT"),
+    ] {
+        assert!(help.contains(flag), "{flag} missing: {help}");
+        assert!(
+            help.contains(&format!("[env: {variable}")),
+            "{variable} missing: {help}"
+        );
+    }
+    let reference = kiwi_infra::cli::markdown_reference();
+    for text in [&help, &reference] {
+        assert!(!text.contains("KIWI_INTERNAL_"), "test-only timings shown");
+    }
+    // Every variable with a flag is that flag's fallback in the reference.
+    for var in kiwi_infra::settings::VARIABLES {
+        if let kiwi_infra::settings::Audience::Operator { flag } = var.audience {
+            assert!(
+                reference.contains(&format!("[env: {}]", var.name)),
+                "{} ({flag}) is not shown in the reference",
+                var.name
+            );
+        }
+    }
+}
+
+#[test]
+fn every_knob_is_documented_where_its_audience_reads() {
+    use kiwi_infra::settings::{Audience, Kind, VARIABLES};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let internal = std::fs::read_to_string(root.join("docs/internal-knobs.md")).unwrap();
+    for var in VARIABLES.iter().filter(|v| v.kind != Kind::Text) {
+        match var.audience {
+            Audience::Operator { flag } => {
+                assert!(readme.contains(var.name), "{} not in README", var.name);
+                assert!(readme.contains(flag), "{flag} not in README");
+            }
+            Audience::Internal => {
+                assert!(
+                    internal.contains(var.name),
+                    "{} not in docs/internal-knobs.md",
+                    var.name
+                );
+                assert!(
+                    !readme.contains(var.name),
+                    "{} is for tests, not README",
+                    var.name
+                );
+            }
+            Audience::System => {}
+        }
+    }
+}
+
 // --- JSON Schema ---
 
 fn schema(which: &str) -> jsonschema::Validator {

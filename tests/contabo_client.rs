@@ -704,3 +704,128 @@ async fn a_total_that_stops_at_a_full_page_one_while_more_pages_are_announced_is
     assert!(matches!(err, ContaboError::Paging { .. }), "{err}");
     assert!(err.to_string().contains("totalPages"), "{err}");
 }
+
+/// A token endpoint in front of the mock's that answers 503 to the first
+/// `failing` requests (all of them when `None`) and relays the rest.
+/// Returns its URL and how many token requests it was sent.
+fn flaky_token_endpoint(
+    mock: &MockHandle,
+    failing: Option<usize>,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::Ordering;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://{}{}",
+        listener.local_addr().unwrap(),
+        "/auth/realms/contabo/protocol/openid-connect/token"
+    );
+    let upstream = mock
+        .token_url()
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = seen.clone();
+    // One whole HTTP/1.1 message (headers and a Content-Length body).
+    fn read_message(stream: &mut std::net::TcpStream) -> Vec<u8> {
+        let mut data = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().unwrap());
+                if data.len() >= end + 4 + length {
+                    return data;
+                }
+            }
+            let n = stream.read(&mut buf).unwrap();
+            if n == 0 {
+                return data;
+            }
+            data.extend_from_slice(&buf[..n]);
+        }
+    }
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let request = read_message(&mut stream);
+            let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            let answer = if failing.is_none_or(|f| n <= f) {
+                b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    .to_vec()
+            } else {
+                let mut up = std::net::TcpStream::connect(&upstream).unwrap();
+                up.write_all(&request).unwrap();
+                let response = read_message(&mut up);
+                let end = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+                let status = String::from_utf8_lossy(&response[..end])
+                    .lines()
+                    .next()
+                    .unwrap()
+                    .to_string();
+                let body = &response[end + 4..];
+                let mut answer = format!(
+                    "{status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+                     connection: close\r\n\r\n",
+                    body.len()
+                )
+                .into_bytes();
+                answer.extend_from_slice(body);
+                answer
+            };
+            let _ = stream.write_all(&answer);
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn a_token_endpoint_that_fails_twice_is_retried_by_the_client_s_policy() {
+    let mock = spawn(quick_mock()).await.unwrap();
+    let (url, seen) = flaky_token_endpoint(&mock, Some(2));
+    let c = mock.credentials();
+    let mut config = ClientConfig::new(Credentials {
+        client_id: c.client_id,
+        client_secret: Secret::new(c.client_secret),
+        username: c.username,
+        password: Secret::new(c.password),
+    });
+    config.api_url = mock.base_url().to_string();
+    config.auth_url = url;
+    config.retry = RetryPolicy::immediate(3);
+    let client = ContaboClient::new(config).unwrap();
+    client.list_tags().await.unwrap();
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 3);
+    assert_eq!(mock.stats().tokens_issued, 1);
+}
+
+#[tokio::test]
+async fn a_token_endpoint_that_keeps_failing_gets_the_policy_s_retries_and_no_more() {
+    let mock = spawn(quick_mock()).await.unwrap();
+    let (url, seen) = flaky_token_endpoint(&mock, None);
+    let c = mock.credentials();
+    let mut config = ClientConfig::new(Credentials {
+        client_id: c.client_id,
+        client_secret: Secret::new(c.client_secret),
+        username: c.username,
+        password: Secret::new(c.password),
+    });
+    config.api_url = mock.base_url().to_string();
+    config.auth_url = url;
+    config.retry = RetryPolicy::immediate(2);
+    let client = ContaboClient::new(config).unwrap();
+    let err = client.list_tags().await.unwrap_err();
+    assert!(
+        matches!(err, ContaboError::TokenTransport { attempts: 3, .. }),
+        "{err:?}"
+    );
+    // The client does not retry a failed token request on top.
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 3);
+    assert_eq!(mock.stats().tokens_issued, 0);
+}

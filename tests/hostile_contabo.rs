@@ -75,7 +75,7 @@ async fn an_instance_name_or_address_from_the_api_never_runs_a_command_on_the_op
         let mut cmd = command(&mock, &inv, args);
         // Node steps would wait for SSH to loopback addresses where nothing
         // listens: keep that short.
-        cmd.env("KIWI_NODE_READY_SECS", "2");
+        cmd.env("KIWI_NODE_READY_TIMEOUT", "2s");
         let out = run(cmd).await;
         let shown = text(&out);
         assert!(

@@ -368,16 +368,16 @@ fn a_tuning_variable_that_is_not_a_number_is_named_and_a_huge_one_is_clamped() {
             .unwrap()
     };
     for name in [
-        "KIWI_APPLY_POLL_MS",
-        "KIWI_NODE_READY_SECS",
-        "KIWI_APPLY_CONCURRENCY",
+        "KIWI_INTERNAL_POLL_MS",
+        "KIWI_NODE_READY_TIMEOUT",
+        "KIWI_CONCURRENCY",
     ] {
         let out = validate(name, "soon");
         let text = apply_support::text(&out);
         assert_eq!(out.status.code(), Some(1), "{name}: {text}");
         assert!(text.contains(name), "{name}: {text}");
     }
-    let out = validate("KIWI_APPLY_STATUS_LIMIT_SECS", "18446744073709551615");
+    let out = validate("KIWI_STATUS_TIMEOUT", "18446744073709551615");
     assert_eq!(out.status.code(), Some(0), "{}", apply_support::text(&out));
 }
 
@@ -398,12 +398,12 @@ async fn huge_waits_from_the_environment_never_overflow_a_clock() {
         &["apply", "--auto-approve", "--contabo-only"],
     );
     for name in [
-        "KIWI_APPLY_STATUS_LIMIT_SECS",
-        "KIWI_APPLY_UNLISTED_WAIT_MS",
-        "KIWI_APPLY_START_GRACE_MS",
-        "KIWI_NODE_READY_SECS",
-        "KIWI_APPLY_CONCURRENCY",
-        "KIWI_APPLY_NODE_CONCURRENCY",
+        "KIWI_STATUS_TIMEOUT",
+        "KIWI_UNLISTED_ORDER_WAIT",
+        "KIWI_INTERNAL_START_GRACE_MS",
+        "KIWI_NODE_READY_TIMEOUT",
+        "KIWI_CONCURRENCY",
+        "KIWI_NODE_CONCURRENCY",
     ] {
         cmd.env(name, &max);
     }

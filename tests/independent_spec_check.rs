@@ -102,10 +102,10 @@ fn kiwi(proxy: &ProxyHandle, mock: &MockHandle, inventory: &Path, args: &[&str])
         .env("NO_COLOR", "1")
         .env_remove("RUST_LOG")
         .env("KIWI_RATE_LIMIT", "100")
-        .env("KIWI_APPLY_POLL_MS", "30")
-        .env("KIWI_APPLY_UNLISTED_WAIT_MS", "300")
-        .env("KIWI_APPLY_START_GRACE_MS", "300")
-        .env("KIWI_APPLY_STATUS_LIMIT_SECS", "60")
+        .env("KIWI_INTERNAL_POLL_MS", "30")
+        .env("KIWI_UNLISTED_ORDER_WAIT", "300ms")
+        .env("KIWI_INTERNAL_START_GRACE_MS", "300")
+        .env("KIWI_STATUS_TIMEOUT", "60s")
         .stdin(std::process::Stdio::null());
     cmd
 }

@@ -225,7 +225,7 @@ impl Sandbox {
             // journalled order was cancelled (statuses runbook, last section):
             // 120 s in production, shortened so the test stays bounded. It
             // changes how long apply looks, not what it decides.
-            .env("KIWI_APPLY_UNLISTED_WAIT_MS", "5000")
+            .env("KIWI_UNLISTED_ORDER_WAIT", "5s")
             .env_remove("RUST_LOG")
             .stdin(Stdio::null());
         cmd

@@ -80,8 +80,8 @@ fn copy_dir(from: &Path, to: &Path) {
 fn kiwi_on(w: &World, inventory: &Path, args: &[&str]) -> Command {
     let mut cmd = apply_support::command(&w.mock, inventory, args);
     cmd.env("KIWI_SSH_IDENTITY", &w.identity)
-        .env("KIWI_NODE_READY_SECS", "90")
-        .env("KIWI_NODE_POLL_MS", "300");
+        .env("KIWI_NODE_READY_TIMEOUT", "90s")
+        .env("KIWI_INTERNAL_NODE_POLL_MS", "300");
     cmd
 }
 
@@ -214,8 +214,8 @@ async fn an_apply_killed_after_an_order_never_lets_another_machine_buy_that_slot
     // One order at a time, and a long look for the lost answer's instance:
     // the kill lands while only the journal knows the order was sent.
     first
-        .env("KIWI_APPLY_CONCURRENCY", "1")
-        .env("KIWI_APPLY_UNLISTED_WAIT_MS", "120000");
+        .env("KIWI_CONCURRENCY", "1")
+        .env("KIWI_UNLISTED_ORDER_WAIT", "2m");
     let mut first = spawn(first);
     let mock = &w.mock;
     eventually("the first order was placed", async || {
@@ -284,7 +284,7 @@ async fn a_dead_holders_lock_is_taken_over_after_its_lease_expires_and_not_befor
         &w.inventory,
         &["apply", "--auto-approve", "--contabo-only"],
     );
-    first.env("KIWI_APPLY_CONCURRENCY", "1");
+    first.env("KIWI_CONCURRENCY", "1");
     let mut first = spawn(first);
     let dead_pid = first.id();
     let world = &w;
@@ -332,7 +332,7 @@ async fn a_dead_holders_lock_is_taken_over_after_its_lease_expires_and_not_befor
             "2m",
         ],
     );
-    later.env("KIWI_APPLY_CONCURRENCY", "4");
+    later.env("KIWI_CONCURRENCY", "4");
     let later = run(later).await;
     assert_eq!(later.status.code(), Some(0), "{}", text(&later));
     assert_each_slot_once(&w.mock);

@@ -35,21 +35,16 @@ pub struct Holder {
 impl Holder {
     /// This process.
     pub fn current() -> Self {
-        let env = |names: &[&str]| {
-            names
-                .iter()
-                .find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
-        };
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .ok()
             .map(|h| h.trim().to_string())
             .filter(|h| !h.is_empty())
-            .or_else(|| env(&["HOSTNAME", "COMPUTERNAME"]))
+            .or_else(crate::settings::host_name)
             .unwrap_or_else(|| "unknown host".into());
         Holder {
             pid: std::process::id(),
             host,
-            user: env(&["USER", "USERNAME", "LOGNAME"])
+            user: crate::settings::login_name()
                 .or_else(user_of_this_process)
                 .unwrap_or_else(|| "unknown user".into()),
             since: Utc::now(),

@@ -9,12 +9,10 @@
 //! failed, 1 for the operator's own mistakes (refused confirmation, stale
 //! plan, lock held, bad inventory or credentials).
 //!
-//! Tests and the sandbox shorten the waits with environment variables:
-//! `KIWI_APPLY_POLL_MS` (first poll interval), `KIWI_APPLY_STATUS_LIMIT_SECS`
-//! (time limit per status), `KIWI_APPLY_UNLISTED_WAIT_MS` (how long to look
-//! for an order Contabo may list late), `KIWI_APPLY_START_GRACE_MS`,
-//! `KIWI_APPLY_CONCURRENCY` (Contabo steps at once, 8),
-//! `KIWI_APPLY_NODE_CONCURRENCY` (node steps at once, 32).
+//! How many steps run at once and how long apply waits come from its flags
+//! (`--concurrency`, `--node-concurrency`, `--status-timeout`,
+//! `--unlisted-order-wait`), their environment fallbacks and the test-only
+//! `KIWI_INTERNAL_*` timings, all declared in [`crate::settings`].
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, IsTerminal, Write};
@@ -152,7 +150,7 @@ async fn apply(
         None => None,
     };
     let mut apply_settings = ApplySettings::production(client.trace_id().to_string());
-    tune_from_env(&mut apply_settings);
+    settings::apply_knobs(&args.tuning)?.tune(&mut apply_settings);
     apply_settings.contabo_only = args.contabo_only;
     apply_settings.reorder = reorder;
     apply_settings.allow_destroy = args.choices.allow_destroy;
@@ -335,30 +333,4 @@ fn apply_command(global: &GlobalArgs, args: &ApplyArgs) -> String {
         command.push_str(" --auto-approve");
     }
     command
-}
-
-/// Shorter waits for tests and the sandbox (see the module docs). The
-/// values are checked and clamped in [`settings`].
-fn tune_from_env(s: &mut ApplySettings) {
-    if let Some(poll) = settings::env_millis("KIWI_APPLY_POLL_MS") {
-        s.wait.poll_min = poll;
-        s.wait.poll_max = poll.saturating_mul(5);
-    }
-    if let Some(limit) = settings::env_secs("KIWI_APPLY_STATUS_LIMIT_SECS") {
-        s.wait.provisioning_limit = limit;
-        s.wait.installing_limit = limit;
-        s.wait.other_limit = limit;
-    }
-    if let Some(wait) = settings::env_millis("KIWI_APPLY_UNLISTED_WAIT_MS") {
-        s.unlisted_order_wait = wait;
-    }
-    if let Some(grace) = settings::env_millis("KIWI_APPLY_START_GRACE_MS") {
-        s.wait.start_grace = grace;
-    }
-    if let Some(n) = settings::env_concurrency("KIWI_APPLY_CONCURRENCY") {
-        s.concurrency = n;
-    }
-    if let Some(n) = settings::env_concurrency("KIWI_APPLY_NODE_CONCURRENCY") {
-        s.node_concurrency = n;
-    }
 }

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::settings::EnvVars;
+
 /// Order, bootstrap and label KiwiStack's machines at Contabo.
 ///
 /// kiwi-infra reconciles the inventory (TOML files in `inventory/`) with what
@@ -33,16 +35,16 @@ pub struct GlobalArgs {
         long,
         global = true,
         default_value = "inventory",
-        env = "KIWI_INVENTORY"
+        env = EnvVars::KIWI_INVENTORY
     )]
     pub inventory: PathBuf,
 
     /// Contabo API base URL.
-    #[arg(long, global = true, env = "KIWI_API_URL", default_value = crate::contabo::DEFAULT_API_URL)]
+    #[arg(long, global = true, env = EnvVars::KIWI_API_URL, default_value = crate::contabo::DEFAULT_API_URL)]
     pub api_url: String,
 
     /// Contabo OAuth2 token URL.
-    #[arg(long, global = true, env = "KIWI_AUTH_URL", default_value = crate::contabo::DEFAULT_AUTH_URL)]
+    #[arg(long, global = true, env = EnvVars::KIWI_AUTH_URL, default_value = crate::contabo::DEFAULT_AUTH_URL)]
     pub auth_url: String,
 
     /// More log output (-v info, -vv debug, -vvv trace). RUST_LOG overrides.
@@ -63,7 +65,7 @@ pub struct GlobalArgs {
 
     /// Private key to log in to nodes with (default: your ssh agent and
     /// ~/.ssh/config, as plain `ssh` would use them).
-    #[arg(long, global = true, env = "KIWI_SSH_IDENTITY", value_name = "FILE")]
+    #[arg(long, global = true, env = EnvVars::KIWI_SSH_IDENTITY, value_name = "FILE")]
     pub ssh_identity: Option<std::path::PathBuf>,
 
     /// Contabo requests per second, shared by everything this run does
@@ -72,7 +74,7 @@ pub struct GlobalArgs {
         long,
         global = true,
         default_value_t = 10.0,
-        env = "KIWI_RATE_LIMIT",
+        env = EnvVars::KIWI_RATE_LIMIT,
         value_parser = parse_rate_limit
     )]
     pub rate_limit: f64,
@@ -85,10 +87,23 @@ pub struct GlobalArgs {
         long,
         global = true,
         default_value_t = crate::contabo::paging::DEFAULT_PAGE_SIZE,
-        env = "KIWI_PAGE_SIZE",
+        env = EnvVars::KIWI_PAGE_SIZE,
         value_parser = clap::value_parser!(u32).range(1..=1000)
     )]
     pub page_size: u32,
+
+    /// How long a node may take to answer over SSH, finish its first boot
+    /// and turn Ready (e.g. `90s`, `20m`; plain numbers are seconds; longer
+    /// than a week counts as a week). Default: 10m for Ready, 30m for a
+    /// first boot.
+    #[arg(
+        long,
+        global = true,
+        value_name = "DURATION",
+        env = EnvVars::KIWI_NODE_READY_TIMEOUT,
+        value_parser = crate::settings::parse_wait
+    )]
+    pub node_ready_timeout: Option<std::time::Duration>,
 }
 
 /// Contabo API credentials: from the Customer Control Panel, API section.
@@ -98,7 +113,7 @@ pub struct CredentialArgs {
     #[arg(
         long,
         global = true,
-        env = "CNTB_OAUTH2_CLIENT_ID",
+        env = EnvVars::CNTB_OAUTH2_CLIENT_ID,
         hide_env_values = true
     )]
     pub client_id: Option<String>,
@@ -108,17 +123,17 @@ pub struct CredentialArgs {
     #[arg(
         long,
         global = true,
-        env = "CNTB_OAUTH2_CLIENT_SECRET",
+        env = EnvVars::CNTB_OAUTH2_CLIENT_SECRET,
         hide_env_values = true
     )]
     pub client_secret: Option<String>,
 
     /// API user (the e-mail address of the Contabo account).
-    #[arg(long, global = true, env = "CNTB_OAUTH2_USER", hide_env_values = true)]
+    #[arg(long, global = true, env = EnvVars::CNTB_OAUTH2_USER, hide_env_values = true)]
     pub api_user: Option<String>,
 
     /// API password. Prefer the environment variable over the flag.
-    #[arg(long, global = true, env = "CNTB_OAUTH2_PASS", hide_env_values = true)]
+    #[arg(long, global = true, env = EnvVars::CNTB_OAUTH2_PASS, hide_env_values = true)]
     pub api_password: Option<String>,
 }
 
@@ -340,7 +355,7 @@ pub enum SandboxCommand {
 #[derive(Debug, Args)]
 pub struct SandboxArgs {
     /// The sandbox's directory (inventory copy, keys, mock state, nodes).
-    #[arg(long, default_value = "/tmp/kiwi-sandbox", env = "KIWI_SANDBOX_DIR")]
+    #[arg(long, default_value = "/tmp/kiwi-sandbox", env = EnvVars::KIWI_SANDBOX_DIR)]
     pub dir: std::path::PathBuf,
 }
 
@@ -411,6 +426,37 @@ pub struct ApplyArgs {
 
     #[command(flatten)]
     pub choices: PlanChoices,
+
+    #[command(flatten, next_help_heading = "Concurrency and time limits")]
+    pub tuning: ApplyTuning,
+}
+
+/// How many steps `apply` runs at once and how long it waits: flags with
+/// environment fallbacks (the flag wins), declared in [`crate::settings`].
+#[derive(Debug, Clone, Copy, Args)]
+pub struct ApplyTuning {
+    /// Contabo steps (orders, tags, cancels, ...) at once; the rate limit
+    /// paces their requests in any case. Default: 8 (more than 1024 counts
+    /// as 1024).
+    #[arg(long, value_name = "N", env = EnvVars::KIWI_CONCURRENCY, value_parser = crate::settings::parse_count)]
+    pub concurrency: Option<usize>,
+
+    /// Node steps (bootstraps, joins, labels, drains) at once. Default: 32
+    /// (more than 1024 counts as 1024).
+    #[arg(long, value_name = "N", env = EnvVars::KIWI_NODE_CONCURRENCY, value_parser = crate::settings::parse_count)]
+    pub node_concurrency: Option<usize>,
+
+    /// Time limit per Contabo status (provisioning, installing, ...) while
+    /// waiting for `running` (e.g. `90s`, `45m`; plain numbers are seconds).
+    /// Default: 30m.
+    #[arg(long, value_name = "DURATION", env = EnvVars::KIWI_STATUS_TIMEOUT, value_parser = crate::settings::parse_wait)]
+    pub status_timeout: Option<std::time::Duration>,
+
+    /// How long to keep looking for an order whose outcome is unknown
+    /// (Contabo may list it late) before stopping its slot for you; nothing
+    /// is ever ordered twice (e.g. `500ms`, `5m`). Default: 2m.
+    #[arg(long, value_name = "DURATION", env = EnvVars::KIWI_UNLISTED_ORDER_WAIT, value_parser = crate::settings::parse_wait)]
+    pub unlisted_order_wait: Option<std::time::Duration>,
 }
 
 /// `kiwi-infra unlock`.

@@ -72,10 +72,20 @@ impl CliError {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     quiet_on_broken_pipe();
+    // Checked before clap reads the fallbacks, so that a bad value is named
+    // by its variable (clap would name only the flag); `--help` still works.
+    let environment = crate::settings::check_environment();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => return usage_error(&e),
+        Err(e) if !e.use_stderr() => return usage_error(&e),
+        Err(e) => match environment {
+            Ok(()) => return usage_error(&e),
+            Err(bad) => return bad_environment(&bad),
+        },
     };
+    if let Err(bad) = environment {
+        return bad_environment(&bad);
+    }
     init_logging(&cli.global);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -110,8 +120,13 @@ fn usage_error(e: &clap::Error) -> ExitCode {
     }
 }
 
+/// Reports a knob set to a value it cannot take; the operator's to fix.
+fn bad_environment(bad: &crate::settings::SettingsError) -> ExitCode {
+    report(&CliError::User(bad.to_string()));
+    ExitCode::from(EXIT_USER_ERROR)
+}
+
 async fn run(cli: &Cli) -> Result<ExitCode, CliError> {
-    settings::check_tuning_env()?;
     match &cli.command {
         args::Command::Instances(a) => instances::run(&cli.global, a)
             .await
@@ -172,7 +187,9 @@ fn init_logging(global: &args::GlobalArgs) {
             _ => "trace",
         }
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let filter = crate::settings::log_filter()
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(|| RedactingWriter(std::io::stderr()))

@@ -24,14 +24,7 @@ pub(super) fn executor(
 ) -> Result<Nodes, CliError> {
     let mut ssh = checked_ssh_settings(global)?;
     let mut settings = BootstrapSettings::default();
-    if let Some(limit) = super::settings::env_secs("KIWI_NODE_READY_SECS") {
-        settings.ready_timeout = limit;
-        settings.first_boot_timeout = limit;
-        ssh.ready_limit = limit;
-    }
-    if let Some(poll) = super::settings::env_millis("KIWI_NODE_POLL_MS") {
-        settings.poll = poll;
-    }
+    super::settings::node_knobs(global)?.tune(&mut settings, &mut ssh);
     let addresses: BTreeMap<String, String> = crate::plan::node_addresses(desired, observed)
         .into_iter()
         .map(|(node, ip)| (node, ip.to_string()))

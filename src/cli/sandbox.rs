@@ -18,10 +18,12 @@
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::args::{GlobalArgs, SandboxArgs, SandboxCommand};
 use super::CliError;
+use crate::patience::{deadline_in, poll_until, Backoff};
+use crate::settings::EnvVars;
 use crate::ssh::HostKey;
 
 /// The example inventory, built in so the sandbox works from any directory.
@@ -54,10 +56,10 @@ const CONTROL_PLANE: [(&str, &str); 3] = [
 
 /// The credentials the stand-in accepts (sandbox-only, not secrets).
 const CREDENTIALS: [(&str, &str); 4] = [
-    ("CNTB_OAUTH2_CLIENT_ID", "kiwi-sandbox"),
-    ("CNTB_OAUTH2_CLIENT_SECRET", "sandbox-secret"),
-    ("CNTB_OAUTH2_USER", "operator@kiwistack.test"),
-    ("CNTB_OAUTH2_PASS", "sandbox-password"),
+    (EnvVars::CNTB_OAUTH2_CLIENT_ID, "kiwi-sandbox"),
+    (EnvVars::CNTB_OAUTH2_CLIENT_SECRET, "sandbox-secret"),
+    (EnvVars::CNTB_OAUTH2_USER, "operator@kiwistack.test"),
+    (EnvVars::CNTB_OAUTH2_PASS, "sandbox-password"),
 ];
 
 /// The file that marks a directory as one `sandbox up` created.
@@ -67,22 +69,24 @@ const MARKER: &str = ".kiwi-sandbox";
 const MARKER_HEADER: &str = "kiwi-infra sandbox";
 
 /// The environment variable, in the `env` file, that repeats the marker's id.
+/// Written for the operator's shell, never read by kiwi-infra (so not in
+/// [`crate::settings::VARIABLES`]).
 const ID_VARIABLE: &str = "KIWI_SANDBOX_ID";
 
 /// `kiwi-infra sandbox …`.
 pub(super) async fn run(global: &GlobalArgs, cmd: &SandboxCommand) -> Result<ExitCode, CliError> {
     match cmd {
         SandboxCommand::Up(a) => {
-            let sandbox = up(&a.dir)?;
+            let sandbox = up(&a.dir).await?;
             println!("{}", sandbox.describe());
             Ok(ExitCode::SUCCESS)
         }
         SandboxCommand::Down(a) => {
             let keep = a.keep_inventory || asked_to_keep_inventory(&a.sandbox.dir)?;
-            down_keeping(&a.sandbox.dir, keep)?;
+            down_keeping(&a.sandbox.dir, keep).await?;
             Ok(ExitCode::SUCCESS)
         }
-        SandboxCommand::Demo(a) => demo(global, a),
+        SandboxCommand::Demo(a) => demo(global, a).await,
     }
 }
 
@@ -105,23 +109,23 @@ impl Sandbox {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        env.push(("KIWI_API_URL".into(), self.url.clone()));
+        env.push((EnvVars::KIWI_API_URL.into(), self.url.clone()));
         env.push((
-            "KIWI_AUTH_URL".into(),
+            EnvVars::KIWI_AUTH_URL.into(),
             format!(
                 "{}/auth/realms/contabo/protocol/openid-connect/token",
                 self.url
             ),
         ));
-        env.push(("KIWI_INVENTORY".into(), path_text(&self.inventory())));
+        env.push((EnvVars::KIWI_INVENTORY.into(), path_text(&self.inventory())));
         env.push((
-            "KIWI_SSH_IDENTITY".into(),
+            EnvVars::KIWI_SSH_IDENTITY.into(),
             path_text(&self.dir.join("operator")),
         ));
         env.push((ID_VARIABLE.into(), self.id.clone()));
         // So that `kiwi-infra sandbox down` (and `up`, `demo`) after
         // `source env` find this sandbox, wherever `--dir` put it.
-        env.push(("KIWI_SANDBOX_DIR".into(), path_text(&self.dir)));
+        env.push((EnvVars::KIWI_SANDBOX_DIR.into(), path_text(&self.dir)));
         env
     }
 
@@ -265,7 +269,7 @@ fn create_marked(dir: &Path) -> Result<(PathBuf, String), CliError> {
 }
 
 /// Starts the sandbox in `dir` (which must not hold a running one).
-fn up(dir: &Path) -> Result<Sandbox, CliError> {
+async fn up(dir: &Path) -> Result<Sandbox, CliError> {
     match inspect(dir)? {
         DirState::Foreign(why) => return Err(not_ours(dir, &why)),
         DirState::Ours => {
@@ -342,27 +346,39 @@ fn up(dir: &Path) -> Result<Sandbox, CliError> {
         .map_err(io(format!("cannot start {}", mock.display())))?;
     write_file(&dir.join("mock.pid"), &format!("{}\n", child.id()), 0o644)?;
 
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let url = loop {
+    // Its first line of output is its URL; it may also stop instead.
+    let mut started = || {
         let text = std::fs::read_to_string(dir.join("mock.out")).unwrap_or_default();
         if let Some(line) = text.lines().next().filter(|l| l.starts_with("http")) {
-            break line.trim().to_string();
+            return Some(Ok(line.trim().to_string()));
         }
-        if let Ok(Some(status)) = child.try_wait() {
+        match child.try_wait() {
+            Ok(Some(status)) => Some(Err(status)),
+            _ => None,
+        }
+    };
+    let url = match poll_until(
+        deadline_in(Duration::from_secs(60)),
+        Backoff::constant(Duration::from_millis(100)),
+        || std::future::ready(started()),
+    )
+    .await
+    {
+        Ok(Ok(url)) => url,
+        Ok(Err(status)) => {
             let _ = std::fs::remove_file(dir.join("mock.pid"));
             return Err(CliError::User(format!(
                 "the sandbox's Contabo stand-in stopped ({status}):\n{}",
                 tail(&dir.join("mock.log"), 15)
             )));
         }
-        if Instant::now() > deadline {
+        Err(_) => {
             let _ = child.kill();
             return Err(CliError::Internal(format!(
                 "the sandbox's Contabo stand-in did not start within a minute:\n{}",
                 tail(&dir.join("mock.log"), 15)
             )));
         }
-        std::thread::sleep(Duration::from_millis(100));
     };
 
     // The control plane existed before kiwi-infra: its keys are recorded
@@ -460,15 +476,15 @@ fn asked_to_keep_inventory(dir: &Path) -> Result<bool, CliError> {
 /// Stops the sandbox in `dir` and removes its files, first moving the
 /// rehearsal inventory out of it when `keep_inventory`; refuses a
 /// directory `up` did not create.
-fn down_keeping(dir: &Path, keep_inventory: bool) -> Result<(), CliError> {
+async fn down_keeping(dir: &Path, keep_inventory: bool) -> Result<(), CliError> {
     if !keep_inventory {
-        return down(dir);
+        return down(dir).await;
     }
     let inventory = dir.join("inventory");
     // A real folder only: a link planted there is not followed, just deleted.
     let is_folder = std::fs::symlink_metadata(&inventory).is_ok_and(|m| m.is_dir());
     if inspect(dir)? != DirState::Ours || !is_folder {
-        return down(dir);
+        return down(dir).await;
     }
     let target = kept_inventory_path(dir);
     if std::fs::symlink_metadata(&target).is_ok() {
@@ -488,12 +504,12 @@ fn down_keeping(dir: &Path, keep_inventory: bool) -> Result<(), CliError> {
         inventory.display(),
         target.display()
     );
-    down(dir)
+    down(dir).await
 }
 
 /// Stops the sandbox in `dir` and removes its files; refuses a directory
 /// `up` did not create.
-fn down(dir: &Path) -> Result<(), CliError> {
+async fn down(dir: &Path) -> Result<(), CliError> {
     match inspect(dir)? {
         DirState::Ours => {}
         DirState::Absent | DirState::Empty => {
@@ -507,10 +523,14 @@ fn down(dir: &Path) -> Result<(), CliError> {
             let _ = Command::new("kill")
                 .args(["-TERM", &pid.to_string()])
                 .status();
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(100));
-            }
+            // Given 20 s to stop on its own; `KILL` after that.
+            let gone = || (!Path::new(&format!("/proc/{pid}")).exists()).then_some(());
+            let _ = poll_until(
+                deadline_in(Duration::from_secs(20)),
+                Backoff::constant(Duration::from_millis(100)),
+                || std::future::ready(gone()),
+            )
+            .await;
             if Path::new(&format!("/proc/{pid}")).exists() {
                 let _ = Command::new("kill")
                     .args(["-KILL", &pid.to_string()])
@@ -558,12 +578,12 @@ const TOUR: &[(&str, &[&str], bool)] = &[
 ];
 
 /// The tour: up, apply (which shows the plan), status, plan again, down.
-fn demo(global: &GlobalArgs, args: &SandboxArgs) -> Result<ExitCode, CliError> {
+async fn demo(global: &GlobalArgs, args: &SandboxArgs) -> Result<ExitCode, CliError> {
     if inspect(&args.dir)? == DirState::Ours && running_pid(&args.dir).is_some() {
-        down(&args.dir)?;
+        down(&args.dir).await?;
     }
     heading("Starting the sandbox");
-    let sandbox = up(&args.dir)?;
+    let sandbox = up(&args.dir).await?;
     println!("{}", sandbox.describe());
     let me = std::env::current_exe().map_err(io("cannot find the kiwi-infra binary"))?;
     let step = |title: &str, args: &[&str]| -> Result<Option<i32>, String> {
@@ -594,7 +614,7 @@ fn demo(global: &GlobalArgs, args: &SandboxArgs) -> Result<ExitCode, CliError> {
     match outcome {
         Ok(()) => {
             heading("Cleaning up");
-            down(&args.dir)?;
+            down(&args.dir).await?;
             println!("\nThe sandbox tour succeeded.");
             Ok(ExitCode::SUCCESS)
         }
@@ -638,7 +658,7 @@ fn preflight() -> Result<(), CliError> {
         ("unshare", "util-linux"),
         ("nsenter", "util-linux"),
     ] {
-        let found = std::env::var_os("PATH")
+        let found = crate::settings::search_path()
             .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(program).is_file()));
         if !found {
             missing.push(format!("`{program}`: install the Debian package {package}"));
@@ -757,24 +777,24 @@ mod tests {
         assert!(matches!(inspect(&copy).unwrap(), DirState::Foreign(_)));
     }
 
-    #[test]
-    fn a_symlink_to_a_sandbox_is_not_a_sandbox() {
+    #[tokio::test]
+    async fn a_symlink_to_a_sandbox_is_not_a_sandbox() {
         let (parent, dir, _id) = marked();
         let link = parent.path().join("link");
         std::os::unix::fs::symlink(&dir, &link).unwrap();
         assert!(matches!(inspect(&link).unwrap(), DirState::Foreign(_)));
-        assert!(down(&link).is_err());
+        assert!(down(&link).await.is_err());
         assert!(dir.join(MARKER).exists());
     }
 
-    #[test]
-    fn sandbox_down_refuses_a_directory_it_did_not_create() {
+    #[tokio::test]
+    async fn sandbox_down_refuses_a_directory_it_did_not_create() {
         let parent = tempfile::tempdir().unwrap();
         let dir = parent.path().join("work");
         std::fs::create_dir(&dir).unwrap();
         std::fs::write(dir.join("env"), "export PATH=/usr/bin\n").unwrap();
         std::fs::write(dir.join("thesis.tex"), "years of work").unwrap();
-        let err = down(&dir).unwrap_err();
+        let err = down(&dir).await.unwrap_err();
         assert!(
             err.to_string().contains("Nothing was stopped or deleted"),
             "{err}"
@@ -785,14 +805,14 @@ mod tests {
         );
     }
 
-    #[test]
-    fn sandbox_down_deletes_its_own_directory_but_not_what_links_point_to() {
+    #[tokio::test]
+    async fn sandbox_down_deletes_its_own_directory_but_not_what_links_point_to() {
         let (parent, dir, _id) = marked();
         let outside = parent.path().join("outside");
         std::fs::create_dir(&outside).unwrap();
         std::fs::write(outside.join("keep"), "keep").unwrap();
         std::os::unix::fs::symlink(&outside, dir.join("nodes")).unwrap();
-        down(&dir).unwrap();
+        down(&dir).await.unwrap();
         assert!(!dir.exists());
         assert_eq!(
             std::fs::read_to_string(outside.join("keep")).unwrap(),
@@ -823,8 +843,8 @@ mod tests {
             .any(|(_, args, _)| args.first() == Some(&"apply")));
     }
 
-    #[test]
-    fn down_keeps_the_rehearsal_inventory_when_asked_and_never_overwrites() {
+    #[tokio::test]
+    async fn down_keeps_the_rehearsal_inventory_when_asked_and_never_overwrites() {
         let (parent, dir, _id) = marked();
         std::fs::create_dir(dir.join("inventory")).unwrap();
         std::fs::write(dir.join("inventory/kiwi.toml"), "# edited").unwrap();
@@ -833,12 +853,12 @@ mod tests {
 
         // Something is in the way: refused, nothing deleted.
         std::fs::write(&kept, "mine").unwrap();
-        assert!(down_keeping(&dir, true).is_err());
+        assert!(down_keeping(&dir, true).await.is_err());
         assert!(dir.join("inventory/kiwi.toml").is_file());
         assert_eq!(std::fs::read_to_string(&kept).unwrap(), "mine");
         std::fs::remove_file(&kept).unwrap();
 
-        down_keeping(&dir, true).unwrap();
+        down_keeping(&dir, true).await.unwrap();
         assert!(!dir.exists());
         assert_eq!(
             std::fs::read_to_string(kept.join("kiwi.toml")).unwrap(),

@@ -1,12 +1,13 @@
-//! Turns flags and environment into plain settings for the core.
+//! Turns flags and environment into plain settings for the core. Every
+//! environment variable is declared, and read, in [`crate::settings`].
 
 use std::io::IsTerminal;
-use std::time::Duration;
 
-use super::args::{ColorChoice, GlobalArgs};
+use super::args::{ApplyTuning, ColorChoice, GlobalArgs};
 use super::CliError;
 use crate::contabo::{ClientConfig, ContaboClient, Credentials};
 use crate::secret::Secret;
+use crate::settings::{ApplyKnobs, EnvVars, InternalTimings, NodeKnobs};
 
 /// Whether to colour output written to stdout.
 pub fn use_color(choice: ColorChoice) -> bool {
@@ -24,27 +25,38 @@ fn color_for(choice: ColorChoice, terminal: bool) -> bool {
     match choice {
         ColorChoice::Always => true,
         ColorChoice::Never => false,
-        ColorChoice::Auto => std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && terminal,
+        ColorChoice::Auto => !crate::settings::no_color() && terminal,
     }
 }
 
 /// The Contabo credentials, or an error naming every one that is missing.
 pub fn credentials(global: &GlobalArgs) -> Result<Credentials, CliError> {
     let c = &global.credentials;
-    let missing: Vec<&str> = [
-        (c.client_id.is_none(), "CNTB_OAUTH2_CLIENT_ID (--client-id)"),
+    let missing: Vec<String> = [
+        (
+            c.client_id.is_none(),
+            EnvVars::CNTB_OAUTH2_CLIENT_ID,
+            "--client-id",
+        ),
         (
             c.client_secret.is_none(),
-            "CNTB_OAUTH2_CLIENT_SECRET (--client-secret)",
+            EnvVars::CNTB_OAUTH2_CLIENT_SECRET,
+            "--client-secret",
         ),
-        (c.api_user.is_none(), "CNTB_OAUTH2_USER (--api-user)"),
+        (
+            c.api_user.is_none(),
+            EnvVars::CNTB_OAUTH2_USER,
+            "--api-user",
+        ),
         (
             c.api_password.is_none(),
-            "CNTB_OAUTH2_PASS (--api-password)",
+            EnvVars::CNTB_OAUTH2_PASS,
+            "--api-password",
         ),
     ]
     .into_iter()
-    .filter_map(|(absent, name)| absent.then_some(name))
+    .filter(|(absent, _, _)| *absent)
+    .map(|(_, name, flag)| format!("{name} ({flag})"))
     .collect();
     match (&c.client_id, &c.client_secret, &c.api_user, &c.api_password) {
         (Some(id), Some(secret), Some(user), Some(password)) => Ok(Credentials {
@@ -71,66 +83,30 @@ pub fn contabo_client(global: &GlobalArgs) -> Result<ContaboClient, CliError> {
     ContaboClient::new(config).map_err(CliError::from)
 }
 
-/// The environment variables that shorten kiwi-infra's waits and change its
-/// concurrency (tests, benchmarks and the sandbox use them; see
-/// `src/cli/apply.rs` and `src/cli/nodes.rs`). Each holds a whole number.
-pub const TUNING_VARIABLES: [&str; 8] = [
-    "KIWI_APPLY_POLL_MS",
-    "KIWI_APPLY_STATUS_LIMIT_SECS",
-    "KIWI_APPLY_UNLISTED_WAIT_MS",
-    "KIWI_APPLY_START_GRACE_MS",
-    "KIWI_APPLY_CONCURRENCY",
-    "KIWI_APPLY_NODE_CONCURRENCY",
-    "KIWI_NODE_READY_SECS",
-    "KIWI_NODE_POLL_MS",
-];
-
-/// No tuning variable sets a wait longer than this. Waits are added to
-/// clocks and doubled in back-off; a week keeps all of that far from
-/// overflowing, and no wait of kiwi-infra's is meant to be longer.
-pub const LONGEST_WAIT: Duration = Duration::from_secs(7 * 24 * 60 * 60);
-
-/// Most tasks at once any concurrency variable may ask for.
-pub const MOST_CONCURRENT: usize = 1024;
-
-/// Refuses a tuning variable that is set but is not a whole number, naming
-/// it, before the command does anything.
-pub fn check_tuning_env() -> Result<(), CliError> {
-    for name in TUNING_VARIABLES {
-        if let Some(text) = std::env::var_os(name) {
-            let text = text.to_string_lossy();
-            if text.trim().parse::<u64>().is_err() {
-                return Err(CliError::User(format!(
-                    "{name}={:?} is not a whole number; expected e.g. {name}=500, or unset it",
-                    text.chars().take(40).collect::<String>()
-                )));
-            }
-        }
-    }
-    Ok(())
+/// What `apply`'s flags (or their variables) and the test-only timings
+/// change; a bad `KIWI_INTERNAL_*` value is the operator's error, naming it.
+pub fn apply_knobs(tuning: &ApplyTuning) -> Result<ApplyKnobs, CliError> {
+    let knobs = ApplyKnobs {
+        concurrency: tuning.concurrency,
+        node_concurrency: tuning.node_concurrency,
+        status_timeout: tuning.status_timeout,
+        unlisted_order_wait: tuning.unlisted_order_wait,
+        internal: internal_timings()?,
+    };
+    // At -vv: which value won, the flag's or its variable's.
+    tracing::debug!(?knobs, "apply settings from flags and environment");
+    Ok(knobs)
 }
 
-/// A whole number from a tuning variable ([`check_tuning_env`] has refused
-/// anything else before).
-fn env_number(name: &str) -> Option<u64> {
-    std::env::var(name).ok()?.trim().parse().ok()
-}
-
-/// A wait in milliseconds from a tuning variable, at most [`LONGEST_WAIT`].
-pub fn env_millis(name: &str) -> Option<Duration> {
-    env_number(name).map(|ms| Duration::from_millis(ms).min(LONGEST_WAIT))
-}
-
-/// A wait in seconds from a tuning variable, at most [`LONGEST_WAIT`].
-pub fn env_secs(name: &str) -> Option<Duration> {
-    env_number(name).map(|s| Duration::from_secs(s).min(LONGEST_WAIT))
-}
-
-/// A number of tasks at once from a tuning variable, 1 to [`MOST_CONCURRENT`].
-pub fn env_concurrency(name: &str) -> Option<usize> {
-    env_number(name).map(|n| {
-        usize::try_from(n)
-            .unwrap_or(MOST_CONCURRENT)
-            .clamp(1, MOST_CONCURRENT)
+/// What `--node-ready-timeout` (or its variable) and the node poll timing
+/// change in reaching nodes.
+pub fn node_knobs(global: &GlobalArgs) -> Result<NodeKnobs, CliError> {
+    Ok(NodeKnobs {
+        ready_timeout: global.node_ready_timeout,
+        internal: internal_timings()?,
     })
+}
+
+fn internal_timings() -> Result<InternalTimings, CliError> {
+    InternalTimings::from_env().map_err(|e| CliError::User(e.to_string()))
 }

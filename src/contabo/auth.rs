@@ -7,6 +7,7 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 
 use super::error::ContaboError;
+use super::retry::{parse_retry_after, RetryPolicy};
 use crate::secret::Secret;
 
 /// The four values from Contabo's Customer Control Panel. Read from
@@ -37,6 +38,8 @@ struct CachedToken {
 pub(super) struct TokenSource {
     url: String,
     credentials: Credentials,
+    /// The client's one retry policy, for token requests too.
+    retry: RetryPolicy,
     cached: Mutex<Option<CachedToken>>,
 }
 
@@ -96,10 +99,11 @@ struct OAuthError {
 }
 
 impl TokenSource {
-    pub(super) fn new(url: String, credentials: Credentials) -> Self {
+    pub(super) fn new(url: String, credentials: Credentials, retry: RetryPolicy) -> Self {
         Self {
             url,
             credentials,
+            retry,
             cached: Mutex::new(None),
         }
     }
@@ -128,25 +132,38 @@ impl TokenSource {
         }
     }
 
+    /// A new token. A passing failure (no answer, 5xx, 429, an answer that
+    /// is not OAuth JSON) is retried as the client retries a safe request,
+    /// with [`RetryPolicy::backoff`]'s delays (a `Retry-After` is obeyed,
+    /// capped), at most [`RetryPolicy::max_retries`] times; asking for a
+    /// token twice is harmless. A refusal (wrong credentials) is not retried.
+    /// The client does not retry a failed token request again on top.
     async fn fetch(&self, http: &reqwest::Client) -> Result<CachedToken, ContaboError> {
-        const ATTEMPTS: u32 = 3;
-        let mut last_error = None;
-        for attempt in 1..=ATTEMPTS {
-            match self.fetch_once(http).await {
+        use backon::BackoffBuilder;
+        let mut delays = self.retry.backoff().build();
+        let mut attempts = 0u32;
+        loop {
+            attempts = attempts.saturating_add(1);
+            let (error, retry_after) = match self.fetch_once(http).await {
                 Ok(token) => return Ok(token),
                 Err(FetchError::Refused(e)) => return Err(e),
-                Err(FetchError::Transient(e)) => {
-                    tracing::debug!(attempt, error = %e, "token request failed");
-                    last_error = Some(e);
-                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
-                }
-            }
+                Err(FetchError::Transient { error, retry_after }) => (error, retry_after),
+            };
+            let Some(delay) = self.retry.delay(delays.next(), retry_after) else {
+                return Err(ContaboError::TokenTransport {
+                    url: self.url.clone(),
+                    attempts,
+                    source: error,
+                });
+            };
+            tracing::debug!(
+                attempt = attempts,
+                error = %error,
+                delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                "token request failed, retrying"
+            );
+            tokio::time::sleep(delay).await;
         }
-        Err(ContaboError::TokenTransport {
-            url: self.url.clone(),
-            attempts: ATTEMPTS,
-            source: last_error.map_or_else(|| "no attempt made".into(), Into::into),
-        })
     }
 
     async fn fetch_once(&self, http: &reqwest::Client) -> Result<CachedToken, FetchError> {
@@ -164,14 +181,18 @@ impl TokenSource {
             .form(&form)
             .send()
             .await
-            .map_err(|e| FetchError::Transient(e.without_url().into()))?;
+            .map_err(|e| FetchError::transient(e.without_url()))?;
         let status = response.status();
+        let retry_after = parse_retry_after(response.headers().get(reqwest::header::RETRY_AFTER));
         let body = response
             .bytes()
             .await
-            .map_err(|e| FetchError::Transient(e.without_url().into()))?;
+            .map_err(|e| FetchError::transient(e.without_url()))?;
         if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-            return Err(FetchError::Transient(format!("HTTP {status}").into()));
+            return Err(FetchError::Transient {
+                error: format!("HTTP {status}").into(),
+                retry_after,
+            });
         }
         if !status.is_success() {
             // Outside text: a token endpoint (or a proxy) may quote the
@@ -190,13 +211,10 @@ impl TokenSource {
             }));
         }
         let token: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
-            FetchError::Transient(
-                format!(
-                    "token answer is not OAuth JSON: {}",
-                    crate::secret::redact::excerpt(&e.to_string())
-                )
-                .into(),
-            )
+            FetchError::transient(format!(
+                "token answer is not OAuth JSON: {}",
+                crate::secret::redact::excerpt(&e.to_string())
+            ))
         })?;
         if let Some(refresh) = &token.refresh_token {
             crate::secret::register_credential(refresh);
@@ -213,7 +231,20 @@ impl TokenSource {
 
 enum FetchError {
     Refused(ContaboError),
-    Transient(Box<dyn std::error::Error + Send + Sync>),
+    Transient {
+        error: Box<dyn std::error::Error + Send + Sync>,
+        /// The token endpoint's `Retry-After`, if it sent one.
+        retry_after: Option<Duration>,
+    },
+}
+
+impl FetchError {
+    fn transient(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        FetchError::Transient {
+            error: error.into(),
+            retry_after: None,
+        }
+    }
 }
 
 #[cfg(test)]

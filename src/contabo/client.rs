@@ -245,7 +245,7 @@ impl ContaboClient {
             inner: Arc::new(Inner {
                 http,
                 api_url: config.api_url.trim_end_matches('/').to_string(),
-                tokens: TokenSource::new(config.auth_url, config.credentials),
+                tokens: TokenSource::new(config.auth_url, config.credentials, config.retry),
                 limiter: RateLimiter::direct(quota),
                 pace: Pace::new(config.requests_per_second),
                 trace_id,

@@ -1,4 +1,5 @@
-//! The one retry policy of the Contabo client.
+//! The one retry policy of the Contabo client, for its API requests and its
+//! token requests alike (`super::auth`).
 //!
 //! Retried: 429 (after `Retry-After` when Contabo sends one, else exponential
 //! back-off with jitter, for as long as [`RetryPolicy::throttle_patience`]

@@ -94,10 +94,10 @@ pub fn command(mock: &MockHandle, inventory: &Path, args: &[&str]) -> Command {
     let mut cmd = kiwi_command(mock, args);
     cmd.arg("--inventory")
         .arg(inventory)
-        .env("KIWI_APPLY_POLL_MS", "30")
-        .env("KIWI_APPLY_UNLISTED_WAIT_MS", "300")
-        .env("KIWI_APPLY_START_GRACE_MS", "300")
-        .env("KIWI_APPLY_STATUS_LIMIT_SECS", "60");
+        .env("KIWI_INTERNAL_POLL_MS", "30")
+        .env("KIWI_UNLISTED_ORDER_WAIT", "300ms")
+        .env("KIWI_INTERNAL_START_GRACE_MS", "300")
+        .env("KIWI_STATUS_TIMEOUT", "60s");
     cmd
 }
 

@@ -150,8 +150,8 @@ impl World {
     pub fn kiwi(&self, args: &[&str]) -> Command {
         let mut cmd = apply_support::command(&self.mock, &self.inventory, args);
         cmd.env("KIWI_SSH_IDENTITY", &self.identity)
-            .env("KIWI_NODE_READY_SECS", "90")
-            .env("KIWI_NODE_POLL_MS", "300");
+            .env("KIWI_NODE_READY_TIMEOUT", "90s")
+            .env("KIWI_INTERNAL_NODE_POLL_MS", "300");
         cmd
     }
 
