@@ -715,3 +715,87 @@ fn a_machine_of_another_product_in_a_new_slot_holds_the_free_slots_of_its_produc
         Warning::OrdersHeld { slots, .. } if slots.contains(&"kiwi-shop-realtime-01".to_string())
     )));
 }
+
+/// Every step `id` depends on, directly or not.
+fn ancestors(plan: &Plan, id: &str) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    let mut todo = vec![id.to_string()];
+    while let Some(current) = todo.pop() {
+        if let Some(step) = plan.steps.iter().find(|s| s.id.0 == current) {
+            for dep in &step.depends_on {
+                if seen.insert(dep.0.clone()) {
+                    todo.push(dep.0.clone());
+                }
+            }
+        }
+    }
+    seen
+}
+
+fn resolved_image(o: &mut Observed) {
+    o.image = Some(kiwi_infra::plan::ResolvedImage {
+        name: "ubuntu-24.04".into(),
+        id: kiwi_infra::plan::ImageId("img".into()),
+    });
+}
+
+#[test]
+fn a_running_machine_of_an_interrupted_order_is_tagged_reached_and_joined_never_wiped() {
+    let d = desired(&[("shop", &customer(false, &[("web", 1)]))]);
+    let mut o = Observed::default();
+    let mut web = instance(2, "kiwi-shop-web-01", None, [10, 0, 0, 2]);
+    web.tags.clear(); // placed by a run cut short, never tagged
+    o.instances = vec![
+        core_worker(),
+        instance(1, "kiwi-shop-server-01", Some("shop"), [10, 0, 0, 1]),
+        web,
+    ];
+    o.journal_placed
+        .insert("kiwi-shop-web-01".into(), kiwi_infra::plan::InstanceId(2));
+    resolved_image(&mut o);
+    // Observation reads a journal-claimed machine like an owned one: it
+    // was never joined (pristine), and it is an SSH target.
+    assert_eq!(
+        kiwi_infra::plan::node_addresses(&d, &o).get("kiwi-shop-web-01"),
+        Some(&Ipv4Addr::new(10, 0, 0, 2))
+    );
+    o.clusters.insert(
+        "shop".into(),
+        Some(ClusterObservation {
+            nodes: vec![node("kiwi-shop-server-01", [10, 0, 0, 1], true)],
+            pristine: BTreeSet::from(["kiwi-shop-web-01".to_string()]),
+        }),
+    );
+    let p = plan::plan(&d, &o, &PlanOptions::default());
+    assert!(p.finishing_orders.contains("kiwi-shop-web-01"));
+    assert!(!p.steps.iter().any(|s| s.destructive), "{:?}", step_ids(&p));
+    assert!(step_ids(&p).contains(&"join:kiwi-shop-web-01".to_string()));
+    assert!(step_ids(&p).contains(&"assign:kiwi-managed:kiwi-shop-web-01".to_string()));
+}
+
+#[test]
+fn a_join_waits_for_the_machine_of_the_server_it_joins_through() {
+    let d = desired(&[("shop", &customer(false, &[("web", 1)]))]);
+    let mut o = Observed::default();
+    let mut server = instance(1, "kiwi-shop-server-01", Some("shop"), [10, 0, 0, 1]);
+    server.status = kiwi_infra::plan::InstanceStatus::Installing;
+    o.instances = vec![core_worker(), server];
+    resolved_image(&mut o);
+    o.clusters.insert(
+        "shop".into(),
+        Some(ClusterObservation {
+            nodes: vec![node("kiwi-shop-server-01", [10, 0, 0, 1], false)],
+            pristine: BTreeSet::new(),
+        }),
+    );
+    let p = plan::plan(&d, &o, &PlanOptions::default());
+    assert!(step_ids(&p).contains(&"wait:kiwi-shop-server-01".to_string()));
+    assert!(
+        ancestors(&p, "join:kiwi-shop-web-01").contains("wait:kiwi-shop-server-01"),
+        "{:?}",
+        p.steps
+            .iter()
+            .map(|s| (&s.id.0, &s.depends_on))
+            .collect::<Vec<_>>()
+    );
+}

@@ -57,7 +57,7 @@ async fn observe_cluster<C: NodeConnector>(
     let instances: Vec<&str> = observed
         .instances
         .iter()
-        .filter(|i| i.is_owned() && i.cancel_date.is_none() && i.ipv4.is_some())
+        .filter(|i| observed.is_ours(i) && i.cancel_date.is_none() && i.ipv4.is_some())
         .filter(|i| slots.contains(&i.display_name))
         .map(|i| i.display_name.as_str())
         .collect();

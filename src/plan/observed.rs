@@ -338,6 +338,14 @@ impl Instance {
 }
 
 impl Observed {
+    /// True when `instance` is kiwi-infra's: it carries the ownership tag,
+    /// or the order journal claims it for its name (an order a run cut
+    /// short before tagging it, see [`Self::journal_placed`]). Such a
+    /// machine is read (pristine or not) and reached like an owned one.
+    pub fn is_ours(&self, instance: &Instance) -> bool {
+        instance.is_owned() || self.journal_placed.get(&instance.display_name) == Some(&instance.id)
+    }
+
     /// The observation of a cluster, `None` when it was not observed.
     pub fn cluster(&self, name: &str) -> Option<&ClusterObservation> {
         self.clusters.get(name).and_then(Option::as_ref)

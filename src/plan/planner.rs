@@ -164,16 +164,57 @@ impl<'a> Planner<'a> {
         let mut steps = self.account;
         steps.extend(self.steps);
         // Every node step of a slot whose instance is waited for runs after
-        // the wait: a node cannot be reached before it runs.
+        // the wait: a node cannot be reached before it runs. So does a join
+        // through an existing node whose machine is waited for (a join
+        // through a node this plan joins already runs after that join).
+        let joined_here: BTreeSet<String> = steps
+            .iter()
+            .filter(|s| {
+                matches!(
+                    s.kind,
+                    StepKind::BootstrapK3sServer(_)
+                        | StepKind::JoinK3sServer(_)
+                        | StepKind::JoinK3sAgent(_)
+                        | StepKind::KubeadmJoin(_)
+                )
+            })
+            .filter_map(|s| s.kind.slot().map(str::to_string))
+            .collect();
+        let mut via_waits: Vec<(StepId, StepId)> = Vec::new();
         for step in &mut steps {
             if !step.kind.is_node_step() {
                 continue;
             }
+            let via = match &step.kind {
+                StepKind::JoinK3sServer(j) | StepKind::JoinK3sAgent(j) => {
+                    j.via.as_ref().map(|v| v.0.as_str())
+                }
+                StepKind::KubeadmJoin(j) => Some(j.via.0.as_str()),
+                _ => None,
+            }
+            .filter(|via| !joined_here.contains(*via));
             if let Some(wait) = step.kind.slot().and_then(|slot| self.waits.get(slot)) {
                 if !step.depends_on.contains(wait) {
                     step.depends_on.push(wait.clone());
                 }
             }
+            if let Some(wait) = via.and_then(|via| self.waits.get(via)) {
+                via_waits.push((step.id.clone(), wait.clone()));
+            }
+        }
+        let mut moved = false;
+        for (id, wait) in via_waits {
+            if !depends_on(&steps, &id, &wait) {
+                if let Some(step) = steps.iter_mut().find(|s| s.id == id) {
+                    step.depends_on.push(wait);
+                    moved = true;
+                }
+            }
+        }
+        if moved {
+            // A server's wait may sit below a join through it (its slot
+            // comes later): keep every dependency before its dependents.
+            steps = dependencies_first(steps);
         }
         let summary = Summary::of(&steps);
         Plan {
@@ -1851,6 +1892,70 @@ impl<'a> Attribution<'a> {
 /// True when the plan would reinstall or join `instance`, an existing
 /// machine named as slot `name`: Contabo reports it broken, or its cluster
 /// is observed and has no node of that name.
+/// The steps reordered so that each comes after every step it depends on,
+/// otherwise keeping their order (a stable topological sort). A step on a
+/// dependency cycle (a planner bug) keeps its place at the end.
+fn dependencies_first(steps: Vec<Step>) -> Vec<Step> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let index: BTreeMap<StepId, usize> = steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.id.clone(), i))
+        .collect();
+    let mut waiting: Vec<usize> = vec![0; steps.len()];
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); steps.len()];
+    for (i, step) in steps.iter().enumerate() {
+        for dep in &step.depends_on {
+            if let Some(&d) = index.get(dep) {
+                waiting[i] += 1;
+                dependents[d].push(i);
+            }
+        }
+    }
+    let mut ready: BinaryHeap<Reverse<usize>> = (0..steps.len())
+        .filter(|&i| waiting[i] == 0)
+        .map(Reverse)
+        .collect();
+    let mut order = Vec::with_capacity(steps.len());
+    while let Some(Reverse(i)) = ready.pop() {
+        order.push(i);
+        for &next in &dependents[i] {
+            waiting[next] -= 1;
+            if waiting[next] == 0 {
+                ready.push(Reverse(next));
+            }
+        }
+    }
+    let placed: BTreeSet<usize> = order.iter().copied().collect();
+    order.extend((0..steps.len()).filter(|i| !placed.contains(i)));
+    let mut slots: Vec<Option<Step>> = steps.into_iter().map(Some).collect();
+    order.into_iter().filter_map(|i| slots[i].take()).collect()
+}
+
+/// True when the step `id` depends on `on`, directly or through other
+/// steps of `steps`.
+fn depends_on(steps: &[Step], id: &StepId, on: &StepId) -> bool {
+    let by_id: BTreeMap<&StepId, &Step> = steps.iter().map(|s| (&s.id, s)).collect();
+    let mut seen: BTreeSet<&StepId> = BTreeSet::new();
+    let mut todo = vec![id];
+    while let Some(current) = todo.pop() {
+        for dep in by_id
+            .get(current)
+            .map(|s| s.depends_on.as_slice())
+            .unwrap_or(&[])
+        {
+            if dep == on {
+                return true;
+            }
+            if seen.insert(dep) {
+                todo.push(dep);
+            }
+        }
+    }
+    false
+}
+
 fn installs_existing(
     instance: &Instance,
     observation: Option<&ClusterObservation>,
@@ -1933,7 +2038,7 @@ pub fn node_addresses(desired: &Desired, observed: &Observed) -> BTreeMap<String
     let mut live: Vec<&Instance> = observed
         .instances
         .iter()
-        .filter(|i| i.is_owned() && !i.is_cancelled())
+        .filter(|i| observed.is_ours(i) && !i.is_cancelled())
         .collect();
     live.sort_by(|a, b| (b.created_date, &b.id).cmp(&(a.created_date, &a.id)));
     let slots: BTreeSet<String> = desired.slot_names().map(|(_, name)| name).collect();
