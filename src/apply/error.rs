@@ -33,7 +33,7 @@ pub enum ApplyError {
         step: StepId,
         /// What failed on which node.
         #[source]
-        source: Box<crate::bootstrap::BootstrapError>,
+        source: Box<crate::node::NodeError>,
     },
 
     /// An order's answer was lost and looking for its instance kept failing:

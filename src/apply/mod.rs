@@ -13,7 +13,7 @@
 //!   seam (the local file lock here; the Core cluster's Lease in
 //!   `crate::state`);
 //! - [`resume`]: finishing what an interrupted apply began;
-//! - [`node`]: the seam for node steps (implemented over SSH in `bootstrap`);
+//! - [`node`]: the seam for node steps (carried out over SSH in `crate::node`);
 //! - [`summary`]: the final report.
 
 mod error;

@@ -55,8 +55,8 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use super::known_hosts::KnownHosts;
+use super::pool::NodeConnector;
 use super::{first_boot_finished, upload_command, Output, RemoteCommand, RemoteExec, SshError};
-use crate::bootstrap::NodeConnector;
 use crate::cloudinit::ADMIN_USER;
 use crate::secret::Secret;
 
