@@ -1397,7 +1397,10 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
     }
 
     async fn record(&self, slot: &str, event: Event) -> Result<(), ApplyError> {
-        self.journal.record(slot, event).await
+        self.journal
+            .record(slot, event)
+            .await
+            .map_err(ApplyError::from)
     }
 
     async fn secret_id(&self, step: &Step, name: &str) -> Result<SecretId, ApplyError> {

@@ -28,9 +28,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
+use super::lock::Holder;
 use super::objects::{ensure_namespace, KubeObjects, Object, ObjectKind, Written};
 use super::{StateError, LEASE_NAME, NAMESPACE};
-use crate::apply::lock::Holder;
 
 /// The annotation that records the holder's user, host, pid and time.
 pub const HOLDER_ANNOTATION: &str = "kiwistack.io/holder";
@@ -402,13 +402,13 @@ impl<S: KubeObjects> LeaseGuard<S> {
     }
 }
 
-impl<S: KubeObjects> crate::apply::lock::HeldLock for LeaseGuard<S> {
+impl<S: KubeObjects> super::lock::HeldLock for LeaseGuard<S> {
     fn describe(&self) -> String {
         LeaseGuard::describe(self)
     }
 
-    fn release(&self) -> futures::future::BoxFuture<'_, Result<(), crate::apply::ApplyError>> {
-        Box::pin(async move { LeaseGuard::release(self).await.map_err(Into::into) })
+    fn release(&self) -> futures::future::BoxFuture<'_, Result<(), StateError>> {
+        Box::pin(async move { LeaseGuard::release(self).await })
     }
 }
 
