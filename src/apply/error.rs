@@ -231,6 +231,6 @@ impl ApplyError {
     /// The error and all its causes on one line each, as the summary prints
     /// them: secrets masked and outside text escaped for the terminal.
     pub fn chain(&self) -> String {
-        crate::text::error_chain(self, "\n    caused by: ")
+        crate::secret::redact::error_chain(self, "\n    caused by: ")
     }
 }

@@ -270,7 +270,7 @@ async fn apply_observed(
     reporter.finish(&summary::node_states(&outcome));
     let fresh_view = match &fresh {
         Ok(p) => FreshPlan::Planned(p),
-        Err(e) => FreshPlan::Unavailable(crate::text::error_chain(e, ": ")),
+        Err(e) => FreshPlan::Unavailable(crate::secret::redact::error_chain(e, ": ")),
     };
     let input = SummaryInput {
         outcome: &outcome,

@@ -156,7 +156,7 @@ pub(crate) fn report(error: &CliError) {
     }
     eprintln!(
         "error: {}",
-        crate::text::error_chain(error, "\n  caused by: ")
+        crate::secret::redact::error_chain(error, "\n  caused by: ")
     );
 }
 

@@ -84,7 +84,7 @@ async fn connect_core(global: &GlobalArgs, desired: &Desired) -> Result<Arc<Core
             Err(e) => tried.push(format!(
                 "{}: {}",
                 node.name,
-                crate::text::error_chain(&e, ": ")
+                crate::secret::redact::error_chain(&e, ": ")
             )),
         }
     }

@@ -294,7 +294,7 @@ fn read(object: &Object) -> Result<Known, StateError> {
     }
     let entries = parse_entries(&journal_location(), &text).map_err(|e| StateError::Malformed {
         object: ObjectKind::ConfigMap.describe(JOURNAL_NAME),
-        what: crate::text::error_chain(&e, ": "),
+        what: crate::secret::redact::error_chain(&e, ": "),
     })?;
     Ok(Known {
         text,

@@ -568,7 +568,7 @@ async fn renew<S: KubeObjects>(
             Err(e) => {
                 // A passing failure (the control node restarting): try again
                 // at the next interval; LeaseWatch::lost says when it is too late.
-                tracing::warn!(error = %crate::text::error_chain(&e, ": "), "cannot renew the apply lock");
+                tracing::warn!(error = %crate::secret::redact::error_chain(&e, ": "), "cannot renew the apply lock");
             }
         }
     }
@@ -612,7 +612,7 @@ pub async fn break_lock<S: KubeObjects>(store: &S, clock: Clock) -> Result<Unloc
                 (holder, transitions)
             }
             // Nothing kiwi-infra writes: no running apply renews it.
-            Err(e) => (crate::text::error_chain(&e, ": "), 0),
+            Err(e) => (crate::secret::redact::error_chain(&e, ": "), 0),
         };
         match store
             .replace(

@@ -217,7 +217,7 @@ impl StateError {
     /// The error and all its causes on one line each, as the summary prints
     /// them: secrets masked and outside text escaped for the terminal.
     pub fn chain(&self) -> String {
-        crate::text::error_chain(self, "\n    caused by: ")
+        crate::secret::redact::error_chain(self, "\n    caused by: ")
     }
 
     /// True when the error is the operator's to sort out (a held lock, an
