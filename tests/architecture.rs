@@ -14,6 +14,8 @@
 //! `src/lib.rs` as the compiler does. The checker is tested on small
 //! synthetic trees too, so that each rule is seen to fail.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
