@@ -6,7 +6,9 @@
 //! Both sides use this module: `observe` reads the clusters before a plan,
 //! and the node steps (`crate::node`) read them before they change one.
 //! Nothing here changes a node, so reading never depends on the code that
-//! writes. [`kubectl`] holds the commands and the parsing of their answers.
+//! writes. [`kubectl`] holds the kubectl commands and the parsing of their
+//! answers; the commands that change a node are only built there, and run
+//! by the node steps.
 
 pub mod kubectl;
 

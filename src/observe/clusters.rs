@@ -27,7 +27,7 @@ fn join_trace(kind: &ClusterKind) -> &'static str {
 /// steps unverified) when it has nodes that cannot be read; it is `Some`
 /// with no nodes when none of its instances was ever joined.
 pub async fn observe_clusters<C: NodeConnector>(
-    nodes: &ClusterReads<C>,
+    reads: &ClusterReads<C>,
     desired: &Desired,
     observed: &Observed,
 ) -> BTreeMap<String, Option<ClusterObservation>> {
@@ -35,7 +35,7 @@ pub async fn observe_clusters<C: NodeConnector>(
     // 200 clusters costs a few round trips, not 200 of them in a row.
     futures::stream::iter(&desired.clusters)
         .map(|cluster| async move {
-            let observation = observe_cluster(nodes, cluster, observed).await;
+            let observation = observe_cluster(reads, cluster, observed).await;
             (cluster.name.clone(), observation)
         })
         .buffer_unordered(CLUSTERS_AT_ONCE)
@@ -47,7 +47,7 @@ pub async fn observe_clusters<C: NodeConnector>(
 const CLUSTERS_AT_ONCE: usize = 16;
 
 async fn observe_cluster<C: NodeConnector>(
-    nodes: &ClusterReads<C>,
+    reads: &ClusterReads<C>,
     cluster: &ClusterSpec,
     observed: &Observed,
 ) -> Option<ClusterObservation> {
@@ -66,7 +66,7 @@ async fn observe_cluster<C: NodeConnector>(
         .map(|i| i.display_name.as_str())
         .collect();
     let trace = join_trace(&cluster.kind);
-    match nodes.nodes_of(&cluster.name).await {
+    match reads.nodes_of(&cluster.name).await {
         Ok(list) => {
             let joined: BTreeSet<&str> = list.iter().map(|n| n.name.0.as_str()).collect();
             let mut pristine = BTreeSet::new();
@@ -80,7 +80,7 @@ async fn observe_cluster<C: NodeConnector>(
             };
             let candidates = instances.iter().chain(&control_plane);
             for name in candidates.filter(|n| !joined.contains(*n)) {
-                if nodes
+                if reads
                     .is_pristine(&NodeName((*name).to_string()), trace)
                     .await
                 {
@@ -98,7 +98,7 @@ async fn observe_cluster<C: NodeConnector>(
             // does not exist yet; otherwise its state is unknown.
             let mut pristine = BTreeSet::new();
             for name in &instances {
-                if nodes
+                if reads
                     .is_pristine(&NodeName((*name).to_string()), trace)
                     .await
                 {
