@@ -398,3 +398,116 @@ impl<C: NodeConnector> ClusterReads<C> {
 pub fn is_server_of(cluster: &str, node: &str) -> bool {
     crate::inventory::slot_pool(node, cluster).is_some_and(|pool| pool == SERVER_POOL)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::ssh::FakeRemote;
+
+    const NODE_LIST: &str = r#"{"kind": "NodeList", "items": [{"metadata": {"name": "kiwi-stadtwerke-nord-server-01"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}]}"#;
+
+    /// Hands out the fake nodes it has; any other node does not answer.
+    struct Fleet(BTreeMap<String, FakeRemote>);
+
+    impl NodeConnector for Fleet {
+        type Exec = FakeRemote;
+
+        async fn connect(&self, node: &str, _address: &str) -> Result<FakeRemote, SshError> {
+            self.0.get(node).cloned().ok_or_else(|| SshError::Session {
+                node: node.to_string(),
+                source: std::io::Error::other("does not answer").into(),
+            })
+        }
+
+        async fn wait_ready(
+            &self,
+            _node: &str,
+            _address: &str,
+            _deadline: tokio::time::Instant,
+        ) -> Result<(), SshError> {
+            Ok(())
+        }
+    }
+
+    fn server(n: u32) -> String {
+        format!("kiwi-stadtwerke-nord-server-{n:02}")
+    }
+
+    /// A control node whose `get nodes` prints `stdout` with `status`.
+    fn control(n: u32, status: i32, stdout: &'static str) -> (String, FakeRemote) {
+        let remote = FakeRemote::new(&server(n)).with_handler(move |_, _, _| Output {
+            status: Some(status),
+            stdout: stdout.to_string(),
+            stderr: String::new(),
+        });
+        (server(n), remote)
+    }
+
+    fn reads(fleet: Fleet) -> ClusterReads<Fleet> {
+        let desired = crate::inventory::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("inventory"),
+        )
+        .unwrap();
+        let addresses = (1..=3)
+            .map(|n| (server(n), format!("127.0.0.{}", n + 1)))
+            .collect();
+        ClusterReads::new(fleet, &desired, addresses, Duration::from_secs(5))
+    }
+
+    #[tokio::test]
+    async fn a_read_asks_the_next_control_node_when_one_does_not_answer_and_names_all_it_tried() {
+        // server-01 cannot be reached, server-02's kubectl fails, server-03
+        // answers: the read is server-03's.
+        let fleet = Fleet(BTreeMap::from([
+            control(2, 1, ""),
+            control(3, 0, NODE_LIST),
+        ]));
+        let nodes = reads(fleet).nodes_of("stadtwerke-nord").await.unwrap();
+        assert_eq!(nodes.len(), 1);
+        assert_eq!(nodes[0].name.0, server(1));
+
+        let silent = Fleet(BTreeMap::from([control(2, 1, ""), control(3, 1, "")]));
+        let err = reads(silent).nodes_of("stadtwerke-nord").await.unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(err, ClusterError::NoControlNode { .. })
+                && text.contains(&format!("{}, {}, {}", server(1), server(2), server(3))),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_does_not_fit_the_contract_is_an_error_not_a_reason_to_ask_another_node()
+    {
+        let (name, third) = control(3, 0, NODE_LIST);
+        let fleet = Fleet(BTreeMap::from([
+            control(1, 0, "not a node list"),
+            (name, third.clone()),
+        ]));
+        let err = reads(fleet).nodes_of("stadtwerke-nord").await.unwrap_err();
+        assert!(matches!(err, ClusterError::Protocol { .. }), "{err}");
+        assert!(third.history().is_empty(), "another node was asked");
+    }
+
+    #[tokio::test]
+    async fn removal_asks_the_node_being_removed_last() {
+        let (first, one) = control(1, 0, NODE_LIST);
+        let (second, two) = control(2, 0, NODE_LIST);
+        let fleet = Fleet(BTreeMap::from([
+            (first, one.clone()),
+            (second, two.clone()),
+        ]));
+        let reads = reads(fleet);
+        let access = reads.removal_access("stadtwerke-nord");
+        let (via, _) = reads
+            .control_for_removal("stadtwerke-nord", &access, &NodeName(server(1)))
+            .await
+            .unwrap();
+        assert_eq!(via.node(), server(2));
+        assert!(
+            one.history().is_empty(),
+            "the node being removed was asked first"
+        );
+    }
+}
