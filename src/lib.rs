@@ -5,13 +5,14 @@
 //! steps without any I/O, and the executors carry the steps out.
 
 pub mod apply;
-pub mod bootstrap;
 pub mod cli;
 pub mod cloudinit;
+pub mod cluster;
 pub mod contabo;
 pub mod inventory;
 pub mod kubeconfig;
 pub mod localfs;
+pub mod node;
 pub mod observe;
 pub mod patience;
 pub mod plan;

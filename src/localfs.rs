@@ -175,6 +175,20 @@ pub fn read_text_file_if_exists(
     }
 }
 
+/// The entries of the folder `dir` whose name ends in `.{extension}`, in
+/// name order (what they are is checked when each is read, through
+/// [`read_text_file`]). The inventory lists `customers/*.toml` with this,
+/// so that it does no I/O of its own.
+pub fn files_with_extension(dir: &Path, extension: &str) -> std::io::Result<Vec<PathBuf>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == extension))
+        .collect();
+    paths.sort();
+    Ok(paths)
+}
+
 /// Checks that `path` is a regular file (following symlinks) without
 /// opening it: for files another program reads, such as the SSH identity
 /// `ssh` is given, where a FIFO would hang that program instead.

@@ -240,7 +240,7 @@ async fn run<W: World>(
 /// The observation error of the fresh plan, with its causes, for the
 /// summary.
 fn error_text(e: &dyn std::error::Error) -> String {
-    crate::text::error_chain(e, ": ")
+    crate::secret::redact::error_chain(e, ": ")
 }
 
 /// True when a plan made after a run's waits holds only work that the

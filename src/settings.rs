@@ -21,10 +21,6 @@
 use std::ffi::OsString;
 use std::time::Duration;
 
-use crate::apply::ApplySettings;
-use crate::bootstrap::BootstrapSettings;
-use crate::ssh::SshSettings;
-
 /// The names of the environment variables kiwi-infra reads. Each one is
 /// described in [`VARIABLES`]; code refers to a variable only through these
 /// constants.
@@ -520,33 +516,6 @@ pub struct ApplyKnobs {
     pub internal: InternalTimings,
 }
 
-impl ApplyKnobs {
-    /// Sets what is given in `s`, leaving the rest.
-    pub fn tune(&self, s: &mut ApplySettings) {
-        if let Some(poll) = self.internal.poll {
-            s.wait.poll_min = poll;
-            s.wait.poll_max = poll.saturating_mul(5);
-        }
-        if let Some(limit) = self.status_timeout {
-            s.wait.provisioning_limit = limit;
-            s.wait.installing_limit = limit;
-            s.wait.other_limit = limit;
-        }
-        if let Some(wait) = self.unlisted_order_wait {
-            s.unlisted_order_wait = wait;
-        }
-        if let Some(grace) = self.internal.start_grace {
-            s.wait.start_grace = grace;
-        }
-        if let Some(n) = self.concurrency {
-            s.concurrency = n;
-        }
-        if let Some(n) = self.node_concurrency {
-            s.node_concurrency = n;
-        }
-    }
-}
-
 /// What `--node-ready-timeout` and the node poll timing change in reaching
 /// nodes; `None` keeps the defaults.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -555,20 +524,6 @@ pub struct NodeKnobs {
     pub ready_timeout: Option<Duration>,
     /// The `KIWI_INTERNAL_*` timings (`node_poll`).
     pub internal: InternalTimings,
-}
-
-impl NodeKnobs {
-    /// Sets what is given in `bootstrap` and `ssh`, leaving the rest.
-    pub fn tune(&self, bootstrap: &mut BootstrapSettings, ssh: &mut SshSettings) {
-        if let Some(limit) = self.ready_timeout {
-            bootstrap.ready_timeout = limit;
-            bootstrap.first_boot_timeout = limit;
-            ssh.ready_limit = limit;
-        }
-        if let Some(poll) = self.internal.node_poll {
-            bootstrap.poll = poll;
-        }
-    }
 }
 
 /// Whether `NO_COLOR` asks for no colour (set and not empty).
@@ -606,6 +561,12 @@ pub fn host_name() -> Option<String> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    #[allow(unused_imports)]
+    use crate::apply::ApplySettings;
+    #[allow(unused_imports)]
+    use crate::node::NodeSettings;
+    #[allow(unused_imports)]
+    use crate::ssh::SshSettings;
 
     #[test]
     fn every_variable_is_declared_once_with_a_doc() {
@@ -707,7 +668,7 @@ mod tests {
         assert_eq!(s.unlisted_order_wait, Duration::from_secs(120));
         assert_eq!(s.wait.poll_min, Duration::from_secs(5));
         assert_eq!(s.wait.start_grace, Duration::from_secs(60));
-        let b = BootstrapSettings::default();
+        let b = NodeSettings::default();
         assert_eq!(b.ready_timeout, Duration::from_secs(600));
         assert_eq!(b.first_boot_timeout, Duration::from_secs(30 * 60));
         assert_eq!(b.poll, Duration::from_secs(3));

@@ -218,26 +218,6 @@ pub fn json_for_terminal(json: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// An error and its causes as the operator sees them: each message with
-/// every registered secret masked and escaped for the terminal, joined by
-/// `separator` (e.g. `"\n  caused by: "`).
-pub fn error_chain(error: &dyn std::error::Error, separator: &str) -> String {
-    let mut text = shown_message(&error.to_string());
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(separator);
-        text.push_str(&shown_message(&cause.to_string()));
-        source = cause.source();
-    }
-    text
-}
-
-/// One error message, secrets masked and escaped; its own line breaks (an
-/// error that quotes a node's log) are kept.
-fn shown_message(message: &str) -> String {
-    escape_lines_for_terminal(&crate::secret::redact::redact(message)).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

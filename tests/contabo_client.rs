@@ -387,7 +387,10 @@ async fn a_rejected_order_is_an_unknown_outcome_that_names_the_field_and_the_req
 
 /// The error as the operator could ever see it: message, causes and `Debug`.
 fn everything_shown(err: &ContaboError) -> String {
-    let mut shown = format!("{err:?}\n{}", kiwi_infra::text::error_chain(err, "\n"));
+    let mut shown = format!(
+        "{err:?}\n{}",
+        kiwi_infra::secret::redact::error_chain(err, "\n")
+    );
     let mut source = std::error::Error::source(err);
     while let Some(cause) = source {
         shown.push_str(&format!("\n{cause}"));

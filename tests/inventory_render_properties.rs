@@ -26,9 +26,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use kiwi_infra::bootstrap::{k3s, kubeadm};
 use kiwi_infra::cloudinit::{render, UserDataVars};
 use kiwi_infra::inventory::{self, ClusterKind, ClusterSpec, Desired, PoolRole};
+use kiwi_infra::node::{k3s, kubeadm};
 use kiwi_infra::plan::UserDataTemplate;
 use kiwi_infra::secret::Secret;
 use kiwi_infra::ssh::HostKey;

@@ -2,7 +2,6 @@
 //! where known, the instance id, so the final summary says what failed where;
 //! the Contabo error underneath (with its request and trace ids) is the source.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cloudinit::CloudInitError;
@@ -33,7 +32,7 @@ pub enum ApplyError {
         step: StepId,
         /// What failed on which node.
         #[source]
-        source: Box<crate::bootstrap::BootstrapError>,
+        source: Box<crate::node::NodeError>,
     },
 
     /// An order's answer was lost and looking for its instance kept failing:
@@ -222,63 +221,16 @@ pub enum ApplyError {
         limit: Duration,
     },
 
-    /// A line of the order journal, other than a last line cut short by a
-    /// crash, cannot be read.
-    #[error(
-        "{}:{line}: the order journal has an unreadable line ({reason}); it records which \
-         orders may exist, so nothing is applied until it is repaired. Compare it with the \
-         Contabo panel, then fix or remove that line",
-        path.display()
-    )]
-    JournalCorrupt {
-        /// The journal file.
-        path: PathBuf,
-        /// 1-based line number.
-        line: usize,
-        /// Why it cannot be read.
-        reason: String,
-    },
-
-    /// The order journal could not be read or written; no order is sent
-    /// without it.
-    #[error("cannot use the order journal {path}")]
-    Journal {
-        /// The journal file.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
-
-    /// Another apply holds the inventory's lock.
-    #[error("{holder}; wait for it to finish (the lock is {path})")]
-    LockHeld {
-        /// The lock file.
-        path: PathBuf,
-        /// Who holds it and since when, as far as the file says.
-        holder: String,
-    },
-
-    /// The lock or the journal kept in the Core cluster
-    /// ([state] backend = "core-cluster").
+    /// The apply lock or the order journal, local or kept in the Core
+    /// cluster (`crate::state`).
     #[error(transparent)]
     State(#[from] crate::state::StateError),
-
-    /// The lock file could not be opened or locked.
-    #[error("cannot take the apply lock {path}")]
-    Lock {
-        /// The lock file.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 impl ApplyError {
     /// The error and all its causes on one line each, as the summary prints
     /// them: secrets masked and outside text escaped for the terminal.
     pub fn chain(&self) -> String {
-        crate::text::error_chain(self, "\n    caused by: ")
+        crate::secret::redact::error_chain(self, "\n    caused by: ")
     }
 }

@@ -117,6 +117,35 @@ impl ApplySettings {
     }
 }
 
+/// The flags and variables of `crate::settings` applied here, so that the
+/// settings registry stays below the code it tunes.
+impl crate::settings::ApplyKnobs {
+    /// Sets what is given in `s`, leaving the rest.
+    pub fn tune(&self, s: &mut ApplySettings) {
+        if let Some(poll) = self.internal.poll {
+            s.wait.poll_min = poll;
+            s.wait.poll_max = poll.saturating_mul(5);
+        }
+        if let Some(limit) = self.status_timeout {
+            s.wait.provisioning_limit = limit;
+            s.wait.installing_limit = limit;
+            s.wait.other_limit = limit;
+        }
+        if let Some(wait) = self.unlisted_order_wait {
+            s.unlisted_order_wait = wait;
+        }
+        if let Some(grace) = self.internal.start_grace {
+            s.wait.start_grace = grace;
+        }
+        if let Some(n) = self.concurrency {
+            s.concurrency = n;
+        }
+        if let Some(n) = self.node_concurrency {
+            s.node_concurrency = n;
+        }
+    }
+}
+
 /// What to apply.
 #[derive(Debug, Clone)]
 pub struct ApplyInput {
@@ -1253,7 +1282,10 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
     }
 
     async fn record(&self, slot: &str, event: Event) -> Result<(), ApplyError> {
-        self.journal.record(slot, event).await
+        self.journal
+            .record(slot, event)
+            .await
+            .map_err(ApplyError::from)
     }
 
     async fn secret_id(&self, step: &Step, name: &str) -> Result<SecretId, ApplyError> {

@@ -7,13 +7,13 @@
 //! - [`wait`]: one poller for all nodes waiting for `running`, with
 //!   per-status limits and advice for statuses that need a human;
 //! - [`journal`]: the order journal that survives a killed apply, behind
-//!   the `JournalStore` seam (the local fsynced file here; the Core
-//!   cluster's copy in `crate::state`);
+//!   the `JournalStore` seam (re-exported from `crate::state`, where the
+//!   local fsynced file and the Core cluster's copy live);
 //! - [`lock`]: one apply per inventory at a time, behind the `HeldLock`
-//!   seam (the local file lock here; the Core cluster's Lease in
-//!   `crate::state`);
+//!   seam (re-exported from `crate::state`, where the local file lock and
+//!   the Core cluster's Lease live);
 //! - [`resume`]: finishing what an interrupted apply began;
-//! - [`node`]: the seam for node steps (implemented over SSH in `bootstrap`);
+//! - [`node`]: the seam for node steps (carried out over SSH in `crate::node`);
 //! - [`summary`]: the final report.
 
 mod account;

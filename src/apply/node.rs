@@ -1,23 +1,20 @@
 //! The seam for steps that run on nodes (k3s bootstrap and join, kubeadm
-//! join, labels, taints, drain and delete). The real implementation is
-//! `bootstrap::SshNodeExecutor`; [`NoNodeAccess`] stands in where no node
-//! is reachable (unit tests of the Contabo side), and says so rather than
-//! pretending.
+//! join, labels, taints, drain and delete), as `apply` sees it: every
+//! [`NodeSteps`] (`crate::node`, where `SshNodeExecutor` carries the steps
+//! out over SSH) is a [`NodeExecutor`], its [`crate::node::NodeError`]
+//! wrapped into [`ApplyError::Node`] with the step's id here, so the node
+//! module never depends on `apply`. [`NoNodeAccess`] stands in where no
+//! node is reachable (unit tests of the Contabo side), and says so rather
+//! than pretending.
 
 use std::future::Future;
 
-use crate::plan::{Step, StepKind};
+use crate::node::NodeSteps;
+use crate::plan::{NodeName, Step, StepKind};
 
 use super::error::ApplyError;
 
-/// How a node step ended when it did not fail.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NodeStepDone {
-    /// Done; the text says what changed.
-    Done(String),
-    /// Not carried out; the text says why. The step stays pending.
-    NotCarriedOut(String),
-}
+pub use crate::node::NodeStepDone;
 
 /// Runs node steps.
 pub trait NodeExecutor: Send + Sync {
@@ -41,6 +38,38 @@ pub trait NodeExecutor: Send + Sync {
         _address: Option<std::net::Ipv4Addr>,
     ) -> impl Future<Output = Result<bool, ApplyError>> + Send {
         async { Ok(false) }
+    }
+}
+
+impl<N: NodeSteps> NodeExecutor for N {
+    async fn run(&self, step: &Step) -> Result<NodeStepDone, ApplyError> {
+        NodeSteps::run(self, step)
+            .await
+            .map_err(|source| ApplyError::Node {
+                step: step.id.clone(),
+                source: Box::new(source),
+            })
+    }
+
+    fn learn_address(&self, node: &str, ip: std::net::Ipv4Addr) {
+        NodeSteps::learn_address(self, &NodeName(node.to_string()), ip);
+    }
+
+    fn forget(&self, node: &str) {
+        NodeSteps::forget(self, &NodeName(node.to_string()));
+    }
+
+    async fn wait_ready(
+        &self,
+        slot: &str,
+        address: Option<std::net::Ipv4Addr>,
+    ) -> Result<bool, ApplyError> {
+        NodeSteps::wait_ready(self, &NodeName(slot.to_string()), address)
+            .await
+            .map_err(|source| ApplyError::NodeNotReady {
+                slot: slot.to_string(),
+                source,
+            })
     }
 }
 

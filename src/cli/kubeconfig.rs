@@ -7,8 +7,11 @@ use std::path::Path;
 use super::args::{GlobalArgs, KubeconfigArgs};
 use super::plan::{load_inventory, observe};
 use super::{nodes, settings, CliError};
+use crate::cluster::ClusterReads;
 use crate::kubeconfig;
+use crate::node::{NodeError, NodeSettings};
 use crate::secret::Secret;
+use crate::ssh::OpenSshConnector;
 
 /// `kiwi-infra kubeconfig`.
 pub(super) async fn run(global: &GlobalArgs, args: &KubeconfigArgs) -> Result<(), CliError> {
@@ -29,10 +32,20 @@ pub(super) async fn run(global: &GlobalArgs, args: &KubeconfigArgs) -> Result<()
     let client = settings::contabo_client(global)?;
     let entries = super::state::journal_entries(global, &desired).await?;
     let observed = observe(&client, &desired, &entries).await?;
-    let executor = nodes::executor(global, &desired, &observed)?;
-    let fetched = executor.admin_kubeconfig(&args.cluster).await;
-    executor.close().await;
-    let (raw, server) = fetched?;
+    // Reading a file needs the cluster reads only, not the node steps.
+    let addresses = crate::plan::node_addresses(&desired, &observed)
+        .into_iter()
+        .map(|(node, ip)| (node, ip.to_string()))
+        .collect();
+    let reads = ClusterReads::new(
+        OpenSshConnector::new(nodes::checked_ssh_settings(global)?),
+        &desired,
+        addresses,
+        NodeSettings::default().command_timeout,
+    );
+    let fetched = reads.admin_kubeconfig(&args.cluster).await;
+    reads.close().await;
+    let (raw, server) = fetched.map_err(NodeError::from)?;
     let renamed = kubeconfig::rename(&raw, &args.cluster, &server)
         .map_err(|e| CliError::Internal(e.to_string()))?;
     match (&args.out, &args.merge) {

@@ -44,7 +44,7 @@ pub enum CliError {
     Inventory(crate::inventory::Diagnostics),
     /// A node or cluster failed.
     #[error(transparent)]
-    Nodes(#[from] crate::bootstrap::BootstrapError),
+    Nodes(#[from] crate::node::NodeError),
     /// Contabo failed or refused.
     #[error(transparent)]
     Contabo(#[from] ContaboError),
@@ -61,7 +61,7 @@ impl CliError {
             // This machine could not prepare an SSH connection (temporary
             // directory, generated configuration, a local path ssh would
             // misread): a local file-system problem.
-            Self::Nodes(crate::bootstrap::BootstrapError::Ssh(
+            Self::Nodes(crate::node::NodeError::Ssh(
                 crate::ssh::SshError::Local { .. } | crate::ssh::SshError::UnsafePath { .. },
             )) => EXIT_USER_ERROR,
             Self::Contabo(_) | Self::Nodes(_) | Self::Internal(_) => EXIT_FAILURE,
@@ -171,7 +171,7 @@ pub(crate) fn report(error: &CliError) {
     }
     eprintln!(
         "error: {}",
-        crate::text::error_chain(error, "\n  caused by: ")
+        crate::secret::redact::error_chain(error, "\n  caused by: ")
     );
 }
 

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use super::args::GlobalArgs;
 use super::CliError;
-use crate::bootstrap::{BootstrapSettings, SshNodeExecutor};
 use crate::inventory::Desired;
+use crate::node::{NodeSettings, SshNodeExecutor};
 use crate::observe::clusters::observe_clusters;
 use crate::plan::Observed;
 use crate::ssh::{KnownHosts, OpenSshConnector, SshSettings};
@@ -23,7 +23,7 @@ pub(super) fn executor(
     observed: &Observed,
 ) -> Result<Nodes, CliError> {
     let mut ssh = checked_ssh_settings(global)?;
-    let mut settings = BootstrapSettings::default();
+    let mut settings = NodeSettings::default();
     super::settings::node_knobs(global)?.tune(&mut settings, &mut ssh);
     let addresses: BTreeMap<String, String> = crate::plan::node_addresses(desired, observed)
         .into_iter()
@@ -64,5 +64,5 @@ pub(super) fn ssh_settings(global: &GlobalArgs) -> Result<SshSettings, CliError>
 
 /// Fills `observed.clusters` by asking each cluster over SSH.
 pub(super) async fn observe_nodes(nodes: &Nodes, desired: &Desired, observed: &mut Observed) {
-    observed.clusters = observe_clusters(nodes, desired, observed).await;
+    observed.clusters = observe_clusters(nodes.reads(), desired, observed).await;
 }

@@ -14,8 +14,8 @@ use super::{nodes, CliError};
 use crate::apply::journal::JournalStore;
 use crate::apply::lock::{HeldLock, Holder};
 use crate::apply::{ApplyError, ApplyLock, OrderJournal};
-use crate::bootstrap::NodeConnector;
 use crate::inventory::{Desired, StateAccess, StateBackend, CORE_CLUSTER};
+use crate::ssh::NodeConnector;
 use crate::ssh::{OpenSshConnector, OpenSshExec};
 use crate::state::lease::{self, system_clock, Unlocked};
 use crate::state::{ClusterJournal, KubectlObjects, LeaseSettings, LocalKubectl, StateError};
@@ -56,17 +56,6 @@ fn state_error(e: StateError) -> CliError {
     }
 }
 
-fn apply_error(e: ApplyError) -> CliError {
-    match e {
-        ApplyError::State(e) => state_error(e),
-        ApplyError::LockHeld { .. }
-        | ApplyError::Lock { .. }
-        | ApplyError::Journal { .. }
-        | ApplyError::JournalCorrupt { .. } => CliError::User(e.chain()),
-        other => CliError::Internal(other.chain()),
-    }
-}
-
 /// Reaches the Core cluster as `[state] access` says: the first Core
 /// control-plane node that answers over SSH, in the inventory's order, with
 /// its host key checked against `known_hosts`; or kubectl on this machine
@@ -95,7 +84,7 @@ async fn connect_core(global: &GlobalArgs, desired: &Desired) -> Result<Arc<Core
             Err(e) => tried.push(format!(
                 "{}: {}",
                 node.name,
-                crate::text::error_chain(&e, ": ")
+                crate::secret::redact::error_chain(&e, ": ")
             )),
         }
     }
@@ -120,8 +109,8 @@ pub(super) async fn take(
         StateBackend::Local => {
             let lock = ApplyLock::acquire_waiting(&global.inventory, wait)
                 .await
-                .map_err(apply_error)?;
-            let journal = OrderJournal::open(&global.inventory).map_err(apply_error)?;
+                .map_err(state_error)?;
+            let journal = OrderJournal::open(&global.inventory).map_err(state_error)?;
             if !global.quiet {
                 eprintln!(
                     "Apply lock and order journal: local, in {} (one machine only; [state] \
@@ -256,13 +245,13 @@ pub(super) async fn unlock(global: &GlobalArgs, _args: &UnlockArgs) -> Result<Ex
                 println!("The apply lock is not held; nothing to break.");
                 Ok(ExitCode::SUCCESS)
             }
-            Err(ApplyError::LockHeld { path, holder }) => Err(CliError::User(format!(
+            Err(StateError::LockHeld { path, holder }) => Err(CliError::User(format!(
                 "refusing to break the local apply lock {}: {holder}, and its process is still \
                  running (the OS frees the lock the moment that process ends, however it ends). \
                  Stop that apply, or wait for it",
                 path.display()
             ))),
-            Err(e) => Err(apply_error(e)),
+            Err(e) => Err(state_error(e)),
         },
         StateBackend::CoreCluster => {
             let store = connect_core(global, &desired).await?;

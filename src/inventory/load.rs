@@ -66,20 +66,13 @@ fn customer_paths(dir: &Path, errors: &mut Collector) -> Vec<std::path::PathBuf>
     if !customers.exists() {
         return Vec::new();
     }
-    let entries = match std::fs::read_dir(&customers) {
-        Ok(entries) => entries,
+    match crate::localfs::files_with_extension(&customers, "toml") {
+        Ok(paths) => paths,
         Err(e) => {
             errors.about_file(&customers, format!("cannot read directory: {e}"));
-            return Vec::new();
+            Vec::new()
         }
-    };
-    let mut paths: Vec<_> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .collect();
-    paths.sort();
-    paths
+    }
 }
 
 fn read_file(path: &Path, errors: &mut Collector) -> Option<FileId> {

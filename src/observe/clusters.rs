@@ -2,14 +2,18 @@
 //! read through a control node, and which of the cluster's instances have
 //! never been joined (pristine). Without this, the planner could not tell
 //! drift, or a fresh machine from a failed bootstrap.
+//!
+//! Reads go through `crate::cluster` (over the SSH session pool), never
+//! through the code that changes nodes.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::bootstrap::{NodeConnector, SshNodeExecutor};
 use futures::StreamExt;
 
+use crate::cluster::ClusterReads;
 use crate::inventory::{ClusterKind, ClusterSpec, Desired};
-use crate::plan::{ClusterObservation, Observed};
+use crate::plan::{ClusterObservation, NodeName, Observed};
+use crate::ssh::NodeConnector;
 
 /// A file whose presence shows that a node was joined, or tried to be.
 fn join_trace(kind: &ClusterKind) -> &'static str {
@@ -23,7 +27,7 @@ fn join_trace(kind: &ClusterKind) -> &'static str {
 /// steps unverified) when it has nodes that cannot be read; it is `Some`
 /// with no nodes when none of its instances was ever joined.
 pub async fn observe_clusters<C: NodeConnector>(
-    nodes: &SshNodeExecutor<C>,
+    reads: &ClusterReads<C>,
     desired: &Desired,
     observed: &Observed,
 ) -> BTreeMap<String, Option<ClusterObservation>> {
@@ -31,7 +35,7 @@ pub async fn observe_clusters<C: NodeConnector>(
     // 200 clusters costs a few round trips, not 200 of them in a row.
     futures::stream::iter(&desired.clusters)
         .map(|cluster| async move {
-            let observation = observe_cluster(nodes, cluster, observed).await;
+            let observation = observe_cluster(reads, cluster, observed).await;
             (cluster.name.clone(), observation)
         })
         .buffer_unordered(CLUSTERS_AT_ONCE)
@@ -43,7 +47,7 @@ pub async fn observe_clusters<C: NodeConnector>(
 const CLUSTERS_AT_ONCE: usize = 16;
 
 async fn observe_cluster<C: NodeConnector>(
-    nodes: &SshNodeExecutor<C>,
+    reads: &ClusterReads<C>,
     cluster: &ClusterSpec,
     observed: &Observed,
 ) -> Option<ClusterObservation> {
@@ -62,7 +66,7 @@ async fn observe_cluster<C: NodeConnector>(
         .map(|i| i.display_name.as_str())
         .collect();
     let trace = join_trace(&cluster.kind);
-    match nodes.nodes_of(&cluster.name).await {
+    match reads.nodes_of(&cluster.name).await {
         Ok(list) => {
             let joined: BTreeSet<&str> = list.iter().map(|n| n.name.0.as_str()).collect();
             let mut pristine = BTreeSet::new();
@@ -76,7 +80,10 @@ async fn observe_cluster<C: NodeConnector>(
             };
             let candidates = instances.iter().chain(&control_plane);
             for name in candidates.filter(|n| !joined.contains(*n)) {
-                if nodes.is_pristine(name, trace).await {
+                if reads
+                    .is_pristine(&NodeName((*name).to_string()), trace)
+                    .await
+                {
                     pristine.insert((*name).to_string());
                 }
             }
@@ -91,7 +98,10 @@ async fn observe_cluster<C: NodeConnector>(
             // does not exist yet; otherwise its state is unknown.
             let mut pristine = BTreeSet::new();
             for name in &instances {
-                if nodes.is_pristine(name, trace).await {
+                if reads
+                    .is_pristine(&NodeName((*name).to_string()), trace)
+                    .await
+                {
                     pristine.insert((*name).to_string());
                 }
             }

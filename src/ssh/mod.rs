@@ -26,11 +26,13 @@ pub mod fake;
 pub mod hostkey;
 pub mod known_hosts;
 pub mod openssh;
+pub mod pool;
 
 pub use fake::FakeRemote;
 pub use hostkey::{HostKey, HostKeyError};
 pub use known_hosts::{KnownHosts, KnownHostsError};
 pub use openssh::{OpenSshConnector, OpenSshExec, SshSettings};
+pub use pool::{NodeConnector, PoolError, SessionPool};
 
 /// The command that ends a node's first boot: it waits for cloud-init and
 /// prints `status: done` when all went well (docs/node-contract.md).
@@ -195,13 +197,16 @@ pub fn upload_command(path: &str, mode: u32) -> String {
     )
 }
 
-/// `s` as one word for a POSIX shell: unchanged when it is plainly safe,
-/// else in single quotes.
+/// `s` as one word for a POSIX shell: unchanged when it is plainly safe
+/// (ASCII letters, digits and `-_./=:+,@`), else in single quotes. The one
+/// quoting rule for every command kiwi-infra sends to a node: file paths,
+/// node names, label keys and values, kubectl arguments (`node/`, `state/`).
+/// Names the inventory accepts contain no quote, but quoting keeps a command
+/// one word per argument regardless.
 pub fn shell_quote(s: &str) -> String {
     let plain = !s.is_empty()
-        && s.chars().all(|c| {
-            c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-' | ':' | '=' | ',')
-        });
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:+,@".contains(c));
     if plain {
         s.to_string()
     } else {

@@ -55,8 +55,8 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use super::known_hosts::KnownHosts;
+use super::pool::NodeConnector;
 use super::{first_boot_finished, upload_command, Output, RemoteCommand, RemoteExec, SshError};
-use crate::bootstrap::NodeConnector;
 use crate::cloudinit::ADMIN_USER;
 use crate::secret::Secret;
 
@@ -414,29 +414,47 @@ impl RemoteExec for OpenSshExec {
     }
 
     async fn wait_ready(&self, deadline: Instant) -> Result<(), SshError> {
-        let started = Instant::now();
-        let mut delay = self.settings.retry_min;
-        let mut attempts = 0u32;
-        loop {
-            attempts += 1;
-            match self.session().await {
-                Ok(_) => break,
-                Err(e) if e.is_host_key_problem() => return Err(e),
-                Err(e) => {
-                    let now = Instant::now();
-                    if now + delay >= deadline {
-                        return Err(SshError::NotReady {
-                            node: self.node.clone(),
-                            address: self.address.clone(),
-                            attempts,
-                            waited: now - started,
-                            source: Box::new(e),
-                        });
+        // The last error of a node that does not answer yet, for the error.
+        let last = std::sync::Mutex::new(None);
+        let answered = crate::patience::poll_until(
+            deadline,
+            crate::patience::Backoff::doubling(self.settings.retry_min, self.settings.retry_max),
+            || async {
+                match self.session().await {
+                    Ok(_) => Some(Ok(())),
+                    Err(e) if e.is_host_key_problem() => Some(Err(e)),
+                    Err(e) => {
+                        tracing::debug!(node = %self.node, error = %e, "not answering yet");
+                        if let Ok(mut last) = last.lock() {
+                            *last = Some(e);
+                        }
+                        None
                     }
-                    tracing::debug!(node = %self.node, attempts, error = %e, "not answering yet");
-                    tokio::time::sleep(delay).await;
-                    delay = delay.saturating_mul(2).min(self.settings.retry_max);
                 }
+            },
+        )
+        .await;
+        match answered {
+            Ok(result) => result?,
+            Err(expired) => {
+                let source =
+                    last.into_inner()
+                        .ok()
+                        .flatten()
+                        .unwrap_or_else(|| SshError::Session {
+                            node: self.node.clone(),
+                            source: std::io::Error::other(
+                                "no attempt was made before the deadline",
+                            )
+                            .into(),
+                        });
+                return Err(SshError::NotReady {
+                    node: self.node.clone(),
+                    address: self.address.clone(),
+                    attempts: expired.checks,
+                    waited: expired.waited,
+                    source: Box::new(source),
+                });
             }
         }
         first_boot_finished(self, deadline).await

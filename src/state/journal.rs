@@ -1,6 +1,6 @@
 //! The order journal as a `ConfigMap` in the Core cluster
 //! (`kiwi-infra/kiwi-infra-orders`, key `orders.jsonl`): the same JSON lines
-//! as the local file (`crate::apply::journal`), so a rerun from any machine
+//! as the local file (`super::local`), so a rerun from any machine
 //! resolves what another machine left unconfirmed.
 //!
 //! Each entry is appended by a compare-and-swap: the whole text with the new
@@ -20,9 +20,8 @@ use serde_json::{json, Value};
 
 use super::lease::LeaseWatch;
 use super::objects::{KubeObjects, Object, ObjectKind, Written};
+use super::orders::{parse_entries, Entry, Event, JournalStore};
 use super::{StateError, JOURNAL_KEY, JOURNAL_NAME, NAMESPACE};
-use crate::apply::journal::{parse_entries, Entry, Event, JournalStore};
-use crate::apply::ApplyError;
 
 /// Writes that lose to other writers in a row before giving up.
 const MAX_CONFLICTS: u32 = 10;
@@ -295,7 +294,7 @@ fn read(object: &Object) -> Result<Known, StateError> {
     }
     let entries = parse_entries(&journal_location(), &text).map_err(|e| StateError::Malformed {
         object: ObjectKind::ConfigMap.describe(JOURNAL_NAME),
-        what: crate::text::error_chain(&e, ": "),
+        what: crate::secret::redact::error_chain(&e, ": "),
     })?;
     Ok(Known {
         text,
@@ -334,14 +333,14 @@ impl<S: KubeObjects> JournalStore for ClusterJournal<S> {
         &'a self,
         slot: &'a str,
         event: Event,
-    ) -> futures::future::BoxFuture<'a, Result<(), ApplyError>> {
+    ) -> futures::future::BoxFuture<'a, Result<(), StateError>> {
         Box::pin(async move {
             let entry = Entry {
                 at: Utc::now(),
                 slot: slot.to_string(),
                 event,
             };
-            self.append(&entry).await.map_err(ApplyError::from)
+            self.append(&entry).await
         })
     }
 
@@ -525,7 +524,7 @@ mod tests {
     #[tokio::test]
     async fn no_intent_is_recorded_once_the_lock_is_lost() {
         let store = Arc::new(FakeObjects::default());
-        let holder = crate::apply::lock::Holder::current();
+        let holder = crate::state::Holder::current();
         let settings = crate::state::LeaseSettings {
             duration: std::time::Duration::from_secs(30),
             wait: std::time::Duration::ZERO,

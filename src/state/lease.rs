@@ -28,9 +28,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
+use super::lock::Holder;
 use super::objects::{ensure_namespace, KubeObjects, Object, ObjectKind, Written};
 use super::{StateError, LEASE_NAME, NAMESPACE};
-use crate::apply::lock::Holder;
 
 /// The annotation that records the holder's user, host, pid and time.
 pub const HOLDER_ANNOTATION: &str = "kiwistack.io/holder";
@@ -402,13 +402,13 @@ impl<S: KubeObjects> LeaseGuard<S> {
     }
 }
 
-impl<S: KubeObjects> crate::apply::lock::HeldLock for LeaseGuard<S> {
+impl<S: KubeObjects> super::lock::HeldLock for LeaseGuard<S> {
     fn describe(&self) -> String {
         LeaseGuard::describe(self)
     }
 
-    fn release(&self) -> futures::future::BoxFuture<'_, Result<(), crate::apply::ApplyError>> {
-        Box::pin(async move { LeaseGuard::release(self).await.map_err(Into::into) })
+    fn release(&self) -> futures::future::BoxFuture<'_, Result<(), StateError>> {
+        Box::pin(async move { LeaseGuard::release(self).await })
     }
 }
 
@@ -422,74 +422,35 @@ pub async fn acquire<S: KubeObjects>(
 ) -> Result<LeaseGuard<S>, StateError> {
     ensure_namespace(&*store).await?;
     let me = Me::new(holder);
-    let deadline = tokio::time::Instant::now() + settings.wait;
-    let mut races = 0u32;
-    let (object, transitions, now) = loop {
-        let current = store.get(ObjectKind::Lease, LEASE_NAME).await?;
-        let state = current
-            .as_ref()
-            .map(|o| LeaseState::parse(&o.value))
-            .transpose()?;
-        let now = clock();
-        let decision = decide(current.as_ref().zip(state.as_ref()), now);
-        let written = match &decision {
-            Decision::Create => {
-                store
-                    .create(
-                        ObjectKind::Lease,
-                        &manifest(&me, None, now, now, settings.duration, 0),
-                    )
-                    .await?
-            }
-            Decision::Take {
-                resource_version,
-                transitions,
-            } => {
-                store
-                    .replace(
-                        ObjectKind::Lease,
-                        &manifest(
-                            &me,
-                            Some(resource_version),
-                            now,
-                            now,
-                            settings.duration,
-                            *transitions,
-                        ),
-                    )
-                    .await?
-            }
-            Decision::Wait { holder, expires } => {
-                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                if left.is_zero() {
-                    return Err(StateError::Held {
-                        holder: holder.clone(),
-                        expires: shown_time(*expires),
-                    });
+    // The one wait here is for a live holder to finish: polled as every
+    // wait is (`crate::patience`); a lost race is looked at again at once.
+    let held = std::sync::Mutex::new(None);
+    let taken = crate::patience::poll_until(
+        crate::patience::deadline_in(settings.wait),
+        crate::patience::Backoff::constant(settings.poll),
+        || async {
+            match try_take(&*store, &me, settings, &clock).await {
+                Ok(Take::Won(won)) => Some(Ok(won)),
+                Ok(Take::Held { holder, expires }) => {
+                    tracing::info!(%holder, "waiting for the apply lock");
+                    if let Ok(mut held) = held.lock() {
+                        *held = Some((holder, expires));
+                    }
+                    None
                 }
-                tracing::info!(%holder, "waiting for the apply lock");
-                tokio::time::sleep(settings.poll.min(left)).await;
-                continue;
+                Err(e) => Some(Err(e)),
             }
-        };
-        match written {
-            Written::Done(object) => {
-                let transitions = match decision {
-                    Decision::Take { transitions, .. } => transitions,
-                    _ => 0,
-                };
-                break (object, transitions, now);
-            }
-            // Another apply won the race: look again.
-            Written::AlreadyExists | Written::Conflict | Written::NotFound => {
-                races += 1;
-                if races > 20 {
-                    return Err(StateError::Contended {
-                        object: ObjectKind::Lease.describe(LEASE_NAME),
-                        attempts: races,
-                    });
-                }
-            }
+        },
+    )
+    .await;
+    let (object, transitions, now) = match taken {
+        Ok(won) => won?,
+        Err(_) => {
+            let (holder, expires) = held.into_inner().ok().flatten().unwrap_or_default();
+            return Err(StateError::Held {
+                holder,
+                expires: shown_time(expires),
+            });
         }
     };
     // The renewal time as written, not when the answer came: others judge
@@ -520,6 +481,93 @@ pub async fn acquire<S: KubeObjects>(
         renewal,
         holder: holder.describe(),
     })
+}
+
+/// What one look at the lock found.
+enum Take {
+    /// This apply took it: the lease object, its transitions, and when.
+    Won((Object, i64, DateTime<Utc>)),
+    /// A live holder has it.
+    Held {
+        /// Who, and since when.
+        holder: String,
+        /// When its lease expires unless renewed.
+        expires: DateTime<Utc>,
+    },
+}
+
+/// Looks at the lock once and takes it if it is free or expired; a race
+/// lost to another apply (a create or a compare-and-swap that failed) is
+/// looked at again at once, up to 20 times.
+async fn try_take<S: KubeObjects>(
+    store: &S,
+    me: &Me,
+    settings: LeaseSettings,
+    clock: &Clock,
+) -> Result<Take, StateError> {
+    let mut races = 0u32;
+    loop {
+        let current = store.get(ObjectKind::Lease, LEASE_NAME).await?;
+        let state = current
+            .as_ref()
+            .map(|o| LeaseState::parse(&o.value))
+            .transpose()?;
+        let now = clock();
+        let decision = decide(current.as_ref().zip(state.as_ref()), now);
+        let written = match &decision {
+            Decision::Create => {
+                store
+                    .create(
+                        ObjectKind::Lease,
+                        &manifest(me, None, now, now, settings.duration, 0),
+                    )
+                    .await?
+            }
+            Decision::Take {
+                resource_version,
+                transitions,
+            } => {
+                store
+                    .replace(
+                        ObjectKind::Lease,
+                        &manifest(
+                            me,
+                            Some(resource_version),
+                            now,
+                            now,
+                            settings.duration,
+                            *transitions,
+                        ),
+                    )
+                    .await?
+            }
+            Decision::Wait { holder, expires } => {
+                return Ok(Take::Held {
+                    holder: holder.clone(),
+                    expires: *expires,
+                });
+            }
+        };
+        match written {
+            Written::Done(object) => {
+                let transitions = match decision {
+                    Decision::Take { transitions, .. } => transitions,
+                    _ => 0,
+                };
+                return Ok(Take::Won((object, transitions, now)));
+            }
+            // Another apply won the race: look again.
+            Written::AlreadyExists | Written::Conflict | Written::NotFound => {
+                races += 1;
+                if races > 20 {
+                    return Err(StateError::Contended {
+                        object: ObjectKind::Lease.describe(LEASE_NAME),
+                        attempts: races,
+                    });
+                }
+            }
+        }
+    }
 }
 
 /// Renews the lease every third of its duration until aborted or lost.
@@ -568,7 +616,7 @@ async fn renew<S: KubeObjects>(
             Err(e) => {
                 // A passing failure (the control node restarting): try again
                 // at the next interval; LeaseWatch::lost says when it is too late.
-                tracing::warn!(error = %crate::text::error_chain(&e, ": "), "cannot renew the apply lock");
+                tracing::warn!(error = %crate::secret::redact::error_chain(&e, ": "), "cannot renew the apply lock");
             }
         }
     }
@@ -612,7 +660,7 @@ pub async fn break_lock<S: KubeObjects>(store: &S, clock: Clock) -> Result<Unloc
                 (holder, transitions)
             }
             // Nothing kiwi-infra writes: no running apply renews it.
-            Err(e) => (crate::text::error_chain(&e, ": "), 0),
+            Err(e) => (crate::secret::redact::error_chain(&e, ": "), 0),
         };
         match store
             .replace(

@@ -21,7 +21,16 @@
 //!   atomic create or by a compare-and-swap once the holder's lease expired,
 //!   renewed in the background while apply runs, released at the end;
 //! - [`journal`]: the order journal as a `ConfigMap`, appended to with a
-//!   compare-and-swap and retried (re-read, re-append) on conflict.
+//!   compare-and-swap and retried (re-read, re-append) on conflict;
+//! - [`orders`]: the journal's entries, their text format and the
+//!   [`JournalStore`] seam both journals implement;
+//! - [`lock`]: who holds the apply lock, and the [`HeldLock`] seam both
+//!   locks implement;
+//! - [`local`]: the local backend, `<inventory>/.kiwi/` (an OS file lock
+//!   and an fsynced journal file).
+//!
+//! `apply` depends on this module, never the reverse: it records through
+//! [`JournalStore`] and holds a [`HeldLock`].
 //!
 //! Which store an inventory uses is written in its `[state]` table
 //! (`backend = "core-cluster"` or `"local"`); there is no silent fallback
@@ -31,14 +40,22 @@
 
 pub mod journal;
 pub mod lease;
+pub mod local;
+pub mod lock;
 pub mod objects;
+pub mod orders;
 
 #[cfg(test)]
 pub(crate) mod fake;
 
 pub use journal::ClusterJournal;
 pub use lease::{LeaseGuard, LeaseSettings, LeaseState};
+pub use local::{ApplyLock, OrderJournal};
+pub use lock::{HeldLock, Holder};
 pub use objects::{KubeObjects, KubectlObjects, LocalKubectl, Object, ObjectKind, Written};
+pub use orders::{Entry, Event, JournalStore};
+
+use std::path::PathBuf;
 
 /// The namespace of the Core cluster that kiwi-infra owns.
 pub const NAMESPACE: &str = "kiwi-infra";
@@ -49,7 +66,8 @@ pub const JOURNAL_NAME: &str = "kiwi-infra-orders";
 /// The key of the journal's text in the `ConfigMap`'s `data`.
 pub const JOURNAL_KEY: &str = "orders.jsonl";
 
-/// Failures of the cluster-kept state. Each names the object or the node.
+/// Failures of the state (the apply lock and the order journal, local or
+/// kept in the Core cluster). Each names the file, the object or the node.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// Another apply holds the lock and its lease is being renewed.
@@ -136,6 +154,52 @@ pub enum StateError {
         /// What is wrong, and what was expected.
         what: String,
     },
+    /// A line of the order journal, other than a last line cut short by a
+    /// crash, cannot be read.
+    #[error(
+        "{}:{line}: the order journal has an unreadable line ({reason}); it records which \
+         orders may exist, so nothing is applied until it is repaired. Compare it with the \
+         Contabo panel, then fix or remove that line",
+        path.display()
+    )]
+    JournalCorrupt {
+        /// The journal file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// Why it cannot be read.
+        reason: String,
+    },
+
+    /// The order journal could not be read or written; no order is sent
+    /// without it.
+    #[error("cannot use the order journal {path}")]
+    Journal {
+        /// The journal file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Another apply holds the inventory's lock.
+    #[error("{holder}; wait for it to finish (the lock is {path})")]
+    LockHeld {
+        /// The lock file.
+        path: PathBuf,
+        /// Who holds it and since when, as far as the file says.
+        holder: String,
+    },
+
+    /// The lock file could not be opened or locked.
+    #[error("cannot take the apply lock {path}")]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
     /// A compare-and-swap kept losing to other writers.
     #[error(
         "{object} in the Core cluster kept changing under this apply ({attempts} attempts); \
@@ -150,6 +214,12 @@ pub enum StateError {
 }
 
 impl StateError {
+    /// The error and all its causes on one line each, as the summary prints
+    /// them: secrets masked and outside text escaped for the terminal.
+    pub fn chain(&self) -> String {
+        crate::secret::redact::error_chain(self, "\n    caused by: ")
+    }
+
     /// True when the error is the operator's to sort out (a held lock, an
     /// unreachable or misconfigured store) rather than a fault of the tool.
     pub fn is_user_error(&self) -> bool {

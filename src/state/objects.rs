@@ -255,10 +255,7 @@ impl<E: RemoteExec + 'static> KubectlObjects<E> {
         let stdin = stdin.map(|v| v.to_string().into_bytes());
         match &self.runner {
             Runner::Ssh(exec) => {
-                let words: Vec<String> = args
-                    .iter()
-                    .map(|a| crate::bootstrap::kubectl::quote(a))
-                    .collect();
+                let words: Vec<String> = args.iter().map(|a| crate::ssh::shell_quote(a)).collect();
                 let command = format!("{KUBECTL} --namespace {NAMESPACE} {}", words.join(" "));
                 let output = exec
                     .run(&RemoteCommand {

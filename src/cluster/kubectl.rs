@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::inventory::{kube, Taint, TaintEffect};
 use crate::plan::{Node, NodeName};
+use crate::ssh::shell_quote as quote;
 
 /// How `kubectl` is invoked on a cluster's API node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,19 +113,6 @@ impl Kubectl {
     pub fn delete_node(self, node: &str) -> String {
         format!("{} delete node {}", self.prefix(), quote(node))
     }
-}
-
-/// Single-quotes a word for a POSIX shell. Names, label keys and values the
-/// inventory accepts contain no quote, but quoting keeps it safe regardless.
-pub fn quote(word: &str) -> String {
-    if !word.is_empty()
-        && word
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:+,@".contains(c))
-    {
-        return word.to_string();
-    }
-    format!("'{}'", word.replace('\'', r"'\''"))
 }
 
 #[derive(Deserialize)]
