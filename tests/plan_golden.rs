@@ -460,8 +460,7 @@ fn an_order_the_journal_recorded_is_tagged_never_offered_for_adoption() {
         .iter()
         .find(|i| i.display_name == "kiwi-core-general-02")
         .unwrap()
-        .id
-        .clone();
+        .id;
     observed
         .journal_placed
         .insert("kiwi-core-general-02".into(), untagged);

@@ -282,12 +282,12 @@ pub async fn execute<A: CloudApi, N: NodeExecutor>(
         tags: observed
             .tags
             .iter()
-            .map(|(n, id)| (n.clone(), TagId(id.0)))
+            .map(|(n, id)| (n.clone(), *id))
             .collect(),
         secrets: observed
             .secrets
             .iter()
-            .map(|(n, id)| (n.clone(), SecretId(id.0)))
+            .map(|(n, id)| (n.clone(), *id))
             .collect(),
         instances: BTreeMap::new(),
     };
@@ -354,7 +354,7 @@ fn build_tasks(input: ApplyInput, contabo_only: bool) -> (Vec<Task>, Vec<StepId>
         let work = match &step.kind {
             StepKind::WaitForRunning { instance, cause } => Work::Wait {
                 slot: instance.name.clone(),
-                instance: instance.id.as_ref().map(to_api_id),
+                instance: instance.id,
                 own_action: *cause != WaitCause::Earlier,
                 step: Box::new(step.clone()),
             },
@@ -372,10 +372,6 @@ fn build_tasks(input: ApplyInput, contabo_only: bool) -> (Vec<Task>, Vec<StepId>
 /// Look-ups of a slot's name, at the least, before an order whose answer
 /// was lost and that Contabo does not list is sent again.
 const MIN_LOOKS_BEFORE_REORDER: u32 = 3;
-
-fn to_api_id(id: &plan::InstanceId) -> InstanceId {
-    InstanceId(id.0)
-}
 
 /// Why a destructive step was not carried out without `--allow-destroy`.
 pub const NEEDS_ALLOW_DESTROY: &str = "needs --allow-destroy";
@@ -886,7 +882,7 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
                 })?,
         };
         let id = match &instance.id {
-            Some(id) => to_api_id(id),
+            Some(id) => *id,
             None => self.instance_of(&step.id, &instance.name).await?,
         };
         self.api
@@ -908,7 +904,7 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
         tag: &str,
         instance: &InstanceRef,
     ) -> Result<StepOutcome, ApplyError> {
-        let Some(id) = instance.id.as_ref().map(to_api_id) else {
+        let Some(id) = instance.id else {
             return Err(ApplyError::InstanceMissing {
                 step: step.id.clone(),
                 slot: instance.name.clone(),
@@ -931,7 +927,7 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
 
     /// Gives a renamed owned instance its slot's name back.
     async fn rename(&self, step: &Step, instance: &InstanceRef) -> Result<StepOutcome, ApplyError> {
-        let Some(id) = instance.id.as_ref().map(to_api_id) else {
+        let Some(id) = instance.id else {
             return Err(ApplyError::InstanceMissing {
                 step: step.id.clone(),
                 slot: instance.name.clone(),
@@ -1396,7 +1392,7 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
     async fn reinstall(&self, step: &Step, r: &Reinstall) -> Result<StepOutcome, ApplyError> {
         let slot = r.instance.name.as_str();
         let id = match &r.instance.id {
-            Some(id) => to_api_id(id),
+            Some(id) => *id,
             None => self.instance_of(&step.id, slot).await?,
         };
         let image_id = r
@@ -1455,7 +1451,7 @@ impl<'a, A: CloudApi, N: NodeExecutor> Executor<'a, A, N> {
     ) -> Result<StepOutcome, ApplyError> {
         let slot = instance.name.as_str();
         let id = match &instance.id {
-            Some(id) => to_api_id(id),
+            Some(id) => *id,
             None => self.instance_of(&step.id, slot).await?,
         };
         let current = self.api.get_instance(id).await.map_err(Self::contabo(

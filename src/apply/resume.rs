@@ -16,7 +16,6 @@
 
 use std::collections::BTreeSet;
 
-use crate::contabo::models::InstanceId;
 use crate::plan::Observed;
 
 use super::executor::journal_claims;
@@ -52,15 +51,7 @@ pub fn interrupted_instances(
         .iter()
         .filter(|i| !i.is_cancelled() && !i.is_owned())
         .filter(|i| journal_slots.contains(i.display_name.as_str()))
-        .filter(|i| {
-            journal_claims(
-                entries,
-                &i.display_name,
-                InstanceId(i.id.0),
-                i.created_date,
-                horizon,
-            )
-        })
-        .map(|i| (i.display_name.clone(), i.id.clone()))
+        .filter(|i| journal_claims(entries, &i.display_name, i.id, i.created_date, horizon))
+        .map(|i| (i.display_name.clone(), i.id))
         .collect()
 }

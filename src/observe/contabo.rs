@@ -217,7 +217,7 @@ impl AccountSnapshot {
                 },
                 ipv4: i.ipv4(),
                 odd_ipv4: i.odd_ipv4().map(str::to_string),
-                id: plan::InstanceId(i.instance_id.0),
+                id: i.instance_id,
                 display_name: i.display_name,
                 product_id: i.product_id,
                 region: i.region.to_string(),
@@ -262,7 +262,7 @@ pub async fn check_cluster_tags(
         .tags
         .iter()
         .filter(|(name, _)| name.starts_with(plan::tags::CLUSTER_PREFIX))
-        .map(|(name, id)| (name.clone(), id.clone()))
+        .map(|(name, id)| (name.clone(), *id))
         .collect();
     let mut found: BTreeMap<plan::InstanceId, BTreeSet<String>> = BTreeMap::new();
     let mut read: BTreeSet<String> = BTreeSet::new();
@@ -274,15 +274,15 @@ pub async fn check_cluster_tags(
                     name: &String,
                     members: BTreeSet<InstanceId>| {
         for (id, _) in &wanted {
-            if members.contains(&InstanceId(id.0)) {
-                found.entry(id.clone()).or_default().insert(name.clone());
+            if members.contains(id) {
+                found.entry(*id).or_default().insert(name.clone());
             }
         }
     };
     for name in &claimed {
         if let Some(id) = cluster_tags.get(name) {
             read.insert(name.clone());
-            read_tag(&mut found, name, instances_tagged(api, TagId(id.0)).await?);
+            read_tag(&mut found, name, instances_tagged(api, *id).await?);
         }
     }
     let unexplained = wanted.iter().any(|(id, cluster)| {
@@ -292,7 +292,7 @@ pub async fn check_cluster_tags(
     });
     if unexplained {
         for (name, id) in cluster_tags.iter().filter(|(n, _)| !read.contains(*n)) {
-            read_tag(&mut found, name, instances_tagged(api, TagId(id.0)).await?);
+            read_tag(&mut found, name, instances_tagged(api, *id).await?);
         }
     }
     for instance in &mut observed.instances {

@@ -10,41 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::Ipv4Addr;
 
-macro_rules! id_newtype {
-    ($(#[$doc:meta])* $name:ident($inner:ty)) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-        #[serde(transparent)]
-        pub struct $name(pub $inner);
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                self.0.fmt(f)
-            }
-        }
-    };
-}
-
-id_newtype!(
-    /// Contabo's `instanceId`.
-    InstanceId(i64)
-);
-id_newtype!(
-    /// Contabo's `tagId`.
-    TagId(i64)
-);
-id_newtype!(
-    /// Contabo's `secretId`.
-    SecretId(i64)
-);
-id_newtype!(
-    /// Contabo's `imageId` (a UUID).
-    ImageId(String)
-);
-id_newtype!(
-    /// A Kubernetes node name; for nodes kiwi-infra ordered, the slot name.
-    NodeName(String)
-);
+pub use crate::ids::{ImageId, InstanceId, NodeName, SecretId, TagId};
 
 /// Everything the planner compares the inventory with.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -523,7 +523,7 @@ impl<'a> Planner<'a> {
             match instance.cancel_date {
                 Some(cancel_date) => self.warnings.push(Warning::CancelledInstance {
                     name: name.to_string(),
-                    instance: instance.id.clone(),
+                    instance: instance.id,
                     cancel_date,
                 }),
                 None => live.push(instance),
@@ -536,7 +536,7 @@ impl<'a> Planner<'a> {
             self.warnings.push(Warning::DuplicateInstances {
                 name: name.to_string(),
                 instances: live.iter().map(|i| brief(i)).collect(),
-                kept: chosen.id.clone(),
+                kept: chosen.id,
             });
         }
         // An order the journal recorded as placed for this slot is
@@ -568,7 +568,7 @@ impl<'a> Planner<'a> {
         {
             self.warnings.push(Warning::SignalsDisagree {
                 name: name.to_string(),
-                instance: chosen.id.clone(),
+                instance: chosen.id,
                 what: if tagged.is_empty() {
                     format!(
                         "its name is a slot of cluster {}, but its kiwi-cluster-* tag is \
@@ -588,7 +588,7 @@ impl<'a> Planner<'a> {
         }
         let instance = InstanceRef {
             name: name.to_string(),
-            id: Some(chosen.id.clone()),
+            id: Some(chosen.id),
         };
         if chosen.display_name != name {
             self.push(
@@ -613,7 +613,7 @@ impl<'a> Planner<'a> {
         if chosen.status.needs_reinstall() && ready_node.is_some() {
             self.warnings.push(Warning::SignalsDisagree {
                 name: name.to_string(),
-                instance: chosen.id.clone(),
+                instance: chosen.id,
                 what: format!(
                     "Contabo reports it {}, but its node is Ready; not reinstalled",
                     chosen.status
@@ -657,7 +657,7 @@ impl<'a> Planner<'a> {
         if !chosen.status.is_usable() {
             self.warnings.push(Warning::NeedsAttention {
                 name: name.to_string(),
-                instance: chosen.id.clone(),
+                instance: chosen.id,
                 status: chosen.status.clone(),
             });
             return Some(SlotInstance {
@@ -899,7 +899,7 @@ impl<'a> Planner<'a> {
             if expected != actual {
                 self.warnings.push(Warning::Mismatch {
                     name: name.to_string(),
-                    instance: instance.id.clone(),
+                    instance: instance.id,
                     field: field.to_string(),
                     expected: expected.clone(),
                     actual: actual.clone(),
@@ -939,7 +939,7 @@ impl<'a> Planner<'a> {
         // for a node that is not Ready.
         let mut stale: Option<StepId> = None;
         if let Some(listed) = observation.and_then(|o| o.node(name)) {
-            let instance_id = si.instance.id.clone();
+            let instance_id = si.instance.id;
             if listed.ready {
                 if let Some(instance) = instance_id {
                     self.warnings.push(Warning::SignalsDisagree {
@@ -1234,7 +1234,7 @@ impl<'a> Planner<'a> {
             if let Some(cancel_date) = instance.cancel_date {
                 self.warnings.push(Warning::CancelledInstance {
                     name: instance.display_name.clone(),
-                    instance: instance.id.clone(),
+                    instance: instance.id,
                     cancel_date,
                 });
             }
@@ -1289,7 +1289,7 @@ impl<'a> Planner<'a> {
                             tag: tags::PROTECTED.to_string(),
                             instance: InstanceRef {
                                 name: r.instance.display_name.clone(),
-                                id: Some(r.instance.id.clone()),
+                                id: Some(r.instance.id),
                             },
                         },
                         Vec::new(),
@@ -1420,7 +1420,7 @@ impl<'a> Planner<'a> {
                 StepKind::CancelInstance {
                     instance: InstanceRef {
                         name: name.clone(),
-                        id: Some(instance.id.clone()),
+                        id: Some(instance.id),
                     },
                     product: instance.product_id.clone(),
                     monthly_price: self.desired.price(&instance.product_id),
@@ -1443,7 +1443,7 @@ impl<'a> Planner<'a> {
             if let Some(value) = &instance.odd_ipv4 {
                 self.warnings.push(Warning::OddValue {
                     name: instance.display_name.clone(),
-                    instance: instance.id.clone(),
+                    instance: instance.id,
                     field: "ipConfig.v4.ip".to_string(),
                     value: value.clone(),
                 });
@@ -1453,7 +1453,7 @@ impl<'a> Planner<'a> {
             self.handled.insert(u.instance.id.0);
             self.warnings.push(Warning::Unattributed {
                 name: u.instance.display_name.clone(),
-                instance: u.instance.id.clone(),
+                instance: u.instance.id,
                 cluster: u.cluster.clone(),
                 reason: u.reason.clone(),
             });
@@ -1745,7 +1745,7 @@ impl<'a> Attribution<'a> {
                 .iter()
                 .find(|i| observed.journal_placed.get(&slot) == Some(&i.id))
                 .or(list.first())
-                .map(|i| i.id.clone());
+                .map(|i| i.id);
             for instance in list.into_iter().filter(|i| Some(&i.id) != keeper.as_ref()) {
                 if !tags::clusters_of(&instance.tags)
                     .iter()
@@ -1774,7 +1774,7 @@ impl<'a> Attribution<'a> {
                 };
                 if let Some(other) = by_journal.or_else(by_address) {
                     self.renamed.insert(other, instance);
-                    self.elsewhere.insert(instance.id.clone());
+                    self.elsewhere.insert(instance.id);
                     continue;
                 }
                 // No evidence. With no slot of its product free, it is a
@@ -2021,7 +2021,7 @@ pub fn cluster_tags_to_check(desired: &Desired, observed: &Observed) -> Vec<(Ins
                     owned_live.get(name.as_str()).copied().unwrap_or(0),
                 )
             {
-                wanted.push((instance.id.clone(), cluster.name.clone()));
+                wanted.push((instance.id, cluster.name.clone()));
             }
         }
     }
@@ -2077,7 +2077,7 @@ fn descriptive_tags(cluster: &ClusterSpec, pool: &PoolSpec) -> Vec<String> {
 
 fn brief(instance: &Instance) -> InstanceBrief {
     InstanceBrief {
-        id: instance.id.clone(),
+        id: instance.id,
         created_date: instance.created_date,
         status: instance.status.clone(),
         owned: instance.is_owned(),

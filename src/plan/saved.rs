@@ -20,7 +20,7 @@ pub const SAVED_PLAN_FORMAT_VERSION: u32 = 3;
 /// without changing the plan.
 pub fn fingerprint(observed: &Observed) -> String {
     let mut canonical = observed.clone();
-    canonical.instances.sort_by(|a, b| a.id.cmp(&b.id));
+    canonical.instances.sort_by_key(|a| a.id);
     for instance in &mut canonical.instances {
         instance.ipv4 = None;
     }

@@ -726,7 +726,7 @@ impl Summary {
                 StepKind::AssignTag { instance, .. } => {
                     s.tags_to_assign += 1;
                     if let Some(id) = &instance.id {
-                        tagged.insert(id.clone());
+                        tagged.insert(*id);
                     }
                 }
                 StepKind::DeleteNode { .. } | StepKind::DeleteStaleNode { .. } => {
