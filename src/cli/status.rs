@@ -303,8 +303,8 @@ fn node_change(kind: &StepKind) -> Option<(String, String)> {
         StepKind::RecordLabels { node, .. } => {
             (node.0.clone(), "record of kiwi-infra's labels".into())
         }
-        StepKind::SetTaint { node, taint } => (node.0.clone(), format!("taint {taint}")),
-        StepKind::RemoveTaint { node, taint } => {
+        StepKind::SetTaint { node, taint, .. } => (node.0.clone(), format!("taint {taint}")),
+        StepKind::RemoveTaint { node, taint, .. } => {
             (node.0.clone(), format!("taint {taint} to remove"))
         }
         StepKind::DrainNode { node } | StepKind::DeleteNode { node } => {

@@ -3,14 +3,11 @@
 //! (so a restart registers the same set), and kiwi-infra's record of the
 //! labels it set (so a later plan can remove one the inventory drops).
 
-use std::collections::BTreeMap;
-
 use super::{k3s, refused, NodeConnector, NodeError, SshNodeExecutor};
 use crate::cluster::kubectl::Kubectl;
 use crate::cluster::Reply;
 use crate::inventory::Taint;
-use crate::plan::NodeName;
-use crate::secret::Secret;
+use crate::plan::{NodeName, NodeShape};
 
 impl<C: NodeConnector> SshNodeExecutor<C> {
     pub(super) async fn change_node(
@@ -18,6 +15,7 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
         cluster: &str,
         node: &NodeName,
         change: &Change<'_>,
+        wanted: &NodeShape,
     ) -> Result<String, NodeError> {
         let access = self.reads.access(cluster)?;
         let name = node.0.as_str();
@@ -36,7 +34,7 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
         self.on_first_control(cluster, &access.control_nodes, &command)
             .await?;
         if access.kubectl == Kubectl::K3s {
-            self.keep_k3s_config_in_step(node, change).await?;
+            self.keep_k3s_config_in_step(node, wanted).await?;
         }
         Ok(format!("{node}: {}", change.describe()))
     }
@@ -78,29 +76,17 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
     }
 
     /// Rewrites the node's `config.yaml` so a k3s restart registers the
-    /// same labels and taints as the cluster now has.
+    /// labels and taints the node should carry: the step's whole `wanted`
+    /// set, not the config plus this one change, so that two label or taint
+    /// steps of one node running side by side cannot undo each other.
     async fn keep_k3s_config_in_step(
         &self,
         node: &NodeName,
-        change: &Change<'_>,
+        wanted: &NodeShape,
     ) -> Result<(), NodeError> {
         let exec = self.connect(node).await?;
         let config = self.read_secret(&exec, k3s::CONFIG_PATH).await?;
-        let (mut labels, mut taints) = k3s_lists(&config);
-        match change {
-            Change::SetLabel(k, v) => {
-                labels.insert((*k).to_string(), (*v).to_string());
-            }
-            Change::RemoveLabel(k) => {
-                labels.remove(*k);
-            }
-            Change::SetTaint(t) => {
-                taints.retain(|x| !(x.key == t.key && x.effect == t.effect));
-                taints.push((*t).clone());
-            }
-            Change::RemoveTaint(t) => taints.retain(|x| x != *t),
-        }
-        let updated = k3s::with_labels_and_taints(&config, &labels, &taints)
+        let updated = k3s::with_labels_and_taints(&config, &wanted.labels, &wanted.taints)
             .map_err(|what| refused(&node.0, what))?;
         self.upload(&exec, k3s::CONFIG_PATH, &updated).await
     }
@@ -126,9 +112,14 @@ impl Change<'_> {
     }
 }
 
-/// The `node-label` and `node-taint` lists of a config kiwi-infra wrote.
-pub(super) fn k3s_lists(config: &Secret) -> (BTreeMap<String, String>, Vec<Taint>) {
-    let mut labels = BTreeMap::new();
+/// The `node-label` and `node-taint` lists of a config kiwi-infra wrote:
+/// how the tests read back what a step wrote (apply itself writes the whole
+/// wanted set and never needs to read the lists).
+#[cfg(test)]
+pub(super) fn k3s_lists(
+    config: &crate::secret::Secret,
+) -> (std::collections::BTreeMap<String, String>, Vec<Taint>) {
+    let mut labels = std::collections::BTreeMap::new();
     let mut taints = Vec::new();
     let mut section = "";
     for line in config.expose().lines() {

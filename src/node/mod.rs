@@ -410,24 +410,38 @@ impl<C: NodeConnector> NodeSteps for SshNodeExecutor<C> {
             StepKind::JoinK3sAgent(j) => self.join_k3s(&cluster, j, false).await,
             StepKind::KubeadmJoin(j) => self.kubeadm_join(j).await,
             StepKind::SetLabel {
-                node, key, value, ..
+                node,
+                key,
+                value,
+                wanted,
+                ..
             } => {
-                self.change_node(&cluster, node, &Change::SetLabel(key, value))
+                self.change_node(&cluster, node, &Change::SetLabel(key, value), wanted)
                     .await
             }
-            StepKind::RemoveLabel { node, key, .. } => {
-                self.change_node(&cluster, node, &Change::RemoveLabel(key))
+            StepKind::RemoveLabel {
+                node, key, wanted, ..
+            } => {
+                self.change_node(&cluster, node, &Change::RemoveLabel(key), wanted)
                     .await
             }
             StepKind::RecordLabels { node, keys, .. } => {
                 self.record_labels(&cluster, node, keys).await
             }
-            StepKind::SetTaint { node, taint } => {
-                self.change_node(&cluster, node, &Change::SetTaint(taint))
+            StepKind::SetTaint {
+                node,
+                taint,
+                wanted,
+            } => {
+                self.change_node(&cluster, node, &Change::SetTaint(taint), wanted)
                     .await
             }
-            StepKind::RemoveTaint { node, taint } => {
-                self.change_node(&cluster, node, &Change::RemoveTaint(taint))
+            StepKind::RemoveTaint {
+                node,
+                taint,
+                wanted,
+            } => {
+                self.change_node(&cluster, node, &Change::RemoveTaint(taint), wanted)
                     .await
             }
             StepKind::DrainNode { node } => self.drain_node(&cluster, node).await,
@@ -762,5 +776,72 @@ mod tests {
         assert_eq!(a.expose().len(), 32);
         assert!(a.expose().chars().all(|c| c.is_ascii_hexdigit()));
         assert_ne!(a.expose(), b.expose());
+    }
+
+    #[tokio::test]
+    async fn a_label_or_taint_step_writes_the_nodes_whole_wanted_set_into_its_k3s_config() {
+        // Each step used to read the config and add its own change: two
+        // steps of one node side by side could each write the config
+        // without the other's change. Now each writes the whole set.
+        let desired = crate::inventory::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("inventory"),
+        )
+        .unwrap();
+        let agent = crate::ssh::fake::FakeRemote::new("kiwi-stadtwerke-nord-general-01")
+            .with_handler(|_, _, _| ok(""));
+        let old = agent_config(
+            &BTreeMap::from([("kiwistack.io/pool".to_string(), "old".to_string())]),
+            &[],
+        )
+        .unwrap();
+        agent.put_file(k3s::CONFIG_PATH, old.expose().as_bytes(), 0o600);
+        let server = crate::ssh::fake::FakeRemote::new("kiwi-stadtwerke-nord-server-01")
+            .with_handler(|_, _, _| ok(""));
+        let fleet = Fleet {
+            nodes: BTreeMap::from([
+                ("kiwi-stadtwerke-nord-general-01".to_string(), agent.clone()),
+                ("kiwi-stadtwerke-nord-server-01".to_string(), server),
+            ]),
+            waits_for: BTreeMap::new(),
+            early: Arc::new(Mutex::new(Vec::new())),
+        };
+        let addresses = BTreeMap::from([
+            (
+                "kiwi-stadtwerke-nord-general-01".to_string(),
+                "127.0.0.2".to_string(),
+            ),
+            (
+                "kiwi-stadtwerke-nord-server-01".to_string(),
+                "127.0.0.3".to_string(),
+            ),
+        ]);
+        let nodes = SshNodeExecutor::new(fleet, &desired, addresses, NodeSettings::default());
+        let taint = Taint::parse("workload.kiwistack.io/realtime=true:NoSchedule").unwrap();
+        let wanted = crate::plan::NodeShape {
+            labels: BTreeMap::from([
+                ("kiwistack.io/pool".to_string(), "general".to_string()),
+                ("team".to_string(), "mail".to_string()),
+            ]),
+            taints: vec![taint.clone()],
+        };
+        // Only the taint step runs; the label steps have not (yet).
+        let step = Step {
+            id: crate::plan::StepId("taint:kiwi-stadtwerke-nord-general-01".into()),
+            cluster: Some("stadtwerke-nord".into()),
+            kind: StepKind::SetTaint {
+                node: crate::plan::NodeName("kiwi-stadtwerke-nord-general-01".into()),
+                wanted: wanted.clone(),
+                taint,
+            },
+            depends_on: Vec::new(),
+            destructive: false,
+        };
+        NodeSteps::run(&nodes, &step).await.unwrap();
+        let written = agent.file(k3s::CONFIG_PATH).expect("config written");
+        let written = Secret::new(String::from_utf8(written.contents.expose().clone()).unwrap());
+        let (labels, taints) = k3s_lists(&written);
+        assert_eq!(labels, wanted.labels);
+        assert_eq!(taints, wanted.taints);
+        nodes.close().await;
     }
 }

@@ -25,7 +25,7 @@ pub use render::{
 pub use saved::{fingerprint, SavedPlan, SavedPlanError, Stale, SAVED_PLAN_FORMAT_VERSION};
 pub use simulate::simulate;
 pub use steps::{
-    ImageRef, InstanceBrief, InstanceRef, K3sJoin, KubeadmJoin, KubeadmRole, Order, Plan,
-    Reinstall, Step, StepId, StepKind, Summary, Unverified, UserDataTemplate, WaitCause, Warning,
-    PLAN_FORMAT_VERSION,
+    ImageRef, InstanceBrief, InstanceRef, K3sJoin, KubeadmJoin, KubeadmRole, NodeShape, Order,
+    Plan, Reinstall, Step, StepId, StepKind, Summary, Unverified, UserDataTemplate, WaitCause,
+    Warning, PLAN_FORMAT_VERSION,
 };

@@ -4,9 +4,9 @@
 
 use super::observed::{tags, ClusterObservation, Instance, InstanceId, NodeName, Observed};
 use super::steps::{
-    ImageRef, InstanceBrief, InstanceRef, K3sJoin, KubeadmJoin, KubeadmRole, Order, Plan,
-    Reinstall, Step, StepId, StepKind, Summary, Unverified, UserDataTemplate, WaitCause, Warning,
-    PLAN_FORMAT_VERSION,
+    ImageRef, InstanceBrief, InstanceRef, K3sJoin, KubeadmJoin, KubeadmRole, NodeShape, Order,
+    Plan, Reinstall, Step, StepId, StepKind, Summary, Unverified, UserDataTemplate, WaitCause,
+    Warning, PLAN_FORMAT_VERSION,
 };
 use crate::inventory::{
     products, slot_name, slot_pool, ClusterKind, ClusterSpec, Desired, PoolRole, PoolSpec,
@@ -1085,6 +1085,10 @@ impl<'a> Planner<'a> {
     fn drift(&mut self, cluster: &ClusterSpec, pool: &PoolSpec, node: &super::observed::Node) {
         let name = &node.name;
         let wanted = pool.node_labels(cluster);
+        let shape = NodeShape {
+            labels: wanted.clone(),
+            taints: pool.taints.clone(),
+        };
         let mut label_steps = Vec::new();
         for (key, value) in &wanted {
             let current = node.labels.get(key);
@@ -1094,6 +1098,7 @@ impl<'a> Planner<'a> {
                     StepId(format!("label:{name}:{key}")),
                     StepKind::SetLabel {
                         node: name.clone(),
+                        wanted: shape.clone(),
                         key: key.clone(),
                         value: value.clone(),
                         previous: current.cloned(),
@@ -1116,6 +1121,7 @@ impl<'a> Planner<'a> {
                     StepId(format!("unlabel:{name}:{key}")),
                     StepKind::RemoveLabel {
                         node: name.clone(),
+                        wanted: shape.clone(),
                         key: key.clone(),
                         previous: value.clone(),
                     },
@@ -1149,6 +1155,7 @@ impl<'a> Planner<'a> {
                     StepId(format!("untaint:{name}:{}:{:?}", taint.key, taint.effect)),
                     StepKind::RemoveTaint {
                         node: name.clone(),
+                        wanted: shape.clone(),
                         taint: taint.clone(),
                     },
                     Vec::new(),
@@ -1163,6 +1170,7 @@ impl<'a> Planner<'a> {
                     StepId(format!("taint:{name}:{}:{:?}", taint.key, taint.effect)),
                     StepKind::SetTaint {
                         node: name.clone(),
+                        wanted: shape.clone(),
                         taint: taint.clone(),
                     },
                     Vec::new(),

@@ -402,6 +402,7 @@ impl Renderer {
                 key,
                 value,
                 previous,
+                ..
             } => match previous {
                 Some(p) => self.line(
                     out,
@@ -415,6 +416,7 @@ impl Renderer {
                 node,
                 key,
                 previous,
+                ..
             } => self.line(
                 out,
                 '-',
@@ -442,10 +444,10 @@ impl Renderer {
                     step,
                 )
             }
-            StepKind::SetTaint { node, taint } => {
+            StepKind::SetTaint { node, taint, .. } => {
                 self.line(out, '+', &format!("taint {node}: {taint}"), step)
             }
-            StepKind::RemoveTaint { node, taint } => {
+            StepKind::RemoveTaint { node, taint, .. } => {
                 self.line(out, '-', &format!("taint {node}: {taint}"), step)
             }
             StepKind::DrainNode { node } => self.line(out, '-', &format!("drain {node}"), step),

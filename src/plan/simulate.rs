@@ -90,14 +90,14 @@ pub fn simulate(observed: &Observed, plan: &Plan) -> Observed {
                     n.managed_labels = Some(keys.clone());
                 }
             }
-            StepKind::SetTaint { node, taint } => {
+            StepKind::SetTaint { node, taint, .. } => {
                 if let Some(n) = find_node(&mut state, step.cluster.as_deref(), node) {
                     n.taints
                         .retain(|t| !(t.key == taint.key && t.effect == taint.effect));
                     n.taints.push(taint.clone());
                 }
             }
-            StepKind::RemoveTaint { node, taint } => {
+            StepKind::RemoveTaint { node, taint, .. } => {
                 if let Some(n) = find_node(&mut state, step.cluster.as_deref(), node) {
                     n.taints.retain(|t| t != taint);
                 }

@@ -332,6 +332,8 @@ pub enum StepKind {
     SetLabel {
         /// Node.
         node: NodeName,
+        /// Every label and taint the node should carry from kiwi-infra.
+        wanted: NodeShape,
         /// Label key.
         key: String,
         /// New value.
@@ -343,6 +345,8 @@ pub enum StepKind {
     RemoveLabel {
         /// Node.
         node: NodeName,
+        /// Every label and taint the node should carry from kiwi-infra.
+        wanted: NodeShape,
         /// Label key.
         key: String,
         /// Value it has now.
@@ -365,6 +369,8 @@ pub enum StepKind {
     SetTaint {
         /// Node.
         node: NodeName,
+        /// Every label and taint the node should carry from kiwi-infra.
+        wanted: NodeShape,
         /// Taint.
         taint: Taint,
     },
@@ -372,6 +378,8 @@ pub enum StepKind {
     RemoveTaint {
         /// Node.
         node: NodeName,
+        /// Every label and taint the node should carry from kiwi-infra.
+        wanted: NodeShape,
         /// Taint.
         taint: Taint,
     },
@@ -457,6 +465,19 @@ impl StepKind {
             StepKind::EnsureSecret { .. } | StepKind::EnsureTag { .. } => None,
         }
     }
+}
+
+/// The labels and taints a node should carry from kiwi-infra (its pool's,
+/// as it registers them when it joins). Each label and taint step carries
+/// the whole set, so what it writes on the node (a k3s node's
+/// `config.yaml`) is the same whichever of a node's steps runs last: two
+/// steps of one node never undo each other.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeShape {
+    /// Labels, by key.
+    pub labels: BTreeMap<String, String>,
+    /// Taints.
+    pub taints: Vec<Taint>,
 }
 
 /// An existing node of an unobserved cluster.
