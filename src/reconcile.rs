@@ -121,6 +121,21 @@ pub enum ReconcileError<E> {
     Approval(E),
 }
 
+/// Observes `world` with the journal's `entries` and plans: the first half
+/// of every reconcile, and all of `kiwi-infra plan` and `status`. Returns
+/// the observation, the plan and the node access of that observation (for
+/// the caller to use and then close with [`World::close`]).
+pub async fn observe_and_plan<W: World>(
+    desired: &Desired,
+    options: &PlanOptions,
+    world: &W,
+    entries: &[apply::journal::Entry],
+) -> Result<(Observed, Plan, W::Nodes), W::Error> {
+    let (observed, nodes) = world.observe(entries).await?;
+    let plan = plan::plan(desired, &observed, options);
+    Ok((observed, plan, nodes))
+}
+
 /// The number of the plan's steps that run (all but the node steps and
 /// their dependents with `contabo_only`).
 pub fn runnable_steps(plan: &Plan, contabo_only: bool) -> usize {
@@ -152,11 +167,10 @@ pub async fn reconcile<W: World>(
     operator: &dyn Operator<W::Error>,
 ) -> Result<Reconciled, ReconcileError<W::Error>> {
     let contabo_only = settings.apply.contabo_only;
-    let (observed, nodes) = world
-        .observe(&journal.entries())
-        .await
-        .map_err(ReconcileError::Observe)?;
-    let plan = plan::plan(desired, &observed, &settings.plan);
+    let (observed, plan, nodes) =
+        observe_and_plan(desired, &settings.plan, world, &journal.entries())
+            .await
+            .map_err(ReconcileError::Observe)?;
     if let Some(saved) = &settings.saved {
         // The file is only a promise: the plan carried out is always the
         // one the planner makes now, and the file must name exactly its
@@ -191,11 +205,11 @@ pub async fn reconcile<W: World>(
         FOLLOW_UP_ROUNDS
     };
     let fresh = loop {
-        let (observed, nodes) = match world.observe(&journal.entries()).await {
-            Ok(seen) => seen,
-            Err(e) => break Err(e),
-        };
-        let next = plan::plan(desired, &observed, &settings.plan);
+        let (observed, next, nodes) =
+            match observe_and_plan(desired, &settings.plan, world, &journal.entries()).await {
+                Ok(seen) => seen,
+                Err(e) => break Err(e),
+            };
         let failed = outcome.results.iter().any(|r| r.outcome.is_failure());
         if rounds == 0 || failed || !is_follow_up(&next, contabo_only) {
             world.close(nodes).await;

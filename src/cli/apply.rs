@@ -19,18 +19,16 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 
 use super::args::{ApplyArgs, GlobalArgs};
-use super::plan::{load_inventory, observe_all, plan_options};
+use super::plan::{load_inventory, plan_options, CliWorld};
 use super::progress::CliReporter;
 use super::{settings, CliError, EXIT_FAILURE, EXIT_USER_ERROR};
-use crate::apply::journal::{Entry, JournalStore};
+use crate::apply::journal::JournalStore;
 use crate::apply::summary::{self, FreshPlan, SummaryInput};
 use crate::apply::ApplySettings;
 use crate::contabo::ContaboClient;
 use crate::inventory::Desired;
 use crate::plan::{self, Plan, RenderOptions, SavedPlan};
-use crate::reconcile::{
-    self, reconcile, Operator, ReconcileError, ReconcileSettings, Reconciled, World,
-};
+use crate::reconcile::{self, reconcile, Operator, ReconcileError, ReconcileSettings, Reconciled};
 
 /// Exit code when the apply is incomplete but nothing failed.
 const EXIT_INCOMPLETE: u8 = 2;
@@ -46,43 +44,6 @@ pub(super) async fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<ExitCod
     // expires on its own instead).
     state.finish().await;
     result
-}
-
-/// The CLI's world: the Contabo API of the flags, the nodes over SSH.
-struct CliWorld<'a> {
-    global: &'a GlobalArgs,
-    client: &'a ContaboClient,
-    desired: &'a Desired,
-    contabo_only: bool,
-}
-
-impl World for CliWorld<'_> {
-    type Cloud = ContaboClient;
-    type Nodes = super::nodes::Nodes;
-    type Error = CliError;
-
-    fn cloud(&self) -> &ContaboClient {
-        self.client
-    }
-
-    async fn observe(
-        &self,
-        entries: &[Entry],
-    ) -> Result<(crate::plan::Observed, Self::Nodes), CliError> {
-        observe_all(
-            self.global,
-            self.client,
-            self.desired,
-            self.contabo_only,
-            entries,
-        )
-        .await
-    }
-
-    async fn close(&self, nodes: Self::Nodes) {
-        // No SSH master process outlives its observation.
-        nodes.close().await;
-    }
 }
 
 /// The operator at the terminal: plans are printed, approval is `yes`.

@@ -48,8 +48,46 @@ pub(super) struct Planned {
     pub plan: Plan,
 }
 
+/// The CLI's world: the Contabo API of the flags, the nodes over SSH.
+pub(super) struct CliWorld<'a> {
+    pub global: &'a GlobalArgs,
+    pub client: &'a ContaboClient,
+    pub desired: &'a Desired,
+    pub contabo_only: bool,
+}
+
+impl crate::reconcile::World for CliWorld<'_> {
+    type Cloud = ContaboClient;
+    type Nodes = super::nodes::Nodes;
+    type Error = CliError;
+
+    fn cloud(&self) -> &ContaboClient {
+        self.client
+    }
+
+    async fn observe(
+        &self,
+        entries: &[crate::apply::journal::Entry],
+    ) -> Result<(crate::plan::Observed, Self::Nodes), CliError> {
+        observe_all(
+            self.global,
+            self.client,
+            self.desired,
+            self.contabo_only,
+            entries,
+        )
+        .await
+    }
+
+    async fn close(&self, nodes: Self::Nodes) {
+        // No SSH master process outlives its observation.
+        nodes.close().await;
+    }
+}
+
 /// Reads the inventory, observes Contabo (and, unless `contabo_only`, every
-/// cluster over SSH) and plans.
+/// cluster over SSH) and plans, as every reconcile begins
+/// (`crate::reconcile::observe_and_plan`).
 pub(super) async fn observe_and_plan(
     global: &GlobalArgs,
     choices: PlanChoices,
@@ -58,9 +96,16 @@ pub(super) async fn observe_and_plan(
     let desired = load_inventory(global)?;
     let client = settings::contabo_client(global)?;
     let entries = super::state::journal_entries(global, &desired).await?;
-    let (observed, nodes) = observe_all(global, &client, &desired, contabo_only, &entries).await?;
-    nodes.close().await;
-    let plan = plan::plan(&desired, &observed, &plan_options(choices));
+    let world = CliWorld {
+        global,
+        client: &client,
+        desired: &desired,
+        contabo_only,
+    };
+    let (observed, plan, nodes) =
+        crate::reconcile::observe_and_plan(&desired, &plan_options(choices), &world, &entries)
+            .await?;
+    crate::reconcile::World::close(&world, nodes).await;
     Ok(Planned {
         desired,
         observed,

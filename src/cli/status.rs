@@ -12,7 +12,7 @@ use crate::inventory::{slot_name, ClusterKind, Desired};
 use crate::plan::{Observed, Plan, StepKind};
 
 use super::args::{GlobalArgs, StatusArgs};
-use super::plan::{load_inventory, observe_all};
+use super::plan::{load_inventory, CliWorld};
 use super::{settings, table, CliError};
 
 /// `kiwi-infra status`: observes like `plan` and prints the tables.
@@ -23,10 +23,15 @@ pub(super) async fn run(
     let desired = load_inventory(global)?;
     let client = settings::contabo_client(global)?;
     let entries = super::state::journal_entries(global, &desired).await?;
-    let (observed, nodes) =
-        observe_all(global, &client, &desired, args.contabo_only, &entries).await?;
-    nodes.close().await;
-    let plan = crate::plan::plan(&desired, &observed, &Default::default());
+    let world = CliWorld {
+        global,
+        client: &client,
+        desired: &desired,
+        contabo_only: args.contabo_only,
+    };
+    let (observed, plan, nodes) =
+        crate::reconcile::observe_and_plan(&desired, &Default::default(), &world, &entries).await?;
+    crate::reconcile::World::close(&world, nodes).await;
     print!("{}", render(&desired, &observed, &plan));
     let not_ready = not_ready_nodes(&observed);
     let warned = !plan.warnings.is_empty();
