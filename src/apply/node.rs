@@ -86,21 +86,8 @@ impl NodeExecutor for NoNodeAccess {
     }
 }
 
-/// True for steps that act on a node or a cluster rather than on Contabo.
+/// True for steps that act on a node or a cluster rather than on Contabo
+/// ([`StepKind::is_node_step`]).
 pub fn is_node_step(kind: &StepKind) -> bool {
-    matches!(
-        kind,
-        StepKind::BootstrapK3sServer(_)
-            | StepKind::JoinK3sServer(_)
-            | StepKind::JoinK3sAgent(_)
-            | StepKind::KubeadmJoin(_)
-            | StepKind::SetLabel { .. }
-            | StepKind::RemoveLabel { .. }
-            | StepKind::RecordLabels { .. }
-            | StepKind::SetTaint { .. }
-            | StepKind::RemoveTaint { .. }
-            | StepKind::DrainNode { .. }
-            | StepKind::DeleteNode { .. }
-            | StepKind::DeleteStaleNode { .. }
-    )
+    kind.is_node_step()
 }
