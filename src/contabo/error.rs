@@ -184,6 +184,18 @@ impl ContaboError {
         }
     }
 
+    /// True when the request failed before anything was sent (no token
+    /// could be had, or the client is misconfigured): the one place that
+    /// decides an order was surely not placed. Every answer from the server,
+    /// an error status included, and every transport failure after sending
+    /// began leaves an order's outcome unknown.
+    pub fn never_sent(&self) -> bool {
+        matches!(
+            self,
+            Self::Credentials { .. } | Self::Config(_) | Self::TokenTransport { .. }
+        )
+    }
+
     /// HTTP status, when Contabo answered.
     pub fn status(&self) -> Option<StatusCode> {
         match self {
