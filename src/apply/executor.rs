@@ -14,7 +14,6 @@
 //! and never in a protected cluster; held back, they say so.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -365,18 +364,16 @@ struct Executor<'a, A, N> {
 impl<A: CloudApi, N: NodeExecutor> Runner<Work> for Executor<'_, A, N> {
     type Out = TaskResult;
 
-    fn run<'s>(&'s self, task: &'s Task<Work>) -> impl Future<Output = TaskResult> + Send + 's {
-        async move {
-            let (outcome, error) = match self.run_task(&task.id, &task.work).await {
-                Ok(outcome) => (outcome, None),
-                Err(e) => (StepOutcome::Failed(e.chain()), Some(e)),
-            };
-            TaskResult {
-                id: task.id.clone(),
-                slot: task_slot(&task.work),
-                outcome,
-                error,
-            }
+    async fn run(&self, task: &Task<Work>) -> TaskResult {
+        let (outcome, error) = match self.run_task(&task.id, &task.work).await {
+            Ok(outcome) => (outcome, None),
+            Err(e) => (StepOutcome::Failed(e.chain()), Some(e)),
+        };
+        TaskResult {
+            id: task.id.clone(),
+            slot: task_slot(&task.work),
+            outcome,
+            error,
         }
     }
 

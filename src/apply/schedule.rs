@@ -178,18 +178,16 @@ mod tests {
     impl Runner<()> for Recorder {
         type Out = Result<String, String>;
 
-        fn run<'a>(&'a self, task: &'a Task<()>) -> impl Future<Output = Self::Out> + Send + 'a {
-            async move {
-                self.started
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(task.id.0.clone());
-                tokio::task::yield_now().await;
-                if task.id.0.starts_with("fail:") {
-                    Err(format!("{} failed", task.id))
-                } else {
-                    Ok(format!("{} done", task.id))
-                }
+        async fn run(&self, task: &Task<()>) -> Self::Out {
+            self.started
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(task.id.0.clone());
+            tokio::task::yield_now().await;
+            if task.id.0.starts_with("fail:") {
+                Err(format!("{} failed", task.id))
+            } else {
+                Ok(format!("{} done", task.id))
             }
         }
         fn succeeded(&self, out: &Self::Out) -> bool {
