@@ -239,3 +239,38 @@ impl Reporter for RecordingReporter {
         self.push(Event::Message(text.to_string()));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hold_back_reasons_read_as_the_words_operators_and_scripts_know() {
+        let cases = [
+            (HoldBack::NeedsAllowDestroy, "needs --allow-destroy"),
+            (
+                HoldBack::ProtectedCluster {
+                    cluster: "core".into(),
+                },
+                "cluster core is protected (protected = true in the inventory); no destructive \
+                 step runs there",
+            ),
+            (HoldBack::NoNodeAccess, "no node access in this run"),
+            (
+                HoldBack::NotANodeStep,
+                "not a node step; the Contabo side carries it out",
+            ),
+            (
+                HoldBack::NotInThisRelease,
+                "this kind of step is not carried out by this kiwi-infra release",
+            ),
+        ];
+        for (why, text) in cases {
+            assert_eq!(why.to_string(), text);
+            assert_eq!(
+                StepOutcome::NotCarriedOut(why).to_string(),
+                format!("not carried out: {text}")
+            );
+        }
+    }
+}
