@@ -92,24 +92,105 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
+    poll(Polling::until(deadline, backoff), || {
+        let checked = check();
+        async move {
+            match checked.await {
+                Some(done) => Check::Done(done),
+                None => Check::Pending(()),
+            }
+        }
+    })
+    .await
+    .map_err(|unsettled| unsettled.expired)
+}
+
+/// What one check of [`poll`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check<T, P> {
+    /// The poll is over, with this.
+    Done(T),
+    /// Not yet; what was seen, kept for the caller should time run out.
+    Pending(P),
+}
+
+/// How patiently [`poll`] asks: [`poll_until`]'s deadline and back-off,
+/// and two things some callers need besides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Polling {
+    /// When to stop asking (see [`deadline_in`]).
+    pub deadline: Instant,
+    /// How the pause between two checks grows.
+    pub backoff: Backoff,
+    /// Checks run at the least, past the deadline if need be (without
+    /// pauses then): a slow network or a loaded machine must not shrink a
+    /// window that is meant to look several times to a single look.
+    pub min_checks: u32,
+    /// A pause before the first check, e.g. the `Retry-After` a server
+    /// asked for; cut at the deadline like every other pause.
+    pub first_check_after: Duration,
+}
+
+impl Polling {
+    /// Check at once, then as `backoff` says, until `deadline`.
+    pub const fn until(deadline: Instant, backoff: Backoff) -> Self {
+        Polling {
+            deadline,
+            backoff,
+            min_checks: 1,
+            first_check_after: Duration::ZERO,
+        }
+    }
+}
+
+/// A [`poll`] whose deadline passed before a check said it was done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsettled<P> {
+    /// How many checks ran and for how long.
+    pub expired: Expired,
+    /// What the last check found.
+    pub last: P,
+}
+
+/// Runs `check` until it is [`Check::Done`], as `polling` says: after
+/// [`Polling::first_check_after`], then pausing as its back-off says, and
+/// gives up once the deadline has passed and at least
+/// [`Polling::min_checks`] checks ran, with what the last check found
+/// ([`Unsettled`]). [`poll_until`] is this poll with its defaults.
+pub async fn poll<T, P, F, Fut>(polling: Polling, mut check: F) -> Result<T, Unsettled<P>>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Check<T, P>>,
+{
     let started = Instant::now();
-    let mut pause = backoff.first;
+    let deadline = polling.deadline;
+    if !polling.first_check_after.is_zero() {
+        let wake = started
+            .checked_add(polling.first_check_after)
+            .map_or(deadline, |t| t.min(deadline));
+        tokio::time::sleep_until(wake).await;
+    }
+    let mut pause = polling.backoff.first;
     let mut checks = 0u32;
     loop {
         checks = checks.saturating_add(1);
-        if let Some(done) = check().await {
-            return Ok(done);
-        }
+        let last = match check().await {
+            Check::Done(done) => return Ok(done),
+            Check::Pending(last) => last,
+        };
         let now = Instant::now();
-        if now >= deadline {
-            return Err(Expired {
-                checks,
-                waited: now.saturating_duration_since(started),
+        if now >= deadline && checks >= polling.min_checks {
+            return Err(Unsettled {
+                expired: Expired {
+                    checks,
+                    waited: now.saturating_duration_since(started),
+                },
+                last,
             });
         }
         let wake = now.checked_add(pause).map_or(deadline, |t| t.min(deadline));
         tokio::time::sleep_until(wake).await;
-        pause = backoff.next(pause);
+        pause = polling.backoff.next(pause);
     }
 }
 
@@ -176,6 +257,69 @@ mod tests {
         )
         .await;
         assert_eq!(got, Ok(Err("refused")));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_poll_with_a_minimum_of_checks_looks_that_often_even_past_its_deadline() {
+        let runs = AtomicU32::new(0);
+        let got: Result<(), Unsettled<u32>> = poll(
+            Polling {
+                min_checks: 3,
+                ..Polling::until(Instant::now(), Backoff::constant(Duration::from_secs(1)))
+            },
+            || async { Check::Pending(runs.fetch_add(1, Ordering::SeqCst) + 1) },
+        )
+        .await;
+        let unsettled = got.expect_err("nothing is ever done");
+        assert_eq!(unsettled.expired.checks, 3);
+        assert_eq!(unsettled.last, 3, "the last check's finding is kept");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_check_waits_for_the_pause_asked_for_but_not_past_the_deadline() {
+        let started = Instant::now();
+        let first = std::sync::Mutex::new(None);
+        let check = || async {
+            first
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_or_insert(Instant::now() - started);
+            Check::Done(())
+        };
+        let polling = Polling {
+            first_check_after: Duration::from_secs(5),
+            ..Polling::until(
+                started + Duration::from_secs(60),
+                Backoff::constant(Duration::from_secs(1)),
+            )
+        };
+        assert_eq!(poll::<(), (), _, _>(polling, check).await, Ok(()));
+        assert_eq!(
+            *first.lock().unwrap_or_else(|e| e.into_inner()),
+            Some(Duration::from_secs(5))
+        );
+
+        let first_cut = std::sync::Mutex::new(None);
+        let started = Instant::now();
+        let polling = Polling {
+            first_check_after: Duration::from_secs(500),
+            ..Polling::until(
+                started + Duration::from_secs(2),
+                Backoff::constant(Duration::from_secs(1)),
+            )
+        };
+        let _ = poll::<(), (), _, _>(polling, || async {
+            first_cut
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_or_insert(Instant::now() - started);
+            Check::Done(())
+        })
+        .await;
+        assert_eq!(
+            *first_cut.lock().unwrap_or_else(|e| e.into_inner()),
+            Some(Duration::from_secs(2))
+        );
     }
 
     #[test]

@@ -76,9 +76,9 @@ impl Stage {
 pub enum StepOutcome {
     /// Done; the text says what was found or changed.
     Done(String),
-    /// Deliberately not carried out by this build (node access, destructive
-    /// steps); the text says why. The step stays pending.
-    NotCarriedOut(String),
+    /// Deliberately not carried out (node access, destructive steps); the
+    /// reason says why. The step stays pending.
+    NotCarriedOut(HoldBack),
     /// Not attempted because a step it depends on did not succeed.
     Skipped {
         /// The dependency that did not succeed.
@@ -112,6 +112,48 @@ impl fmt::Display for StepOutcome {
             }
             StepOutcome::Failed(error) => write!(f, "failed: {error}"),
             StepOutcome::NeedsHuman(what) => write!(f, "needs you: {what}"),
+        }
+    }
+}
+
+/// Why a step was deliberately not carried out: a typed reason, so that
+/// the summary tells them apart by value rather than by comparing prose.
+/// `Display` gives the words the operator reads.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum HoldBack {
+    /// A destructive step (drain, delete node, cancel, reinstall of a
+    /// running machine) and `--allow-destroy` was not given.
+    NeedsAllowDestroy,
+    /// A destructive step in a cluster the inventory marks
+    /// `protected = true`: it never runs, whatever the flags.
+    ProtectedCluster {
+        /// The cluster's name, from the plan step.
+        cluster: String,
+    },
+    /// A node step in a run that reaches no node (`apply::NoNodeAccess`).
+    NoNodeAccess,
+    /// A Contabo step handed to the node side, which does not carry it out.
+    NotANodeStep,
+    /// A kind of step this release does not carry out.
+    NotInThisRelease,
+}
+
+impl fmt::Display for HoldBack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HoldBack::NeedsAllowDestroy => f.write_str("needs --allow-destroy"),
+            HoldBack::ProtectedCluster { cluster } => write!(
+                f,
+                "cluster {cluster} is protected (protected = true in the inventory); no \
+                 destructive step runs there"
+            ),
+            HoldBack::NoNodeAccess => f.write_str("no node access in this run"),
+            HoldBack::NotANodeStep => {
+                f.write_str("not a node step; the Contabo side carries it out")
+            }
+            HoldBack::NotInThisRelease => {
+                f.write_str("this kind of step is not carried out by this kiwi-infra release")
+            }
         }
     }
 }
@@ -195,5 +237,40 @@ impl Reporter for RecordingReporter {
     }
     fn message(&self, text: &str) {
         self.push(Event::Message(text.to_string()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hold_back_reasons_read_as_the_words_operators_and_scripts_know() {
+        let cases = [
+            (HoldBack::NeedsAllowDestroy, "needs --allow-destroy"),
+            (
+                HoldBack::ProtectedCluster {
+                    cluster: "core".into(),
+                },
+                "cluster core is protected (protected = true in the inventory); no destructive \
+                 step runs there",
+            ),
+            (HoldBack::NoNodeAccess, "no node access in this run"),
+            (
+                HoldBack::NotANodeStep,
+                "not a node step; the Contabo side carries it out",
+            ),
+            (
+                HoldBack::NotInThisRelease,
+                "this kind of step is not carried out by this kiwi-infra release",
+            ),
+        ];
+        for (why, text) in cases {
+            assert_eq!(why.to_string(), text);
+            assert_eq!(
+                StepOutcome::NotCarriedOut(why).to_string(),
+                format!("not carried out: {text}")
+            );
+        }
     }
 }

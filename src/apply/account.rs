@@ -1,5 +1,7 @@
-//! Account look-ups: the one look-create-look that makes sure a tag or a
-//! secret exists without ever creating it twice.
+//! Account look-ups: the tags and secrets of the Contabo account, known from
+//! the observation and from what this run created, and the one
+//! look-create-look that makes sure a tag or a secret exists without ever
+//! creating it twice.
 //!
 //! A creation whose answer is lost may have taken effect, so it is never
 //! simply repeated: the name is looked up first, then created, and after a
@@ -8,9 +10,192 @@
 //! this layer does not retry those again: only a conflict (409: it exists
 //! after all) or a lost answer (5xx, transport) leads to another look.
 
+use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
-use crate::contabo::ContaboError;
+use crate::contabo::models::{SecretId, TagId};
+use crate::contabo::{CloudApi, ContaboError};
+use crate::plan::{Observed, Step};
+use crate::report::StepOutcome;
+
+use super::error::ApplyError;
+
+/// Colour of the tags kiwi-infra creates (Contabo shows it in its panel).
+pub const TAG_COLOR: &str = "#0A78C3";
+
+/// The account's tags and secrets by name, as far as this run knows them.
+#[derive(Debug, Default)]
+struct Known {
+    tags: BTreeMap<String, TagId>,
+    secrets: BTreeMap<String, SecretId>,
+}
+
+/// Tags and secrets while applying: the steps that ensure them, and the
+/// look-ups of their ids for the steps that use them.
+pub(super) struct Account<'a, A> {
+    api: &'a A,
+    /// The pause before another look after a failed creation.
+    pause: Duration,
+    known: Mutex<Known>,
+}
+
+impl<'a, A: CloudApi> Account<'a, A> {
+    /// Starts from what `observed` saw of the account.
+    pub(super) fn new(api: &'a A, pause: Duration, observed: &Observed) -> Self {
+        let known = Known {
+            tags: observed
+                .tags
+                .iter()
+                .map(|(n, id)| (n.clone(), *id))
+                .collect(),
+            secrets: observed
+                .secrets
+                .iter()
+                .map(|(n, id)| (n.clone(), *id))
+                .collect(),
+        };
+        Account {
+            api,
+            pause,
+            known: Mutex::new(known),
+        }
+    }
+
+    fn known(&self) -> MutexGuard<'_, Known> {
+        // A poisoned lock means a panic elsewhere; the data is still usable.
+        self.known.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes sure the SSH key secret `name` holding `public_key` exists.
+    pub(super) async fn ensure_secret(
+        &self,
+        step: &Step,
+        name: &str,
+        public_key: &str,
+    ) -> Result<StepOutcome, ApplyError> {
+        let ensured = look_create_look(
+            self.pause,
+            || self.find_secret(step, name),
+            || async {
+                let secret = self.api.create_ssh_key(name, public_key.trim()).await?;
+                Ok(secret.secret_id)
+            },
+        )
+        .await;
+        ensured_outcome(step, &format!("secret {name}"), ensured, |id| {
+            self.known().secrets.insert(name.to_string(), id);
+        })
+    }
+
+    /// Makes sure the tag `name` exists.
+    pub(super) async fn ensure_tag(
+        &self,
+        step: &Step,
+        name: &str,
+    ) -> Result<StepOutcome, ApplyError> {
+        let ensured = look_create_look(
+            self.pause,
+            || self.find_tag(step, name),
+            || self.api.create_tag(name, TAG_COLOR),
+        )
+        .await;
+        ensured_outcome(step, &format!("tag {name}"), ensured, |id| {
+            self.known().tags.insert(name.to_string(), id);
+        })
+    }
+
+    /// The id of the secret `name`: known, or looked up; an error naming
+    /// the step when it does not exist.
+    pub(super) async fn secret_id(&self, step: &Step, name: &str) -> Result<SecretId, ApplyError> {
+        let known = self.known().secrets.get(name).copied();
+        match known {
+            Some(id) => Ok(id),
+            None => self
+                .find_secret(step, name)
+                .await?
+                .ok_or_else(|| ApplyError::SecretMissing {
+                    step: step.id.clone(),
+                    name: name.to_string(),
+                }),
+        }
+    }
+
+    /// The id of the tag `name`: known, or looked up; an error naming the
+    /// step when it does not exist.
+    pub(super) async fn tag_id(&self, step: &Step, name: &str) -> Result<TagId, ApplyError> {
+        let known = self.known().tags.get(name).copied();
+        match known {
+            Some(id) => Ok(id),
+            None => self
+                .find_tag(step, name)
+                .await?
+                .ok_or_else(|| ApplyError::TagMissing {
+                    step: step.id.clone(),
+                    name: name.to_string(),
+                }),
+        }
+    }
+
+    async fn find_secret(&self, step: &Step, name: &str) -> Result<Option<SecretId>, ApplyError> {
+        let secrets = self
+            .api
+            .list_secrets()
+            .await
+            .map_err(ApplyError::contabo(step, "listing secrets"))?;
+        let found = secrets
+            .into_iter()
+            .find(|s| s.name == name)
+            .map(|s| s.secret_id);
+        if let Some(id) = found {
+            self.known().secrets.insert(name.to_string(), id);
+        }
+        Ok(found)
+    }
+
+    /// Looks the tag `name` up in the account (never from what is known:
+    /// it may have been deleted since).
+    pub(super) async fn find_tag(
+        &self,
+        step: &Step,
+        name: &str,
+    ) -> Result<Option<TagId>, ApplyError> {
+        let tags = self
+            .api
+            .list_tags()
+            .await
+            .map_err(ApplyError::contabo(step, "listing tags"))?;
+        let found = tags.into_iter().find(|t| t.name == name).map(|t| t.tag_id);
+        if let Some(id) = found {
+            self.known().tags.insert(name.to_string(), id);
+        }
+        Ok(found)
+    }
+}
+
+/// The outcome of a [`look_create_look`] for `what`; `remember` records a
+/// created id.
+fn ensured_outcome<Id: std::fmt::Display + Copy>(
+    step: &Step,
+    what: &str,
+    ensured: Result<Ensured<Id>, NotEnsured<ApplyError>>,
+    remember: impl FnOnce(Id),
+) -> Result<StepOutcome, ApplyError> {
+    match ensured {
+        Ok(Ensured::Found(id)) => Ok(StepOutcome::Done(format!("{what} exists (id {id})"))),
+        Ok(Ensured::Created(id)) => {
+            remember(id);
+            Ok(StepOutcome::Done(format!("created {what} (id {id})")))
+        }
+        Err(NotEnsured::Look(e)) => Err(e),
+        Err(NotEnsured::Create(source)) => Err(ApplyError::NotCreated {
+            step: step.id.clone(),
+            what: what.to_string(),
+            source,
+        }),
+    }
+}
 
 /// Creations tried at most, each after a look.
 pub(super) const CREATE_ATTEMPTS: u32 = 4;

@@ -228,6 +228,21 @@ pub enum ApplyError {
 }
 
 impl ApplyError {
+    /// Wraps the Contabo error of a call that `step` made while doing
+    /// `action` (e.g. `listing tags`).
+    pub(super) fn contabo(
+        step: &crate::plan::Step,
+        action: impl Into<String>,
+    ) -> impl FnOnce(ContaboError) -> ApplyError {
+        let step = step.id.clone();
+        let action = action.into();
+        move |source| ApplyError::Contabo {
+            step,
+            action,
+            source,
+        }
+    }
+
     /// The error and all its causes on one line each, as the summary prints
     /// them: secrets masked and outside text escaped for the terminal.
     pub fn chain(&self) -> String {

@@ -11,6 +11,7 @@ use std::future::Future;
 
 use crate::node::NodeSteps;
 use crate::plan::{NodeName, Step, StepKind};
+use crate::report::HoldBack;
 
 use super::error::ApplyError;
 
@@ -80,9 +81,7 @@ pub struct NoNodeAccess;
 
 impl NodeExecutor for NoNodeAccess {
     async fn run(&self, _step: &Step) -> Result<NodeStepDone, ApplyError> {
-        Ok(NodeStepDone::NotCarriedOut(
-            "no node access in this run".into(),
-        ))
+        Ok(NodeStepDone::NotCarriedOut(HoldBack::NoNodeAccess))
     }
 }
 

@@ -18,8 +18,8 @@ use std::collections::BTreeSet;
 
 use crate::plan::Observed;
 
-use super::executor::journal_claims;
 use super::journal::Entry;
+use super::order::{journal_claims, JOURNAL_HORIZON};
 
 /// Records in `observed` what the order journal says kiwi-infra ordered
 /// ([`Observed::journal_placed`]): each slot's last `placed` instance, and
@@ -28,8 +28,7 @@ use super::journal::Entry;
 /// then finishes those orders (tags them) instead of calling them foreign
 /// or buying again.
 pub fn record_journal_claims(entries: &[Entry], observed: &mut Observed) {
-    let horizon = chrono::Duration::from_std(super::executor::JOURNAL_HORIZON)
-        .unwrap_or(chrono::Duration::MAX);
+    let horizon = chrono::Duration::from_std(JOURNAL_HORIZON).unwrap_or(chrono::Duration::MAX);
     let interrupted = interrupted_instances(entries, observed, horizon);
     observed.journal_placed = super::journal::placed_by_slot_in(entries.to_vec());
     for (slot, id) in interrupted {

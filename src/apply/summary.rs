@@ -11,10 +11,10 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use crate::plan::{Plan, StepKind, Warning};
-use crate::report::StepOutcome;
+use crate::report::{HoldBack, StepOutcome};
 use crate::text::{escape_for_terminal as shown, escape_lines_for_terminal};
 
-use super::executor::{ApplyOutcome, NEEDS_ALLOW_DESTROY};
+use super::executor::ApplyOutcome;
 use super::node::is_node_step;
 
 /// What the re-observation after the apply found.
@@ -174,7 +174,9 @@ fn node_state(slot: &str, results: &[&super::executor::TaskResult]) -> String {
                 let text = text.strip_prefix(slot).unwrap_or(text).trim_start();
                 return format!("held: {}", first_line(text));
             }
-            StepOutcome::NotCarriedOut(why) => return format!("held: {}", first_line(why)),
+            StepOutcome::NotCarriedOut(why) => {
+                return format!("held: {}", first_line(&why.to_string()))
+            }
             _ => {}
         }
     }
@@ -211,9 +213,12 @@ fn by_cluster<'a>(cluster_of: &'a BTreeMap<String, String>, slot: &'a str) -> (&
 
 /// True when destructive steps waited for `--allow-destroy`.
 fn needs_allow_destroy(outcome: &ApplyOutcome) -> bool {
-    outcome.results.iter().any(
-        |r| matches!(&r.outcome, StepOutcome::NotCarriedOut(why) if why == NEEDS_ALLOW_DESTROY),
-    )
+    outcome.results.iter().any(|r| {
+        matches!(
+            &r.outcome,
+            StepOutcome::NotCarriedOut(HoldBack::NeedsAllowDestroy)
+        )
+    })
 }
 
 /// The `Next:` line when work is only pending: the command that moves it
@@ -387,12 +392,12 @@ pub fn render(input: &SummaryInput<'_>) -> String {
     }
     if !not_carried.is_empty() || !skipped.is_empty() || !outcome.deferred.is_empty() {
         let _ = writeln!(out, "\nPending:");
-        let mut reasons: Vec<(&str, Vec<String>)> = Vec::new();
+        let mut reasons: Vec<(&HoldBack, Vec<String>)> = Vec::new();
         for r in &not_carried {
             if let StepOutcome::NotCarriedOut(why) = &r.outcome {
-                match reasons.iter_mut().find(|(w, _)| *w == why.as_str()) {
+                match reasons.iter_mut().find(|(w, _)| *w == why) {
                     Some((_, ids)) => ids.push(r.id.to_string()),
-                    None => reasons.push((why.as_str(), vec![r.id.to_string()])),
+                    None => reasons.push((why, vec![r.id.to_string()])),
                 }
             }
         }
@@ -401,10 +406,10 @@ pub fn render(input: &SummaryInput<'_>) -> String {
                 out,
                 "  {} step(s) not carried out: {}",
                 ids.len(),
-                shown(why)
+                shown(&why.to_string())
             );
             let _ = writeln!(out, "    {}", shown(&ids.join(", ")));
-            if why == NEEDS_ALLOW_DESTROY {
+            if *why == HoldBack::NeedsAllowDestroy {
                 let _ = writeln!(
                     out,
                     "    (destructive: review them in the plan above, then run `{} \
@@ -491,7 +496,7 @@ pub fn render(input: &SummaryInput<'_>) -> String {
             let _ = writeln!(
                 out,
                 "Fresh plan: could not observe Contabo again: {}",
-                shown(why)
+                shown(&why.to_string())
             );
         }
     }
@@ -592,7 +597,7 @@ mod tests {
                 task(
                     &format!("drain:{B}"),
                     B,
-                    StepOutcome::NotCarriedOut(NEEDS_ALLOW_DESTROY.into()),
+                    StepOutcome::NotCarriedOut(HoldBack::NeedsAllowDestroy),
                 ),
             ],
             ..ApplyOutcome::default()

@@ -14,7 +14,7 @@ use crate::inventory::{self, slot_name, Desired};
 use crate::observe::contabo::observe_account;
 use crate::plan::{self, Observed, PlanOptions, StepId, StepKind};
 use crate::reconcile::{reconcile, Operator, ReconcileSettings, Reconciled, World};
-use crate::report::{Event as Reported, RecordingReporter, StepOutcome};
+use crate::report::{Event as Reported, HoldBack, RecordingReporter, StepOutcome};
 
 fn desired() -> Desired {
     inventory::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("inventory")).unwrap()
@@ -471,7 +471,7 @@ async fn node_steps_are_reported_not_carried_out_and_never_done() {
         match &r.outcome {
             StepOutcome::NotCarriedOut(why) => {
                 assert!(node, "{}", r.id);
-                assert!(why.contains("no node access"));
+                assert!(why.to_string().contains("no node access"));
                 not_carried += 1;
             }
             StepOutcome::Skipped { .. } => {
@@ -741,7 +741,7 @@ async fn without_allow_destroy_nothing_is_drained_deleted_or_cancelled() {
     let held: Vec<String> = outcome
         .results
         .iter()
-        .filter(|r| r.outcome == StepOutcome::NotCarriedOut(NEEDS_ALLOW_DESTROY.into()))
+        .filter(|r| r.outcome == StepOutcome::NotCarriedOut(HoldBack::NeedsAllowDestroy))
         .map(|r| r.id.0.clone())
         .collect();
     assert_eq!(
@@ -843,7 +843,9 @@ async fn a_protected_cluster_gets_no_destructive_step_even_with_allow_destroy() 
     assert_eq!(cancel_date_of(&fake, surplus), None);
     for r in &outcome.results {
         match &r.outcome {
-            StepOutcome::NotCarriedOut(why) => assert!(why.contains("protected"), "{why}"),
+            StepOutcome::NotCarriedOut(why) => {
+                assert!(why.to_string().contains("protected"), "{why}")
+            }
             other => panic!("{} was {other}", r.id),
         }
     }
@@ -910,8 +912,8 @@ async fn an_instance_cancelled_meanwhile_counts_as_cancelled() {
 
 #[test]
 fn only_the_slots_latest_journal_event_within_the_horizon_claims_an_instance() {
-    use super::executor::journal_claims;
     use super::journal::Entry;
+    use super::order::journal_claims;
     use crate::contabo::models::InstanceId;
     let now = chrono::Utc::now();
     let slot = "kiwi-a-general-01";

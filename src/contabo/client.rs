@@ -365,7 +365,7 @@ impl ContaboClient {
         call.once = true;
         match self.single(call).await {
             Ok(created) => Ok(created),
-            Err(e) if nothing_was_sent(&e) => Err(e),
+            Err(e) if e.never_sent() => Err(e),
             Err(cause) => Err(ContaboError::OrderOutcomeUnknown {
                 display_name: order.display_name.clone(),
                 order: Box::new(UnconfirmedOrder { request: order }),
@@ -868,17 +868,6 @@ pub enum OrderResolution {
     Placed(Vec<Instance>),
     /// Nothing of that name exists: this request may be sent again.
     NotPlaced(CreateInstance),
-}
-
-/// True when a request failed before it was sent (no token could be had,
-/// or the client is misconfigured): a server answer of any kind is not.
-fn nothing_was_sent(e: &ContaboError) -> bool {
-    matches!(
-        e,
-        ContaboError::Credentials { .. }
-            | ContaboError::Config(_)
-            | ContaboError::TokenTransport { .. }
-    )
 }
 
 /// Contabo's `message` from an error body, or the body's start: outside

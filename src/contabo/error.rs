@@ -184,6 +184,18 @@ impl ContaboError {
         }
     }
 
+    /// True when the request failed before anything was sent (no token
+    /// could be had, or the client is misconfigured): the one place that
+    /// decides an order was surely not placed. Every answer from the server,
+    /// an error status included, and every transport failure after sending
+    /// began leaves an order's outcome unknown.
+    pub fn never_sent(&self) -> bool {
+        matches!(
+            self,
+            Self::Credentials { .. } | Self::Config(_) | Self::TokenTransport { .. }
+        )
+    }
+
     /// HTTP status, when Contabo answered.
     pub fn status(&self) -> Option<StatusCode> {
         match self {
@@ -196,5 +208,48 @@ impl ContaboError {
     /// than by Contabo or the network; the CLI maps them to a distinct exit code.
     pub fn is_user_error(&self) -> bool {
         matches!(self, Self::Config(_) | Self::Credentials { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answered(status: u16) -> ContaboError {
+        ContaboError::Api {
+            context: Box::new(RequestContext {
+                method: reqwest::Method::POST,
+                path: "/v1/compute/instances".into(),
+                request_id: "req".into(),
+                trace_id: "trace".into(),
+                attempts: 1,
+                elapsed: Duration::ZERO,
+            }),
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            message: "x".into(),
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn only_a_request_that_never_left_is_surely_not_placed() {
+        assert!(ContaboError::Config("no API URL".into()).never_sent());
+        assert!(ContaboError::Credentials {
+            url: "https://auth.example/token".into(),
+            status: StatusCode::UNAUTHORIZED,
+            reason: "invalid_grant".into(),
+        }
+        .never_sent());
+        assert!(ContaboError::TokenTransport {
+            url: "https://auth.example/token".into(),
+            attempts: 3,
+            source: "connection reset".into(),
+        }
+        .never_sent());
+        // Any answer from the API, a refusal or a throttle included, may
+        // come after the order was placed.
+        for status in [400, 401, 409, 429, 500, 502, 503, 504] {
+            assert!(!answered(status).never_sent(), "HTTP {status}");
+        }
     }
 }

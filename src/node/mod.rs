@@ -33,6 +33,7 @@ use crate::cluster::{ClusterError, ClusterReads};
 use crate::inventory::Desired;
 use crate::patience::{deadline_in, poll_until, Backoff};
 use crate::plan::{NodeName, Step, StepKind};
+use crate::report::HoldBack;
 use crate::secret::Secret;
 use crate::ssh::pool::{NodeConnector, PoolError, Shared};
 use crate::ssh::{Output, RemoteExec, SshError};
@@ -45,8 +46,8 @@ use labels::Change;
 pub enum NodeStepDone {
     /// Done; the text says what changed.
     Done(String),
-    /// Not carried out; the text says why. The step stays pending.
-    NotCarriedOut(String),
+    /// Not carried out; the reason says why. The step stays pending.
+    NotCarriedOut(HoldBack),
 }
 
 /// Runs node steps: the seam `apply` hands them to (it wraps a
@@ -456,9 +457,7 @@ impl<C: NodeConnector> NodeSteps for SshNodeExecutor<C> {
             | StepKind::AssignTag { .. }
             | StepKind::ReinstallInstance(_)
             | StepKind::CancelInstance { .. } => {
-                return Ok(NodeStepDone::NotCarriedOut(
-                    "not a node step; the Contabo side carries it out".into(),
-                ))
+                return Ok(NodeStepDone::NotCarriedOut(HoldBack::NotANodeStep))
             }
         };
         result.map(NodeStepDone::Done)
