@@ -1,10 +1,17 @@
-//! A stateful fake of [`CloudApi`] for the executor's unit tests: it keeps
+//! A stateful fake of [`CloudApi`], beside the client it stands in for, for
+//! the unit tests of observation, apply and reconcile: it keeps
 //! instances, tags, assignments and secrets, moves new instances along
 //! `provisioning` → `installing` → `running` one step per poll, and can lose
 //! order answers (after placing the order), hide new orders from look-ups
 //! for a while (eventual consistency) and hold a product's orders in a
 //! status. A fake rather than call-recording mocks, so tests assert on the
 //! resulting account, not on calls.
+//!
+//! It is compiled for unit tests only (`#[cfg(test)]`). Integration tests
+//! and benches drive the real client over HTTP against the Contabo mock
+//! (`kiwi-mocks`), which also checks every request against Contabo's spec;
+//! giving them this fake too would make them test less, and would put a
+//! test double into the library's public API behind a feature.
 
 #![allow(clippy::unwrap_used)]
 
