@@ -26,7 +26,7 @@ query and header parameters (presence, style, schema), request bodies (media
 type, schema) and responses (documented status, media type, schema, headers).
 
 Checks this script adds, because openapi-core 0.23 lets them pass (see
-tests/independent_spec_check.rs for a seeded recording of each):
+tests/it/independent_spec_check.rs for a seeded recording of each):
   - a request body on an operation that defines no requestBody (openapi-core
     ignores the body then);
   - a query parameter the operation does not declare;

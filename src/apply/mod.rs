@@ -44,8 +44,6 @@ pub mod summary;
 pub mod wait;
 
 #[cfg(test)]
-mod fake;
-#[cfg(test)]
 mod tests;
 
 pub use error::ApplyError;

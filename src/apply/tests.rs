@@ -6,9 +6,9 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use super::fake::{self, FakeCloud};
 use super::journal::{Event, OrderJournal};
 use super::*;
+use crate::contabo::fake::{self, FakeCloud};
 use crate::contabo::models::InstanceStatus;
 use crate::inventory::{self, slot_name, Desired};
 use crate::observe::contabo::observe_account;

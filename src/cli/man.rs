@@ -11,7 +11,7 @@ use super::args::{Cli, ManArgs};
 use super::CliError;
 
 /// The line that opens the generated part of `docs/cli.md`.
-pub const REFERENCE_BEGIN: &str = "<!-- BEGIN GENERATED: `KIWI_UPDATE_DOCS=1 cargo test --test cli_habits` rewrites this part from the clap definitions; do not edit by hand -->";
+pub const REFERENCE_BEGIN: &str = "<!-- BEGIN GENERATED: `KIWI_UPDATE_DOCS=1 cargo test --test it cli_habits::docs_cli_md` rewrites this part from the clap definitions; do not edit by hand -->";
 /// The line that closes the generated part of `docs/cli.md`.
 pub const REFERENCE_END: &str = "<!-- END GENERATED -->";
 

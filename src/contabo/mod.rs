@@ -5,11 +5,16 @@
 //! fresh `x-request-id` and the run's `x-trace-id`, pages through lists, and
 //! retries only what is safe to retry ([`retry`]). Orders are never retried
 //! blindly: see [`ContaboClient::create_instance`].
+//!
+//! For unit tests, `fake` (compiled in tests only) keeps a stateful fake
+//! account behind the same [`CloudApi`] seam.
 
 mod api;
 mod auth;
 mod client;
 mod error;
+#[cfg(test)]
+pub(crate) mod fake;
 pub mod models;
 mod pace;
 pub mod paging;

@@ -148,3 +148,218 @@ pub(super) fn k3s_lists(
     }
     (labels, taints)
 }
+
+/// Label and taint changes against an in-memory cluster
+/// (`crate::ssh::fake_cluster`): the cluster's node object and a k3s node's
+/// own config end up with the same set.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use super::super::test_support::{node, run, steps_over};
+    use super::super::NodeError;
+    use super::*;
+    use crate::plan::StepKind;
+    use crate::ssh::fake::{FakeRemote, Refusal};
+    use crate::ssh::fake_cluster::{FakeCluster, FakeTaint, Flavor};
+
+    const CLUSTER: &str = "stadtwerke-nord";
+    const SERVER: &str = "kiwi-stadtwerke-nord-server-01";
+    const AGENT: &str = "kiwi-stadtwerke-nord-realtime-01";
+    const TAINT: &str = "workload.kiwistack.io/realtime=true:NoSchedule";
+
+    /// stadtwerke-nord with one server and the realtime agent, whose k3s
+    /// config registers `labels` and `taints` and whose node object has them.
+    fn k3s(labels: &BTreeMap<String, String>, taints: &[Taint]) -> (FakeCluster, FakeRemote) {
+        let cluster = FakeCluster::new(Flavor::K3s);
+        cluster.join_server(SERVER);
+        let agent = cluster.join_agent(AGENT);
+        for (k, v) in labels {
+            cluster.set_label(AGENT, k, v);
+        }
+        for t in taints {
+            cluster.set_taint(AGENT, &t.key, t.value.as_deref(), t.effect.as_str());
+        }
+        let config = k3s::render_config(&k3s::NodeConfig {
+            node_name: AGENT,
+            node_ip: "127.0.0.3",
+            role: k3s::Role::Agent {
+                server_url: "https://127.0.0.2:6443".into(),
+                token: Secret::new("K10x::node:y".into()),
+            },
+            labels,
+            taints,
+        })
+        .unwrap();
+        agent.put_file(k3s::CONFIG_PATH, config.expose().as_bytes(), 0o600);
+        (cluster, agent)
+    }
+
+    fn config_lists(agent: &FakeRemote) -> (BTreeMap<String, String>, Vec<Taint>) {
+        let file = agent.file(k3s::CONFIG_PATH).unwrap();
+        assert_eq!(file.mode, 0o600, "the config holds the join token");
+        k3s_lists(&Secret::new(
+            String::from_utf8(file.contents.expose().clone()).unwrap(),
+        ))
+    }
+
+    #[tokio::test]
+    async fn a_label_set_on_a_k3s_agent_reaches_the_cluster_and_the_nodes_own_config() {
+        let (cluster, agent) = k3s(&BTreeMap::new(), &[]);
+        let steps = steps_over(&cluster);
+        let said = run(
+            &steps,
+            CLUSTER,
+            StepKind::SetLabel {
+                node: node(AGENT),
+                key: "kiwistack.io/pool".into(),
+                value: "realtime".into(),
+                previous: None,
+            },
+        )
+        .await
+        .unwrap();
+        assert!(
+            said.contains("label kiwistack.io/pool=realtime set"),
+            "{said}"
+        );
+        let on_cluster = cluster.node(AGENT).unwrap().labels;
+        assert_eq!(on_cluster.get("kiwistack.io/pool").unwrap(), "realtime");
+        let (labels, _) = config_lists(&agent);
+        assert_eq!(labels, on_cluster, "a restart would register another set");
+
+        run(
+            &steps,
+            CLUSTER,
+            StepKind::RemoveLabel {
+                node: node(AGENT),
+                key: "kiwistack.io/pool".into(),
+                previous: "realtime".into(),
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(cluster.node(AGENT).unwrap().labels, BTreeMap::new());
+        assert_eq!(config_lists(&agent).0, BTreeMap::new());
+    }
+
+    #[tokio::test]
+    async fn a_taint_removed_from_a_k3s_agent_leaves_the_cluster_and_the_nodes_own_config() {
+        let taint = Taint::parse(TAINT).unwrap();
+        let (cluster, agent) = k3s(&BTreeMap::new(), std::slice::from_ref(&taint));
+        let steps = steps_over(&cluster);
+        run(
+            &steps,
+            CLUSTER,
+            StepKind::RemoveTaint {
+                node: node(AGENT),
+                taint: taint.clone(),
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(cluster.node(AGENT).unwrap().taints, Vec::<FakeTaint>::new());
+        assert_eq!(config_lists(&agent).1, Vec::<Taint>::new());
+
+        // Set again: one taint per key and effect, on both sides.
+        for _ in 0..2 {
+            run(
+                &steps,
+                CLUSTER,
+                StepKind::SetTaint {
+                    node: node(AGENT),
+                    taint: taint.clone(),
+                },
+            )
+            .await
+            .unwrap();
+        }
+        assert_eq!(
+            cluster.node(AGENT).unwrap().taints,
+            [FakeTaint {
+                key: "workload.kiwistack.io/realtime".into(),
+                value: Some("true".into()),
+                effect: "NoSchedule".into(),
+            }]
+        );
+        assert_eq!(config_lists(&agent).1, [taint]);
+    }
+
+    #[tokio::test]
+    async fn a_node_that_fails_its_host_key_check_gets_no_half_of_a_label_change() {
+        let (cluster, agent) = k3s(&BTreeMap::new(), &[]);
+        agent.refuse(Some(Refusal::HostKeyMismatch));
+        let steps = steps_over(&cluster);
+        let err = run(
+            &steps,
+            CLUSTER,
+            StepKind::SetLabel {
+                node: node(AGENT),
+                key: "kiwistack.io/pool".into(),
+                value: "realtime".into(),
+                previous: None,
+            },
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(&err, NodeError::Ssh(e) if e.is_host_key_problem()),
+            "{err}"
+        );
+        assert_eq!(
+            cluster.node(AGENT).unwrap().labels,
+            BTreeMap::new(),
+            "the cluster side was changed"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_kubeadm_label_and_its_record_go_through_the_first_control_plane_node_that_answers() {
+        let cluster = FakeCluster::new(Flavor::Kubeadm);
+        cluster
+            .join_server("kiwi-core-cp-01")
+            .refuse(Some(Refusal::Unreachable));
+        let second = cluster.join_server("kiwi-core-cp-02");
+        let worker = cluster.join_agent("kiwi-core-general-01");
+        let steps = steps_over(&cluster);
+        run(
+            &steps,
+            "core",
+            StepKind::SetLabel {
+                node: node("kiwi-core-general-01"),
+                key: "kiwistack.io/tier".into(),
+                value: "core".into(),
+                previous: None,
+            },
+        )
+        .await
+        .unwrap();
+        run(
+            &steps,
+            "core",
+            StepKind::RecordLabels {
+                node: node("kiwi-core-general-01"),
+                keys: BTreeSet::from(["kiwistack.io/tier".to_string(), "team".to_string()]),
+                previous: None,
+            },
+        )
+        .await
+        .unwrap();
+        let object = cluster.node("kiwi-core-general-01").unwrap();
+        assert_eq!(object.labels.get("kiwistack.io/tier").unwrap(), "core");
+        assert_eq!(
+            object
+                .annotations
+                .get(crate::plan::MANAGED_LABELS_ANNOTATION)
+                .unwrap(),
+            "kiwistack.io/tier,team"
+        );
+        assert_eq!(second.history().len(), 2, "{:?}", second.history());
+        assert!(
+            worker.history().is_empty(),
+            "a kubeadm worker keeps no config of its labels: {:?}",
+            worker.history()
+        );
+    }
+}

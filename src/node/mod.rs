@@ -503,6 +503,65 @@ fn random_token() -> Secret {
     Secret::new(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// What the unit tests of the node steps share: the example inventory's
+/// node executor over a [`crate::ssh::fake_cluster::FakeCluster`].
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) mod test_support {
+    use super::*;
+    use crate::ssh::fake_cluster::FakeCluster;
+
+    /// The node executor for the example inventory, reaching `cluster`'s
+    /// machines (each given a loopback address, which the fake never
+    /// contacts).
+    pub(crate) fn steps_over(cluster: &FakeCluster) -> SshNodeExecutor<FakeCluster> {
+        let desired = crate::inventory::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("inventory"),
+        )
+        .unwrap();
+        let addresses = cluster
+            .machine_names()
+            .into_iter()
+            .enumerate()
+            .map(|(i, n)| (n, format!("127.0.0.{}", i + 2)))
+            .collect();
+        SshNodeExecutor::new(
+            cluster.clone(),
+            &desired,
+            addresses,
+            NodeSettings::default(),
+        )
+    }
+
+    /// A step of `kind` on `cluster`, as the planner would give it.
+    pub(crate) fn step(cluster: &str, kind: StepKind) -> Step {
+        Step {
+            id: crate::plan::StepId(format!("test:{}", kind.slot().unwrap_or_default())),
+            cluster: Some(cluster.to_string()),
+            kind,
+            depends_on: Vec::new(),
+            destructive: false,
+        }
+    }
+
+    /// Runs `kind` on `cluster` and gives what it said it did.
+    pub(crate) async fn run(
+        steps: &SshNodeExecutor<FakeCluster>,
+        cluster: &str,
+        kind: StepKind,
+    ) -> Result<String, NodeError> {
+        match NodeSteps::run(steps, &step(cluster, kind)).await? {
+            NodeStepDone::Done(text) => Ok(text),
+            NodeStepDone::NotCarriedOut(why) => panic!("not carried out: {why}"),
+        }
+    }
+
+    /// `name` as a node name.
+    pub(crate) fn node(name: &str) -> NodeName {
+        NodeName(name.to_string())
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -99,6 +99,18 @@ impl FakeRemote {
         self.lock().refusal = refusal;
     }
 
+    /// What a transport that opens a session (OpenSSH) finds before any
+    /// command: the refusal set with [`FakeRemote::refuse`], if any. Fake
+    /// connectors call it, so a node that fails its host-key check is
+    /// never handed out, as with the real transport.
+    pub fn check_reachable(&self) -> Result<(), SshError> {
+        let refusal = self.lock().refusal;
+        match refusal {
+            Some(refusal) => Err(self.refused(refusal)),
+            None => Ok(()),
+        }
+    }
+
     /// What `cloud-init status --wait` answers (default: `status: done`, 0).
     pub fn set_cloud_init(&self, output: Output) {
         self.lock().cloud_init = Some(output);

@@ -9,7 +9,11 @@
 //! - [`known_hosts`]: `<inventory>/known_hosts`, one line per node, keyed by
 //!   node name (`HostKeyAlias`);
 //! - [`openssh`]: [`OpenSshExec`], the real transport;
-//! - [`fake`]: [`FakeRemote`], a stateful stand-in for unit tests.
+//! - [`fake`]: [`FakeRemote`], a stateful stand-in for unit tests;
+//! - `fake_cluster` (unit tests only): `FakeCluster`, a small in-memory
+//!   Kubernetes cluster behind fake nodes that answers the kubectl and
+//!   systemctl commands of the node steps (nodes, Ready, labels, taints,
+//!   cordon, drain, delete, a k3s cluster's etcd members).
 //!
 //! What a node prints is outside text: it reaches an error only through
 //! [`crate::secret::redact`], with every registered secret and everything
@@ -23,6 +27,8 @@ use tokio::time::Instant;
 use crate::secret::{redact, Secret};
 
 pub mod fake;
+#[cfg(test)]
+pub mod fake_cluster;
 pub mod hostkey;
 pub mod known_hosts;
 pub mod openssh;
