@@ -160,7 +160,8 @@ mod tests {
     use super::super::test_support::{node, run, steps_over};
     use super::super::NodeError;
     use super::*;
-    use crate::plan::StepKind;
+    use crate::plan::{NodeShape, StepKind};
+    use crate::secret::Secret;
     use crate::ssh::fake::{FakeRemote, Refusal};
     use crate::ssh::fake_cluster::{FakeCluster, FakeTaint, Flavor};
 
@@ -196,6 +197,18 @@ mod tests {
         (cluster, agent)
     }
 
+    /// What the plan carries on each label and taint step: the node's
+    /// whole wanted set.
+    fn shape(labels: &[(&str, &str)], taints: &[Taint]) -> NodeShape {
+        NodeShape {
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            taints: taints.to_vec(),
+        }
+    }
+
     fn config_lists(agent: &FakeRemote) -> (BTreeMap<String, String>, Vec<Taint>) {
         let file = agent.file(k3s::CONFIG_PATH).unwrap();
         assert_eq!(file.mode, 0o600, "the config holds the join token");
@@ -216,6 +229,7 @@ mod tests {
                 key: "kiwistack.io/pool".into(),
                 value: "realtime".into(),
                 previous: None,
+                wanted: shape(&[("kiwistack.io/pool", "realtime")], &[]),
             },
         )
         .await
@@ -236,6 +250,7 @@ mod tests {
                 node: node(AGENT),
                 key: "kiwistack.io/pool".into(),
                 previous: "realtime".into(),
+                wanted: shape(&[], &[]),
             },
         )
         .await
@@ -255,6 +270,7 @@ mod tests {
             StepKind::RemoveTaint {
                 node: node(AGENT),
                 taint: taint.clone(),
+                wanted: shape(&[], &[]),
             },
         )
         .await
@@ -270,6 +286,7 @@ mod tests {
                 StepKind::SetTaint {
                     node: node(AGENT),
                     taint: taint.clone(),
+                    wanted: shape(&[], std::slice::from_ref(&taint)),
                 },
             )
             .await
@@ -299,6 +316,7 @@ mod tests {
                 key: "kiwistack.io/pool".into(),
                 value: "realtime".into(),
                 previous: None,
+                wanted: shape(&[("kiwistack.io/pool", "realtime")], &[]),
             },
         )
         .await
@@ -331,6 +349,7 @@ mod tests {
                 key: "kiwistack.io/tier".into(),
                 value: "core".into(),
                 previous: None,
+                wanted: shape(&[("kiwistack.io/tier", "core")], &[]),
             },
         )
         .await
