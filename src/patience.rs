@@ -188,7 +188,14 @@ where
                 last,
             });
         }
-        let wake = now.checked_add(pause).map_or(deadline, |t| t.min(deadline));
+        // Before the deadline no pause runs past it; past it (the minimum
+        // number of checks not yet made) the checks keep their pauses, so
+        // the extra looks still give what is polled time to change.
+        let wake = match now.checked_add(pause) {
+            Some(t) if now < deadline => t.min(deadline),
+            Some(t) => t,
+            None => deadline,
+        };
         tokio::time::sleep_until(wake).await;
         pause = polling.backoff.next(pause);
     }
@@ -198,6 +205,32 @@ where
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[tokio::test(start_paused = true)]
+    async fn the_minimum_checks_past_the_deadline_keep_their_pauses() {
+        // The order look-up keeps looking at least three times so that a
+        // slow network cannot shrink its window to one look: back-to-back
+        // looks past the deadline would give Contabo's list no time.
+        let started = Instant::now();
+        let times = std::sync::Mutex::new(Vec::new());
+        let got: Result<(), Unsettled<()>> = poll(
+            Polling {
+                min_checks: 3,
+                ..Polling::until(started, Backoff::constant(Duration::from_secs(1)))
+            },
+            || async {
+                times
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((Instant::now() - started).as_millis());
+                Check::Pending(())
+            },
+        )
+        .await;
+        assert!(got.is_err());
+        let times = times.into_inner().unwrap_or_default();
+        assert_eq!(times, vec![0, 1000, 2000]);
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_check_that_answers_at_once_is_run_once() {

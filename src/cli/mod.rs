@@ -86,7 +86,10 @@ pub fn main() -> ExitCode {
     if let Err(bad) = environment {
         return bad_environment(&bad);
     }
-    init_logging(&cli.global);
+    if let Err(bad) = init_logging(&cli.global) {
+        report(&CliError::User(bad));
+        return ExitCode::from(EXIT_USER_ERROR);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -175,7 +178,10 @@ pub(crate) fn report(error: &CliError) {
     );
 }
 
-fn init_logging(global: &args::GlobalArgs) {
+/// Sets up logging: `RUST_LOG` when set, else the level of `-q`/`-v`. A
+/// `RUST_LOG` that is not a valid filter is an error naming it, not a
+/// silent fall back to the default.
+fn init_logging(global: &args::GlobalArgs) -> Result<(), String> {
     use tracing_subscriber::EnvFilter;
     let default = if global.quiet {
         "error"
@@ -187,14 +193,22 @@ fn init_logging(global: &args::GlobalArgs) {
             _ => "trace",
         }
     };
-    let filter = crate::settings::log_filter()
-        .and_then(|f| EnvFilter::try_new(f).ok())
-        .unwrap_or_else(|| EnvFilter::new(default));
+    let filter = match crate::settings::log_filter() {
+        Some(f) => EnvFilter::try_new(&f).map_err(|e| {
+            format!(
+                "RUST_LOG={}: not a log filter ({e}); expected e.g. `info` or \
+                 `warn,kiwi_infra::apply=debug`",
+                crate::text::escape_for_terminal(&f)
+            )
+        })?,
+        None => EnvFilter::new(default),
+    };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(|| RedactingWriter(std::io::stderr()))
         .with_ansi(settings::use_color_on_stderr(global.color))
         .try_init();
+    Ok(())
 }
 
 /// Where log lines go: stderr, with every registered secret masked, so that

@@ -69,7 +69,7 @@ const PURE_MODULES: &[&str] = &["plan", "inventory"];
 
 /// Modules of the crate that do I/O: the pure `plan/` uses none of them.
 const IO_MODULES: &[&str] = &[
-    "apply", "cli", "cluster", "contabo", "localfs", "node", "observe", "ssh", "state",
+    "apply", "cli", "cluster", "contabo", "localfs", "node", "observe", "settings", "ssh", "state",
 ];
 
 /// Reading modules, and the writing modules they must not reach.
@@ -99,13 +99,37 @@ impl Use {
 /// Every path every non-test source file of the crate at `root` uses.
 fn crate_uses(root: &Path) -> Vec<Use> {
     let mut uses = Vec::new();
-    walk_module(root, &root.join("src/lib.rs"), &[], &mut uses);
+    // `extern crate self as me;` in lib.rs names the crate everywhere.
+    let lib = root.join("src/lib.rs");
+    let crate_wide = std::fs::read_to_string(&lib)
+        .ok()
+        .and_then(|text| syn::parse_file(&text).ok())
+        .map(|ast| {
+            ast.items
+                .iter()
+                .filter_map(|item| match item {
+                    syn::Item::ExternCrate(e) => e
+                        .rename
+                        .as_ref()
+                        .map(|(_, name)| (name.to_string(), vec![extern_crate_path(&e.ident)])),
+                    _ => None,
+                })
+                .collect::<BTreeMap<String, Vec<String>>>()
+        })
+        .unwrap_or_default();
+    walk_module(root, &lib, &[], &crate_wide, &mut uses);
     uses
 }
 
 /// Reads the file of module `module` (path from the crate root, empty for
 /// `lib.rs`), collects its uses, and follows its `mod x;` declarations.
-fn walk_module(root: &Path, file: &Path, module: &[String], uses: &mut Vec<Use>) {
+fn walk_module(
+    root: &Path,
+    file: &Path,
+    module: &[String],
+    crate_wide: &BTreeMap<String, Vec<String>>,
+    uses: &mut Vec<Use>,
+) {
     let text = std::fs::read_to_string(file)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()));
     let ast =
@@ -120,6 +144,11 @@ fn walk_module(root: &Path, file: &Path, module: &[String], uses: &mut Vec<Use>)
         module: module.to_vec(),
         uses: Vec::new(),
         children: Vec::new(),
+        aliases: crate_wide
+            .clone()
+            .into_iter()
+            .chain(aliases(&ast))
+            .collect(),
     };
     collector.visit_file(&ast);
     uses.extend(collector.uses);
@@ -138,31 +167,84 @@ fn walk_module(root: &Path, file: &Path, module: &[String], uses: &mut Vec<Use>)
             .join(child.last().map_or("", String::as_str))
             .join("mod.rs");
         let path = if flat.exists() { flat } else { nested };
-        walk_module(root, &path, &child, uses);
+        walk_module(root, &path, &child, crate_wide, uses);
     }
 }
 
-/// True for `#[cfg(test)]` and `#[cfg(all(test, …))]`, not `cfg(not(test))`.
+/// What `extern crate x as y` makes `y` stand for: `crate` for `self`.
+fn extern_crate_path(ident: &syn::Ident) -> String {
+    if ident == "self" {
+        "crate".to_string()
+    } else {
+        ident.to_string()
+    }
+}
+
+/// True for `#[cfg(test)]` and `#[cfg(all(test, …))]` only: code that is
+/// never compiled into the product. `cfg(any(test, unix))` or
+/// `cfg(not(test))` is compiled in normal builds, so it is checked.
 fn test_only(attrs: &[syn::Attribute]) -> bool {
     attrs.iter().any(|a| {
         a.path().is_ident("cfg")
             && a.meta.require_list().is_ok_and(|l| {
-                let words: Vec<String> = idents(l.tokens.clone());
-                words.iter().any(|w| w == "test") && !words.iter().any(|w| w == "not")
+                let tokens: Vec<TokenTree> = l.tokens.clone().into_iter().collect();
+                match tokens.as_slice() {
+                    [TokenTree::Ident(i)] => i == "test",
+                    [TokenTree::Ident(all), TokenTree::Group(g)] if all == "all" => g
+                        .stream()
+                        .into_iter()
+                        .any(|t| matches!(t, TokenTree::Ident(i) if i == "test")),
+                    _ => false,
+                }
             })
     })
 }
 
-fn idents(tokens: TokenStream) -> Vec<String> {
-    let mut out = Vec::new();
-    for t in tokens {
-        match t {
-            TokenTree::Ident(i) => out.push(i.to_string()),
-            TokenTree::Group(g) => out.extend(idents(g.stream())),
-            _ => {}
+/// Every name a file gives a path with `use … as name` or `extern crate …
+/// as name` (`use crate as c`, `use crate::{self as c}`, `use std::env as
+/// e`), with the path it stands for, as written.
+fn aliases(file: &syn::File) -> BTreeMap<String, Vec<String>> {
+    struct Aliases(BTreeMap<String, Vec<String>>);
+    fn walk(
+        tree: &syn::UseTree,
+        prefix: &mut Vec<String>,
+        out: &mut BTreeMap<String, Vec<String>>,
+    ) {
+        match tree {
+            syn::UseTree::Path(p) => {
+                prefix.push(p.ident.to_string());
+                walk(&p.tree, prefix, out);
+                prefix.pop();
+            }
+            syn::UseTree::Rename(r) => {
+                let mut path = prefix.clone();
+                if r.ident != "self" {
+                    path.push(r.ident.to_string());
+                }
+                out.insert(r.rename.to_string(), path);
+            }
+            syn::UseTree::Group(g) => {
+                for item in &g.items {
+                    walk(item, prefix, out);
+                }
+            }
+            syn::UseTree::Name(_) | syn::UseTree::Glob(_) => {}
         }
     }
-    out
+    impl<'ast> Visit<'ast> for Aliases {
+        fn visit_item_use(&mut self, u: &'ast syn::ItemUse) {
+            walk(&u.tree, &mut Vec::new(), &mut self.0);
+        }
+        fn visit_item_extern_crate(&mut self, e: &'ast syn::ItemExternCrate) {
+            if let Some((_, rename)) = &e.rename {
+                self.0
+                    .insert(rename.to_string(), vec![extern_crate_path(&e.ident)]);
+            }
+        }
+    }
+    let mut found = Aliases(BTreeMap::new());
+    found.visit_file(file);
+    found.0
 }
 
 struct Collector {
@@ -172,13 +254,31 @@ struct Collector {
     uses: Vec<Use>,
     /// Out-of-line child modules (`mod x;`) to read.
     children: Vec<Vec<String>>,
+    /// Names this file gives paths (`use crate as c`): replaced by the path
+    /// they stand for before a path is resolved.
+    aliases: BTreeMap<String, Vec<String>>,
 }
 
 impl Collector {
     /// Records `segments` as written in the current module: `crate::`,
     /// `self::` and `super::` are resolved; a path of one segment or one
     /// that starts with a local name is not a module edge.
-    fn record(&mut self, segments: Vec<String>) {
+    fn record(&mut self, mut segments: Vec<String>) {
+        // `c::apply::run()` after `use crate as c` is `crate::apply::run()`
+        // (a few rounds: an alias may name another).
+        for _ in 0..4 {
+            let Some(path) = segments.first().and_then(|f| self.aliases.get(f)) else {
+                break;
+            };
+            if path.first() == segments.first() {
+                break;
+            }
+            segments = path
+                .iter()
+                .cloned()
+                .chain(segments[1..].iter().cloned())
+                .collect();
+        }
         let Some(first) = segments.first() else {
             return;
         };
@@ -308,6 +408,10 @@ impl<'ast> Visit<'ast> for Collector {
     }
 
     fn visit_item_mod(&mut self, m: &'ast syn::ItemMod) {
+        if m.attrs.iter().any(|a| a.path().is_ident("path")) {
+            // A module read from elsewhere would escape the walk: refused.
+            self.push(vec!["#[path]".to_string(), m.ident.to_string()], false);
+        }
         self.module.push(m.ident.to_string());
         match &m.content {
             None => self.children.push(self.module.clone()),
@@ -334,6 +438,10 @@ impl<'ast> Visit<'ast> for Collector {
     }
 
     fn visit_macro(&mut self, m: &'ast syn::Macro) {
+        if m.path.is_ident("include") {
+            // Source pulled in from another file escapes the walk: refused.
+            self.push(vec!["include!".to_string()], false);
+        }
         self.record_tokens(m.tokens.clone());
         syn::visit::visit_macro(self, m);
     }
@@ -373,8 +481,56 @@ fn violations_with(root: &Path, temporary: &[&str]) -> Vec<String> {
     }
     found.extend(cycles(&edges));
 
+    // What each module reaches through others: a reader must not reach a
+    // writer by way of a helper module either.
+    let mut reach: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for u in &uses {
+        if let Some(to) = target(u) {
+            if !u.module.is_empty() && to != u.module {
+                reach.entry(u.module.as_str()).or_default().insert(to);
+            }
+        }
+    }
+    loop {
+        let mut grew = false;
+        let snapshot = reach.clone();
+        for targets in reach.values_mut() {
+            for t in targets.clone() {
+                for further in snapshot.get(t).into_iter().flatten() {
+                    grew |= targets.insert(further);
+                }
+            }
+        }
+        if !grew {
+            break;
+        }
+    }
+    for (reader, writers) in READERS {
+        for writer in *writers {
+            let direct = uses
+                .iter()
+                .any(|u| u.module == *reader && target(u) == Some(*writer));
+            if !direct && reach.get(reader).is_some_and(|r| r.contains(writer)) {
+                found.push(format!(
+                    "{reader}/ reads and must not depend on code that changes nodes: it reaches \
+                     {writer}/ through other modules"
+                ));
+            }
+        }
+    }
+
     for u in &uses {
         let module = u.module.as_str();
+        if matches!(
+            u.path.first().map(String::as_str),
+            Some("#[path]" | "include!")
+        ) {
+            found.push(format!(
+                "source from outside the module tree ({}) cannot be checked: {}",
+                u.path[0],
+                u.shown()
+            ));
+        }
         if PURE_MODULES.contains(&module) {
             let io = IO_PATHS.iter().any(|p| starts_with(&u.path, p))
                 && !IO_EXCEPTIONS.iter().any(|p| starts_with(&u.path, p));
@@ -417,11 +573,14 @@ fn violations_with(root: &Path, temporary: &[&str]) -> Vec<String> {
     found
 }
 
-/// `std::env::var`, `env::var_os`, `env::vars`, … anywhere in a path.
+/// `std::env::var`, `env::var_os`, `env::vars`, … anywhere in a path, and
+/// `std::env` itself (a glob import, `use std::env::*`, brings `var` in
+/// under its own name).
 fn reads_env(u: &Use) -> bool {
     u.path
         .windows(2)
         .any(|w| w[0] == "env" && matches!(w[1].as_str(), "var" | "var_os" | "vars" | "vars_os"))
+        || u.path == ["std", "env"]
 }
 
 /// Each cycle among the modules, as `a -> b -> a` with the use behind
@@ -573,5 +732,77 @@ fn the_checker_finds_paths_in_macros_allows_the_settings_file_and_flags_a_stale_
             "src/x.rs no longer reads the environment: remove it from TEMPORARY_ENV_READERS"
                 .to_string(),
         ],
+    );
+}
+
+#[test]
+fn the_checker_sees_through_aliases_globs_cfg_any_helpers_path_and_include() {
+    let cases: &[(&str, &[(&str, &str)])] = &[
+        ("crate alias: observe -> apply via `use crate as c`", &[
+            ("src/lib.rs", "pub mod observe;\npub mod apply;\n"),
+            ("src/observe.rs", "use crate as c;\npub fn o() { c::apply::run(); }\n"),
+            ("src/apply.rs", "pub fn run() {}\n"),
+        ]),
+        ("crate alias: `use crate::{self as c}`", &[
+            ("src/lib.rs", "pub mod observe;\npub mod apply;\n"),
+            ("src/observe.rs", "use crate::{self as c};\npub fn o() { c::apply::run(); }\n"),
+            ("src/apply.rs", "pub fn run() {}\n"),
+        ]),
+        ("extern crate self as me", &[
+            ("src/lib.rs", "extern crate self as me;\npub mod observe;\npub mod apply;\n"),
+            ("src/observe.rs", "pub fn o() { me::apply::run(); }\n"),
+            ("src/apply.rs", "pub fn run() {}\n"),
+        ]),
+        ("module alias: `use std::env as e; e::var`", &[
+            ("src/lib.rs", "pub mod x;\n"),
+            ("src/x.rs", "use std::env as e;\npub fn x() { let _ = e::var(\"HOME\"); }\n"),
+        ]),
+        ("glob: `use std::env::*; var(..)`", &[
+            ("src/lib.rs", "pub mod x;\n"),
+            ("src/x.rs", "use std::env::*;\npub fn x() { let _ = var(\"HOME\"); }\n"),
+        ]),
+        ("std alias in plan: `use std as s; s::fs::read`", &[
+            ("src/lib.rs", "pub mod plan;\n"),
+            ("src/plan.rs", "use std as s;\npub fn p() { let _ = s::fs::read(\"x\"); }\n"),
+        ]),
+        ("cfg(any(test, unix)) is compiled in normal builds", &[
+            ("src/lib.rs", "pub mod plan;\n"),
+            ("src/plan.rs", "#[cfg(any(test, unix))]\npub fn p() { let _ = std::process::Command::new(\"sh\"); }\n"),
+        ]),
+        ("transitive: observe -> cluster_helpers -> apply", &[
+            ("src/lib.rs", "pub mod observe;\npub mod helpers;\npub mod apply;\n"),
+            ("src/observe.rs", "pub fn o() { crate::helpers::h(); }\n"),
+            ("src/helpers.rs", "pub fn h() { crate::apply::run(); }\n"),
+            ("src/apply.rs", "pub fn run() {}\n"),
+        ]),
+        ("plan uses crate::settings (reads the environment)", &[
+            ("src/lib.rs", "pub mod plan;\npub mod settings;\n"),
+            ("src/settings.rs", "pub fn s() -> Option<String> { std::env::var(\"K\").ok() }\n"),
+            ("src/plan.rs", "pub fn p() { let _ = crate::settings::s(); }\n"),
+        ]),
+        ("#[path] module is walked at the wrong file", &[
+            ("src/lib.rs", "pub mod plan;\n"),
+            ("src/plan/mod.rs", "#[path = \"../evil.rs\"]\nmod inner;\n"),
+            ("src/plan/inner.rs", "pub fn fine() {}\n"),
+            ("src/evil.rs", "pub fn e() { let _ = std::fs::read(\"x\"); }\n"),
+        ]),
+        ("include! pulls in unchecked source", &[
+            ("src/lib.rs", "pub mod plan;\n"),
+            ("src/plan.rs", "include!(\"plan_io.in\");\n"),
+            ("src/plan_io.in", "pub fn e() { let _ = std::fs::read(\"x\"); }\n"),
+        ]),
+    ];
+    let mut missed = Vec::new();
+    for (name, files) in cases {
+        let dir = synthetic(files);
+        let found = violations_with(dir.path(), &[]);
+        if found.is_empty() {
+            missed.push(*name);
+        }
+    }
+    assert!(
+        missed.is_empty(),
+        "the checker missed:\n{}",
+        missed.join("\n")
     );
 }

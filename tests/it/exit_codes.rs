@@ -233,3 +233,29 @@ async fn a_knob_flag_beats_its_variable_and_the_variable_beats_the_default() {
         assert!(text.contains(wanted), "{wanted}: {text}");
     }
 }
+
+#[test]
+fn a_log_filter_that_does_not_parse_exits_1_naming_rust_log_instead_of_being_ignored() {
+    let inventory = concat!(env!("CARGO_MANIFEST_DIR"), "/inventory");
+    let out = Command::new(env!("CARGO_BIN_EXE_kiwi-infra"))
+        .args(["validate", "--inventory", inventory])
+        .env("RUST_LOG", "kiwi_infra=nonsense[")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = apply_support::text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("RUST_LOG"), "{text}");
+    let fine = Command::new(env!("CARGO_BIN_EXE_kiwi-infra"))
+        .args(["validate", "--inventory", inventory])
+        .env("RUST_LOG", "warn,kiwi_infra::apply=debug")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        fine.status.code(),
+        Some(0),
+        "{}",
+        apply_support::text(&fine)
+    );
+}
