@@ -170,7 +170,8 @@ where
             .map_or(deadline, |t| t.min(deadline));
         tokio::time::sleep_until(wake).await;
     }
-    let mut pause = polling.backoff.first;
+    // A zero pause would spin on the check: one millisecond at the least.
+    let mut pause = polling.backoff.first.max(MIN_PAUSE);
     let mut checks = 0u32;
     loop {
         checks = checks.saturating_add(1);
@@ -197,9 +198,12 @@ where
             None => deadline,
         };
         tokio::time::sleep_until(wake).await;
-        pause = polling.backoff.next(pause);
+        pause = polling.backoff.next(pause).max(MIN_PAUSE);
     }
 }
+
+/// The shortest pause between two checks, whatever the back-off says.
+pub const MIN_PAUSE: Duration = Duration::from_millis(1);
 
 #[cfg(test)]
 mod tests {
