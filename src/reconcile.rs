@@ -139,18 +139,11 @@ pub async fn observe_and_plan<W: World>(
 /// The number of the plan's steps that run (all but the node steps and
 /// their dependents with `contabo_only`).
 pub fn runnable_steps(plan: &Plan, contabo_only: bool) -> usize {
-    let mut left = std::collections::HashSet::new();
-    let mut runs = 0;
-    for step in &plan.steps {
-        let deferred = contabo_only
-            && (step.kind.is_node_step() || step.depends_on.iter().any(|d| left.contains(d)));
-        if deferred {
-            left.insert(&step.id);
-        } else {
-            runs += 1;
-        }
+    if contabo_only {
+        plan.steps.len() - apply::left_for_later(&plan.steps).len()
+    } else {
+        plan.steps.len()
     }
-    runs
 }
 
 /// Observes, plans (checking `settings.saved` against the plan made now),

@@ -188,7 +188,8 @@ pub struct ApplyOutcome {
 }
 
 impl ApplyOutcome {
-    /// Adds what a later round of the same apply did (see `cli::apply`).
+    /// Adds what a later round of the same apply did (see
+    /// `crate::reconcile`).
     pub fn merge(&mut self, later: ApplyOutcome) {
         self.results.extend(later.results);
         self.deferred.extend(later.deferred);
@@ -306,22 +307,36 @@ pub(super) fn build_tasks_for_test(
     (tasks.iter().map(|_| ()).collect(), deferred)
 }
 
-/// Turns the plan's steps into tasks, one per step and with the plan's
-/// dependencies alone (the planner states every one, waits included). With
-/// `contabo_only`, node steps are left out together with every step that
-/// depends on one: a cancel waits for its node's drain and delete, it
-/// never runs without them.
-fn build_tasks(input: ApplyInput, contabo_only: bool) -> (Vec<Task<Work>>, Vec<StepId>) {
-    let mut deferred = Vec::new();
-    let mut left: HashSet<StepId> = HashSet::new();
-    let mut tasks = Vec::new();
+/// The steps `--contabo-only` leaves for a later apply, in plan order:
+/// every node step, and every step that depends on one (a cancel waits for
+/// its node's drain and delete; it never runs without them).
+pub fn left_for_later(steps: &[Step]) -> Vec<&StepId> {
+    let mut left: HashSet<&StepId> = HashSet::new();
+    let mut in_order = Vec::new();
     // Steps come in an order that respects their dependencies, so one pass
     // sees every prerequisite before its dependents.
+    for step in steps {
+        if is_node_step(&step.kind) || step.depends_on.iter().any(|d| left.contains(d)) {
+            left.insert(&step.id);
+            in_order.push(&step.id);
+        }
+    }
+    in_order
+}
+
+/// Turns the plan's steps into tasks, one per step and with the plan's
+/// dependencies alone (the planner states every one, waits included). With
+/// `contabo_only`, the steps [`left_for_later`] names are left out.
+fn build_tasks(input: ApplyInput, contabo_only: bool) -> (Vec<Task<Work>>, Vec<StepId>) {
+    let deferred: Vec<StepId> = if contabo_only {
+        left_for_later(&input.steps).into_iter().cloned().collect()
+    } else {
+        Vec::new()
+    };
+    let left: HashSet<&StepId> = deferred.iter().collect();
+    let mut tasks = Vec::new();
     for step in input.steps {
-        let waits_for_deferred = step.depends_on.iter().any(|d| left.contains(d));
-        if contabo_only && (is_node_step(&step.kind) || waits_for_deferred) {
-            left.insert(step.id.clone());
-            deferred.push(step.id);
+        if left.contains(&step.id) {
             continue;
         }
         let work = match &step.kind {

@@ -47,7 +47,9 @@ pub mod wait;
 mod tests;
 
 pub use error::ApplyError;
-pub use executor::{execute, ApplyInput, ApplyOutcome, ApplySettings, Cancellation, TaskResult};
+pub use executor::{
+    execute, left_for_later, ApplyInput, ApplyOutcome, ApplySettings, Cancellation, TaskResult,
+};
 pub use journal::OrderJournal;
 pub use lock::ApplyLock;
 pub use node::{is_node_step, NoNodeAccess, NodeExecutor, NodeStepDone};

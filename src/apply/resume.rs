@@ -30,7 +30,7 @@ use super::order::{journal_claims, JOURNAL_HORIZON};
 pub fn record_journal_claims(entries: &[Entry], observed: &mut Observed) {
     let horizon = chrono::Duration::from_std(JOURNAL_HORIZON).unwrap_or(chrono::Duration::MAX);
     let interrupted = interrupted_instances(entries, observed, horizon);
-    observed.journal_placed = super::journal::placed_by_slot_in(entries.to_vec());
+    observed.journal_placed = super::journal::placed_by_slot_in(entries);
     for (slot, id) in interrupted {
         observed.journal_placed.entry(slot).or_insert(id);
     }

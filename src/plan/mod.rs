@@ -18,10 +18,7 @@ pub use planner::{
     cluster_tags_to_check, needs_order_inputs, node_addresses, plan, ssh_key_secret_name,
     PlanOptions,
 };
-pub use render::{
-    render_human, render_json, summary_line, RenderOptions, NO_CHANGES, NO_NEW_CHANGES_FINISHING,
-    NO_NEW_CHANGES_WAITING,
-};
+pub use render::{render_human, render_json, summary_line, RenderOptions, NO_CHANGES};
 pub use saved::{fingerprint, SavedPlan, SavedPlanError, Stale, SAVED_PLAN_FORMAT_VERSION};
 pub use simulate::simulate;
 pub use steps::{

@@ -139,12 +139,12 @@ pub fn render_human(plan: &Plan, options: &RenderOptions) -> String {
 
 /// The last line of a plan that changes nothing but finishes the orders of
 /// an interrupted apply.
-pub const NO_NEW_CHANGES_FINISHING: &str =
+const NO_NEW_CHANGES_FINISHING: &str =
     "No new changes; this plan finishes earlier orders (below).\n";
 
 /// The last line of a plan that changes nothing but waits for machines
 /// earlier runs started.
-pub const NO_NEW_CHANGES_WAITING: &str =
+const NO_NEW_CHANGES_WAITING: &str =
     "No new changes; apply waits for machines of the inventory that are not running yet \
      (below).\n";
 

@@ -161,17 +161,23 @@ pub fn parse_entries(path: &Path, text: &str) -> Result<Vec<Entry>, StateError> 
 
 /// For each slot whose latest entry is `placed`, after an `intent` of the
 /// same slot (a line written by hand claims nothing), that instance.
-pub fn placed_by_slot_in(entries: Vec<Entry>) -> BTreeMap<String, crate::plan::InstanceId> {
-    let intended: std::collections::BTreeSet<String> = entries
+pub fn placed_by_slot_in(entries: &[Entry]) -> BTreeMap<String, crate::plan::InstanceId> {
+    let intended: std::collections::BTreeSet<&str> = entries
         .iter()
         .filter(|e| matches!(e.event, Event::Intent { .. }))
-        .map(|e| e.slot.clone())
+        .map(|e| e.slot.as_str())
         .collect();
-    latest(entries)
+    let mut latest: BTreeMap<&str, &Entry> = BTreeMap::new();
+    for entry in entries {
+        latest.insert(&entry.slot, entry);
+    }
+    latest
         .into_iter()
         .filter(|(slot, _)| intended.contains(slot))
         .filter_map(|(slot, entry)| match entry.event {
-            Event::Placed { instance_id } => Some((slot, crate::plan::InstanceId(instance_id))),
+            Event::Placed { instance_id } => {
+                Some((slot.to_string(), crate::plan::InstanceId(instance_id)))
+            }
             _ => None,
         })
         .collect()
