@@ -164,31 +164,13 @@ pub async fn reconcile<W: World>(
         observe_and_plan(desired, &settings.plan, world, &journal.entries())
             .await
             .map_err(ReconcileError::Observe)?;
-    if let Some(saved) = &settings.saved {
-        // The file is only a promise: the plan carried out is always the
-        // one the planner makes now, and the file must name exactly its
-        // steps.
-        if let Err(stale) = saved.check_fresh(&observed, desired, &plan, &settings.plan) {
+    let plan = match gate(desired, settings, &observed, plan, operator) {
+        Ok(plan) => plan,
+        Err(stopped) => {
             world.close(nodes).await;
-            return Err(ReconcileError::Stale(stale));
-        }
-    }
-    operator.show(&plan);
-    if runnable_steps(&plan, contabo_only) == 0 {
-        world.close(nodes).await;
-        return Ok(Reconciled::NothingToDo { plan });
-    }
-    let approved = match operator.approve(&plan) {
-        Ok(approved) => approved,
-        Err(e) => {
-            world.close(nodes).await;
-            return Err(ReconcileError::Approval(e));
+            return stopped;
         }
     };
-    if !approved {
-        world.close(nodes).await;
-        return Ok(Reconciled::Cancelled { plan });
-    }
     let mut outcome = run(world, &nodes, reporter, journal, &observed, &plan, settings).await;
     world.close(nodes).await;
 
@@ -219,6 +201,38 @@ pub async fn reconcile<W: World>(
         outcome: Box::new(outcome),
         fresh: fresh.map_err(|e| error_text(&e)),
     })
+}
+
+/// Everything between the first plan and its execution, none of it I/O:
+/// the saved plan's check, showing the plan, and the operator's approval.
+/// `Ok` hands on the plan to carry out; `Err` is how the reconcile ends
+/// without changing anything.
+// Called once per reconcile: the size of its answer costs nothing.
+#[allow(clippy::result_large_err)]
+fn gate<E>(
+    desired: &Desired,
+    settings: &ReconcileSettings,
+    observed: &Observed,
+    plan: Plan,
+    operator: &dyn Operator<E>,
+) -> Result<Plan, Result<Reconciled, ReconcileError<E>>> {
+    if let Some(saved) = &settings.saved {
+        // The file is only a promise: the plan carried out is always the
+        // one the planner makes now, and the file must name exactly its
+        // steps.
+        if let Err(stale) = saved.check_fresh(observed, desired, &plan, &settings.plan) {
+            return Err(Err(ReconcileError::Stale(stale)));
+        }
+    }
+    operator.show(&plan);
+    if runnable_steps(&plan, settings.apply.contabo_only) == 0 {
+        return Err(Ok(Reconciled::NothingToDo { plan }));
+    }
+    match operator.approve(&plan) {
+        Ok(true) => Ok(plan),
+        Ok(false) => Err(Ok(Reconciled::Cancelled { plan })),
+        Err(e) => Err(Err(ReconcileError::Approval(e))),
+    }
 }
 
 async fn run<W: World>(
