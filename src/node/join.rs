@@ -10,6 +10,7 @@ use tokio::sync::OnceCell;
 
 use super::{k3s, kubeadm, random_token, refused, NodeConnector, NodeError, SshNodeExecutor};
 use crate::cluster::kubectl::Kubectl;
+use crate::ids::ClusterName;
 use crate::plan::{K3sJoin, KubeadmJoin, KubeadmRole};
 use crate::secret::Secret;
 use crate::ssh::{RemoteCommand, RemoteExec};
@@ -24,7 +25,7 @@ pub(super) struct K3sTokens {
 impl<C: NodeConnector> SshNodeExecutor<C> {
     pub(super) async fn bootstrap_k3s(
         &self,
-        cluster: &str,
+        cluster: &ClusterName,
         join: &K3sJoin,
     ) -> Result<String, NodeError> {
         let node = &join.node;
@@ -74,10 +75,7 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
             .await?;
         let tokens = self.read_tokens(&exec).await?;
         if let Ok(mut known) = self.tokens.lock() {
-            known.insert(
-                cluster.to_string(),
-                Arc::new(OnceCell::new_with(Some(tokens))),
-            );
+            known.insert(cluster.clone(), Arc::new(OnceCell::new_with(Some(tokens))));
         }
         Ok(format!("{node} {what}; it is Ready"))
     }
@@ -100,9 +98,13 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
         })
     }
 
-    async fn tokens_of(&self, cluster: &str, via: &C::Exec) -> Result<K3sTokens, NodeError> {
+    async fn tokens_of(
+        &self,
+        cluster: &ClusterName,
+        via: &C::Exec,
+    ) -> Result<K3sTokens, NodeError> {
         let cell = match self.tokens.lock() {
-            Ok(mut tokens) => Arc::clone(tokens.entry(cluster.to_string()).or_default()),
+            Ok(mut tokens) => Arc::clone(tokens.entry(cluster.clone()).or_default()),
             Err(_) => Arc::new(OnceCell::new()),
         };
         cell.get_or_try_init(|| self.read_tokens(via))
@@ -112,7 +114,7 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
 
     pub(super) async fn join_k3s(
         &self,
-        cluster: &str,
+        cluster: &ClusterName,
         join: &K3sJoin,
         as_server: bool,
     ) -> Result<String, NodeError> {

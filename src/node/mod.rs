@@ -30,6 +30,7 @@ use std::time::Duration;
 
 use crate::cluster::kubectl::Kubectl;
 use crate::cluster::{ClusterError, ClusterReads};
+use crate::ids::{BadClusterName, ClusterName};
 use crate::inventory::Desired;
 use crate::patience::{deadline_in, poll_until, Backoff};
 use crate::plan::{NodeName, Step, StepKind};
@@ -50,11 +51,17 @@ pub enum NodeStepDone {
     NotCarriedOut(HoldBack),
 }
 
-/// Runs node steps: the seam `apply` hands them to (it wraps a
-/// [`NodeError`] with the step's id).
+/// Runs node steps: the seam `apply` hands them to (it parses the step's
+/// cluster into a [`ClusterName`], and wraps a [`NodeError`] with the
+/// step's id).
 pub trait NodeSteps: Send + Sync {
-    /// Carries out one node step (`crate::apply::is_node_step`).
-    fn run(&self, step: &Step) -> impl Future<Output = Result<NodeStepDone, NodeError>> + Send;
+    /// Carries out one node step (`crate::apply::is_node_step`) on
+    /// `cluster`, the step's own `cluster` as `apply` parsed it.
+    fn run(
+        &self,
+        cluster: &ClusterName,
+        step: &Step,
+    ) -> impl Future<Output = Result<NodeStepDone, NodeError>> + Send;
 
     /// Tells the executor a node's address once its instance runs.
     fn learn_address(&self, node: &NodeName, ip: std::net::Ipv4Addr);
@@ -184,6 +191,10 @@ pub enum NodeError {
         /// Nodes tried.
         tried: String,
     },
+    /// The step's cluster is missing or not a cluster name (a plan file is
+    /// untrusted); nothing was done.
+    #[error(transparent)]
+    Cluster(#[from] BadClusterName),
 }
 
 /// A failed cluster read or command fails the step with the same words.
@@ -207,6 +218,7 @@ impl From<ClusterError> for NodeError {
             ClusterError::NoControlNode { cluster, tried } => {
                 Self::NoControlNode { cluster, tried }
             }
+            ClusterError::Cluster(e) => Self::Cluster(e),
         }
     }
 }
@@ -222,7 +234,7 @@ pub struct SshNodeExecutor<C: NodeConnector> {
     reads: ClusterReads<C>,
     /// Join tokens per k3s cluster, read once per cluster (and per cluster
     /// only: one cluster's read does not hold up another's joins).
-    tokens: Mutex<BTreeMap<String, Shared<K3sTokens>>>,
+    tokens: Mutex<BTreeMap<ClusterName, Shared<K3sTokens>>>,
     settings: NodeSettings,
 }
 
@@ -403,12 +415,11 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
 }
 
 impl<C: NodeConnector> NodeSteps for SshNodeExecutor<C> {
-    async fn run(&self, step: &Step) -> Result<NodeStepDone, NodeError> {
-        let cluster = step.cluster.clone().unwrap_or_default();
+    async fn run(&self, cluster: &ClusterName, step: &Step) -> Result<NodeStepDone, NodeError> {
         let result = match &step.kind {
-            StepKind::BootstrapK3sServer(j) => self.bootstrap_k3s(&cluster, j).await,
-            StepKind::JoinK3sServer(j) => self.join_k3s(&cluster, j, true).await,
-            StepKind::JoinK3sAgent(j) => self.join_k3s(&cluster, j, false).await,
+            StepKind::BootstrapK3sServer(j) => self.bootstrap_k3s(cluster, j).await,
+            StepKind::JoinK3sServer(j) => self.join_k3s(cluster, j, true).await,
+            StepKind::JoinK3sAgent(j) => self.join_k3s(cluster, j, false).await,
             StepKind::KubeadmJoin(j) => self.kubeadm_join(j).await,
             StepKind::SetLabel {
                 node,
@@ -417,24 +428,24 @@ impl<C: NodeConnector> NodeSteps for SshNodeExecutor<C> {
                 wanted,
                 ..
             } => {
-                self.change_node(&cluster, node, &Change::SetLabel(key, value), wanted)
+                self.change_node(cluster, node, &Change::SetLabel(key, value), wanted)
                     .await
             }
             StepKind::RemoveLabel {
                 node, key, wanted, ..
             } => {
-                self.change_node(&cluster, node, &Change::RemoveLabel(key), wanted)
+                self.change_node(cluster, node, &Change::RemoveLabel(key), wanted)
                     .await
             }
             StepKind::RecordLabels { node, keys, .. } => {
-                self.record_labels(&cluster, node, keys).await
+                self.record_labels(cluster, node, keys).await
             }
             StepKind::SetTaint {
                 node,
                 taint,
                 wanted,
             } => {
-                self.change_node(&cluster, node, &Change::SetTaint(taint), wanted)
+                self.change_node(cluster, node, &Change::SetTaint(taint), wanted)
                     .await
             }
             StepKind::RemoveTaint {
@@ -442,12 +453,12 @@ impl<C: NodeConnector> NodeSteps for SshNodeExecutor<C> {
                 taint,
                 wanted,
             } => {
-                self.change_node(&cluster, node, &Change::RemoveTaint(taint), wanted)
+                self.change_node(cluster, node, &Change::RemoveTaint(taint), wanted)
                     .await
             }
-            StepKind::DrainNode { node } => self.drain_node(&cluster, node).await,
-            StepKind::DeleteNode { node } => self.delete_node(&cluster, node).await,
-            StepKind::DeleteStaleNode { node } => self.delete_stale_node(&cluster, node).await,
+            StepKind::DrainNode { node } => self.drain_node(cluster, node).await,
+            StepKind::DeleteNode { node } => self.delete_node(cluster, node).await,
+            StepKind::DeleteStaleNode { node } => self.delete_stale_node(cluster, node).await,
             StepKind::EnsureSecret { .. }
             | StepKind::WaitForRunning { .. }
             | StepKind::RenameInstance { .. }
@@ -550,7 +561,8 @@ pub(crate) mod test_support {
         cluster: &str,
         kind: StepKind,
     ) -> Result<String, NodeError> {
-        match NodeSteps::run(steps, &step(cluster, kind)).await? {
+        let step = step(cluster, kind);
+        match NodeSteps::run(steps, &cluster_of(&step), &step).await? {
             NodeStepDone::Done(text) => Ok(text),
             NodeStepDone::NotCarriedOut(why) => panic!("not carried out: {why}"),
         }
@@ -559,6 +571,11 @@ pub(crate) mod test_support {
     /// `name` as a node name.
     pub(crate) fn node(name: &str) -> NodeName {
         NodeName(name.to_string())
+    }
+
+    /// The step's cluster, parsed as `apply` does before a node step runs.
+    pub(crate) fn cluster_of(step: &Step) -> ClusterName {
+        ClusterName::parse(step.cluster.as_deref().unwrap_or_default()).unwrap()
     }
 }
 
@@ -801,7 +818,7 @@ mod tests {
             "core",
             "kiwi-core-general-01",
         );
-        let done = NodeSteps::run(&nodes, &kubeadm).await;
+        let done = NodeSteps::run(&nodes, &test_support::cluster_of(&kubeadm), &kubeadm).await;
         assert!(done.is_ok(), "{done:?}");
         let k3s = join_step(
             StepKind::JoinK3sAgent(K3sJoin {
@@ -817,7 +834,7 @@ mod tests {
             "stadtwerke-nord",
             "kiwi-stadtwerke-nord-general-01",
         );
-        let done = NodeSteps::run(&nodes, &k3s).await;
+        let done = NodeSteps::run(&nodes, &test_support::cluster_of(&k3s), &k3s).await;
         assert!(done.is_ok(), "{done:?}");
         assert_eq!(
             early.lock().unwrap().clone(),
@@ -894,7 +911,9 @@ mod tests {
             depends_on: Vec::new(),
             destructive: false,
         };
-        NodeSteps::run(&nodes, &step).await.unwrap();
+        NodeSteps::run(&nodes, &test_support::cluster_of(&step), &step)
+            .await
+            .unwrap();
         let written = agent.file(k3s::CONFIG_PATH).expect("config written");
         let written = Secret::new(String::from_utf8(written.contents.expose().clone()).unwrap());
         let (labels, taints) = k3s_lists(&written);
