@@ -269,7 +269,11 @@ pub async fn execute<A: CloudApi, N: NodeExecutor>(
         reporter,
         journal,
         settings,
-        account: Account::new(api, settings.wait.poll_min, observed),
+        account: Account::new(
+            api,
+            crate::patience::Backoff::constant(settings.wait.poll_min),
+            observed,
+        ),
         identity: Identity::new(&settings.ssh_public_key, settings.known_hosts.as_deref()),
         orders: &orders,
         instances: &instances,

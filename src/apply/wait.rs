@@ -20,6 +20,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::contabo::models::{Instance, InstanceId, InstanceStatus};
 use crate::contabo::CloudApi;
+use crate::patience::{Backoff, Pauses};
 use crate::report::{Reporter, Stage};
 
 use super::error::ApplyError;
@@ -151,19 +152,26 @@ impl StatusBoard {
         self.stop.notify_one();
     }
 
-    /// Polls while anyone waits, until [`Self::stop`].
+    /// Polls while anyone waits, until [`Self::stop`], pausing between
+    /// rounds from `poll_min` growing by half up to `poll_max`
+    /// ([`Backoff::by_half`]).
     pub async fn run_poller(&self, api: &impl CloudApi) {
-        let mut delay = self.settings.poll_min;
+        let mut pauses = Pauses::new(Backoff::by_half(
+            self.settings.poll_min,
+            self.settings.poll_max,
+        ));
         loop {
             if self.stopped.load(Ordering::SeqCst) {
                 return;
             }
             if self.waited().is_empty() {
+                // Parked, not pausing: nothing to ask for until a wait
+                // begins (or the run ends).
                 tokio::select! {
                     () = self.wake.notified() => {}
                     () = self.stop.notified() => {}
                 }
-                delay = self.settings.poll_min;
+                pauses.reset();
                 continue;
             }
             let started = Instant::now();
@@ -183,11 +191,7 @@ impl StatusBoard {
             // `poll_min` would spend a good part of the rate limit on
             // listing pages instead of orders. Only a parked poller (no
             // waits) is woken at once.
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {}
-                () = self.stop.notified() => {}
-            }
-            delay = delay.saturating_add(delay / 2).min(self.settings.poll_max);
+            pauses.pause_unless(self.stop.notified()).await;
         }
     }
 
@@ -211,6 +215,8 @@ impl StatusBoard {
         let mut last_seen: Option<Instance> = None;
         loop {
             // Polls may fail for a while; the time limit still applies then.
+            // (A watchdog on the poller's rounds, not a poll of its own:
+            // the poller above is the one poll, on `crate::patience`.)
             let changed = tokio::select! {
                 r = rx.changed() => r.is_ok(),
                 () = tokio::time::sleep(self.settings.poll_max.saturating_mul(2)) => false,
