@@ -110,17 +110,24 @@ pub struct Pauses {
 }
 
 impl Pauses {
-    /// Pauses starting at `backoff.first`.
+    /// Pauses starting at `backoff.first` (at most `backoff.max`, at
+    /// least [`MIN_PAUSE`]).
     pub fn new(backoff: Backoff) -> Self {
         Pauses {
             backoff,
-            next: backoff.first.max(MIN_PAUSE),
+            next: Self::first_of(backoff),
         }
     }
 
     /// Starts again from the first pause (after a quiet spell, say).
     pub fn reset(&mut self) {
-        self.next = self.backoff.first.max(MIN_PAUSE);
+        self.next = Self::first_of(self.backoff);
+    }
+
+    /// The first pause: a pause is never above the maximum, whatever the
+    /// settings say first.
+    fn first_of(backoff: Backoff) -> Duration {
+        backoff.first.min(backoff.max).max(MIN_PAUSE)
     }
 
     /// The pause the next [`Self::pause`] takes.
@@ -285,6 +292,8 @@ pub const MIN_PAUSE: Duration = Duration::from_millis(1);
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+    use tokio::sync::Notify;
 
     #[tokio::test(start_paused = true)]
     async fn the_minimum_checks_past_the_deadline_keep_their_pauses() {
@@ -491,5 +500,59 @@ mod tests {
             let d = deadline_in(Duration::MAX);
             assert!(d > Instant::now() + Duration::from_secs(3600));
         });
+    }
+
+    // Edge cases found by an attacker of the `Pauses` change (issue 17).
+    #[test]
+    fn backoff_next_never_panics_on_extreme_settings() {
+        for growth in [(0, 0), (u32::MAX, 0), (u32::MAX, 1), (1, u32::MAX), (0, 1)] {
+            for first in [Duration::ZERO, Duration::from_nanos(1), Duration::MAX] {
+                for max in [Duration::ZERO, Duration::from_secs(1), Duration::MAX] {
+                    let b = Backoff { first, max, growth };
+                    let n = b.next(first);
+                    assert!(n <= max, "{growth:?} {first:?} {max:?}: {n:?}");
+                }
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_huge_pause_does_not_panic_and_a_stop_still_ends_it() {
+        let mut p = Pauses::new(Backoff::constant(Duration::MAX));
+        let stop = Arc::new(Notify::new());
+        let s2 = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            s2.notify_one();
+        });
+        assert!(!p.pause_unless(stop.notified()).await);
+        assert_eq!(p.upcoming(), Duration::MAX);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_signalled_before_the_pause_starts_is_not_lost() {
+        let mut p = Pauses::new(Backoff::constant(Duration::from_secs(3600)));
+        let stop = Notify::new();
+        stop.notify_one(); // permit stored before anyone waits
+        let before = Instant::now();
+        assert!(!p.pause_unless(stop.notified()).await);
+        assert_eq!(Instant::now(), before);
+    }
+
+    /// `first > max`: a pause is never above the maximum.
+    #[tokio::test(start_paused = true)]
+    async fn a_first_pause_above_the_maximum_is_the_maximum() {
+        let b = Backoff {
+            first: Duration::from_secs(10),
+            max: Duration::from_secs(1),
+            growth: (1, 2),
+        };
+        let p = Pauses::new(b);
+        assert!(
+            p.upcoming() <= b.max,
+            "first pause {:?} above max {:?}",
+            p.upcoming(),
+            b.max
+        );
     }
 }

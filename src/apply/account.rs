@@ -274,3 +274,49 @@ fn may_have_been_created(e: &ContaboError) -> bool {
         ),
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::contabo::RequestContext;
+    use reqwest::{Method, StatusCode};
+    use std::cell::Cell;
+    use std::time::Duration;
+
+    fn e500() -> ContaboError {
+        ContaboError::Api {
+            retry_after: None,
+            context: Box::new(RequestContext {
+                method: Method::POST,
+                path: "/v1/tags".into(),
+                request_id: "r".into(),
+                trace_id: "t".into(),
+                attempts: 1,
+                elapsed: Duration::ZERO,
+            }),
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: "lost".into(),
+        }
+    }
+
+    /// The creation took effect, its answer was lost: the next look must
+    /// find it and nothing is created twice.
+    #[tokio::test(start_paused = true)]
+    async fn a_creation_whose_answer_was_lost_is_found_not_created_again() {
+        let exists = Cell::new(false);
+        let creations = Cell::new(0u32);
+        let r = look_create_look::<u32, (), _, _, _, _>(
+            Backoff::constant(Duration::from_secs(5)),
+            || async { Ok(exists.get().then_some(7)) },
+            || async {
+                creations.set(creations.get() + 1);
+                exists.set(true);
+                Err(e500())
+            },
+        )
+        .await;
+        assert!(matches!(r, Ok(Ensured::Found(7))));
+        assert_eq!(creations.get(), 1);
+    }
+}

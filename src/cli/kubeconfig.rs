@@ -48,7 +48,7 @@ pub(super) async fn run(global: &GlobalArgs, args: &KubeconfigArgs) -> Result<()
     let fetched = reads.admin_kubeconfig(&cluster).await;
     reads.close().await;
     let (raw, server) = fetched.map_err(NodeError::from)?;
-    let renamed = kubeconfig::rename(&raw, &args.cluster, &server)
+    let renamed = kubeconfig::rename(&raw, cluster.as_str(), &server)
         .map_err(|e| CliError::Internal(e.to_string()))?;
     match (&args.out, &args.merge) {
         (Some(path), _) => write_private(path, &renamed)?,
@@ -66,7 +66,7 @@ pub(super) async fn run(global: &GlobalArgs, args: &KubeconfigArgs) -> Result<()
     }
     eprintln!(
         "kubeconfig for {} written (context {0}, server {server})",
-        args.cluster
+        cluster
     );
     Ok(())
 }

@@ -1600,6 +1600,22 @@ impl<'a> Attribution<'a> {
                 a.unattributed(instance, None, reason);
                 continue;
             };
+            // The tag's text is Contabo's answer, set by anyone with account
+            // access: only a name kiwi-infra could have written (a DNS label,
+            // the inventory's rule) attributes a machine. Anything else would
+            // give node steps for a cluster no node layer accepts, run after
+            // run, with the machine never cancelled.
+            if let Err(bad) = crate::ids::ClusterName::parse(cluster) {
+                a.unattributed(
+                    instance,
+                    None,
+                    format!(
+                        "its kiwi-cluster-* tag is not one kiwi-infra writes ({bad}): correct or \
+                         remove it in Contabo"
+                    ),
+                );
+                continue;
+            }
             let cluster = (*cluster).to_string();
             if control_plane.contains_key(instance.display_name.as_str()) {
                 a.unattributed(
