@@ -421,6 +421,9 @@ fn write_inventory(target: &Path, public_key: &str) -> Result<(), CliError> {
                 .map(|l| {
                     if l.starts_with("ssh_public_key") {
                         format!("ssh_public_key = \"{public_key}\"")
+                    } else if l.starts_with("operator_networks") {
+                        // The simulated nodes are reached over loopback.
+                        "operator_networks = [\"127.0.0.0/8\"]".to_string()
                     } else {
                         l.to_string()
                     }

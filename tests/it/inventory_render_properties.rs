@@ -315,6 +315,7 @@ region = {region}
 image = {image}
 {key}
 period = 1
+operator_networks = ["198.51.100.0/24", "2001:db8::/48"]
 
 [prices]
 V94 = {price}
@@ -336,6 +337,10 @@ product = {product}
 count = 1
 labels = {{ {label_key} = {label_value} }}
 taints = [{taint}]
+
+[core.firewall]
+cni_ports = ["udp/4789", "tcp/179"]
+cluster_networks = ["10.244.0.0/16", "10.96.0.0/12"]
 "#,
             region = self.toml(Field::Region),
             image = self.toml(Field::Image),

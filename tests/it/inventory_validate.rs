@@ -10,6 +10,7 @@ region = "EU"
 image = "ubuntu-24.04"
 ssh_public_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGFZqtyOeLGjPjiuhoCmVODskzMSRJGYucm9572VSt8G ops@example"
 period = 1
+operator_networks = ["198.51.100.0/24", "2001:db8::/48"]
 
 [prices]
 V94 = "8.49"
@@ -31,6 +32,10 @@ control_plane = [
 class = "vps"
 product = "V94"
 count = 2
+
+[core.firewall]
+cni_ports = ["udp/4789", "tcp/179"]
+cluster_networks = ["10.244.0.0/16", "10.96.0.0/12"]
 "#;
 
 const ACME: &str = r#"tier = "mesh"
