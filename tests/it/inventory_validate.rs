@@ -125,7 +125,7 @@ fn a_vps_product_in_a_vds_pool_and_the_reverse_are_errors() {
     );
     let out = errors(&kiwi, &[("acme", &acme)]);
     assert!(
-        out.contains("inventory/kiwi.toml:25:11: error: product `V94` (VPS 20 NVMe) is a VPS product but the pool's class is `vds`; expected a VDS product: V8, V9, V10, V11, V16"),
+        out.contains("inventory/kiwi.toml:26:11: error: product `V94` (VPS 20 NVMe) is a VPS product but the pool's class is `vds`; expected a VDS product: V8, V9, V10, V11, V16"),
         "{out}"
     );
     assert!(out.contains("inventory/customers/acme.toml:10:11: error: product `V8` (VDS S) is a VDS product but the pool's class is `vps`"), "{out}");
@@ -200,7 +200,7 @@ fn duplicate_names_are_errors() {
     let kiwi = KIWI.replace("name = \"cp-02\"", "name = \"cp-01\"");
     let out = errors(&kiwi, &[]);
     assert!(
-        out.contains("kiwi.toml:19:12: error: duplicate node name `cp-01`"),
+        out.contains("kiwi.toml:20:12: error: duplicate node name `cp-01`"),
         "{out}"
     );
 
@@ -297,13 +297,13 @@ fn prices_must_be_exact_euro_strings_for_known_products() {
         "V8 = 38.40\nV1 = \"1.00\"\nV9 = \"4.999\"",
     );
     let out = errors(&kiwi, &[]);
-    assert!(out.contains("kiwi.toml:9:6: error: price 38.40 is a floating-point number; expected a string such as \"38.40\" so cents stay exact"), "{out}");
+    assert!(out.contains("kiwi.toml:10:6: error: price 38.40 is a floating-point number; expected a string such as \"38.40\" so cents stay exact"), "{out}");
     assert!(
-        out.contains("kiwi.toml:10:1: error: unknown product `V1`"),
+        out.contains("kiwi.toml:11:1: error: unknown product `V1`"),
         "{out}"
     );
     assert!(
-        out.contains("kiwi.toml:11:6: error: price `4.999` is not an amount in euros"),
+        out.contains("kiwi.toml:12:6: error: price `4.999` is not an amount in euros"),
         "{out}"
     );
 }
