@@ -138,6 +138,7 @@ impl<'a> Planner<'a> {
             list.sort_by(|a, b| (a.created_date, &a.id).cmp(&(b.created_date, &b.id)));
         }
         let owners = Attribution::of(desired, observed);
+        let addresses = addresses_of(desired, observed, &owners);
         Planner {
             desired,
             observed,
@@ -156,7 +157,7 @@ impl<'a> Planner<'a> {
             image_warned: false,
             finishing: BTreeSet::new(),
             waits: BTreeMap::new(),
-            addresses: node_addresses(desired, observed),
+            addresses,
         }
     }
 
@@ -2097,7 +2098,15 @@ pub fn cluster_tags_to_check(desired: &Desired, observed: &Observed) -> Vec<(Ins
 /// its node's address), and each owned instance being removed. Nothing else
 /// an API answer names becomes an SSH target.
 pub fn node_addresses(desired: &Desired, observed: &Observed) -> BTreeMap<String, Ipv4Addr> {
-    let owners = Attribution::of(desired, observed);
+    addresses_of(desired, observed, &Attribution::of(desired, observed))
+}
+
+/// [`node_addresses`], with the attribution the planner made already.
+fn addresses_of(
+    desired: &Desired,
+    observed: &Observed,
+    owners: &Attribution<'_>,
+) -> BTreeMap<String, Ipv4Addr> {
     let mut addresses = BTreeMap::new();
     let mut live: Vec<&Instance> = observed
         .instances
