@@ -285,6 +285,47 @@ fn a_real_listing_of_a_loaded_ruleset_reads_back_its_peers_and_operators() {
     assert_eq!(seen.input_policy.as_deref(), Some("drop"));
 }
 
+#[test]
+fn a_peer_set_update_replaces_the_members_and_nothing_else() {
+    if !have_nft() {
+        return;
+    }
+    let (_, shape) = cases().swap_remove(2);
+    let dir = tempfile::tempdir().unwrap();
+    let ruleset = dir.path().join("kiwi.nft");
+    std::fs::write(&ruleset, render(&shape)).unwrap();
+    let list = |peers: &BTreeSet<Ipv4Addr>| {
+        let update = dir.path().join(format!("peers-{}.nft", peers.len()));
+        std::fs::write(&update, kiwi_infra::firewall::render_peer_set(peers)).unwrap();
+        let script = format!(
+            "{NFT} -f {r} && {NFT} -f {u} && {NFT} -j list table inet kiwi",
+            r = ruleset.display(),
+            u = update.display()
+        );
+        let out = Command::new("unshare")
+            .args(["--net", "sh", "-c", &script])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        parse_listing(&String::from_utf8_lossy(&out.stdout)).unwrap()
+    };
+    let before = list(&shape.peers);
+    for wanted in [peers(0), peers(1), ips_of(&["10.9.0.1", "10.9.0.2"])] {
+        let after = list(&wanted);
+        assert_eq!(after.peers(), Some(wanted.clone()));
+        assert_eq!(after.operator_networks(), before.operator_networks());
+        assert_eq!(after.input_rules, before.input_rules);
+    }
+}
+
+fn ips_of(list: &[&str]) -> BTreeSet<Ipv4Addr> {
+    list.iter().map(|a| a.parse().unwrap()).collect()
+}
+
 fn arb_net() -> impl Strategy<Value = IpNet> {
     prop_oneof![
         (any::<u32>(), 0u8..=32)
