@@ -8,7 +8,7 @@ use super::steps::{
     Plan, Reinstall, Step, StepId, StepKind, Summary, Unverified, UserDataTemplate, WaitCause,
     Warning, PLAN_FORMAT_VERSION,
 };
-use crate::firewall::{FirewallShape, NodeRole};
+use crate::firewall::FirewallShape;
 use crate::inventory::{
     products, slot_name, slot_pool, ClusterKind, ClusterSpec, Desired, PoolRole, PoolSpec,
     SERVER_POOL,
@@ -929,13 +929,8 @@ impl<'a> Planner<'a> {
                 }),
         );
         peers.extend(own);
-        let role = match pool.role {
-            PoolRole::K3sServer => NodeRole::K3sServer,
-            PoolRole::K3sAgent => NodeRole::K3sAgent,
-            PoolRole::KubeadmWorker => NodeRole::KubeadmWorker,
-        };
         FirewallShape::for_node(
-            role,
+            pool.role.into(),
             &cluster.firewall,
             &self.desired.provider.operator_networks,
             peers,

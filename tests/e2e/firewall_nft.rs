@@ -20,7 +20,7 @@ use kiwi_infra::firewall::{
     parse_listing, render, ClusterFirewall, FirewallShape, FlannelBackend, NodeRole, PortRange,
     PortRule, K3S_POD_NETWORK, K3S_SERVICE_NETWORK,
 };
-use kiwi_infra::inventory::{self, ClusterKind, Desired, PoolRole};
+use kiwi_infra::inventory::{self, ClusterKind, Desired};
 use kiwi_infra::plan::{self, Observed, PlanOptions, StepKind};
 use proptest::prelude::*;
 
@@ -71,14 +71,6 @@ fn assert_nft_accepts(what: &str, shape: &FirewallShape) {
     }
 }
 
-fn role(role: PoolRole) -> NodeRole {
-    match role {
-        PoolRole::K3sServer => NodeRole::K3sServer,
-        PoolRole::K3sAgent => NodeRole::K3sAgent,
-        PoolRole::KubeadmWorker => NodeRole::KubeadmWorker,
-    }
-}
-
 fn peers(n: u32) -> BTreeSet<Ipv4Addr> {
     (0..n).map(|i| Ipv4Addr::from(0xC633_6400 + i)).collect()
 }
@@ -89,7 +81,7 @@ fn check_inventory(what: &str, desired: &Desired, n: u32) {
     for cluster in &desired.clusters {
         for pool in &cluster.pools {
             let shape = FirewallShape::for_node(
-                role(pool.role),
+                pool.role.into(),
                 &cluster.firewall,
                 &desired.provider.operator_networks,
                 peers(n),
