@@ -9,6 +9,7 @@ pub mod cli;
 pub mod cloudinit;
 pub mod cluster;
 pub mod contabo;
+pub mod firewall;
 pub mod ids;
 pub mod inventory;
 pub mod kubeconfig;

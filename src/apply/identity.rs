@@ -14,6 +14,7 @@ use std::path::Path;
 use crate::cloudinit::{self, UserDataVars};
 use crate::contabo::models::{CreateInstance, Period, Region, ReinstallInstance};
 use crate::contabo::CloudApi;
+use crate::firewall::FirewallShape;
 use crate::plan::{self, Order, Reinstall, Step, UserDataTemplate};
 use crate::secret::Secret;
 use crate::ssh::{HostKey, KnownHosts};
@@ -35,6 +36,7 @@ struct UserDataInputs<'a> {
     template: UserDataTemplate,
     ssh_public_key: &'a str,
     kubernetes_version: Option<&'a str>,
+    firewall: &'a FirewallShape,
 }
 
 impl<'a> Identity<'a> {
@@ -104,6 +106,7 @@ impl<'a> Identity<'a> {
                     template: order.user_data,
                     ssh_public_key: self.operator_key(step, &order.ssh_key_secret)?,
                     kubernetes_version: order.kubernetes_version.as_deref(),
+                    firewall: &order.firewall,
                 },
             )?),
             default_user: None,
@@ -140,6 +143,7 @@ impl<'a> Identity<'a> {
                     template: r.user_data,
                     ssh_public_key: self.operator_key(step, &r.ssh_key_secret)?,
                     kubernetes_version: r.kubernetes_version.as_deref(),
+                    firewall: &r.firewall,
                 },
             )?),
             default_user: None,
@@ -171,6 +175,7 @@ impl<'a> Identity<'a> {
                 host_private_key: host_key.private_openssh().clone(),
                 host_public_key: host_key.public_openssh().to_string(),
                 kubernetes_version: inputs.kubernetes_version.map(str::to_string),
+                firewall: inputs.firewall.clone(),
             },
         )
         .map_err(|source| ApplyError::UserData {

@@ -18,16 +18,18 @@
 //!   line inside a literal block (`|`): every line must be printable ASCII,
 //!   the first not starting with a space, or rendering fails.
 //!
-//! Every node gets `base.yaml`; k3s nodes add `k3s.yaml`, kubeadm nodes
-//! `kubeadm.yaml`. cloud-config is a single YAML document, so the two are
-//! merged into one (see [`merge`]): the kind's items are appended to the
-//! base's lists (`write_files`, `runcmd`, `packages`) and its other keys
-//! follow the base's. One document is easier to read and to validate with
+//! Every node gets `base.yaml` and `firewall.yaml` (its host firewall);
+//! k3s nodes add `k3s.yaml`, kubeadm nodes `kubeadm.yaml`. cloud-config is
+//! a single YAML document, so they are merged into one (see [`merge`]), in
+//! that order: each later template's items are appended to the base's lists
+//! (`write_files`, `runcmd`, `packages`) and its other keys follow the
+//! base's. One document is easier to read and to validate with
 //! `cloud-init schema` than a MIME multipart, and the merge is simple
 //! enough to check by eye. Each template is itself a valid cloud-config.
 
 use std::collections::BTreeMap;
 
+use crate::firewall::FirewallShape;
 use crate::inventory::KubernetesVersion;
 use crate::plan::UserDataTemplate;
 use crate::secret::Secret;
@@ -39,6 +41,12 @@ type Template = (&'static str, &'static str);
 const BASE: Template = (
     "cloud-init/base.yaml",
     include_str!("../../cloud-init/base.yaml"),
+);
+
+/// The host firewall every node gets (see [`crate::firewall`]).
+const FIREWALL: Template = (
+    "cloud-init/firewall.yaml",
+    include_str!("../../cloud-init/firewall.yaml"),
 );
 
 /// What k3s nodes add.
@@ -70,6 +78,9 @@ pub struct UserDataVars {
     /// The cluster's Kubernetes version (`v1.31.4`); kubeadm nodes need it
     /// for their package repository, k3s nodes do not.
     pub kubernetes_version: Option<String>,
+    /// The node's host firewall, from its order or reinstall step; written
+    /// as `/etc/nftables.conf` ([`crate::firewall::render`]).
+    pub firewall: FirewallShape,
 }
 
 impl UserDataVars {
@@ -86,6 +97,7 @@ impl UserDataVars {
                 self.host_private_key.expose().trim_end().to_string(),
             ),
             ("host_public_key", self.host_public_key.trim().to_string()),
+            ("firewall_ruleset", crate::firewall::render(&self.firewall)),
         ]);
         if let Some(version) = &self.kubernetes_version {
             // The same grammar `validate` holds the inventory to: the minor
@@ -181,13 +193,14 @@ pub enum CloudInitError {
     },
 }
 
-/// The template files a node kind gets, base first.
-pub fn templates_for(template: UserDataTemplate) -> [(&'static str, &'static str); 2] {
+/// The template files a node kind gets, in merge order: the base, the
+/// firewall every node gets, then the kind's.
+pub fn templates_for(template: UserDataTemplate) -> [(&'static str, &'static str); 3] {
     let part = match template {
         UserDataTemplate::K3sServer | UserDataTemplate::K3sAgent => K3S,
         UserDataTemplate::KubeadmWorker => KUBEADM,
     };
-    [BASE, part]
+    [BASE, FIREWALL, part]
 }
 
 /// Renders the user data of a node. The result is wrapped in [`Secret`]
@@ -198,9 +211,12 @@ pub fn render(
 ) -> Result<Secret<String>, CloudInitError> {
     let map = vars.as_map()?;
     let map: BTreeMap<&str, &str> = map.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let [(base_name, base_text), (part_name, part_text)] = templates_for(template);
+    let [(base_name, base_text), (firewall_name, firewall_text), (part_name, part_text)] =
+        templates_for(template);
     let base = substitute(base_name, base_text, &map)?;
+    let firewall = substitute(firewall_name, firewall_text, &map)?;
     let part = substitute(part_name, part_text, &map)?;
+    let base = merge(base_name, &base, firewall_name, &firewall)?;
     merge(base_name, &base, part_name, &part).map(Secret::new)
 }
 
@@ -502,6 +518,11 @@ mod tests {
             ),
             host_public_key: "ssh-ed25519 AAAAHOST".into(),
             kubernetes_version: Some("v1.31.4".into()),
+            firewall: FirewallShape {
+                operator_networks: vec!["198.51.100.0/24".parse().unwrap()],
+                operator_tcp: vec![crate::firewall::PortRange::single(22)],
+                ..FirewallShape::default()
+            },
         }
     }
 

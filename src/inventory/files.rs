@@ -39,6 +39,12 @@ pub(crate) struct RawProvider {
         description = "Contract period of new orders in months: 1, 3, 6 or 12."
     )]
     pub(crate) period: Spanned<i64>,
+    #[serde(default)]
+    #[schemars(
+        with = "Vec<String>",
+        description = "Required. The networks the operator reaches SSH (22) and the Kubernetes API (6443) from, as CIDR (\"198.51.100.0/24\", \"2001:db8::/48\"); every other source is dropped by each node's firewall. [] leaves SSH and the API open to the internet (accepted with a warning)."
+    )]
+    pub(crate) operator_networks: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// A price in `[prices]`: a string of euros, though we recognise the other
@@ -97,6 +103,129 @@ pub(crate) struct RawK3s {
         description = "Pinned k3s release, e.g. \"v1.31.4+k3s1\"."
     )]
     pub(crate) version: Spanned<String>,
+    #[serde(default)]
+    #[schemars(
+        with = "Option<String>",
+        extend("enum" = ["wireguard-native", "vxlan"]),
+        description = "flannel's backend for new clusters: \"wireguard-native\" (default: pod traffic between nodes encrypted) or \"vxlan\" (unencrypted). Written to new servers' config.yaml; a running cluster's backend is never changed."
+    )]
+    pub(crate) flannel_backend: Option<Spanned<String>>,
+}
+
+/// A port in `public_tcp_ports` / `public_udp_ports`: a number, or a range
+/// written as a string (`"30000-32767"`).
+#[derive(Debug, Clone)]
+pub(crate) enum RawPort {
+    Number(i64),
+    Text(String),
+    Other,
+}
+
+impl<'de> Deserialize<'de> for RawPort {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(PortVisitor)
+    }
+}
+
+/// Accepts a number or a string; anything else is reported by validation
+/// with what a port looks like.
+struct PortVisitor;
+
+impl<'de> serde::de::Visitor<'de> for PortVisitor {
+    type Value = RawPort;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a port number (443) or a range as a string (\"30000-32767\")")
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RawPort, E> {
+        Ok(RawPort::Number(v))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RawPort, E> {
+        Ok(RawPort::Number(i64::try_from(v).unwrap_or(i64::MAX)))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawPort, E> {
+        Ok(RawPort::Text(v.to_string()))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<RawPort, E> {
+        Ok(RawPort::Other)
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<RawPort, E> {
+        Ok(RawPort::Other)
+    }
+}
+
+/// `[firewall]` in a customer file: the cluster's public ports.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "Firewall")]
+#[schemars(
+    description = "What each node's firewall opens to anyone. Internal ports are opened to the cluster's members only, SSH and the API to [provider] operator_networks."
+)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFirewall {
+    #[serde(default = "default_public_tcp")]
+    #[schemars(
+        with = "Vec<u16>",
+        description = "TCP ports open to anyone (default [80, 443], for ingress); a range as a string, \"30000-32767\"."
+    )]
+    pub(crate) public_tcp_ports: Vec<Spanned<RawPort>>,
+    #[serde(default)]
+    #[schemars(
+        with = "Vec<u16>",
+        description = "UDP ports open to anyone (default []), e.g. the customer's WireGuard endpoint port."
+    )]
+    pub(crate) public_udp_ports: Vec<Spanned<RawPort>>,
+}
+
+/// `[core.firewall]` in `kiwi.toml`: the Core cluster's public ports, and
+/// what only the operator knows about its network.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "CoreFirewall")]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCoreFirewall {
+    #[serde(default = "default_public_tcp")]
+    #[schemars(
+        with = "Vec<u16>",
+        description = "TCP ports open to anyone (default [80, 443])."
+    )]
+    pub(crate) public_tcp_ports: Vec<Spanned<RawPort>>,
+    #[serde(default)]
+    #[schemars(
+        with = "Vec<u16>",
+        description = "UDP ports open to anyone (default [])."
+    )]
+    pub(crate) public_udp_ports: Vec<Spanned<RawPort>>,
+    #[schemars(
+        with = "Vec<String>",
+        description = "Required. The ports the Core cluster's CNI uses between nodes, as protocol/port or protocol/first-last, e.g. [\"udp/4789\", \"tcp/179\"] for Calico VXLAN and BGP; opened to the cluster's members only. [] for a CNI that needs none."
+    )]
+    pub(crate) cni_ports: Option<Spanned<Vec<Spanned<String>>>>,
+    #[schemars(
+        with = "Vec<String>",
+        description = "Required. The Core cluster's pod and service networks (IPv4 CIDR), allowed to reach the kubelet (10250) on each worker."
+    )]
+    pub(crate) cluster_networks: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+impl RawFirewall {
+    /// The ports of a customer file without `[firewall]`.
+    pub(crate) fn default_ports() -> RawFirewall {
+        RawFirewall {
+            public_tcp_ports: default_public_tcp(),
+            public_udp_ports: Vec::new(),
+        }
+    }
+}
+
+fn default_public_tcp() -> Vec<Spanned<RawPort>> {
+    [80, 443]
+        .into_iter()
+        .map(|p| Spanned::new(0..0, RawPort::Number(p)))
+        .collect()
 }
 
 /// `[state]` in `kiwi.toml`.
@@ -154,6 +283,12 @@ pub(crate) struct RawCore {
         description = "The existing HA control plane (an odd number of nodes); not ordered by kiwi-infra."
     )]
     pub(crate) control_plane: Spanned<Vec<RawControlPlaneNode>>,
+    #[serde(default)]
+    #[schemars(
+        with = "Option<RawCoreFirewall>",
+        description = "Required: the Core workers' firewall (cni_ports and cluster_networks; public ports)."
+    )]
+    pub(crate) firewall: Option<Spanned<RawCoreFirewall>>,
     #[serde(default)]
     #[schemars(
         description = "When true, no destructive step (drain, delete, cancel) is ever planned here."
@@ -216,6 +351,9 @@ pub(crate) struct RawCustomerHead {
         description = "When true, no destructive step (drain, delete, cancel) is ever planned for this cluster."
     )]
     pub(crate) protected: bool,
+    #[serde(default)]
+    #[schemars(with = "Option<RawFirewall>")]
+    pub(crate) firewall: Option<RawFirewall>,
 }
 
 /// A named pool as read; `pool` is `None` when its table had errors (already

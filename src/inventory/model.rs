@@ -7,6 +7,8 @@
 use super::kube::Taint;
 use super::products::NodeClass;
 use super::values::{ApiEndpoint, Host, K3sVersion, KubernetesVersion};
+use crate::firewall::{ClusterFirewall, FlannelBackend, NodeRole};
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -120,6 +122,10 @@ pub struct Provider {
     pub ssh_public_key: String,
     /// Contract period in months: 1, 3, 6 or 12.
     pub period: u8,
+    /// The networks SSH and the Kubernetes API are open to on every node
+    /// (`[provider] operator_networks`, CIDR without host bits). Empty: the
+    /// operator chose to leave them open to anyone (warned about).
+    pub operator_networks: Vec<IpNet>,
 }
 
 /// The whole desired state.
@@ -217,6 +223,10 @@ pub struct ClusterSpec {
     pub protected: bool,
     /// Pools in inventory order; for k3s the server pool comes first.
     pub pools: Vec<PoolSpec>,
+    /// What its nodes' firewalls open beyond SSH and the Kubernetes ports
+    /// (`[firewall]`, `[core.firewall]`; for k3s, flannel's ports and k3s'
+    /// default pod and service networks).
+    pub firewall: ClusterFirewall,
 }
 
 impl ClusterSpec {
@@ -248,6 +258,8 @@ pub enum ClusterKind {
     K3s {
         /// Pinned k3s version, e.g. `v1.31.4+k3s1`.
         version: K3sVersion,
+        /// flannel's backend for new servers (`[k3s] flannel_backend`).
+        flannel_backend: FlannelBackend,
     },
 }
 
@@ -270,6 +282,17 @@ pub enum PoolRole {
     K3sAgent,
     /// kubeadm worker of the Core cluster.
     KubeadmWorker,
+}
+
+impl From<PoolRole> for NodeRole {
+    /// What a pool's nodes are, for the ports their firewall opens.
+    fn from(role: PoolRole) -> NodeRole {
+        match role {
+            PoolRole::K3sServer => NodeRole::K3sServer,
+            PoolRole::K3sAgent => NodeRole::K3sAgent,
+            PoolRole::KubeadmWorker => NodeRole::KubeadmWorker,
+        }
+    }
 }
 
 /// A pool of identical nodes.

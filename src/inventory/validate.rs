@@ -3,7 +3,10 @@
 //! every rule runs even after others failed, so one run lists every mistake.
 
 use super::diagnostics::{Collector, FileId};
-use super::files::{CustomerFile, MainFile, NamedPool, RawPool, RawPrice};
+use super::files::{
+    CustomerFile, MainFile, NamedPool, RawCoreFirewall, RawFirewall, RawPool, RawPort, RawPrice,
+    RawProvider,
+};
 use super::kube::{self, Taint, KIWI_LABEL_PREFIX};
 use super::load::{RawInventory, MAIN_FILE};
 use super::model::{
@@ -13,6 +16,10 @@ use super::model::{
 };
 use super::products::{self, NodeClass};
 use super::values::{ApiEndpoint, Host, K3sVersion, KubernetesVersion};
+use crate::firewall::{
+    ClusterFirewall, FlannelBackend, PortRange, PortRule, K3S_POD_NETWORK, K3S_SERVICE_NETWORK,
+};
+use ipnet::IpNet;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::path::Path;
@@ -143,6 +150,7 @@ pub(crate) fn validate(dir: &Path, raw: RawInventory, errors: &mut Collector) ->
     // need it do not report it again.
     let mut k3s_version = Some(None);
     let mut state = None;
+    let mut flannel = FlannelBackend::default();
     if let (Some(file), Some(main)) = (main_file, main) {
         state = v.state(file, &main);
         v.prices = Some(v.prices(file, &main));
@@ -160,13 +168,20 @@ pub(crate) fn validate(dir: &Path, raw: RawInventory, errors: &mut Collector) ->
         }
         if let Some(k) = main.k3s.as_ref() {
             k3s_version = Some(v.parsed::<K3sVersion>(file, &k.version, "[k3s] version"));
+            if let Some(backend) = &k.flannel_backend {
+                flannel = v
+                    .parsed::<FlannelBackend>(file, backend, "[k3s] flannel_backend")
+                    .unwrap_or_default();
+            }
         }
         core = v.core(file, main);
     }
     let mut clusters: Vec<ClusterSpec> = core.into_iter().collect();
     let mut customers = Vec::new();
     for (file, customer) in raw.customers {
-        if let Some((c, cluster)) = v.customer(file, customer, k3s_version.as_ref(), main_file) {
+        if let Some((c, cluster)) =
+            v.customer(file, customer, k3s_version.as_ref(), flannel, main_file)
+        {
             customers.push(c);
             clusters.extend(cluster);
         }
@@ -400,12 +415,49 @@ impl Validator<'_> {
                 None
             }
         };
+        // A list with a mistake is never taken for `[]` (open to anyone).
+        let operator_networks = self.operator_networks(file, main, p)?;
         (ok && key.is_some()).then(|| Provider {
             region: p.region.get_ref().clone(),
             image: p.image.get_ref().clone(),
             ssh_public_key: key.unwrap_or_default(),
             period: u8::try_from(*p.period.get_ref()).unwrap_or(1),
+            operator_networks,
         })
+    }
+
+    /// `[provider] operator_networks`: required, each a network in CIDR
+    /// form without host bits (`192.0.2.1/24` is refused: did the operator
+    /// mean the host or the network?). `[]` is allowed: the explicit choice
+    /// to leave SSH and the API open, warned about by `validate` and `plan`.
+    fn operator_networks(
+        &mut self,
+        file: FileId,
+        main: &MainFile,
+        p: &RawProvider,
+    ) -> Option<Vec<IpNet>> {
+        let Some(list) = &p.operator_networks else {
+            let span = main.provider_span.clone().unwrap_or(0..0);
+            self.errors.at(
+                file,
+                span,
+                "no operator_networks; expected the networks you reach SSH and the Kubernetes \
+                 API from, e.g. operator_networks = [\"198.51.100.0/24\", \"2001:db8::/48\"] \
+                 (every other source is dropped by each node's firewall), or \
+                 operator_networks = [] to leave SSH and the API open to the internet",
+            );
+            return None;
+        };
+        let mut nets = Vec::new();
+        for item in list.get_ref() {
+            match parse_network(item.get_ref()) {
+                Ok(net) => nets.push(net),
+                Err(why) => self
+                    .errors
+                    .at(file, item.span(), format!("operator network {why}")),
+            }
+        }
+        (nets.len() == list.get_ref().len()).then_some(nets)
     }
 
     /// An image name: what the API is asked for by name. Letters, digits,
@@ -516,6 +568,7 @@ impl Validator<'_> {
     }
 
     fn core(&mut self, file: FileId, main: MainFile) -> Option<ClusterSpec> {
+        let core_span = main.core_span.clone();
         let raw = main.core?;
         let mut ok = true;
         let endpoint = self.parsed::<ApiEndpoint>(file, &raw.api_endpoint, "api_endpoint");
@@ -559,8 +612,9 @@ impl Validator<'_> {
             PoolRole::KubeadmWorker,
             &BTreeSet::new(),
         );
-        let (Some(api_endpoint), Some(kubernetes_version), true, Some(pools)) =
-            (endpoint, version, ok, pools)
+        let firewall = self.core_firewall(file, core_span, &raw);
+        let (Some(api_endpoint), Some(kubernetes_version), true, Some(pools), Some(firewall)) =
+            (endpoint, version, ok, pools, firewall)
         else {
             return None;
         };
@@ -574,7 +628,107 @@ impl Validator<'_> {
             },
             protected: raw.protected,
             pools,
+            firewall,
         })
+    }
+
+    /// `[core.firewall]`: required, because only the operator knows the
+    /// Core cluster's CNI and networks, and a guess would drop its pod
+    /// traffic on every new worker.
+    fn core_firewall(
+        &mut self,
+        file: FileId,
+        core_span: Option<Range<usize>>,
+        raw: &super::files::RawCore,
+    ) -> Option<ClusterFirewall> {
+        let Some(fw) = &raw.firewall else {
+            self.errors.at(
+                file,
+                core_span.unwrap_or(0..0),
+                "no [core.firewall]; expected the Core cluster's CNI ports and pod and service \
+                 networks, which each new worker's firewall needs, e.g. [core.firewall] \
+                 cni_ports = [\"udp/4789\", \"tcp/179\"] and cluster_networks = \
+                 [\"10.244.0.0/16\", \"10.96.0.0/12\"]",
+            );
+            return None;
+        };
+        let span = fw.span();
+        let fw: &RawCoreFirewall = fw.get_ref();
+        let public = self.public_ports(file, &fw.public_tcp_ports, &fw.public_udp_ports);
+        let cni = match &fw.cni_ports {
+            None => {
+                self.errors.at(file, span.clone(), "no cni_ports in [core.firewall]; expected the ports the Core cluster's CNI uses between nodes, e.g. cni_ports = [\"udp/4789\", \"tcp/179\"] (Calico VXLAN and BGP), or [] for a CNI that needs none");
+                None
+            }
+            Some(list) => {
+                let mut rules = Vec::new();
+                for item in list.get_ref() {
+                    match item.get_ref().parse::<PortRule>() {
+                        Ok(rule) => rules.push(rule),
+                        Err(why) => self.errors.at(file, item.span(), format!("CNI port {why}")),
+                    }
+                }
+                (rules.len() == list.get_ref().len()).then_some(rules)
+            }
+        };
+        let networks = match &fw.cluster_networks {
+            None => {
+                self.errors.at(file, span, "no cluster_networks in [core.firewall]; expected the Core cluster's pod and service networks, e.g. cluster_networks = [\"10.244.0.0/16\", \"10.96.0.0/12\"]");
+                None
+            }
+            Some(list) => {
+                let mut nets = Vec::new();
+                for item in list.get_ref() {
+                    match parse_network(item.get_ref()) {
+                        Ok(IpNet::V4(net)) => nets.push(net),
+                        Ok(IpNet::V6(_)) => self.errors.at(file, item.span(), "cluster network is IPv6; expected an IPv4 network (the firewall admits IPv4 pod and service networks)"),
+                        Err(why) => self.errors.at(file, item.span(), format!("cluster network {why}")),
+                    }
+                }
+                (nets.len() == list.get_ref().len()).then_some(nets)
+            }
+        };
+        Some(ClusterFirewall {
+            public: public?,
+            cni: cni?,
+            cluster_networks: networks?,
+        })
+    }
+
+    /// Public TCP and UDP ports: numbers 1..=65535, or ranges written as
+    /// strings (`"30000-32767"`).
+    fn public_ports(
+        &mut self,
+        file: FileId,
+        tcp: &[Spanned<RawPort>],
+        udp: &[Spanned<RawPort>],
+    ) -> Option<Vec<PortRule>> {
+        let mut ok = true;
+        let mut rules = Vec::new();
+        for (ports, make) in [
+            (tcp, PortRule::tcp as fn(PortRange) -> PortRule),
+            (udp, PortRule::udp as fn(PortRange) -> PortRule),
+        ] {
+            for port in ports {
+                let parsed = match port.get_ref() {
+                    RawPort::Number(n) => u16::try_from(*n)
+                        .ok()
+                        .filter(|n| *n >= 1)
+                        .map(PortRange::single)
+                        .ok_or_else(|| format!("port {n} is out of range; expected 1 to 65535")),
+                    RawPort::Text(t) => t.parse::<PortRange>(),
+                    RawPort::Other => Err("this is not a port; expected a number such as 443 or a range as a string such as \"30000-32767\"".to_string()),
+                };
+                match parsed {
+                    Ok(range) => rules.push(make(range)),
+                    Err(why) => {
+                        self.errors.at(file, port.span(), why);
+                        ok = false;
+                    }
+                }
+            }
+        }
+        ok.then_some(rules)
     }
 
     fn customer(
@@ -582,6 +736,7 @@ impl Validator<'_> {
         file: FileId,
         raw: CustomerFile,
         k3s_version: Option<&Option<K3sVersion>>,
+        flannel: FlannelBackend,
         main_file: Option<FileId>,
     ) -> Option<(Customer, Option<ClusterSpec>)> {
         let name = raw.name.clone();
@@ -659,6 +814,13 @@ impl Validator<'_> {
             Some(agents) => pools.extend(agents),
             None => ok = false,
         }
+        let default_firewall = RawFirewall::default_ports();
+        let raw_firewall = head.firewall.as_ref().unwrap_or(&default_firewall);
+        let public = self.public_ports(
+            file,
+            &raw_firewall.public_tcp_ports,
+            &raw_firewall.public_udp_ports,
+        );
         // A version that did not parse is reported at [k3s]; the customer
         // is then not built either.
         let Some(Some(version)) = k3s_version.cloned() else {
@@ -667,9 +829,17 @@ impl Validator<'_> {
         let cluster = ClusterSpec {
             name: name.clone(),
             tier,
-            kind: ClusterKind::K3s { version },
+            kind: ClusterKind::K3s {
+                version,
+                flannel_backend: flannel,
+            },
             protected: head.protected,
             pools,
+            firewall: ClusterFirewall {
+                public: public?,
+                cni: flannel.ports(),
+                cluster_networks: vec![K3S_POD_NETWORK, K3S_SERVICE_NETWORK],
+            },
         };
         ok.then_some((Customer { name, tier }, Some(cluster)))
     }
@@ -875,4 +1045,26 @@ fn catalog_hint() -> String {
         "V91–V107, V68–V89",
         products::ids_of_class(NodeClass::Vds).join(", ")
     )
+}
+
+/// A network in CIDR form (`198.51.100.0/24`, `2001:db8::/48`, a single
+/// host as `/32` or `/128`), without host bits set.
+pub(crate) fn parse_network(s: &str) -> Result<IpNet, String> {
+    let shown = crate::text::escape_for_terminal(s);
+    let net: IpNet = s.parse().map_err(|_| {
+        format!(
+            "`{shown}` is not a network in CIDR form; expected an address, `/` and a prefix \
+             length, e.g. \"198.51.100.0/24\" or \"2001:db8::/48\""
+        )
+    })?;
+    if net.trunc() != net {
+        return Err(format!(
+            "`{shown}` has host bits set; expected the network \"{}\" (or \"{}/{}\" for the one \
+             host)",
+            net.trunc(),
+            net.addr(),
+            net.max_prefix_len()
+        ));
+    }
+    Ok(net)
 }

@@ -63,6 +63,7 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
                 },
                 labels: &join.labels,
                 taints: &join.taints,
+                flannel_backend: join.flannel_backend,
             })
             .map_err(|what| refused(&node.0, what))?;
             self.upload(&exec, k3s::CONFIG_PATH, &config).await?;
@@ -161,6 +162,7 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
             role,
             labels: &join.labels,
             taints: &join.taints,
+            flannel_backend: join.flannel_backend,
         })
         .map_err(|what| refused(&node.0, what))?;
         self.refuse_listed_node(Kubectl::K3s, &via, node).await?;

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::firewall::FlannelBackend;
 use crate::inventory::Taint;
 use crate::secret::Secret;
 
@@ -66,6 +67,9 @@ pub struct NodeConfig<'a> {
     pub labels: &'a BTreeMap<String, String>,
     /// Taints it registers with.
     pub taints: &'a [Taint],
+    /// flannel's backend (`flannel-backend`, a server flag: every server
+    /// of a cluster must name the same); written for servers only.
+    pub flannel_backend: Option<FlannelBackend>,
 }
 
 /// A YAML double-quoted scalar holding exactly `s` (see [`crate::yaml`]).
@@ -97,6 +101,9 @@ pub fn render_config(c: &NodeConfig<'_>) -> Result<Secret, String> {
     }
     if !matches!(c.role, Role::Agent { .. }) {
         out.push_str(&format!("tls-san:\n  - {}\n", scalar(c.node_ip)));
+        if let Some(backend) = c.flannel_backend {
+            out.push_str(&format!("flannel-backend: {}\n", scalar(backend.as_str())));
+        }
     }
     out.push_str(&labels_and_taints(c.labels, c.taints)?);
     Ok(Secret::new(out))
@@ -192,10 +199,12 @@ mod tests {
             },
             labels: &labels,
             taints: &taints,
+            flannel_backend: Some(FlannelBackend::WireguardNative),
         })
         .unwrap();
         let t = text.expose();
         assert!(t.contains("cluster-init: true\n"));
+        assert!(t.contains("flannel-backend: \"wireguard-native\"\n"), "{t}");
         assert!(t.contains("token: \"tok-canary\"\n"));
         assert!(t.contains("agent-token: \"agent-canary\"\n"));
         assert!(t.contains("tls-san:\n  - \"127.0.10.5\"\n"));
@@ -217,11 +226,14 @@ mod tests {
             },
             labels: &labels,
             taints: &[],
+            // Even when a caller passes one: it is a server flag.
+            flannel_backend: Some(FlannelBackend::Vxlan),
         })
         .unwrap();
         let t = text.expose();
         assert!(t.contains("server: \"https://127.0.10.5:6443\"\n"));
         assert!(!t.contains("cluster-init") && !t.contains("tls-san") && !t.contains("node-taint"));
+        assert!(!t.contains("flannel-backend"), "{t}");
     }
 
     #[test]
@@ -236,6 +248,7 @@ mod tests {
             },
             labels: &labels,
             taints: &[Taint::parse("a=b:NoSchedule").unwrap()],
+            flannel_backend: None,
         })
         .unwrap();
         let mut new_labels = labels.clone();

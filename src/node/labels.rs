@@ -192,6 +192,7 @@ mod tests {
             },
             labels,
             taints,
+            flannel_backend: None,
         })
         .unwrap();
         agent.put_file(k3s::CONFIG_PATH, config.expose().as_bytes(), 0o600);

@@ -597,6 +597,7 @@ mod tests {
             },
             labels,
             taints,
+            flannel_backend: None,
         })
     }
 
@@ -830,6 +831,7 @@ mod tests {
                 )),
                 labels: BTreeMap::from([("kiwistack.io/pool".into(), "general".into())]),
                 taints: Vec::new(),
+                flannel_backend: None,
             }),
             "stadtwerke-nord",
             "kiwi-stadtwerke-nord-general-01",

@@ -8,6 +8,7 @@ use super::steps::{
     Plan, Reinstall, Step, StepId, StepKind, Summary, Unverified, UserDataTemplate, WaitCause,
     Warning, PLAN_FORMAT_VERSION,
 };
+use crate::firewall::FirewallShape;
 use crate::inventory::{
     products, slot_name, slot_pool, ClusterKind, ClusterSpec, Desired, PoolRole, PoolSpec,
     SERVER_POOL,
@@ -119,6 +120,9 @@ struct Planner<'a> {
     /// Per slot: the wait for its instance, for the node steps of the slot
     /// to depend on.
     waits: BTreeMap<String, StepId>,
+    /// Each slot's node address, as far as known (see [`node_addresses`]):
+    /// the members a new node's firewall admits.
+    addresses: BTreeMap<String, Ipv4Addr>,
 }
 
 impl<'a> Planner<'a> {
@@ -134,6 +138,7 @@ impl<'a> Planner<'a> {
             list.sort_by(|a, b| (a.created_date, &a.id).cmp(&(b.created_date, &b.id)));
         }
         let owners = Attribution::of(desired, observed);
+        let addresses = addresses_of(desired, observed, &owners);
         Planner {
             desired,
             observed,
@@ -152,10 +157,14 @@ impl<'a> Planner<'a> {
             image_warned: false,
             finishing: BTreeSet::new(),
             waits: BTreeMap::new(),
+            addresses,
         }
     }
 
     fn finish(mut self) -> Plan {
+        if self.desired.provider.operator_networks.is_empty() {
+            self.warnings.push(Warning::OperatorNetworksOpen);
+        }
         let held = std::mem::take(&mut self.held);
         for (cluster, slots) in held {
             let cluster = (!self.owners.hold_all_orders).then_some(cluster);
@@ -777,6 +786,7 @@ impl<'a> Planner<'a> {
             ssh_key_secret: self.secret_name(),
             user_data: UserDataTemplate::for_role(pool.role),
             kubernetes_version: Self::kubernetes_version(cluster),
+            firewall: self.firewall(cluster, pool, None),
         };
         let id = self.push(
             &cluster.name,
@@ -880,6 +890,7 @@ impl<'a> Planner<'a> {
             ssh_key_secret: self.secret_name(),
             user_data: UserDataTemplate::for_role(pool.role),
             kubernetes_version: Self::kubernetes_version(cluster),
+            firewall: self.firewall(cluster, pool, observed.ipv4),
         };
         self.push(
             &cluster.name,
@@ -887,6 +898,42 @@ impl<'a> Planner<'a> {
             StepKind::ReinstallInstance(reinstall),
             secret.into_iter().collect(),
             destructive,
+        )
+    }
+
+    /// The firewall a new or reinstalled node of `pool` is born with. Its
+    /// peers are the cluster's members whose addresses are known now: the
+    /// instances of its slots and, for Core, the control-plane nodes the
+    /// inventory names by address; plus the node's own address once known
+    /// (`own`, a reinstall). A node ordered now does not know its own
+    /// address yet, and needs none: its traffic to itself arrives on `lo`.
+    fn firewall(
+        &self,
+        cluster: &ClusterSpec,
+        pool: &PoolSpec,
+        own: Option<Ipv4Addr>,
+    ) -> FirewallShape {
+        let mut peers: BTreeSet<Ipv4Addr> = cluster
+            .pools
+            .iter()
+            .flat_map(|p| (1..=p.count).map(move |i| slot_name(&cluster.name, &p.name, i)))
+            .filter_map(|slot| self.addresses.get(&slot).copied())
+            .collect();
+        peers.extend(
+            cluster
+                .control_plane()
+                .iter()
+                .filter_map(|n| match n.address {
+                    crate::inventory::Host::V4(ip) => Some(ip),
+                    _ => None,
+                }),
+        );
+        peers.extend(own);
+        FirewallShape::for_node(
+            pool.role.into(),
+            &cluster.firewall,
+            &self.desired.provider.operator_networks,
+            peers,
         )
     }
 
@@ -986,7 +1033,10 @@ impl<'a> Planner<'a> {
         let taints = pool.taints.clone();
         let ready: Vec<StepId> = ready.into_iter().chain(stale).collect();
         match &cluster.kind {
-            ClusterKind::K3s { version } => {
+            ClusterKind::K3s {
+                version,
+                flannel_backend,
+            } => {
                 let mut join = K3sJoin {
                     node: node.clone(),
                     instance: si.instance,
@@ -994,6 +1044,8 @@ impl<'a> Planner<'a> {
                     via: via.clone(),
                     labels,
                     taints,
+                    // A server flag: agents learn the backend from the servers.
+                    flannel_backend: (pool.role == PoolRole::K3sServer).then_some(*flannel_backend),
                 };
                 match pool.role {
                     PoolRole::K3sServer if via.is_none() => {
@@ -2057,7 +2109,15 @@ pub fn cluster_tags_to_check(desired: &Desired, observed: &Observed) -> Vec<(Ins
 /// its node's address), and each owned instance being removed. Nothing else
 /// an API answer names becomes an SSH target.
 pub fn node_addresses(desired: &Desired, observed: &Observed) -> BTreeMap<String, Ipv4Addr> {
-    let owners = Attribution::of(desired, observed);
+    addresses_of(desired, observed, &Attribution::of(desired, observed))
+}
+
+/// [`node_addresses`], with the attribution the planner made already.
+fn addresses_of(
+    desired: &Desired,
+    observed: &Observed,
+    owners: &Attribution<'_>,
+) -> BTreeMap<String, Ipv4Addr> {
     let mut addresses = BTreeMap::new();
     let mut live: Vec<&Instance> = observed
         .instances

@@ -311,6 +311,7 @@ impl Renderer {
                         o.image.name
                     ),
                 );
+                self.detail(out, &format!("firewall: {}", o.firewall.summary()));
             }
             StepKind::AssignTag { instance, .. } => {
                 let run: Vec<&str> = steps
@@ -353,6 +354,7 @@ impl Renderer {
                     step,
                 );
                 self.detail(out, &format!("image {}", r.image.name));
+                self.detail(out, &format!("firewall: {}", r.firewall.summary()));
             }
             StepKind::BootstrapK3sServer(j) => {
                 self.line(
@@ -591,6 +593,10 @@ fn warning(w: &Warning) -> String {
         Warning::SignalsDisagree { name, instance, what } => format!(
             "{name}: instance {instance}: {what}."
         ),
+        Warning::OperatorNetworksOpen => "operator_networks = [] in kiwi.toml: the firewall of \
+            every node this plan orders or reinstalls leaves SSH and the Kubernetes API open to \
+            the internet. Name the networks you administer from to close them."
+            .to_string(),
         Warning::OddValue { name, instance, field, value } => format!(
             "instance {instance} (named \"{}\"): {field} is \"{}\", which is not of the expected form; not used.",
             escape_for_terminal(name),

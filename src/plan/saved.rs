@@ -11,13 +11,15 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// Version of the saved-plan file format.
-pub const SAVED_PLAN_FORMAT_VERSION: u32 = 3;
+pub const SAVED_PLAN_FORMAT_VERSION: u32 = 4;
 
 /// A sha256 over what the planner reads from the observed state, in a
 /// canonical order (instances by id, nodes by name, taints sorted), so the
 /// order the API lists things in does not matter. Node readiness and IP
-/// addresses are left out: the planner does not read them, and they change
-/// without changing the plan.
+/// addresses are left out: the planner does not read readiness, and an
+/// address matters only where it is a peer of the firewall an order or
+/// reinstall carries, which the comparison of the steps themselves catches
+/// (so a changed address makes only a plan it affects stale).
 pub fn fingerprint(observed: &Observed) -> String {
     let mut canonical = observed.clone();
     canonical.instances.sort_by_key(|a| a.id);

@@ -70,6 +70,7 @@ pub fn simulate(observed: &Observed, plan: &Plan) -> Observed {
                     via: Some(j.via.clone()),
                     labels: j.labels.clone(),
                     taints: j.taints.clone(),
+                    flannel_backend: None,
                 };
                 add_node(&mut state, step.cluster.as_deref(), &join);
             }

@@ -4,6 +4,7 @@
 //! `--json` are this structure serialised (see `docs/plan-json.md`).
 
 use super::observed::{ImageId, InstanceId, InstanceStatus, NodeName};
+use crate::firewall::{FirewallShape, FlannelBackend};
 use crate::inventory::{Money, NodeClass, PoolRole, Taint};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
@@ -11,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 /// Version of the plan's JSON form. Bump it on any incompatible change.
-pub const PLAN_FORMAT_VERSION: u32 = 2;
+pub const PLAN_FORMAT_VERSION: u32 = 3;
 
 /// A plan: what to do, in order, to make Contabo and the clusters match the
 /// inventory.
@@ -191,12 +192,15 @@ pub struct Order {
     /// User-data template. Its inputs are this step's fields: the slot
     /// (hostname), the key that [`Self::ssh_key_secret`] names by digest
     /// (the operator's public key, checked against that digest before it
-    /// is written), and the Kubernetes version.
+    /// is written), the Kubernetes version and the firewall.
     pub user_data: UserDataTemplate,
     /// The cluster's Kubernetes version (`v1.31.4`), for a kubeadm node's
     /// package repository; `None` for k3s nodes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubernetes_version: Option<String>,
+    /// The host firewall the node is born with (written by cloud-init to
+    /// `/etc/nftables.conf`): part of the user data, so part of the plan.
+    pub firewall: FirewallShape,
 }
 
 /// A reinstall of an owned instance (`PUT /v1/compute/instances/{id}`).
@@ -215,6 +219,8 @@ pub struct Reinstall {
     /// The cluster's Kubernetes version, for a kubeadm node; `None` for k3s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubernetes_version: Option<String>,
+    /// The host firewall the node is born with (as for [`Order::firewall`]).
+    pub firewall: FirewallShape,
 }
 
 /// Joining one node to a k3s cluster.
@@ -233,6 +239,10 @@ pub struct K3sJoin {
     pub labels: BTreeMap<String, String>,
     /// Taints the node registers with.
     pub taints: Vec<Taint>,
+    /// flannel's backend, written to a server's `config.yaml`
+    /// (`flannel-backend`); `None` for agents, which take the servers'.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flannel_backend: Option<FlannelBackend>,
 }
 
 /// Role of a node joining with kubeadm.
@@ -644,6 +654,9 @@ pub enum Warning {
         /// What disagrees.
         what: String,
     },
+    /// `[provider] operator_networks = []`: every node's firewall leaves SSH
+    /// and the Kubernetes API open to anyone, as the inventory chose.
+    OperatorNetworksOpen,
     /// A value from the API that kiwi-infra does not use, because it is
     /// not of the expected form.
     OddValue {

@@ -65,7 +65,7 @@ const IO_EXCEPTIONS: &[&str] = &[
 ];
 
 /// Modules that must stay pure, and the I/O-free rule that applies.
-const PURE_MODULES: &[&str] = &["plan", "inventory"];
+const PURE_MODULES: &[&str] = &["plan", "inventory", "firewall"];
 
 /// Modules of the crate that do I/O: the pure `plan/` uses none of them.
 const IO_MODULES: &[&str] = &[

@@ -18,6 +18,7 @@ region = "EU"
 image = "ubuntu-24.04"
 ssh_public_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGFZqtyOeLGjPjiuhoCmVODskzMSRJGYucm9572VSt8G ops@kiwistack.io"
 period = 1
+operator_networks = ["198.51.100.0/24", "2001:db8::/48"]
 
 [prices]
 V94 = "8.49"
@@ -35,6 +36,10 @@ control_plane = [{ name = "kiwi-core-cp-01", address = "127.0.0.9" }]
 class = "vps"
 product = "V94"
 count = 1
+
+[core.firewall]
+cni_ports = ["udp/4789", "tcp/179"]
+cluster_networks = ["10.244.0.0/16", "10.96.0.0/12"]
 "#;
 
 /// An inventory of customers, each `(name, toml)`.

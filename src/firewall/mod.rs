@@ -1,0 +1,451 @@
+//! The host firewall every node kiwi-infra orders or reinstalls is born
+//! with: what it admits ([`FirewallShape`]), the nftables text that says so
+//! ([`render`]), and a reader of what a node's nftables reports
+//! ([`parse_listing`]).
+//!
+//! Contabo has no firewall API, so the firewall lives on the node, in one
+//! nftables table of kiwi-infra's own, `table inet kiwi`. k3s, kube-proxy
+//! and the CNI keep their rules in their own tables; a packet passes only if
+//! no base chain drops it, so ours only narrows what reaches the host and
+//! never touches theirs (no `flush ruleset`, no forward chain: k3s owns
+//! forwarding). The ruleset is written to replace only our table
+//! atomically: `table` / `delete table` / `table { … }` in one file, which
+//! `nft -f` applies as one transaction whether or not the table exists.
+//!
+//! The module is pure (no I/O): the planner puts a node's shape into its
+//! order or reinstall step, cloud-init writes the rendered text, and the
+//! executors of later parts read a node's live sets back with
+//! [`parse_listing`]. Every value is typed (addresses, networks, port
+//! numbers), so nothing from the inventory or a saved plan can add nftables
+//! syntax to the ruleset.
+
+mod listing;
+mod ports;
+
+pub use listing::{parse_listing, ListingError, ObservedFirewall};
+pub use ports::{FlannelBackend, PortRange, PortRule, Protocol};
+
+use ipnet::{IpNet, Ipv4Net};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+
+/// The nftables table kiwi-infra owns on every node (family `inet`).
+pub const TABLE: &str = "kiwi";
+/// The named set of the operator's IPv4 networks (SSH and the API).
+pub const OPERATORS4: &str = "operators4";
+/// The named set of the operator's IPv6 networks (SSH and the API).
+pub const OPERATORS6: &str = "operators6";
+/// The named set of the cluster members' cluster-traffic addresses.
+pub const PEERS4: &str = "peers4";
+/// Where Debian's and Ubuntu's `nftables.service` loads its ruleset from.
+pub const RULESET_PATH: &str = "/etc/nftables.conf";
+
+/// SSH, open to the operator networks on every node.
+pub const SSH_PORT: u16 = 22;
+/// The Kubernetes API (and k3s' supervisor) port.
+pub const API_PORT: u16 = 6443;
+/// The kubelet API (logs, exec, metrics-server).
+pub const KUBELET_PORT: u16 = 10250;
+
+/// k3s' default pod network (`cluster-cidr`); kiwi-infra does not change it.
+pub const K3S_POD_NETWORK: Ipv4Net = match Ipv4Net::new(Ipv4Addr::new(10, 42, 0, 0), 16) {
+    Ok(net) => net,
+    Err(_) => panic!("10.42.0.0/16 is a network"),
+};
+/// k3s' default service network (`service-cidr`).
+pub const K3S_SERVICE_NETWORK: Ipv4Net = match Ipv4Net::new(Ipv4Addr::new(10, 43, 0, 0), 16) {
+    Ok(net) => net,
+    Err(_) => panic!("10.43.0.0/16 is a network"),
+};
+
+/// What a node is in its cluster, for the ports its firewall opens to the
+/// cluster's members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeRole {
+    /// A k3s server (API, embedded etcd, kubelet).
+    K3sServer,
+    /// A k3s agent (kubelet).
+    K3sAgent,
+    /// A kubeadm control-plane node of the Core cluster.
+    KubeadmControlPlane,
+    /// A kubeadm worker of the Core cluster.
+    KubeadmWorker,
+}
+
+/// The firewall settings of one cluster, from the inventory
+/// (`[firewall]` in a customer file, `[core.firewall]` for Core, and
+/// `[k3s] flannel_backend`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterFirewall {
+    /// Ports open to anyone (ingress 80/443, a customer's WireGuard port).
+    pub public: Vec<PortRule>,
+    /// The CNI's ports between members (Core: from the inventory; k3s:
+    /// flannel's backend ports, see [`FlannelBackend::ports`]).
+    pub cni: Vec<PortRule>,
+    /// The pod and service networks, allowed to reach the host ports
+    /// in-cluster clients use (the API through its service, the kubelet
+    /// for metrics-server).
+    pub cluster_networks: Vec<Ipv4Net>,
+}
+
+/// Everything one node's firewall admits; [`render`] turns it into
+/// nftables text. Built by the planner from the inventory and the cluster's
+/// known members; carried by the order and reinstall steps, so a saved plan
+/// says exactly what the node's firewall will be.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirewallShape {
+    /// The operator's networks, allowed to reach [`Self::operator_tcp`].
+    /// Empty: the inventory chose to leave those ports open to anyone
+    /// (warned about by `validate` and `plan`).
+    pub operator_networks: Vec<IpNet>,
+    /// TCP ports for the operator: SSH, and the API where the node serves it.
+    pub operator_tcp: Vec<PortRange>,
+    /// The cluster members' addresses (the `peers4` set).
+    pub peers: BTreeSet<Ipv4Addr>,
+    /// TCP ports open to the members.
+    pub peer_tcp: Vec<PortRange>,
+    /// UDP ports open to the members.
+    pub peer_udp: Vec<PortRange>,
+    /// The pod and service networks of the cluster.
+    pub cluster_networks: Vec<Ipv4Net>,
+    /// TCP ports the pod and service networks may reach on the host.
+    pub cluster_tcp: Vec<PortRange>,
+    /// TCP ports open to anyone.
+    pub public_tcp: Vec<PortRange>,
+    /// UDP ports open to anyone.
+    pub public_udp: Vec<PortRange>,
+}
+
+impl FirewallShape {
+    /// The shape of a node of `role` in a cluster with `cluster`'s settings,
+    /// admitting `peers` as members and `operator_networks` to SSH and the
+    /// API. The lists are normalised (sorted, overlaps merged), so two
+    /// shapes that admit the same traffic are equal.
+    pub fn for_node(
+        role: NodeRole,
+        cluster: &ClusterFirewall,
+        operator_networks: &[IpNet],
+        peers: BTreeSet<Ipv4Addr>,
+    ) -> FirewallShape {
+        let one = PortRange::single;
+        let (mut operator_tcp, mut peer_tcp, mut cluster_tcp) =
+            (vec![one(SSH_PORT)], vec![], vec![]);
+        let mut peer_udp = Vec::new();
+        match role {
+            // k3s' "Inbound Rules for K3s Nodes": the supervisor and API,
+            // embedded etcd between servers, the kubelet on every node.
+            NodeRole::K3sServer => {
+                operator_tcp.push(one(API_PORT));
+                peer_tcp.extend([PortRange::ETCD, one(API_PORT), one(KUBELET_PORT)]);
+                cluster_tcp.extend([one(API_PORT), one(KUBELET_PORT)]);
+            }
+            NodeRole::K3sAgent => {
+                peer_tcp.push(one(KUBELET_PORT));
+                cluster_tcp.push(one(KUBELET_PORT));
+            }
+            // Kubernetes' "Ports and Protocols".
+            NodeRole::KubeadmControlPlane => {
+                operator_tcp.push(one(API_PORT));
+                peer_tcp.extend([
+                    one(API_PORT),
+                    PortRange::ETCD,
+                    one(KUBELET_PORT),
+                    one(10257),
+                    one(10259),
+                ]);
+                cluster_tcp.extend([one(API_PORT), one(KUBELET_PORT)]);
+            }
+            NodeRole::KubeadmWorker => {
+                peer_tcp.extend([one(KUBELET_PORT), one(10256), PortRange::NODE_PORTS]);
+                peer_udp.push(PortRange::NODE_PORTS);
+                cluster_tcp.push(one(KUBELET_PORT));
+            }
+        }
+        for rule in &cluster.cni {
+            match rule.protocol {
+                Protocol::Tcp => peer_tcp.push(rule.ports),
+                Protocol::Udp => peer_udp.push(rule.ports),
+            }
+        }
+        let by = |p: Protocol| {
+            cluster
+                .public
+                .iter()
+                .filter(move |r| r.protocol == p)
+                .map(|r| r.ports)
+                .collect::<Vec<_>>()
+        };
+        FirewallShape {
+            operator_networks: IpNet::aggregate(&operator_networks.to_vec()),
+            operator_tcp: PortRange::merged(operator_tcp),
+            peers,
+            peer_tcp: PortRange::merged(peer_tcp),
+            peer_udp: PortRange::merged(peer_udp),
+            cluster_networks: Ipv4Net::aggregate(&cluster.cluster_networks),
+            cluster_tcp: PortRange::merged(cluster_tcp),
+            public_tcp: PortRange::merged(by(Protocol::Tcp)),
+            public_udp: PortRange::merged(by(Protocol::Udp)),
+        }
+    }
+
+    /// One line for people: `ssh/api from 2 operator networks, 3 peers,
+    /// public tcp 80,443`.
+    pub fn summary(&self) -> String {
+        let operators = match self.operator_networks.len() {
+            0 => "ssh/api OPEN TO ANYONE".to_string(),
+            1 => "ssh/api from 1 operator network".to_string(),
+            n => format!("ssh/api from {n} operator networks"),
+        };
+        let peers = match self.peers.len() {
+            1 => "1 peer".to_string(),
+            n => format!("{n} peers"),
+        };
+        let mut out = format!("{operators}, {peers}");
+        for (name, ports) in [("tcp", &self.public_tcp), ("udp", &self.public_udp)] {
+            if !ports.is_empty() {
+                let _ = write!(out, ", public {name} {}", list(ports, ","));
+            }
+        }
+        if self.public_tcp.is_empty() && self.public_udp.is_empty() {
+            out.push_str(", no public ports");
+        }
+        out
+    }
+}
+
+/// The nftables ruleset of a node: `nft -f` loads it, replacing only
+/// `table inet kiwi` (see the module comment). Printable ASCII, indented
+/// with spaces, so it fits a cloud-init literal block.
+pub fn render(shape: &FirewallShape) -> String {
+    let operators = IpNet::aggregate(&shape.operator_networks);
+    let operators4: Vec<String> = operators
+        .iter()
+        .filter(|n| matches!(n, IpNet::V4(_)))
+        .map(|n| element(*n))
+        .collect();
+    let operators6: Vec<String> = operators
+        .iter()
+        .filter(|n| matches!(n, IpNet::V6(_)))
+        .map(|n| element(*n))
+        .collect();
+    let peers: Vec<String> = shape.peers.iter().map(Ipv4Addr::to_string).collect();
+    let cluster_networks = Ipv4Net::aggregate(&shape.cluster_networks);
+
+    let mut out = String::new();
+    out.push_str(
+        "# kiwi-infra's host firewall (docs/node-contract.md). Generated: kiwi-infra keeps\n\
+         # it true, and a hand edit is reported as drift. Loading this file replaces only\n\
+         # table inet kiwi, in one transaction; other tables (k3s, kube-proxy, the CNI)\n\
+         # are left alone.\n",
+    );
+    let _ = writeln!(out, "table inet {TABLE}");
+    let _ = writeln!(out, "delete table inet {TABLE}");
+    let _ = writeln!(out, "table inet {TABLE} {{");
+    set(&mut out, OPERATORS4, "ipv4_addr", true, &operators4);
+    set(&mut out, OPERATORS6, "ipv6_addr", true, &operators6);
+    set(&mut out, PEERS4, "ipv4_addr", false, &peers);
+    out.push_str("  chain input {\n");
+    out.push_str("    type filter hook input priority filter; policy drop;\n");
+    out.push_str("    ct state established,related accept\n");
+    out.push_str("    ct state invalid drop\n");
+    out.push_str("    iif \"lo\" accept\n");
+    // ICMPv6 carries neighbour discovery: without it IPv6 stops working.
+    out.push_str("    meta l4proto { icmp, ipv6-icmp } accept\n");
+    if !shape.operator_tcp.is_empty() {
+        let ports = list(&shape.operator_tcp, ", ");
+        if operators.is_empty() {
+            // The inventory's explicit choice (`operator_networks = []`).
+            let _ = writeln!(out, "    tcp dport {{ {ports} }} accept");
+        } else {
+            let _ = writeln!(
+                out,
+                "    ip saddr @{OPERATORS4} tcp dport {{ {ports} }} accept"
+            );
+            let _ = writeln!(
+                out,
+                "    ip6 saddr @{OPERATORS6} tcp dport {{ {ports} }} accept"
+            );
+        }
+    }
+    for (proto, ports) in [("tcp", &shape.peer_tcp), ("udp", &shape.peer_udp)] {
+        if !ports.is_empty() {
+            let _ = writeln!(
+                out,
+                "    ip saddr @{PEERS4} {proto} dport {{ {} }} accept",
+                list(ports, ", ")
+            );
+        }
+    }
+    if !cluster_networks.is_empty() && !shape.cluster_tcp.is_empty() {
+        let nets: Vec<String> = cluster_networks.iter().map(|n| n.to_string()).collect();
+        let _ = writeln!(
+            out,
+            "    ip saddr {{ {} }} tcp dport {{ {} }} accept",
+            nets.join(", "),
+            list(&shape.cluster_tcp, ", ")
+        );
+    }
+    for (proto, ports) in [("tcp", &shape.public_tcp), ("udp", &shape.public_udp)] {
+        if !ports.is_empty() {
+            let _ = writeln!(out, "    {proto} dport {{ {} }} accept", list(ports, ", "));
+        }
+    }
+    out.push_str("  }\n}\n");
+    out
+}
+
+/// An `nft -f` transaction that makes `peers4` hold exactly `peers`,
+/// touching nothing else: the set is flushed and refilled in one
+/// transaction, so no packet ever meets a half-updated set. For keeping a
+/// running node's members true (issue 18, part B); the table must exist.
+pub fn render_peer_set(peers: &BTreeSet<Ipv4Addr>) -> String {
+    let mut out = format!("flush set inet {TABLE} {PEERS4}\n");
+    if !peers.is_empty() {
+        let list: Vec<String> = peers.iter().map(Ipv4Addr::to_string).collect();
+        let _ = writeln!(
+            out,
+            "add element inet {TABLE} {PEERS4} {{ {} }}",
+            list.join(", ")
+        );
+    }
+    out
+}
+
+/// A named set; nftables refuses an empty `elements`, so an empty set has
+/// none.
+fn set(out: &mut String, name: &str, kind: &str, interval: bool, elements: &[String]) {
+    let _ = writeln!(out, "  set {name} {{");
+    let _ = writeln!(out, "    type {kind}");
+    if interval {
+        out.push_str("    flags interval\n");
+    }
+    if !elements.is_empty() {
+        let _ = writeln!(out, "    elements = {{ {} }}", elements.join(", "));
+    }
+    out.push_str("  }\n");
+}
+
+/// A network as a set element: a host network as its address, as nftables
+/// lists it back.
+fn element(net: IpNet) -> String {
+    if net.prefix_len() == net.max_prefix_len() {
+        net.addr().to_string()
+    } else {
+        net.trunc().to_string()
+    }
+}
+
+fn list(ports: &[PortRange], sep: &str) -> String {
+    PortRange::merged(ports.to_vec())
+        .iter()
+        .map(PortRange::to_string)
+        .collect::<Vec<_>>()
+        .join(sep)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn k3s(backend: FlannelBackend) -> ClusterFirewall {
+        ClusterFirewall {
+            public: vec![
+                PortRule::tcp(PortRange::single(80)),
+                PortRule::tcp(PortRange::single(443)),
+            ],
+            cni: backend.ports(),
+            cluster_networks: vec![K3S_POD_NETWORK, K3S_SERVICE_NETWORK],
+        }
+    }
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_k3s_server_opens_etcd_the_api_and_wireguard_to_peers_only() {
+        let shape = FirewallShape::for_node(
+            NodeRole::K3sServer,
+            &k3s(FlannelBackend::WireguardNative),
+            &[net("198.51.100.0/24"), net("2001:db8::/48")],
+            BTreeSet::from([Ipv4Addr::new(192, 0, 2, 10), Ipv4Addr::new(192, 0, 2, 11)]),
+        );
+        let text = render(&shape);
+        assert!(text.contains("policy drop;"), "{text}");
+        assert!(
+            text.contains("ip saddr @peers4 tcp dport { 2379-2380, 6443, 10250 } accept"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ip saddr @peers4 udp dport { 51820-51821 } accept"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ip saddr @operators4 tcp dport { 22, 6443 } accept"),
+            "{text}"
+        );
+        assert!(text.contains("elements = { 2001:db8::/48 }"), "{text}");
+        assert!(
+            text.contains("elements = { 192.0.2.10, 192.0.2.11 }"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n    tcp dport { 80, 443 } accept\n"),
+            "{text}"
+        );
+        assert!(!text.contains("8472"), "{text}");
+        assert!(text
+            .bytes()
+            .all(|b| b == b'\n' || (b' '..=b'~').contains(&b)));
+    }
+
+    #[test]
+    fn an_empty_operator_list_opens_ssh_to_anyone_and_says_so() {
+        let shape = FirewallShape::for_node(
+            NodeRole::K3sAgent,
+            &k3s(FlannelBackend::Vxlan),
+            &[],
+            BTreeSet::new(),
+        );
+        let text = render(&shape);
+        assert!(text.contains("\n    tcp dport { 22 } accept\n"), "{text}");
+        assert!(
+            text.contains("ip saddr @peers4 udp dport { 8472 } accept"),
+            "{text}"
+        );
+        assert!(shape.summary().contains("OPEN TO ANYONE"));
+    }
+
+    #[test]
+    fn overlapping_networks_and_ports_are_merged_so_nft_accepts_the_set() {
+        let shape = FirewallShape::for_node(
+            NodeRole::KubeadmWorker,
+            &ClusterFirewall {
+                public: vec![
+                    PortRule::tcp(PortRange::new(80, 90).unwrap()),
+                    PortRule::tcp(PortRange::single(85)),
+                ],
+                cni: vec![PortRule::tcp(PortRange::single(10250))],
+                cluster_networks: vec![],
+            },
+            &[
+                net("198.51.100.0/24"),
+                net("198.51.100.128/25"),
+                net("192.0.2.1/24"),
+            ],
+            BTreeSet::new(),
+        );
+        assert_eq!(
+            shape.operator_networks,
+            vec![net("192.0.2.0/24"), net("198.51.100.0/24")]
+        );
+        assert_eq!(shape.public_tcp, vec![PortRange::new(80, 90).unwrap()]);
+        assert_eq!(
+            shape.summary(),
+            "ssh/api from 2 operator networks, 0 peers, public tcp 80-90"
+        );
+    }
+}
