@@ -58,8 +58,12 @@ impl Role {
 pub struct NodeConfig<'a> {
     /// Node name (the slot name).
     pub node_name: &'a str,
-    /// The node's address, used as node-ip, node-external-ip and tls-san.
+    /// The node's cluster-traffic address: node-ip and a tls-san.
     pub node_ip: &'a str,
+    /// Its public address when that differs (a node in a private network):
+    /// node-external-ip and a second tls-san. `None`: `node_ip` is public
+    /// and serves for both.
+    pub external_ip: Option<&'a str>,
     /// How it joins.
     pub role: Role,
     /// Labels it registers with.
@@ -83,7 +87,8 @@ pub fn render_config(c: &NodeConfig<'_>) -> Result<Secret, String> {
     );
     out.push_str(&format!("node-name: {}\n", scalar(c.node_name)));
     out.push_str(&format!("node-ip: {}\n", scalar(c.node_ip)));
-    out.push_str(&format!("node-external-ip: {}\n", scalar(c.node_ip)));
+    let external = c.external_ip.unwrap_or(c.node_ip);
+    out.push_str(&format!("node-external-ip: {}\n", scalar(external)));
     match &c.role {
         Role::FirstServer { token, agent_token } => {
             out.push_str("cluster-init: true\n");
@@ -97,6 +102,9 @@ pub fn render_config(c: &NodeConfig<'_>) -> Result<Secret, String> {
     }
     if !matches!(c.role, Role::Agent { .. }) {
         out.push_str(&format!("tls-san:\n  - {}\n", scalar(c.node_ip)));
+        if let Some(external) = c.external_ip.filter(|e| *e != c.node_ip) {
+            out.push_str(&format!("  - {}\n", scalar(external)));
+        }
     }
     out.push_str(&labels_and_taints(c.labels, c.taints)?);
     Ok(Secret::new(out))
@@ -186,6 +194,7 @@ mod tests {
         let text = render_config(&NodeConfig {
             node_name: "kiwi-acme-server-01",
             node_ip: "127.0.10.5",
+            external_ip: None,
             role: Role::FirstServer {
                 token: Secret::new("tok-canary".into()),
                 agent_token: Secret::new("agent-canary".into()),
@@ -211,6 +220,7 @@ mod tests {
         let text = render_config(&NodeConfig {
             node_name: "kiwi-acme-realtime-01",
             node_ip: "127.0.10.9",
+            external_ip: None,
             role: Role::Agent {
                 server_url: "https://127.0.10.5:6443".into(),
                 token: Secret::new("K10abc::node:x".into()),
@@ -230,6 +240,7 @@ mod tests {
         let before = render_config(&NodeConfig {
             node_name: "n",
             node_ip: "127.0.10.5",
+            external_ip: None,
             role: Role::Server {
                 server_url: "https://127.0.10.4:6443".into(),
                 token: Secret::new("K10x::server:y".into()),

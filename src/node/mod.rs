@@ -59,6 +59,11 @@ pub trait NodeSteps: Send + Sync {
     /// Tells the executor a node's address once its instance runs.
     fn learn_address(&self, node: &NodeName, ip: std::net::Ipv4Addr);
 
+    /// Tells the executor a node's private (cluster-traffic) address in its
+    /// cluster's private network: its k3s `node-ip`, and the address other
+    /// nodes join through. Executors that join nothing ignore it.
+    fn learn_private_address(&self, _node: &NodeName, _ip: std::net::Ipv4Addr) {}
+
     /// Tells the executor a node was reinstalled: any connection it keeps to
     /// the node is stale (new OS, new host key).
     fn forget(&self, node: &NodeName);
@@ -223,6 +228,9 @@ pub struct SshNodeExecutor<C: NodeConnector> {
     /// Join tokens per k3s cluster, read once per cluster (and per cluster
     /// only: one cluster's read does not hold up another's joins).
     tokens: Mutex<BTreeMap<String, Shared<K3sTokens>>>,
+    /// Private (cluster-traffic) addresses of nodes in a private network,
+    /// from the observation and from this run's assignments.
+    private: Mutex<BTreeMap<String, std::net::Ipv4Addr>>,
     settings: NodeSettings,
 }
 
@@ -248,6 +256,7 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
         Self {
             reads: ClusterReads::new(connector, desired, addresses, settings.command_timeout),
             tokens: Mutex::new(BTreeMap::new()),
+            private: Mutex::new(BTreeMap::new()),
             settings,
         }
     }
@@ -266,6 +275,27 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
 
     fn address(&self, node: &NodeName) -> Result<String, NodeError> {
         Ok(self.reads.pool().address(node)?)
+    }
+
+    /// The address `node` uses for cluster traffic: its private address in
+    /// `network` when the step names one (an error when none is known: the
+    /// public address is never used in its place), else its public one.
+    fn traffic_address(&self, node: &NodeName, network: Option<&str>) -> Result<String, NodeError> {
+        let Some(network) = network else {
+            return self.address(node);
+        };
+        let known = self
+            .private
+            .lock()
+            .ok()
+            .and_then(|p| p.get(&node.0).copied());
+        known.map(|ip| ip.to_string()).ok_or_else(|| NodeError::Protocol {
+            node: node.to_string(),
+            what: format!(
+                "no address in private network {network} is known for it; its machine must \
+                 be a member (plan again to see the steps that add it)"
+            ),
+        })
     }
 
     async fn connect(&self, node: &NodeName) -> Result<Arc<C::Exec>, NodeError> {
@@ -456,6 +486,8 @@ impl<C: NodeConnector> NodeSteps for SshNodeExecutor<C> {
             | StepKind::OrderInstance(_)
             | StepKind::AssignTag { .. }
             | StepKind::ReinstallInstance(_)
+            | StepKind::EnsurePrivateNetwork { .. }
+            | StepKind::AssignPrivateNetwork { .. }
             | StepKind::CancelInstance { .. } => {
                 return Ok(NodeStepDone::NotCarriedOut(HoldBack::NotANodeStep))
             }
@@ -487,6 +519,12 @@ impl<C: NodeConnector> NodeSteps for SshNodeExecutor<C> {
 
     fn learn_address(&self, node: &NodeName, ip: std::net::Ipv4Addr) {
         self.reads.pool().learn_address(node, ip);
+    }
+
+    fn learn_private_address(&self, node: &NodeName, ip: std::net::Ipv4Addr) {
+        if let Ok(mut private) = self.private.lock() {
+            private.insert(node.0.clone(), ip);
+        }
     }
 }
 
@@ -574,6 +612,7 @@ mod tests {
         k3s::render_config(&k3s::NodeConfig {
             node_name: "n",
             node_ip: "127.0.10.2",
+            external_ip: None,
             role: k3s::Role::Agent {
                 server_url: "https://127.0.10.1:6443".into(),
                 token: Secret::new("K10x::node:y".into()),
@@ -813,6 +852,7 @@ mod tests {
                 )),
                 labels: BTreeMap::from([("kiwistack.io/pool".into(), "general".into())]),
                 taints: Vec::new(),
+                private_network: None,
             }),
             "stadtwerke-nord",
             "kiwi-stadtwerke-nord-general-01",

@@ -16,6 +16,8 @@ use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
+mod networks;
+
 /// Choices the operator makes on the command line.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -44,6 +46,7 @@ pub fn plan(desired: &Desired, observed: &Observed, options: &PlanOptions) -> Pl
         planner.cluster(cluster);
     }
     planner.removals();
+    planner.networks_kept();
     planner.finish()
 }
 
@@ -119,6 +122,13 @@ struct Planner<'a> {
     /// Per slot: the wait for its instance, for the node steps of the slot
     /// to depend on.
     waits: BTreeMap<String, StepId>,
+    /// Per slot: how the reinstall [`Planner::join`] plans wires its
+    /// private NIC (clusters with a private network).
+    wiring: BTreeMap<String, networks::Wiring>,
+    /// Clusters whose ambiguous private network was warned about.
+    networks_warned: BTreeSet<String>,
+    /// A step was given a dependency on a later step: sort before finishing.
+    reorder: bool,
 }
 
 impl<'a> Planner<'a> {
@@ -152,6 +162,9 @@ impl<'a> Planner<'a> {
             image_warned: false,
             finishing: BTreeSet::new(),
             waits: BTreeMap::new(),
+            wiring: BTreeMap::new(),
+            networks_warned: BTreeSet::new(),
+            reorder: false,
         }
     }
 
@@ -211,7 +224,7 @@ impl<'a> Planner<'a> {
                 }
             }
         }
-        if moved {
+        if moved || self.reorder {
             // A server's wait may sit below a join through it (its slot
             // comes later): keep every dependency before its dependents.
             steps = dependencies_first(steps);
@@ -406,6 +419,7 @@ impl<'a> Planner<'a> {
                     None => NodeNeed::Nothing,
                     Some(si) => self.node_need(si, &name, observation),
                 };
+                let need = self.private_network_need(cluster, pool, &name, need);
                 needs.push((pool, name, steps_before, need));
             }
         }
@@ -777,6 +791,9 @@ impl<'a> Planner<'a> {
             ssh_key_secret: self.secret_name(),
             user_data: UserDataTemplate::for_role(pool.role),
             kubernetes_version: Self::kubernetes_version(cluster),
+            private_networking: cluster
+                .private_network
+                .then(|| self.desired.private_networking_price.unwrap_or_default()),
         };
         let id = self.push(
             &cluster.name,
@@ -880,14 +897,20 @@ impl<'a> Planner<'a> {
             ssh_key_secret: self.secret_name(),
             user_data: UserDataTemplate::for_role(pool.role),
             kubernetes_version: Self::kubernetes_version(cluster),
+            private_network: None,
         };
-        self.push(
+        let id = self.push(
             &cluster.name,
             StepId(format!("reinstall:{}", instance.name)),
             StepKind::ReinstallInstance(reinstall),
             secret.into_iter().collect(),
             destructive,
-        )
+        );
+        let wiring = self.wiring.remove(&instance.name);
+        if let Some(step) = self.steps.last_mut() {
+            networks::wire_reinstall(step, wiring);
+        }
+        id
     }
 
     fn mismatches(&mut self, pool: &PoolSpec, name: &str, instance: &Instance) {
@@ -994,6 +1017,9 @@ impl<'a> Planner<'a> {
                     via: via.clone(),
                     labels,
                     taints,
+                    private_network: cluster
+                        .private_network
+                        .then(|| super::private_network::network_name(&cluster.name)),
                 };
                 match pool.role {
                     PoolRole::K3sServer if via.is_none() => {

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// Version of the saved-plan file format.
-pub const SAVED_PLAN_FORMAT_VERSION: u32 = 3;
+pub const SAVED_PLAN_FORMAT_VERSION: u32 = 4;
 
 /// A sha256 over what the planner reads from the observed state, in a
 /// canonical order (instances by id, nodes by name, taints sorted), so the

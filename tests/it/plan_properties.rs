@@ -88,6 +88,7 @@ fn desired(c: &mut Choices<'_>) -> Desired {
             }],
         },
         protected: c.pick(4) == 0,
+        private_network: false,
         pools: vec![
             pool(
                 "general",
@@ -122,6 +123,7 @@ fn desired(c: &mut Choices<'_>) -> Desired {
                 version: "v1.31.4+k3s1".parse().unwrap(),
             },
             protected: c.pick(4) == 0,
+            private_network: c.pick(3) == 0,
             pools: vec![
                 pool(
                     "server",
@@ -156,6 +158,7 @@ fn desired(c: &mut Choices<'_>) -> Desired {
             period: 1,
         },
         prices: [("V94".to_string(), Money::from_cents(849)), ("V8".to_string(), Money::from_cents(3840))].into(),
+        private_networking_price: Some(Money::from_cents(350)),
         clusters,
         customers,
     }
