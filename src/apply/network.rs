@@ -137,7 +137,11 @@ pub(super) async fn assign<A: CloudApi>(
             ),
         })?;
     nodes.learn_private_address(&instance.name, ip);
-    let how = if was_member { "was already" } else { "added to" };
+    let how = if was_member {
+        "was already"
+    } else {
+        "added to"
+    };
     Ok(StepOutcome::Done(format!(
         "instance {id} {how} private network {network} at {ip} (status {}; its NIC works \
          after a reinstall)",
@@ -147,13 +151,7 @@ pub(super) async fn assign<A: CloudApi>(
 
 /// The error for a failed assignment: a 402 means the instance lacks the
 /// paid add-on, which kiwi-infra books only with new orders.
-fn refused(
-    step: &Step,
-    network: &str,
-    id: InstanceId,
-    slot: &str,
-    e: ContaboError,
-) -> ApplyError {
+fn refused(step: &Step, network: &str, id: InstanceId, slot: &str, e: ContaboError) -> ApplyError {
     if e.status().map(|s| s.as_u16()) == Some(402) {
         return ApplyError::PrivateNetwork {
             step: step.id.clone(),

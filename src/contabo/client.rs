@@ -612,7 +612,9 @@ impl ContaboClient {
         // The operation defines no request body, so none is sent.
         let call = Call {
             method: Method::POST,
-            ..Call::get(format!("/v1/private-networks/{network}/instances/{instance}"))
+            ..Call::get(format!(
+                "/v1/private-networks/{network}/instances/{instance}"
+            ))
         };
         match self.send::<serde_json::Value>(call).await {
             Ok(_) => Ok(()),

@@ -433,7 +433,11 @@ impl CloudApi for FakeCloud {
         name: &str,
     ) -> Result<Vec<PrivateNetwork>, ContaboError> {
         let s = self.state.lock().unwrap();
-        Ok(s.networks.iter().filter(|n| n.name == name).cloned().collect())
+        Ok(s.networks
+            .iter()
+            .filter(|n| n.name == name)
+            .cloned()
+            .collect())
     }
 
     async fn create_private_network(

@@ -7,10 +7,9 @@ use super::files::{CustomerFile, MainFile, NamedPool, RawPool, RawPrice};
 use super::kube::{self, Taint, KIWI_LABEL_PREFIX};
 use super::load::{RawInventory, MAIN_FILE};
 use super::model::{
-    PRIVATE_NETWORKING_PRICE_KEY,
     slot_name, ClusterKind, ClusterSpec, ControlPlaneNode, Customer, Desired, Money, PoolRole,
     PoolSpec, Provider, StateAccess, StateBackend, StateSettings, Tier, CORE_CLUSTER,
-    DEFAULT_LEASE_SECONDS, SERVER_POOL,
+    DEFAULT_LEASE_SECONDS, PRIVATE_NETWORKING_PRICE_KEY, SERVER_POOL,
 };
 use super::products::{self, NodeClass};
 use super::values::{ApiEndpoint, Host, K3sVersion, KubernetesVersion};

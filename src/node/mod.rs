@@ -289,13 +289,15 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
             .lock()
             .ok()
             .and_then(|p| p.get(&node.0).copied());
-        known.map(|ip| ip.to_string()).ok_or_else(|| NodeError::Protocol {
-            node: node.to_string(),
-            what: format!(
-                "no address in private network {network} is known for it; its machine must \
+        known
+            .map(|ip| ip.to_string())
+            .ok_or_else(|| NodeError::Protocol {
+                node: node.to_string(),
+                what: format!(
+                    "no address in private network {network} is known for it; its machine must \
                  be a member (plan again to see the steps that add it)"
-            ),
-        })
+                ),
+            })
     }
 
     async fn connect(&self, node: &NodeName) -> Result<Arc<C::Exec>, NodeError> {

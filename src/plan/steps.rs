@@ -211,9 +211,7 @@ pub struct Order {
 impl Order {
     /// What the order adds to the monthly bill: the product and any add-on.
     pub fn monthly_total(&self) -> Money {
-        Money::from_cents(
-            self.monthly_price.cents + self.private_networking.map_or(0, |m| m.cents),
-        )
+        Money::from_cents(self.monthly_price.cents + self.private_networking.map_or(0, |m| m.cents))
     }
 }
 

@@ -21,9 +21,7 @@ use super::super::private_network::{network_name, MemberStatus, PrivateNetwork};
 use super::{NodeNeed, Planner, SlotInstance};
 use crate::inventory::ClusterSpec;
 use crate::plan::observed::InstanceStatus;
-use crate::plan::steps::{
-    Reinstall, Step, StepId, StepKind, UserDataTemplate, WaitCause, Warning,
-};
+use crate::plan::steps::{Reinstall, Step, StepId, StepKind, UserDataTemplate, WaitCause, Warning};
 
 /// How a reinstall that [`Planner::join`] plans later wires the slot's
 /// private NIC.
@@ -160,7 +158,8 @@ impl<'a> Planner<'a> {
         }
         if si.reinstall_first.is_some() {
             // [`Planner::join`] reinstalls it (running but not a node).
-            self.wiring.insert(name.to_string(), Wiring { network, assign });
+            self.wiring
+                .insert(name.to_string(), Wiring { network, assign });
             return NodeNeed::Join(si);
         }
         // Freshly ordered, or running and never joined: one reinstall for
