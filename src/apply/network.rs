@@ -169,3 +169,146 @@ fn refused(step: &Step, network: &str, id: InstanceId, slot: &str, e: ContaboErr
         source: e,
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::apply::NoNodeAccess;
+    use crate::contabo::fake::FakeCloud;
+    use crate::contabo::models::InstanceStatus;
+    use crate::plan::{StepId, StepKind};
+
+    fn step(kind: StepKind) -> Step {
+        Step {
+            id: StepId("private-network:kiwi-acme".into()),
+            cluster: Some("acme".into()),
+            kind,
+            depends_on: Vec::new(),
+            destructive: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_network_whose_creation_answer_was_lost_is_found_not_created_twice() {
+        let fake = FakeCloud::with(|s| s.lose_network_create_answers = 1);
+        let s = step(StepKind::EnsurePrivateNetwork {
+            name: "kiwi-acme".into(),
+            region: "EU".into(),
+        });
+        let done = ensure(&fake, Duration::ZERO, &s, "kiwi-acme", "EU")
+            .await
+            .unwrap();
+        assert!(matches!(done, StepOutcome::Done(_)), "{done:?}");
+        // A rerun finds it.
+        ensure(&fake, Duration::ZERO, &s, "kiwi-acme", "EU")
+            .await
+            .unwrap();
+        let state = fake.state.lock().unwrap();
+        assert_eq!(state.network_create_calls, 1);
+        assert_eq!(state.networks.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_instance_without_the_add_on_is_refused_with_what_to_do() {
+        let fake = FakeCloud::default();
+        let id = fake.add_instance("kiwi-acme-server-01", InstanceStatus::Running);
+        let s = step(StepKind::EnsurePrivateNetwork {
+            name: "kiwi-acme".into(),
+            region: "EU".into(),
+        });
+        ensure(&fake, Duration::ZERO, &s, "kiwi-acme", "EU")
+            .await
+            .unwrap();
+        let instance = InstanceRef {
+            name: "kiwi-acme-server-01".into(),
+            id: Some(id),
+        };
+        let e = assign(
+            &fake,
+            &Slots::default(),
+            &NoNodeAccess,
+            &s,
+            "kiwi-acme",
+            &instance,
+        )
+        .await
+        .unwrap_err();
+        let text = e.chain();
+        assert!(
+            text.contains("lacks Contabo's private-networking add-on")
+                && text.contains(&format!(
+                    "cntb upgrade instance {id} --privateNetworking=true"
+                )),
+            "{text}"
+        );
+        // With the add-on it joins, and its address is read back.
+        fake.state.lock().unwrap().private_networking.insert(id.0);
+        let done = assign(
+            &fake,
+            &Slots::default(),
+            &NoNodeAccess,
+            &s,
+            "kiwi-acme",
+            &instance,
+        )
+        .await
+        .unwrap();
+        let StepOutcome::Done(text) = done else {
+            panic!("{done:?}")
+        };
+        assert!(text.contains("status reinstall"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_private_address_that_is_not_an_ipv4_address_is_refused_naming_the_field() {
+        let fake = FakeCloud::default();
+        let id = fake.add_instance("kiwi-acme-server-01", InstanceStatus::Running);
+        {
+            let mut state = fake.state.lock().unwrap();
+            state.networks.push(PrivateNetwork {
+                private_network_id: 7,
+                name: "kiwi-acme".into(),
+                region: None,
+                cidr: None,
+                instances: vec![crate::contabo::models::PrivateNetworkMember {
+                    instance_id: id,
+                    display_name: String::new(),
+                    private_ip_config: crate::contabo::models::PrivateIpConfig {
+                        v4: vec![crate::contabo::models::PrivateIpv4 {
+                            ip: "10.0.0.2; rm -rf /".into(),
+                            netmask_cidr: None,
+                        }],
+                    },
+                    status: crate::contabo::models::MemberStatus::Ok,
+                }],
+            });
+        }
+        let s = step(StepKind::AssignPrivateNetwork {
+            network: "kiwi-acme".into(),
+            instance: InstanceRef {
+                name: "kiwi-acme-server-01".into(),
+                id: Some(id),
+            },
+        });
+        let instance = InstanceRef {
+            name: "kiwi-acme-server-01".into(),
+            id: Some(id),
+        };
+        let e = assign(
+            &fake,
+            &Slots::default(),
+            &NoNodeAccess,
+            &s,
+            "kiwi-acme",
+            &instance,
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            e.chain().contains("privateIpConfig.v4[0].ip"),
+            "{}",
+            e.chain()
+        );
+    }
+}

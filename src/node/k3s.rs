@@ -215,6 +215,31 @@ mod tests {
     }
 
     #[test]
+    fn a_node_in_a_private_network_uses_its_private_address_as_node_ip() {
+        let labels = labels();
+        let text = render_config(&NodeConfig {
+            node_name: "kiwi-acme-server-02",
+            node_ip: "10.0.4.3",
+            external_ip: Some("203.0.113.9"),
+            role: Role::Server {
+                server_url: "https://10.0.4.2:6443".into(),
+                token: Secret::new("K10x::server:y".into()),
+            },
+            labels: &labels,
+            taints: &[],
+        })
+        .unwrap();
+        let t = text.expose();
+        assert!(t.contains("node-ip: \"10.0.4.3\"\n"), "{t}");
+        assert!(t.contains("node-external-ip: \"203.0.113.9\"\n"), "{t}");
+        assert!(t.contains("server: \"https://10.0.4.2:6443\"\n"), "{t}");
+        assert!(
+            t.contains("tls-san:\n  - \"10.0.4.3\"\n  - \"203.0.113.9\"\n"),
+            "{t}"
+        );
+    }
+
+    #[test]
     fn agents_point_at_a_server_and_carry_no_tls_san() {
         let labels = labels();
         let text = render_config(&NodeConfig {

@@ -131,9 +131,13 @@ pub fn cluster_address(
         .wired_ipv4()
 }
 
-/// The private (cluster-traffic) address of every slot whose instance is a
-/// wired member of its cluster's private network, by slot name: what node
-/// steps use for `node-ip` and to join through existing nodes.
+/// The private address of every slot whose instance is a member of its
+/// cluster's private network, by slot name: what node steps use for
+/// `node-ip` and to join through existing nodes. Members whose NIC does not
+/// work yet are included: Contabo gives the address at assignment and keeps
+/// it, and the plan makes every join wait for the reinstall that wires the
+/// NIC (an apply resumed between the two needs the address too). For the
+/// address a node uses *now*, see [`cluster_address`].
 pub fn private_addresses(desired: &Desired, observed: &Observed) -> BTreeMap<String, Ipv4Addr> {
     let mut out = BTreeMap::new();
     for (cluster, slot) in desired.slot_names() {
@@ -147,7 +151,7 @@ pub fn private_addresses(desired: &Desired, observed: &Observed) -> BTreeMap<Str
             .instances
             .iter()
             .filter(|i| i.display_name == slot && !i.is_cancelled())
-            .filter_map(|i| net.member(i.id).and_then(NetworkMember::wired_ipv4))
+            .filter_map(|i| net.member(i.id).and_then(|m| m.private_ipv4))
             .collect();
         // Two live machines of one slot in the network: which one is the
         // node is not known here; use neither.

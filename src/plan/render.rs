@@ -659,7 +659,7 @@ fn warning(w: &Warning) -> String {
             "{name}: instance {instance}: {what}."
         ),
         Warning::OutsidePrivateNetwork { cluster, node, state } => format!(
-            "{node}: cluster {cluster} uses a private network, but {state}; its cluster traffic stays on its public address. Joining needs the private-networking add-on and a reinstall, which rebuilds the node: kiwi-infra does not do that to a running node (see the runbook \"Moving a cluster onto a private network\")."
+            "{node}: cluster {cluster} uses a private network, but {state}; its cluster traffic stays on its public address. Joining needs the private-networking add-on and a reinstall, which rebuilds the node: kiwi-infra does not do that to a running node. Rebuild it as a new machine (docs/runbooks/replacing-a-node.md), or book the add-on and reinstall it by hand."
         ),
         Warning::AmbiguousPrivateNetwork { cluster, network, count } => format!(
             "cluster {cluster}: {count} private networks are named {network}; kiwi-infra cannot tell which is the cluster's, so no machine is added to one and no new node joins. Delete or rename the extra ones in the Contabo panel."
