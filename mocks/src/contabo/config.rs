@@ -462,6 +462,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn private_networks_get_a_slash_22_each_inside_the_configured_range() {
+        let r: PrivateRange = "127.77.0.0/16".parse().unwrap();
+        assert_eq!(r.network_for(0), Ipv4Addr::new(127, 77, 0, 0));
+        assert_eq!(r.network_for(1), Ipv4Addr::new(127, 77, 4, 0));
+        // 64 /22 networks fit in a /16; the 65th wraps around.
+        assert_eq!(r.network_for(64), Ipv4Addr::new(127, 77, 0, 0));
+        assert_eq!(
+            PrivateRange::default().network_for(9001),
+            Ipv4Addr::new(10, 140, 164, 0)
+        );
+        for bad in ["127.77.0.1/16", "127.77.0.0/23", "127.77.0.0", "x/16"] {
+            assert!(bad.parse::<PrivateRange>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn cidr_reserves_gateway_and_broadcast() {
         let r: IpRange = "127.0.20.0/29".parse().unwrap();
         let all: Vec<_> = r.addresses().map(|a| a.to_string()).collect();

@@ -1037,13 +1037,16 @@ impl Inner {
             NodeKey::Instance(id) => serde_json::Value::from(*id),
             NodeKey::Static(_) => serde_json::Value::Null,
         };
-        let node_json = serde_json::json!({
+        let mut node_json = serde_json::json!({
             "name": boot.name,
             "ip": boot.ip.to_string(),
-            "private_ip": boot.private_ip.map(|ip| ip.to_string()),
             "instance_id": instance_id,
             "role_hint": null,
         });
+        // Only a node whose private NIC works has a private address.
+        if let (Some(ip), Some(map)) = (boot.private_ip, node_json.as_object_mut()) {
+            map.insert("private_ip".into(), ip.to_string().into());
+        }
         layers.write(
             "/etc/kiwi-sim/node.json",
             format!("{node_json:#}\n").as_bytes(),
