@@ -40,11 +40,11 @@ async fn a_private_network_cluster_uses_private_addresses_for_node_ip_and_joins(
     let mock = MockConfig {
         provisioning_delay: Duration::from_millis(100),
         installing_delay: Duration::from_secs(1),
-        ip_range: loopback_range(49),
+        ip_range: loopback_range(62),
         private_range: "127.78.0.0/16".parse().unwrap(),
         ..MockConfig::default()
     };
-    let w = world_with(dir, inventory, 39, 2, mock).await;
+    let w = world_with(dir, inventory, 61, 2, mock).await;
     w.edit(
         "customers/stadtwerke-nord.toml",
         "tier = \"mesh\"",

@@ -749,3 +749,67 @@ fn a_member_whose_nic_works_joins_over_its_private_address_without_a_reinstall()
         Some(&private)
     );
 }
+
+#[test]
+fn an_apply_cut_short_after_the_assignments_reinstalls_without_assigning_again() {
+    let d = desired_private();
+    let empty = observed("empty_account");
+    let first = plan::plan(&d, &empty, &PlanOptions::default());
+    // Everything up to the assignments happened; the reinstalls did not.
+    let mut done = first.clone();
+    done.steps.retain(|s| {
+        !matches!(
+            s.kind,
+            plan::StepKind::ReinstallInstance(_)
+                | plan::StepKind::BootstrapK3sServer(_)
+                | plan::StepKind::JoinK3sServer(_)
+                | plan::StepKind::JoinK3sAgent(_)
+                | plan::StepKind::KubeadmJoin(_)
+        ) && !s.id.0.ends_with(":private-network")
+    });
+    let mut observed = plan::simulate(&empty, &done);
+    // The machines never joined: the cluster reads found no trace of a join.
+    let names: Vec<String> = observed
+        .instances
+        .iter()
+        .map(|i| i.display_name.clone())
+        .collect();
+    observed.clusters.insert(
+        "acme".into(),
+        Some(plan::ClusterObservation {
+            nodes: Vec::new(),
+            pristine: names.iter().cloned().collect(),
+        }),
+    );
+    for obs in observed.clusters.values_mut().flatten() {
+        obs.pristine.extend(names.iter().cloned());
+    }
+    let net = observed.private_networks.get("kiwi-acme").unwrap();
+    assert!(net
+        .members
+        .iter()
+        .all(|m| m.status == plan::MemberStatus::Reinstall));
+    let again = plan::plan(&d, &observed, &PlanOptions::default());
+    assert!(
+        ids(&again, "private-network").is_empty(),
+        "{}",
+        human(&again)
+    );
+    assert_eq!(ids(&again, "reinstall:").len(), 5, "{}", human(&again));
+    assert_eq!(
+        deps(&again, "bootstrap:kiwi-acme-server-01"),
+        ["wait:kiwi-acme-server-01:private-network"]
+    );
+    // The node steps know the address Contabo gave at the assignment.
+    assert_eq!(plan::private_addresses(&d, &observed).len(), 5);
+    // Without the reinstall there is no working address for cluster traffic yet.
+    let server = observed
+        .instances
+        .iter()
+        .find(|i| i.display_name == "kiwi-acme-server-01")
+        .unwrap();
+    assert_eq!(
+        plan::cluster_address(&observed, server, d.cluster("acme").unwrap()),
+        None
+    );
+}
