@@ -609,6 +609,51 @@ mod tests {
         assert!(!format!("{req:?}").contains("canary"));
     }
 
+    fn member(ips: &[&str]) -> PrivateNetworkMember {
+        PrivateNetworkMember {
+            instance_id: InstanceId(7),
+            display_name: String::new(),
+            private_ip_config: PrivateIpConfig {
+                v4: ips
+                    .iter()
+                    .map(|ip| PrivateIpv4 {
+                        ip: (*ip).to_string(),
+                        netmask_cidr: Some(22),
+                    })
+                    .collect(),
+            },
+            status: MemberStatus::Ok,
+        }
+    }
+
+    #[test]
+    fn a_private_address_is_one_dotted_quad_or_an_error_naming_the_field() {
+        assert_eq!(
+            member(&["10.0.4.2"]).private_ipv4(),
+            Ok(Some("10.0.4.2".parse().unwrap()))
+        );
+        assert_eq!(member(&[]).private_ipv4(), Ok(None));
+        let e = member(&["10.0.4.2\nnode-ip: 1.2.3.4"])
+            .private_ipv4()
+            .unwrap_err();
+        assert!(e.contains("privateIpConfig.v4[0].ip of instance 7"), "{e}");
+        assert!(!e.contains('\n'), "the value is escaped: {e}");
+        assert!(member(&["10.0.4.2", "10.0.4.3"]).private_ipv4().is_err());
+        let s: MemberStatus = serde_json::from_str("\"reinstallation failed\"").unwrap();
+        assert_eq!(s, MemberStatus::ReinstallationFailed);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_private_address_text_parses_to_the_address_it_spells_or_is_refused(ip in ".{0,40}") {
+            let parsed = member(&[&ip]).private_ipv4();
+            match ip.parse::<std::net::Ipv4Addr>() {
+                Ok(addr) => proptest::prop_assert_eq!(parsed, Ok(Some(addr))),
+                Err(_) => proptest::prop_assert!(parsed.is_err()),
+            }
+        }
+    }
+
     #[test]
     fn periods_outside_the_offer_are_rejected() {
         assert!(Period::try_from(2).is_err());

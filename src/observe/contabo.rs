@@ -365,3 +365,73 @@ pub async fn check_cluster_tags(
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::contabo::models::{
+        MemberStatus, PrivateIpConfig, PrivateIpv4, PrivateNetwork, PrivateNetworkMember,
+    };
+
+    fn network(id: i64, name: &str, ip: &str) -> PrivateNetwork {
+        PrivateNetwork {
+            private_network_id: id,
+            name: name.into(),
+            region: None,
+            cidr: None,
+            instances: vec![PrivateNetworkMember {
+                instance_id: InstanceId(5),
+                display_name: String::new(),
+                private_ip_config: PrivateIpConfig {
+                    v4: vec![PrivateIpv4 {
+                        ip: ip.into(),
+                        netmask_cidr: Some(22),
+                    }],
+                },
+                status: MemberStatus::Reinstall,
+            }],
+        }
+    }
+
+    #[test]
+    fn only_cluster_networks_are_kept_and_a_name_worn_twice_is_counted() {
+        let desired = crate::inventory::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("inventory"),
+        )
+        .unwrap();
+        let found = private_networks_of(
+            &desired,
+            vec![
+                network(1, "kiwi-stadtwerke-nord", "10.0.0.2"),
+                network(2, "kiwi-stadtwerke-nord", "10.0.4.2"),
+                network(3, "someone-elses", "10.0.8.2"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(found.len(), 1);
+        let net = &found["kiwi-stadtwerke-nord"];
+        assert_eq!(net.same_name, 2);
+        assert_eq!(net.members[0].status, plan::MemberStatus::Reinstall);
+        assert_eq!(
+            net.members[0].private_ipv4,
+            Some(std::net::Ipv4Addr::new(10, 0, 0, 2))
+        );
+        // An address that does not parse is an error naming the field,
+        // never an address to use.
+        let e = private_networks_of(
+            &desired,
+            vec![network(
+                1,
+                "kiwi-stadtwerke-nord",
+                "10.0.0.2 -o ProxyCommand=x",
+            )],
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("privateIpConfig.v4[0].ip of instance 5"),
+            "{e}"
+        );
+    }
+}
