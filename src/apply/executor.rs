@@ -540,6 +540,14 @@ impl<A: CloudApi, N: NodeExecutor> Executor<'_, A, N> {
             StepKind::RenameInstance { instance, .. } => {
                 self.instances.rename(step, instance).await
             }
+            StepKind::EnsurePrivateNetwork { name, region } => {
+                super::network::ensure(self.api, self.settings.wait.poll_min, step, name, region)
+                    .await
+            }
+            StepKind::AssignPrivateNetwork { network, instance } => {
+                super::network::assign(self.api, self.slots, self.nodes, step, network, instance)
+                    .await
+            }
             StepKind::UnassignTag { tag, instance } => {
                 self.instances
                     .unassign_tag(step, tag, instance, &self.account)

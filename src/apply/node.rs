@@ -29,6 +29,10 @@ pub trait NodeExecutor: Send + Sync {
     /// Tells the executor a node's address once its instance runs.
     fn learn_address(&self, _node: &NodeName, _ip: std::net::Ipv4Addr) {}
 
+    /// Tells the executor a node's private (cluster-traffic) address, once
+    /// its instance is in its cluster's private network.
+    fn learn_private_address(&self, _node: &NodeName, _ip: std::net::Ipv4Addr) {}
+
     /// Tells the executor a node was reinstalled: any connection it keeps to
     /// the node is stale (new OS, new host key).
     fn forget(&self, _node: &NodeName) {}
@@ -61,6 +65,10 @@ impl<N: NodeSteps> NodeExecutor for N {
 
     fn learn_address(&self, node: &NodeName, ip: std::net::Ipv4Addr) {
         NodeSteps::learn_address(self, node, ip);
+    }
+
+    fn learn_private_address(&self, node: &NodeName, ip: std::net::Ipv4Addr) {
+        NodeSteps::learn_private_address(self, node, ip);
     }
 
     fn forget(&self, node: &NodeName) {

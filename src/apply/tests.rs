@@ -561,6 +561,7 @@ async fn an_earlier_intent_makes_apply_wait_for_the_late_listing_instead_of_orde
             ssh_keys: Vec::new(),
             user_data: None,
             default_user: None,
+            add_ons: None,
         };
         fake.create_instance(order).await.unwrap().instance_id
     };
@@ -1031,6 +1032,7 @@ async fn a_journal_line_naming_someone_elses_instance_claims_nothing() {
             ssh_keys: Vec::new(),
             user_data: None,
             default_user: None,
+            add_ons: None,
         })
         .await
         .unwrap()

@@ -29,7 +29,8 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
         join: &K3sJoin,
     ) -> Result<String, NodeError> {
         let node = &join.node;
-        let ip = self.address(node)?;
+        let public = self.address(node)?;
+        let ip = self.traffic_address(node, join.private_network.as_deref())?;
         let exec = self.connect(node).await?;
         self.wait_for_first_boot(&exec).await?;
         let configured = exec
@@ -57,6 +58,7 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
             let config = k3s::render_config(&k3s::NodeConfig {
                 node_name: &node.0,
                 node_ip: &ip,
+                external_ip: join.private_network.is_some().then_some(public.as_str()),
                 role: k3s::Role::FirstServer {
                     token: token.clone(),
                     agent_token: agent_token.clone(),
@@ -127,10 +129,12 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
         // The new node first: its first boot may take long, and nothing
         // that can expire (the server's session, idle for minutes) is held
         // across it.
-        let ip = self.address(node)?;
+        let network = join.private_network.as_deref();
+        let public = self.address(node)?;
+        let ip = self.traffic_address(node, network)?;
         let exec = self.connect(node).await?;
         self.wait_for_first_boot(&exec).await?;
-        let via_ip = self.address(&via_name)?;
+        let via_ip = self.traffic_address(&via_name, network)?;
         let via = self.connect(&via_name).await?;
         let tokens = self.tokens_of(cluster, &via).await?;
         let server_url = format!("https://{via_ip}:6443");
@@ -159,6 +163,7 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
         let config = k3s::render_config(&k3s::NodeConfig {
             node_name: &node.0,
             node_ip: &ip,
+            external_ip: network.is_some().then_some(public.as_str()),
             role,
             labels: &join.labels,
             taints: &join.taints,

@@ -186,6 +186,7 @@ mod tests {
         let config = k3s::render_config(&k3s::NodeConfig {
             node_name: AGENT,
             node_ip: "127.0.0.3",
+            external_ip: None,
             role: k3s::Role::Agent {
                 server_url: "https://127.0.0.2:6443".into(),
                 token: Secret::new("K10x::node:y".into()),

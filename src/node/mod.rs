@@ -66,6 +66,11 @@ pub trait NodeSteps: Send + Sync {
     /// Tells the executor a node's address once its instance runs.
     fn learn_address(&self, node: &NodeName, ip: std::net::Ipv4Addr);
 
+    /// Tells the executor a node's private (cluster-traffic) address in its
+    /// cluster's private network: its k3s `node-ip`, and the address other
+    /// nodes join through. Executors that join nothing ignore it.
+    fn learn_private_address(&self, _node: &NodeName, _ip: std::net::Ipv4Addr) {}
+
     /// Tells the executor a node was reinstalled: any connection it keeps to
     /// the node is stale (new OS, new host key).
     fn forget(&self, node: &NodeName);
@@ -235,6 +240,9 @@ pub struct SshNodeExecutor<C: NodeConnector> {
     /// Join tokens per k3s cluster, read once per cluster (and per cluster
     /// only: one cluster's read does not hold up another's joins).
     tokens: Mutex<BTreeMap<ClusterName, Shared<K3sTokens>>>,
+    /// Private (cluster-traffic) addresses of nodes in a private network,
+    /// from the observation and from this run's assignments.
+    private: Mutex<BTreeMap<NodeName, std::net::Ipv4Addr>>,
     settings: NodeSettings,
 }
 
@@ -260,6 +268,7 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
         Self {
             reads: ClusterReads::new(connector, desired, addresses, settings.command_timeout),
             tokens: Mutex::new(BTreeMap::new()),
+            private: Mutex::new(BTreeMap::new()),
             settings,
         }
     }
@@ -278,6 +287,25 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
 
     fn address(&self, node: &NodeName) -> Result<String, NodeError> {
         Ok(self.reads.pool().address(node)?)
+    }
+
+    /// The address `node` uses for cluster traffic: its private address in
+    /// `network` when the step names one (an error when none is known: the
+    /// public address is never used in its place), else its public one.
+    fn traffic_address(&self, node: &NodeName, network: Option<&str>) -> Result<String, NodeError> {
+        let Some(network) = network else {
+            return self.address(node);
+        };
+        let known = self.private.lock().ok().and_then(|p| p.get(node).copied());
+        known
+            .map(|ip| ip.to_string())
+            .ok_or_else(|| NodeError::Protocol {
+                node: node.to_string(),
+                what: format!(
+                    "no address in private network {network} is known for it; its machine must \
+                 be a member (plan again to see the steps that add it)"
+                ),
+            })
     }
 
     async fn connect(&self, node: &NodeName) -> Result<Arc<C::Exec>, NodeError> {
@@ -467,6 +495,8 @@ impl<C: NodeConnector> NodeSteps for SshNodeExecutor<C> {
             | StepKind::OrderInstance(_)
             | StepKind::AssignTag { .. }
             | StepKind::ReinstallInstance(_)
+            | StepKind::EnsurePrivateNetwork { .. }
+            | StepKind::AssignPrivateNetwork { .. }
             | StepKind::CancelInstance { .. } => {
                 return Ok(NodeStepDone::NotCarriedOut(HoldBack::NotANodeStep))
             }
@@ -498,6 +528,12 @@ impl<C: NodeConnector> NodeSteps for SshNodeExecutor<C> {
 
     fn learn_address(&self, node: &NodeName, ip: std::net::Ipv4Addr) {
         self.reads.pool().learn_address(node, ip);
+    }
+
+    fn learn_private_address(&self, node: &NodeName, ip: std::net::Ipv4Addr) {
+        if let Ok(mut private) = self.private.lock() {
+            private.insert(node.clone(), ip);
+        }
     }
 }
 
@@ -591,6 +627,7 @@ mod tests {
         k3s::render_config(&k3s::NodeConfig {
             node_name: "n",
             node_ip: "127.0.10.2",
+            external_ip: None,
             role: k3s::Role::Agent {
                 server_url: "https://127.0.10.1:6443".into(),
                 token: Secret::new("K10x::node:y".into()),
@@ -832,6 +869,7 @@ mod tests {
                 labels: BTreeMap::from([("kiwistack.io/pool".into(), "general".into())]),
                 taints: Vec::new(),
                 flannel_backend: None,
+                private_network: None,
             }),
             "stadtwerke-nord",
             "kiwi-stadtwerke-nord-general-01",
