@@ -40,8 +40,10 @@ pub struct WaitSettings {
     /// listed yet, `reset_password`, ...).
     pub other_limit: Duration,
     /// After kiwi-infra's own order or reinstall, `error` and `uninstalled`
-    /// seen within this time are taken as "not started yet": Contabo may
-    /// still report the instance's old state for a moment.
+    /// seen within this time are taken as "not started yet", and so is
+    /// `running` until the instance was seen in another status: Contabo may
+    /// still report the instance's old state for a moment, and a reinstalled
+    /// machine's old system must not be taken for its new one.
     pub start_grace: Duration,
 }
 
@@ -213,6 +215,12 @@ impl StatusBoard {
         // (status, since when); `None` = not listed yet.
         let mut current: Option<(Option<InstanceStatus>, Instant)> = None;
         let mut last_seen: Option<Instance> = None;
+        // Whether a status other than `running` was seen since this wait
+        // began: after kiwi-infra's own reinstall of a running machine,
+        // `running` is only the new system's once the machine was seen
+        // leaving it (or the start grace passed), never the old system's
+        // answer from before Contabo took the reinstall in.
+        let mut left_running = false;
         loop {
             // Polls may fail for a while; the time limit still applies then.
             // (A watchdog on the poller's rounds, not a poll of its own:
@@ -251,8 +259,11 @@ impl StatusBoard {
                 last_seen = Some(i);
             }
             let in_grace = own_action && registered.elapsed() < self.settings.start_grace;
+            left_running |= status
+                .as_ref()
+                .is_some_and(|s| *s != InstanceStatus::Running);
             if let (Some(status), Some(i)) = (&status, &last_seen) {
-                match classify(status, in_grace) {
+                match classify(status, in_grace, left_running) {
                     Verdict::Done => return Ok(WaitEnd::Running(Box::new(i.clone()))),
                     Verdict::Human => {
                         reporter.node_stage(slot, &Stage::NeedsHuman);
@@ -291,9 +302,14 @@ enum Verdict {
     Human,
 }
 
-fn classify(status: &InstanceStatus, in_grace: bool) -> Verdict {
+/// What a wait does at `status`. `in_grace`: kiwi-infra's own order or
+/// reinstall is younger than [`WaitSettings::start_grace`];
+/// `left_running`: a status other than `running` was seen since the wait
+/// began.
+fn classify(status: &InstanceStatus, in_grace: bool, left_running: bool) -> Verdict {
     use InstanceStatus as S;
     match status {
+        S::Running if in_grace && !left_running => Verdict::Wait,
         S::Running => Verdict::Done,
         S::ManualProvisioning
         | S::ProductNotAvailable
@@ -477,5 +493,77 @@ mod tests {
             .unwrap()
             .unwrap();
         w.abort();
+    }
+
+    /// A reinstall of a running machine: Contabo may list it `running` for a
+    /// moment after taking the reinstall in. That is the old system, whose
+    /// host key is not the new one: the wait ends only after the machine was
+    /// seen leaving `running` and coming back (or after the start grace).
+    #[tokio::test(start_paused = true)]
+    async fn after_a_reinstall_the_old_systems_running_is_not_taken_for_the_new_one() {
+        use crate::contabo::models::InstanceStatus;
+        let board = Arc::new(StatusBoard::new(settings()));
+        let fake = Arc::new(FakeCloud::default());
+        let id = fake.add_instance("kiwi-x-general-01", InstanceStatus::Running);
+        let (b, f) = (board.clone(), fake.clone());
+        let poller = tokio::spawn(async move { b.run_poller(&*f).await });
+        let b2 = board.clone();
+        let wait = tokio::spawn(async move {
+            let r = crate::report::RecordingReporter::default();
+            b2.wait_for_running("kiwi-x-general-01", id, true, &r).await
+        });
+        let set = |status: InstanceStatus| {
+            let mut s = fake.state.lock().unwrap();
+            s.instances
+                .iter_mut()
+                .find(|i| i.instance_id == id)
+                .unwrap()
+                .status = status;
+        };
+        // Rounds at 0, 5 and 12.5 s all list the old `running`.
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        assert!(
+            !wait.is_finished(),
+            "the old system's `running` ended the wait"
+        );
+        // The reinstall is taken in: the fake moves a machine on by one
+        // status a listing, so the round at 23.75 s lists it `installing`
+        // and the one at 40.6 s (within the grace) `running`.
+        set(InstanceStatus::Provisioning);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(!wait.is_finished());
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        assert!(
+            wait.is_finished(),
+            "`running` after `installing` is the new system"
+        );
+        assert!(matches!(
+            wait.await.unwrap(),
+            Ok(super::WaitEnd::Running(_))
+        ));
+        board.stop();
+        poller.await.unwrap();
+    }
+
+    /// A wait for an earlier run's machine (not kiwi-infra's action now)
+    /// takes `running` at once.
+    #[tokio::test(start_paused = true)]
+    async fn a_machine_kiwi_infra_did_not_just_touch_is_running_at_the_first_round() {
+        use crate::contabo::models::InstanceStatus;
+        let board = Arc::new(StatusBoard::new(settings()));
+        let fake = Arc::new(FakeCloud::default());
+        let id = fake.add_instance("kiwi-x-general-01", InstanceStatus::Running);
+        let (b, f) = (board.clone(), fake.clone());
+        let poller = tokio::spawn(async move { b.run_poller(&*f).await });
+        let r = crate::report::RecordingReporter::default();
+        let end = tokio::time::timeout(
+            Duration::from_secs(1),
+            board.wait_for_running("kiwi-x-general-01", id, false, &r),
+        )
+        .await
+        .expect("the first round ends the wait");
+        assert!(matches!(end, Ok(super::WaitEnd::Running(_))));
+        board.stop();
+        poller.await.unwrap();
     }
 }
