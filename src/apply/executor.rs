@@ -213,7 +213,9 @@ enum Work {
         /// The instance's name: the slot, which is the node's name.
         slot: NodeName,
         instance: Option<InstanceId>,
-        own_action: bool,
+        /// Whose action the wait follows (this plan's order or reinstall,
+        /// or an earlier run's).
+        cause: WaitCause,
     },
 }
 
@@ -348,7 +350,7 @@ fn build_tasks(input: ApplyInput, contabo_only: bool) -> (Vec<Task<Work>>, Vec<S
             StepKind::WaitForRunning { instance, cause } => Work::Wait {
                 slot: NodeName(instance.name.clone()),
                 instance: instance.id,
-                own_action: *cause != WaitCause::Earlier,
+                cause: *cause,
                 step: Box::new(step.clone()),
             },
             _ => Work::Step(Box::new(step.clone())),
@@ -454,7 +456,7 @@ impl<A: CloudApi, N: NodeExecutor> Executor<'_, A, N> {
                 step,
                 slot,
                 instance,
-                own_action,
+                cause,
             } => {
                 self.reporter.step_started(step);
                 let instance = match instance {
@@ -463,7 +465,7 @@ impl<A: CloudApi, N: NodeExecutor> Executor<'_, A, N> {
                 };
                 match self
                     .board
-                    .wait_for_running(&slot.0, instance, *own_action, self.reporter)
+                    .wait_for_running(&slot.0, instance, *cause, self.reporter)
                     .await?
                 {
                     WaitEnd::Running(i) => {

@@ -21,6 +21,7 @@ use tokio::sync::{watch, Notify};
 use crate::contabo::models::{Instance, InstanceId, InstanceStatus};
 use crate::contabo::CloudApi;
 use crate::patience::{Backoff, Pauses};
+use crate::plan::WaitCause;
 use crate::report::{Reporter, Stage};
 
 use super::error::ApplyError;
@@ -198,13 +199,14 @@ impl StatusBoard {
     }
 
     /// Waits until `instance` (the node `slot`) runs, needs a human, or stays
-    /// in one status too long. `own_action` says kiwi-infra just ordered or
-    /// reinstalled it (see [`WaitSettings::start_grace`]).
+    /// in one status too long. `cause` says whether kiwi-infra just ordered
+    /// or reinstalled it (see [`WaitSettings::start_grace`]) or an earlier
+    /// run did.
     pub async fn wait_for_running(
         &self,
         slot: &str,
         instance: InstanceId,
-        own_action: bool,
+        cause: WaitCause,
         reporter: &dyn Reporter,
     ) -> Result<WaitEnd, ApplyError> {
         let mut rx = self.rounds.subscribe();
@@ -221,6 +223,8 @@ impl StatusBoard {
         // leaving it (or the start grace passed), never the old system's
         // answer from before Contabo took the reinstall in.
         let mut left_running = false;
+        let own_action = cause != WaitCause::Earlier;
+        let reinstalled = cause == WaitCause::Reinstall;
         loop {
             // Polls may fail for a while; the time limit still applies then.
             // (A watchdog on the poller's rounds, not a poll of its own:
@@ -263,7 +267,7 @@ impl StatusBoard {
                 .as_ref()
                 .is_some_and(|s| *s != InstanceStatus::Running);
             if let (Some(status), Some(i)) = (&status, &last_seen) {
-                match classify(status, in_grace, left_running) {
+                match classify(status, in_grace, reinstalled && !left_running) {
                     Verdict::Done => return Ok(WaitEnd::Running(Box::new(i.clone()))),
                     Verdict::Human => {
                         reporter.node_stage(slot, &Stage::NeedsHuman);
@@ -304,12 +308,13 @@ enum Verdict {
 
 /// What a wait does at `status`. `in_grace`: kiwi-infra's own order or
 /// reinstall is younger than [`WaitSettings::start_grace`];
-/// `left_running`: a status other than `running` was seen since the wait
-/// began.
-fn classify(status: &InstanceStatus, in_grace: bool, left_running: bool) -> Verdict {
+/// `old_system`: the wait follows a reinstall and the machine was not yet
+/// seen leaving `running` (an ordered machine never ran before, so its
+/// first `running` is its own).
+fn classify(status: &InstanceStatus, in_grace: bool, old_system: bool) -> Verdict {
     use InstanceStatus as S;
     match status {
-        S::Running if in_grace && !left_running => Verdict::Wait,
+        S::Running if in_grace && old_system => Verdict::Wait,
         S::Running => Verdict::Done,
         S::ManualProvisioning
         | S::ProductNotAvailable
@@ -392,7 +397,7 @@ pub use crate::patience::{deadline_in, FAR_FUTURE};
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::{StatusBoard, WaitSettings};
+    use super::{StatusBoard, WaitCause, WaitSettings};
     use crate::contabo::fake::FakeCloud;
     use std::sync::Arc;
     use std::time::Duration;
@@ -443,7 +448,9 @@ mod tests {
         let b2 = board.clone();
         let w = tokio::spawn(async move {
             let r = crate::report::RecordingReporter::default();
-            let _ = b2.wait_for_running("kiwi-x-general-01", id, true, &r).await;
+            let _ = b2
+                .wait_for_running("kiwi-x-general-01", id, WaitCause::Order, &r)
+                .await;
         });
         tokio::time::sleep(Duration::from_secs(40)).await;
         let polls = fake.state.lock().unwrap().id_polls;
@@ -474,7 +481,7 @@ mod tests {
             let b2 = board.clone();
             tokio::spawn(async move {
                 let r = crate::report::RecordingReporter::default();
-                let _ = b2.wait_for_running(name, id, true, &r).await;
+                let _ = b2.wait_for_running(name, id, WaitCause::Order, &r).await;
             })
         };
         let w = wait("kiwi-x-general-01");
@@ -510,7 +517,8 @@ mod tests {
         let b2 = board.clone();
         let wait = tokio::spawn(async move {
             let r = crate::report::RecordingReporter::default();
-            b2.wait_for_running("kiwi-x-general-01", id, true, &r).await
+            b2.wait_for_running("kiwi-x-general-01", id, WaitCause::Reinstall, &r)
+                .await
         });
         let set = |status: InstanceStatus| {
             let mut s = fake.state.lock().unwrap();
@@ -545,10 +553,17 @@ mod tests {
         poller.await.unwrap();
     }
 
-    /// A wait for an earlier run's machine (not kiwi-infra's action now)
-    /// takes `running` at once.
+    /// A wait for an earlier run's machine, or for one this plan ordered
+    /// (a new machine never ran before: its first `running` is its own),
+    /// takes `running` at once, within the start grace too.
     #[tokio::test(start_paused = true)]
-    async fn a_machine_kiwi_infra_did_not_just_touch_is_running_at_the_first_round() {
+    async fn a_machine_kiwi_infra_did_not_reinstall_is_running_at_the_first_round() {
+        for cause in [WaitCause::Earlier, WaitCause::Order] {
+            running_at_the_first_round(cause).await;
+        }
+    }
+
+    async fn running_at_the_first_round(cause: WaitCause) {
         use crate::contabo::models::InstanceStatus;
         let board = Arc::new(StatusBoard::new(settings()));
         let fake = Arc::new(FakeCloud::default());
@@ -558,7 +573,7 @@ mod tests {
         let r = crate::report::RecordingReporter::default();
         let end = tokio::time::timeout(
             Duration::from_secs(1),
-            board.wait_for_running("kiwi-x-general-01", id, false, &r),
+            board.wait_for_running("kiwi-x-general-01", id, cause, &r),
         )
         .await
         .expect("the first round ends the wait");

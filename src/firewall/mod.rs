@@ -6,9 +6,11 @@
 //! Contabo has no firewall API, so the firewall lives on the node, in one
 //! nftables table of kiwi-infra's own, `table inet kiwi`. k3s, kube-proxy
 //! and the CNI keep their rules in their own tables; a packet passes only if
-//! no base chain drops it, so ours only narrows what reaches the host and
+//! no base chain drops it, so ours only narrows what reaches the node and
 //! never touches theirs (no `flush ruleset`, no forward chain: k3s owns
-//! forwarding). The ruleset is written to replace only our table
+//! forwarding). Two chains: `input` for what is delivered to the host, and
+//! `prerouting`, before any DNAT, for what kube-proxy, servicelb or a
+//! hostPort would forward to a pod from the node's own addresses. The ruleset is written to replace only our table
 //! atomically: `table` / `delete table` / `table { … }` in one file, which
 //! `nft -f` applies as one transaction whether or not the table exists.
 //!
@@ -246,29 +248,33 @@ pub fn render(shape: &FirewallShape) -> String {
     set(&mut out, OPERATORS4, "ipv4_addr", true, &operators4);
     set(&mut out, OPERATORS6, "ipv6_addr", true, &operators6);
     set(&mut out, PEERS4, "ipv4_addr", false, &peers);
+    // Traffic to the node that kube-proxy, k3s' service load balancer or a
+    // hostPort redirects to a pod is forwarded, never delivered to the
+    // host, so the input chain below never sees it. This chain runs before
+    // any DNAT (priority dstnat - 10) and lets strangers reach the node's
+    // own addresses only where the input chain would: routed pod and
+    // service traffic (not to a local address) passes untouched, members
+    // and the cluster's networks pass (NodePorts are theirs), everyone
+    // else reaches the operator ports (from the operator networks) and the
+    // public ports only.
+    out.push_str("  chain prerouting {\n");
+    out.push_str("    type filter hook prerouting priority dstnat - 10; policy accept;\n");
+    out.push_str("    fib daddr type != local accept\n");
+    out.push_str("    iif \"lo\" accept\n");
+    out.push_str("    ct state established,related accept\n");
+    let _ = writeln!(out, "    ip saddr @{PEERS4} accept");
+    if !cluster_networks.is_empty() {
+        let nets: Vec<String> = cluster_networks.iter().map(|n| n.to_string()).collect();
+        let _ = writeln!(out, "    ip saddr {{ {} }} accept", nets.join(", "));
+    }
+    admit_strangers(&mut out, shape, operators.is_empty());
+    out.push_str("    drop\n");
+    out.push_str("  }\n");
     out.push_str("  chain input {\n");
     out.push_str("    type filter hook input priority filter; policy drop;\n");
     out.push_str("    ct state established,related accept\n");
     out.push_str("    ct state invalid drop\n");
     out.push_str("    iif \"lo\" accept\n");
-    // ICMPv6 carries neighbour discovery: without it IPv6 stops working.
-    out.push_str("    meta l4proto { icmp, ipv6-icmp } accept\n");
-    if !shape.operator_tcp.is_empty() {
-        let ports = list(&shape.operator_tcp, ", ");
-        if operators.is_empty() {
-            // The inventory's explicit choice (`operator_networks = []`).
-            let _ = writeln!(out, "    tcp dport {{ {ports} }} accept");
-        } else {
-            let _ = writeln!(
-                out,
-                "    ip saddr @{OPERATORS4} tcp dport {{ {ports} }} accept"
-            );
-            let _ = writeln!(
-                out,
-                "    ip6 saddr @{OPERATORS6} tcp dport {{ {ports} }} accept"
-            );
-        }
-    }
     for (proto, ports) in [("tcp", &shape.peer_tcp), ("udp", &shape.peer_udp)] {
         if !ports.is_empty() {
             let _ = writeln!(
@@ -287,13 +293,38 @@ pub fn render(shape: &FirewallShape) -> String {
             list(&shape.cluster_tcp, ", ")
         );
     }
+    admit_strangers(&mut out, shape, operators.is_empty());
+    out.push_str("  }\n}\n");
+    out
+}
+
+/// The rules that admit anyone, member or not: ICMP, the operator ports
+/// from the operator networks (from anywhere when the inventory chose
+/// `operator_networks = []`), and the public ports. Both chains use them.
+fn admit_strangers(out: &mut String, shape: &FirewallShape, operators_open: bool) {
+    // ICMPv6 carries neighbour discovery: without it IPv6 stops working.
+    out.push_str("    meta l4proto { icmp, ipv6-icmp } accept\n");
+    if !shape.operator_tcp.is_empty() {
+        let ports = list(&shape.operator_tcp, ", ");
+        if operators_open {
+            // The inventory's explicit choice (`operator_networks = []`).
+            let _ = writeln!(out, "    tcp dport {{ {ports} }} accept");
+        } else {
+            let _ = writeln!(
+                out,
+                "    ip saddr @{OPERATORS4} tcp dport {{ {ports} }} accept"
+            );
+            let _ = writeln!(
+                out,
+                "    ip6 saddr @{OPERATORS6} tcp dport {{ {ports} }} accept"
+            );
+        }
+    }
     for (proto, ports) in [("tcp", &shape.public_tcp), ("udp", &shape.public_udp)] {
         if !ports.is_empty() {
             let _ = writeln!(out, "    {proto} dport {{ {} }} accept", list(ports, ", "));
         }
     }
-    out.push_str("  }\n}\n");
-    out
 }
 
 /// An `nft -f` transaction that makes `peers4` hold exactly `peers`,

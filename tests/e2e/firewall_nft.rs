@@ -382,8 +382,11 @@ proptest! {
 struct Lab {
     prefix: String,
     names: Vec<String>,
-    listener: Option<Child>,
+    listeners: Vec<Child>,
 }
+
+/// Labs built so far by this process.
+static LABS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 impl Lab {
     fn ns(&self, role: &str) -> String {
@@ -404,9 +407,14 @@ impl Lab {
     /// link to the node: the client is 10.201.<n>.2, the node 10.201.<n>.1.
     fn build(clients: &[(&str, u8)]) -> Lab {
         let mut lab = Lab {
-            prefix: format!("kiwi-fwtest-{}", std::process::id()),
+            // Unique per lab: tests of one process run side by side.
+            prefix: format!(
+                "kiwi-fwtest-{}-{}",
+                std::process::id(),
+                LABS.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            ),
             names: Vec::new(),
-            listener: None,
+            listeners: Vec::new(),
         };
         let node = lab.ns("node");
         lab.ip(&["netns", "add", &node]);
@@ -449,16 +457,21 @@ impl Lab {
     /// Starts the listeners in the node namespace and waits until they
     /// are bound.
     fn listen(&mut self, tcp: &[u16], udp: &[u16]) {
-        let list = |p: &[u16]| p.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
+        self.listen_in("node", tcp, udp);
+    }
+
+    /// Starts listeners in `role`'s namespace and waits until they are
+    /// bound.
+    fn listen_in(&mut self, role: &str, tcp: &[u16], udp: &[u16]) {
+        let list = |p: &[u16]| {
+            if p.is_empty() {
+                "-".to_string()
+            } else {
+                p.iter().map(u16::to_string).collect::<Vec<_>>().join(",")
+            }
+        };
         let mut child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.ns("node"),
-                "python3",
-                PROBE,
-                "listen",
-            ])
+            .args(["netns", "exec", &self.ns(role), "python3", PROBE, "listen"])
             .arg(list(tcp))
             .arg(list(udp))
             .stdout(Stdio::piped())
@@ -469,7 +482,7 @@ impl Lab {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        self.listener = Some(child);
+        self.listeners.push(child);
         assert_eq!(line.trim(), "ready", "the listeners did not start");
     }
 
@@ -499,7 +512,7 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        if let Some(mut child) = self.listener.take() {
+        for mut child in self.listeners.drain(..) {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -604,4 +617,93 @@ fn a_loaded_ruleset_admits_peers_operators_and_the_public_and_drops_everyone_els
         reached("stranger", 2),
         set(&["tcp:80", "tcp:443", "udp:51830"])
     );
+}
+
+/// kube-proxy, k3s' service load balancer and hostPorts DNAT traffic for the
+/// node's own address to a pod: it is forwarded, and the input chain never
+/// sees it. The ruleset's prerouting chain must still keep strangers off a
+/// NodePort while members reach it, and let anyone reach a public port that
+/// is redirected to a pod. A stand-in for kube-proxy's DNAT (in a table of
+/// its own, as kube-proxy's are) sends node ports to a "pod" namespace.
+#[test]
+fn ports_redirected_to_pods_are_reached_by_members_and_by_strangers_only_where_public() {
+    if !have_nft() {
+        return;
+    }
+    let mut lab = Lab::build(&[("peer", 1), ("stranger", 2), ("operator", 3), ("pod", 4)]);
+    let node = lab.ns("node");
+    lab.ip(&[
+        "-n",
+        &lab.ns("pod"),
+        "route",
+        "add",
+        "default",
+        "via",
+        "10.201.4.1",
+    ]);
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &node,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cluster = ClusterFirewall {
+        public: vec!["tcp/443".parse().unwrap(), "udp/51830".parse().unwrap()],
+        cni: FlannelBackend::WireguardNative.ports(),
+        cluster_networks: vec![K3S_POD_NETWORK, K3S_SERVICE_NETWORK],
+    };
+    let shape = FirewallShape::for_node(
+        NodeRole::K3sAgent,
+        &cluster,
+        &["10.201.3.0/24".parse().unwrap()],
+        BTreeSet::from([Ipv4Addr::new(10, 201, 1, 2)]),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let ours = dir.path().join("nftables.conf");
+    std::fs::write(&ours, render(&shape)).unwrap();
+    lab.ip(&["netns", "exec", &node, NFT, "-f", ours.to_str().unwrap()]);
+    // The stand-in for kube-proxy: a NodePort (30080/tcp, 30081/udp), a
+    // hostPort-style public port (443/tcp) and a public UDP port
+    // (51830/udp), all sent on to the pod.
+    let proxy = dir.path().join("kube-proxy.nft");
+    std::fs::write(
+        &proxy,
+        "table ip kube-proxy-standin {\n\
+         \x20 chain prerouting {\n\
+         \x20   type nat hook prerouting priority dstnat; policy accept;\n\
+         \x20   tcp dport 30080 dnat to 10.201.4.2:8080\n\
+         \x20   udp dport 30081 dnat to 10.201.4.2:8081\n\
+         \x20   tcp dport 443 dnat to 10.201.4.2:8443\n\
+         \x20   udp dport 51830 dnat to 10.201.4.2:8830\n\
+         \x20 }\n\
+         }\n",
+    )
+    .unwrap();
+    lab.ip(&["netns", "exec", &node, NFT, "-f", proxy.to_str().unwrap()]);
+    lab.listen_in("pod", &[8080, 8443], &[8081, 8830]);
+    let every = ["tcp:30080", "udp:30081", "tcp:443", "udp:51830"];
+    let reached = |role: &str, n: u8| -> BTreeSet<String> {
+        lab.probe(role, &format!("10.201.{n}.1"), &every)
+            .into_iter()
+            .filter_map(|(spec, ok)| ok.then_some(spec))
+            .collect()
+    };
+    let set = |specs: &[&str]| specs.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+    // The redirect works: a member reaches the pod through every port.
+    assert_eq!(reached("peer", 1), set(&every), "what a member reaches");
+    // A stranger and the operator reach the public ports only, never the
+    // NodePorts, although the input chain never sees that traffic.
+    let public = set(&["tcp:443", "udp:51830"]);
+    assert_eq!(reached("stranger", 2), public, "what a stranger reaches");
+    assert_eq!(reached("operator", 3), public, "what the operator reaches");
 }
