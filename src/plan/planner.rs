@@ -2,6 +2,10 @@
 //! [`Plan`]. No I/O, no clock, no randomness: the same inputs always give the
 //! same plan, which is what makes golden tests and saved plans possible.
 
+mod firewall;
+
+pub use firewall::{firewall_as_loaded, observed_drift};
+
 use super::observed::{tags, ClusterObservation, Instance, InstanceId, NodeName, Observed};
 use super::steps::{
     ImageRef, InstanceBrief, InstanceRef, K3sJoin, KubeadmJoin, KubeadmRole, NodeShape, Order,
@@ -45,6 +49,7 @@ pub fn plan(desired: &Desired, observed: &Observed, options: &PlanOptions) -> Pl
         planner.cluster(cluster);
     }
     planner.removals();
+    planner.firewalls();
     planner.finish()
 }
 
@@ -1048,8 +1053,12 @@ impl<'a> Planner<'a> {
                     via: via.clone(),
                     labels,
                     taints,
-                    // A server flag: agents learn the backend from the servers.
-                    flannel_backend: (pool.role == PoolRole::K3sServer).then_some(*flannel_backend),
+                    // A server flag: agents learn the backend from the
+                    // servers. A running cluster's own backend, never a mix.
+                    flannel_backend: (pool.role == PoolRole::K3sServer)
+                        .then(|| self.backend_for_new_servers(cluster))
+                        .flatten()
+                        .or((pool.role == PoolRole::K3sServer).then_some(*flannel_backend)),
                 };
                 match pool.role {
                     PoolRole::K3sServer if via.is_none() => {

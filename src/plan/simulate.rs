@@ -104,6 +104,26 @@ pub fn simulate(observed: &Observed, plan: &Plan) -> Observed {
                 }
             }
             StepKind::DrainNode { .. } => {}
+            StepKind::SetFirewall(f) => {
+                let mut shape = f.wanted.clone();
+                for slot in &f.pending_peers {
+                    let ip = state
+                        .instances
+                        .iter()
+                        .find(|i| &i.display_name == slot)
+                        .and_then(|i| i.ipv4);
+                    shape.peers.extend(ip);
+                }
+                if let Some(Some(cluster)) = step
+                    .cluster
+                    .as_deref()
+                    .and_then(|c| state.clusters.get_mut(c))
+                {
+                    cluster
+                        .firewalls
+                        .insert(f.node.0.clone(), super::planner::firewall_as_loaded(&shape));
+                }
+            }
             // A wait that succeeded saw its instance running; one for a
             // status that needs a human ends without changing it.
             StepKind::WaitForRunning { instance, .. } => {
