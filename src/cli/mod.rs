@@ -23,6 +23,7 @@ use std::process::ExitCode;
 pub use args::Cli;
 use clap::Parser;
 pub use man::{markdown_reference, REFERENCE_BEGIN, REFERENCE_END};
+pub use sandbox::inventory_files as sandbox_inventory_files;
 
 use crate::contabo::ContaboError;
 

@@ -413,6 +413,18 @@ async fn up(dir: &Path) -> Result<Sandbox, CliError> {
 /// The example inventory with the sandbox's operator key and the Core
 /// control plane on loopback addresses.
 fn write_inventory(target: &Path, public_key: &str) -> Result<(), CliError> {
+    for (name, text) in inventory_files(public_key) {
+        write_file(&target.join(name), &text, 0o644)?;
+    }
+    Ok(())
+}
+
+/// The sandbox's inventory: the example inventory with the sandbox
+/// operator's key, the simulated control plane's loopback addresses, and
+/// the loopback network as the operator network. Each file's path relative
+/// to the inventory folder, with its text.
+pub fn inventory_files(public_key: &str) -> Vec<(&'static str, String)> {
+    let mut files = Vec::new();
     for (name, text) in INVENTORY {
         let mut text = text.to_string();
         if name == "kiwi.toml" {
@@ -435,9 +447,9 @@ fn write_inventory(target: &Path, public_key: &str) -> Result<(), CliError> {
                 .replace("api.core.kiwistack.io:6443", "127.0.31.1:6443")
                 .replace("203.0.113.1", "127.0.31.");
         }
-        write_file(&target.join(name), &text, 0o644)?;
+        files.push((name, text));
     }
-    Ok(())
+    files
 }
 
 /// Where `down --keep-inventory` moves the rehearsal inventory of `dir`:

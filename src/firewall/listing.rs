@@ -203,6 +203,7 @@ fn element(set: &str, e: &Value) -> Result<Vec<IpNet>, ListingError> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     /// Captured from nft 1.0.6 (Debian 12) in a network namespace after
     /// loading `tests/fixtures/firewall/captured-ruleset.nft` twice.
@@ -249,6 +250,40 @@ mod tests {
         );
         assert_eq!(seen.peers(), None);
         assert_eq!(seen.input_policy, None);
+    }
+
+    proptest::proptest! {
+        /// A node's answer is untrusted: whatever it prints, reading it
+        /// ends in a listing or an error, never a panic.
+        #[test]
+        fn any_text_a_node_prints_is_read_or_refused_without_panicking(text in ".{0,400}") {
+            let _ = parse_listing(&text);
+        }
+
+        #[test]
+        fn any_element_in_a_well_formed_listing_is_read_or_refused(
+            elems in proptest::collection::vec(
+                proptest::prop_oneof![
+                    "[0-9a-f.:]{0,20}".prop_map(serde_json::Value::from),
+                    (any::<u32>(), any::<u64>()).prop_map(|(a, l)| serde_json::json!(
+                        {"prefix": {"addr": std::net::Ipv4Addr::from(a).to_string(), "len": l}}
+                    )),
+                    (any::<u32>(), any::<u32>()).prop_map(|(a, b)| serde_json::json!(
+                        {"range": [std::net::Ipv4Addr::from(a).to_string(), std::net::Ipv4Addr::from(b).to_string()]}
+                    )),
+                    any::<i64>().prop_map(serde_json::Value::from),
+                ],
+                0..6,
+            )
+        ) {
+            let json = serde_json::json!({"nftables": [
+                {"table": {"family": "inet", "name": "kiwi"}},
+                {"set": {"family": "inet", "table": "kiwi", "name": "peers4", "elem": elems}},
+            ]});
+            if let Ok(seen) = parse_listing(&json.to_string()) {
+                proptest::prop_assert!(seen.sets.contains_key("peers4"));
+            }
+        }
     }
 
     #[test]

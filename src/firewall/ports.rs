@@ -319,6 +319,46 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever a saved plan or an inventory holds: parsed, it prints
+        /// back as it reads, and it is a range nftables accepts.
+        #[test]
+        fn any_text_parses_to_a_forward_range_that_reads_back_or_is_refused(text in ".{0,16}") {
+            if let Ok(range) = text.parse::<PortRange>() {
+                proptest::prop_assert!(1 <= range.start() && range.start() <= range.end());
+                proptest::prop_assert_eq!(range.to_string().parse::<PortRange>(), Ok(range));
+            }
+            if let Ok(rule) = text.parse::<PortRule>() {
+                proptest::prop_assert_eq!(rule.to_string().parse::<PortRule>(), Ok(rule));
+            }
+        }
+
+        #[test]
+        fn merged_ranges_are_sorted_disjoint_and_cover_the_same_ports(
+            ranges in proptest::collection::vec((1u16..=65535, 0u16..300), 0..12)
+        ) {
+            let ranges: Vec<PortRange> = ranges
+                .into_iter()
+                .filter_map(|(s, l)| PortRange::new(s, s.saturating_add(l)))
+                .collect();
+            let merged = PortRange::merged(ranges.clone());
+            for pair in merged.windows(2) {
+                proptest::prop_assert!(u32::from(pair[0].end()) + 1 < u32::from(pair[1].start()));
+            }
+            let covers = |set: &[PortRange], p: u16| set.iter().any(|r| r.start() <= p && p <= r.end());
+            for r in &ranges {
+                for p in [r.start(), r.end()] {
+                    proptest::prop_assert!(covers(&merged, p));
+                }
+            }
+            for m in &merged {
+                for p in [m.start(), m.end()] {
+                    proptest::prop_assert!(covers(&ranges, p));
+                }
+            }
+        }
+    }
+
     #[test]
     fn merging_joins_overlapping_and_adjacent_ranges() {
         let r = |a, b| PortRange::new(a, b).unwrap();

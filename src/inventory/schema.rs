@@ -10,10 +10,10 @@
 //! Every rule `kiwi-infra validate` applies to one file on its own and that
 //! JSON Schema (draft 7) can state is in the schema too ([`add_rules`]):
 //! required and unknown keys, enums (region, period, class, tier, backend,
-//! access), ranges (count, lease_seconds, prices, the number of control-plane
-//! nodes), and the grammars of names, versions, addresses, endpoints, image
-//! names, prices, label and taint keys and values, and the characters no
-//! string may hold. A file the schema accepts may still be refused by
+//! access, flannel backend), ranges (count, lease_seconds, prices, ports, the
+//! number of control-plane nodes), and the grammars of names, versions,
+//! addresses, networks, endpoints, image names, prices, port rules, label and
+//! taint keys and values, and the characters no string may hold. A file the schema accepts may still be refused by
 //! `validate` for these rules only, which need more than the schema can see:
 //!
 //! - a product used by a pool needs an entry in `[prices]` (for customers, in
@@ -31,6 +31,8 @@
 //!   schema checks its shape: type, base64, comment);
 //! - a pool's taints name each key and effect once (the schema only refuses
 //!   identical entries).
+//! - a network (`operator_networks`, `cluster_networks`) has no host bits
+//!   set, and a port range runs forwards (`"80-90"`, not `"90-80"`).
 
 use super::files::{RawCore, RawCustomerHead, RawK3s, RawPool, RawProvider, RawState};
 use super::products::CATALOG;
@@ -285,8 +287,66 @@ fn add_rules(file: InventoryFile, schema: &mut serde_json::Value) {
         }),
     );
 
+    // Firewall ports: a number, or a range as a string; CIDR networks.
+    let port_item = json!({
+        "anyOf": [
+            { "type": "integer", "minimum": 1, "maximum": 65535 },
+            { "type": "string", "pattern": format!("^{PORT}(-{PORT})?$") }
+        ]
+    });
+    let ipv4_cidr = format!("{IPV4}/(3[0-2]|[12]?[0-9])");
+    let ipv6_cidr = format!("({})/(12[0-8]|1[01][0-9]|[1-9]?[0-9])", ipv6_pattern());
+    for table in ["Firewall", "CoreFirewall"] {
+        for key in ["public_tcp_ports", "public_udp_ports"] {
+            merge(
+                schema,
+                &format!("/definitions/{table}/properties/{key}"),
+                json!({ "type": "array", "items": port_item }),
+            );
+        }
+    }
+
     match file {
         InventoryFile::Main => {
+            merge(
+                schema,
+                "/definitions/Provider/properties/operator_networks",
+                json!({
+                    "type": "array",
+                    "items": { "anyOf": [
+                        { "type": "string", "pattern": whole(&ipv4_cidr) },
+                        { "type": "string", "pattern": whole(&ipv6_cidr) }
+                    ] }
+                }),
+            );
+            merge(
+                schema,
+                "/definitions/Provider",
+                json!({ "allOf": [ { "required": ["operator_networks"] } ] }),
+            );
+            merge(
+                schema,
+                "/definitions/CoreFirewall/properties/cni_ports",
+                json!({
+                    "type": "array",
+                    "items": { "type": "string", "pattern": format!("^(tcp|udp)/{PORT}(-{PORT})?$") }
+                }),
+            );
+            merge(
+                schema,
+                "/definitions/CoreFirewall/properties/cluster_networks",
+                json!({ "type": "array", "items": { "type": "string", "pattern": whole(&ipv4_cidr) } }),
+            );
+            merge(
+                schema,
+                "/definitions/CoreFirewall",
+                json!({ "required": ["cni_ports", "cluster_networks"] }),
+            );
+            merge(
+                schema,
+                "/definitions/CoreTable",
+                json!({ "allOf": [ { "required": ["firewall"] } ] }),
+            );
             let ssh_key = format!(
                 "^({}) [A-Za-z0-9+/]+={{0,2}}( [^{}]*)?$",
                 SSH_KEY_TYPES

@@ -17,6 +17,7 @@ mod cluster_support;
 
 mod apply_follow_up;
 mod cluster_e2e;
+mod firewall_nft;
 mod runbooks;
 mod shrink_e2e;
 mod ssh_sshd;

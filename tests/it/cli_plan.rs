@@ -140,7 +140,7 @@ async fn json_and_saved_plans_hold_the_same_steps() {
         plan["format_version"],
         kiwi_infra::plan::PLAN_FORMAT_VERSION
     );
-    assert_eq!(plan["format_version"], 2);
+    assert_eq!(plan["format_version"], 3);
     let orders = plan["steps"]
         .as_array()
         .unwrap()

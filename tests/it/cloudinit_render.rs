@@ -4,6 +4,9 @@
 
 #![allow(clippy::unwrap_used)]
 
+use kiwi_infra::firewall::{
+    ClusterFirewall, FirewallShape, FlannelBackend, NodeRole, K3S_POD_NETWORK, K3S_SERVICE_NETWORK,
+};
 use std::path::Path;
 use std::process::Command;
 
@@ -26,6 +29,38 @@ fn test_key(node: &str) -> HostKey {
     HostKey::from_seed([node.len() as u8; 32], node).unwrap()
 }
 
+/// The firewall of a node of `template`'s kind, as the planner makes it
+/// from the example inventory's settings: two operator networks (one IPv6),
+/// three members.
+fn firewall(template: UserDataTemplate) -> FirewallShape {
+    let role = match template {
+        UserDataTemplate::K3sServer => NodeRole::K3sServer,
+        UserDataTemplate::K3sAgent => NodeRole::K3sAgent,
+        UserDataTemplate::KubeadmWorker => NodeRole::KubeadmWorker,
+    };
+    let cluster = ClusterFirewall {
+        public: vec!["tcp/80".parse().unwrap(), "tcp/443".parse().unwrap()],
+        cni: match template {
+            UserDataTemplate::KubeadmWorker => {
+                vec!["udp/4789".parse().unwrap(), "tcp/179".parse().unwrap()]
+            }
+            _ => FlannelBackend::WireguardNative.ports(),
+        },
+        cluster_networks: vec![K3S_POD_NETWORK, K3S_SERVICE_NETWORK],
+    };
+    FirewallShape::for_node(
+        role,
+        &cluster,
+        &[
+            "198.51.100.0/24".parse().unwrap(),
+            "2001:db8::/48".parse().unwrap(),
+        ],
+        (1..=3)
+            .map(|i| std::net::Ipv4Addr::new(192, 0, 2, i))
+            .collect(),
+    )
+}
+
 fn rendered(template: UserDataTemplate, node: &str) -> (String, HostKey) {
     let key = test_key(node);
     let text = render(
@@ -36,6 +71,7 @@ fn rendered(template: UserDataTemplate, node: &str) -> (String, HostKey) {
             host_private_key: key.private_openssh().clone(),
             host_public_key: key.public_openssh().to_string(),
             kubernetes_version: Some("v1.31.4".into()),
+            firewall: firewall(template),
         },
     )
     .unwrap();
@@ -236,5 +272,28 @@ fn rendered_user_data_snapshots() {
         assert!(text.contains(&indented));
         let shown = text.replace(&indented, "    <ed25519 private key of the test seed>\n");
         insta::assert_snapshot!(format!("{template:?}"), shown);
+    }
+}
+
+#[test]
+fn every_node_gets_the_firewall_of_its_step_and_the_nftables_service() {
+    for (template, node) in KINDS {
+        let (text, _) = rendered(template, node);
+        let doc = yaml(&text);
+        let conf = file(&doc, "/etc/nftables.conf");
+        // Exactly the ruleset of the shape the step carries, written after
+        // the package (whose example file flushes every table).
+        assert_eq!(
+            conf["content"].as_str(),
+            Some(kiwi_infra::firewall::render(&firewall(template)).as_str()),
+            "{node}"
+        );
+        assert_eq!(conf["defer"].as_bool(), Some(true), "{node}");
+        assert!(strings(&doc["packages"]).contains(&"nftables".to_string()));
+        assert!(strings(&doc["runcmd"]).contains(&"systemctl enable --now nftables".to_string()));
+        assert!(
+            !text.contains("flush ruleset"),
+            "{node}: only our table is replaced"
+        );
     }
 }

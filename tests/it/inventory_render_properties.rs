@@ -21,6 +21,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use kiwi_infra::firewall::{FirewallShape, NodeRole};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -471,6 +472,7 @@ fn user_data(
     hostname: &str,
     key: &str,
     version: Option<String>,
+    firewall: &FirewallShape,
 ) -> Result<String, String> {
     let host = host_key();
     render(
@@ -481,6 +483,7 @@ fn user_data(
             host_private_key: host.private_openssh().clone(),
             host_public_key: host.public_openssh().to_string(),
             kubernetes_version: version,
+            firewall: firewall.clone(),
         },
     )
     .map(|s| s.expose().clone())
@@ -507,13 +510,31 @@ fn documents(id: &str, desired: &Desired) -> Result<Vec<Doc>, String> {
                 PoolRole::K3sAgent => UserDataTemplate::K3sAgent,
                 PoolRole::KubeadmWorker => UserDataTemplate::KubeadmWorker,
             };
-            let text = user_data(template, &slot, key, version.clone())
+            // The shape the planner gives a node whose cluster has two
+            // known members: every inventory value that reaches the ruleset.
+            let role = match pool.role {
+                PoolRole::K3sServer => NodeRole::K3sServer,
+                PoolRole::K3sAgent => NodeRole::K3sAgent,
+                PoolRole::KubeadmWorker => NodeRole::KubeadmWorker,
+            };
+            let firewall = FirewallShape::for_node(
+                role,
+                &cluster.firewall,
+                &desired.provider.operator_networks,
+                [
+                    std::net::Ipv4Addr::new(192, 0, 2, 1),
+                    std::net::Ipv4Addr::new(192, 0, 2, 2),
+                ]
+                .into(),
+            );
+            let text = user_data(template, &slot, key, version.clone(), &firewall)
                 .map_err(|e| format!("{slot}: user data does not render: {e}"))?;
             let baseline = user_data(
                 template,
                 "placeholder-host",
                 "placeholder-key",
                 version.as_ref().map(|_| baseline_version.to_string()),
+                &firewall,
             )?;
             let mut sub = BTreeMap::new();
             if let Some(v) = &version {
@@ -548,7 +569,9 @@ fn node_config(
     let taints = &pool.taints;
     let label_items: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let (text, expected) = match &cluster.kind {
-        ClusterKind::K3s { .. } => {
+        ClusterKind::K3s {
+            flannel_backend, ..
+        } => {
             let first = pool.role == PoolRole::K3sServer;
             let role = if first {
                 k3s::Role::FirstServer {
@@ -567,6 +590,7 @@ fn node_config(
                 role,
                 labels: &labels,
                 taints,
+                flannel_backend: first.then_some(*flannel_backend),
             })
             .map_err(|e| format!("{slot}: k3s config does not render: {e}"))?;
             let mut expected = json!({
@@ -581,6 +605,7 @@ fn node_config(
                 map.insert("token".into(), json!("server-token"));
                 map.insert("agent-token".into(), json!("agent-token"));
                 map.insert("tls-san".into(), json!([NODE_IP]));
+                map.insert("flannel-backend".into(), json!(flannel_backend.as_str()));
             } else {
                 map.insert("server".into(), json!(format!("https://{SERVER_IP}:6443")));
                 map.insert("token".into(), json!(TOKEN));

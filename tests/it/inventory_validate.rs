@@ -125,7 +125,7 @@ fn a_vps_product_in_a_vds_pool_and_the_reverse_are_errors() {
     );
     let out = errors(&kiwi, &[("acme", &acme)]);
     assert!(
-        out.contains("inventory/kiwi.toml:25:11: error: product `V94` (VPS 20 NVMe) is a VPS product but the pool's class is `vds`; expected a VDS product: V8, V9, V10, V11, V16"),
+        out.contains("inventory/kiwi.toml:26:11: error: product `V94` (VPS 20 NVMe) is a VPS product but the pool's class is `vds`; expected a VDS product: V8, V9, V10, V11, V16"),
         "{out}"
     );
     assert!(out.contains("inventory/customers/acme.toml:10:11: error: product `V8` (VDS S) is a VDS product but the pool's class is `vps`"), "{out}");
@@ -200,7 +200,7 @@ fn duplicate_names_are_errors() {
     let kiwi = KIWI.replace("name = \"cp-02\"", "name = \"cp-01\"");
     let out = errors(&kiwi, &[]);
     assert!(
-        out.contains("kiwi.toml:19:12: error: duplicate node name `cp-01`"),
+        out.contains("kiwi.toml:20:12: error: duplicate node name `cp-01`"),
         "{out}"
     );
 
@@ -297,13 +297,13 @@ fn prices_must_be_exact_euro_strings_for_known_products() {
         "V8 = 38.40\nV1 = \"1.00\"\nV9 = \"4.999\"",
     );
     let out = errors(&kiwi, &[]);
-    assert!(out.contains("kiwi.toml:9:6: error: price 38.40 is a floating-point number; expected a string such as \"38.40\" so cents stay exact"), "{out}");
+    assert!(out.contains("kiwi.toml:10:6: error: price 38.40 is a floating-point number; expected a string such as \"38.40\" so cents stay exact"), "{out}");
     assert!(
-        out.contains("kiwi.toml:10:1: error: unknown product `V1`"),
+        out.contains("kiwi.toml:11:1: error: unknown product `V1`"),
         "{out}"
     );
     assert!(
-        out.contains("kiwi.toml:11:6: error: price `4.999` is not an amount in euros"),
+        out.contains("kiwi.toml:12:6: error: price `4.999` is not an amount in euros"),
         "{out}"
     );
 }
@@ -515,4 +515,212 @@ fn the_state_table_names_its_backend_and_a_wrong_one_is_an_error_with_file_and_l
         assert!(out.contains("inventory/kiwi.toml:"), "{out}");
         assert!(out.contains(what), "{table}: {out}");
     }
+}
+
+// ---- the host firewall's keys (issue 18) ----
+
+#[test]
+fn a_missing_operator_network_list_is_an_error_saying_what_to_write() {
+    let kiwi = KIWI.replace(
+        "operator_networks = [\"198.51.100.0/24\", \"2001:db8::/48\"]\n",
+        "",
+    );
+    let out = errors(&kiwi, &[("acme", ACME)]);
+    assert!(
+        out.contains("inventory/kiwi.toml:1:2: error: no operator_networks; expected the networks you reach SSH and the Kubernetes API from, e.g. operator_networks = [\"198.51.100.0/24\", \"2001:db8::/48\"]"),
+        "{out}"
+    );
+    assert!(
+        out.contains("operator_networks = [] to leave SSH and the API open"),
+        "{out}"
+    );
+    assert_eq!(out.lines().count(), 1, "{out}");
+}
+
+#[test]
+fn operator_networks_with_host_bits_or_of_another_form_are_errors_naming_the_value() {
+    let cases = [
+        ("\"192.0.2.1/24\"", "`192.0.2.1/24` has host bits set; expected the network \"192.0.2.0/24\" (or \"192.0.2.1/32\" for the one host)"),
+        ("\"2001:db8::1/48\"", "`2001:db8::1/48` has host bits set; expected the network \"2001:db8::/48\""),
+        ("\"192.0.2.1\"", "`192.0.2.1` is not a network in CIDR form"),
+        ("\"10.0.0.0/33\"", "`10.0.0.0/33` is not a network in CIDR form"),
+        ("\"10.0.0.0/8; tcp dport 22 accept\"", "is not a network in CIDR form"),
+        ("\"any\"", "`any` is not a network in CIDR form"),
+    ];
+    for (written, expected) in cases {
+        let kiwi = KIWI.replace("\"198.51.100.0/24\", \"2001:db8::/48\"", written);
+        let out = errors(&kiwi, &[("acme", ACME)]);
+        assert!(
+            out.contains("inventory/kiwi.toml:6:22: error: operator network ")
+                && out.contains(expected),
+            "{written}: {out}"
+        );
+        assert_eq!(out.lines().count(), 1, "{out}");
+    }
+}
+
+#[test]
+fn an_empty_operator_list_is_accepted_and_validate_warns_that_ssh_is_open() {
+    let kiwi = KIWI.replace("\"198.51.100.0/24\", \"2001:db8::/48\"", "");
+    let dir = write(&kiwi, &[("acme", ACME)]);
+    assert!(load(&dir).unwrap().provider.operator_networks.is_empty());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiwi-infra"))
+        .arg("--inventory")
+        .arg(dir.path())
+        .arg("validate")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: operator_networks = []")
+            && stderr.contains("open to the internet"),
+        "{stderr}"
+    );
+    // With networks named, no warning.
+    let dir = write(KIWI, &[("acme", ACME)]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiwi-infra"))
+        .arg("--inventory")
+        .arg(dir.path())
+        .arg("validate")
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
+}
+
+#[test]
+fn the_core_firewall_is_required_and_its_ports_and_networks_are_checked() {
+    let fw = "\n[core.firewall]\ncni_ports = [\"udp/4789\", \"tcp/179\"]\ncluster_networks = [\"10.244.0.0/16\", \"10.96.0.0/12\"]\n";
+    let out = errors(&KIWI.replace(fw, ""), &[("acme", ACME)]);
+    assert!(
+        out.contains("error: no [core.firewall]; expected the Core cluster's CNI ports"),
+        "{out}"
+    );
+    let out = errors(
+        &KIWI.replace("cni_ports = [\"udp/4789\", \"tcp/179\"]\n", ""),
+        &[],
+    );
+    assert!(
+        out.contains("error: no cni_ports in [core.firewall]"),
+        "{out}"
+    );
+    let out = errors(
+        &KIWI.replace(
+            "\"udp/4789\", \"tcp/179\"",
+            "\"sctp/1\", \"udp/0\", \"udp/90-80\", \"4789\"",
+        ),
+        &[],
+    );
+    for expected in [
+        "CNI port unknown protocol `sctp`",
+        "CNI port `0` is not a port",
+        "CNI port port range 90-80 runs backwards",
+        "CNI port `4789` names no protocol",
+    ] {
+        assert!(out.contains(expected), "{expected}: {out}");
+    }
+    assert_eq!(out.lines().count(), 4, "{out}");
+    let out = errors(&KIWI.replace("\"10.96.0.0/12\"", "\"fd00::/8\""), &[]);
+    assert!(
+        out.contains("cluster network is IPv6; expected an IPv4 network"),
+        "{out}"
+    );
+}
+
+#[test]
+fn public_ports_are_numbers_or_forward_ranges_and_default_to_ingress() {
+    let dir = write(KIWI, &[("acme", ACME)]);
+    let desired = load(&dir).unwrap();
+    let acme = desired.cluster("acme").unwrap();
+    let shown: Vec<String> = acme
+        .firewall
+        .public
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(shown, ["tcp/80", "tcp/443"]);
+
+    let with =
+        |table: &str| ACME.replace("tier = \"mesh\"\n", &format!("tier = \"mesh\"\n{table}\n"));
+    let dir = write(
+        KIWI,
+        &[(
+            "acme",
+            &with(
+                "[firewall]\npublic_tcp_ports = [443, \"30000-30010\"]\npublic_udp_ports = [51830]",
+            ),
+        )],
+    );
+    let desired = load(&dir).unwrap();
+    let shown: Vec<String> = desired
+        .cluster("acme")
+        .unwrap()
+        .firewall
+        .public
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(shown, ["tcp/443", "tcp/30000-30010", "udp/51830"]);
+
+    let out = errors(
+        KIWI,
+        &[("acme", &with("[firewall]\npublic_tcp_ports = [0, 70000, \"90-80\", -1]\npublic_udp_ports = [true]"))],
+    );
+    for expected in [
+        "port 0 is out of range; expected 1 to 65535",
+        "port 70000 is out of range",
+        "port range 90-80 runs backwards",
+        "port -1 is out of range",
+        "this is not a port; expected a number such as 443",
+    ] {
+        assert!(out.contains(expected), "{expected}: {out}");
+    }
+    // CNI ports are Core's; a customer cluster's come from its flannel backend.
+    let out = errors(
+        KIWI,
+        &[("acme", &with("[firewall]\ncni_ports = [\"udp/4789\"]"))],
+    );
+    assert!(
+        out.contains("unknown field `cni_ports`") || out.contains("unknown key `cni_ports`"),
+        "{out}"
+    );
+}
+
+#[test]
+fn the_flannel_backend_defaults_to_wireguard_and_opens_its_ports_between_members() {
+    use kiwi_infra::firewall::FlannelBackend;
+    use kiwi_infra::inventory::ClusterKind;
+    let backend = |kiwi: &str| {
+        let dir = write(kiwi, &[("acme", ACME)]);
+        let desired = load(&dir).unwrap();
+        let acme = desired.cluster("acme").unwrap().clone();
+        let ClusterKind::K3s {
+            flannel_backend, ..
+        } = acme.kind
+        else {
+            panic!("acme is a k3s cluster")
+        };
+        let cni: Vec<String> = acme.firewall.cni.iter().map(ToString::to_string).collect();
+        (flannel_backend, cni)
+    };
+    assert_eq!(
+        backend(KIWI),
+        (
+            FlannelBackend::WireguardNative,
+            vec!["udp/51820-51821".to_string()]
+        )
+    );
+    let vxlan = KIWI.replace("[k3s]\n", "[k3s]\nflannel_backend = \"vxlan\"\n");
+    assert_eq!(
+        backend(&vxlan),
+        (FlannelBackend::Vxlan, vec!["udp/8472".to_string()])
+    );
+    let out = errors(
+        &KIWI.replace("[k3s]\n", "[k3s]\nflannel_backend = \"host-gw\"\n"),
+        &[("acme", ACME)],
+    );
+    assert!(
+        out.contains("error: [k3s] flannel_backend `host-gw` is not a flannel backend kiwi-infra supports; expected \"wireguard-native\""),
+        "{out}"
+    );
 }

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 use chrono::{DateTime, NaiveDate, Utc};
+use kiwi_infra::firewall::{ClusterFirewall, FlannelBackend, K3S_POD_NETWORK, K3S_SERVICE_NETWORK};
 use kiwi_infra::inventory::{
     slot_name, ClusterKind, ClusterSpec, ControlPlaneNode, Customer, Desired, Money, NodeClass,
     PoolRole, PoolSpec, Provider, Taint, TaintEffect, Tier,
@@ -88,6 +89,11 @@ fn desired(c: &mut Choices<'_>) -> Desired {
             }],
         },
         protected: c.pick(4) == 0,
+        firewall: ClusterFirewall {
+            public: vec!["tcp/443".parse().unwrap()],
+            cni: vec!["udp/4789".parse().unwrap()],
+            cluster_networks: vec!["10.244.0.0/16".parse().unwrap()],
+        },
         pools: vec![
             pool(
                 "general",
@@ -120,8 +126,14 @@ fn desired(c: &mut Choices<'_>) -> Desired {
             tier,
             kind: ClusterKind::K3s {
                 version: "v1.31.4+k3s1".parse().unwrap(),
+                flannel_backend: FlannelBackend::WireguardNative,
             },
             protected: c.pick(4) == 0,
+            firewall: ClusterFirewall {
+                public: vec!["tcp/80".parse().unwrap()],
+                cni: FlannelBackend::WireguardNative.ports(),
+                cluster_networks: vec![K3S_POD_NETWORK, K3S_SERVICE_NETWORK],
+            },
             pools: vec![
                 pool(
                     "server",
@@ -154,6 +166,7 @@ fn desired(c: &mut Choices<'_>) -> Desired {
             image: "ubuntu-24.04".into(),
             ssh_public_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGFZqtyOeLGjPjiuhoCmVODskzMSRJGYucm9572VSt8G ops".into(),
             period: 1,
+            operator_networks: vec!["198.51.100.0/24".parse().unwrap()],
         },
         prices: [("V94".to_string(), Money::from_cents(849)), ("V8".to_string(), Money::from_cents(3840))].into(),
         clusters,

@@ -98,7 +98,13 @@ fn a_changed_inventory_makes_a_saved_plan_stale() {
 
 #[test]
 fn listing_order_addresses_and_readiness_do_not_make_a_plan_stale() {
-    let (desired, mut observed, saved) = saved();
+    // An address is a firewall peer of the nodes a plan orders into its
+    // cluster (see the next test); where the plan orders nothing, as here,
+    // it does not matter.
+    let desired = desired();
+    let mut observed = observed("in_sync");
+    let plan = plan::plan(&desired, &observed, &PlanOptions::default());
+    let saved = SavedPlan::new(&desired, &observed, plan, PlanOptions::default());
     observed.instances.reverse();
     observed.instances[0].ipv4 = Some(std::net::Ipv4Addr::new(192, 0, 2, 1));
     if let Some(Some(core)) = observed.clusters.get_mut("core") {
@@ -113,6 +119,29 @@ fn listing_order_addresses_and_readiness_do_not_make_a_plan_stale() {
             &PlanOptions::default(),
         ),
         Ok(())
+    );
+}
+
+#[test]
+fn a_member_whose_address_changed_makes_a_plan_that_orders_into_its_cluster_stale() {
+    // The saved order would give the new node a firewall admitting the old
+    // address and not the new one.
+    let (desired, mut observed, saved) = saved();
+    let member = observed
+        .instances
+        .iter_mut()
+        .find(|i| i.display_name == "kiwi-acme-server-01")
+        .unwrap();
+    member.ipv4 = Some(std::net::Ipv4Addr::new(192, 0, 2, 1));
+    let stale = saved.check_fresh(
+        &observed,
+        &desired,
+        &now(&desired, &observed),
+        &PlanOptions::default(),
+    );
+    assert!(
+        matches!(&stale, Err(Stale::StepsDiffer { difference }) if difference.contains("order:kiwi-acme-")),
+        "{stale:?}"
     );
 }
 

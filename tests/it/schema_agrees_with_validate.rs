@@ -447,7 +447,7 @@ fn a_price_written_as_a_float_is_one_error_that_keeps_the_written_digits() {
         assert_eq!(
             error,
             format!(
-                "inventory/kiwi.toml:8:7: error: price {written} is a floating-point number; \
+                "inventory/kiwi.toml:9:7: error: price {written} is a floating-point number; \
                  expected a string such as \"{suggested}\" so cents stay exact"
             )
         );
@@ -459,7 +459,7 @@ fn a_float_price_that_is_not_euros_and_cents_is_one_error_without_a_wrong_sugges
     for written in ["8.495", "1e3", "inf", "nan", "-8.49"] {
         let error = only_error(Which::Main, "V94 = \"8.49\"", &format!("V94 = {written}"));
         assert!(
-            error.starts_with("inventory/kiwi.toml:8:7: error: price "),
+            error.starts_with("inventory/kiwi.toml:9:7: error: price "),
             "{error}"
         );
         assert!(!error.contains("such as \"8.49\" so"), "{error}");
@@ -475,7 +475,7 @@ fn a_price_of_another_type_is_one_error_naming_what_a_price_is() {
     for written in ["true", "[\"8.49\"]", "{ eur = \"8.49\" }", "1979-05-27"] {
         let error = only_error(Which::Main, "V94 = \"8.49\"", &format!("V94 = {written}"));
         assert!(
-            error.starts_with("inventory/kiwi.toml:8:7: error: "),
+            error.starts_with("inventory/kiwi.toml:9:7: error: "),
             "{error}"
         );
         assert!(
@@ -492,7 +492,7 @@ fn a_wrong_typed_value_is_one_error_saying_what_to_write() {
             Which::Main,
             "count = 2",
             "count = \"2\"",
-            "inventory/kiwi.toml:31:9: error: `count` is a string (\"2\"); expected a whole number without quotes: `count = 2`",
+            "inventory/kiwi.toml:32:9: error: `count` is a string (\"2\"); expected a whole number without quotes: `count = 2`",
         ),
         (
             Which::Main,
@@ -504,19 +504,19 @@ fn a_wrong_typed_value_is_one_error_saying_what_to_write() {
             Which::Main,
             "lease_seconds = 60",
             "lease_seconds = '60'",
-            "inventory/kiwi.toml:16:17: error: `lease_seconds` is a string ('60'); expected a whole number without quotes: `lease_seconds = 60`",
+            "inventory/kiwi.toml:17:17: error: `lease_seconds` is a string ('60'); expected a whole number without quotes: `lease_seconds = 60`",
         ),
         (
             Which::Main,
             "protected = true",
             "protected = \"true\"",
-            "inventory/kiwi.toml:21:13: error: `protected` is a string (\"true\"); expected true or false without quotes: `protected = true`",
+            "inventory/kiwi.toml:22:13: error: `protected` is a string (\"true\"); expected true or false without quotes: `protected = true`",
         ),
         (
             Which::Main,
             "version = \"v1.31.4+k3s1\"",
             "version = 1.31",
-            "inventory/kiwi.toml:12:11: error: `version` is a floating-point number (1.31); expected a string in quotes: `version = \"1.31\"`",
+            "inventory/kiwi.toml:13:11: error: `version` is a floating-point number (1.31); expected a string in quotes: `version = \"1.31\"`",
         ),
         (
             Which::Acme,

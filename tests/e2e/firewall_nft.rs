@@ -1,0 +1,574 @@
+//! The host firewall checked with the real tools (issue 18): every ruleset
+//! kiwi-infra renders is accepted by Debian's `nft -c`, and a rendered
+//! ruleset loaded with the real `nft` into a network namespace admits and
+//! drops real TCP and UDP traffic as the node contract says.
+//!
+//! Needs root (network namespaces). Every namespace is the test's own
+//! (`kiwi-fwtest-<pid>-…`), every address lives inside them only (10.201.x.x),
+//! and a guard removes them, also when an assertion fails.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use ipnet::IpNet;
+use kiwi_infra::firewall::{
+    parse_listing, render, ClusterFirewall, FirewallShape, FlannelBackend, NodeRole, PortRange,
+    PortRule, K3S_POD_NETWORK, K3S_SERVICE_NETWORK,
+};
+use kiwi_infra::inventory::{self, ClusterKind, Desired, PoolRole};
+use kiwi_infra::plan::{self, Observed, PlanOptions, StepKind};
+use proptest::prelude::*;
+
+const NFT: &str = "/usr/sbin/nft";
+
+/// True when `nft` can be run; under CI its absence is a failure (`.ci/run`
+/// installs Debian's `nftables`), elsewhere a loud skip.
+fn have_nft() -> bool {
+    if Path::new(NFT).exists() {
+        return true;
+    }
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    assert!(
+        !ci,
+        "nft is not installed, and CI must check every ruleset with it: install the \
+         `nftables` package (.ci/run does)"
+    );
+    eprintln!("\n!!!!! SKIPPED: nft is not installed; `apt-get install nftables` !!!!!\n");
+    false
+}
+
+/// `nft -c -f` on the ruleset, in a network namespace of its own so the
+/// host's tables are never touched: `Err` with nft's words if refused.
+fn nft_check(ruleset: &str) -> Result<(), String> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kiwi.nft");
+    std::fs::write(&path, ruleset).unwrap();
+    let out = Command::new("unshare")
+        .args(["--net", NFT, "-c", "-f"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+fn assert_nft_accepts(what: &str, shape: &FirewallShape) {
+    let text = render(shape);
+    if let Err(why) = nft_check(&text) {
+        panic!("nft -c refuses the ruleset of {what}:\n{why}\n{text}");
+    }
+}
+
+fn role(role: PoolRole) -> NodeRole {
+    match role {
+        PoolRole::K3sServer => NodeRole::K3sServer,
+        PoolRole::K3sAgent => NodeRole::K3sAgent,
+        PoolRole::KubeadmWorker => NodeRole::KubeadmWorker,
+    }
+}
+
+fn peers(n: u32) -> BTreeSet<Ipv4Addr> {
+    (0..n).map(|i| Ipv4Addr::from(0xC633_6400 + i)).collect()
+}
+
+/// Every node role of every cluster of `desired`, with `n` peers, and the
+/// firewalls the planner itself puts into the orders of an empty account.
+fn check_inventory(what: &str, desired: &Desired, n: u32) {
+    for cluster in &desired.clusters {
+        for pool in &cluster.pools {
+            let shape = FirewallShape::for_node(
+                role(pool.role),
+                &cluster.firewall,
+                &desired.provider.operator_networks,
+                peers(n),
+            );
+            assert_nft_accepts(
+                &format!("{what}, {} pool {}", cluster.name, pool.name),
+                &shape,
+            );
+        }
+    }
+    let plan = plan::plan(desired, &Observed::default(), &PlanOptions::default());
+    let mut orders = 0;
+    for step in &plan.steps {
+        if let StepKind::OrderInstance(order) = &step.kind {
+            assert_nft_accepts(&format!("{what}, step {}", step.id), &order.firewall);
+            orders += 1;
+        }
+    }
+    assert!(orders > 0, "{what}: the plan orders nothing");
+}
+
+#[test]
+fn the_example_inventory_renders_rulesets_nft_accepts() {
+    if !have_nft() {
+        return;
+    }
+    let desired = inventory::load(Path::new("inventory")).unwrap();
+    // The example has Core (CNI ports, its own networks) and k3s clusters.
+    assert!(desired
+        .clusters
+        .iter()
+        .any(|c| !c.firewall.cni.is_empty() && matches!(c.kind, ClusterKind::Kubeadm { .. })));
+    check_inventory("the example inventory", &desired, 3);
+    check_inventory("the example inventory with 250 peers", &desired, 250);
+}
+
+#[test]
+fn the_sandbox_inventory_renders_rulesets_nft_accepts() {
+    if !have_nft() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("customers")).unwrap();
+    let key =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGFZqtyOeLGjPjiuhoCmVODskzMSRJGYucm9572VSt8G sandbox";
+    for (name, text) in kiwi_infra::cli::sandbox_inventory_files(key) {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let desired = inventory::load(dir.path()).unwrap();
+    assert_eq!(
+        desired.provider.operator_networks,
+        vec!["127.0.0.0/8".parse::<IpNet>().unwrap()]
+    );
+    check_inventory("the sandbox inventory", &desired, 5);
+}
+
+/// A shape for each case the brief names: no operator network, IPv6
+/// operators, many peers, Core with CNI ports, both flannel backends.
+fn cases() -> Vec<(&'static str, FirewallShape)> {
+    let k3s = |backend: FlannelBackend| ClusterFirewall {
+        public: vec!["tcp/80".parse().unwrap(), "tcp/443".parse().unwrap()],
+        cni: backend.ports(),
+        cluster_networks: vec![K3S_POD_NETWORK, K3S_SERVICE_NETWORK],
+    };
+    let core = ClusterFirewall {
+        public: vec![
+            "tcp/443".parse().unwrap(),
+            "udp/30000-30010".parse().unwrap(),
+        ],
+        cni: vec![
+            "udp/4789".parse().unwrap(),
+            "tcp/179".parse().unwrap(),
+            "tcp/5473".parse().unwrap(),
+            "udp/51820-51821".parse().unwrap(),
+        ],
+        cluster_networks: vec![
+            "10.244.0.0/16".parse().unwrap(),
+            "10.96.0.0/12".parse().unwrap(),
+        ],
+    };
+    let v4: Vec<IpNet> = vec!["198.51.100.0/24".parse().unwrap()];
+    let v6: Vec<IpNet> = vec![
+        "2001:db8::/48".parse().unwrap(),
+        "2001:db8:1::1/128".parse().unwrap(),
+        "fd00::/8".parse().unwrap(),
+    ];
+    let both: Vec<IpNet> = v4.iter().chain(&v6).copied().collect();
+    let shape = |role, fw: &ClusterFirewall, ops: &[IpNet], n| {
+        FirewallShape::for_node(role, fw, ops, peers(n))
+    };
+    vec![
+        (
+            "no operator network",
+            shape(
+                NodeRole::K3sServer,
+                &k3s(FlannelBackend::WireguardNative),
+                &[],
+                3,
+            ),
+        ),
+        (
+            "IPv6 operators only",
+            shape(NodeRole::K3sAgent, &k3s(FlannelBackend::Vxlan), &v6, 3),
+        ),
+        (
+            "IPv4 and IPv6 operators",
+            shape(NodeRole::K3sServer, &k3s(FlannelBackend::Vxlan), &both, 3),
+        ),
+        (
+            "no peer yet",
+            shape(
+                NodeRole::K3sServer,
+                &k3s(FlannelBackend::WireguardNative),
+                &v4,
+                0,
+            ),
+        ),
+        (
+            "1000 peers",
+            shape(
+                NodeRole::K3sAgent,
+                &k3s(FlannelBackend::WireguardNative),
+                &v4,
+                1000,
+            ),
+        ),
+        (
+            "a Core worker with CNI ports",
+            shape(NodeRole::KubeadmWorker, &core, &both, 7),
+        ),
+        (
+            "a Core control-plane node",
+            shape(NodeRole::KubeadmControlPlane, &core, &v4, 7),
+        ),
+        (
+            "no public port",
+            shape(
+                NodeRole::K3sAgent,
+                &ClusterFirewall {
+                    public: vec![],
+                    ..k3s(FlannelBackend::Vxlan)
+                },
+                &v4,
+                2,
+            ),
+        ),
+    ]
+}
+
+#[test]
+fn every_kind_of_shape_renders_a_ruleset_nft_accepts() {
+    if !have_nft() {
+        return;
+    }
+    for (what, shape) in cases() {
+        assert_nft_accepts(what, &shape);
+    }
+}
+
+#[test]
+fn a_real_listing_of_a_loaded_ruleset_reads_back_its_peers_and_operators() {
+    if !have_nft() {
+        return;
+    }
+    let (_, shape) = cases().swap_remove(2);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kiwi.nft");
+    std::fs::write(&path, render(&shape)).unwrap();
+    // Loaded twice: the file replaces our table whether or not it exists.
+    let script = format!(
+        "{NFT} -f {p} && {NFT} -f {p} && {NFT} -j list table inet kiwi",
+        p = path.display()
+    );
+    let out = Command::new("unshare")
+        .args(["--net", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen = parse_listing(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    assert_eq!(seen.peers(), Some(shape.peers.clone()));
+    assert_eq!(
+        seen.operator_networks(),
+        shape
+            .operator_networks
+            .iter()
+            .copied()
+            .collect::<BTreeSet<_>>()
+    );
+    assert_eq!(seen.input_policy.as_deref(), Some("drop"));
+}
+
+fn arb_net() -> impl Strategy<Value = IpNet> {
+    prop_oneof![
+        (any::<u32>(), 0u8..=32)
+            .prop_map(|(a, l)| IpNet::new(Ipv4Addr::from(a).into(), l).unwrap().trunc()),
+        (any::<u128>(), 0u8..=128).prop_map(|(a, l)| IpNet::new(
+            std::net::Ipv6Addr::from(a).into(),
+            l
+        )
+        .unwrap()
+        .trunc()),
+    ]
+}
+
+fn arb_rule() -> impl Strategy<Value = PortRule> {
+    (any::<bool>(), 1u16..=65535, 0u16..2000).prop_map(|(tcp, start, len)| {
+        let ports = PortRange::new(start, start.saturating_add(len)).unwrap();
+        if tcp {
+            PortRule::tcp(ports)
+        } else {
+            PortRule::udp(ports)
+        }
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(40))]
+
+    #[test]
+    fn generated_shapes_render_rulesets_nft_accepts(
+        role in prop_oneof![
+            Just(NodeRole::K3sServer),
+            Just(NodeRole::K3sAgent),
+            Just(NodeRole::KubeadmWorker),
+            Just(NodeRole::KubeadmControlPlane),
+        ],
+        operators in proptest::collection::vec(arb_net(), 0..8),
+        peer_set in proptest::collection::btree_set(any::<u32>().prop_map(Ipv4Addr::from), 0..40),
+        public in proptest::collection::vec(arb_rule(), 0..6),
+        cni in proptest::collection::vec(arb_rule(), 0..6),
+        nets in proptest::collection::vec((any::<u32>(), 8u8..=32), 0..4),
+    ) {
+        if Path::new(NFT).exists() {
+            let cluster = ClusterFirewall {
+                public,
+                cni,
+                cluster_networks: nets
+                    .into_iter()
+                    .map(|(a, l)| ipnet::Ipv4Net::new(Ipv4Addr::from(a), l).unwrap().trunc())
+                    .collect(),
+            };
+            let shape = FirewallShape::for_node(role, &cluster, &operators, peer_set);
+            let text = render(&shape);
+            prop_assert!(nft_check(&text).is_ok(), "{:?}\n{}", nft_check(&text), text);
+        }
+    }
+}
+
+// ---- the packet test ----
+
+/// The namespaces of one test run; dropping it deletes them (and kills the
+/// listener), also when an assertion panicked.
+struct Lab {
+    prefix: String,
+    names: Vec<String>,
+    listener: Option<Child>,
+}
+
+impl Lab {
+    fn ns(&self, role: &str) -> String {
+        format!("{}-{role}", self.prefix)
+    }
+
+    fn ip(&self, args: &[&str]) {
+        let out = Command::new("ip").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The node, and one client namespace per role, each on its own veth
+    /// link to the node: the client is 10.201.<n>.2, the node 10.201.<n>.1.
+    fn build(clients: &[(&str, u8)]) -> Lab {
+        let mut lab = Lab {
+            prefix: format!("kiwi-fwtest-{}", std::process::id()),
+            names: Vec::new(),
+            listener: None,
+        };
+        let node = lab.ns("node");
+        lab.ip(&["netns", "add", &node]);
+        lab.names.push(node.clone());
+        lab.ip(&["-n", &node, "link", "set", "lo", "up"]);
+        for (role, n) in clients {
+            let client = lab.ns(role);
+            lab.ip(&["netns", "add", &client]);
+            lab.names.push(client.clone());
+            let inside = format!("to-{role}");
+            lab.ip(&[
+                "-n", &node, "link", "add", &inside, "type", "veth", "peer", "name", "eth0",
+                "netns", &client,
+            ]);
+            lab.ip(&[
+                "-n",
+                &node,
+                "addr",
+                "add",
+                &format!("10.201.{n}.1/24"),
+                "dev",
+                &inside,
+            ]);
+            lab.ip(&["-n", &node, "link", "set", &inside, "up"]);
+            lab.ip(&[
+                "-n",
+                &client,
+                "addr",
+                "add",
+                &format!("10.201.{n}.2/24"),
+                "dev",
+                "eth0",
+            ]);
+            lab.ip(&["-n", &client, "link", "set", "eth0", "up"]);
+            lab.ip(&["-n", &client, "link", "set", "lo", "up"]);
+        }
+        lab
+    }
+
+    /// Starts the listeners in the node namespace and waits until they
+    /// are bound.
+    fn listen(&mut self, tcp: &[u16], udp: &[u16]) {
+        let list = |p: &[u16]| p.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
+        let mut child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns("node"),
+                "python3",
+                PROBE,
+                "listen",
+            ])
+            .arg(list(tcp))
+            .arg(list(udp))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        self.listener = Some(child);
+        assert_eq!(line.trim(), "ready", "the listeners did not start");
+    }
+
+    /// What `role` reaches on the node at `host`: spec (`tcp:22`) → reached.
+    fn probe(&self, role: &str, host: &str, specs: &[&str]) -> BTreeMap<String, bool> {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns(role),
+                "python3",
+                PROBE,
+                "probe",
+                host,
+            ])
+            .args(specs)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.listener.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for name in self.names.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "del", name]).output();
+        }
+    }
+}
+
+const PROBE: &str = "tests/fixtures/firewall/probe.py";
+
+#[test]
+fn a_loaded_ruleset_admits_peers_operators_and_the_public_and_drops_everyone_else() {
+    if !have_nft() {
+        return;
+    }
+    let mut lab = Lab::build(&[("peer", 1), ("stranger", 2), ("operator", 3)]);
+    let node = lab.ns("node");
+    // A k3s server: the peer is a member, the operator network is the
+    // operator's link, the customer's WireGuard endpoint is public.
+    let cluster = ClusterFirewall {
+        public: vec![
+            "tcp/80".parse().unwrap(),
+            "tcp/443".parse().unwrap(),
+            "udp/51830".parse().unwrap(),
+        ],
+        cni: FlannelBackend::WireguardNative.ports(),
+        cluster_networks: vec![K3S_POD_NETWORK, K3S_SERVICE_NETWORK],
+    };
+    let shape = FirewallShape::for_node(
+        NodeRole::K3sServer,
+        &cluster,
+        &["10.201.3.0/24".parse().unwrap()],
+        BTreeSet::from([Ipv4Addr::new(10, 201, 1, 2)]),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nftables.conf");
+    std::fs::write(&path, render(&shape)).unwrap();
+    lab.ip(&["netns", "exec", &node, NFT, "-f", path.to_str().unwrap()]);
+
+    // 9999: a port something listens on that no rule opens.
+    lab.listen(
+        &[22, 80, 443, 2379, 2380, 6443, 9999, 10250],
+        &[51820, 51830, 8472],
+    );
+    let every = [
+        "tcp:22",
+        "tcp:80",
+        "tcp:443",
+        "tcp:2379",
+        "tcp:2380",
+        "tcp:6443",
+        "tcp:9999",
+        "tcp:10250",
+        "udp:51820",
+        "udp:51830",
+        "udp:8472",
+    ];
+    let reached = |role: &str, n: u8| -> BTreeSet<String> {
+        lab.probe(role, &format!("10.201.{n}.1"), &every)
+            .into_iter()
+            .filter_map(|(spec, ok)| ok.then_some(spec))
+            .collect()
+    };
+    let set = |specs: &[&str]| specs.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+
+    // A member reaches the cluster's internal ports and the public ones,
+    // not SSH (it is not the operator), not what no rule opens, and not
+    // VXLAN (this cluster uses WireGuard).
+    assert_eq!(
+        reached("peer", 1),
+        set(&[
+            "tcp:80",
+            "tcp:443",
+            "tcp:2379",
+            "tcp:2380",
+            "tcp:6443",
+            "tcp:10250",
+            "udp:51820",
+            "udp:51830"
+        ]),
+        "what a peer reaches"
+    );
+    // The operator reaches SSH and the API, and the public ports; not etcd,
+    // the kubelet or WireGuard.
+    assert_eq!(
+        reached("operator", 3),
+        set(&["tcp:22", "tcp:80", "tcp:443", "tcp:6443", "udp:51830"]),
+        "what the operator network reaches"
+    );
+    // Anyone else reaches the public ports only.
+    assert_eq!(
+        reached("stranger", 2),
+        set(&["tcp:80", "tcp:443", "udp:51830"]),
+        "what a stranger reaches"
+    );
+
+    // Reloading the same file (what a repair does) keeps the verdicts: the
+    // file replaces only our table.
+    lab.ip(&["netns", "exec", &node, NFT, "-f", path.to_str().unwrap()]);
+    assert_eq!(
+        reached("stranger", 2),
+        set(&["tcp:80", "tcp:443", "udp:51830"])
+    );
+}
