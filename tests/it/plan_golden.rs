@@ -86,7 +86,8 @@ fn empty_account_orders_and_bootstraps_everything() {
     );
     assert_eq!(
         plan::summary_line(&plan.summary),
-        "Plan: 8 to order (+€127.74/month), 8 to bootstrap, 0 labels to change, 0 to cancel."
+        "Plan: 8 to order (+€127.74/month), 8 to bootstrap, 0 labels to change, 3 firewalls to \
+         set, 0 to cancel."
     );
     // Orders wait for the SSH key secret; tags wait for their order and tag.
     assert_eq!(
@@ -130,9 +131,24 @@ fn empty_account_orders_and_bootstraps_everything() {
         deps(&plan, "join:kiwi-acme-general-01"),
         ["wait:kiwi-acme-general-01", "bootstrap:kiwi-acme-server-01"]
     );
+    // Core is observed: no worker joins before every new worker's firewall
+    // admits it (each names the others by slot until their waits end).
     assert_eq!(
         deps(&plan, "join:kiwi-core-general-01"),
-        ["wait:kiwi-core-general-01"]
+        [
+            "wait:kiwi-core-general-01",
+            "firewall:kiwi-core-general-01",
+            "firewall:kiwi-core-general-02",
+            "firewall:kiwi-core-realtime-01"
+        ]
+    );
+    assert_eq!(
+        deps(&plan, "firewall:kiwi-core-general-01"),
+        [
+            "wait:kiwi-core-general-01",
+            "wait:kiwi-core-general-02",
+            "wait:kiwi-core-realtime-01"
+        ]
     );
     insta::assert_snapshot!("empty_account", human(&plan));
     insta::assert_json_snapshot!("empty_account_json", render_json(&plan));
@@ -216,10 +232,12 @@ fn scaling_up_orders_and_joins_the_new_slots_only() {
             "order:kiwi-acme-general-02"
         ]
     );
-    // The agent joins the existing server; nothing is bootstrapped.
+    // The agent joins the existing server; nothing is bootstrapped. It
+    // joins once its own firewall admits the cluster's members, itself
+    // included (its address is known only once its wait finds it).
     assert_eq!(
         deps(&plan, "join:kiwi-acme-general-02"),
-        ["wait:kiwi-acme-general-02"]
+        ["wait:kiwi-acme-general-02", "firewall:kiwi-acme-general-02"]
     );
     insta::assert_snapshot!("scale_up", human(&plan));
     insta::assert_json_snapshot!("scale_up_json", render_json(&plan));

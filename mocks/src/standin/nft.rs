@@ -112,9 +112,11 @@ fn parse(root: &Root, args: &[String]) -> Result<Request> {
         } else {
             match root.read_opt(&file)? {
                 Some(text) => text,
-                None => return Err(StandinError::tool(format!(
+                None => {
+                    return Err(StandinError::tool(format!(
                     "Error: Could not process rule: No such file or directory\ninclude \"{file}\""
-                ))),
+                )))
+                }
             }
         };
         if text.len() > MAX_INPUT {

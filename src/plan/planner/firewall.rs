@@ -183,7 +183,7 @@ impl<'a> Planner<'a> {
                     Some(ip) => {
                         known.insert(ip);
                     }
-                    None if self.waits.contains_key(&slot) => {
+                    None if self.waits.contains_key(&slot) && self.may_run(&slot) => {
                         pending.insert(slot);
                     }
                     None => {}
@@ -263,7 +263,6 @@ impl<'a> Planner<'a> {
             for index in 1..=pool.count {
                 let slot = slot_name(&cluster.name, &pool.name, index);
                 let observed = observation.firewalls.get(&slot);
-                let wait = self.waits.get(&slot).cloned();
                 if let Some(NodeFirewall::Unreadable { reason }) = observed {
                     self.warnings.push(Warning::FirewallUnreadable {
                         node: NodeName(slot.clone()),
@@ -271,13 +270,14 @@ impl<'a> Planner<'a> {
                     });
                     continue;
                 }
-                if observed.is_none() && wait.is_none() {
-                    // Not read (not reachable, or no machine): unverified.
+                let born = self.born_with(&slot);
+                if observed.is_none() && born.is_none() && !members.pending.contains(&slot) {
+                    // Not read (not reachable, not running, or no machine):
+                    // unverified; a later plan sets it once it answers.
                     continue;
                 }
                 let wanted =
                     FirewallShape::for_node(role, &settings, &operators, now_peers.clone());
-                let born = self.born_with(&slot);
                 let drift = match (born, observed) {
                     (Some(born), _) => shape_drift(born, &wanted, &members.pending),
                     (None, Some(fw)) => observed_drift(fw, &wanted, &members.pending),
@@ -367,6 +367,29 @@ impl<'a> Planner<'a> {
             }
         }
         true
+    }
+
+    /// True when the slot's machine is ordered by this plan or on its way to
+    /// running: its wait will find its address. A machine in a status that
+    /// needs a human is no member until it runs.
+    fn may_run(&self, slot: &str) -> bool {
+        let Some(wait) = self.waits.get(slot) else {
+            return false;
+        };
+        let waited = self.steps.iter().find_map(|s| match &s.kind {
+            StepKind::WaitForRunning { instance, .. } if &s.id == wait => Some(instance),
+            _ => None,
+        });
+        match waited.map(|i| i.id) {
+            None => false,
+            // Ordered by this plan: it has no id yet.
+            Some(None) => true,
+            Some(Some(id)) => self
+                .observed
+                .instances
+                .iter()
+                .any(|i| i.id == id && i.status.is_usable()),
+        }
     }
 
     /// The firewall a node this plan orders or reinstalls is born with.
