@@ -98,3 +98,92 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
         })
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::path::Path;
+
+    use crate::firewall::{ClusterFirewall, FirewallShape, NodeRole};
+    use crate::node::{NodeSettings, NodeSteps};
+    use crate::plan::{NodeName, SetFirewall, Step, StepId, StepKind};
+    use crate::ssh::fake_cluster::{FakeCluster, Flavor};
+
+    const NODE: &str = "kiwi-acme-server-01";
+    const NEW: &str = "kiwi-acme-general-02";
+
+    fn step(pending: &[&str]) -> Step {
+        let shape = FirewallShape::for_node(
+            NodeRole::K3sServer,
+            &ClusterFirewall {
+                public: vec![],
+                cni: crate::firewall::FlannelBackend::WireguardNative.ports(),
+                cluster_networks: vec![],
+            },
+            &["198.51.100.0/24".parse().unwrap()],
+            BTreeSet::from(["127.0.0.2".parse().unwrap()]),
+        );
+        Step {
+            id: StepId(format!("firewall:{NODE}")),
+            cluster: Some("acme".into()),
+            kind: StepKind::SetFirewall(SetFirewall {
+                node: NodeName(NODE.into()),
+                wanted: shape,
+                pending_peers: pending.iter().map(|p| p.to_string()).collect(),
+                drift: vec![],
+            }),
+            depends_on: vec![],
+            destructive: false,
+        }
+    }
+
+    fn executor() -> (FakeCluster, super::SshNodeExecutor<FakeCluster>) {
+        let desired = crate::inventory::load(Path::new("tests/fixtures/plan/inventory")).unwrap();
+        let cluster = FakeCluster::new(Flavor::K3s);
+        cluster.add_machine(NODE);
+        let addresses = BTreeMap::from([(NODE.to_string(), "127.0.0.2".to_string())]);
+        let nodes = super::SshNodeExecutor::new(
+            cluster.clone(),
+            &desired,
+            addresses,
+            NodeSettings::default(),
+        );
+        (cluster, nodes)
+    }
+
+    #[tokio::test]
+    async fn a_peer_ordered_by_the_plan_is_admitted_with_the_address_its_wait_found() {
+        let (cluster, nodes) = executor();
+        nodes.learn_address(&NodeName(NEW.into()), "127.0.0.9".parse().unwrap());
+        let done = NodeSteps::run(&nodes, &step(&[NEW])).await.unwrap();
+        assert!(
+            matches!(done, crate::node::NodeStepDone::Done(_)),
+            "{done:?}"
+        );
+        let machine = cluster.machine(NODE).unwrap();
+        let file = machine.file("/etc/nftables.conf").unwrap();
+        assert_eq!(file.mode, 0o644);
+        let text = String::from_utf8(file.contents.expose().clone()).unwrap();
+        assert!(
+            text.contains("elements = { 127.0.0.2, 127.0.0.9 }"),
+            "{text}"
+        );
+        let history = machine.history();
+        let load = history.iter().position(|c| c == super::LOAD_FIREWALL);
+        let read = history
+            .iter()
+            .rposition(|c| c == crate::cluster::firewall::READ_FIREWALL);
+        assert!(load.is_some() && read > load, "{history:?}");
+    }
+
+    #[tokio::test]
+    async fn a_pending_peer_without_a_known_address_leaves_the_firewall_untouched() {
+        let (cluster, nodes) = executor();
+        let err = NodeSteps::run(&nodes, &step(&[NEW])).await.unwrap_err();
+        assert!(err.to_string().contains(NEW), "{err}");
+        let machine = cluster.machine(NODE).unwrap();
+        assert!(machine.file("/etc/nftables.conf").is_none());
+        assert!(!machine.history().iter().any(|c| c.contains("nft")));
+    }
+}

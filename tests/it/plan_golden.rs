@@ -86,7 +86,7 @@ fn empty_account_orders_and_bootstraps_everything() {
     );
     assert_eq!(
         plan::summary_line(&plan.summary),
-        "Plan: 8 to order (+€127.74/month), 8 to bootstrap, 0 labels to change, 3 firewalls to \
+        "Plan: 8 to order (+€127.74/month), 8 to bootstrap, 0 labels to change, 8 firewalls to \
          set, 0 to cancel."
     );
     // Orders wait for the SSH key secret; tags wait for their order and tag.
@@ -115,21 +115,37 @@ fn empty_account_orders_and_bootstraps_everything() {
         deps(&plan, "wait:kiwi-acme-server-01"),
         ["order:kiwi-acme-server-01"]
     );
+    // A new k3s cluster's members are its ordered slots: every node step
+    // also waits until every node's firewall admits them all.
+    let acme_firewalls = [
+        "firewall:kiwi-acme-server-01",
+        "firewall:kiwi-acme-server-02",
+        "firewall:kiwi-acme-server-03",
+        "firewall:kiwi-acme-general-01",
+        "firewall:kiwi-acme-realtime-01",
+    ];
+    let with_firewalls = |first: &[&str]| -> Vec<String> {
+        first
+            .iter()
+            .chain(&acme_firewalls)
+            .map(|s| s.to_string())
+            .collect()
+    };
     assert_eq!(
         deps(&plan, "bootstrap:kiwi-acme-server-01"),
-        ["wait:kiwi-acme-server-01"]
+        with_firewalls(&["wait:kiwi-acme-server-01"])
     );
     assert_eq!(
         deps(&plan, "join:kiwi-acme-server-02"),
-        ["wait:kiwi-acme-server-02", "bootstrap:kiwi-acme-server-01"]
+        with_firewalls(&["wait:kiwi-acme-server-02", "bootstrap:kiwi-acme-server-01"])
     );
     assert_eq!(
         deps(&plan, "join:kiwi-acme-server-03"),
-        ["wait:kiwi-acme-server-03", "join:kiwi-acme-server-02"]
+        with_firewalls(&["wait:kiwi-acme-server-03", "join:kiwi-acme-server-02"])
     );
     assert_eq!(
         deps(&plan, "join:kiwi-acme-general-01"),
-        ["wait:kiwi-acme-general-01", "bootstrap:kiwi-acme-server-01"]
+        with_firewalls(&["wait:kiwi-acme-general-01", "bootstrap:kiwi-acme-server-01"])
     );
     // Core is observed: no worker joins before every new worker's firewall
     // admits it (each names the others by slot until their waits end).

@@ -5,8 +5,9 @@
 //! finds its address, and a node this plan removes stops being one after
 //! its removal.
 //!
-//! The rules, per cluster (observed clusters only; an unobserved cluster's
-//! members are unknown):
+//! The rules, per cluster (observed clusters, and new k3s clusters none of
+//! whose machines has an address yet; another unobserved cluster's members
+//! are unknown, so its firewalls stay unverified):
 //! - members: every slot's node address (see [`Planner::cluster_address`]),
 //!   the Core control plane's addresses from the inventory, and the address
 //!   of every node the cluster lists (a node joined by hand, a node this
@@ -231,8 +232,14 @@ impl<'a> Planner<'a> {
     /// dependency (the steps must be reordered).
     fn cluster_firewalls(&mut self, cluster: &ClusterSpec) -> bool {
         let observed = self.observed;
-        let Some(observation) = observed.cluster(&cluster.name) else {
-            return false;
+        let unborn = ClusterObservation::default();
+        let observation = match observed.cluster(&cluster.name) {
+            Some(observation) => observation,
+            // A k3s cluster none of whose machines has an address yet does
+            // not exist: its members are exactly the slots this plan orders.
+            None if self.is_unborn(cluster) => &unborn,
+            // Members unknown: its firewalls stay unverified.
+            None => return false,
         };
         let mut settings = cluster.firewall.clone();
         if let ClusterKind::K3s {
@@ -367,6 +374,18 @@ impl<'a> Planner<'a> {
             }
         }
         true
+    }
+
+    /// True for a k3s cluster with no machine that has an address: nothing
+    /// of it runs yet, so nothing of it can be observed.
+    fn is_unborn(&self, cluster: &ClusterSpec) -> bool {
+        matches!(cluster.kind, ClusterKind::K3s { .. })
+            && cluster.pools.iter().all(|pool| {
+                (1..=pool.count).all(|i| {
+                    self.cluster_address(&slot_name(&cluster.name, &pool.name, i))
+                        .is_none()
+                })
+            })
     }
 
     /// True when the slot's machine is ordered by this plan or on its way to
