@@ -113,7 +113,7 @@ fn nft_check(ruleset: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_members_peer_set_follows_the_cluster_and_a_hand_edit_is_undone() {
-    let w = world(39, 49, 1).await;
+    let w = world(39, 49, 3).await;
     // One Mesh server and one agent; no Core workers, no Fleet customer:
     // a short build.
     w.edit("kiwi.toml", "protected = true\n", "protected = false\n");
