@@ -83,6 +83,38 @@ fn a_node_keeps_the_ruleset_the_real_nft_accepted_and_the_host_keeps_none() {
     assert!(!host_tables().contains("kiwi"));
 }
 
+/// Regression: Debian's own `nftables.service` (ExecStart=/usr/sbin/nft -f …) is visible to
+/// a simulated node through the host's lower layer; starting it ran the real nft in the
+/// host's network namespace and loaded a node's ruleset into the host.
+#[test]
+fn the_hosts_nftables_unit_file_never_runs_the_real_nft_on_a_node() {
+    let before = host_tables();
+    let node = SimNode::new("nft-4", "127.0.21.4");
+    node.write(
+        "/lib/systemd/system/nftables.service",
+        "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/usr/sbin/nft -f /etc/nftables.conf\n",
+    );
+    node.write("/etc/nftables.conf", RULESET);
+    node.run_with("systemctl", &["enable", "--now", "nftables"], &[], None)
+        .ok();
+    node.run_with("systemctl", &["restart", "nftables"], &[], None)
+        .ok();
+    assert_eq!(
+        peers(&node),
+        serde_json::json!(["127.0.21.1", "127.0.21.2"])
+    );
+    assert_eq!(host_tables(), before);
+    assert!(!host_tables().contains("kiwi"));
+    // Any other unit that runs nft directly is refused, not run.
+    node.write(
+        "/etc/systemd/system/evil.service",
+        "[Service]\nExecStart=/usr/sbin/nft -f /etc/nftables.conf\n",
+    );
+    let evil = node.run_with("systemctl", &["start", "evil"], &[], None);
+    assert_ne!(evil.code, 0);
+    assert!(!host_tables().contains("kiwi"));
+}
+
 #[test]
 fn input_the_real_nft_refuses_is_refused_and_not_recorded() {
     let node = SimNode::new("nft-2", "127.0.21.2");

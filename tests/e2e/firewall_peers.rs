@@ -67,6 +67,16 @@ async fn peers(w: &World, node: &str) -> BTreeSet<Ipv4Addr> {
 /// (listed back by the real nft) passes the real `nft -c` in a network
 /// namespace of this test's own.
 async fn assert_true_firewalls(w: &World) {
+    // The nodes share the host's network namespace: none of their rules may
+    // ever land there.
+    let host = Command::new("/usr/sbin/nft")
+        .args(["list", "tables"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&host.stdout).contains("inet kiwi"),
+        "a node's ruleset was loaded into the host"
+    );
     let members = members(w);
     let addresses: BTreeSet<Ipv4Addr> = members.iter().map(|(_, ip)| *ip).collect();
     for (node, _) in &members {

@@ -110,6 +110,16 @@ fn exec_start(root: &Root, unit: &str) -> Result<Option<(PathBuf, Vec<String>)>>
         .split_whitespace()
         .map(|w| w.trim_matches(|c| c == '\'' || c == '"').to_string());
     let program = words.next().unwrap_or_default();
+    if program.rsplit('/').next() == Some("nft") {
+        // Never the host's real nft outside a private namespace (see
+        // `super::nft`); a unit that runs it is not simulated.
+        return Err(StandinError::Parse {
+            path: root.path(&file),
+            message: "runs nft directly, which a simulated node must not (the host's ruleset \
+                      is every node's); not started"
+                .into(),
+        });
+    }
     Ok(Some((root.path(&program), words.collect())))
 }
 
@@ -186,7 +196,10 @@ fn job_failed(unit: &str, why: &str) -> StandinError {
 
 /// Starts a unit unless it runs, waiting until its daemon is ready.
 pub fn start_unit(root: &Root, unit: &str) -> Result<()> {
-    if oneshot_file(unit).is_some() && unit_file(root, unit).is_none() {
+    // Always the built-in, whatever unit file the host's packages left in the
+    // lower layer: Debian's nftables.service runs /usr/sbin/nft, which would
+    // load the node's rules into the host's network namespace.
+    if oneshot_file(unit).is_some() {
         if root.exists(&format!("{ONESHOT_DIR}/{unit}")) {
             return Ok(());
         }
