@@ -296,6 +296,23 @@ pub fn render(shape: &FirewallShape) -> String {
     out
 }
 
+/// An `nft -f` transaction that makes `peers4` hold exactly `peers`,
+/// touching nothing else: the set is flushed and refilled in one
+/// transaction, so no packet ever meets a half-updated set. For keeping a
+/// running node's members true (issue 18, part B); the table must exist.
+pub fn render_peer_set(peers: &BTreeSet<Ipv4Addr>) -> String {
+    let mut out = format!("flush set inet {TABLE} {PEERS4}\n");
+    if !peers.is_empty() {
+        let list: Vec<String> = peers.iter().map(Ipv4Addr::to_string).collect();
+        let _ = writeln!(
+            out,
+            "add element inet {TABLE} {PEERS4} {{ {} }}",
+            list.join(", ")
+        );
+    }
+    out
+}
+
 /// A named set; nftables refuses an empty `elements`, so an empty set has
 /// none.
 fn set(out: &mut String, name: &str, kind: &str, interval: bool, elements: &[String]) {

@@ -7,7 +7,7 @@
 use super::kube::Taint;
 use super::products::NodeClass;
 use super::values::{ApiEndpoint, Host, K3sVersion, KubernetesVersion};
-use crate::firewall::{ClusterFirewall, FlannelBackend};
+use crate::firewall::{ClusterFirewall, FlannelBackend, NodeRole};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -282,6 +282,17 @@ pub enum PoolRole {
     K3sAgent,
     /// kubeadm worker of the Core cluster.
     KubeadmWorker,
+}
+
+impl From<PoolRole> for NodeRole {
+    /// What a pool's nodes are, for the ports their firewall opens.
+    fn from(role: PoolRole) -> NodeRole {
+        match role {
+            PoolRole::K3sServer => NodeRole::K3sServer,
+            PoolRole::K3sAgent => NodeRole::K3sAgent,
+            PoolRole::KubeadmWorker => NodeRole::KubeadmWorker,
+        }
+    }
 }
 
 /// A pool of identical nodes.

@@ -415,13 +415,14 @@ impl Validator<'_> {
                 None
             }
         };
-        let operator_networks = self.operator_networks(file, main, p);
+        // A list with a mistake is never taken for `[]` (open to anyone).
+        let operator_networks = self.operator_networks(file, main, p)?;
         (ok && key.is_some()).then(|| Provider {
             region: p.region.get_ref().clone(),
             image: p.image.get_ref().clone(),
             ssh_public_key: key.unwrap_or_default(),
             period: u8::try_from(*p.period.get_ref()).unwrap_or(1),
-            operator_networks: operator_networks.unwrap_or_default(),
+            operator_networks,
         })
     }
 

@@ -12,7 +12,7 @@ use super::steps::{
     Plan, Reinstall, Step, StepId, StepKind, Summary, Unverified, UserDataTemplate, WaitCause,
     Warning, PLAN_FORMAT_VERSION,
 };
-use crate::firewall::{FirewallShape, NodeRole};
+use crate::firewall::FirewallShape;
 use crate::inventory::{
     products, slot_name, slot_pool, ClusterKind, ClusterSpec, Desired, PoolRole, PoolSpec,
     SERVER_POOL,
@@ -143,6 +143,7 @@ impl<'a> Planner<'a> {
             list.sort_by(|a, b| (a.created_date, &a.id).cmp(&(b.created_date, &b.id)));
         }
         let owners = Attribution::of(desired, observed);
+        let addresses = addresses_of(desired, observed, &owners);
         Planner {
             desired,
             observed,
@@ -161,7 +162,7 @@ impl<'a> Planner<'a> {
             image_warned: false,
             finishing: BTreeSet::new(),
             waits: BTreeMap::new(),
-            addresses: node_addresses(desired, observed),
+            addresses,
         }
     }
 
@@ -933,13 +934,8 @@ impl<'a> Planner<'a> {
                 }),
         );
         peers.extend(own);
-        let role = match pool.role {
-            PoolRole::K3sServer => NodeRole::K3sServer,
-            PoolRole::K3sAgent => NodeRole::K3sAgent,
-            PoolRole::KubeadmWorker => NodeRole::KubeadmWorker,
-        };
         FirewallShape::for_node(
-            role,
+            pool.role.into(),
             &cluster.firewall,
             &self.desired.provider.operator_networks,
             peers,
@@ -2106,7 +2102,15 @@ pub fn cluster_tags_to_check(desired: &Desired, observed: &Observed) -> Vec<(Ins
 /// its node's address), and each owned instance being removed. Nothing else
 /// an API answer names becomes an SSH target.
 pub fn node_addresses(desired: &Desired, observed: &Observed) -> BTreeMap<String, Ipv4Addr> {
-    let owners = Attribution::of(desired, observed);
+    addresses_of(desired, observed, &Attribution::of(desired, observed))
+}
+
+/// [`node_addresses`], with the attribution the planner made already.
+fn addresses_of(
+    desired: &Desired,
+    observed: &Observed,
+    owners: &Attribution<'_>,
+) -> BTreeMap<String, Ipv4Addr> {
     let mut addresses = BTreeMap::new();
     let mut live: Vec<&Instance> = observed
         .instances

@@ -192,7 +192,7 @@ pub struct Order {
     /// User-data template. Its inputs are this step's fields: the slot
     /// (hostname), the key that [`Self::ssh_key_secret`] names by digest
     /// (the operator's public key, checked against that digest before it
-    /// is written), and the Kubernetes version.
+    /// is written), the Kubernetes version and the firewall.
     pub user_data: UserDataTemplate,
     /// The cluster's Kubernetes version (`v1.31.4`), for a kubeadm node's
     /// package repository; `None` for k3s nodes.

@@ -20,7 +20,7 @@ use kiwi_infra::firewall::{
     parse_listing, render, ClusterFirewall, FirewallShape, FlannelBackend, NodeRole, PortRange,
     PortRule, K3S_POD_NETWORK, K3S_SERVICE_NETWORK,
 };
-use kiwi_infra::inventory::{self, ClusterKind, Desired, PoolRole};
+use kiwi_infra::inventory::{self, ClusterKind, Desired};
 use kiwi_infra::plan::{self, Observed, PlanOptions, StepKind};
 use proptest::prelude::*;
 
@@ -71,14 +71,6 @@ fn assert_nft_accepts(what: &str, shape: &FirewallShape) {
     }
 }
 
-fn role(role: PoolRole) -> NodeRole {
-    match role {
-        PoolRole::K3sServer => NodeRole::K3sServer,
-        PoolRole::K3sAgent => NodeRole::K3sAgent,
-        PoolRole::KubeadmWorker => NodeRole::KubeadmWorker,
-    }
-}
-
 fn peers(n: u32) -> BTreeSet<Ipv4Addr> {
     (0..n).map(|i| Ipv4Addr::from(0xC633_6400 + i)).collect()
 }
@@ -89,7 +81,7 @@ fn check_inventory(what: &str, desired: &Desired, n: u32) {
     for cluster in &desired.clusters {
         for pool in &cluster.pools {
             let shape = FirewallShape::for_node(
-                role(pool.role),
+                pool.role.into(),
                 &cluster.firewall,
                 &desired.provider.operator_networks,
                 peers(n),
@@ -283,6 +275,47 @@ fn a_real_listing_of_a_loaded_ruleset_reads_back_its_peers_and_operators() {
             .collect::<BTreeSet<_>>()
     );
     assert_eq!(seen.input_policy.as_deref(), Some("drop"));
+}
+
+#[test]
+fn a_peer_set_update_replaces_the_members_and_nothing_else() {
+    if !have_nft() {
+        return;
+    }
+    let (_, shape) = cases().swap_remove(2);
+    let dir = tempfile::tempdir().unwrap();
+    let ruleset = dir.path().join("kiwi.nft");
+    std::fs::write(&ruleset, render(&shape)).unwrap();
+    let list = |peers: &BTreeSet<Ipv4Addr>| {
+        let update = dir.path().join(format!("peers-{}.nft", peers.len()));
+        std::fs::write(&update, kiwi_infra::firewall::render_peer_set(peers)).unwrap();
+        let script = format!(
+            "{NFT} -f {r} && {NFT} -f {u} && {NFT} -j list table inet kiwi",
+            r = ruleset.display(),
+            u = update.display()
+        );
+        let out = Command::new("unshare")
+            .args(["--net", "sh", "-c", &script])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        parse_listing(&String::from_utf8_lossy(&out.stdout)).unwrap()
+    };
+    let before = list(&shape.peers);
+    for wanted in [peers(0), peers(1), ips_of(&["10.9.0.1", "10.9.0.2"])] {
+        let after = list(&wanted);
+        assert_eq!(after.peers(), Some(wanted.clone()));
+        assert_eq!(after.operator_networks(), before.operator_networks());
+        assert_eq!(after.input_rules, before.input_rules);
+    }
+}
+
+fn ips_of(list: &[&str]) -> BTreeSet<Ipv4Addr> {
+    list.iter().map(|a| a.parse().unwrap()).collect()
 }
 
 fn arb_net() -> impl Strategy<Value = IpNet> {

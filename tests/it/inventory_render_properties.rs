@@ -21,7 +21,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use kiwi_infra::firewall::{FirewallShape, NodeRole};
+use kiwi_infra::firewall::FirewallShape;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -512,13 +512,8 @@ fn documents(id: &str, desired: &Desired) -> Result<Vec<Doc>, String> {
             };
             // The shape the planner gives a node whose cluster has two
             // known members: every inventory value that reaches the ruleset.
-            let role = match pool.role {
-                PoolRole::K3sServer => NodeRole::K3sServer,
-                PoolRole::K3sAgent => NodeRole::K3sAgent,
-                PoolRole::KubeadmWorker => NodeRole::KubeadmWorker,
-            };
             let firewall = FirewallShape::for_node(
-                role,
+                pool.role.into(),
                 &cluster.firewall,
                 &desired.provider.operator_networks,
                 [

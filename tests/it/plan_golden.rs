@@ -621,3 +621,93 @@ fn a_tampered_record_never_removes_the_labels_kubernetes_and_k3s_own() {
         );
     }
 }
+
+/// The firewall each order or reinstall of `plan` gives its node, by slot.
+fn firewalls(
+    plan: &Plan,
+) -> std::collections::BTreeMap<String, kiwi_infra::firewall::FirewallShape> {
+    plan.steps
+        .iter()
+        .filter_map(|s| match &s.kind {
+            plan::StepKind::OrderInstance(o) => Some((o.slot.0.clone(), o.firewall.clone())),
+            plan::StepKind::ReinstallInstance(r) => {
+                Some((r.instance.name.clone(), r.firewall.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn ips(list: &[&str]) -> std::collections::BTreeSet<std::net::Ipv4Addr> {
+    list.iter().map(|a| a.parse().unwrap()).collect()
+}
+
+#[test]
+fn a_new_node_admits_its_clusters_known_members_and_no_other_clusters() {
+    let plan = plan::plan(
+        &desired(),
+        &observed("broken_instances"),
+        &PlanOptions::default(),
+    );
+    let fw = firewalls(&plan);
+    // A Core worker: the control plane the inventory names and the Core
+    // workers with addresses; not acme's machines.
+    let core = &fw["kiwi-core-realtime-01"];
+    let control_plane: Vec<String> = match &desired().cluster("core").unwrap().kind {
+        inventory::ClusterKind::Kubeadm { control_plane, .. } => control_plane
+            .iter()
+            .map(|n| n.address.to_string())
+            .collect(),
+        _ => unreachable!(),
+    };
+    let mut expected: Vec<&str> = control_plane.iter().map(String::as_str).collect();
+    // .23 is the slot's cancelled machine (the plan orders a new one): it
+    // does not count as a member.
+    expected.extend(["198.51.100.21", "198.51.100.22"]);
+    assert_eq!(core.peers, ips(&expected));
+    // A reinstalled acme server admits acme's members, itself included
+    // (its address is known), and no Core machine.
+    let server = &fw["kiwi-acme-server-03"];
+    assert_eq!(
+        server.peers,
+        ips(&[
+            "198.51.100.24",
+            "198.51.100.25",
+            "198.51.100.26",
+            "198.51.100.27",
+            "198.51.100.28"
+        ])
+    );
+    assert!(server.peer_tcp.iter().any(|r| r.start() == 2379));
+    assert!(
+        fw["kiwi-acme-general-01"]
+            .peer_tcp
+            .iter()
+            .all(|r| r.start() != 2379),
+        "agents run no etcd"
+    );
+    // The operator's networks reach SSH everywhere.
+    for shape in fw.values() {
+        assert_eq!(
+            shape.operator_networks,
+            desired().provider.operator_networks
+        );
+        assert_eq!(shape.operator_tcp[0].to_string(), "22");
+    }
+}
+
+#[test]
+fn an_empty_operator_list_is_warned_about_in_every_plan() {
+    let open = desired_with(&[(
+        "kiwi.toml",
+        "operator_networks = [\"198.51.100.0/24\", \"2001:db8::/48\"]",
+        "operator_networks = []",
+    )]);
+    let plan = plan::plan(&open, &observed("in_sync"), &PlanOptions::default());
+    assert!(plan.warnings.contains(&plan::Warning::OperatorNetworksOpen));
+    assert!(human(&plan).contains("leaves SSH and the Kubernetes API open to the internet"));
+    // Only a warning: an account in sync stays without changes.
+    assert!(!plan.has_changes());
+    let plan = plan::plan(&desired(), &observed("in_sync"), &PlanOptions::default());
+    assert!(!plan.warnings.contains(&plan::Warning::OperatorNetworksOpen));
+}

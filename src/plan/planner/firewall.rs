@@ -38,7 +38,7 @@ use ipnet::{IpNet, Ipv4Net};
 
 use super::Planner;
 use crate::firewall::{render, ClusterFirewall, FirewallShape, FlannelBackend, NodeRole};
-use crate::inventory::{slot_name, ClusterKind, ClusterSpec, Host, PoolRole};
+use crate::inventory::{slot_name, ClusterKind, ClusterSpec, Host};
 use crate::plan::observed::NodeName;
 use crate::plan::observed::{ClusterObservation, NodeFirewall, ObservedBackend};
 use crate::plan::steps::{SetFirewall, Step, StepId, StepKind, Warning};
@@ -262,11 +262,7 @@ impl<'a> Planner<'a> {
             .collect();
         let mut admitting: Vec<StepId> = Vec::new();
         for pool in &cluster.pools {
-            let role = match pool.role {
-                PoolRole::K3sServer => NodeRole::K3sServer,
-                PoolRole::K3sAgent => NodeRole::K3sAgent,
-                PoolRole::KubeadmWorker => NodeRole::KubeadmWorker,
-            };
+            let role: NodeRole = pool.role.into();
             for index in 1..=pool.count {
                 let slot = slot_name(&cluster.name, &pool.name, index);
                 let observed = observation.firewalls.get(&slot);
