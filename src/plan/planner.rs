@@ -936,7 +936,8 @@ impl<'a> Planner<'a> {
         peers.extend(own);
         FirewallShape::for_node(
             pool.role.into(),
-            &cluster.firewall,
+            // The running cluster's flannel ports, if its servers run one.
+            &self.firewall_settings(cluster),
             &self.desired.provider.operator_networks,
             peers,
         )

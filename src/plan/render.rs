@@ -637,6 +637,11 @@ fn warning(w: &Warning) -> String {
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
+        Warning::FlannelBackendUnread { cluster } => format!(
+            "cluster {cluster}: the flannel backend of its k3s servers could not be read \
+             (`flannel-backend` in /etc/rancher/k3s/config.yaml); the ports its nodes' \
+             firewalls must open are unknown, so they are unverified and not changed."
+        ),
         Warning::FirewallUnreadable { node, reason } => format!(
             "{node}: its host firewall could not be read ({}); it is unverified and this plan \
              changes nothing on it.",

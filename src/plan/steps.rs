@@ -702,6 +702,13 @@ pub enum Warning {
         /// Per server: its backend (`?` when not a plain word).
         servers: BTreeMap<String, String>,
     },
+    /// A running k3s cluster whose servers' flannel backend could not be
+    /// read: the ports its firewalls must open are unknown, so they are
+    /// unverified and not changed.
+    FlannelBackendUnread {
+        /// Cluster.
+        cluster: String,
+    },
     /// A node's firewall could not be read: it is unverified, and the plan
     /// changes nothing on it.
     FirewallUnreadable {

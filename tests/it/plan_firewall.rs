@@ -54,6 +54,12 @@ fn without_firewalls() -> Observed {
         if let Some(Some(c)) = observed.clusters.get_mut(&cluster) {
             c.firewalls
                 .insert(instance.display_name.clone(), NodeFirewall::Absent);
+            if instance.display_name.contains("-server-") {
+                c.flannel_backends.insert(
+                    instance.display_name.clone(),
+                    ObservedBackend::Known(FlannelBackend::WireguardNative),
+                );
+            }
         }
     }
     observed
@@ -310,6 +316,16 @@ fn a_cluster_running_vxlan_is_warned_with_its_migration_and_never_switched() {
         })
         .unwrap_or_else(|| panic!("{}", human(&plan)));
     assert_eq!(join.flannel_backend, Some(FlannelBackend::Vxlan));
+    // And it is born admitting vxlan, not the inventory's backend.
+    let order = plan
+        .steps
+        .iter()
+        .find_map(|s| match &s.kind {
+            StepKind::OrderInstance(o) if o.slot.0 == "kiwi-acme-server-04" => Some(o),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(order.firewall.peer_udp, [PortRange::single(8472)]);
 }
 
 #[test]
@@ -333,6 +349,27 @@ fn servers_that_disagree_on_the_backend_get_no_firewall_change() {
         .steps
         .iter()
         .any(|s| s.id.0.starts_with("firewall:kiwi-acme")));
+}
+
+#[test]
+fn a_running_cluster_whose_backend_was_not_read_gets_no_firewall_change() {
+    let mut observed = without_firewalls();
+    let acme = observed.clusters.get_mut("acme").unwrap().as_mut().unwrap();
+    acme.flannel_backends.clear();
+    let plan = plan::plan(&desired(), &observed, &PlanOptions::default());
+    assert!(plan
+        .warnings
+        .iter()
+        .any(|w| matches!(w, Warning::FlannelBackendUnread { cluster } if cluster == "acme")));
+    assert!(!plan
+        .steps
+        .iter()
+        .any(|s| s.id.0.starts_with("firewall:kiwi-acme")));
+    // Core (kubeadm) has no flannel: its firewalls are still kept.
+    assert!(plan
+        .steps
+        .iter()
+        .any(|s| s.id.0.starts_with("firewall:kiwi-core")));
 }
 
 #[test]

@@ -132,6 +132,18 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// The firewall settings of `cluster`'s nodes: the inventory's, with
+    /// the CNI ports of the flannel backend its servers run when they agree
+    /// on one (a node born into a running vxlan cluster must admit vxlan).
+    pub(super) fn firewall_settings(&self, cluster: &ClusterSpec) -> ClusterFirewall {
+        match (&cluster.kind, self.backend_for_new_servers(cluster)) {
+            (ClusterKind::K3s { .. }, Some(backend)) => {
+                with_backend(cluster.firewall.clone(), backend)
+            }
+            _ => cluster.firewall.clone(),
+        }
+    }
+
     /// The backend new servers of `cluster` are configured with: the one
     /// its servers run, else the inventory's. Never a mix.
     pub(super) fn backend_for_new_servers(&self, cluster: &ClusterSpec) -> Option<FlannelBackend> {
@@ -248,6 +260,19 @@ impl<'a> Planner<'a> {
         {
             match self.running_backend(cluster, observation, *flannel_backend) {
                 Ok(Some(running)) => settings = with_backend(settings, running),
+                // Servers run, but their backend was not read: never guess
+                // the ports a running cluster's pod network needs.
+                Ok(None) if has_server_nodes(cluster, observation) => {
+                    // Said only when firewalls were read: an observation
+                    // without them (an older kiwi-infra's fixture) has
+                    // nothing to say about either.
+                    if !observation.firewalls.is_empty() {
+                        self.warnings.push(Warning::FlannelBackendUnread {
+                            cluster: cluster.name.clone(),
+                        });
+                    }
+                    return false;
+                }
                 Ok(None) => {}
                 Err(()) => return false,
             }
@@ -415,6 +440,16 @@ impl<'a> Planner<'a> {
             _ => None,
         })
     }
+}
+
+/// True when the cluster lists one of its k3s server slots as a node.
+fn has_server_nodes(cluster: &ClusterSpec, observation: &ClusterObservation) -> bool {
+    cluster
+        .pools
+        .iter()
+        .filter(|p| p.role == crate::inventory::PoolRole::K3sServer)
+        .flat_map(|p| (1..=p.count).map(move |i| slot_name(&cluster.name, &p.name, i)))
+        .any(|slot| observation.node(&slot).is_some())
 }
 
 fn is_join(step: &Step) -> bool {
