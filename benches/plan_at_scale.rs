@@ -315,6 +315,7 @@ async fn fill_mock(mock: &MockHandle, slots: &[Slot]) {
                             ssh_keys: Vec::new(),
                             user_data: None,
                             default_user: None,
+                            add_ons: None,
                         })
                         .await?;
                     for tag in &tags {

@@ -1,19 +1,34 @@
 //! One policy for patience: every wait and poll outside the Contabo
 //! client's HTTP retry policy (`crate::contabo::retry`) goes through
-//! [`poll_until`], so a reader finds in one place how long kiwi-infra keeps
-//! asking, how the pause between two questions grows, and what happens when
-//! the time is up.
+//! [`poll_until`] (or [`poll`]), and every other pause between two tries
+//! through [`Pauses`], so a reader finds in one place how long kiwi-infra
+//! keeps asking, how the pause between two questions grows, and what
+//! happens when the time is up.
 //!
-//! Rules the helper keeps for every caller:
+//! Rules the helpers keep for every caller:
 //! - the check runs at once, then after each pause;
-//! - the pause starts at [`Backoff::first`] and is multiplied by
-//!   [`Backoff::factor`] after each miss, never above [`Backoff::max`];
+//! - the pause starts at [`Backoff::first`] and grows by [`Backoff::growth`]
+//!   after each miss, never above [`Backoff::max`], never below
+//!   [`MIN_PAUSE`];
 //! - no pause runs past the deadline: the last check happens at the
 //!   deadline, not a full pause after it;
 //! - a deadline too far for the clock (from a flag, a variable or a server)
-//!   becomes [`FAR_FUTURE`] from now instead of panicking on overflow.
+//!   becomes [`FAR_FUTURE`] from now instead of panicking on overflow;
+//! - a loop that has no deadline (the status poller runs until it is
+//!   stopped; the look-create-look stops after a number of tries) takes its
+//!   pauses from [`Pauses`], whose pause a stop signal can cut short.
 //!
-//! A layer that uses `poll_until` does not retry what the layer below it
+//! What is this module's business: waiting for something to change (an
+//! instance to run, a node to be Ready or to answer over SSH, a lock or a
+//! lease to come free) and the pauses between tries of one operation.
+//! What is not: the HTTP requests' retries and rate limits
+//! (`crate::contabo::retry`, `crate::contabo::pace`, and the token request
+//! in `crate::contabo::auth`, which follows the same retry policy), and
+//! things done on a period rather than until something changes (the state
+//! lease's renewal, `crate::state::lease`), or a deadline on waiting for a
+//! message (the instance waits' watchdog in `crate::apply::wait`).
+//!
+//! A layer that uses these helpers does not retry what the layer below it
 //! already retried: the check itself should make one attempt.
 
 use std::future::Future;
@@ -41,8 +56,10 @@ pub struct Backoff {
     pub first: Duration,
     /// The longest pause.
     pub max: Duration,
-    /// What each pause is multiplied by after a miss (1: constant pauses).
-    pub factor: u32,
+    /// What each pause grows by after a miss, as the fraction
+    /// `numerator / denominator` of it: `(0, 1)` constant pauses, `(1, 2)`
+    /// half as long again (×1.5), `(1, 1)` doubling.
+    pub growth: (u32, u32),
 }
 
 impl Backoff {
@@ -51,7 +68,7 @@ impl Backoff {
         Backoff {
             first: every,
             max: every,
-            factor: 1,
+            growth: (0, 1),
         }
     }
 
@@ -60,13 +77,79 @@ impl Backoff {
         Backoff {
             first,
             max,
-            factor: 2,
+            growth: (1, 1),
+        }
+    }
+
+    /// Pauses growing by half (×1.5) from `first` up to `max`: gentler than
+    /// doubling, for a poll that runs for hours (the instance status poller).
+    pub const fn by_half(first: Duration, max: Duration) -> Self {
+        Backoff {
+            first,
+            max,
+            growth: (1, 2),
         }
     }
 
     /// The pause after `pause`.
     pub fn next(&self, pause: Duration) -> Duration {
-        pause.saturating_mul(self.factor.max(1)).min(self.max)
+        let (numerator, denominator) = self.growth;
+        pause
+            .saturating_add(pause.saturating_mul(numerator) / denominator.max(1))
+            .min(self.max)
+    }
+}
+
+/// The pauses of a [`Backoff`], one after the other, for a loop that is not
+/// a poll towards a deadline: a poller that runs until it is stopped, or a
+/// bounded number of tries. Each pause is at least [`MIN_PAUSE`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pauses {
+    backoff: Backoff,
+    next: Duration,
+}
+
+impl Pauses {
+    /// Pauses starting at `backoff.first` (at most `backoff.max`, at
+    /// least [`MIN_PAUSE`]).
+    pub fn new(backoff: Backoff) -> Self {
+        Pauses {
+            backoff,
+            next: Self::first_of(backoff),
+        }
+    }
+
+    /// Starts again from the first pause (after a quiet spell, say).
+    pub fn reset(&mut self) {
+        self.next = Self::first_of(self.backoff);
+    }
+
+    /// The first pause: a pause is never above the maximum, whatever the
+    /// settings say first.
+    fn first_of(backoff: Backoff) -> Duration {
+        backoff.first.min(backoff.max).max(MIN_PAUSE)
+    }
+
+    /// The pause the next [`Self::pause`] takes.
+    pub fn upcoming(&self) -> Duration {
+        self.next
+    }
+
+    /// Sleeps the next pause; the one after it grows as the back-off says.
+    pub async fn pause(&mut self) {
+        self.pause_unless(std::future::pending::<()>()).await;
+    }
+
+    /// Sleeps the next pause, or until `stop` resolves if that comes
+    /// first (a poller told to end). The pause after it grows either way.
+    /// True when the whole pause passed, false when `stop` cut it short.
+    pub async fn pause_unless(&mut self, stop: impl Future<Output = ()>) -> bool {
+        let pause = self.next;
+        self.next = self.backoff.next(pause).max(MIN_PAUSE);
+        tokio::select! {
+            () = tokio::time::sleep(pause) => true,
+            () = stop => false,
+        }
     }
 }
 
@@ -209,6 +292,8 @@ pub const MIN_PAUSE: Duration = Duration::from_millis(1);
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+    use tokio::sync::Notify;
 
     #[tokio::test(start_paused = true)]
     async fn the_minimum_checks_past_the_deadline_keep_their_pauses() {
@@ -359,6 +444,52 @@ mod tests {
         );
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn pauses_grow_by_half_up_to_the_maximum_and_start_again_after_a_reset() {
+        let mut pauses = Pauses::new(Backoff::by_half(
+            Duration::from_millis(20),
+            Duration::from_millis(100),
+        ));
+        let mut taken = Vec::new();
+        for _ in 0..6 {
+            taken.push(pauses.upcoming().as_micros());
+            let before = Instant::now();
+            assert!(pauses.pause_unless(std::future::pending()).await);
+            assert!(Instant::now() - before >= Duration::from_millis(20));
+        }
+        // 20, 30, 45, 67.5, then capped at 100 (ms).
+        assert_eq!(
+            taken,
+            vec![20_000, 30_000, 45_000, 67_500, 100_000, 100_000]
+        );
+        pauses.reset();
+        assert_eq!(pauses.upcoming(), Duration::from_millis(20));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_cuts_a_pause_short_and_the_next_pause_still_grows() {
+        let mut pauses = Pauses::new(Backoff::doubling(
+            Duration::from_secs(10),
+            Duration::from_secs(60),
+        ));
+        let before = Instant::now();
+        let stop = tokio::time::sleep(Duration::from_secs(1));
+        assert!(
+            !pauses.pause_unless(stop).await,
+            "the stop did not end the pause"
+        );
+        assert_eq!(Instant::now() - before, Duration::from_secs(1));
+        assert_eq!(pauses.upcoming(), Duration::from_secs(20));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_zero_pause_is_a_millisecond_not_a_spin() {
+        let mut pauses = Pauses::new(Backoff::constant(Duration::ZERO));
+        let before = Instant::now();
+        pauses.pause().await;
+        assert_eq!(Instant::now() - before, MIN_PAUSE);
+    }
+
     #[test]
     fn a_deadline_too_far_for_the_clock_is_far_in_the_future_instead_of_a_panic() {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -369,5 +500,59 @@ mod tests {
             let d = deadline_in(Duration::MAX);
             assert!(d > Instant::now() + Duration::from_secs(3600));
         });
+    }
+
+    // Edge cases found by an attacker of the `Pauses` change (issue 17).
+    #[test]
+    fn backoff_next_never_panics_on_extreme_settings() {
+        for growth in [(0, 0), (u32::MAX, 0), (u32::MAX, 1), (1, u32::MAX), (0, 1)] {
+            for first in [Duration::ZERO, Duration::from_nanos(1), Duration::MAX] {
+                for max in [Duration::ZERO, Duration::from_secs(1), Duration::MAX] {
+                    let b = Backoff { first, max, growth };
+                    let n = b.next(first);
+                    assert!(n <= max, "{growth:?} {first:?} {max:?}: {n:?}");
+                }
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_huge_pause_does_not_panic_and_a_stop_still_ends_it() {
+        let mut p = Pauses::new(Backoff::constant(Duration::MAX));
+        let stop = Arc::new(Notify::new());
+        let s2 = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            s2.notify_one();
+        });
+        assert!(!p.pause_unless(stop.notified()).await);
+        assert_eq!(p.upcoming(), Duration::MAX);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_signalled_before_the_pause_starts_is_not_lost() {
+        let mut p = Pauses::new(Backoff::constant(Duration::from_secs(3600)));
+        let stop = Notify::new();
+        stop.notify_one(); // permit stored before anyone waits
+        let before = Instant::now();
+        assert!(!p.pause_unless(stop.notified()).await);
+        assert_eq!(Instant::now(), before);
+    }
+
+    /// `first > max`: a pause is never above the maximum.
+    #[tokio::test(start_paused = true)]
+    async fn a_first_pause_above_the_maximum_is_the_maximum() {
+        let b = Backoff {
+            first: Duration::from_secs(10),
+            max: Duration::from_secs(1),
+            growth: (1, 2),
+        };
+        let p = Pauses::new(b);
+        assert!(
+            p.upcoming() <= b.max,
+            "first pause {:?} above max {:?}",
+            p.upcoming(),
+            b.max
+        );
     }
 }

@@ -13,10 +13,10 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
 
 use crate::contabo::models::{SecretId, TagId};
 use crate::contabo::{CloudApi, ContaboError};
+use crate::patience::{Backoff, Pauses};
 use crate::plan::{Observed, Step};
 use crate::report::StepOutcome;
 
@@ -36,14 +36,15 @@ struct Known {
 /// look-ups of their ids for the steps that use them.
 pub(super) struct Account<'a, A> {
     api: &'a A,
-    /// The pause before another look after a failed creation.
-    pause: Duration,
+    /// The pauses before another look after a failed creation.
+    pauses: Backoff,
     known: Mutex<Known>,
 }
 
 impl<'a, A: CloudApi> Account<'a, A> {
-    /// Starts from what `observed` saw of the account.
-    pub(super) fn new(api: &'a A, pause: Duration, observed: &Observed) -> Self {
+    /// Starts from what `observed` saw of the account; `pauses` are those
+    /// before another look after a failed creation.
+    pub(super) fn new(api: &'a A, pauses: Backoff, observed: &Observed) -> Self {
         let known = Known {
             tags: observed
                 .tags
@@ -58,7 +59,7 @@ impl<'a, A: CloudApi> Account<'a, A> {
         };
         Account {
             api,
-            pause,
+            pauses,
             known: Mutex::new(known),
         }
     }
@@ -76,7 +77,7 @@ impl<'a, A: CloudApi> Account<'a, A> {
         public_key: &str,
     ) -> Result<StepOutcome, ApplyError> {
         let ensured = look_create_look(
-            self.pause,
+            self.pauses,
             || self.find_secret(step, name),
             || async {
                 let secret = self.api.create_ssh_key(name, public_key.trim()).await?;
@@ -96,7 +97,7 @@ impl<'a, A: CloudApi> Account<'a, A> {
         name: &str,
     ) -> Result<StepOutcome, ApplyError> {
         let ensured = look_create_look(
-            self.pause,
+            self.pauses,
             || self.find_tag(step, name),
             || self.api.create_tag(name, TAG_COLOR),
         )
@@ -220,12 +221,12 @@ pub(super) enum NotEnsured<E> {
 }
 
 /// Looks with `find`, creates with `create` when not found, and looks again
-/// after a failed creation that may have taken effect, pausing `pause`
-/// before each new look, at most [`CREATE_ATTEMPTS`] creations. (A bounded
-/// number of tries, not a wait for a deadline: `crate::patience` is for
-/// those.)
+/// after a failed creation that may have taken effect, pausing as
+/// `pauses` says before each new look ([`Pauses`]), at most
+/// [`CREATE_ATTEMPTS`] creations: a bounded number of tries, not a wait
+/// for a deadline.
 pub(super) async fn look_create_look<Id, E, F, FFut, C, CFut>(
-    pause: std::time::Duration,
+    pauses: Backoff,
     mut find: F,
     mut create: C,
 ) -> Result<Ensured<Id>, NotEnsured<E>>
@@ -235,6 +236,7 @@ where
     C: FnMut() -> CFut,
     CFut: Future<Output = Result<Id, ContaboError>>,
 {
+    let mut pauses = Pauses::new(pauses);
     let mut attempt = 0u32;
     loop {
         if let Some(id) = find().await.map_err(NotEnsured::Look)? {
@@ -245,7 +247,7 @@ where
             Ok(id) => return Ok(Ensured::Created(id)),
             Err(e) if attempt < CREATE_ATTEMPTS && may_have_been_created(&e) => {
                 tracing::debug!(error = %e, attempt, "creating failed; looking again");
-                tokio::time::sleep(pause).await;
+                pauses.pause().await;
             }
             Err(e) => {
                 // A last look: the failed answer may have been lost after
@@ -270,5 +272,51 @@ fn may_have_been_created(e: &ContaboError) -> bool {
             e,
             ContaboError::Config(_) | ContaboError::Credentials { .. }
         ),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::contabo::RequestContext;
+    use reqwest::{Method, StatusCode};
+    use std::cell::Cell;
+    use std::time::Duration;
+
+    fn e500() -> ContaboError {
+        ContaboError::Api {
+            retry_after: None,
+            context: Box::new(RequestContext {
+                method: Method::POST,
+                path: "/v1/tags".into(),
+                request_id: "r".into(),
+                trace_id: "t".into(),
+                attempts: 1,
+                elapsed: Duration::ZERO,
+            }),
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: "lost".into(),
+        }
+    }
+
+    /// The creation took effect, its answer was lost: the next look must
+    /// find it and nothing is created twice.
+    #[tokio::test(start_paused = true)]
+    async fn a_creation_whose_answer_was_lost_is_found_not_created_again() {
+        let exists = Cell::new(false);
+        let creations = Cell::new(0u32);
+        let r = look_create_look::<u32, (), _, _, _, _>(
+            Backoff::constant(Duration::from_secs(5)),
+            || async { Ok(exists.get().then_some(7)) },
+            || async {
+                creations.set(creations.get() + 1);
+                exists.set(true);
+                Err(e500())
+            },
+        )
+        .await;
+        assert!(matches!(r, Ok(Ensured::Found(7))));
+        assert_eq!(creations.get(), 1);
     }
 }

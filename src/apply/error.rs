@@ -25,6 +25,16 @@ pub enum ApplyError {
         source: ContaboError,
     },
 
+    /// A private-network step cannot go on (the network is missing or
+    /// ambiguous, the instance lacks the add-on, no address was given).
+    #[error("step {step}: {what}")]
+    PrivateNetwork {
+        /// The step.
+        step: StepId,
+        /// What is wrong and what to do.
+        what: String,
+    },
+
     /// A node step (bootstrap, join, label, taint) failed on a node.
     #[error("step {step}")]
     Node {

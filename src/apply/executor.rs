@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use crate::contabo::models::{Instance, InstanceId};
 use crate::contabo::CloudApi;
-use crate::plan::{Observed, Step, StepId, StepKind, WaitCause};
+use crate::plan::{NodeName, Observed, Step, StepId, StepKind, WaitCause};
 use crate::report::{HoldBack, Reporter, Stage, StepOutcome};
 
 use super::account::Account;
@@ -210,7 +210,8 @@ enum Work {
     /// A [`StepKind::WaitForRunning`] step, with what the status board needs.
     Wait {
         step: Box<Step>,
-        slot: String,
+        /// The instance's name: the slot, which is the node's name.
+        slot: NodeName,
         instance: Option<InstanceId>,
         own_action: bool,
     },
@@ -268,7 +269,11 @@ pub async fn execute<A: CloudApi, N: NodeExecutor>(
         reporter,
         journal,
         settings,
-        account: Account::new(api, settings.wait.poll_min, observed),
+        account: Account::new(
+            api,
+            crate::patience::Backoff::constant(settings.wait.poll_min),
+            observed,
+        ),
         identity: Identity::new(&settings.ssh_public_key, settings.known_hosts.as_deref()),
         orders: &orders,
         instances: &instances,
@@ -341,7 +346,7 @@ fn build_tasks(input: ApplyInput, contabo_only: bool) -> (Vec<Task<Work>>, Vec<S
         }
         let work = match &step.kind {
             StepKind::WaitForRunning { instance, cause } => Work::Wait {
-                slot: instance.name.clone(),
+                slot: NodeName(instance.name.clone()),
                 instance: instance.id,
                 own_action: *cause != WaitCause::Earlier,
                 step: Box::new(step.clone()),
@@ -454,11 +459,11 @@ impl<A: CloudApi, N: NodeExecutor> Executor<'_, A, N> {
                 self.reporter.step_started(step);
                 let instance = match instance {
                     Some(id) => *id,
-                    None => self.slots.instance_of(self.api, id, slot).await?,
+                    None => self.slots.instance_of(self.api, id, &slot.0).await?,
                 };
                 match self
                     .board
-                    .wait_for_running(slot, instance, *own_action, self.reporter)
+                    .wait_for_running(&slot.0, instance, *own_action, self.reporter)
                     .await?
                 {
                     WaitEnd::Running(i) => {
@@ -471,9 +476,9 @@ impl<A: CloudApi, N: NodeExecutor> Executor<'_, A, N> {
                         // host key and cloud-init has finished. Not with
                         // --contabo-only, which leaves the nodes for later.
                         if !self.settings.contabo_only {
-                            self.reporter.node_stage(slot, &Stage::Connecting);
+                            self.reporter.node_stage(&slot.0, &Stage::Connecting);
                             let checked = self.nodes.wait_ready(slot, i.ipv4()).await?;
-                            self.reporter.node_stage(slot, &Stage::Reachable);
+                            self.reporter.node_stage(&slot.0, &Stage::Reachable);
                             if checked {
                                 return Ok(StepOutcome::Done(format!(
                                     "instance {instance} is running at {ip} and ready over SSH"
@@ -493,12 +498,12 @@ impl<A: CloudApi, N: NodeExecutor> Executor<'_, A, N> {
         }
     }
 
-    fn remember(&self, slot: &str, instance: &Instance) {
+    fn remember(&self, slot: &NodeName, instance: &Instance) {
         if let Some(ip) = instance.ipv4() {
             self.nodes.learn_address(slot, ip);
         }
         if let Ok(mut seen) = self.seen.lock() {
-            seen.insert(slot.to_string(), instance.clone());
+            seen.insert(slot.0.clone(), instance.clone());
         }
     }
 
@@ -534,6 +539,14 @@ impl<A: CloudApi, N: NodeExecutor> Executor<'_, A, N> {
             }
             StepKind::RenameInstance { instance, .. } => {
                 self.instances.rename(step, instance).await
+            }
+            StepKind::EnsurePrivateNetwork { name, region } => {
+                super::network::ensure(self.api, self.settings.wait.poll_min, step, name, region)
+                    .await
+            }
+            StepKind::AssignPrivateNetwork { network, instance } => {
+                super::network::assign(self.api, self.slots, self.nodes, step, network, instance)
+                    .await
             }
             StepKind::UnassignTag { tag, instance } => {
                 self.instances
@@ -601,6 +614,6 @@ impl<A: CloudApi, N: NodeExecutor> Executor<'_, A, N> {
 fn task_slot(work: &Work) -> Option<String> {
     match work {
         Work::Step(step) => step.kind.slot().map(str::to_string),
-        Work::Wait { slot, .. } => Some(slot.clone()),
+        Work::Wait { slot, .. } => Some(slot.0.clone()),
     }
 }

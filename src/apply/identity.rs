@@ -12,7 +12,9 @@
 use std::path::Path;
 
 use crate::cloudinit::{self, UserDataVars};
-use crate::contabo::models::{CreateInstance, Period, Region, ReinstallInstance};
+use crate::contabo::models::{
+    CreateInstance, CreateInstanceAddOns, Period, Region, ReinstallInstance,
+};
 use crate::contabo::CloudApi;
 use crate::firewall::FirewallShape;
 use crate::plan::{self, Order, Reinstall, Step, UserDataTemplate};
@@ -110,6 +112,10 @@ impl<'a> Identity<'a> {
                 },
             )?),
             default_user: None,
+            add_ons: order
+                .private_networking
+                .is_some()
+                .then(CreateInstanceAddOns::private_networking),
         })
     }
 

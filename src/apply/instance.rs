@@ -13,7 +13,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use crate::contabo::models::{Instance, InstanceId, ReinstallInstance};
 use crate::contabo::CloudApi;
-use crate::plan::{InstanceRef, Reinstall, Step, StepId};
+use crate::plan::{InstanceRef, NodeName, Reinstall, Step, StepId};
 use crate::report::{Reporter, Stage, StepOutcome};
 
 use super::account::Account;
@@ -211,7 +211,7 @@ impl<'a, A: CloudApi> InstanceSteps<'a, A> {
         self.slots.set(slot, id);
         // The machine boots afresh with a new host key: a connection kept
         // from before leads nowhere.
-        nodes.forget(slot);
+        nodes.forget(&NodeName(slot.to_string()));
         Ok(StepOutcome::Done(format!(
             "reinstall of instance {id} (was {}) started",
             r.status

@@ -17,6 +17,7 @@
 //!   request is sent;
 //! - `instance`: steps on one existing instance (tags, rename, reinstall,
 //!   cancel) and which instance is each slot's;
+//! - `network`: a cluster's private network and its members;
 //! - [`wait`]: one poller for all nodes waiting for `running`, with
 //!   per-status limits and advice for statuses that need a human;
 //! - [`journal`]: the order journal that survives a killed apply, behind
@@ -36,6 +37,7 @@ mod identity;
 mod instance;
 pub mod journal;
 pub mod lock;
+mod network;
 pub mod node;
 mod order;
 pub mod resume;

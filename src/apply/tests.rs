@@ -565,6 +565,7 @@ async fn an_earlier_intent_makes_apply_wait_for_the_late_listing_instead_of_orde
             ssh_keys: Vec::new(),
             user_data: None,
             default_user: None,
+            add_ons: None,
         };
         fake.create_instance(order).await.unwrap().instance_id
     };
@@ -1035,6 +1036,7 @@ async fn a_journal_line_naming_someone_elses_instance_claims_nothing() {
             ssh_keys: Vec::new(),
             user_data: None,
             default_user: None,
+            add_ons: None,
         })
         .await
         .unwrap()
@@ -1218,4 +1220,67 @@ async fn finishing_an_interrupted_order_and_waiting_for_it_are_steps_of_the_save
     assert!(!made.steps.iter().any(|s| s.id.0 == format!("order:{slot}")));
     assert!(fake.tags_of(earlier).len() >= 2);
     assert_one_instance_per_slot(&fake);
+}
+
+/// A hand-made `kiwi-cluster-*` tag whose text kiwi-infra never writes (not
+/// a DNS label: uppercase, a dot, empty, a Cyrillic look-alike, an escape
+/// sequence, a path) must not attribute a machine: the plan used to drain,
+/// delete and cancel it in a cluster no node step accepts, failing run after
+/// run with the machine never cancelled. It is reported, and nothing is
+/// planned for it.
+#[tokio::test]
+async fn a_cluster_tag_kiwi_infra_never_writes_attributes_no_machine_and_plans_nothing() {
+    for cluster in ["Acme", "a.b", "", "\u{430}cme", "a\u{1b}[2Jb", "a/../b"] {
+        let fake = FakeCloud::default();
+        let (_dir, j) = journal();
+        assert!(apply(&fake, &j, true).await.outcome.all_done());
+        let name = format!("kiwi-{cluster}-general-01");
+        let odd = fake.add_instance(&name, InstanceStatus::Running);
+        {
+            let mut s = fake.state.lock().unwrap();
+            let tag = crate::contabo::models::TagId(900_000);
+            s.tags.push(crate::contabo::models::Tag {
+                tag_id: tag,
+                name: format!("kiwi-cluster-{cluster}"),
+                color: None,
+            });
+            let id_of =
+                |s: &fake::FakeState, n: &str| s.tags.iter().find(|t| t.name == n).unwrap().tag_id;
+            let class = id_of(&s, "kiwi-class-vps");
+            let managed = id_of(&s, "kiwi-managed");
+            for t in [tag, class, managed] {
+                s.assignments.push((t, odd));
+            }
+        }
+        let d = desired();
+        let observed = observe(&fake, &d).await;
+        let p = plan::plan(
+            &d,
+            &observed,
+            &PlanOptions {
+                adopt: false,
+                allow_destroy: true,
+            },
+        );
+        let touching: Vec<&str> = p
+            .steps
+            .iter()
+            .filter(|s| {
+                s.cluster.as_deref() == Some(cluster)
+                    || s.id.0.contains(&name)
+                    || s.id.0.contains(&odd.to_string())
+            })
+            .map(|s| s.id.0.as_str())
+            .collect();
+        assert!(touching.is_empty(), "{cluster:?}: steps {touching:?}");
+        assert!(
+            p.warnings.iter().any(|w| matches!(
+                w,
+                plan::Warning::Unattributed { instance, cluster: None, reason, .. }
+                    if *instance == odd && reason.contains("not one kiwi-infra writes")
+            )),
+            "{cluster:?}: {:?}",
+            p.warnings
+        );
+    }
 }

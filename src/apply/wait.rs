@@ -20,6 +20,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::contabo::models::{Instance, InstanceId, InstanceStatus};
 use crate::contabo::CloudApi;
+use crate::patience::{Backoff, Pauses};
 use crate::report::{Reporter, Stage};
 
 use super::error::ApplyError;
@@ -151,19 +152,26 @@ impl StatusBoard {
         self.stop.notify_one();
     }
 
-    /// Polls while anyone waits, until [`Self::stop`].
+    /// Polls while anyone waits, until [`Self::stop`], pausing between
+    /// rounds from `poll_min` growing by half up to `poll_max`
+    /// ([`Backoff::by_half`]).
     pub async fn run_poller(&self, api: &impl CloudApi) {
-        let mut delay = self.settings.poll_min;
+        let mut pauses = Pauses::new(Backoff::by_half(
+            self.settings.poll_min,
+            self.settings.poll_max,
+        ));
         loop {
             if self.stopped.load(Ordering::SeqCst) {
                 return;
             }
             if self.waited().is_empty() {
+                // Parked, not pausing: nothing to ask for until a wait
+                // begins (or the run ends).
                 tokio::select! {
                     () = self.wake.notified() => {}
                     () = self.stop.notified() => {}
                 }
-                delay = self.settings.poll_min;
+                pauses.reset();
                 continue;
             }
             let started = Instant::now();
@@ -183,11 +191,7 @@ impl StatusBoard {
             // `poll_min` would spend a good part of the rate limit on
             // listing pages instead of orders. Only a parked poller (no
             // waits) is woken at once.
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {}
-                () = self.stop.notified() => {}
-            }
-            delay = delay.saturating_add(delay / 2).min(self.settings.poll_max);
+            pauses.pause_unless(self.stop.notified()).await;
         }
     }
 
@@ -211,6 +215,8 @@ impl StatusBoard {
         let mut last_seen: Option<Instance> = None;
         loop {
             // Polls may fail for a while; the time limit still applies then.
+            // (A watchdog on the poller's rounds, not a poll of its own:
+            // the poller above is the one poll, on `crate::patience`.)
             let changed = tokio::select! {
                 r = rx.changed() => r.is_ok(),
                 () = tokio::time::sleep(self.settings.poll_max.saturating_mul(2)) => false,
@@ -366,3 +372,110 @@ pub fn needs_human_message(slot: &str, i: &Instance) -> String {
 }
 
 pub use crate::patience::{deadline_in, FAR_FUTURE};
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::{StatusBoard, WaitSettings};
+    use crate::contabo::fake::FakeCloud;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn settings() -> WaitSettings {
+        let mut w = WaitSettings::production();
+        w.poll_min = Duration::from_secs(5);
+        w.poll_max = Duration::from_secs(25);
+        w
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stop_before_the_poller_starts_ends_it_at_once() {
+        let board = StatusBoard::new(settings());
+        let fake = FakeCloud::default();
+        board.stop();
+        tokio::time::timeout(Duration::from_secs(1), board.run_poller(&fake))
+            .await
+            .expect("poller hung after an early stop");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stop_while_parked_ends_the_poller_at_once() {
+        let board = Arc::new(StatusBoard::new(settings()));
+        let fake = Arc::new(FakeCloud::default());
+        let (b, f) = (board.clone(), fake.clone());
+        let h = tokio::spawn(async move { b.run_poller(&*f).await });
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        board.stop();
+        tokio::time::timeout(Duration::from_millis(10), h)
+            .await
+            .expect("poller hung after stop while parked")
+            .unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stop_while_pausing_between_rounds_ends_the_poller_at_once() {
+        let board = Arc::new(StatusBoard::new(settings()));
+        let fake = Arc::new(FakeCloud::default());
+        let id = fake.add_instance(
+            "kiwi-x-general-01",
+            crate::contabo::models::InstanceStatus::Provisioning,
+        );
+        // Unlisted: the wait goes on (start grace), so the poller keeps pausing.
+        fake.state.lock().unwrap().unlisted.insert(id.0);
+        let (b, f) = (board.clone(), fake.clone());
+        let h = tokio::spawn(async move { b.run_poller(&*f).await });
+        let b2 = board.clone();
+        let w = tokio::spawn(async move {
+            let r = crate::report::RecordingReporter::default();
+            let _ = b2.wait_for_running("kiwi-x-general-01", id, true, &r).await;
+        });
+        tokio::time::sleep(Duration::from_secs(40)).await;
+        let polls = fake.state.lock().unwrap().id_polls;
+        // 0, 5, 12.5, 23.75, 40.6.. => 4 rounds in 40 s with ×1.5 from 5 s
+        eprintln!("id polls in 40 s: {polls}");
+        assert_eq!(
+            polls, 4,
+            "rounds at 0, 5, 12.5, 23.75 s (x1.5 from poll_min)"
+        );
+        board.stop();
+        tokio::time::timeout(Duration::from_millis(10), h)
+            .await
+            .expect("poller hung after stop mid-pause")
+            .unwrap();
+        w.abort();
+    }
+
+    /// After a quiet spell (parked), a new wait is polled from poll_min again.
+    #[tokio::test(start_paused = true)]
+    async fn a_new_wait_after_a_parked_spell_starts_from_poll_min_again() {
+        let board = Arc::new(StatusBoard::new(settings()));
+        let fake = Arc::new(FakeCloud::default());
+        let (b, f) = (board.clone(), fake.clone());
+        let h = tokio::spawn(async move { b.run_poller(&*f).await });
+        let wait = |name: &'static str| {
+            let id = fake.add_instance(name, crate::contabo::models::InstanceStatus::Provisioning);
+            fake.state.lock().unwrap().unlisted.insert(id.0);
+            let b2 = board.clone();
+            tokio::spawn(async move {
+                let r = crate::report::RecordingReporter::default();
+                let _ = b2.wait_for_running(name, id, true, &r).await;
+            })
+        };
+        let w = wait("kiwi-x-general-01");
+        tokio::time::sleep(Duration::from_secs(40)).await; // pauses grew to 16.875 s
+        w.abort();
+        tokio::time::sleep(Duration::from_secs(60)).await; // parked
+        let before = fake.state.lock().unwrap().id_polls;
+        let w = wait("kiwi-x-general-02");
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let polls = fake.state.lock().unwrap().id_polls - before;
+        eprintln!("polls in the first 6 s of the new wait: {polls}");
+        assert_eq!(polls, 2, "rounds at 0 and 5 s after the wake");
+        board.stop();
+        tokio::time::timeout(Duration::from_millis(10), h)
+            .await
+            .unwrap()
+            .unwrap();
+        w.abort();
+    }
+}

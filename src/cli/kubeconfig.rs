@@ -8,6 +8,7 @@ use super::args::{GlobalArgs, KubeconfigArgs};
 use super::plan::{load_inventory, observe};
 use super::{nodes, settings, CliError};
 use crate::cluster::ClusterReads;
+use crate::ids::ClusterName;
 use crate::kubeconfig;
 use crate::node::{NodeError, NodeSettings};
 use crate::secret::Secret;
@@ -24,6 +25,7 @@ pub(super) async fn run(global: &GlobalArgs, args: &KubeconfigArgs) -> Result<()
             known.join(", ")
         )));
     }
+    let cluster = ClusterName::parse(&args.cluster).map_err(|e| CliError::User(e.to_string()))?;
     // A target that is not a regular file is refused before the cluster is
     // asked for its credentials.
     if let Some(path) = args.out.as_ref().or(args.merge.as_ref()) {
@@ -43,10 +45,10 @@ pub(super) async fn run(global: &GlobalArgs, args: &KubeconfigArgs) -> Result<()
         addresses,
         NodeSettings::default().command_timeout,
     );
-    let fetched = reads.admin_kubeconfig(&args.cluster).await;
+    let fetched = reads.admin_kubeconfig(&cluster).await;
     reads.close().await;
     let (raw, server) = fetched.map_err(NodeError::from)?;
-    let renamed = kubeconfig::rename(&raw, &args.cluster, &server)
+    let renamed = kubeconfig::rename(&raw, cluster.as_str(), &server)
         .map_err(|e| CliError::Internal(e.to_string()))?;
     match (&args.out, &args.merge) {
         (Some(path), _) => write_private(path, &renamed)?,
@@ -64,7 +66,7 @@ pub(super) async fn run(global: &GlobalArgs, args: &KubeconfigArgs) -> Result<()
     }
     eprintln!(
         "kubeconfig for {} written (context {0}, server {server})",
-        args.cluster
+        cluster
     );
     Ok(())
 }

@@ -29,12 +29,11 @@ pub(super) fn executor(
         .into_iter()
         .map(|(node, ip)| (node, ip.to_string()))
         .collect();
-    Ok(SshNodeExecutor::new(
-        OpenSshConnector::new(ssh),
-        desired,
-        addresses,
-        settings,
-    ))
+    let nodes = SshNodeExecutor::new(OpenSshConnector::new(ssh), desired, addresses, settings);
+    for (node, ip) in crate::plan::private_addresses(desired, observed) {
+        crate::node::NodeSteps::learn_private_address(&nodes, &crate::plan::NodeName(node), ip);
+    }
+    Ok(nodes)
 }
 
 /// [`ssh_settings`], with the known-hosts file and the identity checked to

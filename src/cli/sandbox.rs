@@ -54,6 +54,11 @@ const CONTROL_PLANE: [(&str, &str); 3] = [
     ("kiwi-core-cp-03", "127.0.31.3"),
 ];
 
+/// Where the sandbox mock's private networks take their addresses: loopback,
+/// so a simulated node can bind its private address once its NIC works
+/// (Contabo's are in 10.0.0.0/8).
+const SANDBOX_PRIVATE_RANGE: &str = "127.77.0.0/16";
+
 /// The credentials the stand-in accepts (sandbox-only, not secrets).
 const CREDENTIALS: [(&str, &str); 4] = [
     (EnvVars::CNTB_OAUTH2_CLIENT_ID, "kiwi-sandbox"),
@@ -335,6 +340,8 @@ async fn up(dir: &Path) -> Result<Sandbox, CliError> {
         .arg("--control-plane-known-hosts")
         .arg(dir.join("control-plane.known_hosts"))
         .args(["--provisioning-ms", "1500", "--installing-ms", "1500"])
+        // Private networks in loopback space, so simulated nodes can bind their addresses.
+        .args(["--private-range", SANDBOX_PRIVATE_RANGE])
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(log);

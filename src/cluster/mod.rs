@@ -18,6 +18,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::ids::{BadClusterName, ClusterName};
 use crate::inventory::{ClusterKind, Desired, PoolRole, SERVER_POOL};
 use crate::plan::{Node, NodeName};
 use crate::secret::Secret;
@@ -67,6 +68,9 @@ pub enum ClusterError {
         /// Nodes tried.
         tried: String,
     },
+    /// A cluster name that breaks the inventory's rule; nothing was read.
+    #[error(transparent)]
+    Cluster(#[from] BadClusterName),
 }
 
 impl From<PoolError> for ClusterError {
@@ -106,7 +110,7 @@ pub enum Reply<T> {
 /// Reads the clusters of one inventory over a session pool.
 pub struct ClusterReads<C: NodeConnector> {
     pool: SessionPool<C>,
-    clusters: BTreeMap<String, ClusterAccess>,
+    clusters: BTreeMap<ClusterName, ClusterAccess>,
     command_timeout: Duration,
 }
 
@@ -125,7 +129,10 @@ impl<C: NodeConnector> ClusterReads<C> {
     /// the IPv4 addresses known so far (running instances, the Core
     /// control plane); the inventory's address of a kubeadm control-plane
     /// node wins over anything an API answer says. `command_timeout` limits
-    /// each command.
+    /// each command. The inventory's cluster names become [`ClusterName`]s
+    /// here (`inventory::load` checked them with the same rule; a cluster
+    /// of a `Desired` built otherwise with a name that breaks it has no
+    /// access, and every read of it fails naming it).
     pub fn new(
         connector: C,
         desired: &Desired,
@@ -139,7 +146,10 @@ impl<C: NodeConnector> ClusterReads<C> {
         let clusters = desired
             .clusters
             .iter()
-            .map(|c| {
+            .filter_map(|c| {
+                let name = ClusterName::parse(&c.name)
+                    .inspect_err(|e| tracing::warn!(error = %e, "cluster left out of the reads"))
+                    .ok()?;
                 let access = match &c.kind {
                     ClusterKind::Kubeadm {
                         control_plane,
@@ -173,7 +183,7 @@ impl<C: NodeConnector> ClusterReads<C> {
                             .collect(),
                     },
                 };
-                (c.name.clone(), access)
+                Some((name, access))
             })
             .collect();
         Self {
@@ -194,7 +204,7 @@ impl<C: NodeConnector> ClusterReads<C> {
     }
 
     /// How to reach `cluster`, which the inventory must have.
-    pub fn access(&self, cluster: &str) -> Result<&ClusterAccess, ClusterError> {
+    pub fn access(&self, cluster: &ClusterName) -> Result<&ClusterAccess, ClusterError> {
         self.clusters
             .get(cluster)
             .ok_or_else(|| ClusterError::Protocol {
@@ -207,7 +217,7 @@ impl<C: NodeConnector> ClusterReads<C> {
     /// the inventory has it; for a cluster removed from the inventory (a
     /// customer gone), through its k3s servers, lowest-numbered first, as
     /// the plan removes the highest-numbered first.
-    pub fn removal_access(&self, cluster: &str) -> ClusterAccess {
+    pub fn removal_access(&self, cluster: &ClusterName) -> ClusterAccess {
         if let Some(access) = self.clusters.get(cluster) {
             return access.clone();
         }
@@ -215,7 +225,7 @@ impl<C: NodeConnector> ClusterReads<C> {
             .pool
             .known_nodes()
             .into_iter()
-            .filter(|n| is_server_of(cluster, &n.0))
+            .filter(|n| is_server_of(cluster, n))
             .collect();
         ClusterAccess {
             kubectl: Kubectl::K3s,
@@ -271,7 +281,7 @@ impl<C: NodeConnector> ClusterReads<C> {
     /// [`ClusterError::NoControlNode`] naming every node tried.
     pub async fn first_answering<'a, T, F, Fut>(
         &'a self,
-        cluster: &str,
+        cluster: &ClusterName,
         candidates: impl IntoIterator<Item = &'a NodeName>,
         ask: F,
     ) -> Result<T, ClusterError>
@@ -298,7 +308,7 @@ impl<C: NodeConnector> ClusterReads<C> {
     }
 
     /// The cluster's nodes, through the first control node that answers.
-    pub async fn nodes_of(&self, cluster: &str) -> Result<Vec<Node>, ClusterError> {
+    pub async fn nodes_of(&self, cluster: &ClusterName) -> Result<Vec<Node>, ClusterError> {
         let access = self.access(cluster)?;
         self.first_answering(cluster, &access.control_nodes, |exec, _| async move {
             match self.list_nodes(access.kubectl, &exec).await {
@@ -343,7 +353,10 @@ impl<C: NodeConnector> ClusterReads<C> {
 
     /// The admin kubeconfig held by the first control node that answers,
     /// and the API server address it should point at from outside.
-    pub async fn admin_kubeconfig(&self, cluster: &str) -> Result<(Secret, String), ClusterError> {
+    pub async fn admin_kubeconfig(
+        &self,
+        cluster: &ClusterName,
+    ) -> Result<(Secret, String), ClusterError> {
         let access = self.access(cluster)?;
         self.first_answering(cluster, &access.control_nodes, |exec, node| async move {
             let (path, server) = match &access.kubectl {
@@ -372,7 +385,7 @@ impl<C: NodeConnector> ClusterReads<C> {
     /// only when it is the last server of a cluster that goes entirely.
     pub async fn control_for_removal(
         &self,
-        cluster: &str,
+        cluster: &ClusterName,
         access: &ClusterAccess,
         removing: &NodeName,
     ) -> Result<(Arc<C::Exec>, Vec<Node>), ClusterError> {
@@ -396,8 +409,8 @@ impl<C: NodeConnector> ClusterReads<C> {
 /// True when `node` is a k3s server slot of `cluster` (exactly
 /// `kiwi-<cluster>-server-<NN>`): a prefix test would take the nodes of a
 /// cluster named `<cluster>-server` for this one's.
-pub fn is_server_of(cluster: &str, node: &str) -> bool {
-    crate::inventory::slot_pool(node, cluster).is_some_and(|pool| pool == SERVER_POOL)
+pub fn is_server_of(cluster: &ClusterName, node: &NodeName) -> bool {
+    crate::inventory::slot_pool(&node.0, cluster.as_str()).is_some_and(|pool| pool == SERVER_POOL)
 }
 
 #[cfg(test)]
@@ -429,6 +442,10 @@ mod tests {
         ) -> Result<(), SshError> {
             Ok(())
         }
+    }
+
+    fn nord() -> ClusterName {
+        ClusterName::parse("stadtwerke-nord").unwrap()
     }
 
     fn server(n: u32) -> String {
@@ -464,12 +481,12 @@ mod tests {
             control(2, 1, ""),
             control(3, 0, NODE_LIST),
         ]));
-        let nodes = reads(fleet).nodes_of("stadtwerke-nord").await.unwrap();
+        let nodes = reads(fleet).nodes_of(&nord()).await.unwrap();
         assert_eq!(nodes.len(), 1);
         assert_eq!(nodes[0].name.0, server(1));
 
         let silent = Fleet(BTreeMap::from([control(2, 1, ""), control(3, 1, "")]));
-        let err = reads(silent).nodes_of("stadtwerke-nord").await.unwrap_err();
+        let err = reads(silent).nodes_of(&nord()).await.unwrap_err();
         let text = err.to_string();
         assert!(
             matches!(err, ClusterError::NoControlNode { .. })
@@ -486,7 +503,7 @@ mod tests {
             control(1, 0, "not a node list"),
             (name, third.clone()),
         ]));
-        let err = reads(fleet).nodes_of("stadtwerke-nord").await.unwrap_err();
+        let err = reads(fleet).nodes_of(&nord()).await.unwrap_err();
         assert!(matches!(err, ClusterError::Protocol { .. }), "{err}");
         assert!(third.history().is_empty(), "another node was asked");
     }
@@ -500,9 +517,9 @@ mod tests {
             (second, two.clone()),
         ]));
         let reads = reads(fleet);
-        let access = reads.removal_access("stadtwerke-nord");
+        let access = reads.removal_access(&nord());
         let (via, _) = reads
-            .control_for_removal("stadtwerke-nord", &access, &NodeName(server(1)))
+            .control_for_removal(&nord(), &access, &NodeName(server(1)))
             .await
             .unwrap();
         assert_eq!(via.node(), server(2));

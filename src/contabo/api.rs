@@ -8,8 +8,8 @@ use std::future::Future;
 use super::client::{ContaboClient, InstanceFilter, OrderResolution};
 use super::error::{ContaboError, UnconfirmedOrder};
 use super::models::{
-    CreateInstance, CreatedInstance, Image, Instance, InstanceId, ReinstallInstance, StoredSecret,
-    Tag, TagAssignment, TagId,
+    CreateInstance, CreatedInstance, Image, Instance, InstanceId, PrivateNetwork,
+    ReinstallInstance, StoredSecret, Tag, TagAssignment, TagId,
 };
 
 /// What kiwi-infra needs from a cloud provider.
@@ -115,6 +115,34 @@ pub trait CloudApi: Send + Sync {
         &self,
         name: &str,
     ) -> impl Future<Output = Result<Vec<Image>, ContaboError>> + Send;
+
+    /// Every private network of the account, with its members.
+    fn list_private_networks(
+        &self,
+    ) -> impl Future<Output = Result<Vec<PrivateNetwork>, ContaboError>> + Send;
+
+    /// Private networks named exactly `name`.
+    fn find_private_networks_by_name(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Vec<PrivateNetwork>, ContaboError>> + Send;
+
+    /// Creates a private network in `region`; never retried blindly (see
+    /// [`ContaboClient::create_private_network`]).
+    fn create_private_network(
+        &self,
+        name: &str,
+        region: &str,
+        description: &str,
+    ) -> impl Future<Output = Result<PrivateNetwork, ContaboError>> + Send;
+
+    /// Adds an instance to a private network (idempotent; 402 without the
+    /// private-networking add-on).
+    fn assign_private_network(
+        &self,
+        network: i64,
+        instance: InstanceId,
+    ) -> impl Future<Output = Result<(), ContaboError>> + Send;
 }
 
 impl CloudApi for ContaboClient {
@@ -208,5 +236,33 @@ impl CloudApi for ContaboClient {
 
     async fn find_images_by_name(&self, name: &str) -> Result<Vec<Image>, ContaboError> {
         ContaboClient::find_images_by_name(self, name).await
+    }
+
+    async fn list_private_networks(&self) -> Result<Vec<PrivateNetwork>, ContaboError> {
+        ContaboClient::list_private_networks(self).await
+    }
+
+    async fn find_private_networks_by_name(
+        &self,
+        name: &str,
+    ) -> Result<Vec<PrivateNetwork>, ContaboError> {
+        ContaboClient::find_private_networks_by_name(self, name).await
+    }
+
+    async fn create_private_network(
+        &self,
+        name: &str,
+        region: &str,
+        description: &str,
+    ) -> Result<PrivateNetwork, ContaboError> {
+        ContaboClient::create_private_network(self, name, region, description).await
+    }
+
+    async fn assign_private_network(
+        &self,
+        network: i64,
+        instance: InstanceId,
+    ) -> Result<(), ContaboError> {
+        ContaboClient::assign_private_network(self, network, instance).await
     }
 }

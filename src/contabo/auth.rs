@@ -162,6 +162,7 @@ impl TokenSource {
                 delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
                 "token request failed, retrying"
             );
+            // The HTTP retry policy's delay, not `crate::patience`'s business.
             tokio::time::sleep(delay).await;
         }
     }

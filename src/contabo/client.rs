@@ -565,6 +565,64 @@ impl ContaboClient {
         self.list_all("/v1/private-networks", Vec::new()).await
     }
 
+    /// The private networks named exactly `name`. Contabo's `name` filter
+    /// may match more loosely, so the names are checked again here.
+    pub async fn find_private_networks_by_name(
+        &self,
+        name: &str,
+    ) -> Result<Vec<PrivateNetwork>, ContaboError> {
+        let mut found: Vec<PrivateNetwork> = self
+            .list_all("/v1/private-networks", vec![("name", name.to_string())])
+            .await?;
+        found.retain(|n| n.name == name);
+        Ok(found)
+    }
+
+    /// Creates a private network (`POST /v1/private-networks`). Not
+    /// retried on ambiguous failures: names are not unique at Contabo, so a
+    /// second creation would make a second network; callers look again
+    /// instead (`apply`'s look-create-look).
+    pub async fn create_private_network(
+        &self,
+        name: &str,
+        region: &str,
+        description: &str,
+    ) -> Result<PrivateNetwork, ContaboError> {
+        let body =
+            serde_json::json!({ "name": name, "region": region, "description": description });
+        self.single(Call::with_body(
+            Method::POST,
+            "/v1/private-networks",
+            &body,
+            false,
+        ))
+        .await
+    }
+
+    /// Adds an instance to a private network
+    /// (`POST /v1/private-networks/{id}/instances/{instanceId}`). Adding it
+    /// twice changes nothing, so ambiguous failures are retried and
+    /// "already a member" (409) is success. Without the private-networking
+    /// add-on Contabo answers 402, returned as is.
+    pub async fn assign_private_network(
+        &self,
+        network: i64,
+        instance: InstanceId,
+    ) -> Result<(), ContaboError> {
+        // The operation defines no request body, so none is sent.
+        let call = Call {
+            method: Method::POST,
+            ..Call::get(format!(
+                "/v1/private-networks/{network}/instances/{instance}"
+            ))
+        };
+        match self.send::<serde_json::Value>(call).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.status() == Some(StatusCode::CONFLICT) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     // ----- pipeline ---------------------------------------------------------
 
     /// Every item of a list endpoint, checked to add up (see

@@ -106,6 +106,17 @@ pub enum ContaboError {
         source: serde_json::Error,
     },
 
+    /// A value in an answer that parses as JSON but is not of the form the
+    /// spec gives (a private address that is not an IPv4 address, say):
+    /// kiwi-infra refuses to act on it rather than guess.
+    #[error("Contabo's answer to {path} holds a value kiwi-infra cannot trust: {what}")]
+    Untrusted {
+        /// The path read.
+        path: String,
+        /// The field and value (escaped), and what was expected.
+        what: String,
+    },
+
     /// A single-resource answer whose `data` array was empty.
     #[error("{method} {path} answered without the resource in `data` (x-trace-id {trace_id})")]
     EmptyAnswer {

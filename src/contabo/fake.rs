@@ -55,6 +55,16 @@ pub struct FakeState {
     pub account_lists: u32,
     /// Polls of some instances by id.
     pub id_polls: u32,
+    /// Private networks, with their members (as Contabo: a member's status
+    /// is `reinstall` until the instance is reinstalled).
+    pub networks: Vec<PrivateNetwork>,
+    /// Instances ordered with (or upgraded to) the private-networking add-on.
+    pub private_networking: std::collections::BTreeSet<i64>,
+    /// Private network creations answered 500 after creating the network
+    /// (a lost answer).
+    pub lose_network_create_answers: u32,
+    /// Private network creations.
+    pub network_create_calls: u32,
 }
 
 /// The end of the contract period the fake reports for every cancel.
@@ -222,6 +232,13 @@ impl CloudApi for FakeCloud {
             .unwrap_or(InstanceStatus::Provisioning);
         let mut i = instance(id, &order.display_name, &order.product_id, status.clone());
         i.ssh_keys = order.ssh_keys.clone();
+        if order
+            .add_ons
+            .as_ref()
+            .is_some_and(|a| a.private_networking.is_some())
+        {
+            s.private_networking.insert(id.0);
+        }
         if let Some(ud) = &order.user_data {
             s.user_data.insert(id.0, ud.expose().clone());
         }
@@ -265,6 +282,12 @@ impl CloudApi for FakeCloud {
         i.ssh_keys = request.ssh_keys.clone();
         if let Some(ud) = &request.user_data {
             s.user_data.insert(id.0, ud.expose().clone());
+        }
+        // A reinstall is what wires a private network NIC.
+        for net in &mut s.networks {
+            for m in net.instances.iter_mut().filter(|m| m.instance_id == id) {
+                m.status = MemberStatus::Ok;
+            }
         }
         Ok(())
     }
@@ -399,5 +422,83 @@ impl CloudApi for FakeCloud {
             standard_image: true,
             os_type: None,
         }])
+    }
+
+    async fn list_private_networks(&self) -> Result<Vec<PrivateNetwork>, ContaboError> {
+        Ok(self.state.lock().unwrap().networks.clone())
+    }
+
+    async fn find_private_networks_by_name(
+        &self,
+        name: &str,
+    ) -> Result<Vec<PrivateNetwork>, ContaboError> {
+        let s = self.state.lock().unwrap();
+        Ok(s.networks
+            .iter()
+            .filter(|n| n.name == name)
+            .cloned()
+            .collect())
+    }
+
+    async fn create_private_network(
+        &self,
+        name: &str,
+        region: &str,
+        _description: &str,
+    ) -> Result<PrivateNetwork, ContaboError> {
+        let mut s = self.state.lock().unwrap();
+        s.network_create_calls += 1;
+        s.next_id += 1;
+        let n = s.next_id;
+        let net = PrivateNetwork {
+            private_network_id: 9000 + n,
+            name: name.into(),
+            region: Some(region.into()),
+            cidr: Some(format!("10.{}.0.0/22", n % 250)),
+            instances: Vec::new(),
+        };
+        s.networks.push(net.clone());
+        if s.lose_network_create_answers > 0 {
+            s.lose_network_create_answers -= 1;
+            return Err(api_error("/v1/private-networks", 500));
+        }
+        Ok(net)
+    }
+
+    async fn assign_private_network(
+        &self,
+        network: i64,
+        instance: InstanceId,
+    ) -> Result<(), ContaboError> {
+        let mut s = self.state.lock().unwrap();
+        if !s.instances.iter().any(|i| i.instance_id == instance) {
+            return Err(api_error("/v1/private-networks/x/instances/y", 404));
+        }
+        if !s.private_networking.contains(&instance.0) {
+            return Err(api_error("/v1/private-networks/x/instances/y", 402));
+        }
+        let net = s
+            .networks
+            .iter_mut()
+            .find(|n| n.private_network_id == network)
+            .ok_or_else(|| api_error("/v1/private-networks/x/instances/y", 404))?;
+        if net.instances.iter().any(|m| m.instance_id == instance) {
+            return Ok(());
+        }
+        let host = net.instances.len() + 2;
+        let base = net.cidr.clone().unwrap_or_default();
+        let prefix = base.split(".0.0/").next().unwrap_or("10.0").to_string();
+        net.instances.push(PrivateNetworkMember {
+            instance_id: instance,
+            display_name: String::new(),
+            private_ip_config: PrivateIpConfig {
+                v4: vec![PrivateIpv4 {
+                    ip: format!("{prefix}.0.{host}"),
+                    netmask_cidr: Some(22),
+                }],
+            },
+            status: MemberStatus::Reinstall,
+        });
+        Ok(())
     }
 }

@@ -287,7 +287,8 @@ pub struct TagAssignment {
     pub resource_name: String,
 }
 
-/// A private network (`GET /v1/private-networks`).
+/// A private network (`GET /v1/private-networks`, the spec's
+/// `ListPrivateNetworkResponseData`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PrivateNetwork {
@@ -306,6 +307,39 @@ pub struct PrivateNetwork {
     pub instances: Vec<PrivateNetworkMember>,
 }
 
+open_enum! {
+    /// A member's state in its private network (the spec's `Instances.status`).
+    /// Only `ok` means the member's private NIC works.
+    MemberStatus {
+        Ok => "ok",
+        Restart => "restart",
+        Reinstall => "reinstall",
+        ReinstallationFailed => "reinstallation failed",
+        Installing => "installing",
+    }
+}
+
+/// One address of a member's `privateIpConfig.v4` (the spec's
+/// `PrivateIpConfig` items), as the API sent it: parsed by
+/// [`PrivateNetworkMember::private_ipv4`], never trusted as text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PrivateIpv4 {
+    /// The address.
+    pub ip: String,
+    /// Prefix length.
+    #[serde(default)]
+    pub netmask_cidr: Option<i64>,
+}
+
+/// A member's `privateIpConfig`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrivateIpConfig {
+    /// IPv4 addresses in the private network (Contabo gives one).
+    #[serde(default)]
+    pub v4: Vec<PrivateIpv4>,
+}
+
 /// An instance inside a private network.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -315,6 +349,61 @@ pub struct PrivateNetworkMember {
     /// Its display name.
     #[serde(default)]
     pub display_name: String,
+    /// Its address(es) in the network.
+    #[serde(default)]
+    pub private_ip_config: PrivateIpConfig,
+    /// Whether its private NIC works yet (`reinstall` until the instance
+    /// is reinstalled).
+    pub status: MemberStatus,
+}
+
+impl PrivateNetworkMember {
+    /// The member's private IPv4 address, parsed at the edge. `Ok(None)`
+    /// when the API lists none; an error naming the field and the value
+    /// (escaped by whoever shows it) when it lists one that is not a
+    /// dotted-quad IPv4 address, or several that differ.
+    pub fn private_ipv4(&self) -> Result<Option<std::net::Ipv4Addr>, String> {
+        let mut found: Option<std::net::Ipv4Addr> = None;
+        for (i, entry) in self.private_ip_config.v4.iter().enumerate() {
+            let ip: std::net::Ipv4Addr = entry.ip.parse().map_err(|_| {
+                format!(
+                    "privateIpConfig.v4[{i}].ip of instance {} is {:?}, not an IPv4 address",
+                    self.instance_id,
+                    crate::text::escape_for_terminal(&entry.ip)
+                )
+            })?;
+            match found {
+                Some(other) if other != ip => {
+                    return Err(format!(
+                        "privateIpConfig.v4 of instance {} lists two addresses ({other} and \
+                         {ip}); expected one",
+                        self.instance_id
+                    ))
+                }
+                _ => found = Some(ip),
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// `addOns` of an order (the spec's `CreateInstanceAddons`): only the
+/// private-networking add-on is ever booked by kiwi-infra.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateInstanceAddOns {
+    /// `privateNetworking: {}` books the add-on; absent, it is not booked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub private_networking: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl CreateInstanceAddOns {
+    /// The add-ons of an order that joins a private network.
+    pub fn private_networking() -> Self {
+        CreateInstanceAddOns {
+            private_networking: Some(serde_json::Map::new()),
+        }
+    }
 }
 
 /// Contract period of an order, in months: the only values the API accepts.
@@ -393,6 +482,9 @@ pub struct CreateInstance {
     /// Login user cloud-init creates for the SSH keys.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub default_user: Option<String>,
+    /// Paid add-ons booked with the order (`None`: none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub add_ons: Option<CreateInstanceAddOns>,
 }
 
 /// Body of `PUT /v1/compute/instances/{id}` (reinstall without a new order).
@@ -508,12 +600,58 @@ mod tests {
             ssh_keys: vec![SecretId(3)],
             user_data: Some(crate::secret::Secret::new("PRIVATE KEY canary".into())),
             default_user: None,
+            add_ons: None,
         };
         let json = serde_json::to_value(&req).unwrap();
         assert_eq!(json["period"], 1);
         assert_eq!(json["userData"], "PRIVATE KEY canary");
         assert_eq!(json["sshKeys"], serde_json::json!([3]));
         assert!(!format!("{req:?}").contains("canary"));
+    }
+
+    fn member(ips: &[&str]) -> PrivateNetworkMember {
+        PrivateNetworkMember {
+            instance_id: InstanceId(7),
+            display_name: String::new(),
+            private_ip_config: PrivateIpConfig {
+                v4: ips
+                    .iter()
+                    .map(|ip| PrivateIpv4 {
+                        ip: (*ip).to_string(),
+                        netmask_cidr: Some(22),
+                    })
+                    .collect(),
+            },
+            status: MemberStatus::Ok,
+        }
+    }
+
+    #[test]
+    fn a_private_address_is_one_dotted_quad_or_an_error_naming_the_field() {
+        assert_eq!(
+            member(&["10.0.4.2"]).private_ipv4(),
+            Ok(Some("10.0.4.2".parse().unwrap()))
+        );
+        assert_eq!(member(&[]).private_ipv4(), Ok(None));
+        let e = member(&["10.0.4.2\nnode-ip: 1.2.3.4"])
+            .private_ipv4()
+            .unwrap_err();
+        assert!(e.contains("privateIpConfig.v4[0].ip of instance 7"), "{e}");
+        assert!(!e.contains('\n'), "the value is escaped: {e}");
+        assert!(member(&["10.0.4.2", "10.0.4.3"]).private_ipv4().is_err());
+        let s: MemberStatus = serde_json::from_str("\"reinstallation failed\"").unwrap();
+        assert_eq!(s, MemberStatus::ReinstallationFailed);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_private_address_text_parses_to_the_address_it_spells_or_is_refused(ip in ".{0,40}") {
+            let parsed = member(&[&ip]).private_ipv4();
+            match ip.parse::<std::net::Ipv4Addr>() {
+                Ok(addr) => proptest::prop_assert_eq!(parsed, Ok(Some(addr))),
+                Err(_) => proptest::prop_assert!(parsed.is_err()),
+            }
+        }
     }
 
     #[test]

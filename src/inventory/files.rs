@@ -294,6 +294,13 @@ pub(crate) struct RawCore {
         description = "When true, no destructive step (drain, delete, cancel) is ever planned here."
     )]
     pub(crate) protected: bool,
+    #[serde(default)]
+    #[schemars(
+        with = "Option<bool>",
+        extend("const" = false),
+        description = "Not supported for Core: its control plane is not ordered by kiwi-infra and is not in a Contabo private network, so its workers cannot move cluster traffic there. Only false is accepted."
+    )]
+    pub(crate) private_network: Option<Spanned<bool>>,
 }
 
 /// One entry of `core.control_plane`.
@@ -354,6 +361,12 @@ pub(crate) struct RawCustomerHead {
     #[serde(default)]
     #[schemars(with = "Option<RawFirewall>")]
     pub(crate) firewall: Option<RawFirewall>,
+    #[serde(default)]
+    #[schemars(
+        with = "bool",
+        description = "Mesh and Fleet only: when true, nodes are ordered with Contabo's private-networking add-on (priced by [prices] private_networking in kiwi.toml), join the private network kiwi-<customer> and use their private addresses for node-ip and cluster traffic."
+    )]
+    pub(crate) private_network: Option<Spanned<bool>>,
 }
 
 /// A named pool as read; `pool` is `None` when its table had errors (already

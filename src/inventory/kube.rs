@@ -118,16 +118,9 @@ fn check_dns_subdomain(s: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// True for an RFC 1123 label: 1–63 lowercase alphanumerics or `-`, not
-/// starting or ending with `-`.
-pub fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
+/// True for an RFC 1123 label (defined beside [`crate::ids::ClusterName`],
+/// whose rule it is, so the inventory and the id share one definition).
+pub use crate::ids::is_dns_label;
 
 fn check_qualified_name_part(s: &str) -> Result<(), String> {
     if s.is_empty() {

@@ -22,7 +22,7 @@ pub use load::{CUSTOMERS_DIR, MAIN_FILE};
 pub use model::{
     slot_name, slot_pool, ClusterKind, ClusterSpec, ControlPlaneNode, Customer, Desired, Money,
     PoolRole, PoolSpec, Provider, StateAccess, StateBackend, StateSettings, Tier, CORE_CLUSTER,
-    DEFAULT_LEASE_SECONDS, SERVER_POOL,
+    DEFAULT_LEASE_SECONDS, PRIVATE_NETWORKING_PRICE_KEY, SERVER_POOL,
 };
 pub use products::{NodeClass, Product};
 pub use values::{ApiEndpoint, Host, K3sVersion, KubernetesVersion};

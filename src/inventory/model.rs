@@ -19,6 +19,10 @@ pub const CORE_CLUSTER: &str = "core";
 
 /// The pool name of a k3s cluster's servers.
 pub const SERVER_POOL: &str = "server";
+/// The `[prices]` key of the private-networking add-on's monthly price per
+/// instance. Contabo's product ids are `V` and digits, so it never clashes
+/// with one.
+pub const PRIVATE_NETWORKING_PRICE_KEY: &str = "private_networking";
 
 /// An amount of money in euro cents. Money is never a float.
 #[derive(
@@ -135,6 +139,11 @@ pub struct Desired {
     pub provider: Provider,
     /// Monthly price per product id, kept by the operator.
     pub prices: BTreeMap<String, Money>,
+    /// Monthly price of Contabo's private-networking add-on per instance
+    /// (`[prices] private_networking`); present whenever a cluster sets
+    /// `private_network = true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_networking_price: Option<Money>,
     /// Clusters with nodes: Core first, then one per Mesh/Fleet customer in
     /// name order.
     pub clusters: Vec<ClusterSpec>,
@@ -221,6 +230,12 @@ pub struct ClusterSpec {
     pub kind: ClusterKind,
     /// When true, no destructive step is ever planned for this cluster.
     pub protected: bool,
+    /// When true (a customer file's `private_network = true`), its
+    /// instances are ordered with the private-networking add-on, join the
+    /// Contabo private network `kiwi-<cluster>`, and use their private
+    /// addresses for node-ip and cluster traffic. Never true for Core.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub private_network: bool,
     /// Pools in inventory order; for k3s the server pool comes first.
     pub pools: Vec<PoolSpec>,
     /// What its nodes' firewalls open beyond SSH and the Kubernetes ports

@@ -604,9 +604,17 @@ pub(crate) fn product_id(_: &mut SchemaGenerator) -> Schema {
 /// `[prices]`: euros per product id, as a string so cents stay exact.
 fn prices(generator: &mut SchemaGenerator) -> Schema {
     json_schema!({
-        "description": "Monthly price in EUR per Contabo product id, e.g. V94 = \"8.49\". Every product used by a pool needs one.",
+        "description": "Monthly price in EUR per Contabo product id, e.g. V94 = \"8.49\". Every product used by a pool needs one; private_networking prices the private-networking add-on per instance.",
         "type": "object",
-        "propertyNames": product_id(generator),
+        "propertyNames": {
+            "anyOf": [
+                product_id(generator),
+                {
+                    "const": super::model::PRIVATE_NETWORKING_PRICE_KEY,
+                    "description": "Monthly price of Contabo's private-networking add-on per instance; needed when a customer sets private_network = true."
+                }
+            ]
+        },
         "additionalProperties": {
             "anyOf": [
                 { "type": "string", "pattern": "^[0-9]+(\\.[0-9]{1,2})?$" },

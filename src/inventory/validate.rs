@@ -12,7 +12,7 @@ use super::load::{RawInventory, MAIN_FILE};
 use super::model::{
     slot_name, ClusterKind, ClusterSpec, ControlPlaneNode, Customer, Desired, Money, PoolRole,
     PoolSpec, Provider, StateAccess, StateBackend, StateSettings, Tier, CORE_CLUSTER,
-    DEFAULT_LEASE_SECONDS, SERVER_POOL,
+    DEFAULT_LEASE_SECONDS, PRIVATE_NETWORKING_PRICE_KEY, SERVER_POOL,
 };
 use super::products::{self, NodeClass};
 use super::values::{ApiEndpoint, Host, K3sVersion, KubernetesVersion};
@@ -127,6 +127,10 @@ struct Validator<'a> {
     /// reported missing a price because of an error elsewhere.
     listed_prices: Option<BTreeSet<String>>,
     names: BTreeMap<String, NameSource>,
+    /// `[prices] private_networking`, when given and valid.
+    private_networking_price: Option<Money>,
+    /// Where the first cluster asking for a private network said so.
+    private_network_users: Vec<(FileId, Range<usize>)>,
 }
 
 /// Validates what was read and builds the desired state; returns `None` when
@@ -138,6 +142,8 @@ pub(crate) fn validate(dir: &Path, raw: RawInventory, errors: &mut Collector) ->
         prices: None,
         listed_prices: None,
         names: BTreeMap::new(),
+        private_networking_price: None,
+        private_network_users: Vec::new(),
     };
     let (main_file, main) = match raw.main {
         Some((file, main)) => (Some(file), Some(main)),
@@ -186,11 +192,13 @@ pub(crate) fn validate(dir: &Path, raw: RawInventory, errors: &mut Collector) ->
             clusters.extend(cluster);
         }
     }
+    v.private_networking_priced();
     if v.errors.has_errors() {
         return None;
     }
     Some(Desired {
         provider: provider?,
+        private_networking_price: v.private_networking_price,
         prices: v.prices?,
         clusters,
         customers,
@@ -329,7 +337,8 @@ impl Validator<'_> {
     fn prices(&mut self, file: FileId, main: &MainFile) -> BTreeMap<String, Money> {
         let mut prices = BTreeMap::new();
         for (product, price) in &main.prices {
-            if products::product(product.get_ref()).is_none() {
+            let add_on = product.get_ref() == PRIVATE_NETWORKING_PRICE_KEY;
+            if !add_on && products::product(product.get_ref()).is_none() {
                 self.errors.at(
                     file,
                     product.span(),
@@ -362,6 +371,7 @@ impl Validator<'_> {
                 RawPrice::Float => Err(float_price_message(written)),
             };
             match money {
+                Ok(m) if add_on => self.private_networking_price = Some(m),
                 Ok(m) => {
                     prices.insert(product.get_ref().clone(), m);
                 }
@@ -567,6 +577,33 @@ impl Validator<'_> {
         }
     }
 
+    /// A cluster with `private_network = true` needs the add-on's price:
+    /// the plan shows what the add-on adds to the monthly bill.
+    fn private_networking_priced(&mut self) {
+        if self.private_networking_price.is_some() || self.listed_prices.is_none() {
+            return;
+        }
+        if let Some((file, span)) = self.private_network_users.first().cloned() {
+            let listed = self
+                .listed_prices
+                .as_ref()
+                .is_some_and(|l| l.contains(PRIVATE_NETWORKING_PRICE_KEY));
+            if listed {
+                // Its entry is there but wrong: already reported at it.
+                return;
+            }
+            self.errors.at(
+                file,
+                span,
+                format!(
+                    "no price for the private-networking add-on; expected \
+                     `{PRIVATE_NETWORKING_PRICE_KEY} = \"…\"` (monthly euros per instance) \
+                     under [prices] in {MAIN_FILE}"
+                ),
+            );
+        }
+    }
+
     fn core(&mut self, file: FileId, main: MainFile) -> Option<ClusterSpec> {
         let core_span = main.core_span.clone();
         let raw = main.core?;
@@ -605,6 +642,17 @@ impl Validator<'_> {
                 ok = false;
             }
         }
+        if let Some(private) = raw.private_network.as_ref().filter(|p| *p.get_ref()) {
+            self.errors.at(
+                file,
+                private.span(),
+                "private_network is not supported for the Core cluster: its control plane is \
+                 not ordered by kiwi-infra and is not in a Contabo private network, and workers \
+                 cannot send cluster traffic over a network the control plane is not in; \
+                 expected private_network = false or no such key under [core]",
+            );
+            ok = false;
+        }
         let pools = self.pools(
             file,
             CORE_CLUSTER,
@@ -627,6 +675,7 @@ impl Validator<'_> {
                 control_plane,
             },
             protected: raw.protected,
+            private_network: false,
             pools,
             firewall,
         })
@@ -769,6 +818,16 @@ impl Validator<'_> {
             return None;
         };
         let tier = *head.tier.get_ref();
+        let private_network = head.private_network.as_ref().filter(|p| *p.get_ref());
+        if let Some(p) = private_network {
+            if tier == Tier::Core {
+                self.errors.at(file, p.span(), "a core-tier customer adds no nodes, so it has no private network of its own; expected no private_network (its services run in the Core cluster)");
+                ok = false;
+            } else {
+                self.private_network_users.push((file, p.span()));
+            }
+        }
+        let private_network = private_network.is_some();
         if tier == Tier::Core {
             if let Some((span, _)) = &raw.servers {
                 self.errors.at(file, span.clone(), "a core-tier customer adds no nodes; expected no [servers] (its services run in the Core cluster)");
@@ -834,6 +893,7 @@ impl Validator<'_> {
                 flannel_backend: flannel,
             },
             protected: head.protected,
+            private_network,
             pools,
             firewall: ClusterFirewall {
                 public: public?,

@@ -138,6 +138,10 @@ mod tests {
         }
     }
 
+    fn acme() -> crate::ids::ClusterName {
+        crate::ids::ClusterName::parse("acme").unwrap()
+    }
+
     fn executor() -> (FakeCluster, super::SshNodeExecutor<FakeCluster>) {
         let desired = crate::inventory::load(Path::new("tests/fixtures/plan/inventory")).unwrap();
         let cluster = FakeCluster::new(Flavor::K3s);
@@ -156,7 +160,9 @@ mod tests {
     async fn a_peer_ordered_by_the_plan_is_admitted_with_the_address_its_wait_found() {
         let (cluster, nodes) = executor();
         nodes.learn_address(&NodeName(NEW.into()), "127.0.0.9".parse().unwrap());
-        let done = NodeSteps::run(&nodes, &step(&[NEW])).await.unwrap();
+        let done = NodeSteps::run(&nodes, &acme(), &step(&[NEW]))
+            .await
+            .unwrap();
         assert!(
             matches!(done, crate::node::NodeStepDone::Done(_)),
             "{done:?}"
@@ -180,7 +186,9 @@ mod tests {
     #[tokio::test]
     async fn a_pending_peer_without_a_known_address_leaves_the_firewall_untouched() {
         let (cluster, nodes) = executor();
-        let err = NodeSteps::run(&nodes, &step(&[NEW])).await.unwrap_err();
+        let err = NodeSteps::run(&nodes, &acme(), &step(&[NEW]))
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains(NEW), "{err}");
         let machine = cluster.machine(NODE).unwrap();
         assert!(machine.file("/etc/nftables.conf").is_none());

@@ -10,6 +10,7 @@ use tokio::sync::OnceCell;
 
 use super::{k3s, kubeadm, random_token, refused, NodeConnector, NodeError, SshNodeExecutor};
 use crate::cluster::kubectl::Kubectl;
+use crate::ids::ClusterName;
 use crate::plan::{K3sJoin, KubeadmJoin, KubeadmRole};
 use crate::secret::Secret;
 use crate::ssh::{RemoteCommand, RemoteExec};
@@ -24,11 +25,12 @@ pub(super) struct K3sTokens {
 impl<C: NodeConnector> SshNodeExecutor<C> {
     pub(super) async fn bootstrap_k3s(
         &self,
-        cluster: &str,
+        cluster: &ClusterName,
         join: &K3sJoin,
     ) -> Result<String, NodeError> {
         let node = &join.node;
-        let ip = self.address(node)?;
+        let public = self.address(node)?;
+        let ip = self.traffic_address(node, join.private_network.as_deref())?;
         let exec = self.connect(node).await?;
         self.wait_for_first_boot(&exec).await?;
         let configured = exec
@@ -56,6 +58,7 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
             let config = k3s::render_config(&k3s::NodeConfig {
                 node_name: &node.0,
                 node_ip: &ip,
+                external_ip: join.private_network.is_some().then_some(public.as_str()),
                 role: k3s::Role::FirstServer {
                     token: token.clone(),
                     agent_token: agent_token.clone(),
@@ -75,10 +78,7 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
             .await?;
         let tokens = self.read_tokens(&exec).await?;
         if let Ok(mut known) = self.tokens.lock() {
-            known.insert(
-                cluster.to_string(),
-                Arc::new(OnceCell::new_with(Some(tokens))),
-            );
+            known.insert(cluster.clone(), Arc::new(OnceCell::new_with(Some(tokens))));
         }
         Ok(format!("{node} {what}; it is Ready"))
     }
@@ -101,9 +101,13 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
         })
     }
 
-    async fn tokens_of(&self, cluster: &str, via: &C::Exec) -> Result<K3sTokens, NodeError> {
+    async fn tokens_of(
+        &self,
+        cluster: &ClusterName,
+        via: &C::Exec,
+    ) -> Result<K3sTokens, NodeError> {
         let cell = match self.tokens.lock() {
-            Ok(mut tokens) => Arc::clone(tokens.entry(cluster.to_string()).or_default()),
+            Ok(mut tokens) => Arc::clone(tokens.entry(cluster.clone()).or_default()),
             Err(_) => Arc::new(OnceCell::new()),
         };
         cell.get_or_try_init(|| self.read_tokens(via))
@@ -113,7 +117,7 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
 
     pub(super) async fn join_k3s(
         &self,
-        cluster: &str,
+        cluster: &ClusterName,
         join: &K3sJoin,
         as_server: bool,
     ) -> Result<String, NodeError> {
@@ -125,10 +129,12 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
         // The new node first: its first boot may take long, and nothing
         // that can expire (the server's session, idle for minutes) is held
         // across it.
-        let ip = self.address(node)?;
+        let network = join.private_network.as_deref();
+        let public = self.address(node)?;
+        let ip = self.traffic_address(node, network)?;
         let exec = self.connect(node).await?;
         self.wait_for_first_boot(&exec).await?;
-        let via_ip = self.address(&via_name)?;
+        let via_ip = self.traffic_address(&via_name, network)?;
         let via = self.connect(&via_name).await?;
         let tokens = self.tokens_of(cluster, &via).await?;
         let server_url = format!("https://{via_ip}:6443");
@@ -157,6 +163,7 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
         let config = k3s::render_config(&k3s::NodeConfig {
             node_name: &node.0,
             node_ip: &ip,
+            external_ip: network.is_some().then_some(public.as_str()),
             role,
             labels: &join.labels,
             taints: &join.taints,

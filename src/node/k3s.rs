@@ -59,8 +59,12 @@ impl Role {
 pub struct NodeConfig<'a> {
     /// Node name (the slot name).
     pub node_name: &'a str,
-    /// The node's address, used as node-ip, node-external-ip and tls-san.
+    /// The node's cluster-traffic address: node-ip and a tls-san.
     pub node_ip: &'a str,
+    /// Its public address when that differs (a node in a private network):
+    /// node-external-ip and a second tls-san. `None`: `node_ip` is public
+    /// and serves for both.
+    pub external_ip: Option<&'a str>,
     /// How it joins.
     pub role: Role,
     /// Labels it registers with.
@@ -87,7 +91,8 @@ pub fn render_config(c: &NodeConfig<'_>) -> Result<Secret, String> {
     );
     out.push_str(&format!("node-name: {}\n", scalar(c.node_name)));
     out.push_str(&format!("node-ip: {}\n", scalar(c.node_ip)));
-    out.push_str(&format!("node-external-ip: {}\n", scalar(c.node_ip)));
+    let external = c.external_ip.unwrap_or(c.node_ip);
+    out.push_str(&format!("node-external-ip: {}\n", scalar(external)));
     match &c.role {
         Role::FirstServer { token, agent_token } => {
             out.push_str("cluster-init: true\n");
@@ -101,6 +106,9 @@ pub fn render_config(c: &NodeConfig<'_>) -> Result<Secret, String> {
     }
     if !matches!(c.role, Role::Agent { .. }) {
         out.push_str(&format!("tls-san:\n  - {}\n", scalar(c.node_ip)));
+        if let Some(external) = c.external_ip.filter(|e| *e != c.node_ip) {
+            out.push_str(&format!("  - {}\n", scalar(external)));
+        }
         if let Some(backend) = c.flannel_backend {
             out.push_str(&format!("flannel-backend: {}\n", scalar(backend.as_str())));
         }
@@ -193,6 +201,7 @@ mod tests {
         let text = render_config(&NodeConfig {
             node_name: "kiwi-acme-server-01",
             node_ip: "127.0.10.5",
+            external_ip: None,
             role: Role::FirstServer {
                 token: Secret::new("tok-canary".into()),
                 agent_token: Secret::new("agent-canary".into()),
@@ -215,11 +224,38 @@ mod tests {
     }
 
     #[test]
+    fn a_node_in_a_private_network_uses_its_private_address_as_node_ip() {
+        let labels = labels();
+        let text = render_config(&NodeConfig {
+            node_name: "kiwi-acme-server-02",
+            node_ip: "10.0.4.3",
+            external_ip: Some("203.0.113.9"),
+            role: Role::Server {
+                server_url: "https://10.0.4.2:6443".into(),
+                token: Secret::new("K10x::server:y".into()),
+            },
+            labels: &labels,
+            taints: &[],
+            flannel_backend: Some(FlannelBackend::WireguardNative),
+        })
+        .unwrap();
+        let t = text.expose();
+        assert!(t.contains("node-ip: \"10.0.4.3\"\n"), "{t}");
+        assert!(t.contains("node-external-ip: \"203.0.113.9\"\n"), "{t}");
+        assert!(t.contains("server: \"https://10.0.4.2:6443\"\n"), "{t}");
+        assert!(
+            t.contains("tls-san:\n  - \"10.0.4.3\"\n  - \"203.0.113.9\"\n"),
+            "{t}"
+        );
+    }
+
+    #[test]
     fn agents_point_at_a_server_and_carry_no_tls_san() {
         let labels = labels();
         let text = render_config(&NodeConfig {
             node_name: "kiwi-acme-realtime-01",
             node_ip: "127.0.10.9",
+            external_ip: None,
             role: Role::Agent {
                 server_url: "https://127.0.10.5:6443".into(),
                 token: Secret::new("K10abc::node:x".into()),
@@ -242,6 +278,7 @@ mod tests {
         let before = render_config(&NodeConfig {
             node_name: "n",
             node_ip: "127.0.10.5",
+            external_ip: None,
             role: Role::Server {
                 server_url: "https://127.0.10.4:6443".into(),
                 token: Secret::new("K10x::server:y".into()),

@@ -6,13 +6,14 @@
 use super::{k3s, refused, NodeConnector, NodeError, SshNodeExecutor};
 use crate::cluster::kubectl::Kubectl;
 use crate::cluster::Reply;
+use crate::ids::ClusterName;
 use crate::inventory::Taint;
 use crate::plan::{NodeName, NodeShape};
 
 impl<C: NodeConnector> SshNodeExecutor<C> {
     pub(super) async fn change_node(
         &self,
-        cluster: &str,
+        cluster: &ClusterName,
         node: &NodeName,
         change: &Change<'_>,
         wanted: &NodeShape,
@@ -44,7 +45,7 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
     /// first control node that answers.
     pub(super) async fn record_labels<'a>(
         &self,
-        cluster: &str,
+        cluster: &ClusterName,
         node: &NodeName,
         keys: impl IntoIterator<Item = &'a String> + Clone,
     ) -> Result<String, NodeError> {
@@ -62,7 +63,7 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
     /// command's own failure fails the step (it is not tried elsewhere).
     async fn on_first_control(
         &self,
-        cluster: &str,
+        cluster: &ClusterName,
         controls: &[NodeName],
         command: &str,
     ) -> Result<(), NodeError> {
@@ -185,6 +186,7 @@ mod tests {
         let config = k3s::render_config(&k3s::NodeConfig {
             node_name: AGENT,
             node_ip: "127.0.0.3",
+            external_ip: None,
             role: k3s::Role::Agent {
                 server_url: "https://127.0.0.2:6443".into(),
                 token: Secret::new("K10x::node:y".into()),

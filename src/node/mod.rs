@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use crate::cluster::kubectl::Kubectl;
 use crate::cluster::{ClusterError, ClusterReads};
+use crate::ids::{BadClusterName, ClusterName};
 use crate::inventory::Desired;
 use crate::patience::{deadline_in, poll_until, Backoff};
 use crate::plan::{NodeName, Step, StepKind};
@@ -52,14 +53,25 @@ pub enum NodeStepDone {
     NotCarriedOut(HoldBack),
 }
 
-/// Runs node steps: the seam `apply` hands them to (it wraps a
-/// [`NodeError`] with the step's id).
+/// Runs node steps: the seam `apply` hands them to (it parses the step's
+/// cluster into a [`ClusterName`], and wraps a [`NodeError`] with the
+/// step's id).
 pub trait NodeSteps: Send + Sync {
-    /// Carries out one node step (`crate::apply::is_node_step`).
-    fn run(&self, step: &Step) -> impl Future<Output = Result<NodeStepDone, NodeError>> + Send;
+    /// Carries out one node step (`crate::apply::is_node_step`) on
+    /// `cluster`, the step's own `cluster` as `apply` parsed it.
+    fn run(
+        &self,
+        cluster: &ClusterName,
+        step: &Step,
+    ) -> impl Future<Output = Result<NodeStepDone, NodeError>> + Send;
 
     /// Tells the executor a node's address once its instance runs.
     fn learn_address(&self, node: &NodeName, ip: std::net::Ipv4Addr);
+
+    /// Tells the executor a node's private (cluster-traffic) address in its
+    /// cluster's private network: its k3s `node-ip`, and the address other
+    /// nodes join through. Executors that join nothing ignore it.
+    fn learn_private_address(&self, _node: &NodeName, _ip: std::net::Ipv4Addr) {}
 
     /// Tells the executor a node was reinstalled: any connection it keeps to
     /// the node is stale (new OS, new host key).
@@ -186,6 +198,10 @@ pub enum NodeError {
         /// Nodes tried.
         tried: String,
     },
+    /// The step's cluster is missing or not a cluster name (a plan file is
+    /// untrusted); nothing was done.
+    #[error(transparent)]
+    Cluster(#[from] BadClusterName),
 }
 
 /// A failed cluster read or command fails the step with the same words.
@@ -209,6 +225,7 @@ impl From<ClusterError> for NodeError {
             ClusterError::NoControlNode { cluster, tried } => {
                 Self::NoControlNode { cluster, tried }
             }
+            ClusterError::Cluster(e) => Self::Cluster(e),
         }
     }
 }
@@ -224,7 +241,10 @@ pub struct SshNodeExecutor<C: NodeConnector> {
     reads: ClusterReads<C>,
     /// Join tokens per k3s cluster, read once per cluster (and per cluster
     /// only: one cluster's read does not hold up another's joins).
-    tokens: Mutex<BTreeMap<String, Shared<K3sTokens>>>,
+    tokens: Mutex<BTreeMap<ClusterName, Shared<K3sTokens>>>,
+    /// Private (cluster-traffic) addresses of nodes in a private network,
+    /// from the observation and from this run's assignments.
+    private: Mutex<BTreeMap<NodeName, std::net::Ipv4Addr>>,
     settings: NodeSettings,
 }
 
@@ -250,6 +270,7 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
         Self {
             reads: ClusterReads::new(connector, desired, addresses, settings.command_timeout),
             tokens: Mutex::new(BTreeMap::new()),
+            private: Mutex::new(BTreeMap::new()),
             settings,
         }
     }
@@ -268,6 +289,25 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
 
     fn address(&self, node: &NodeName) -> Result<String, NodeError> {
         Ok(self.reads.pool().address(node)?)
+    }
+
+    /// The address `node` uses for cluster traffic: its private address in
+    /// `network` when the step names one (an error when none is known: the
+    /// public address is never used in its place), else its public one.
+    fn traffic_address(&self, node: &NodeName, network: Option<&str>) -> Result<String, NodeError> {
+        let Some(network) = network else {
+            return self.address(node);
+        };
+        let known = self.private.lock().ok().and_then(|p| p.get(node).copied());
+        known
+            .map(|ip| ip.to_string())
+            .ok_or_else(|| NodeError::Protocol {
+                node: node.to_string(),
+                what: format!(
+                    "no address in private network {network} is known for it; its machine must \
+                 be a member (plan again to see the steps that add it)"
+                ),
+            })
     }
 
     async fn connect(&self, node: &NodeName) -> Result<Arc<C::Exec>, NodeError> {
@@ -405,12 +445,11 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
 }
 
 impl<C: NodeConnector> NodeSteps for SshNodeExecutor<C> {
-    async fn run(&self, step: &Step) -> Result<NodeStepDone, NodeError> {
-        let cluster = step.cluster.clone().unwrap_or_default();
+    async fn run(&self, cluster: &ClusterName, step: &Step) -> Result<NodeStepDone, NodeError> {
         let result = match &step.kind {
-            StepKind::BootstrapK3sServer(j) => self.bootstrap_k3s(&cluster, j).await,
-            StepKind::JoinK3sServer(j) => self.join_k3s(&cluster, j, true).await,
-            StepKind::JoinK3sAgent(j) => self.join_k3s(&cluster, j, false).await,
+            StepKind::BootstrapK3sServer(j) => self.bootstrap_k3s(cluster, j).await,
+            StepKind::JoinK3sServer(j) => self.join_k3s(cluster, j, true).await,
+            StepKind::JoinK3sAgent(j) => self.join_k3s(cluster, j, false).await,
             StepKind::KubeadmJoin(j) => self.kubeadm_join(j).await,
             StepKind::SetLabel {
                 node,
@@ -419,24 +458,24 @@ impl<C: NodeConnector> NodeSteps for SshNodeExecutor<C> {
                 wanted,
                 ..
             } => {
-                self.change_node(&cluster, node, &Change::SetLabel(key, value), wanted)
+                self.change_node(cluster, node, &Change::SetLabel(key, value), wanted)
                     .await
             }
             StepKind::RemoveLabel {
                 node, key, wanted, ..
             } => {
-                self.change_node(&cluster, node, &Change::RemoveLabel(key), wanted)
+                self.change_node(cluster, node, &Change::RemoveLabel(key), wanted)
                     .await
             }
             StepKind::RecordLabels { node, keys, .. } => {
-                self.record_labels(&cluster, node, keys).await
+                self.record_labels(cluster, node, keys).await
             }
             StepKind::SetTaint {
                 node,
                 taint,
                 wanted,
             } => {
-                self.change_node(&cluster, node, &Change::SetTaint(taint), wanted)
+                self.change_node(cluster, node, &Change::SetTaint(taint), wanted)
                     .await
             }
             StepKind::RemoveTaint {
@@ -444,12 +483,12 @@ impl<C: NodeConnector> NodeSteps for SshNodeExecutor<C> {
                 taint,
                 wanted,
             } => {
-                self.change_node(&cluster, node, &Change::RemoveTaint(taint), wanted)
+                self.change_node(cluster, node, &Change::RemoveTaint(taint), wanted)
                     .await
             }
-            StepKind::DrainNode { node } => self.drain_node(&cluster, node).await,
-            StepKind::DeleteNode { node } => self.delete_node(&cluster, node).await,
-            StepKind::DeleteStaleNode { node } => self.delete_stale_node(&cluster, node).await,
+            StepKind::DrainNode { node } => self.drain_node(cluster, node).await,
+            StepKind::DeleteNode { node } => self.delete_node(cluster, node).await,
+            StepKind::DeleteStaleNode { node } => self.delete_stale_node(cluster, node).await,
             StepKind::SetFirewall(f) => self.set_firewall(f).await,
             StepKind::EnsureSecret { .. }
             | StepKind::WaitForRunning { .. }
@@ -459,6 +498,8 @@ impl<C: NodeConnector> NodeSteps for SshNodeExecutor<C> {
             | StepKind::OrderInstance(_)
             | StepKind::AssignTag { .. }
             | StepKind::ReinstallInstance(_)
+            | StepKind::EnsurePrivateNetwork { .. }
+            | StepKind::AssignPrivateNetwork { .. }
             | StepKind::CancelInstance { .. } => {
                 return Ok(NodeStepDone::NotCarriedOut(HoldBack::NotANodeStep))
             }
@@ -490,6 +531,12 @@ impl<C: NodeConnector> NodeSteps for SshNodeExecutor<C> {
 
     fn learn_address(&self, node: &NodeName, ip: std::net::Ipv4Addr) {
         self.reads.pool().learn_address(node, ip);
+    }
+
+    fn learn_private_address(&self, node: &NodeName, ip: std::net::Ipv4Addr) {
+        if let Ok(mut private) = self.private.lock() {
+            private.insert(node.clone(), ip);
+        }
     }
 }
 
@@ -553,7 +600,8 @@ pub(crate) mod test_support {
         cluster: &str,
         kind: StepKind,
     ) -> Result<String, NodeError> {
-        match NodeSteps::run(steps, &step(cluster, kind)).await? {
+        let step = step(cluster, kind);
+        match NodeSteps::run(steps, &cluster_of(&step), &step).await? {
             NodeStepDone::Done(text) => Ok(text),
             NodeStepDone::NotCarriedOut(why) => panic!("not carried out: {why}"),
         }
@@ -562,6 +610,11 @@ pub(crate) mod test_support {
     /// `name` as a node name.
     pub(crate) fn node(name: &str) -> NodeName {
         NodeName(name.to_string())
+    }
+
+    /// The step's cluster, parsed as `apply` does before a node step runs.
+    pub(crate) fn cluster_of(step: &Step) -> ClusterName {
+        ClusterName::parse(step.cluster.as_deref().unwrap_or_default()).unwrap()
     }
 }
 
@@ -577,6 +630,7 @@ mod tests {
         k3s::render_config(&k3s::NodeConfig {
             node_name: "n",
             node_ip: "127.0.10.2",
+            external_ip: None,
             role: k3s::Role::Agent {
                 server_url: "https://127.0.10.1:6443".into(),
                 token: Secret::new("K10x::node:y".into()),
@@ -805,7 +859,7 @@ mod tests {
             "core",
             "kiwi-core-general-01",
         );
-        let done = NodeSteps::run(&nodes, &kubeadm).await;
+        let done = NodeSteps::run(&nodes, &test_support::cluster_of(&kubeadm), &kubeadm).await;
         assert!(done.is_ok(), "{done:?}");
         let k3s = join_step(
             StepKind::JoinK3sAgent(K3sJoin {
@@ -818,11 +872,12 @@ mod tests {
                 labels: BTreeMap::from([("kiwistack.io/pool".into(), "general".into())]),
                 taints: Vec::new(),
                 flannel_backend: None,
+                private_network: None,
             }),
             "stadtwerke-nord",
             "kiwi-stadtwerke-nord-general-01",
         );
-        let done = NodeSteps::run(&nodes, &k3s).await;
+        let done = NodeSteps::run(&nodes, &test_support::cluster_of(&k3s), &k3s).await;
         assert!(done.is_ok(), "{done:?}");
         assert_eq!(
             early.lock().unwrap().clone(),
@@ -899,7 +954,9 @@ mod tests {
             depends_on: Vec::new(),
             destructive: false,
         };
-        NodeSteps::run(&nodes, &step).await.unwrap();
+        NodeSteps::run(&nodes, &test_support::cluster_of(&step), &step)
+            .await
+            .unwrap();
         let written = agent.file(k3s::CONFIG_PATH).expect("config written");
         let written = Secret::new(String::from_utf8(written.contents.expose().clone()).unwrap());
         let (labels, taints) = k3s_lists(&written);

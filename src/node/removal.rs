@@ -8,6 +8,7 @@
 use super::{NodeConnector, NodeError, SshNodeExecutor};
 use crate::cluster::is_server_of;
 use crate::cluster::kubectl::Kubectl;
+use crate::ids::ClusterName;
 use crate::plan::NodeName;
 use crate::ssh::RemoteExec;
 
@@ -18,7 +19,7 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
     /// become Ready since the plan is left alone.
     pub(super) async fn delete_stale_node(
         &self,
-        cluster: &str,
+        cluster: &ClusterName,
         node: &NodeName,
     ) -> Result<String, NodeError> {
         let access = self.reads.removal_access(cluster);
@@ -55,7 +56,7 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
     /// not in the cluster (any more) is left as it is.
     pub(super) async fn drain_node(
         &self,
-        cluster: &str,
+        cluster: &ClusterName,
         node: &NodeName,
     ) -> Result<String, NodeError> {
         let access = self.reads.removal_access(cluster);
@@ -89,7 +90,7 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
     /// while other nodes (agents) still point at it.
     pub(super) async fn delete_node(
         &self,
-        cluster: &str,
+        cluster: &ClusterName,
         node: &NodeName,
     ) -> Result<String, NodeError> {
         let access = self.reads.removal_access(cluster);
@@ -97,12 +98,12 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
             .reads
             .control_for_removal(cluster, &access, node)
             .await?;
-        let is_server = is_server_of(cluster, &node.0);
+        let is_server = is_server_of(cluster, node);
         if access.kubectl == Kubectl::K3s && is_server {
-            let others: Vec<&str> = nodes
+            let others: Vec<&NodeName> = nodes
                 .iter()
-                .map(|n| n.name.0.as_str())
-                .filter(|n| *n != node.0)
+                .map(|n| &n.name)
+                .filter(|n| *n != node)
                 .collect();
             if !others.is_empty() && !others.iter().any(|n| is_server_of(cluster, n)) {
                 return Err(NodeError::Protocol {
@@ -110,7 +111,11 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
                     what: format!(
                         "is the last k3s server of cluster {cluster} and {} still point at it; \
                          not deleted (remove those first)",
-                        others.join(", ")
+                        others
+                            .iter()
+                            .map(|n| n.0.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 });
             }
@@ -271,7 +276,11 @@ mod tests {
             assert_eq!(cluster.disabled_units(&server(n)), ["k3s"]);
             // The member went with the node, so the servers left are a
             // quorum of the members left, and the cluster still answers.
-            let nodes = steps.reads().nodes_of(CLUSTER).await.unwrap();
+            let nodes = steps
+                .reads()
+                .nodes_of(&crate::ids::ClusterName::parse(CLUSTER).unwrap())
+                .await
+                .unwrap();
             assert_eq!(nodes.len(), n as usize - 1 + 2);
         }
         assert_eq!(cluster.etcd_members(), [server(1)]);
@@ -420,7 +429,8 @@ mod tests {
             .collect();
         assert!(!removals.is_empty(), "no removal planned");
         for step in removals {
-            let done = super::super::NodeSteps::run(&steps, step).await;
+            let cluster = super::super::test_support::cluster_of(step);
+            let done = super::super::NodeSteps::run(&steps, &cluster, step).await;
             assert!(done.is_ok(), "{}: {done:?}", step.id);
         }
         cluster

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use futures::StreamExt;
 
 use crate::cluster::ClusterReads;
+use crate::ids::ClusterName;
 use crate::inventory::{ClusterKind, ClusterSpec, Desired};
 use crate::plan::{ClusterObservation, NodeFirewall, NodeName, Observed, ObservedBackend};
 use crate::ssh::NodeConnector;
@@ -121,7 +122,11 @@ async fn observe_cluster<C: NodeConnector>(
         .map(|i| i.display_name.as_str())
         .collect();
     let trace = join_trace(&cluster.kind);
-    match reads.nodes_of(&cluster.name).await {
+    let read = match ClusterName::parse(&cluster.name) {
+        Ok(name) => reads.nodes_of(&name).await,
+        Err(e) => Err(e.into()),
+    };
+    match read {
         Ok(list) => {
             let joined: BTreeSet<&str> = list.iter().map(|n| n.name.0.as_str()).collect();
             let mut pristine = BTreeSet::new();

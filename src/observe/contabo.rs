@@ -37,6 +37,11 @@ pub struct AccountSnapshot {
     /// The cluster tags (`kiwi-cluster-*`) of owned instances whose name is
     /// not a slot of the inventory; read for those only.
     pub cluster_tags: BTreeMap<InstanceId, BTreeSet<String>>,
+
+    /// The private networks named like a cluster's of the inventory
+    /// (`kiwi-<cluster>`), parsed; read only when some cluster has
+    /// `private_network = true`.
+    pub private_networks: BTreeMap<String, plan::PrivateNetwork>,
 }
 
 /// Reads the account. The independent lists are fetched concurrently; the
@@ -46,7 +51,19 @@ pub async fn observe_account(
     api: &impl CloudApi,
     desired: &Desired,
 ) -> Result<AccountSnapshot, ContaboError> {
-    let (instances, tags) = tokio::try_join!(api.list_instances(), api.list_tags())?;
+    let networks = async {
+        if desired.clusters.iter().any(|c| c.private_network) {
+            api.list_private_networks().await.map(Some)
+        } else {
+            Ok(None)
+        }
+    };
+    let (instances, tags, networks) =
+        tokio::try_join!(api.list_instances(), api.list_tags(), networks)?;
+    let private_networks = match networks {
+        Some(list) => private_networks_of(desired, list)?,
+        None => BTreeMap::new(),
+    };
     let tagged = |name: &'static str| {
         let tag = tags.iter().find(|t| t.name == name).map(|t| t.tag_id);
         async move {
@@ -70,7 +87,52 @@ pub async fn observe_account(
         owned,
         protected,
         cluster_tags,
+        private_networks,
     })
+}
+
+/// The networks named like a cluster's of `desired`, parsed at the edge: a
+/// member's private address that is not an IPv4 address is an error naming
+/// the field, never a value to use.
+pub fn private_networks_of(
+    desired: &Desired,
+    list: Vec<crate::contabo::models::PrivateNetwork>,
+) -> Result<BTreeMap<String, plan::PrivateNetwork>, ContaboError> {
+    let names: BTreeSet<String> = desired
+        .clusters
+        .iter()
+        .map(|c| plan::network_name(&c.name))
+        .collect();
+    let mut out: BTreeMap<String, plan::PrivateNetwork> = BTreeMap::new();
+    for net in list.into_iter().filter(|n| names.contains(&n.name)) {
+        let mut members = Vec::new();
+        for m in &net.instances {
+            let private_ipv4 = m.private_ipv4().map_err(|what| ContaboError::Untrusted {
+                path: format!("/v1/private-networks ({})", net.name),
+                what,
+            })?;
+            members.push(plan::NetworkMember {
+                instance: m.instance_id,
+                private_ipv4,
+                status: plan::MemberStatus::parse(m.status.as_str()),
+            });
+        }
+        match out.get_mut(&net.name) {
+            Some(seen) => seen.same_name += 1,
+            None => {
+                out.insert(
+                    net.name.clone(),
+                    plan::PrivateNetwork {
+                        id: net.private_network_id,
+                        name: net.name,
+                        same_name: 1,
+                        members,
+                    },
+                );
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The Contabo reads that depend on what the clusters showed: the cluster
@@ -239,6 +301,7 @@ impl AccountSnapshot {
             clusters: Default::default(),
             journal_placed: Default::default(),
             order_inputs_unread: true,
+            private_networks: self.private_networks,
         }
     }
 }
@@ -301,4 +364,74 @@ pub async fn check_cluster_tags(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::contabo::models::{
+        MemberStatus, PrivateIpConfig, PrivateIpv4, PrivateNetwork, PrivateNetworkMember,
+    };
+
+    fn network(id: i64, name: &str, ip: &str) -> PrivateNetwork {
+        PrivateNetwork {
+            private_network_id: id,
+            name: name.into(),
+            region: None,
+            cidr: None,
+            instances: vec![PrivateNetworkMember {
+                instance_id: InstanceId(5),
+                display_name: String::new(),
+                private_ip_config: PrivateIpConfig {
+                    v4: vec![PrivateIpv4 {
+                        ip: ip.into(),
+                        netmask_cidr: Some(22),
+                    }],
+                },
+                status: MemberStatus::Reinstall,
+            }],
+        }
+    }
+
+    #[test]
+    fn only_cluster_networks_are_kept_and_a_name_worn_twice_is_counted() {
+        let desired = crate::inventory::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("inventory"),
+        )
+        .unwrap();
+        let found = private_networks_of(
+            &desired,
+            vec![
+                network(1, "kiwi-stadtwerke-nord", "10.0.0.2"),
+                network(2, "kiwi-stadtwerke-nord", "10.0.4.2"),
+                network(3, "someone-elses", "10.0.8.2"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(found.len(), 1);
+        let net = &found["kiwi-stadtwerke-nord"];
+        assert_eq!(net.same_name, 2);
+        assert_eq!(net.members[0].status, plan::MemberStatus::Reinstall);
+        assert_eq!(
+            net.members[0].private_ipv4,
+            Some(std::net::Ipv4Addr::new(10, 0, 0, 2))
+        );
+        // An address that does not parse is an error naming the field,
+        // never an address to use.
+        let e = private_networks_of(
+            &desired,
+            vec![network(
+                1,
+                "kiwi-stadtwerke-nord",
+                "10.0.0.2 -o ProxyCommand=x",
+            )],
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("privateIpConfig.v4[0].ip of instance 5"),
+            "{e}"
+        );
+    }
 }

@@ -5,6 +5,7 @@
 
 mod observed;
 mod planner;
+mod private_network;
 mod render;
 mod saved;
 mod simulate;
@@ -17,6 +18,9 @@ pub use observed::{
 pub use planner::{
     cluster_tags_to_check, firewall_as_loaded, needs_order_inputs, node_addresses, observed_drift,
     plan, ssh_key_secret_name, PlanOptions,
+};
+pub use private_network::{
+    cluster_address, network_name, private_addresses, MemberStatus, NetworkMember, PrivateNetwork,
 };
 pub use render::{render_human, render_json, summary_line, RenderOptions, NO_CHANGES};
 pub use saved::{fingerprint, SavedPlan, SavedPlanError, Stale, SAVED_PLAN_FORMAT_VERSION};

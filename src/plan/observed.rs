@@ -42,6 +42,10 @@ pub struct Observed {
     /// so that a plan with nothing to buy costs two requests less.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub order_inputs_unread: bool,
+    /// Contabo private networks named like a cluster's (`kiwi-<cluster>`),
+    /// by name; read only when some cluster has `private_network = true`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub private_networks: BTreeMap<String, super::private_network::PrivateNetwork>,
 }
 
 /// The OS image the inventory names, as found through the API.

@@ -21,6 +21,8 @@ use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
+mod networks;
+
 /// Choices the operator makes on the command line.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,6 +51,7 @@ pub fn plan(desired: &Desired, observed: &Observed, options: &PlanOptions) -> Pl
         planner.cluster(cluster);
     }
     planner.removals();
+    planner.networks_kept();
     planner.firewalls();
     planner.finish()
 }
@@ -125,9 +128,20 @@ struct Planner<'a> {
     /// Per slot: the wait for its instance, for the node steps of the slot
     /// to depend on.
     waits: BTreeMap<String, StepId>,
-    /// Each slot's node address, as far as known (see [`node_addresses`]):
-    /// the members a new node's firewall admits.
-    addresses: BTreeMap<String, Ipv4Addr>,
+    /// Each slot's node address, as far as known (see [`node_addresses`]),
+    /// and, in a cluster with a private network, its private address too
+    /// (see [`super::private_network::private_addresses`]): the members a
+    /// new node's firewall admits. A member's public address stays in the
+    /// set while its cluster traffic may still use it (a node that is not
+    /// yet a working member of the network).
+    addresses: BTreeMap<String, Vec<Ipv4Addr>>,
+    /// Per slot: how the reinstall [`Planner::join`] plans wires its
+    /// private NIC (clusters with a private network).
+    wiring: BTreeMap<String, networks::Wiring>,
+    /// Clusters whose ambiguous private network was warned about.
+    networks_warned: BTreeSet<String>,
+    /// A step was given a dependency on a later step: sort before finishing.
+    reorder: bool,
 }
 
 impl<'a> Planner<'a> {
@@ -143,7 +157,14 @@ impl<'a> Planner<'a> {
             list.sort_by(|a, b| (a.created_date, &a.id).cmp(&(b.created_date, &b.id)));
         }
         let owners = Attribution::of(desired, observed);
-        let addresses = addresses_of(desired, observed, &owners);
+        let mut addresses: BTreeMap<String, Vec<Ipv4Addr>> =
+            addresses_of(desired, observed, &owners)
+                .into_iter()
+                .map(|(slot, ip)| (slot, vec![ip]))
+                .collect();
+        for (slot, ip) in super::private_network::private_addresses(desired, observed) {
+            addresses.entry(slot).or_default().push(ip);
+        }
         Planner {
             desired,
             observed,
@@ -163,6 +184,9 @@ impl<'a> Planner<'a> {
             finishing: BTreeSet::new(),
             waits: BTreeMap::new(),
             addresses,
+            wiring: BTreeMap::new(),
+            networks_warned: BTreeSet::new(),
+            reorder: false,
         }
     }
 
@@ -225,7 +249,7 @@ impl<'a> Planner<'a> {
                 }
             }
         }
-        if moved {
+        if moved || self.reorder {
             // A server's wait may sit below a join through it (its slot
             // comes later): keep every dependency before its dependents.
             steps = dependencies_first(steps);
@@ -420,6 +444,7 @@ impl<'a> Planner<'a> {
                     None => NodeNeed::Nothing,
                     Some(si) => self.node_need(si, &name, observation),
                 };
+                let need = self.private_network_need(cluster, pool, &name, need);
                 needs.push((pool, name, steps_before, need));
             }
         }
@@ -792,6 +817,9 @@ impl<'a> Planner<'a> {
             user_data: UserDataTemplate::for_role(pool.role),
             kubernetes_version: Self::kubernetes_version(cluster),
             firewall: self.firewall(cluster, pool, None),
+            private_networking: cluster
+                .private_network
+                .then(|| self.desired.private_networking_price.unwrap_or_default()),
         };
         let id = self.push(
             &cluster.name,
@@ -896,14 +924,20 @@ impl<'a> Planner<'a> {
             user_data: UserDataTemplate::for_role(pool.role),
             kubernetes_version: Self::kubernetes_version(cluster),
             firewall: self.firewall(cluster, pool, observed.ipv4),
+            private_network: None,
         };
-        self.push(
+        let id = self.push(
             &cluster.name,
             StepId(format!("reinstall:{}", instance.name)),
             StepKind::ReinstallInstance(reinstall),
             secret.into_iter().collect(),
             destructive,
-        )
+        );
+        let wiring = self.wiring.remove(&instance.name);
+        if let Some(step) = self.steps.last_mut() {
+            networks::wire_reinstall(step, wiring);
+        }
+        id
     }
 
     /// The firewall a new or reinstalled node of `pool` is born with. Its
@@ -922,7 +956,9 @@ impl<'a> Planner<'a> {
             .pools
             .iter()
             .flat_map(|p| (1..=p.count).map(move |i| slot_name(&cluster.name, &p.name, i)))
-            .filter_map(|slot| self.addresses.get(&slot).copied())
+            .filter_map(|slot| self.addresses.get(&slot))
+            .flatten()
+            .copied()
             .collect();
         peers.extend(
             cluster
@@ -1056,6 +1092,9 @@ impl<'a> Planner<'a> {
                         .then(|| self.backend_for_new_servers(cluster))
                         .flatten()
                         .or((pool.role == PoolRole::K3sServer).then_some(*flannel_backend)),
+                    private_network: cluster
+                        .private_network
+                        .then(|| super::private_network::network_name(&cluster.name)),
                 };
                 match pool.role {
                     PoolRole::K3sServer if via.is_none() => {
@@ -1662,6 +1701,22 @@ impl<'a> Attribution<'a> {
                 a.unattributed(instance, None, reason);
                 continue;
             };
+            // The tag's text is Contabo's answer, set by anyone with account
+            // access: only a name kiwi-infra could have written (a DNS label,
+            // the inventory's rule) attributes a machine. Anything else would
+            // give node steps for a cluster no node layer accepts, run after
+            // run, with the machine never cancelled.
+            if let Err(bad) = crate::ids::ClusterName::parse(cluster) {
+                a.unattributed(
+                    instance,
+                    None,
+                    format!(
+                        "its kiwi-cluster-* tag is not one kiwi-infra writes ({bad}): correct or \
+                         remove it in Contabo"
+                    ),
+                );
+                continue;
+            }
             let cluster = (*cluster).to_string();
             if control_plane.contains_key(instance.display_name.as_str()) {
                 a.unattributed(

@@ -161,8 +161,30 @@ pub fn summary_line(s: &Summary) -> String {
     } else {
         parts.push("0 to order".to_string());
     }
+    if s.private_networking_cost.cents > 0 {
+        if let Some(first) = parts.first_mut() {
+            first.pop();
+            first.push_str(&format!(
+                ", of which {} private networking)",
+                s.private_networking_cost
+            ));
+        }
+    }
     if s.to_reinstall > 0 {
         parts.push(format!("{} to reinstall", s.to_reinstall));
+    }
+    if s.private_networks_to_create > 0 {
+        parts.push(format!(
+            "{} private {} to create",
+            s.private_networks_to_create,
+            plural(s.private_networks_to_create, "network", "networks")
+        ));
+    }
+    if s.private_network_members_to_add > 0 {
+        parts.push(format!(
+            "{} to add to a private network",
+            s.private_network_members_to_add
+        ));
     }
     if s.instances_to_tag > 0 {
         parts.push(format!("{} to tag", s.instances_to_tag));
@@ -303,6 +325,24 @@ impl Renderer {
             StepKind::EnsureTag { name } => {
                 self.line(out, '+', &format!("create tag {name}"), step)
             }
+            StepKind::EnsurePrivateNetwork { name, region } => self.line(
+                out,
+                '+',
+                &format!("create private network {name} (region {region})"),
+                step,
+            ),
+            StepKind::AssignPrivateNetwork { network, instance } => {
+                let who = match &instance.id {
+                    Some(id) => format!("{} (instance {id})", instance.name),
+                    None => instance.name.clone(),
+                };
+                self.line(
+                    out,
+                    '+',
+                    &format!("add {who} to private network {network}"),
+                    step,
+                );
+            }
             StepKind::OrderInstance(o) => {
                 self.line(out, '+', &format!("order {}", o.slot), step);
                 self.detail(
@@ -319,6 +359,15 @@ impl Renderer {
                     ),
                 );
                 self.detail(out, &format!("firewall: {}", o.firewall.summary()));
+                if let Some(add_on) = o.private_networking {
+                    self.detail(
+                        out,
+                        &format!(
+                            "add-on private networking, {add_on}/month: {}/month in all",
+                            o.monthly_total()
+                        ),
+                    );
+                }
             }
             StepKind::AssignTag { instance, .. } => {
                 let run: Vec<&str> = steps
@@ -350,9 +399,14 @@ impl Renderer {
                     .id
                     .as_ref()
                     .map_or_else(String::new, |id| format!(" (instance {id})"));
-                let why = match r.status {
-                    InstanceStatus::Running => "running but not a node of the cluster".to_string(),
-                    ref other => format!("status {other}"),
+                let why = match (&r.private_network, &r.status) {
+                    (Some(net), _) => {
+                        format!("to wire its private network {net} (Contabo does so on reinstall)")
+                    }
+                    (None, InstanceStatus::Running) => {
+                        "running but not a node of the cluster".to_string()
+                    }
+                    (None, other) => format!("status {other}"),
                 };
                 self.line(
                     out,
@@ -374,6 +428,7 @@ impl Renderer {
                     step,
                 );
                 self.node_details(out, &j.labels, &j.taints);
+                self.private_details(out, j);
             }
             StepKind::JoinK3sServer(j) | StepKind::JoinK3sAgent(j) => {
                 let role = if matches!(step.kind, StepKind::JoinK3sServer(_)) {
@@ -392,6 +447,7 @@ impl Renderer {
                     step,
                 );
                 self.node_details(out, &j.labels, &j.taints);
+                self.private_details(out, j);
             }
             StepKind::KubeadmJoin(j) => {
                 let role = match j.role {
@@ -534,6 +590,17 @@ impl Renderer {
         1
     }
 
+    fn private_details(&self, out: &mut String, join: &super::steps::K3sJoin) {
+        if let Some(net) = &join.private_network {
+            self.detail(
+                out,
+                &format!(
+                    "cluster traffic over private network {net}: node-ip is its private address"
+                ),
+            );
+        }
+    }
+
     fn node_details(&self, out: &mut String, labels: &BTreeMap<String, String>, taints: &[Taint]) {
         let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         self.detail(out, &format!("labels: {}", labels.join(", ")));
@@ -651,6 +718,15 @@ fn warning(w: &Warning) -> String {
             every node this plan orders or reinstalls leaves SSH and the Kubernetes API open to \
             the internet. Name the networks you administer from to close them."
             .to_string(),
+        Warning::OutsidePrivateNetwork { cluster, node, state } => format!(
+            "{node}: cluster {cluster} uses a private network, but {state}; its cluster traffic stays on its public address. Joining needs the private-networking add-on and a reinstall, which rebuilds the node: kiwi-infra does not do that to a running node. Rebuild it as a new machine (docs/runbooks/replacing-a-node.md), or book the add-on and reinstall it by hand."
+        ),
+        Warning::AmbiguousPrivateNetwork { cluster, network, count } => format!(
+            "cluster {cluster}: {count} private networks are named {network}; kiwi-infra cannot tell which is the cluster's, so no machine is added to one and no new node joins. Delete or rename the extra ones in the Contabo panel."
+        ),
+        Warning::PrivateNetworkKept { cluster, network, members } => format!(
+            "cluster {cluster} no longer sets private_network, but private network {network} ({members} member(s)) exists; kiwi-infra neither removes its members nor deletes it, and its nodes keep the addresses they joined with."
+        ),
         Warning::OddValue { name, instance, field, value } => format!(
             "instance {instance} (named \"{}\"): {field} is \"{}\", which is not of the expected form; not used.",
             escape_for_terminal(name),

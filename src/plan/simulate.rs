@@ -7,6 +7,7 @@ use super::observed::{
     ClusterObservation, Instance, InstanceId, InstanceStatus, Node, NodeName, Observed, SecretId,
     TagId,
 };
+use super::private_network::{MemberStatus, NetworkMember, PrivateNetwork};
 use super::steps::{InstanceRef, K3sJoin, Plan, StepKind};
 use chrono::{DateTime, NaiveDate, Utc};
 use std::collections::BTreeSet;
@@ -55,6 +56,38 @@ pub fn simulate(observed: &Observed, plan: &Plan) -> Observed {
                 if let Some(i) = find_instance(&mut state, &r.instance) {
                     i.status = InstanceStatus::Running;
                     i.image_id = r.image.id.clone();
+                    let id = i.id;
+                    // A reinstall wires the instance's private NICs.
+                    for net in state.private_networks.values_mut() {
+                        for m in net.members.iter_mut().filter(|m| m.instance == id) {
+                            m.status = MemberStatus::Ok;
+                        }
+                    }
+                }
+            }
+            StepKind::EnsurePrivateNetwork { name, .. } => {
+                let id = next_id(state.private_networks.values().map(|n| n.id));
+                state
+                    .private_networks
+                    .entry(name.clone())
+                    .or_insert(PrivateNetwork {
+                        id,
+                        name: name.clone(),
+                        same_name: 1,
+                        members: Vec::new(),
+                    });
+            }
+            StepKind::AssignPrivateNetwork { network, instance } => {
+                let id = find_instance(&mut state, instance).map(|i| i.id);
+                if let (Some(id), Some(net)) = (id, state.private_networks.get_mut(network)) {
+                    if net.member(id).is_none() {
+                        let host = u8::try_from(net.members.len() % 250).unwrap_or(0) + 2;
+                        net.members.push(NetworkMember {
+                            instance: id,
+                            private_ipv4: Some(std::net::Ipv4Addr::new(10, 0, 0, host)),
+                            status: MemberStatus::Reinstall,
+                        });
+                    }
                 }
             }
             StepKind::BootstrapK3sServer(j)
@@ -71,6 +104,7 @@ pub fn simulate(observed: &Observed, plan: &Plan) -> Observed {
                     labels: j.labels.clone(),
                     taints: j.taints.clone(),
                     flannel_backend: None,
+                    private_network: None,
                 };
                 add_node(&mut state, step.cluster.as_deref(), &join);
             }
@@ -106,13 +140,25 @@ pub fn simulate(observed: &Observed, plan: &Plan) -> Observed {
             StepKind::DrainNode { .. } => {}
             StepKind::SetFirewall(f) => {
                 let mut shape = f.wanted.clone();
+                // A pending peer's cluster-traffic addresses: its public
+                // one and, in a cluster with a private network, its private
+                // one (as the planner counts a member's addresses).
                 for slot in &f.pending_peers {
-                    let ip = state
+                    let Some(instance) = state
                         .instances
                         .iter()
-                        .find(|i| &i.display_name == slot)
-                        .and_then(|i| i.ipv4);
-                    shape.peers.extend(ip);
+                        .find(|i| &i.display_name == slot && !i.is_cancelled())
+                    else {
+                        continue;
+                    };
+                    shape.peers.extend(instance.ipv4);
+                    let private = step
+                        .cluster
+                        .as_deref()
+                        .and_then(|c| state.private_network_of(c))
+                        .and_then(|n| n.member(instance.id))
+                        .and_then(|m| m.private_ipv4);
+                    shape.peers.extend(private);
                 }
                 if let Some(Some(cluster)) = step
                     .cluster

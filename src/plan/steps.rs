@@ -201,6 +201,22 @@ pub struct Order {
     /// The host firewall the node is born with (written by cloud-init to
     /// `/etc/nftables.conf`): part of the user data, so part of the plan.
     pub firewall: FirewallShape,
+    /// Monthly price of the private-networking add-on booked with the
+    /// order (`addOns.privateNetworking`), in cents, from `[prices]
+    /// private_networking`; `None` when the add-on is not booked.
+    #[serde(
+        default,
+        rename = "private_networking_monthly_price_cents",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub private_networking: Option<Money>,
+}
+
+impl Order {
+    /// What the order adds to the monthly bill: the product and any add-on.
+    pub fn monthly_total(&self) -> Money {
+        Money::from_cents(self.monthly_price.cents + self.private_networking.map_or(0, |m| m.cents))
+    }
 }
 
 /// A reinstall of an owned instance (`PUT /v1/compute/instances/{id}`).
@@ -221,6 +237,10 @@ pub struct Reinstall {
     pub kubernetes_version: Option<String>,
     /// The host firewall the node is born with (as for [`Order::firewall`]).
     pub firewall: FirewallShape,
+    /// The private network whose NIC this reinstall wires (Contabo wires a
+    /// member's NIC only on a reinstall); `None` when it is not for that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_network: Option<String>,
 }
 
 /// Joining one node to a k3s cluster.
@@ -243,6 +263,13 @@ pub struct K3sJoin {
     /// (`flannel-backend`); `None` for agents, which take the servers'.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flannel_backend: Option<FlannelBackend>,
+    /// The cluster's private network, when its cluster traffic uses it:
+    /// the node's `node-ip` (and the address it joins through) is then its
+    /// private address in this network, learned when it was assigned or
+    /// observed; `node-external-ip` stays its public address. `None`: the
+    /// public address serves for both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_network: Option<String>,
 }
 
 /// One node's host firewall, as a plan step sets it.
@@ -308,6 +335,25 @@ pub enum StepKind {
     EnsureTag {
         /// Tag name.
         name: String,
+    },
+    /// Create a cluster's private network (`POST /v1/private-networks`),
+    /// looked up by name first so that a rerun or a second operator never
+    /// creates two.
+    EnsurePrivateNetwork {
+        /// Network name, `kiwi-<cluster>`.
+        name: String,
+        /// Region, as the instances'.
+        region: String,
+    },
+    /// Add an instance to its cluster's private network (`POST
+    /// /v1/private-networks/{id}/instances/{instanceId}`); it needs the
+    /// private-networking add-on (booked with the order). Its private NIC
+    /// works only after the reinstall that follows.
+    AssignPrivateNetwork {
+        /// Network name.
+        network: String,
+        /// The instance.
+        instance: InstanceRef,
     },
     /// Order an instance.
     OrderInstance(Order),
@@ -481,6 +527,7 @@ impl StepKind {
             StepKind::OrderInstance(o) => Some(&o.slot.0),
             StepKind::ReinstallInstance(r) => Some(&r.instance.name),
             StepKind::WaitForRunning { instance, .. }
+            | StepKind::AssignPrivateNetwork { instance, .. }
             | StepKind::AssignTag { instance, .. }
             | StepKind::UnassignTag { instance, .. }
             | StepKind::CancelInstance { instance, .. }
@@ -498,7 +545,9 @@ impl StepKind {
             | StepKind::DrainNode { node }
             | StepKind::DeleteNode { node }
             | StepKind::DeleteStaleNode { node } => Some(&node.0),
-            StepKind::EnsureSecret { .. } | StepKind::EnsureTag { .. } => None,
+            StepKind::EnsureSecret { .. }
+            | StepKind::EnsureTag { .. }
+            | StepKind::EnsurePrivateNetwork { .. } => None,
         }
     }
 }
@@ -720,6 +769,39 @@ pub enum Warning {
     /// `[provider] operator_networks = []`: every node's firewall leaves SSH
     /// and the Kubernetes API open to anyone, as the inventory chose.
     OperatorNetworksOpen,
+    /// A node of a cluster with `private_network = true` that is not a
+    /// working member of the cluster's private network: joining it needs
+    /// the add-on and a reinstall, which rebuilds the node, so kiwi-infra
+    /// does not do it to a running node.
+    OutsidePrivateNetwork {
+        /// Cluster.
+        cluster: String,
+        /// Node.
+        node: NodeName,
+        /// Where it stands (not a member; member with status `reinstall`).
+        state: String,
+    },
+    /// Several private networks carry the cluster's network name: which is
+    /// the cluster's is not known, so nothing is assigned or joined there.
+    AmbiguousPrivateNetwork {
+        /// Cluster.
+        cluster: String,
+        /// The name.
+        network: String,
+        /// How many carry it.
+        count: u32,
+    },
+    /// A cluster without `private_network = true` has a private network of
+    /// its name: kiwi-infra neither unassigns its members nor deletes it,
+    /// and its nodes keep the addresses they joined with.
+    PrivateNetworkKept {
+        /// Cluster.
+        cluster: String,
+        /// The network.
+        network: String,
+        /// Its members.
+        members: u32,
+    },
     /// A value from the API that kiwi-infra does not use, because it is
     /// not of the expected form.
     OddValue {
@@ -756,6 +838,8 @@ impl Warning {
                 Warning::NeedsAttention { .. }
                     | Warning::NeedsAdoption { .. }
                     | Warning::ImageUnresolved { .. }
+                    | Warning::OutsidePrivateNetwork { .. }
+                    | Warning::AmbiguousPrivateNetwork { .. }
             )
     }
 }
@@ -779,6 +863,20 @@ pub struct Summary {
     /// Nodes whose record of kiwi-infra's labels is written or updated.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub label_records: u32,
+    /// Private networks to create.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub private_networks_to_create: u32,
+    /// Instances to add to a private network.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub private_network_members_to_add: u32,
+    /// Monthly cost of the private-networking add-ons booked with the
+    /// orders, in cents (also counted in `monthly_cost_added_cents`).
+    #[serde(
+        default,
+        rename = "private_networking_monthly_cost_cents",
+        skip_serializing_if = "is_zero_money"
+    )]
+    pub private_networking_cost: Money,
     /// Tag assignments.
     pub tags_to_assign: u32,
     /// Existing instances getting tags (adopted, or tags lost).
@@ -801,6 +899,10 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
+fn is_zero_money(m: &Money) -> bool {
+    m.cents == 0
+}
+
 impl Summary {
     /// Counts the steps of a plan.
     pub fn of(steps: &[Step]) -> Summary {
@@ -813,8 +915,11 @@ impl Summary {
             match &step.kind {
                 StepKind::OrderInstance(o) => {
                     s.to_order += 1;
-                    s.monthly_cost_added.cents += o.monthly_price.cents;
+                    s.monthly_cost_added.cents += o.monthly_total().cents;
+                    s.private_networking_cost.cents += o.private_networking.map_or(0, |m| m.cents);
                 }
+                StepKind::EnsurePrivateNetwork { .. } => s.private_networks_to_create += 1,
+                StepKind::AssignPrivateNetwork { .. } => s.private_network_members_to_add += 1,
                 StepKind::ReinstallInstance(_) => s.to_reinstall += 1,
                 StepKind::BootstrapK3sServer(_)
                 | StepKind::JoinK3sServer(_)

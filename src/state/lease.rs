@@ -579,6 +579,7 @@ async fn renew<S: KubeObjects>(
     clock: Clock,
 ) {
     loop {
+        // A period, not a poll: nothing is waited for (`crate::patience`).
         tokio::time::sleep(settings.renew_every()).await;
         let (rv, acquired, transitions) = {
             let s = shared.lock().unwrap_or_else(|p| p.into_inner());

@@ -19,6 +19,7 @@ mod apply_follow_up;
 mod cluster_e2e;
 mod firewall_nft;
 mod firewall_peers;
+mod private_network_e2e;
 mod runbooks;
 mod shrink_e2e;
 mod ssh_sshd;

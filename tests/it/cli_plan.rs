@@ -74,6 +74,7 @@ async fn order_by_hand(client: &ContaboClient, name: &str, product: &str, tags: 
             ssh_keys: vec![],
             user_data: None,
             default_user: None,
+            add_ons: None,
         })
         .await
         .unwrap();

@@ -90,6 +90,7 @@ fn order(name: &str, image_id: &str) -> CreateInstance {
         ssh_keys: vec![],
         user_data: Some(Secret::new("#cloud-config\n{}\n".into())),
         default_user: None,
+        add_ons: None,
     }
 }
 

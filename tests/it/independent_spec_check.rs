@@ -176,6 +176,24 @@ async fn kiwi_infra_traffic_passes_an_independent_openapi_validator() {
     .await
     .unwrap();
     let (_inventory_dir, inventory) = inventory_copy();
+    // One customer on a private network: orders with the add-on, the network's creation, the
+    // assignments and the reinstalls that wire the NICs go through the proxy too.
+    let edit = |file: &str, from: &str, to: &str| {
+        let path = inventory.join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(from), "{file} has no {from:?}");
+        std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+    };
+    edit(
+        "customers/stadtwerke-nord.toml",
+        "tier = \"mesh\"\n",
+        "tier = \"mesh\"\nprivate_network = true\n",
+    );
+    edit(
+        "kiwi.toml",
+        "[prices]\n",
+        "[prices]\nprivate_networking = \"2.99\"\n",
+    );
 
     let plan = run(kiwi(&proxy, &mock, &inventory, &["plan"])).await;
     assert_eq!(plan.status.code(), Some(0), "{}", text(&plan));
@@ -297,6 +315,10 @@ async fn kiwi_infra_traffic_passes_an_independent_openapi_validator() {
         "DELETE /v1/tags/{n}/assignments/instance/{n}",
         "POST /v1/compute/instances/{n}/cancel",
         "GET /v1/compute/instances/{n}",
+        "GET /v1/private-networks",
+        "POST /v1/private-networks",
+        "POST /v1/private-networks/{n}/instances/{n}",
+        "PUT /v1/compute/instances/{n}",
     ] {
         assert!(
             routes.iter().any(|route| route == expected),

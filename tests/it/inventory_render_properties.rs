@@ -582,6 +582,7 @@ fn node_config(
             let text = k3s::render_config(&k3s::NodeConfig {
                 node_name: slot,
                 node_ip: NODE_IP,
+                external_ip: None,
                 role,
                 labels: &labels,
                 taints,

@@ -724,3 +724,57 @@ fn the_flannel_backend_defaults_to_wireguard_and_opens_its_ports_between_members
         "{out}"
     );
 }
+
+#[test]
+fn a_private_network_needs_the_add_on_price_and_is_refused_for_core() {
+    let acme = ACME.replace(
+        "tier = \"mesh\"\n",
+        "tier = \"mesh\"\nprivate_network = true\n",
+    );
+    let out = errors(KIWI, &[("acme", &acme)]);
+    assert!(
+        out.contains("customers/acme.toml:2:19: error: no price for the private-networking add-on; expected `private_networking = \"…\"`"),
+        "{out}"
+    );
+    let priced = KIWI.replace(
+        "V8 = \"38.40\"\n",
+        "V8 = \"38.40\"\nprivate_networking = \"2.99\"\n",
+    );
+    let dir = write(&priced, &[("acme", &acme)]);
+    let desired = load(&dir).unwrap();
+    assert!(desired.cluster("acme").unwrap().private_network);
+    assert!(!desired.cluster("core").unwrap().private_network);
+    assert_eq!(desired.private_networking_price.map(|m| m.cents), Some(299));
+    // The add-on's key is no product: it costs no product price.
+    assert!(desired.price("private_networking").is_none());
+    // A wrong price is reported at it, once.
+    let wrong = KIWI.replace(
+        "V8 = \"38.40\"\n",
+        "V8 = \"38.40\"\nprivate_networking = \"2,99\"\n",
+    );
+    let out = errors(&wrong, &[("acme", &acme)]);
+    assert!(
+        out.contains("price `2,99` is not an amount in euros"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("no price for the private-networking add-on"),
+        "{out}"
+    );
+    // Core's control plane is not kiwi-infra's: the switch is refused there.
+    let core = priced.replace(
+        "kubernetes_version = \"v1.31.4\"\n",
+        "kubernetes_version = \"v1.31.4\"\nprivate_network = true\n",
+    );
+    let out = errors(&core, &[]);
+    assert!(
+        out.contains("error: private_network is not supported for the Core cluster: its control plane is not ordered by kiwi-infra"),
+        "{out}"
+    );
+    // A core-tier customer has no cluster of its own.
+    let out = errors(
+        &priced,
+        &[("shop", "tier = \"core\"\nprivate_network = true\n")],
+    );
+    assert!(out.contains("customers/shop.toml:2:19: error: a core-tier customer adds no nodes, so it has no private network of its own"), "{out}");
+}

@@ -711,3 +711,245 @@ fn an_empty_operator_list_is_warned_about_in_every_plan() {
     let plan = plan::plan(&desired(), &observed("in_sync"), &PlanOptions::default());
     assert!(!plan.warnings.contains(&plan::Warning::OperatorNetworksOpen));
 }
+
+/// The fixture inventory with acme on a private network.
+fn desired_private() -> Desired {
+    desired_with(&[
+        (
+            "customers/acme.toml",
+            "tier = \"mesh\"",
+            "tier = \"mesh\"\nprivate_network = true",
+        ),
+        (
+            "kiwi.toml",
+            "V8 = \"38.40\"",
+            "V8 = \"38.40\"\nprivate_networking = \"2.99\"",
+        ),
+    ])
+}
+
+#[test]
+fn a_private_network_cluster_orders_the_add_on_and_wires_each_node_before_it_joins() {
+    let plan = plan::plan(
+        &desired_private(),
+        &observed("empty_account"),
+        &PlanOptions::default(),
+    );
+    // Five acme machines with the add-on at €2.99 each: €14.95 more than
+    // the same plan without it (€127.74).
+    assert_eq!(
+        plan::summary_line(&plan.summary),
+        "Plan: 8 to order (+€142.69/month, of which €14.95 private networking), 5 to \
+         reinstall, 1 private network to create, 5 to add to a private network, 8 to \
+         bootstrap, 0 labels to change, 8 firewalls to set, 0 to cancel."
+    );
+    let order = plan
+        .steps
+        .iter()
+        .find_map(|s| match &s.kind {
+            plan::StepKind::OrderInstance(o) if o.slot.0 == "kiwi-acme-server-01" => Some(o),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(order.private_networking.map(|m| m.cents), Some(299));
+    // Core's orders carry no add-on.
+    assert!(plan.steps.iter().all(|s| match &s.kind {
+        plan::StepKind::OrderInstance(o) =>
+            o.private_networking.is_some() == o.slot.0.starts_with("kiwi-acme-"),
+        _ => true,
+    }));
+    // One network for the cluster; each machine is added once it runs,
+    // reinstalled after that (Contabo wires the NIC on reinstall), waited
+    // for again, and only then joined.
+    assert_eq!(
+        ids(&plan, "private-network:"),
+        ["private-network:kiwi-acme"]
+    );
+    assert_eq!(
+        deps(&plan, "private-network-assign:kiwi-acme-server-01"),
+        ["private-network:kiwi-acme", "wait:kiwi-acme-server-01"]
+    );
+    assert_eq!(
+        deps(&plan, "reinstall:kiwi-acme-server-01"),
+        [
+            "private-network-assign:kiwi-acme-server-01",
+            "wait:kiwi-acme-server-01",
+            "secret:kiwi-operator-ssh-5330dd7cf30c"
+        ]
+    );
+    assert_eq!(
+        deps(&plan, "wait:kiwi-acme-server-01:private-network"),
+        ["reinstall:kiwi-acme-server-01"]
+    );
+    // (and, as in every new cluster, after every member's firewall step)
+    let firewalls = [
+        "firewall:kiwi-acme-server-01",
+        "firewall:kiwi-acme-server-02",
+        "firewall:kiwi-acme-server-03",
+        "firewall:kiwi-acme-general-01",
+        "firewall:kiwi-acme-realtime-01",
+    ];
+    let then_firewalls = |first: &[&str]| -> Vec<String> {
+        first
+            .iter()
+            .chain(&firewalls)
+            .map(|s| s.to_string())
+            .collect()
+    };
+    assert_eq!(
+        deps(&plan, "bootstrap:kiwi-acme-server-01"),
+        then_firewalls(&["wait:kiwi-acme-server-01:private-network"])
+    );
+    assert_eq!(
+        deps(&plan, "join:kiwi-acme-server-02"),
+        then_firewalls(&[
+            "wait:kiwi-acme-server-02:private-network",
+            "bootstrap:kiwi-acme-server-01"
+        ])
+    );
+    // The joins say their cluster traffic uses the network; Core's do not.
+    for step in &plan.steps {
+        if let plan::StepKind::BootstrapK3sServer(j)
+        | plan::StepKind::JoinK3sServer(j)
+        | plan::StepKind::JoinK3sAgent(j) = &step.kind
+        {
+            assert_eq!(
+                j.private_network.as_deref(),
+                Some("kiwi-acme"),
+                "{}",
+                step.id
+            );
+        }
+    }
+    // Every step comes after what it depends on.
+    for (i, step) in plan.steps.iter().enumerate() {
+        for d in &step.depends_on {
+            let at = plan.steps.iter().position(|s| &s.id == d).unwrap();
+            assert!(at < i, "{} comes before its dependency {d}", step.id);
+        }
+    }
+    insta::assert_snapshot!("private_network", human(&plan));
+    insta::assert_json_snapshot!("private_network_json", render_json(&plan));
+}
+
+#[test]
+fn a_running_cluster_that_turns_the_switch_on_is_warned_about_not_rebuilt() {
+    let plan = plan::plan(
+        &desired_private(),
+        &observed("in_sync"),
+        &PlanOptions {
+            adopt: false,
+            allow_destroy: true,
+        },
+    );
+    assert!(
+        !plan.steps.iter().any(|s| matches!(
+            s.kind,
+            plan::StepKind::ReinstallInstance(_) | plan::StepKind::AssignPrivateNetwork { .. }
+        )),
+        "{}",
+        human(&plan)
+    );
+    let outside: Vec<&str> = plan
+        .warnings
+        .iter()
+        .filter_map(|w| match w {
+            plan::Warning::OutsidePrivateNetwork { node, .. } => Some(node.0.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(outside.len(), 5, "{}", human(&plan));
+    // The change is not done: plan and apply say so with their exit codes.
+    assert!(plan.has_changes());
+}
+
+#[test]
+fn a_member_whose_nic_works_joins_over_its_private_address_without_a_reinstall() {
+    let mut observed = observed("empty_account");
+    let d = desired_private();
+    let mut first = plan::plan(&d, &observed, &PlanOptions::default());
+    // Everything the plan does, done.
+    observed = plan::simulate(&observed, &first);
+    first = plan::plan(&d, &observed, &PlanOptions::default());
+    assert!(first.is_empty(), "{}", human(&first));
+    let net = observed.private_networks.get("kiwi-acme").unwrap();
+    assert_eq!(net.members.len(), 5);
+    let server = observed
+        .instances
+        .iter()
+        .find(|i| i.display_name == "kiwi-acme-server-01")
+        .unwrap();
+    let acme = d.cluster("acme").unwrap();
+    let private = plan::cluster_address(&observed, server, acme).unwrap();
+    assert_eq!(Some(private), net.member(server.id).unwrap().private_ipv4);
+    assert_ne!(Some(private), server.ipv4);
+    assert_eq!(
+        plan::private_addresses(&d, &observed).get("kiwi-acme-server-01"),
+        Some(&private)
+    );
+}
+
+#[test]
+fn an_apply_cut_short_after_the_assignments_reinstalls_without_assigning_again() {
+    let d = desired_private();
+    let empty = observed("empty_account");
+    let first = plan::plan(&d, &empty, &PlanOptions::default());
+    // Everything up to the assignments happened; the reinstalls did not.
+    let mut done = first.clone();
+    done.steps.retain(|s| {
+        !matches!(
+            s.kind,
+            plan::StepKind::ReinstallInstance(_)
+                | plan::StepKind::BootstrapK3sServer(_)
+                | plan::StepKind::JoinK3sServer(_)
+                | plan::StepKind::JoinK3sAgent(_)
+                | plan::StepKind::KubeadmJoin(_)
+        ) && !s.id.0.ends_with(":private-network")
+    });
+    let mut observed = plan::simulate(&empty, &done);
+    // The machines never joined: the cluster reads found no trace of a join.
+    let names: Vec<String> = observed
+        .instances
+        .iter()
+        .map(|i| i.display_name.clone())
+        .collect();
+    observed.clusters.insert(
+        "acme".into(),
+        Some(plan::ClusterObservation {
+            nodes: Vec::new(),
+            pristine: names.iter().cloned().collect(),
+            ..Default::default()
+        }),
+    );
+    for obs in observed.clusters.values_mut().flatten() {
+        obs.pristine.extend(names.iter().cloned());
+    }
+    let net = observed.private_networks.get("kiwi-acme").unwrap();
+    assert!(net
+        .members
+        .iter()
+        .all(|m| m.status == plan::MemberStatus::Reinstall));
+    let again = plan::plan(&d, &observed, &PlanOptions::default());
+    assert!(
+        ids(&again, "private-network").is_empty(),
+        "{}",
+        human(&again)
+    );
+    assert_eq!(ids(&again, "reinstall:").len(), 5, "{}", human(&again));
+    assert_eq!(
+        deps(&again, "bootstrap:kiwi-acme-server-01"),
+        ["wait:kiwi-acme-server-01:private-network"]
+    );
+    // The node steps know the address Contabo gave at the assignment.
+    assert_eq!(plan::private_addresses(&d, &observed).len(), 5);
+    // Without the reinstall there is no working address for cluster traffic yet.
+    let server = observed
+        .instances
+        .iter()
+        .find(|i| i.display_name == "kiwi-acme-server-01")
+        .unwrap();
+    assert_eq!(
+        plan::cluster_address(&observed, server, d.cluster("acme").unwrap()),
+        None
+    );
+}

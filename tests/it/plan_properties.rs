@@ -94,6 +94,7 @@ fn desired(c: &mut Choices<'_>) -> Desired {
             cni: vec!["udp/4789".parse().unwrap()],
             cluster_networks: vec!["10.244.0.0/16".parse().unwrap()],
         },
+        private_network: false,
         pools: vec![
             pool(
                 "general",
@@ -134,6 +135,7 @@ fn desired(c: &mut Choices<'_>) -> Desired {
                 cni: FlannelBackend::WireguardNative.ports(),
                 cluster_networks: vec![K3S_POD_NETWORK, K3S_SERVICE_NETWORK],
             },
+            private_network: c.pick(3) == 0,
             pools: vec![
                 pool(
                     "server",
@@ -169,6 +171,7 @@ fn desired(c: &mut Choices<'_>) -> Desired {
             operator_networks: vec!["198.51.100.0/24".parse().unwrap()],
         },
         prices: [("V94".to_string(), Money::from_cents(849)), ("V8".to_string(), Money::from_cents(3840))].into(),
+        private_networking_price: Some(Money::from_cents(350)),
         clusters,
         customers,
     }

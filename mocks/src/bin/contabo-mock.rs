@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use kiwi_mocks::contabo::{self, config, Credentials, Faults, IpRange, MockConfig};
+use kiwi_mocks::contabo::{self, config, Credentials, Faults, IpRange, MockConfig, PrivateRange};
 use kiwi_mocks::nodes::{self, NodeSimulator, NodesConfig, StaticNode};
 
 /// Local stand-in for Contabo's API (token endpoint, /v1 and the /_mock control API).
@@ -53,6 +53,10 @@ struct Args {
     /// Loopback addresses for instances: FIRST-LAST or NETWORK/PREFIX.
     #[arg(long, default_value = "127.0.10.2-127.0.10.254")]
     ip_range: String,
+    /// Where private networks' addresses come from (a /22 each): NETWORK/PREFIX, /8 to /22.
+    /// Simulated nodes bind their private address only when it is a loopback one.
+    #[arg(long, default_value = "10.0.0.0/8")]
+    private_range: String,
     /// Page size of list requests that name none.
     #[arg(long, default_value_t = 10)]
     page_size_default: u32,
@@ -230,6 +234,7 @@ impl Args {
             installing_delay: Duration::from_millis(self.installing_ms),
             tick: Duration::from_millis(self.tick_ms),
             ip_range: self.ip_range.parse::<IpRange>()?,
+            private_range: self.private_range.parse::<PrivateRange>()?,
             default_page_size: self.page_size_default.max(1),
             max_page_size: self.page_size_max.max(1),
             faults,

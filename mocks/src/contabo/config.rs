@@ -315,6 +315,70 @@ impl FromStr for IpRange {
     }
 }
 
+/// Where the private networks' address ranges come from: each network gets its own /22
+/// inside it, as at Contabo (`10.0.0.0/8` by default). The sandbox and the end-to-end tests
+/// set a loopback range (`127.77.0.0/16`), so that simulated nodes can bind their private
+/// addresses on this machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrivateRange {
+    /// Network address (aligned to the prefix).
+    pub network: Ipv4Addr,
+    /// Prefix length, 8 to 22.
+    pub prefix: u8,
+}
+
+impl Default for PrivateRange {
+    fn default() -> Self {
+        Self {
+            network: Ipv4Addr::new(10, 0, 0, 0),
+            prefix: 8,
+        }
+    }
+}
+
+impl PrivateRange {
+    /// Prefix length of every private network, as at Contabo.
+    pub const NETWORK_PREFIX: u8 = 22;
+
+    /// The network address of the `n`-th private network (wrapping around the range).
+    pub fn network_for(&self, n: i64) -> Ipv4Addr {
+        let slots = 1u64 << (Self::NETWORK_PREFIX - self.prefix);
+        let slot = u32::try_from(n.unsigned_abs() % slots).unwrap_or(0);
+        Ipv4Addr::from(u32::from(self.network) | (slot << (32 - Self::NETWORK_PREFIX)))
+    }
+}
+
+impl FromStr for PrivateRange {
+    type Err = MockError;
+
+    /// Accepts `NETWORK/PREFIX` with a prefix from /8 to /22, e.g. `127.77.0.0/16`.
+    fn from_str(input: &str) -> Result<Self, Self::Err> {
+        let invalid = |reason: &str| MockError::IpRange {
+            input: input.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let (net, prefix) = input
+            .split_once('/')
+            .ok_or_else(|| invalid("expected NETWORK/PREFIX"))?;
+        let network: Ipv4Addr = net
+            .trim()
+            .parse()
+            .map_err(|_| invalid("not an IPv4 address"))?;
+        let prefix: u8 = prefix
+            .trim()
+            .parse()
+            .map_err(|_| invalid("prefix is not a number"))?;
+        if !(8..=Self::NETWORK_PREFIX).contains(&prefix) {
+            return Err(invalid("prefix must be within /8../22"));
+        }
+        let mask = u32::MAX << (32 - prefix);
+        if u32::from(network) & !mask != 0 {
+            return Err(invalid("host bits are set; expected the network address"));
+        }
+        Ok(Self { network, prefix })
+    }
+}
+
 /// Parses `V9=product_not_available` (the `--product-status` flag).
 pub fn parse_product_status(input: &str) -> Result<(String, String), MockError> {
     let invalid = |reason: String| MockError::ProductStatus {
@@ -355,6 +419,8 @@ pub struct MockConfig {
     pub tick: Duration,
     /// Addresses handed to new instances.
     pub ip_range: IpRange,
+    /// Where private networks' addresses come from.
+    pub private_range: PrivateRange,
     /// Page size when a list request names none.
     pub default_page_size: u32,
     /// Largest page size served; bigger requests are cut down to it.
@@ -379,6 +445,7 @@ impl Default for MockConfig {
             installing_delay: Duration::from_millis(300),
             tick: Duration::from_millis(25),
             ip_range: IpRange::default(),
+            private_range: PrivateRange::default(),
             default_page_size: 10,
             max_page_size: 100,
             faults: Faults::default(),
@@ -393,6 +460,22 @@ impl Default for MockConfig {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn private_networks_get_a_slash_22_each_inside_the_configured_range() {
+        let r: PrivateRange = "127.77.0.0/16".parse().unwrap();
+        assert_eq!(r.network_for(0), Ipv4Addr::new(127, 77, 0, 0));
+        assert_eq!(r.network_for(1), Ipv4Addr::new(127, 77, 4, 0));
+        // 64 /22 networks fit in a /16; the 65th wraps around.
+        assert_eq!(r.network_for(64), Ipv4Addr::new(127, 77, 0, 0));
+        assert_eq!(
+            PrivateRange::default().network_for(9001),
+            Ipv4Addr::new(10, 140, 164, 0)
+        );
+        for bad in ["127.77.0.1/16", "127.77.0.0/23", "127.77.0.0", "x/16"] {
+            assert!(bad.parse::<PrivateRange>().is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn cidr_reserves_gateway_and_broadcast() {

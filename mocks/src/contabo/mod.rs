@@ -51,7 +51,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
-pub use config::{Credentials, Faults, IpRange, MockConfig};
+pub use config::{Credentials, Faults, IpRange, MockConfig, PrivateRange};
 pub use model::Instance;
 pub use shared::{InstanceEvent, Stats};
 
@@ -258,6 +258,12 @@ impl MockHandle {
     /// Receiver of instance lifecycle events from now on.
     pub fn events(&self) -> broadcast::Receiver<InstanceEvent> {
         self.shared.subscribe()
+    }
+
+    /// The instance's private address in a private network whose NIC works (the membership
+    /// survived a reinstall), if it has one.
+    pub fn private_ip_of(&self, instance_id: i64) -> Option<std::net::Ipv4Addr> {
+        self.shared.read(|a| a.wired_private_ip(instance_id))
     }
 
     /// Snapshot of every instance's full state, by ascending id.

@@ -360,6 +360,18 @@ impl Default for State {
     }
 }
 
+impl State {
+    /// The private address of `instance` in the first network where its membership is active
+    /// (it was reinstalled since it was assigned).
+    pub fn wired_private_ip(&self, instance: i64) -> Option<Ipv4Addr> {
+        self.private_networks
+            .values()
+            .flat_map(|n| n.members.iter())
+            .find(|m| m.instance_id == instance && !m.needs_reinstall)
+            .map(|m| m.private_ip)
+    }
+}
+
 /// RFC 3339 with a `Z` suffix and milliseconds, as Contabo writes `createdDate`.
 pub fn timestamp(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)

@@ -3,7 +3,6 @@
 //! shown as member status `reinstall` until then.
 
 use std::collections::HashSet;
-use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -100,17 +99,17 @@ pub async fn create(State(shared): State<Arc<Shared>>, body: Bytes) -> ApiResult
         shared.config.ip_range.prefix,
         shared.config.ip_range.gateway,
     );
+    let private_range = shared.config.private_range;
     let (id, data) = shared.mutate(|a| {
         let id = a.next_private_network_id;
         a.next_private_network_id += 1;
-        // Each network gets its own /22 inside 10.0.0.0/8.
-        let n = u32::try_from(id % 4096).unwrap_or(0);
+        // Each network gets its own /22 inside the configured range (10.0.0.0/8 by default).
         let net = PrivateNetwork {
             private_network_id: id,
             name: req.name,
             description,
             region,
-            network: Ipv4Addr::from(0x0a00_0000 | (n << 10)),
+            network: private_range.network_for(id),
             created_date: Utc::now(),
             members: Vec::new(),
         };

@@ -37,6 +37,9 @@ pub struct InstanceEvent {
     pub ssh_key_ids: Vec<i64>,
     /// Login user of the current install.
     pub default_user: String,
+    /// Its private address, once a private network's NIC works (filled in by
+    /// [`Shared::mutate`] from the account, `None` otherwise).
+    pub private_ip: Option<std::net::Ipv4Addr>,
 }
 
 impl InstanceEvent {
@@ -51,6 +54,7 @@ impl InstanceEvent {
             ssh_keys: instance.ssh_key_values.clone(),
             ssh_key_ids: instance.ssh_keys.clone(),
             default_user: instance.default_user.clone(),
+            private_ip: None,
         }
     }
 }
@@ -226,9 +230,12 @@ impl Shared {
     pub fn mutate<R>(&self, f: impl FnOnce(&mut State) -> (R, Vec<InstanceEvent>)) -> R {
         let (result, events) = {
             let mut state = lock(&self.state);
-            let out = f(&mut state);
+            let (result, mut events) = f(&mut state);
+            for event in &mut events {
+                event.private_ip = state.wired_private_ip(event.instance_id);
+            }
             self.persist(&state);
-            out
+            (result, events)
         };
         for event in events {
             // No receiver is fine: nobody is listening yet.

@@ -307,6 +307,9 @@ struct Boot {
     key: NodeKey,
     name: String,
     ip: Ipv4Addr,
+    /// Its private-network address, once its NIC works (a loopback address only: nothing
+    /// else may be bound on this machine).
+    private_ip: Option<Ipv4Addr>,
     logins: HashMap<String, Login>,
     host_key: Option<PrivateKey>,
     write_files: Vec<userdata::WriteFile>,
@@ -415,7 +418,10 @@ impl NodeSimulator {
             .instances()
             .iter()
             .filter(|i| i.status == "running")
-            .map(InstanceEvent::of)
+            .map(|i| InstanceEvent {
+                private_ip: mock.private_ip_of(i.instance_id),
+                ..InstanceEvent::of(i)
+            })
             .collect();
         let inner = self.inner.clone();
         self.followers.push(tokio::spawn(async move {
@@ -496,6 +502,7 @@ impl NodeSimulator {
             key: NodeKey::Static(name.clone()),
             name,
             ip: node.ip,
+            private_ip: None,
             logins,
             host_key,
             write_files: Vec::new(),
@@ -1067,12 +1074,16 @@ impl Inner {
             NodeKey::Instance(id) => serde_json::Value::from(*id),
             NodeKey::Static(_) => serde_json::Value::Null,
         };
-        let node_json = serde_json::json!({
+        let mut node_json = serde_json::json!({
             "name": boot.name,
             "ip": boot.ip.to_string(),
             "instance_id": instance_id,
             "role_hint": null,
         });
+        // Only a node whose private NIC works has a private address.
+        if let (Some(ip), Some(map)) = (boot.private_ip, node_json.as_object_mut()) {
+            map.insert("private_ip".into(), ip.to_string().into());
+        }
         layers.write(
             "/etc/kiwi-sim/node.json",
             format!("{node_json:#}\n").as_bytes(),
@@ -1225,6 +1236,13 @@ fn boot_from_event(event: &InstanceEvent) -> Result<Boot, NodesError> {
         key: NodeKey::Instance(event.instance_id),
         name,
         ip: event.ip,
+        private_ip: event.private_ip.filter(|ip| {
+            let ok = ip.is_loopback();
+            if !ok {
+                tracing::warn!(node = %event.display_name, %ip, "private address is not a loopback address; the simulated node does not bind it (configure the mock's private range, e.g. 127.77.0.0/16)");
+            }
+            ok
+        }),
         logins,
         host_key,
         write_files,

@@ -340,6 +340,18 @@ fn node_spec(
         .map(|t| labels::parse_taint(t))
         .collect::<std::result::Result<Vec<Taint>, String>>()
         .map_err(|e| format!("kubelet exited: failed to validate kubelet flags: {e}"))?;
+    // The kubelet refuses a node IP that is none of the host's addresses.
+    if let Some(ip) = cfg.get("node-ip") {
+        let on_host = ip
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| id.addresses().contains(&ip));
+        if !on_host {
+            return Err(format!(
+                "kubelet exited: failed to validate nodeIP: node IP: {ip:?} not found in the \
+                 host's network interfaces"
+            ));
+        }
+    }
     Ok(NodeSpec {
         name,
         internal_ip: cfg
@@ -486,6 +498,7 @@ async fn first_server(
     )?;
     let store = Datastore::new(state, state_path)?;
     let listener = daemon::bind(journal, id.ip, API_PORT).await?;
+    let also = bind_private(journal, id).await?;
     store
         .with(true, |s| {
             s.register_self(spec.clone(), node_password, Utc::now())
@@ -511,9 +524,19 @@ async fn first_server(
             }
         })
     };
-    let served = axum::serve(listener, api::router(store))
+    let router = api::router(store);
+    let extra = also.map(|l| {
+        tokio::spawn(std::future::IntoFuture::into_future(axum::serve(
+            l,
+            router.clone(),
+        )))
+    });
+    let served = axum::serve(listener, router)
         .with_graceful_shutdown(daemon::shutdown_signal())
         .await;
+    if let Some(extra) = extra {
+        extra.abort();
+    }
     beats.abort();
     journal.info("Shutting down");
     served.map_err(|e| journal.fatal(&format!("API server failed: {e}")))
@@ -535,9 +558,12 @@ async fn join(
     };
     let spec = node_spec(cfg, id, role, true, version).map_err(|e| journal.fatal(&e))?;
     let upstream = Api::new(http_base(server, None), None);
-    let listener = match role {
-        K3sRole::Server => Some(daemon::bind(journal, id.ip, API_PORT).await?),
-        K3sRole::Agent => None,
+    let (listener, also) = match role {
+        K3sRole::Server => (
+            Some(daemon::bind(journal, id.ip, API_PORT).await?),
+            bind_private(journal, id).await?,
+        ),
+        K3sRole::Agent => (None, None),
     };
     let ca_pem = fetch_cacerts(&upstream, server, journal).await?;
     let actual = sha256_hex(ca_pem.as_bytes());
@@ -606,10 +632,23 @@ async fn join(
         journal.clone(),
     ));
     let result = match listener {
-        Some(listener) => axum::serve(listener, api::proxy_router(upstream.base().to_string()))
-            .with_graceful_shutdown(daemon::shutdown_signal())
-            .await
-            .map_err(|e| journal.fatal(&format!("API proxy failed: {e}"))),
+        Some(listener) => {
+            let router = api::proxy_router(upstream.base().to_string());
+            let extra = also.map(|l| {
+                tokio::spawn(std::future::IntoFuture::into_future(axum::serve(
+                    l,
+                    router.clone(),
+                )))
+            });
+            let served = axum::serve(listener, router)
+                .with_graceful_shutdown(daemon::shutdown_signal())
+                .await
+                .map_err(|e| journal.fatal(&format!("API proxy failed: {e}")));
+            if let Some(extra) = extra {
+                extra.abort();
+            }
+            served
+        }
         None => {
             daemon::shutdown_signal().await;
             Ok(())
@@ -618,6 +657,18 @@ async fn join(
     beats.abort();
     journal.info("Shutting down");
     result
+}
+
+/// The API's listener on the node's private address, when it has one: k3s listens on every
+/// interface, so a server is reached over its private network too.
+async fn bind_private(
+    journal: &Journal,
+    id: &NodeIdentity,
+) -> Result<Option<tokio::net::TcpListener>> {
+    match id.private_ip {
+        Some(ip) => Ok(Some(daemon::bind(journal, ip, API_PORT).await?)),
+        None => Ok(None),
+    }
 }
 
 /// Fetches `/cacerts`, waiting while the server is not reachable yet.

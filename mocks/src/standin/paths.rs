@@ -133,12 +133,23 @@ pub struct NodeIdentity {
     pub name: String,
     /// The node's loopback IPv4; every server of the node binds to it.
     pub ip: Ipv4Addr,
+    /// Its private-network address once that NIC works (a Contabo private network);
+    /// servers that listen on every interface (k3s' API) bind it too.
+    #[serde(default)]
+    pub private_ip: Option<Ipv4Addr>,
     /// Contabo instance id, when the node stands for one.
     #[serde(default)]
     pub instance_id: Option<u64>,
     /// A hint from the simulator, unused by the stand-ins.
     #[serde(default)]
     pub role_hint: Option<String>,
+}
+
+impl NodeIdentity {
+    /// The node's addresses: public first, then private (if its NIC works).
+    pub fn addresses(&self) -> Vec<Ipv4Addr> {
+        std::iter::once(self.ip).chain(self.private_ip).collect()
+    }
 }
 
 /// Reads the node's identity.

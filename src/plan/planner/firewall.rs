@@ -8,7 +8,7 @@
 //! The rules, per cluster (observed clusters, and new k3s clusters none of
 //! whose machines has an address yet; another unobserved cluster's members
 //! are unknown, so its firewalls stay unverified):
-//! - members: every slot's node address (see [`Planner::cluster_address`]),
+//! - members: every slot's node addresses (see [`Planner::cluster_addresses`]),
 //!   the Core control plane's addresses from the inventory, and the address
 //!   of every node the cluster lists (a node joined by hand, a node this
 //!   plan does not remove: never cut off by a firewall change);
@@ -55,10 +55,12 @@ struct Members {
 }
 
 impl<'a> Planner<'a> {
-    /// A member's cluster-traffic address: its node's public IPv4 address
-    /// (part C adds private networks; this is the one place that decides).
-    pub(super) fn cluster_address(&self, slot: &str) -> Option<Ipv4Addr> {
-        self.addresses.get(slot).copied()
+    /// A member's cluster-traffic addresses, as the planner knows them
+    /// (`Planner::addresses`: its public IPv4 address and, in a cluster with
+    /// a private network, its private one; the same the firewall of a new
+    /// node admits). Empty when none is known yet.
+    pub(super) fn cluster_addresses(&self, slot: &str) -> Vec<Ipv4Addr> {
+        self.addresses.get(slot).cloned().unwrap_or_default()
     }
 
     /// The firewall steps of every observed cluster (see the module
@@ -192,14 +194,11 @@ impl<'a> Planner<'a> {
         for pool in &cluster.pools {
             for index in 1..=pool.count {
                 let slot = slot_name(&cluster.name, &pool.name, index);
-                match self.cluster_address(&slot) {
-                    Some(ip) => {
-                        known.insert(ip);
-                    }
-                    None if self.waits.contains_key(&slot) && self.may_run(&slot) => {
-                        pending.insert(slot);
-                    }
-                    None => {}
+                let ips = self.cluster_addresses(&slot);
+                if !ips.is_empty() {
+                    known.extend(ips);
+                } else if self.waits.contains_key(&slot) && self.may_run(&slot) {
+                    pending.insert(slot);
                 }
             }
         }
@@ -220,7 +219,7 @@ impl<'a> Planner<'a> {
         let mut leaving_at = BTreeMap::new();
         for (name, step) in leaving {
             let addresses: Vec<Ipv4Addr> = self
-                .cluster_address(&name)
+                .cluster_addresses(&name)
                 .into_iter()
                 .chain(
                     observation
@@ -403,8 +402,8 @@ impl<'a> Planner<'a> {
         matches!(cluster.kind, ClusterKind::K3s { .. })
             && cluster.pools.iter().all(|pool| {
                 (1..=pool.count).all(|i| {
-                    self.cluster_address(&slot_name(&cluster.name, &pool.name, i))
-                        .is_none()
+                    self.cluster_addresses(&slot_name(&cluster.name, &pool.name, i))
+                        .is_empty()
                 })
             })
     }
