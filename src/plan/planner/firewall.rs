@@ -195,9 +195,12 @@ impl<'a> Planner<'a> {
             for index in 1..=pool.count {
                 let slot = slot_name(&cluster.name, &pool.name, index);
                 let ips = self.cluster_addresses(&slot);
-                if !ips.is_empty() {
+                let assigned_here = self.private_assignment(&slot).is_some();
+                if !ips.is_empty() && !assigned_here {
                     known.extend(ips);
-                } else if self.waits.contains_key(&slot) && self.may_run(&slot) {
+                } else if assigned_here || (self.waits.contains_key(&slot) && self.may_run(&slot)) {
+                    // Its (private) address comes from this plan's steps.
+                    known.extend(ips);
                     pending.insert(slot);
                 }
             }
@@ -315,11 +318,7 @@ impl<'a> Planner<'a> {
                 };
                 let mut after_admit: Vec<StepId> = Vec::new();
                 if !drift.is_empty() {
-                    let depends_on: Vec<StepId> = members
-                        .pending
-                        .iter()
-                        .filter_map(|p| self.waits.get(p).cloned())
-                        .collect();
+                    let depends_on: Vec<StepId> = self.pending_steps(&members.pending);
                     let id = self.push(
                         &cluster.name,
                         StepId(format!("firewall:{slot}")),
@@ -344,12 +343,7 @@ impl<'a> Planner<'a> {
                         .into_iter()
                         .collect();
                     depends_on.extend(after_admit);
-                    depends_on.extend(
-                        members
-                            .pending
-                            .iter()
-                            .filter_map(|p| self.waits.get(p).cloned()),
-                    );
+                    depends_on.extend(self.pending_steps(&members.pending));
                     let drift = members
                         .leaving
                         .iter()
@@ -394,6 +388,33 @@ impl<'a> Planner<'a> {
             }
         }
         true
+    }
+
+    /// This plan's step that adds `slot` to its cluster's private network
+    /// (the step that gives it its private address).
+    fn private_assignment(&self, slot: &str) -> Option<StepId> {
+        let id = StepId(format!("private-network-assign:{slot}"));
+        self.steps.iter().any(|s| s.id == id).then_some(id)
+    }
+
+    /// What the addresses of `pending` peers come from: their waits and
+    /// their private-network assignments.
+    fn pending_steps(&self, pending: &BTreeSet<String>) -> Vec<StepId> {
+        let mut steps: Vec<StepId> = Vec::new();
+        for slot in pending {
+            for id in self
+                .waits
+                .get(slot)
+                .cloned()
+                .into_iter()
+                .chain(self.private_assignment(slot))
+            {
+                if !steps.contains(&id) {
+                    steps.push(id);
+                }
+            }
+        }
+        steps
     }
 
     /// True for a k3s cluster with no machine that has an address: nothing
