@@ -177,6 +177,7 @@ pub fn render(desired: &Desired, observed: &Observed, plan: &Plan) -> String {
                     None if node.is_some_and(|n| !n.ready) => "not Ready".to_string(),
                     None => "no".to_string(),
                 };
+                let firewall = firewall_state(observation, plan, &name);
                 rows.push(vec![
                     name.clone(),
                     instance.map_or("-".into(), |x| x.id.0.to_string()),
@@ -191,6 +192,7 @@ pub fn render(desired: &Desired, observed: &Observed, plan: &Plan) -> String {
                     class,
                     labels,
                     taints,
+                    firewall,
                     differs,
                 ]);
             }
@@ -214,6 +216,7 @@ pub fn render(desired: &Desired, observed: &Observed, plan: &Plan) -> String {
                 "NODE-CLASS LABEL",
                 "POOL LABELS",
                 "TAINTS",
+                "FIREWALL",
                 "DIFFERS FROM INVENTORY",
             ],
             &rows,
@@ -222,6 +225,33 @@ pub fn render(desired: &Desired, observed: &Observed, plan: &Plan) -> String {
         out.push('\n');
     }
     out
+}
+
+/// The node's host firewall: `ok` (admits exactly what the plan wants),
+/// `drift` (the plan sets it), `absent` (no table inet kiwi; the plan sets
+/// it), `unreadable` (its answer was no listing), `-` (not read: no running
+/// machine, or no answer), `?` (the cluster was not observed).
+fn firewall_state(
+    observation: Option<&crate::plan::ClusterObservation>,
+    plan: &Plan,
+    node: &str,
+) -> String {
+    use crate::plan::NodeFirewall;
+    let Some(observation) = observation else {
+        return "?".to_string();
+    };
+    let planned = plan.steps.iter().any(|s| {
+        matches!(&s.kind, StepKind::SetFirewall(f) if f.node.0 == node)
+            && s.id.0 == format!("firewall:{node}")
+    });
+    match (observation.firewalls.get(node), planned) {
+        (Some(NodeFirewall::Absent), _) => "absent",
+        (Some(NodeFirewall::Unreadable { .. }), _) => "unreadable",
+        (Some(NodeFirewall::Present { .. }), true) => "drift",
+        (Some(NodeFirewall::Present { .. }), false) => "ok",
+        (None, _) => "-",
+    }
+    .to_string()
 }
 
 /// The existing control-plane nodes of a kubeadm cluster, which kiwi-infra
@@ -316,6 +346,18 @@ fn node_change(kind: &StepKind) -> Option<(String, String)> {
             (node.0.clone(), "to remove".into())
         }
         StepKind::DeleteStaleNode { node } => (node.0.clone(), "stale node object".into()),
+        StepKind::SetFirewall(f) => (
+            f.node.0.clone(),
+            match f.drift.first() {
+                Some(first) if f.drift.len() > 1 => format!(
+                    "firewall: {} (+{} more)",
+                    crate::text::escape_for_terminal(first),
+                    f.drift.len() - 1
+                ),
+                Some(first) => format!("firewall: {}", crate::text::escape_for_terminal(first)),
+                None => "firewall to set".into(),
+            },
+        ),
         StepKind::RenameInstance { instance, .. } => {
             (instance.name.clone(), "renamed; name to restore".into())
         }

@@ -10,6 +10,7 @@
 //! answers; the commands that change a node are only built there, and run
 //! by the node steps.
 
+pub mod firewall;
 pub mod kubectl;
 
 use std::collections::BTreeMap;

@@ -13,10 +13,12 @@
 //! The pieces:
 //! - [`join`]: k3s bootstrap and join, kubeadm join;
 //! - [`labels`]: labels, taints and kiwi-infra's record of its labels;
+//! - [`firewall`]: the host firewall's ruleset and peer set;
 //! - [`removal`]: drain, delete, and deleting a stale node object;
 //! - [`k3s`], [`kubeadm`]: the text kiwi-infra writes to and reads from
 //!   nodes (pure).
 
+pub mod firewall;
 pub mod join;
 pub mod k3s;
 pub mod kubeadm;
@@ -487,6 +489,7 @@ impl<C: NodeConnector> NodeSteps for SshNodeExecutor<C> {
             StepKind::DrainNode { node } => self.drain_node(cluster, node).await,
             StepKind::DeleteNode { node } => self.delete_node(cluster, node).await,
             StepKind::DeleteStaleNode { node } => self.delete_stale_node(cluster, node).await,
+            StepKind::SetFirewall(f) => self.set_firewall(f).await,
             StepKind::EnsureSecret { .. }
             | StepKind::WaitForRunning { .. }
             | StepKind::RenameInstance { .. }

@@ -13,7 +13,7 @@ use futures::StreamExt;
 use crate::cluster::ClusterReads;
 use crate::ids::ClusterName;
 use crate::inventory::{ClusterKind, ClusterSpec, Desired};
-use crate::plan::{ClusterObservation, NodeName, Observed};
+use crate::plan::{ClusterObservation, NodeFirewall, NodeName, Observed, ObservedBackend};
 use crate::ssh::NodeConnector;
 
 /// A file whose presence shows that a node was joined, or tried to be.
@@ -43,6 +43,61 @@ pub async fn observe_clusters<C: NodeConnector>(
         .collect()
         .await
 }
+
+/// Reads the host firewall of each of the cluster's machines (`instances`:
+/// kiwi-infra's, running, with an address) and, for k3s, the flannel
+/// backend of each server that is a node of `nodes`. A machine that does
+/// not answer is left out: its firewall is unverified, not absent.
+async fn read_firewalls<C: NodeConnector>(
+    reads: &ClusterReads<C>,
+    cluster: &ClusterSpec,
+    instances: &[&str],
+    nodes: &[crate::plan::Node],
+) -> (
+    BTreeMap<String, NodeFirewall>,
+    BTreeMap<String, ObservedBackend>,
+) {
+    let firewalls = futures::stream::iter(instances)
+        .map(|name| async move {
+            let node = NodeName((*name).to_string());
+            match reads.firewall_of(&node).await {
+                Ok(fw) => Some((node.0, fw)),
+                Err(e) => {
+                    tracing::warn!(%node, error = %e, "host firewall not read; it stays unverified");
+                    None
+                }
+            }
+        })
+        .buffer_unordered(NODES_AT_ONCE)
+        .filter_map(|x| async move { x })
+        .collect()
+        .await;
+    let mut backends = BTreeMap::new();
+    if let ClusterKind::K3s { .. } = cluster.kind {
+        let servers = cluster
+            .pools
+            .iter()
+            .filter(|p| p.role == crate::inventory::PoolRole::K3sServer)
+            .flat_map(|p| {
+                (1..=p.count).map(|i| crate::inventory::slot_name(&cluster.name, &p.name, i))
+            })
+            .filter(|slot| nodes.iter().any(|n| &n.name.0 == slot));
+        for server in servers {
+            match reads.flannel_backend_of(&NodeName(server.clone())).await {
+                Ok(backend) => {
+                    backends.insert(server, backend);
+                }
+                Err(e) => {
+                    tracing::warn!(node = %server, error = %e, "flannel backend not read");
+                }
+            }
+        }
+    }
+    (firewalls, backends)
+}
+
+/// Nodes of one cluster read at once.
+const NODES_AT_ONCE: usize = 8;
 
 /// Clusters read at once.
 const CLUSTERS_AT_ONCE: usize = 16;
@@ -92,9 +147,13 @@ async fn observe_cluster<C: NodeConnector>(
                     pristine.insert((*name).to_string());
                 }
             }
+            let (firewalls, flannel_backends) =
+                read_firewalls(reads, cluster, &instances, &list).await;
             Some(ClusterObservation {
                 nodes: list,
                 pristine,
+                firewalls,
+                flannel_backends,
             })
         }
         Err(e) => {
@@ -114,9 +173,12 @@ async fn observe_cluster<C: NodeConnector>(
                 && !instances.is_empty()
                 && pristine.len() == instances.len();
             if never_built {
+                let (firewalls, _) = read_firewalls(reads, cluster, &instances, &[]).await;
                 Some(ClusterObservation {
                     nodes: Vec::new(),
                     pristine,
+                    firewalls,
+                    flannel_backends: BTreeMap::new(),
                 })
             } else {
                 if !instances.is_empty() {

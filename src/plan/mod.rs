@@ -12,12 +12,12 @@ mod simulate;
 mod steps;
 
 pub use observed::{
-    tags, ClusterObservation, ImageId, Instance, InstanceId, InstanceStatus, Node, NodeName,
-    Observed, ResolvedImage, SecretId, TagId, MANAGED_LABELS_ANNOTATION,
+    tags, ClusterObservation, ImageId, Instance, InstanceId, InstanceStatus, Node, NodeFirewall,
+    NodeName, Observed, ObservedBackend, ResolvedImage, SecretId, TagId, MANAGED_LABELS_ANNOTATION,
 };
 pub use planner::{
-    cluster_tags_to_check, needs_order_inputs, node_addresses, plan, ssh_key_secret_name,
-    PlanOptions,
+    cluster_tags_to_check, firewall_as_loaded, needs_order_inputs, node_addresses, observed_drift,
+    plan, ssh_key_secret_name, PlanOptions,
 };
 pub use private_network::{
     cluster_address, network_name, private_addresses, MemberStatus, NetworkMember, PrivateNetwork,
@@ -27,6 +27,6 @@ pub use saved::{fingerprint, SavedPlan, SavedPlanError, Stale, SAVED_PLAN_FORMAT
 pub use simulate::simulate;
 pub use steps::{
     ImageRef, InstanceBrief, InstanceRef, K3sJoin, KubeadmJoin, KubeadmRole, NodeShape, Order,
-    Plan, Reinstall, Step, StepId, StepKind, Summary, Unverified, UserDataTemplate, WaitCause,
-    Warning, PLAN_FORMAT_VERSION,
+    Plan, Reinstall, SetFirewall, Step, StepId, StepKind, Summary, Unverified, UserDataTemplate,
+    WaitCause, Warning, PLAN_FORMAT_VERSION,
 };

@@ -221,6 +221,55 @@ pub struct ClusterObservation {
     /// bootstrap, which is reinstalled before it joins again.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub pristine: BTreeSet<String>,
+    /// Per node (kiwi-infra's machines of the cluster that answered over
+    /// SSH): its host firewall as `sudo nft -j list table inet kiwi`
+    /// reported it. A node missing here was not read; its firewall is
+    /// neither checked nor changed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub firewalls: BTreeMap<String, NodeFirewall>,
+    /// Per k3s server node: the flannel backend its
+    /// `/etc/rancher/k3s/config.yaml` selects (`flannel-backend`; absent
+    /// means `vxlan`, k3s' default). Servers that could not be read are
+    /// missing.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub flannel_backends: BTreeMap<String, ObservedBackend>,
+}
+
+/// What a node's `table inet kiwi` holds, as far as the planner compares
+/// it (parsed from the node's answer by `crate::firewall::parse_listing`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case", deny_unknown_fields)]
+pub enum NodeFirewall {
+    /// The table exists.
+    Present {
+        /// The `peers4` set's elements; `None` when the set is missing.
+        peers: Option<BTreeSet<ipnet::IpNet>>,
+        /// The `operators4` and `operators6` sets' elements.
+        operators: BTreeSet<ipnet::IpNet>,
+        /// The input chain's policy (`drop`); `None` without the chain.
+        input_policy: Option<String>,
+        /// Rules in the input chain.
+        input_rules: usize,
+    },
+    /// The node has no `table inet kiwi` (never loaded, or deleted by hand).
+    Absent,
+    /// The node answered something that is not a listing; the reason is
+    /// kiwi-infra's own words (the node's text never travels further).
+    Unreadable {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A k3s server's flannel backend, as its config selects it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum ObservedBackend {
+    /// One kiwi-infra knows.
+    Known(crate::firewall::FlannelBackend),
+    /// Another one (`host-gw`, `none`, …): its name, if it is a plain
+    /// word, else `None`.
+    Other(Option<String>),
 }
 
 /// One Kubernetes node.

@@ -2,6 +2,10 @@
 //! [`Plan`]. No I/O, no clock, no randomness: the same inputs always give the
 //! same plan, which is what makes golden tests and saved plans possible.
 
+mod firewall;
+
+pub use firewall::{firewall_as_loaded, observed_drift};
+
 use super::observed::{tags, ClusterObservation, Instance, InstanceId, NodeName, Observed};
 use super::steps::{
     ImageRef, InstanceBrief, InstanceRef, K3sJoin, KubeadmJoin, KubeadmRole, NodeShape, Order,
@@ -48,6 +52,7 @@ pub fn plan(desired: &Desired, observed: &Observed, options: &PlanOptions) -> Pl
     }
     planner.removals();
     planner.networks_kept();
+    planner.firewalls();
     planner.finish()
 }
 
@@ -967,7 +972,8 @@ impl<'a> Planner<'a> {
         peers.extend(own);
         FirewallShape::for_node(
             pool.role.into(),
-            &cluster.firewall,
+            // The running cluster's flannel ports, if its servers run one.
+            &self.firewall_settings(cluster),
             &self.desired.provider.operator_networks,
             peers,
         )
@@ -1080,8 +1086,12 @@ impl<'a> Planner<'a> {
                     via: via.clone(),
                     labels,
                     taints,
-                    // A server flag: agents learn the backend from the servers.
-                    flannel_backend: (pool.role == PoolRole::K3sServer).then_some(*flannel_backend),
+                    // A server flag: agents learn the backend from the
+                    // servers. A running cluster's own backend, never a mix.
+                    flannel_backend: (pool.role == PoolRole::K3sServer)
+                        .then(|| self.backend_for_new_servers(cluster))
+                        .flatten()
+                        .or((pool.role == PoolRole::K3sServer).then_some(*flannel_backend)),
                     private_network: cluster
                         .private_network
                         .then(|| super::private_network::network_name(&cluster.name)),

@@ -209,6 +209,13 @@ pub fn summary_line(s: &Summary) -> String {
             plural(s.label_records, "record", "records")
         ));
     }
+    if s.firewalls_to_set > 0 {
+        parts.push(format!(
+            "{} {} to set",
+            s.firewalls_to_set,
+            plural(s.firewalls_to_set, "firewall", "firewalls")
+        ));
+    }
     if s.nodes_to_remove > 0 {
         parts.push(format!(
             "{} {} to remove",
@@ -512,6 +519,22 @@ impl Renderer {
             StepKind::DeleteNode { node } => {
                 self.line(out, '-', &format!("delete node {node}"), step)
             }
+            StepKind::SetFirewall(f) => {
+                let mut what = format!("firewall {}: {}", f.node, f.wanted.summary());
+                if !f.pending_peers.is_empty() {
+                    let pending: Vec<&str> = f.pending_peers.iter().map(String::as_str).collect();
+                    let n = u32::try_from(pending.len()).unwrap_or(u32::MAX);
+                    what.push_str(&format!(
+                        " (+ {n} {} whose address its instance's wait finds: {})",
+                        plural(n, "peer", "peers"),
+                        pending.join(", ")
+                    ));
+                }
+                self.line(out, '~', &what, step);
+                for drift in &f.drift {
+                    self.detail(out, &escape_for_terminal(drift));
+                }
+            }
             StepKind::DeleteStaleNode { node } => self.line(
                 out,
                 '-',
@@ -659,6 +682,37 @@ fn warning(w: &Warning) -> String {
         ),
         Warning::SignalsDisagree { name, instance, what } => format!(
             "{name}: instance {instance}: {what}."
+        ),
+        Warning::FlannelBackendDiffers { cluster, running, wanted } => format!(
+            "cluster {cluster}: its k3s servers run flannel backend {} and the inventory wants \
+             {wanted}. kiwi-infra never changes a running cluster's backend: new servers join \
+             with the running one, and the firewall opens its ports. To migrate (k3s: flannel \
+             options are server flags, identical on every server): set `flannel-backend: \
+             {wanted}` in /etc/rancher/k3s/config.yaml on every server; restart k3s on the \
+             servers one at a time (`sudo systemctl restart k3s`), then k3s-agent on the \
+             agents; then remove the old interface (`sudo ip link delete flannel.1`) or reboot \
+             each node. Pod traffic is interrupted while the nodes disagree.",
+            running.as_deref().unwrap_or("(unreadable)")
+        ),
+        Warning::FlannelBackendsMixed { cluster, servers } => format!(
+            "cluster {cluster}: its k3s servers name different flannel backends ({}), which \
+             k3s does not support; no firewall change is planned for it until every server's \
+             /etc/rancher/k3s/config.yaml names the same one.",
+            servers
+                .iter()
+                .map(|(n, b)| format!("{n}: {b}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Warning::FlannelBackendUnread { cluster } => format!(
+            "cluster {cluster}: the flannel backend of its k3s servers could not be read \
+             (`flannel-backend` in /etc/rancher/k3s/config.yaml); the ports its nodes' \
+             firewalls must open are unknown, so they are unverified and not changed."
+        ),
+        Warning::FirewallUnreadable { node, reason } => format!(
+            "{node}: its host firewall could not be read ({}); it is unverified and this plan \
+             changes nothing on it.",
+            escape_for_terminal(reason)
         ),
         Warning::OperatorNetworksOpen => "operator_networks = [] in kiwi.toml: the firewall of \
             every node this plan orders or reinstalls leaves SSH and the Kubernetes API open to \

@@ -138,6 +138,38 @@ pub fn simulate(observed: &Observed, plan: &Plan) -> Observed {
                 }
             }
             StepKind::DrainNode { .. } => {}
+            StepKind::SetFirewall(f) => {
+                let mut shape = f.wanted.clone();
+                // A pending peer's cluster-traffic addresses: its public
+                // one and, in a cluster with a private network, its private
+                // one (as the planner counts a member's addresses).
+                for slot in &f.pending_peers {
+                    let Some(instance) = state
+                        .instances
+                        .iter()
+                        .find(|i| &i.display_name == slot && !i.is_cancelled())
+                    else {
+                        continue;
+                    };
+                    shape.peers.extend(instance.ipv4);
+                    let private = step
+                        .cluster
+                        .as_deref()
+                        .and_then(|c| state.private_network_of(c))
+                        .and_then(|n| n.member(instance.id))
+                        .and_then(|m| m.private_ipv4);
+                    shape.peers.extend(private);
+                }
+                if let Some(Some(cluster)) = step
+                    .cluster
+                    .as_deref()
+                    .and_then(|c| state.clusters.get_mut(c))
+                {
+                    cluster
+                        .firewalls
+                        .insert(f.node.0.clone(), super::planner::firewall_as_loaded(&shape));
+                }
+            }
             // A wait that succeeded saw its instance running; one for a
             // status that needs a human ends without changing it.
             StepKind::WaitForRunning { instance, .. } => {

@@ -272,6 +272,24 @@ pub struct K3sJoin {
     pub private_network: Option<String>,
 }
 
+/// One node's host firewall, as a plan step sets it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetFirewall {
+    /// The node.
+    pub node: NodeName,
+    /// Everything its firewall admits, peers known at plan time included.
+    pub wanted: FirewallShape,
+    /// Members whose address is not known at plan time (a node this plan
+    /// orders): slot names. The step depends on each one's wait, and the
+    /// executor adds the address that wait found to `wanted`'s peers.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub pending_peers: BTreeSet<String>,
+    /// What differs on the node now, one line each, for people
+    /// ("peer 192.0.2.9 not admitted").
+    pub drift: Vec<String>,
+}
+
 /// Role of a node joining with kubeadm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -456,6 +474,12 @@ pub enum StepKind {
         /// Node.
         node: NodeName,
     },
+    /// Make a node's host firewall the plan's (write `/etc/nftables.conf`
+    /// and load it): its peer set follows the cluster's members, and a hand
+    /// edit is undone. Not destructive: it only ever admits the cluster's
+    /// members, and drops a node's address only once that node is no
+    /// member (after its removal step, which is gated itself).
+    SetFirewall(SetFirewall),
     /// Cancel an instance; it keeps running until its cancel date.
     CancelInstance {
         /// The instance.
@@ -492,6 +516,7 @@ impl StepKind {
                 | StepKind::DrainNode { .. }
                 | StepKind::DeleteNode { .. }
                 | StepKind::DeleteStaleNode { .. }
+                | StepKind::SetFirewall(_)
         )
     }
 
@@ -511,6 +536,7 @@ impl StepKind {
             | StepKind::JoinK3sServer(j)
             | StepKind::JoinK3sAgent(j) => Some(&j.node.0),
             StepKind::KubeadmJoin(j) => Some(&j.node.0),
+            StepKind::SetFirewall(f) => Some(&f.node.0),
             StepKind::SetLabel { node, .. }
             | StepKind::RemoveLabel { node, .. }
             | StepKind::RecordLabels { node, .. }
@@ -703,6 +729,43 @@ pub enum Warning {
         /// What disagrees.
         what: String,
     },
+    /// The servers of a running k3s cluster use another flannel backend
+    /// than the inventory wants. The plan never changes a running
+    /// cluster's backend; new servers join with the running one, and the
+    /// warning gives the migration.
+    FlannelBackendDiffers {
+        /// Cluster.
+        cluster: String,
+        /// The backend its servers run (a known name or a plain word;
+        /// `None`: not a plain word).
+        running: Option<String>,
+        /// The inventory's.
+        wanted: FlannelBackend,
+    },
+    /// The servers of a k3s cluster name different flannel backends (a
+    /// mix k3s does not support): no firewall change is planned for the
+    /// cluster until they agree.
+    FlannelBackendsMixed {
+        /// Cluster.
+        cluster: String,
+        /// Per server: its backend (`?` when not a plain word).
+        servers: BTreeMap<String, String>,
+    },
+    /// A running k3s cluster whose servers' flannel backend could not be
+    /// read: the ports its firewalls must open are unknown, so they are
+    /// unverified and not changed.
+    FlannelBackendUnread {
+        /// Cluster.
+        cluster: String,
+    },
+    /// A node's firewall could not be read: it is unverified, and the plan
+    /// changes nothing on it.
+    FirewallUnreadable {
+        /// Node.
+        node: NodeName,
+        /// Why (kiwi-infra's words).
+        reason: String,
+    },
     /// `[provider] operator_networks = []`: every node's firewall leaves SSH
     /// and the Kubernetes API open to anyone, as the inventory chose.
     OperatorNetworksOpen,
@@ -818,6 +881,9 @@ pub struct Summary {
     pub tags_to_assign: u32,
     /// Existing instances getting tags (adopted, or tags lost).
     pub instances_to_tag: u32,
+    /// Nodes whose host firewall is set (drift, peers joining or leaving).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub firewalls_to_set: u32,
     /// Nodes to drain or delete.
     pub nodes_to_remove: u32,
     /// Instances to cancel.
@@ -862,6 +928,7 @@ impl Summary {
                 StepKind::SetLabel { .. } | StepKind::RemoveLabel { .. } => s.labels_to_change += 1,
                 StepKind::SetTaint { .. } | StepKind::RemoveTaint { .. } => s.taints_to_change += 1,
                 StepKind::RecordLabels { .. } => s.label_records += 1,
+                StepKind::SetFirewall(_) => s.firewalls_to_set += 1,
                 StepKind::AssignTag { instance, .. } => {
                     s.tags_to_assign += 1;
                     if let Some(id) = &instance.id {

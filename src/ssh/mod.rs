@@ -29,6 +29,7 @@ use crate::secret::{redact, Secret};
 pub mod fake;
 #[cfg(test)]
 pub mod fake_cluster;
+pub mod fake_nft;
 pub mod hostkey;
 pub mod known_hosts;
 pub mod openssh;

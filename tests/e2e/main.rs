@@ -18,6 +18,7 @@ mod cluster_support;
 mod apply_follow_up;
 mod cluster_e2e;
 mod firewall_nft;
+mod firewall_peers;
 mod private_network_e2e;
 mod runbooks;
 mod shrink_e2e;

@@ -33,6 +33,7 @@ mod inventory_render_properties;
 mod inventory_validate;
 mod local_files;
 mod operator_output;
+mod plan_firewall;
 mod plan_golden;
 mod plan_ownership;
 mod plan_properties;

@@ -86,7 +86,8 @@ fn empty_account_orders_and_bootstraps_everything() {
     );
     assert_eq!(
         plan::summary_line(&plan.summary),
-        "Plan: 8 to order (+€127.74/month), 8 to bootstrap, 0 labels to change, 0 to cancel."
+        "Plan: 8 to order (+€127.74/month), 8 to bootstrap, 0 labels to change, 8 firewalls to \
+         set, 0 to cancel."
     );
     // Orders wait for the SSH key secret; tags wait for their order and tag.
     assert_eq!(
@@ -114,25 +115,56 @@ fn empty_account_orders_and_bootstraps_everything() {
         deps(&plan, "wait:kiwi-acme-server-01"),
         ["order:kiwi-acme-server-01"]
     );
+    // A new k3s cluster's members are its ordered slots: every node step
+    // also waits until every node's firewall admits them all.
+    let acme_firewalls = [
+        "firewall:kiwi-acme-server-01",
+        "firewall:kiwi-acme-server-02",
+        "firewall:kiwi-acme-server-03",
+        "firewall:kiwi-acme-general-01",
+        "firewall:kiwi-acme-realtime-01",
+    ];
+    let with_firewalls = |first: &[&str]| -> Vec<String> {
+        first
+            .iter()
+            .chain(&acme_firewalls)
+            .map(|s| s.to_string())
+            .collect()
+    };
     assert_eq!(
         deps(&plan, "bootstrap:kiwi-acme-server-01"),
-        ["wait:kiwi-acme-server-01"]
+        with_firewalls(&["wait:kiwi-acme-server-01"])
     );
     assert_eq!(
         deps(&plan, "join:kiwi-acme-server-02"),
-        ["wait:kiwi-acme-server-02", "bootstrap:kiwi-acme-server-01"]
+        with_firewalls(&["wait:kiwi-acme-server-02", "bootstrap:kiwi-acme-server-01"])
     );
     assert_eq!(
         deps(&plan, "join:kiwi-acme-server-03"),
-        ["wait:kiwi-acme-server-03", "join:kiwi-acme-server-02"]
+        with_firewalls(&["wait:kiwi-acme-server-03", "join:kiwi-acme-server-02"])
     );
     assert_eq!(
         deps(&plan, "join:kiwi-acme-general-01"),
-        ["wait:kiwi-acme-general-01", "bootstrap:kiwi-acme-server-01"]
+        with_firewalls(&["wait:kiwi-acme-general-01", "bootstrap:kiwi-acme-server-01"])
     );
+    // Core is observed: no worker joins before every new worker's firewall
+    // admits it (each names the others by slot until their waits end).
     assert_eq!(
         deps(&plan, "join:kiwi-core-general-01"),
-        ["wait:kiwi-core-general-01"]
+        [
+            "wait:kiwi-core-general-01",
+            "firewall:kiwi-core-general-01",
+            "firewall:kiwi-core-general-02",
+            "firewall:kiwi-core-realtime-01"
+        ]
+    );
+    assert_eq!(
+        deps(&plan, "firewall:kiwi-core-general-01"),
+        [
+            "wait:kiwi-core-general-01",
+            "wait:kiwi-core-general-02",
+            "wait:kiwi-core-realtime-01"
+        ]
     );
     insta::assert_snapshot!("empty_account", human(&plan));
     insta::assert_json_snapshot!("empty_account_json", render_json(&plan));
@@ -216,7 +248,9 @@ fn scaling_up_orders_and_joins_the_new_slots_only() {
             "order:kiwi-acme-general-02"
         ]
     );
-    // The agent joins the existing server; nothing is bootstrapped.
+    // The agent joins the existing server; nothing is bootstrapped. (The
+    // fixture's servers report no flannel backend, so no firewall is
+    // changed: `plan_firewall` covers joins behind firewall steps.)
     assert_eq!(
         deps(&plan, "join:kiwi-acme-general-02"),
         ["wait:kiwi-acme-general-02"]
@@ -707,7 +741,7 @@ fn a_private_network_cluster_orders_the_add_on_and_wires_each_node_before_it_joi
         plan::summary_line(&plan.summary),
         "Plan: 8 to order (+€142.69/month, of which €14.95 private networking), 5 to \
          reinstall, 1 private network to create, 5 to add to a private network, 8 to \
-         bootstrap, 0 labels to change, 0 to cancel."
+         bootstrap, 0 labels to change, 8 firewalls to set, 0 to cancel."
     );
     let order = plan
         .steps
@@ -747,16 +781,31 @@ fn a_private_network_cluster_orders_the_add_on_and_wires_each_node_before_it_joi
         deps(&plan, "wait:kiwi-acme-server-01:private-network"),
         ["reinstall:kiwi-acme-server-01"]
     );
+    // (and, as in every new cluster, after every member's firewall step)
+    let firewalls = [
+        "firewall:kiwi-acme-server-01",
+        "firewall:kiwi-acme-server-02",
+        "firewall:kiwi-acme-server-03",
+        "firewall:kiwi-acme-general-01",
+        "firewall:kiwi-acme-realtime-01",
+    ];
+    let then_firewalls = |first: &[&str]| -> Vec<String> {
+        first
+            .iter()
+            .chain(&firewalls)
+            .map(|s| s.to_string())
+            .collect()
+    };
     assert_eq!(
         deps(&plan, "bootstrap:kiwi-acme-server-01"),
-        ["wait:kiwi-acme-server-01:private-network"]
+        then_firewalls(&["wait:kiwi-acme-server-01:private-network"])
     );
     assert_eq!(
         deps(&plan, "join:kiwi-acme-server-02"),
-        [
+        then_firewalls(&[
             "wait:kiwi-acme-server-02:private-network",
             "bootstrap:kiwi-acme-server-01"
-        ]
+        ])
     );
     // The joins say their cluster traffic uses the network; Core's do not.
     for step in &plan.steps {
@@ -869,6 +918,7 @@ fn an_apply_cut_short_after_the_assignments_reinstalls_without_assigning_again()
         Some(plan::ClusterObservation {
             nodes: Vec::new(),
             pristine: names.iter().cloned().collect(),
+            ..Default::default()
         }),
     );
     for obs in observed.clusters.values_mut().flatten() {

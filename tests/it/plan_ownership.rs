@@ -237,6 +237,7 @@ fn a_renamed_joined_instance_is_its_slots_machine_and_gets_its_name_back() {
                 node("kiwi-shop-web-01", [10, 0, 0, 2], true),
             ],
             pristine: BTreeSet::new(),
+            ..Default::default()
         }),
     );
     let p = plan::plan(&d, &o, &destroy());
@@ -282,6 +283,7 @@ fn a_ready_node_without_any_instance_is_never_ordered_again() {
                 node("kiwi-shop-web-01", [10, 0, 0, 2], true),
             ],
             pristine: BTreeSet::new(),
+            ..Default::default()
         }),
     );
     let p = plan::plan(&d, &o, &destroy());
@@ -315,6 +317,7 @@ fn a_join_deletes_a_stale_node_only_in_a_destructive_step_of_its_own() {
                 node("kiwi-shop-web-01", [10, 0, 0, 2], false),
             ],
             pristine: BTreeSet::new(),
+            ..Default::default()
         }),
     );
     let p = plan::plan(&d, &o, &PlanOptions::default());
@@ -389,6 +392,7 @@ fn shop_observed(nodes: Vec<Node>) -> Option<ClusterObservation> {
     Some(ClusterObservation {
         nodes,
         pristine: BTreeSet::new(),
+        ..Default::default()
     })
 }
 
@@ -769,6 +773,7 @@ fn a_running_machine_of_an_interrupted_order_is_tagged_reached_and_joined_never_
         Some(ClusterObservation {
             nodes: vec![node("kiwi-shop-server-01", [10, 0, 0, 1], true)],
             pristine: BTreeSet::from(["kiwi-shop-web-01".to_string()]),
+            ..Default::default()
         }),
     );
     let p = plan::plan(&d, &o, &PlanOptions::default());
@@ -791,6 +796,7 @@ fn a_join_waits_for_the_machine_of_the_server_it_joins_through() {
         Some(ClusterObservation {
             nodes: vec![node("kiwi-shop-server-01", [10, 0, 0, 1], false)],
             pristine: BTreeSet::new(),
+            ..Default::default()
         }),
     );
     let p = plan::plan(&d, &o, &PlanOptions::default());

@@ -311,6 +311,7 @@ fn observed(c: &mut Choices<'_>, desired: &Desired) -> Observed {
             let mut observation = ClusterObservation {
                 nodes: nodes.remove(cluster).unwrap_or_default(),
                 pristine: Default::default(),
+                ..Default::default()
             };
             if cluster == "core" && c.pick(4) != 0 {
                 observation.nodes.push(Node {

@@ -12,7 +12,7 @@
 //!
 //! Every node gets `/etc/kiwi-sim/node.json` and the stand-in programs of the
 //! `kiwi-node-standin` binary (`kubeadm`, `kubectl`, `systemctl`, `journalctl`, `cloud-init`,
-//! `sudo` in `/usr/bin`, and `/usr/local/bin/k3s-install.sh`). Daemons the stand-ins start run
+//! `sudo` in `/usr/bin`, `nft` in `/usr/local/sbin`, and `/usr/local/bin/k3s-install.sh`). Daemons the stand-ins start run
 //! in the node's namespace and record their pids in `/run/kiwi-sim/pids/<daemon>.pid`
 //! ([`NodeSimulator::kill_process`] uses them). All nodes share the host's network namespace;
 //! each binds its own loopback address.
@@ -51,13 +51,17 @@ use ssh::{Login, NodeShell};
 pub const STANDIN_BINARY_NAME: &str = "kiwi-node-standin";
 
 /// Where each stand-in appears inside a node (the binary dispatches on `argv[0]`).
-pub const STANDIN_LINKS: [&str; 6] = [
+/// `nft` lives in `/usr/local/sbin`, which sudo's `secure_path` and a login's `PATH` search
+/// before the host's real `/usr/sbin/nft` (not in the node's overlays): the stand-in keeps the
+/// node's ruleset and never loads rules into the shared network namespace.
+pub const STANDIN_LINKS: [&str; 7] = [
     "/usr/bin/kubeadm",
     "/usr/bin/kubectl",
     "/usr/bin/systemctl",
     "/usr/bin/journalctl",
     "/usr/bin/cloud-init",
     "/usr/bin/sudo",
+    "/usr/local/sbin/nft",
 ];
 
 /// The k3s install script's path. The tool runs it with `sh`, so it must be a shell script:
@@ -309,6 +313,8 @@ struct Boot {
     logins: HashMap<String, Login>,
     host_key: Option<PrivateKey>,
     write_files: Vec<userdata::WriteFile>,
+    /// `runcmd`'s `systemctl enable [--now] UNIT` entries, run at first boot.
+    enable_units: Vec<userdata::EnableUnit>,
     user_data: Option<String>,
 }
 
@@ -500,6 +506,7 @@ impl NodeSimulator {
             logins,
             host_key,
             write_files: Vec::new(),
+            enable_units: Vec::new(),
             user_data: None,
         };
         self.inner.boot(boot).await
@@ -894,10 +901,40 @@ impl Inner {
         });
         let ssh = tokio::spawn(ssh::serve(listener, ssh::config(host_key), shell));
         tracing::info!(node = %boot.name, %addr, first_boot, "simulated node running");
-        if !first_boot {
+        if first_boot {
+            self.run_enable_commands(&holder, boot).await;
+        } else {
             self.start_enabled_units(layers, &holder, &boot.name);
         }
         Ok((host_public_key, Running { holder, ssh }))
+    }
+
+    /// cloud-init's `runcmd` entries `systemctl enable [--now] UNIT` (the firewall's
+    /// `nftables`), run with the stand-in `systemctl` before the boot counts as done, as
+    /// `cloud-init status --wait` on a real node waits for `runcmd`. Failures are logged.
+    async fn run_enable_commands(&self, holder: &Holder, boot: &Boot) {
+        for entry in &boot.enable_units {
+            let now = if entry.now { " --now" } else { "" };
+            // The unit name is checked by the user data parser (no shell syntax).
+            let line = format!("systemctl enable{now} {}", entry.unit);
+            let mut c = holder.command("/bin/sh", &line, "/");
+            c.env("PATH", ssh::PATH)
+                .env("HOME", "/root")
+                .env("HOSTNAME", &boot.name)
+                .env(MARKER_VAR, &self.marker)
+                .stdin(std::process::Stdio::null());
+            match c.output().await {
+                Ok(out) if out.status.success() => {
+                    tracing::info!(node = %boot.name, unit = %entry.unit, "runcmd: unit enabled");
+                }
+                Ok(out) => tracing::warn!(
+                    node = %boot.name, unit = %entry.unit,
+                    stderr = %String::from_utf8_lossy(&out.stderr).trim(),
+                    "runcmd: systemctl enable failed"
+                ),
+                Err(e) => tracing::warn!(node = %boot.name, error = %e, "cannot run systemctl"),
+            }
+        }
     }
 
     /// What systemd does at boot: `systemctl start` (the stand-in) every unit the node itself
@@ -1191,9 +1228,9 @@ fn boot_from_event(event: &InstanceEvent) -> Result<Boot, NodesError> {
                 .extend(keys);
         }
     }
-    let (host_key, write_files) = match config {
-        Some(c) => (c.host_key, c.write_files),
-        None => (None, Vec::new()),
+    let (host_key, write_files, enable_units) = match config {
+        Some(c) => (c.host_key, c.write_files, c.enable_units),
+        None => (None, Vec::new(), Vec::new()),
     };
     Ok(Boot {
         key: NodeKey::Instance(event.instance_id),
@@ -1209,6 +1246,7 @@ fn boot_from_event(event: &InstanceEvent) -> Result<Boot, NodesError> {
         logins,
         host_key,
         write_files,
+        enable_units,
         user_data: event.user_data.clone(),
     })
 }

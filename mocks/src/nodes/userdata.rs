@@ -8,8 +8,11 @@
 //! - `ssh_keys.ed25519_private` / `ed25519_public`: the node's SSH host key;
 //! - `write_files[]` (`path`, `content`, `permissions`, `encoding: b64`, `append`).
 //!
-//! `runcmd` and `packages` are not executed: the stand-in programs linked into every node
-//! stand for what they would install. A user data script (`#!…`) is not run either.
+//! - `runcmd` entries of the form `[systemctl, enable, --now, UNIT]` (the firewall template's
+//!   `nftables`): the simulator runs them with the stand-in `systemctl` at first boot.
+//!
+//! Other `runcmd` entries and `packages` are not executed: the stand-in programs linked into
+//! every node stand for what they would install. A user data script (`#!…`) is not run either.
 
 use russh::keys::ssh_encoding::base64::{Base64, Encoding};
 use russh::keys::{PrivateKey, PublicKey};
@@ -53,6 +56,15 @@ pub struct WriteFile {
     pub append: bool,
 }
 
+/// A `runcmd` entry `[systemctl, enable, (--now), UNIT]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnableUnit {
+    /// The unit's name (letters, digits, `-`, `_`, `.`, `@`).
+    pub unit: String,
+    /// Whether `--now` starts it too.
+    pub now: bool,
+}
+
 /// What the simulator takes from a node's user data.
 #[derive(Debug, Default)]
 pub struct CloudConfig {
@@ -66,6 +78,8 @@ pub struct CloudConfig {
     pub host_key: Option<PrivateKey>,
     /// Files to write, in order.
     pub write_files: Vec<WriteFile>,
+    /// Units `runcmd` enables (and starts, with `--now`) at first boot, in order.
+    pub enable_units: Vec<EnableUnit>,
     /// Keys of the document that the simulator does not act on (e.g. `runcmd`), for a log line.
     pub ignored: Vec<String>,
 }
@@ -92,6 +106,10 @@ pub fn parse(text: &str) -> Result<Option<CloudConfig>, UserDataError> {
             "disable_root" => config.disable_root = boolean(value, "disable_root")?,
             "ssh_keys" => config.host_key = host_key(value)?,
             "write_files" => config.write_files = write_files(value)?,
+            "runcmd" => {
+                config.enable_units = enable_units(value);
+                config.ignored.push(key.clone());
+            }
             _ => config.ignored.push(key.clone()),
         }
     }
@@ -184,6 +202,35 @@ fn host_key(value: &Value) -> Result<Option<PrivateKey>, UserDataError> {
     Ok(Some(key))
 }
 
+/// The `systemctl enable` entries of `runcmd` (list form only; a shell string is not parsed).
+fn enable_units(value: &Value) -> Vec<EnableUnit> {
+    let Some(list) = value.as_array() else {
+        return Vec::new();
+    };
+    list.iter()
+        .filter_map(|entry| {
+            let words: Vec<&str> = entry
+                .as_array()?
+                .iter()
+                .map(Value::as_str)
+                .collect::<Option<_>>()?;
+            let (now, unit) = match words.as_slice() {
+                ["systemctl", "enable", "--now", unit] => (true, *unit),
+                ["systemctl", "enable", unit] => (false, *unit),
+                _ => return None,
+            };
+            let safe = !unit.is_empty()
+                && unit
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c));
+            safe.then(|| EnableUnit {
+                unit: unit.to_owned(),
+                now,
+            })
+        })
+        .collect()
+}
+
 fn write_files(value: &Value) -> Result<Vec<WriteFile>, UserDataError> {
     let list = value
         .as_array()
@@ -264,7 +311,8 @@ mod tests {
              ssh_authorized_keys:\n      - {PUBLIC}\ndisable_root: true\nwrite_files:\n  - path: \
              /etc/a\n    permissions: \"0600\"\n    content: |\n      hello\n  - path: /etc/b\n    \
              encoding: b64\n    content: aGk=\n    permissions: 0755\nruncmd:\n  - [systemctl, \
-             reload, ssh]\n"
+             reload, ssh]\n  - [systemctl, enable, --now, nftables]\n  - [systemctl, enable, \
+             \"a;b\"]\n  - systemctl enable k3s\n"
         );
         let c = parse(&text).unwrap().unwrap();
         assert_eq!(c.hostname.as_deref(), Some("mesh-1"));
@@ -277,6 +325,13 @@ mod tests {
         assert_eq!(c.write_files[1].content, b"hi");
         assert_eq!(c.write_files[1].mode, 0o755);
         assert_eq!(c.ignored, vec!["runcmd".to_owned()]);
+        assert_eq!(
+            c.enable_units,
+            vec![EnableUnit {
+                unit: "nftables".into(),
+                now: true
+            }]
+        );
         assert!(c.host_key.is_none());
     }
 

@@ -1,5 +1,6 @@
 //! Stand-ins for the programs a simulated node needs and no registry provides: k3s and its
-//! install script, kubeadm, kubelet, kubectl, systemctl, journalctl, cloud-init and sudo.
+//! install script, kubeadm, kubelet, kubectl, systemctl, journalctl, cloud-init, sudo and nft
+//! (which keeps a node's ruleset without touching the host's, see [`nft`]).
 //!
 //! kiwi-infra talks to simulated nodes exactly as it talks to real servers
 //! (`docs/node-contract.md`); these stand-ins answer the same commands with the same outputs,
@@ -44,6 +45,7 @@ pub mod kubeadm;
 pub mod kubectl;
 pub mod labels;
 pub mod misc;
+pub mod nft;
 pub mod objects;
 pub mod paths;
 pub mod systemd;
@@ -185,6 +187,8 @@ async fn dispatch(tool: &str, args: Vec<String>) -> Result<i32> {
         "kubeadm" => kubeadm::main(args).await,
         "kubelet" => kubeadm::kubelet(args).await,
         "systemctl" => systemd::systemctl(&args),
+        "nft" => nft::main(args),
+        "nft-scratch" => nft::scratch_main(&args),
         "journalctl" => systemd::journalctl(&args),
         other => Err(StandinError::tool_code(
             format!("{OWN_NAME}: no stand-in for `{other}`"),

@@ -6,6 +6,10 @@
 //! `/run/kiwi-sim/pids/<unit>.pid`, and `systemctl start` waits, as for systemd's
 //! `Type=notify`, until the daemon marks itself ready or exits, then reports like systemd.
 //! `Restart=always` is not simulated: a killed daemon stays dead until started again.
+//!
+//! `nftables` is the one oneshot unit (Debian's `nftables.service`, `RemainAfterExit=yes`):
+//! starting it loads `/etc/nftables.conf` with the stand-in `nft` ([`super::nft`]), stopping it
+//! flushes the node's ruleset, and it stays `active` after a successful start until stopped.
 
 use std::fs::OpenOptions;
 use std::os::unix::process::CommandExt;
@@ -28,6 +32,46 @@ const UNIT_DIRS: [&str; 3] = [
     "/usr/lib/systemd/system",
     "/lib/systemd/system",
 ];
+
+/// Built-in oneshot units and where their packages put their unit files.
+const ONESHOT: [(&str, &str); 1] = [("nftables", "/usr/lib/systemd/system/nftables.service")];
+/// Markers of oneshot units that ran successfully (`RemainAfterExit=yes`).
+const ONESHOT_DIR: &str = "/run/kiwi-sim/oneshot";
+
+fn oneshot_file(unit: &str) -> Option<&'static str> {
+    ONESHOT.iter().find(|(u, _)| *u == unit).map(|(_, f)| *f)
+}
+
+/// `nftables.service`'s `ExecStart=/usr/sbin/nft -f /etc/nftables.conf`.
+fn start_oneshot(root: &Root, unit: &str) -> Result<()> {
+    log_systemd(
+        root,
+        unit,
+        &format!("Starting {unit}.service - {}...", description(unit)),
+    );
+    let code = super::nft::main(vec!["-f".into(), "/etc/nftables.conf".into()])?;
+    if code != 0 {
+        log_systemd(
+            root,
+            unit,
+            &format!("{unit}.service: Main process exited, code=exited, status={code}/FAILURE"),
+        );
+        root.remove(&format!("{ONESHOT_DIR}/{unit}"))?;
+        root.write(&format!("{FAILED_DIR}/{unit}"), "", 0o644)?;
+        return Err(job_failed(
+            unit,
+            "the control process exited with error code",
+        ));
+    }
+    root.remove(&format!("{FAILED_DIR}/{unit}"))?;
+    root.write(&format!("{ONESHOT_DIR}/{unit}"), "", 0o644)?;
+    log_systemd(
+        root,
+        unit,
+        &format!("Finished {unit}.service - {}.", description(unit)),
+    );
+    Ok(())
+}
 
 fn unit_name(arg: &str) -> String {
     arg.trim_end_matches(".service").to_string()
@@ -66,6 +110,16 @@ fn exec_start(root: &Root, unit: &str) -> Result<Option<(PathBuf, Vec<String>)>>
         .split_whitespace()
         .map(|w| w.trim_matches(|c| c == '\'' || c == '"').to_string());
     let program = words.next().unwrap_or_default();
+    if program.rsplit('/').next() == Some("nft") {
+        // Never the host's real nft outside a private namespace (see
+        // `super::nft`); a unit that runs it is not simulated.
+        return Err(StandinError::Parse {
+            path: root.path(&file),
+            message: "runs nft directly, which a simulated node must not (the host's ruleset \
+                      is every node's); not started"
+                .into(),
+        });
+    }
     Ok(Some((root.path(&program), words.collect())))
 }
 
@@ -105,6 +159,7 @@ fn description(unit: &str) -> &'static str {
     match unit {
         "k3s" | "k3s-agent" => "Lightweight Kubernetes",
         "kubelet" => "kubelet: The Kubernetes Node Agent",
+        "nftables" => "nftables",
         _ => "",
     }
 }
@@ -141,6 +196,15 @@ fn job_failed(unit: &str, why: &str) -> StandinError {
 
 /// Starts a unit unless it runs, waiting until its daemon is ready.
 pub fn start_unit(root: &Root, unit: &str) -> Result<()> {
+    // Always the built-in, whatever unit file the host's packages left in the
+    // lower layer: Debian's nftables.service runs /usr/sbin/nft, which would
+    // load the node's rules into the host's network namespace.
+    if oneshot_file(unit).is_some() {
+        if root.exists(&format!("{ONESHOT_DIR}/{unit}")) {
+            return Ok(());
+        }
+        return start_oneshot(root, unit);
+    }
     if running_pid(root, unit).is_some() {
         return Ok(());
     }
@@ -252,6 +316,16 @@ pub fn start_unit(root: &Root, unit: &str) -> Result<()> {
 
 /// Stops a unit's daemon: SIGTERM, then SIGKILL after [`STOP_TIMEOUT`].
 pub fn stop_unit(root: &Root, unit: &str) -> Result<()> {
+    if oneshot_file(unit).is_some() && root.exists(&format!("{ONESHOT_DIR}/{unit}")) {
+        // nftables.service's ExecStop=/usr/sbin/nft flush ruleset.
+        super::nft::clear(root)?;
+        root.remove(&format!("{ONESHOT_DIR}/{unit}"))?;
+        log_systemd(
+            root,
+            unit,
+            &format!("Stopped {unit}.service - {}.", description(unit)),
+        );
+    }
     if let Some(pid) = running_pid(root, unit) {
         log_systemd(
             root,
@@ -280,9 +354,12 @@ const WANTS: &str = "/etc/systemd/system/multi-user.target.wants";
 
 /// Enables a unit; returns systemd's "Created symlink" line the first time.
 pub fn enable_unit(root: &Root, unit: &str) -> Result<Option<String>> {
-    let Some(file) = unit_file(root, unit).or_else(|| {
-        (unit == "kubelet").then(|| "/usr/lib/systemd/system/kubelet.service".to_string())
-    }) else {
+    let Some(file) = unit_file(root, unit)
+        .or_else(|| {
+            (unit == "kubelet").then(|| "/usr/lib/systemd/system/kubelet.service".to_string())
+        })
+        .or_else(|| oneshot_file(unit).map(str::to_string))
+    else {
         return Err(StandinError::tool(format!(
             "Failed to enable unit: Unit file {unit}.service does not exist."
         )));
@@ -324,11 +401,11 @@ fn is_enabled(root: &Root, unit: &str) -> bool {
 }
 
 fn known(root: &Root, unit: &str) -> bool {
-    unit == "kubelet" || unit_file(root, unit).is_some()
+    unit == "kubelet" || oneshot_file(unit).is_some() || unit_file(root, unit).is_some()
 }
 
 fn active_state(root: &Root, unit: &str) -> &'static str {
-    if running_pid(root, unit).is_some() {
+    if running_pid(root, unit).is_some() || root.exists(&format!("{ONESHOT_DIR}/{unit}")) {
         "active"
     } else if root.exists(&format!("{FAILED_DIR}/{unit}")) {
         "failed"
@@ -442,8 +519,11 @@ fn status(root: &Root, unit: &str) -> Result<i32> {
             4,
         ));
     }
-    let file =
-        unit_file(root, unit).unwrap_or_else(|| "/usr/lib/systemd/system/kubelet.service".into());
+    let file = unit_file(root, unit).unwrap_or_else(|| {
+        oneshot_file(unit)
+            .unwrap_or("/usr/lib/systemd/system/kubelet.service")
+            .into()
+    });
     let enabled = if is_enabled(root, unit) {
         "enabled"
     } else {

@@ -1,0 +1,197 @@
+//! Setting a node's host firewall ([`crate::plan::SetFirewall`]): the
+//! plan's ruleset, with the addresses of the peers this plan ordered, is
+//! written to `/etc/nftables.conf` (what `nftables.service` loads at boot)
+//! and loaded with `nft -f`, which replaces only `table inet kiwi` in one
+//! transaction (see [`crate::firewall`]). Then the node's own listing is
+//! read back: the step is done only when the node admits exactly the peers
+//! it should.
+//!
+//! A pending peer's address is the one its wait found (the session pool
+//! learned it); the plan states the dependency, so a missing one is an
+//! error, never a guess.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+
+use crate::cluster::firewall::{firewall_from_answer, READ_FIREWALL};
+use crate::firewall::{render, RULESET_PATH};
+use crate::plan::{NodeFirewall, NodeName, SetFirewall};
+use crate::secret::Secret;
+use crate::ssh::pool::NodeConnector;
+use crate::ssh::RemoteExec;
+
+use super::{NodeError, SshNodeExecutor};
+
+/// The command that loads the written ruleset (docs/node-contract.md).
+pub const LOAD_FIREWALL: &str = "sudo nft -f /etc/nftables.conf";
+
+impl<C: NodeConnector> SshNodeExecutor<C> {
+    /// Carries out a [`SetFirewall`] step.
+    pub(super) async fn set_firewall(&self, step: &SetFirewall) -> Result<String, NodeError> {
+        let node = &step.node;
+        let mut shape = step.wanted.clone();
+        for slot in &step.pending_peers {
+            shape.peers.insert(self.pending_address(node, slot)?);
+        }
+        let ruleset = render(&shape);
+        let exec = self.connect(node).await?;
+        exec.upload(RULESET_PATH, &Secret::new(ruleset.into_bytes()), 0o644)
+            .await?;
+        self.run(&exec, LOAD_FIREWALL, self.settings.command_timeout, &[])
+            .await?;
+        let out = self
+            .run(&exec, READ_FIREWALL, self.settings.command_timeout, &[])
+            .await?;
+        let admitted = match firewall_from_answer(out.status, &out.stdout, &out.stderr) {
+            NodeFirewall::Present {
+                peers: Some(peers), ..
+            } => peers,
+            other => {
+                return Err(NodeError::Protocol {
+                    node: node.0.clone(),
+                    what: format!(
+                        "after `{LOAD_FIREWALL}` its firewall does not read back as loaded ({})",
+                        match other {
+                            NodeFirewall::Absent => "no table inet kiwi".to_string(),
+                            NodeFirewall::Unreadable { reason } => reason,
+                            NodeFirewall::Present { .. } => "no peer set".to_string(),
+                        }
+                    ),
+                })
+            }
+        };
+        let wanted: BTreeSet<ipnet::IpNet> = shape
+            .peers
+            .iter()
+            .map(|ip| ipnet::IpNet::V4(ipnet::Ipv4Net::from(*ip)))
+            .collect();
+        if admitted != wanted {
+            return Err(NodeError::Protocol {
+                node: node.0.clone(),
+                what: format!(
+                    "after `{LOAD_FIREWALL}` it admits {} peers, not the {} written",
+                    admitted.len(),
+                    wanted.len()
+                ),
+            });
+        }
+        Ok(format!("firewall of {node} set: {}", shape.summary()))
+    }
+
+    /// The address the wait of `slot` found (the plan makes this step
+    /// depend on that wait).
+    fn pending_address(&self, node: &NodeName, slot: &str) -> Result<Ipv4Addr, NodeError> {
+        let text = self
+            .reads
+            .pool()
+            .address(&NodeName(slot.to_string()))
+            .map_err(|_| NodeError::Refused {
+                node: node.0.clone(),
+                what: format!(
+                    "the address of its peer {slot} is not known (did the wait for its instance \
+                     succeed?); the firewall is left as it is"
+                ),
+            })?;
+        text.parse().map_err(|_| NodeError::Refused {
+            node: node.0.clone(),
+            what: format!("the address known for its peer {slot} is not an IPv4 address"),
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::path::Path;
+
+    use crate::firewall::{ClusterFirewall, FirewallShape, NodeRole};
+    use crate::node::{NodeSettings, NodeSteps};
+    use crate::plan::{NodeName, SetFirewall, Step, StepId, StepKind};
+    use crate::ssh::fake_cluster::{FakeCluster, Flavor};
+
+    const NODE: &str = "kiwi-acme-server-01";
+    const NEW: &str = "kiwi-acme-general-02";
+
+    fn step(pending: &[&str]) -> Step {
+        let shape = FirewallShape::for_node(
+            NodeRole::K3sServer,
+            &ClusterFirewall {
+                public: vec![],
+                cni: crate::firewall::FlannelBackend::WireguardNative.ports(),
+                cluster_networks: vec![],
+            },
+            &["198.51.100.0/24".parse().unwrap()],
+            BTreeSet::from(["127.0.0.2".parse().unwrap()]),
+        );
+        Step {
+            id: StepId(format!("firewall:{NODE}")),
+            cluster: Some("acme".into()),
+            kind: StepKind::SetFirewall(SetFirewall {
+                node: NodeName(NODE.into()),
+                wanted: shape,
+                pending_peers: pending.iter().map(|p| p.to_string()).collect(),
+                drift: vec![],
+            }),
+            depends_on: vec![],
+            destructive: false,
+        }
+    }
+
+    fn acme() -> crate::ids::ClusterName {
+        crate::ids::ClusterName::parse("acme").unwrap()
+    }
+
+    fn executor() -> (FakeCluster, super::SshNodeExecutor<FakeCluster>) {
+        let desired = crate::inventory::load(Path::new("tests/fixtures/plan/inventory")).unwrap();
+        let cluster = FakeCluster::new(Flavor::K3s);
+        cluster.add_machine(NODE);
+        let addresses = BTreeMap::from([(NODE.to_string(), "127.0.0.2".to_string())]);
+        let nodes = super::SshNodeExecutor::new(
+            cluster.clone(),
+            &desired,
+            addresses,
+            NodeSettings::default(),
+        );
+        (cluster, nodes)
+    }
+
+    #[tokio::test]
+    async fn a_peer_ordered_by_the_plan_is_admitted_with_the_address_its_wait_found() {
+        let (cluster, nodes) = executor();
+        nodes.learn_address(&NodeName(NEW.into()), "127.0.0.9".parse().unwrap());
+        let done = NodeSteps::run(&nodes, &acme(), &step(&[NEW]))
+            .await
+            .unwrap();
+        assert!(
+            matches!(done, crate::node::NodeStepDone::Done(_)),
+            "{done:?}"
+        );
+        let machine = cluster.machine(NODE).unwrap();
+        let file = machine.file("/etc/nftables.conf").unwrap();
+        assert_eq!(file.mode, 0o644);
+        let text = String::from_utf8(file.contents.expose().clone()).unwrap();
+        assert!(
+            text.contains("elements = { 127.0.0.2, 127.0.0.9 }"),
+            "{text}"
+        );
+        let history = machine.history();
+        let load = history.iter().position(|c| c == super::LOAD_FIREWALL);
+        let read = history
+            .iter()
+            .rposition(|c| c == crate::cluster::firewall::READ_FIREWALL);
+        assert!(load.is_some() && read > load, "{history:?}");
+    }
+
+    #[tokio::test]
+    async fn a_pending_peer_without_a_known_address_leaves_the_firewall_untouched() {
+        let (cluster, nodes) = executor();
+        let err = NodeSteps::run(&nodes, &acme(), &step(&[NEW]))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains(NEW), "{err}");
+        let machine = cluster.machine(NODE).unwrap();
+        assert!(machine.file("/etc/nftables.conf").is_none());
+        assert!(!machine.history().iter().any(|c| c.contains("nft")));
+    }
+}
