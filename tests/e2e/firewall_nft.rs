@@ -486,6 +486,14 @@ impl Lab {
         assert_eq!(line.trim(), "ready", "the listeners did not start");
     }
 
+    /// The specs (`tcp:22`) `role`, on link `n`, reaches on the node.
+    fn reached(&self, role: &str, n: u8, specs: &[&str]) -> BTreeSet<String> {
+        self.probe(role, &format!("10.201.{n}.1"), specs)
+            .into_iter()
+            .filter_map(|(spec, ok)| ok.then_some(spec))
+            .collect()
+    }
+
     /// What `role` reaches on the node at `host`: spec (`tcp:22`) → reached.
     fn probe(&self, role: &str, host: &str, specs: &[&str]) -> BTreeMap<String, bool> {
         let out = Command::new("ip")
@@ -523,6 +531,11 @@ impl Drop for Lab {
 }
 
 const PROBE: &str = "tests/fixtures/firewall/probe.py";
+
+/// A set of probe specs.
+fn set(specs: &[&str]) -> BTreeSet<String> {
+    specs.iter().map(|s| s.to_string()).collect()
+}
 
 #[test]
 fn a_loaded_ruleset_admits_peers_operators_and_the_public_and_drops_everyone_else() {
@@ -571,13 +584,7 @@ fn a_loaded_ruleset_admits_peers_operators_and_the_public_and_drops_everyone_els
         "udp:51830",
         "udp:8472",
     ];
-    let reached = |role: &str, n: u8| -> BTreeSet<String> {
-        lab.probe(role, &format!("10.201.{n}.1"), &every)
-            .into_iter()
-            .filter_map(|(spec, ok)| ok.then_some(spec))
-            .collect()
-    };
-    let set = |specs: &[&str]| specs.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+    let reached = |role: &str, n: u8| lab.reached(role, n, &every);
 
     // A member reaches the cluster's internal ports and the public ones,
     // not SSH (it is not the operator), not what no rule opens, and not
@@ -692,13 +699,7 @@ fn ports_redirected_to_pods_are_reached_by_members_and_by_strangers_only_where_p
     lab.ip(&["netns", "exec", &node, NFT, "-f", proxy.to_str().unwrap()]);
     lab.listen_in("pod", &[8080, 8443], &[8081, 8830]);
     let every = ["tcp:30080", "udp:30081", "tcp:443", "udp:51830"];
-    let reached = |role: &str, n: u8| -> BTreeSet<String> {
-        lab.probe(role, &format!("10.201.{n}.1"), &every)
-            .into_iter()
-            .filter_map(|(spec, ok)| ok.then_some(spec))
-            .collect()
-    };
-    let set = |specs: &[&str]| specs.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+    let reached = |role: &str, n: u8| lab.reached(role, n, &every);
     // The redirect works: a member reaches the pod through every port.
     assert_eq!(reached("peer", 1), set(&every), "what a member reaches");
     // A stranger and the operator reach the public ports only, never the
