@@ -7,8 +7,9 @@
 //! it should.
 //!
 //! A pending peer's address is the one its wait found (the session pool
-//! learned it); the plan states the dependency, so a missing one is an
-//! error, never a guess.
+//! learned it), and in a private network also the private address its
+//! assignment gave it; the plan states the dependencies, so a missing public
+//! address is an error, never a guess.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -32,6 +33,12 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
         let mut shape = step.wanted.clone();
         for slot in &step.pending_peers {
             shape.peers.insert(self.pending_address(node, slot)?);
+            // In a private network the peer's cluster traffic comes from its
+            // private address, learned when this plan assigned it (the plan
+            // makes this step depend on that assignment too).
+            if let Some(private) = self.private_address(&NodeName(slot.clone())) {
+                shape.peers.insert(private);
+            }
         }
         let ruleset = render(&shape);
         let exec = self.connect(node).await?;
@@ -193,5 +200,26 @@ mod tests {
         let machine = cluster.machine(NODE).unwrap();
         assert!(machine.file("/etc/nftables.conf").is_none());
         assert!(!machine.history().iter().any(|c| c.contains("nft")));
+    }
+
+    /// In a private network a new peer's cluster traffic comes from the
+    /// private address its assignment gave it: the member admits that
+    /// address too, in the same apply (not only after the next plan).
+    #[tokio::test]
+    async fn a_pending_peer_in_a_private_network_is_admitted_at_its_private_address_too() {
+        let (cluster, nodes) = executor();
+        let new = NodeName(NEW.into());
+        nodes.learn_address(&new, "127.0.0.9".parse().unwrap());
+        nodes.learn_private_address(&new, "127.77.0.9".parse().unwrap());
+        NodeSteps::run(&nodes, &acme(), &step(&[NEW]))
+            .await
+            .unwrap();
+        let machine = cluster.machine(NODE).unwrap();
+        let file = machine.file("/etc/nftables.conf").unwrap();
+        let text = String::from_utf8(file.contents.expose().clone()).unwrap();
+        assert!(
+            text.contains("elements = { 127.0.0.2, 127.0.0.9, 127.77.0.9 }"),
+            "{text}"
+        );
     }
 }

@@ -298,8 +298,7 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
         let Some(network) = network else {
             return self.address(node);
         };
-        let known = self.private.lock().ok().and_then(|p| p.get(node).copied());
-        known
+        self.private_address(node)
             .map(|ip| ip.to_string())
             .ok_or_else(|| NodeError::Protocol {
                 node: node.to_string(),
@@ -308,6 +307,11 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
                  be a member (plan again to see the steps that add it)"
                 ),
             })
+    }
+
+    /// `node`'s private address, when one was observed or assigned this run.
+    fn private_address(&self, node: &NodeName) -> Option<std::net::Ipv4Addr> {
+        self.private.lock().ok().and_then(|p| p.get(node).copied())
     }
 
     async fn connect(&self, node: &NodeName) -> Result<Arc<C::Exec>, NodeError> {
