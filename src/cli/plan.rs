@@ -30,9 +30,14 @@ pub(super) fn validate(global: &GlobalArgs) -> Result<(), CliError> {
         .flat_map(|c| &c.pools)
         .map(|p| p.count as usize)
         .sum();
-    if desired.provider.operator_networks.is_empty() {
+    if desired.provider.operators_open_to_anyone() {
+        let what = if desired.provider.operator_networks.is_empty() {
+            "operator_networks = []"
+        } else {
+            "a /0 network in operator_networks"
+        };
         eprintln!(
-            "warning: operator_networks = [] in {}: every node's firewall leaves SSH and the \
+            "warning: {what} in {}: every node's firewall leaves SSH and the \
              Kubernetes API open to the internet; name the networks you administer from to close \
              them",
             global.inventory.join(inventory::MAIN_FILE).display()

@@ -132,6 +132,17 @@ pub struct Provider {
     pub operator_networks: Vec<IpNet>,
 }
 
+impl Provider {
+    /// True when SSH and the Kubernetes API are open to anyone: no operator
+    /// network (`[]`, the explicit choice) or one that is a whole address
+    /// family (`0.0.0.0/0`, `::/0`), which means the same and is warned
+    /// about the same way.
+    pub fn operators_open_to_anyone(&self) -> bool {
+        self.operator_networks.is_empty()
+            || self.operator_networks.iter().any(|n| n.prefix_len() == 0)
+    }
+}
+
 /// The whole desired state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Desired {

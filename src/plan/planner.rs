@@ -191,7 +191,7 @@ impl<'a> Planner<'a> {
     }
 
     fn finish(mut self) -> Plan {
-        if self.desired.provider.operator_networks.is_empty() {
+        if self.desired.provider.operators_open_to_anyone() {
             self.warnings.push(Warning::OperatorNetworksOpen);
         }
         let held = std::mem::take(&mut self.held);

@@ -714,7 +714,7 @@ fn warning(w: &Warning) -> String {
              changes nothing on it.",
             escape_for_terminal(reason)
         ),
-        Warning::OperatorNetworksOpen => "operator_networks = [] in kiwi.toml: the firewall of \
+        Warning::OperatorNetworksOpen => "operator_networks in kiwi.toml is [] or holds a /0 network: the firewall of \
             every node this plan orders or reinstalls leaves SSH and the Kubernetes API open to \
             the internet. Name the networks you administer from to close them."
             .to_string(),

@@ -588,6 +588,34 @@ fn an_empty_operator_list_is_accepted_and_validate_warns_that_ssh_is_open() {
     assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
 }
 
+/// `0.0.0.0/0` (or `::/0`) as an operator network opens SSH and the API to
+/// everyone, exactly like `[]`: it is warned about the same way, in
+/// `validate` and in every plan (found by an attacker: it was silent).
+#[test]
+fn a_whole_address_family_as_operator_network_is_warned_about_like_an_empty_list() {
+    for open in ["\"0.0.0.0/0\"", "\"198.51.100.0/24\", \"::/0\""] {
+        let kiwi = KIWI.replace("\"198.51.100.0/24\", \"2001:db8::/48\"", open);
+        let dir = write(&kiwi, &[("acme", ACME)]);
+        assert!(
+            load(&dir).unwrap().provider.operators_open_to_anyone(),
+            "{open}"
+        );
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiwi-infra"))
+            .arg("--inventory")
+            .arg(dir.path())
+            .arg("validate")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(
+            stderr.contains("warning: a /0 network in operator_networks")
+                && stderr.contains("open to the internet"),
+            "{open}: {stderr}"
+        );
+    }
+}
+
 #[test]
 fn the_core_firewall_is_required_and_its_ports_and_networks_are_checked() {
     let fw = "\n[core.firewall]\ncni_ports = [\"udp/4789\", \"tcp/179\"]\ncluster_networks = [\"10.244.0.0/16\", \"10.96.0.0/12\"]\n";
