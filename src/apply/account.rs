@@ -64,6 +64,12 @@ impl<'a, A: CloudApi> Account<'a, A> {
         }
     }
 
+    /// The pauses before another look after a failed creation, for the
+    /// other things apply makes sure exist (a cluster's private network).
+    pub(super) fn pauses(&self) -> Backoff {
+        self.pauses
+    }
+
     fn known(&self) -> MutexGuard<'_, Known> {
         // A poisoned lock means a panic elsewhere; the data is still usable.
         self.known.lock().unwrap_or_else(|p| p.into_inner())
@@ -177,7 +183,7 @@ impl<'a, A: CloudApi> Account<'a, A> {
 
 /// The outcome of a [`look_create_look`] for `what`; `remember` records a
 /// created id.
-fn ensured_outcome<Id: std::fmt::Display + Copy>(
+pub(super) fn ensured_outcome<Id: std::fmt::Display + Copy>(
     step: &Step,
     what: &str,
     ensured: Result<Ensured<Id>, NotEnsured<ApplyError>>,

@@ -543,8 +543,7 @@ impl<A: CloudApi, N: NodeExecutor> Executor<'_, A, N> {
                 self.instances.rename(step, instance).await
             }
             StepKind::EnsurePrivateNetwork { name, region } => {
-                super::network::ensure(self.api, self.settings.wait.poll_min, step, name, region)
-                    .await
+                super::network::ensure(self.api, self.account.pauses(), step, name, region).await
             }
             StepKind::AssignPrivateNetwork { network, instance } => {
                 super::network::assign(self.api, self.slots, self.nodes, step, network, instance)

@@ -4,14 +4,13 @@
 //! member's private address is known and handed to the node steps
 //! ([`NodeExecutor::learn_private_address`]).
 
-use std::time::Duration;
-
 use crate::contabo::models::{InstanceId, PrivateNetwork};
 use crate::contabo::{CloudApi, ContaboError};
+use crate::patience::Backoff;
 use crate::plan::{InstanceRef, NodeName, Step};
 use crate::report::StepOutcome;
 
-use super::account::{look_create_look, Ensured, NotEnsured};
+use super::account::{ensured_outcome, look_create_look};
 use super::error::ApplyError;
 use super::instance::Slots;
 use super::node::NodeExecutor;
@@ -46,16 +45,17 @@ async fn find(
     }
 }
 
-/// Makes sure the private network `name` exists in `region`.
+/// Makes sure the private network `name` exists in `region`; `pauses` are
+/// those before another look after a failed creation.
 pub(super) async fn ensure(
     api: &impl CloudApi,
-    pause: Duration,
+    pauses: Backoff,
     step: &Step,
     name: &str,
     region: &str,
 ) -> Result<StepOutcome, ApplyError> {
     let ensured = look_create_look(
-        crate::patience::Backoff::constant(pause),
+        pauses,
         || async { Ok(find(api, step, name).await?.map(|n| n.private_network_id)) },
         || async {
             api.create_private_network(name, region, DESCRIPTION)
@@ -64,20 +64,8 @@ pub(super) async fn ensure(
         },
     )
     .await;
-    match ensured {
-        Ok(Ensured::Found(id)) => Ok(StepOutcome::Done(format!(
-            "private network {name} exists (id {id})"
-        ))),
-        Ok(Ensured::Created(id)) => Ok(StepOutcome::Done(format!(
-            "created private network {name} (id {id})"
-        ))),
-        Err(NotEnsured::Look(e)) => Err(e),
-        Err(NotEnsured::Create(source)) => Err(ApplyError::NotCreated {
-            step: step.id.clone(),
-            what: format!("private network {name}"),
-            source,
-        }),
-    }
+    // Nothing to remember: the assignment looks the network up by name.
+    ensured_outcome(step, &format!("private network {name}"), ensured, |_| {})
 }
 
 /// Adds the instance to the network (idempotent: a member is left as it
@@ -178,6 +166,7 @@ mod tests {
     use crate::contabo::fake::FakeCloud;
     use crate::contabo::models::InstanceStatus;
     use crate::plan::{StepId, StepKind};
+    use std::time::Duration;
 
     fn step(kind: StepKind) -> Step {
         Step {
@@ -196,14 +185,26 @@ mod tests {
             name: "kiwi-acme".into(),
             region: "EU".into(),
         });
-        let done = ensure(&fake, Duration::ZERO, &s, "kiwi-acme", "EU")
-            .await
-            .unwrap();
+        let done = ensure(
+            &fake,
+            Backoff::constant(Duration::ZERO),
+            &s,
+            "kiwi-acme",
+            "EU",
+        )
+        .await
+        .unwrap();
         assert!(matches!(done, StepOutcome::Done(_)), "{done:?}");
         // A rerun finds it.
-        ensure(&fake, Duration::ZERO, &s, "kiwi-acme", "EU")
-            .await
-            .unwrap();
+        ensure(
+            &fake,
+            Backoff::constant(Duration::ZERO),
+            &s,
+            "kiwi-acme",
+            "EU",
+        )
+        .await
+        .unwrap();
         let state = fake.state.lock().unwrap();
         assert_eq!(state.network_create_calls, 1);
         assert_eq!(state.networks.len(), 1);
@@ -217,9 +218,15 @@ mod tests {
             name: "kiwi-acme".into(),
             region: "EU".into(),
         });
-        ensure(&fake, Duration::ZERO, &s, "kiwi-acme", "EU")
-            .await
-            .unwrap();
+        ensure(
+            &fake,
+            Backoff::constant(Duration::ZERO),
+            &s,
+            "kiwi-acme",
+            "EU",
+        )
+        .await
+        .unwrap();
         let instance = InstanceRef {
             name: "kiwi-acme-server-01".into(),
             id: Some(id),

@@ -91,12 +91,11 @@ pub fn backend_from_answer(stdout: &str) -> ObservedBackend {
         .unwrap_or_default()
         .trim()
         .trim_matches(|c| c == '"' || c == '\'');
-    match value {
-        "vxlan" => ObservedBackend::Known(FlannelBackend::Vxlan),
-        "wireguard-native" => ObservedBackend::Known(FlannelBackend::WireguardNative),
-        other => {
-            let word = plain_word(other);
-            ObservedBackend::Other((!word.is_empty() && word == other).then_some(word))
+    match value.parse::<FlannelBackend>() {
+        Ok(known) => ObservedBackend::Known(known),
+        Err(_) => {
+            let word = plain_word(value);
+            ObservedBackend::Other((!word.is_empty() && word == value).then_some(word))
         }
     }
 }

@@ -233,7 +233,10 @@ pub fn render(shape: &FirewallShape) -> String {
         .map(|n| element(*n))
         .collect();
     let peers: Vec<String> = shape.peers.iter().map(Ipv4Addr::to_string).collect();
-    let cluster_networks = Ipv4Net::aggregate(&shape.cluster_networks);
+    let cluster_networks: Vec<String> = Ipv4Net::aggregate(&shape.cluster_networks)
+        .iter()
+        .map(Ipv4Net::to_string)
+        .collect();
 
     let mut out = String::new();
     out.push_str(
@@ -264,8 +267,11 @@ pub fn render(shape: &FirewallShape) -> String {
     out.push_str("    ct state established,related accept\n");
     let _ = writeln!(out, "    ip saddr @{PEERS4} accept");
     if !cluster_networks.is_empty() {
-        let nets: Vec<String> = cluster_networks.iter().map(|n| n.to_string()).collect();
-        let _ = writeln!(out, "    ip saddr {{ {} }} accept", nets.join(", "));
+        let _ = writeln!(
+            out,
+            "    ip saddr {{ {} }} accept",
+            cluster_networks.join(", ")
+        );
     }
     admit_strangers(&mut out, shape, operators.is_empty());
     out.push_str("    drop\n");
@@ -285,11 +291,10 @@ pub fn render(shape: &FirewallShape) -> String {
         }
     }
     if !cluster_networks.is_empty() && !shape.cluster_tcp.is_empty() {
-        let nets: Vec<String> = cluster_networks.iter().map(|n| n.to_string()).collect();
         let _ = writeln!(
             out,
             "    ip saddr {{ {} }} tcp dport {{ {} }} accept",
-            nets.join(", "),
+            cluster_networks.join(", "),
             list(&shape.cluster_tcp, ", ")
         );
     }

@@ -264,6 +264,16 @@ impl ClusterSpec {
             ClusterKind::K3s { .. } => &[],
         }
     }
+
+    /// The IPv4 addresses of the control-plane nodes the inventory names by
+    /// address (a node named by host name has none here): members of the
+    /// cluster for its nodes' firewalls.
+    pub fn control_plane_ipv4(&self) -> impl Iterator<Item = std::net::Ipv4Addr> + '_ {
+        self.control_plane().iter().filter_map(|n| match n.address {
+            Host::V4(ip) => Some(ip),
+            _ => None,
+        })
+    }
 }
 
 /// How nodes join a cluster.

@@ -956,19 +956,9 @@ impl<'a> Planner<'a> {
             .pools
             .iter()
             .flat_map(|p| (1..=p.count).map(move |i| slot_name(&cluster.name, &p.name, i)))
-            .filter_map(|slot| self.addresses.get(&slot))
-            .flatten()
-            .copied()
+            .flat_map(|slot| self.cluster_addresses(&slot))
             .collect();
-        peers.extend(
-            cluster
-                .control_plane()
-                .iter()
-                .filter_map(|n| match n.address {
-                    crate::inventory::Host::V4(ip) => Some(ip),
-                    _ => None,
-                }),
-        );
+        peers.extend(cluster.control_plane_ipv4());
         peers.extend(own);
         FirewallShape::for_node(
             pool.role.into(),

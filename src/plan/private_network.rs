@@ -112,11 +112,13 @@ impl Observed {
 }
 
 /// The address a node of `cluster` on `instance` uses for cluster traffic
-/// (k3s `node-ip`, the address other nodes join through, the firewall's
-/// peer set): for a cluster with `private_network = true`, the instance's
+/// *now*: for a cluster with `private_network = true`, the instance's
 /// private IPv4 once its membership in the cluster's network is `ok`
 /// (`None` before: it has no cluster-traffic address yet); for any other
-/// cluster, its public IPv4.
+/// cluster, its public IPv4. The node steps take the private address from
+/// [`private_addresses`] (a member whose NIC a later step of the plan wires
+/// included), and the firewall admits a member's public and private
+/// addresses both (the planner's `cluster_addresses`).
 pub fn cluster_address(
     observed: &Observed,
     instance: &Instance,

@@ -486,6 +486,19 @@ impl Lab {
         assert_eq!(line.trim(), "ready", "the listeners did not start");
     }
 
+    /// Loads the ruleset file at `path` into the node's namespace with the
+    /// real nft.
+    fn load(&self, path: &Path) {
+        self.ip(&[
+            "netns",
+            "exec",
+            &self.ns("node"),
+            NFT,
+            "-f",
+            path.to_str().unwrap(),
+        ]);
+    }
+
     /// The specs (`tcp:22`) `role`, on link `n`, reaches on the node.
     fn reached(&self, role: &str, n: u8, specs: &[&str]) -> BTreeSet<String> {
         self.probe(role, &format!("10.201.{n}.1"), specs)
@@ -543,7 +556,6 @@ fn a_loaded_ruleset_admits_peers_operators_and_the_public_and_drops_everyone_els
         return;
     }
     let mut lab = Lab::build(&[("peer", 1), ("stranger", 2), ("operator", 3)]);
-    let node = lab.ns("node");
     // A k3s server: the peer is a member, the operator network is the
     // operator's link, the customer's WireGuard endpoint is public.
     let cluster = ClusterFirewall {
@@ -564,7 +576,7 @@ fn a_loaded_ruleset_admits_peers_operators_and_the_public_and_drops_everyone_els
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nftables.conf");
     std::fs::write(&path, render(&shape)).unwrap();
-    lab.ip(&["netns", "exec", &node, NFT, "-f", path.to_str().unwrap()]);
+    lab.load(&path);
 
     // 9999: a port something listens on that no rule opens.
     lab.listen(
@@ -619,7 +631,7 @@ fn a_loaded_ruleset_admits_peers_operators_and_the_public_and_drops_everyone_els
 
     // Reloading the same file (what a repair does) keeps the verdicts: the
     // file replaces only our table.
-    lab.ip(&["netns", "exec", &node, NFT, "-f", path.to_str().unwrap()]);
+    lab.load(&path);
     assert_eq!(
         reached("stranger", 2),
         set(&["tcp:80", "tcp:443", "udp:51830"])
@@ -678,7 +690,7 @@ fn ports_redirected_to_pods_are_reached_by_members_and_by_strangers_only_where_p
     let dir = tempfile::tempdir().unwrap();
     let ours = dir.path().join("nftables.conf");
     std::fs::write(&ours, render(&shape)).unwrap();
-    lab.ip(&["netns", "exec", &node, NFT, "-f", ours.to_str().unwrap()]);
+    lab.load(&ours);
     // The stand-in for kube-proxy: a NodePort (30080/tcp, 30081/udp), a
     // hostPort-style public port (443/tcp) and a public UDP port
     // (51830/udp), all sent on to the pod.
@@ -696,7 +708,7 @@ fn ports_redirected_to_pods_are_reached_by_members_and_by_strangers_only_where_p
          }\n",
     )
     .unwrap();
-    lab.ip(&["netns", "exec", &node, NFT, "-f", proxy.to_str().unwrap()]);
+    lab.load(&proxy);
     lab.listen_in("pod", &[8080, 8443], &[8081, 8830]);
     let every = ["tcp:30080", "udp:30081", "tcp:443", "udp:51830"];
     let reached = |role: &str, n: u8| lab.reached(role, n, &every);

@@ -38,7 +38,7 @@ use ipnet::{IpNet, Ipv4Net};
 
 use super::Planner;
 use crate::firewall::{render, ClusterFirewall, FirewallShape, FlannelBackend, NodeRole};
-use crate::inventory::{slot_name, ClusterKind, ClusterSpec, Host};
+use crate::inventory::{slot_name, ClusterKind, ClusterSpec};
 use crate::plan::observed::NodeName;
 use crate::plan::observed::{ClusterObservation, NodeFirewall, ObservedBackend};
 use crate::plan::steps::{SetFirewall, Step, StepId, StepKind, Warning};
@@ -205,15 +205,7 @@ impl<'a> Planner<'a> {
                 }
             }
         }
-        known.extend(
-            cluster
-                .control_plane()
-                .iter()
-                .filter_map(|n| match n.address {
-                    Host::V4(ip) => Some(ip),
-                    _ => None,
-                }),
-        );
+        known.extend(cluster.control_plane_ipv4());
         for node in &observation.nodes {
             if !leaving.contains_key(&node.name.0) {
                 known.extend(node.addresses.iter().copied());
