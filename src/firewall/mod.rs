@@ -196,7 +196,7 @@ impl FirewallShape {
     /// public tcp 80,443`.
     pub fn summary(&self) -> String {
         let operators = match self.operator_networks.len() {
-            0 => "ssh/api OPEN TO ANYONE".to_string(),
+            _ if admits_anyone(&self.operator_networks) => "ssh/api OPEN TO ANYONE".to_string(),
             1 => "ssh/api from 1 operator network".to_string(),
             n => format!("ssh/api from {n} operator networks"),
         };
@@ -215,6 +215,13 @@ impl FirewallShape {
         }
         out
     }
+}
+
+/// True when `operator_networks` lets anyone reach the operator ports: none
+/// named (`operator_networks = []`, the explicit choice) or one that is a
+/// whole address family (`0.0.0.0/0`, `::/0`), which means the same.
+pub fn admits_anyone(operator_networks: &[IpNet]) -> bool {
+    operator_networks.is_empty() || operator_networks.iter().any(|n| n.prefix_len() == 0)
 }
 
 /// The nftables ruleset of a node: `nft -f` loads it, replacing only
@@ -453,6 +460,35 @@ mod tests {
             "{text}"
         );
         assert!(shape.summary().contains("OPEN TO ANYONE"));
+    }
+
+    /// `0.0.0.0/0` or `::/0` among the operator networks admits anyone just
+    /// as `[]` does: the plan's line for an order says so, not "from 1
+    /// operator network".
+    #[test]
+    fn a_whole_address_family_as_operator_network_is_shown_as_open_to_anyone() {
+        for open in ["0.0.0.0/0", "::/0"] {
+            let shape = FirewallShape::for_node(
+                NodeRole::K3sAgent,
+                &k3s(FlannelBackend::Vxlan),
+                &[net("198.51.100.0/24"), net(open)],
+                BTreeSet::new(),
+            );
+            assert!(
+                shape.summary().starts_with("ssh/api OPEN TO ANYONE"),
+                "{open}: {}",
+                shape.summary()
+            );
+        }
+        let named = FirewallShape::for_node(
+            NodeRole::K3sAgent,
+            &k3s(FlannelBackend::Vxlan),
+            &[net("198.51.100.0/24")],
+            BTreeSet::new(),
+        );
+        assert!(named
+            .summary()
+            .starts_with("ssh/api from 1 operator network"));
     }
 
     #[test]

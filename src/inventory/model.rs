@@ -138,8 +138,7 @@ impl Provider {
     /// family (`0.0.0.0/0`, `::/0`), which means the same and is warned
     /// about the same way.
     pub fn operators_open_to_anyone(&self) -> bool {
-        self.operator_networks.is_empty()
-            || self.operator_networks.iter().any(|n| n.prefix_len() == 0)
+        crate::firewall::admits_anyone(&self.operator_networks)
     }
 }
 
