@@ -109,12 +109,11 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use std::collections::{BTreeMap, BTreeSet};
-    use std::path::Path;
+    use std::collections::BTreeSet;
 
     use crate::firewall::{ClusterFirewall, FirewallShape, NodeRole};
-    use crate::node::{NodeSettings, NodeSteps};
-    use crate::plan::{NodeName, SetFirewall, Step, StepId, StepKind};
+    use crate::node::{test_support, NodeSteps};
+    use crate::plan::{NodeName, SetFirewall, Step, StepKind};
     use crate::ssh::fake_cluster::{FakeCluster, Flavor};
 
     const NODE: &str = "kiwi-acme-server-01";
@@ -131,35 +130,26 @@ mod tests {
             &["198.51.100.0/24".parse().unwrap()],
             BTreeSet::from(["127.0.0.2".parse().unwrap()]),
         );
-        Step {
-            id: StepId(format!("firewall:{NODE}")),
-            cluster: Some("acme".into()),
-            kind: StepKind::SetFirewall(SetFirewall {
+        test_support::step(
+            "acme",
+            StepKind::SetFirewall(SetFirewall {
                 node: NodeName(NODE.into()),
                 wanted: shape,
                 pending_peers: pending.iter().map(|p| p.to_string()).collect(),
                 drift: vec![],
             }),
-            depends_on: vec![],
-            destructive: false,
-        }
+        )
     }
 
     fn acme() -> crate::ids::ClusterName {
         crate::ids::ClusterName::parse("acme").unwrap()
     }
 
+    /// The node executor over one fake machine, `NODE` (at 127.0.0.2).
     fn executor() -> (FakeCluster, super::SshNodeExecutor<FakeCluster>) {
-        let desired = crate::inventory::load(Path::new("tests/fixtures/plan/inventory")).unwrap();
         let cluster = FakeCluster::new(Flavor::K3s);
         cluster.add_machine(NODE);
-        let addresses = BTreeMap::from([(NODE.to_string(), "127.0.0.2".to_string())]);
-        let nodes = super::SshNodeExecutor::new(
-            cluster.clone(),
-            &desired,
-            addresses,
-            NodeSettings::default(),
-        );
+        let nodes = test_support::steps_over(&cluster);
         (cluster, nodes)
     }
 
