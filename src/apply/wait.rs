@@ -409,6 +409,19 @@ mod tests {
         w
     }
 
+    /// A status board over a fresh fake account, with its poller running.
+    fn polling() -> (
+        Arc<StatusBoard>,
+        Arc<FakeCloud>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let board = Arc::new(StatusBoard::new(settings()));
+        let fake = Arc::new(FakeCloud::default());
+        let (b, f) = (board.clone(), fake.clone());
+        let poller = tokio::spawn(async move { b.run_poller(&*f).await });
+        (board, fake, poller)
+    }
+
     #[tokio::test(start_paused = true)]
     async fn stop_before_the_poller_starts_ends_it_at_once() {
         let board = StatusBoard::new(settings());
@@ -421,10 +434,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn stop_while_parked_ends_the_poller_at_once() {
-        let board = Arc::new(StatusBoard::new(settings()));
-        let fake = Arc::new(FakeCloud::default());
-        let (b, f) = (board.clone(), fake.clone());
-        let h = tokio::spawn(async move { b.run_poller(&*f).await });
+        let (board, _fake, h) = polling();
         tokio::time::sleep(Duration::from_secs(3)).await;
         board.stop();
         tokio::time::timeout(Duration::from_millis(10), h)
@@ -435,16 +445,13 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn stop_while_pausing_between_rounds_ends_the_poller_at_once() {
-        let board = Arc::new(StatusBoard::new(settings()));
-        let fake = Arc::new(FakeCloud::default());
+        let (board, fake, h) = polling();
         let id = fake.add_instance(
             "kiwi-x-general-01",
             crate::contabo::models::InstanceStatus::Provisioning,
         );
         // Unlisted: the wait goes on (start grace), so the poller keeps pausing.
         fake.state.lock().unwrap().unlisted.insert(id.0);
-        let (b, f) = (board.clone(), fake.clone());
-        let h = tokio::spawn(async move { b.run_poller(&*f).await });
         let b2 = board.clone();
         let w = tokio::spawn(async move {
             let r = crate::report::RecordingReporter::default();
@@ -471,10 +478,7 @@ mod tests {
     /// After a quiet spell (parked), a new wait is polled from poll_min again.
     #[tokio::test(start_paused = true)]
     async fn a_new_wait_after_a_parked_spell_starts_from_poll_min_again() {
-        let board = Arc::new(StatusBoard::new(settings()));
-        let fake = Arc::new(FakeCloud::default());
-        let (b, f) = (board.clone(), fake.clone());
-        let h = tokio::spawn(async move { b.run_poller(&*f).await });
+        let (board, fake, h) = polling();
         let wait = |name: &'static str| {
             let id = fake.add_instance(name, crate::contabo::models::InstanceStatus::Provisioning);
             fake.state.lock().unwrap().unlisted.insert(id.0);
@@ -509,11 +513,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn after_a_reinstall_the_old_systems_running_is_not_taken_for_the_new_one() {
         use crate::contabo::models::InstanceStatus;
-        let board = Arc::new(StatusBoard::new(settings()));
-        let fake = Arc::new(FakeCloud::default());
+        let (board, fake, poller) = polling();
         let id = fake.add_instance("kiwi-x-general-01", InstanceStatus::Running);
-        let (b, f) = (board.clone(), fake.clone());
-        let poller = tokio::spawn(async move { b.run_poller(&*f).await });
         let b2 = board.clone();
         let wait = tokio::spawn(async move {
             let r = crate::report::RecordingReporter::default();
@@ -565,11 +566,8 @@ mod tests {
 
     async fn running_at_the_first_round(cause: WaitCause) {
         use crate::contabo::models::InstanceStatus;
-        let board = Arc::new(StatusBoard::new(settings()));
-        let fake = Arc::new(FakeCloud::default());
+        let (board, fake, poller) = polling();
         let id = fake.add_instance("kiwi-x-general-01", InstanceStatus::Running);
-        let (b, f) = (board.clone(), fake.clone());
-        let poller = tokio::spawn(async move { b.run_poller(&*f).await });
         let r = crate::report::RecordingReporter::default();
         let end = tokio::time::timeout(
             Duration::from_secs(1),
