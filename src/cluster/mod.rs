@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::ids::{BadClusterName, ClusterName};
-use crate::inventory::{ClusterKind, Desired, PoolRole, SERVER_POOL};
+use crate::inventory::{ClusterKind, Desired, SERVER_POOL};
 use crate::plan::{Node, NodeName};
 use crate::secret::Secret;
 use crate::ssh::pool::{NodeConnector, PoolError, SessionPool};
@@ -171,16 +171,7 @@ impl<C: NodeConnector> ClusterReads<C> {
                     ClusterKind::K3s { .. } => ClusterAccess {
                         kubectl: Kubectl::K3s,
                         api_endpoint: None,
-                        control_nodes: c
-                            .pools
-                            .iter()
-                            .filter(|p| p.role == PoolRole::K3sServer)
-                            .flat_map(|p| {
-                                (1..=p.count).map(|i| {
-                                    NodeName(crate::inventory::slot_name(&c.name, &p.name, i))
-                                })
-                            })
-                            .collect(),
+                        control_nodes: c.server_slots().map(NodeName).collect(),
                     },
                 };
                 Some((name, access))

@@ -264,6 +264,15 @@ impl ClusterSpec {
         }
     }
 
+    /// The slot names of the cluster's k3s server pools (none for kubeadm
+    /// clusters), in inventory order.
+    pub fn server_slots(&self) -> impl Iterator<Item = String> + '_ {
+        self.pools
+            .iter()
+            .filter(|p| p.role == PoolRole::K3sServer)
+            .flat_map(|p| (1..=p.count).map(|i| slot_name(&self.name, &p.name, i)))
+    }
+
     /// The IPv4 addresses of the control-plane nodes the inventory names by
     /// address (a node named by host name has none here): members of the
     /// cluster for its nodes' firewalls.

@@ -75,12 +75,7 @@ async fn read_firewalls<C: NodeConnector>(
     let mut backends = BTreeMap::new();
     if let ClusterKind::K3s { .. } = cluster.kind {
         let servers = cluster
-            .pools
-            .iter()
-            .filter(|p| p.role == crate::inventory::PoolRole::K3sServer)
-            .flat_map(|p| {
-                (1..=p.count).map(|i| crate::inventory::slot_name(&cluster.name, &p.name, i))
-            })
+            .server_slots()
             .filter(|slot| nodes.iter().any(|n| &n.name.0 == slot));
         for server in servers {
             match reads.flannel_backend_of(&NodeName(server.clone())).await {

@@ -1440,10 +1440,7 @@ impl<'a> Planner<'a> {
         // The servers there are now: the wanted server slots that have a
         // live owned instance, and the ones being removed.
         let wanted = cluster
-            .pools
-            .iter()
-            .filter(|p| p.role == PoolRole::K3sServer)
-            .flat_map(|p| (1..=p.count).map(|i| slot_name(&cluster.name, &p.name, i)))
+            .server_slots()
             .filter(|name| {
                 self.by_name
                     .get(name.as_str())

@@ -457,10 +457,7 @@ impl<'a> Planner<'a> {
 /// True when the cluster lists one of its k3s server slots as a node.
 fn has_server_nodes(cluster: &ClusterSpec, observation: &ClusterObservation) -> bool {
     cluster
-        .pools
-        .iter()
-        .filter(|p| p.role == crate::inventory::PoolRole::K3sServer)
-        .flat_map(|p| (1..=p.count).map(move |i| slot_name(&cluster.name, &p.name, i)))
+        .server_slots()
         .any(|slot| observation.node(&slot).is_some())
 }
 
