@@ -264,6 +264,13 @@ impl ClusterSpec {
         }
     }
 
+    /// The slot names of all the cluster's pools, in inventory order.
+    pub fn slot_names(&self) -> impl Iterator<Item = String> + '_ {
+        self.pools
+            .iter()
+            .flat_map(|p| (1..=p.count).map(|i| slot_name(&self.name, &p.name, i)))
+    }
+
     /// The slot names of the cluster's k3s server pools (none for kubeadm
     /// clusters), in inventory order.
     pub fn server_slots(&self) -> impl Iterator<Item = String> + '_ {
@@ -389,11 +396,9 @@ impl Desired {
     /// name two clusters both produce (`acme` pool `eu-west` and `acme-eu`
     /// pool `west`) appears twice.
     pub fn slot_names(&self) -> impl Iterator<Item = (&ClusterSpec, String)> + '_ {
-        self.clusters.iter().flat_map(|c| {
-            c.pools
-                .iter()
-                .flat_map(move |p| (1..=p.count).map(move |i| (c, slot_name(&c.name, &p.name, i))))
-        })
+        self.clusters
+            .iter()
+            .flat_map(|c| c.slot_names().map(move |slot| (c, slot)))
     }
 
     /// The cluster with this name.

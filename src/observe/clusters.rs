@@ -104,11 +104,7 @@ async fn observe_cluster<C: NodeConnector>(
 ) -> Option<ClusterObservation> {
     // The cluster's own slots only: exact names from the inventory, never a
     // prefix of one (cluster `acme` is a prefix of cluster `acme-eu`'s).
-    let slots: std::collections::BTreeSet<String> = cluster
-        .pools
-        .iter()
-        .flat_map(|p| (1..=p.count).map(|i| crate::inventory::slot_name(&cluster.name, &p.name, i)))
-        .collect();
+    let slots: std::collections::BTreeSet<String> = cluster.slot_names().collect();
     let instances: Vec<&str> = observed
         .instances
         .iter()

@@ -953,9 +953,7 @@ impl<'a> Planner<'a> {
         own: Option<Ipv4Addr>,
     ) -> FirewallShape {
         let mut peers: BTreeSet<Ipv4Addr> = cluster
-            .pools
-            .iter()
-            .flat_map(|p| (1..=p.count).map(move |i| slot_name(&cluster.name, &p.name, i)))
+            .slot_names()
             .flat_map(|slot| self.cluster_addresses(&slot))
             .collect();
         peers.extend(cluster.control_plane_ipv4());

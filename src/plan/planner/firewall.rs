@@ -191,18 +191,15 @@ impl<'a> Planner<'a> {
         }
         let mut known = BTreeSet::new();
         let mut pending = BTreeSet::new();
-        for pool in &cluster.pools {
-            for index in 1..=pool.count {
-                let slot = slot_name(&cluster.name, &pool.name, index);
-                let ips = self.cluster_addresses(&slot);
-                let assigned_here = self.private_assignment(&slot).is_some();
-                if !ips.is_empty() && !assigned_here {
-                    known.extend(ips);
-                } else if assigned_here || (self.waits.contains_key(&slot) && self.may_run(&slot)) {
-                    // Its (private) address comes from this plan's steps.
-                    known.extend(ips);
-                    pending.insert(slot);
-                }
+        for slot in cluster.slot_names() {
+            let ips = self.cluster_addresses(&slot);
+            let assigned_here = self.private_assignment(&slot).is_some();
+            if !ips.is_empty() && !assigned_here {
+                known.extend(ips);
+            } else if assigned_here || (self.waits.contains_key(&slot) && self.may_run(&slot)) {
+                // Its (private) address comes from this plan's steps.
+                known.extend(ips);
+                pending.insert(slot);
             }
         }
         known.extend(cluster.control_plane_ipv4());
@@ -413,12 +410,9 @@ impl<'a> Planner<'a> {
     /// of it runs yet, so nothing of it can be observed.
     fn is_unborn(&self, cluster: &ClusterSpec) -> bool {
         matches!(cluster.kind, ClusterKind::K3s { .. })
-            && cluster.pools.iter().all(|pool| {
-                (1..=pool.count).all(|i| {
-                    self.cluster_addresses(&slot_name(&cluster.name, &pool.name, i))
-                        .is_empty()
-                })
-            })
+            && cluster
+                .slot_names()
+                .all(|slot| self.cluster_addresses(&slot).is_empty())
     }
 
     /// True when the slot's machine is ordered by this plan or on its way to
