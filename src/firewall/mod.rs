@@ -23,9 +23,11 @@
 
 mod listing;
 mod ports;
+mod reserved;
 
 pub use listing::{parse_listing, ListingError, ObservedFirewall};
 pub use ports::{FlannelBackend, PortRange, PortRule, Protocol};
+pub use reserved::{is_private_network, overlap, private_ranges, reserved_ports, ReservedPort};
 
 use ipnet::{IpNet, Ipv4Net};
 use serde::{Deserialize, Serialize};
@@ -220,8 +222,13 @@ impl FirewallShape {
 /// True when `operator_networks` lets anyone reach the operator ports: none
 /// named (`operator_networks = []`, the explicit choice) or one that is a
 /// whole address family (`0.0.0.0/0`, `::/0`), which means the same.
+/// Networks that together cover a whole family (`0.0.0.0/1` and
+/// `128.0.0.0/1`) count as one.
 pub fn admits_anyone(operator_networks: &[IpNet]) -> bool {
-    operator_networks.is_empty() || operator_networks.iter().any(|n| n.prefix_len() == 0)
+    operator_networks.is_empty()
+        || IpNet::aggregate(&operator_networks.to_vec())
+            .iter()
+            .any(|n| n.prefix_len() == 0)
 }
 
 /// The nftables ruleset of a node: `nft -f` loads it, replacing only

@@ -17,7 +17,9 @@ use super::model::{
 use super::products::{self, NodeClass};
 use super::values::{ApiEndpoint, Host, K3sVersion, KubernetesVersion};
 use crate::firewall::{
-    ClusterFirewall, FlannelBackend, PortRange, PortRule, K3S_POD_NETWORK, K3S_SERVICE_NETWORK,
+    is_private_network, overlap, private_ranges, reserved_ports, ClusterFirewall, FlannelBackend,
+    NodeRole, PortRange, PortRule, Protocol, ReservedPort, K3S_POD_NETWORK, K3S_SERVICE_NETWORK,
+    SSH_PORT,
 };
 use ipnet::IpNet;
 use std::collections::{BTreeMap, BTreeSet};
@@ -460,7 +462,7 @@ impl Validator<'_> {
         };
         let mut nets = Vec::new();
         for item in list.get_ref() {
-            match parse_network(item.get_ref()) {
+            match parse_network(item.get_ref()).and_then(not_ipv4_mapped) {
                 Ok(net) => nets.push(net),
                 Err(why) => self
                     .errors
@@ -703,7 +705,6 @@ impl Validator<'_> {
         };
         let span = fw.span();
         let fw: &RawCoreFirewall = fw.get_ref();
-        let public = self.public_ports(file, &fw.public_tcp_ports, &fw.public_udp_ports);
         let cni = match &fw.cni_ports {
             None => {
                 self.errors.at(file, span.clone(), "no cni_ports in [core.firewall]; expected the ports the Core cluster's CNI uses between nodes, e.g. cni_ports = [\"udp/4789\", \"tcp/179\"] (Calico VXLAN and BGP), or [] for a CNI that needs none");
@@ -713,6 +714,24 @@ impl Validator<'_> {
                 let mut rules = Vec::new();
                 for item in list.get_ref() {
                     match item.get_ref().parse::<PortRule>() {
+                        // SSH is the operator networks' only: a CNI port
+                        // there would open it to every member.
+                        Ok(rule)
+                            if rule.protocol == Protocol::Tcp
+                                && rule.ports.start() <= SSH_PORT
+                                && SSH_PORT <= rule.ports.end() =>
+                        {
+                            self.errors.at(
+                                file,
+                                item.span(),
+                                format!(
+                                    "CNI port {rule} includes SSH (tcp/{SSH_PORT}), which the \
+                                     firewall opens to [provider] operator_networks only; \
+                                     expected the CNI's own ports, e.g. \"udp/4789\" or \
+                                     \"tcp/179\""
+                                ),
+                            );
+                        }
                         Ok(rule) => rules.push(rule),
                         Err(why) => self.errors.at(file, item.span(), format!("CNI port {why}")),
                     }
@@ -720,6 +739,12 @@ impl Validator<'_> {
                 (rules.len() == list.get_ref().len()).then_some(rules)
             }
         };
+        let reserved = reserved_ports(
+            &[NodeRole::KubeadmControlPlane, NodeRole::KubeadmWorker],
+            cni.as_deref().unwrap_or_default(),
+            "the CNI (cni_ports)",
+        );
+        let public = self.public_ports(file, &fw.public_tcp_ports, &fw.public_udp_ports, &reserved);
         let networks = match &fw.cluster_networks {
             None => {
                 self.errors.at(file, span, "no cluster_networks in [core.firewall]; expected the Core cluster's pod and service networks, e.g. cluster_networks = [\"10.244.0.0/16\", \"10.96.0.0/12\"]");
@@ -729,6 +754,17 @@ impl Validator<'_> {
                 let mut nets = Vec::new();
                 for item in list.get_ref() {
                     match parse_network(item.get_ref()) {
+                        Ok(IpNet::V4(net)) if !is_private_network(net) => self.errors.at(
+                            file,
+                            item.span(),
+                            format!(
+                                "cluster network {net} is not a private network; expected pod \
+                                 and service networks inside {} (the firewall admits these \
+                                 networks to the kubelet and the API, so a public one would \
+                                 admit strangers)",
+                                private_ranges()
+                            ),
+                        ),
                         Ok(IpNet::V4(net)) => nets.push(net),
                         Ok(IpNet::V6(_)) => self.errors.at(file, item.span(), "cluster network is IPv6; expected an IPv4 network (the firewall admits IPv4 pod and service networks)"),
                         Err(why) => self.errors.at(file, item.span(), format!("cluster network {why}")),
@@ -745,12 +781,14 @@ impl Validator<'_> {
     }
 
     /// Public TCP and UDP ports: numbers 1..=65535, or ranges written as
-    /// strings (`"30000-32767"`).
+    /// strings (`"30000-32767"`), none of them `reserved` (the ports the
+    /// firewall keeps for the operator networks and the members).
     fn public_ports(
         &mut self,
         file: FileId,
         tcp: &[Spanned<RawPort>],
         udp: &[Spanned<RawPort>],
+        reserved: &[ReservedPort],
     ) -> Option<Vec<PortRule>> {
         let mut ok = true;
         let mut rules = Vec::new();
@@ -768,8 +806,32 @@ impl Validator<'_> {
                     RawPort::Text(t) => t.parse::<PortRange>(),
                     RawPort::Other => Err("this is not a port; expected a number such as 443 or a range as a string such as \"30000-32767\"".to_string()),
                 };
-                match parsed {
-                    Ok(range) => rules.push(make(range)),
+                match parsed.map(make) {
+                    Ok(rule) => match overlap(&rule, reserved) {
+                        Some(kept) => {
+                            self.errors.at(
+                                file,
+                                port.span(),
+                                format!(
+                                    "public port {rule} would open {} ({}) to anyone; the \
+                                     firewall keeps it for {}; expected the ports your \
+                                     services answer on, e.g. 80 and 443",
+                                    kept.what,
+                                    kept.rule,
+                                    if kept.rule.ports.start() <= SSH_PORT
+                                        && SSH_PORT <= kept.rule.ports.end()
+                                        && kept.rule.protocol == Protocol::Tcp
+                                    {
+                                        "[provider] operator_networks"
+                                    } else {
+                                        "the operator networks and the cluster's own members"
+                                    }
+                                ),
+                            );
+                            ok = false;
+                        }
+                        None => rules.push(rule),
+                    },
                     Err(why) => {
                         self.errors.at(file, port.span(), why);
                         ok = false;
@@ -875,10 +937,16 @@ impl Validator<'_> {
         }
         let default_firewall = RawFirewall::default_ports();
         let raw_firewall = head.firewall.as_ref().unwrap_or(&default_firewall);
+        let reserved = reserved_ports(
+            &[NodeRole::K3sServer, NodeRole::K3sAgent],
+            &flannel.ports(),
+            &format!("flannel's {flannel} backend"),
+        );
         let public = self.public_ports(
             file,
             &raw_firewall.public_tcp_ports,
             &raw_firewall.public_udp_ports,
+            &reserved,
         );
         // A version that did not parse is reported at [k3s]; the customer
         // is then not built either.
@@ -1109,6 +1177,26 @@ fn catalog_hint() -> String {
 
 /// A network in CIDR form (`198.51.100.0/24`, `2001:db8::/48`, a single
 /// host as `/32` or `/128`), without host bits set.
+/// Refuses an IPv4-mapped IPv6 network (`::ffff:198.51.100.0/120`): IPv4
+/// packets never carry such a source, so the firewall's IPv6 set would
+/// admit nobody and the operator would be locked out without a word.
+fn not_ipv4_mapped(net: IpNet) -> Result<IpNet, String> {
+    let IpNet::V6(v6) = net else { return Ok(net) };
+    let mapped = ipnet::Ipv6Net::new(std::net::Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0, 0), 96)
+        .is_ok_and(|mapped| mapped.contains(&v6));
+    if !mapped {
+        return Ok(net);
+    }
+    let hint = match (v6.addr().to_ipv4_mapped(), v6.prefix_len().checked_sub(96)) {
+        (Some(v4), Some(len)) => format!("; expected the IPv4 network \"{v4}/{len}\""),
+        _ => "; expected the IPv4 networks it was meant to name".to_string(),
+    };
+    Err(format!(
+        "{v6} is an IPv4-mapped IPv6 network, which no packet's source ever is (IPv4 \
+         traffic is matched by IPv4 networks){hint}"
+    ))
+}
+
 pub(crate) fn parse_network(s: &str) -> Result<IpNet, String> {
     let shown = crate::text::escape_for_terminal(s);
     let net: IpNet = s.parse().map_err(|_| {

@@ -806,3 +806,136 @@ fn a_private_network_needs_the_add_on_price_and_is_refused_for_core() {
     );
     assert!(out.contains("customers/shop.toml:2:19: error: a core-tier customer adds no nodes, so it has no private network of its own"), "{out}");
 }
+
+/// Public ports may not open what the firewall keeps for the operator
+/// networks and the members (found by an attacker: `public_tcp_ports =
+/// [22]` or `"1-65535"` quietly opened SSH, etcd and the kubelet to
+/// everyone).
+#[test]
+fn public_ports_that_would_open_ssh_the_api_etcd_the_kubelet_or_the_cni_are_refused() {
+    let with =
+        |table: &str| ACME.replace("tier = \"mesh\"\n", &format!("tier = \"mesh\"\n{table}\n"));
+    let cases = [
+        ("public_tcp_ports = [22]", "public port tcp/22 would open SSH (tcp/22) to anyone; the firewall keeps it for [provider] operator_networks"),
+        ("public_tcp_ports = [\"1-65535\"]", "public port tcp/1-65535 would open SSH"),
+        ("public_tcp_ports = [6443]", "would open the Kubernetes API (tcp/6443)"),
+        ("public_tcp_ports = [\"2000-2379\"]", "would open etcd (tcp/2379-2380)"),
+        ("public_tcp_ports = [10250]", "would open the kubelet (tcp/10250)"),
+        ("public_udp_ports = [51820]", "would open flannel's wireguard-native backend (udp/51820-51821)"),
+    ];
+    for (ports, expected) in cases {
+        let out = errors(KIWI, &[("acme", &with(&format!("[firewall]\n{ports}")))]);
+        assert!(
+            out.contains("inventory/customers/acme.toml:")
+                && out.contains(expected)
+                && out.contains("expected the ports your services answer on"),
+            "{ports}: {out}"
+        );
+        assert_eq!(out.lines().count(), 1, "{out}");
+    }
+    // The same numbers on the other protocol, and NodePorts, are fine.
+    let dir = write(
+        KIWI,
+        &[(
+            "acme",
+            &with("[firewall]\npublic_tcp_ports = [443, 8472, 30080]\npublic_udp_ports = [22, 6443, 51830]"),
+        )],
+    );
+    load(&dir).unwrap();
+    // Core: its CNI's ports and the control plane's are kept too.
+    for (ports, expected) in [
+        (
+            "public_tcp_ports = [179]",
+            "would open the CNI (cni_ports) (tcp/179)",
+        ),
+        (
+            "public_udp_ports = [4789]",
+            "would open the CNI (cni_ports) (udp/4789)",
+        ),
+        (
+            "public_tcp_ports = [10259]",
+            "would open kube-scheduler (tcp/10259)",
+        ),
+    ] {
+        let kiwi = KIWI.replace(
+            "cluster_networks = [",
+            &format!("{ports}\ncluster_networks = ["),
+        );
+        let out = errors(&kiwi, &[]);
+        assert!(
+            out.contains("inventory/kiwi.toml:") && out.contains(expected),
+            "{ports}: {out}"
+        );
+    }
+    let kiwi = KIWI.replace(
+        "cluster_networks = [",
+        "public_tcp_ports = [80, \"30000-32767\"]\ncluster_networks = [",
+    );
+    load(&write(&kiwi, &[])).unwrap();
+}
+
+/// A CNI port on SSH would open SSH to every member.
+#[test]
+fn a_cni_port_on_ssh_is_refused() {
+    let out = errors(&KIWI.replace("\"tcp/179\"", "\"tcp/20-30\""), &[]);
+    assert!(
+        out.contains("CNI port tcp/20-30 includes SSH (tcp/22), which the firewall opens to [provider] operator_networks only"),
+        "{out}"
+    );
+    assert_eq!(out.lines().count(), 1, "{out}");
+    load(&write(&KIWI.replace("\"tcp/179\"", "\"udp/22\""), &[])).unwrap();
+}
+
+/// Pod and service networks are admitted to the kubelet and the API (and
+/// before DNAT to everything): a public one would admit strangers (found by
+/// an attacker: `cluster_networks = ["0.0.0.0/0"]` was accepted).
+#[test]
+fn cluster_networks_must_be_private() {
+    for public in ["0.0.0.0/0", "198.51.100.0/24", "10.0.0.0/7", "100.0.0.0/8"] {
+        let out = errors(
+            &KIWI.replace("\"10.96.0.0/12\"", &format!("\"{public}\"")),
+            &[],
+        );
+        assert!(
+            out.contains(&format!("cluster network {public} is not a private network; expected pod and service networks inside 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10")),
+            "{public}: {out}"
+        );
+        assert_eq!(out.lines().count(), 1, "{out}");
+    }
+    for private in ["172.20.0.0/16", "192.168.0.0/16", "100.64.0.0/16"] {
+        load(&write(
+            &KIWI.replace("\"10.96.0.0/12\"", &format!("\"{private}\"")),
+            &[],
+        ))
+        .unwrap();
+    }
+}
+
+/// An IPv4-mapped IPv6 operator network never matches a packet: the
+/// operator would be locked out of SSH with no word (found by an attacker).
+#[test]
+fn an_ipv4_mapped_operator_network_is_refused_with_the_ipv4_network_to_write() {
+    let kiwi = KIWI.replace("\"2001:db8::/48\"", "\"::ffff:198.51.100.0/120\"");
+    let out = errors(&kiwi, &[]);
+    assert!(
+        out.contains("operator network ::ffff:198.51.100.0/120 is an IPv4-mapped IPv6 network")
+            && out.contains("expected the IPv4 network \"198.51.100.0/24\""),
+        "{out}"
+    );
+    assert_eq!(out.lines().count(), 1, "{out}");
+    // ::/0 still means "anyone" (warned), not a mapped network.
+    let open = KIWI.replace("\"2001:db8::/48\"", "\"::/0\"");
+    assert!(load(&write(&open, &[]))
+        .unwrap()
+        .provider
+        .operators_open_to_anyone());
+    // Two halves of the IPv4 space are the whole of it.
+    let halves = KIWI.replace(
+        "\"198.51.100.0/24\", \"2001:db8::/48\"",
+        "\"0.0.0.0/1\", \"128.0.0.0/1\"",
+    );
+    assert!(load(&write(&halves, &[]))
+        .unwrap()
+        .provider
+        .operators_open_to_anyone());
+}
