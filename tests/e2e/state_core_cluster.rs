@@ -205,7 +205,13 @@ async fn an_apply_killed_after_an_order_never_lets_another_machine_buy_that_slot
         unlisted_for_ms: 600_000,
         ..Faults::default()
     };
-    let (w, other) = shared_world(73, 74, 3, faults).await;
+    // A 10 s lease: the second apply waits that long for the dead one's to
+    // expire, and its own renewals (every third, over SSH to a simulated
+    // control plane) keep a margin on a loaded machine; with 3 s, a CI run
+    // that shared its two cores with builds saw the second apply give up
+    // its lock after one late renewal (safely, but not what this test is
+    // about).
+    let (w, other) = shared_world(73, 74, 10, faults).await;
     let mut first = kiwi_on(
         &w,
         &w.inventory,

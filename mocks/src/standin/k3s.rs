@@ -58,14 +58,16 @@ pub const API_PORT: u16 = 6443;
 /// How long a joining node keeps trying to reach its server before giving up.
 const JOIN_PATIENCE: Duration = Duration::from_secs(60);
 
-/// `config.yaml` merged with command-line flags (k3s flags and config keys share names).
+/// `config.yaml` and `config.yaml.d/*.yaml` merged with command-line flags (k3s flags and config
+/// keys share names).
 #[derive(Debug, Default, Clone)]
 pub struct K3sConfig {
     values: BTreeMap<String, Vec<String>>,
 }
 
 impl K3sConfig {
-    /// Reads `--config`/`-c` (default [`CONFIG`]; absent is fine) and overlays `args`.
+    /// Reads `--config`/`-c` (default [`CONFIG`]; absent is fine) and its `.d/*.yaml` drop-ins,
+    /// and overlays `args`.
     pub fn load(root: &Root, args: &[String]) -> std::result::Result<Self, String> {
         let mut flags = K3sConfig::default();
         let mut config_path = CONFIG.to_string();
@@ -92,30 +94,44 @@ impl K3sConfig {
             i += 1;
         }
         let mut config = K3sConfig::default();
-        if let Some(text) = root.read_opt(&config_path).map_err(|e| e.render())? {
-            let doc: serde_norway::Value = serde_norway::from_str(&text)
-                .map_err(|e| format!("Error: failed to parse {config_path}: {e}"))?;
-            if let Some(map) = doc.as_mapping() {
-                for (k, v) in map {
-                    let Some(key) = k.as_str() else { continue };
-                    let scalar = |v: &serde_norway::Value| match v {
-                        serde_norway::Value::String(s) => Some(s.clone()),
-                        serde_norway::Value::Bool(b) => Some(b.to_string()),
-                        serde_norway::Value::Number(n) => Some(n.to_string()),
-                        _ => None,
-                    };
-                    let values: Vec<String> = match v {
-                        serde_norway::Value::Sequence(items) => {
-                            items.iter().filter_map(scalar).collect()
-                        }
-                        other => scalar(other).into_iter().collect(),
-                    };
-                    config.values.insert(key.to_string(), values);
+        // k3s reads `config.yaml`, then `config.yaml.d/*.yaml` in lexical
+        // order; a later file's value wins.
+        let mut files = vec![config_path.clone()];
+        let drop_ins = format!("{config_path}.d");
+        if let Ok(entries) = std::fs::read_dir(root.path(&drop_ins)) {
+            let mut names: Vec<String> = entries
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.ends_with(".yaml"))
+                .collect();
+            names.sort();
+            files.extend(names.into_iter().map(|n| format!("{drop_ins}/{n}")));
+        }
+        for config_path in files {
+            if let Some(text) = root.read_opt(&config_path).map_err(|e| e.render())? {
+                let doc: serde_norway::Value = serde_norway::from_str(&text)
+                    .map_err(|e| format!("Error: failed to parse {config_path}: {e}"))?;
+                if let Some(map) = doc.as_mapping() {
+                    for (k, v) in map {
+                        let Some(key) = k.as_str() else { continue };
+                        let scalar = |v: &serde_norway::Value| match v {
+                            serde_norway::Value::String(s) => Some(s.clone()),
+                            serde_norway::Value::Bool(b) => Some(b.to_string()),
+                            serde_norway::Value::Number(n) => Some(n.to_string()),
+                            _ => None,
+                        };
+                        let values: Vec<String> = match v {
+                            serde_norway::Value::Sequence(items) => {
+                                items.iter().filter_map(scalar).collect()
+                            }
+                            other => scalar(other).into_iter().collect(),
+                        };
+                        config.values.insert(key.to_string(), values);
+                    }
+                } else if !doc.is_null() {
+                    return Err(format!(
+                        "Error: failed to parse {config_path}: not a mapping"
+                    ));
                 }
-            } else if !doc.is_null() {
-                return Err(format!(
-                    "Error: failed to parse {config_path}: not a mapping"
-                ));
             }
         }
         // Flags win for scalars and add to lists, as k3s merges them.
@@ -712,6 +728,45 @@ mod tests {
         assert_eq!(t.ca_hash.as_deref(), Some("abc"));
         assert_eq!(t.password, "s3cret");
         assert_eq!(parse_token("plain").ca_hash, None);
+    }
+
+    /// k3s reads `config.yaml.d/*.yaml` after `config.yaml`, in lexical order, and flags win
+    /// over both: the stand-in's server sees the backend a real one would.
+    #[test]
+    fn drop_in_files_override_config_yaml_in_order_and_flags_override_them() {
+        let dir = std::env::temp_dir().join(format!("kiwi-k3s-config-{}", std::process::id()));
+        let root = crate::standin::paths::Root::at(dir.clone());
+        root.write(
+            CONFIG,
+            "flannel-backend: wireguard-native\ntoken: t\n",
+            0o600,
+        )
+        .unwrap();
+        root.write(
+            &format!("{CONFIG}.d/20-b.yaml"),
+            "flannel-backend: vxlan\n",
+            0o600,
+        )
+        .unwrap();
+        root.write(
+            &format!("{CONFIG}.d/10-a.yaml"),
+            "flannel-backend: host-gw\n",
+            0o600,
+        )
+        .unwrap();
+        root.write(
+            &format!("{CONFIG}.d/30-c.yml"),
+            "flannel-backend: none\n",
+            0o600,
+        )
+        .unwrap();
+        let cfg = K3sConfig::load(&root, &[]).unwrap();
+        assert_eq!(cfg.get("flannel-backend"), Some("vxlan"));
+        assert_eq!(cfg.get("token"), Some("t"));
+        let flagged =
+            K3sConfig::load(&root, &["--flannel-backend=wireguard-native".to_string()]).unwrap();
+        assert_eq!(flagged.get("flannel-backend"), Some("wireguard-native"));
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -41,6 +41,12 @@ impl Root {
         }
     }
 
+    /// A root at `dir` (tests).
+    #[cfg(test)]
+    pub fn at(dir: PathBuf) -> Root {
+        Root(dir)
+    }
+
     /// The host path of the node's absolute path `abs`.
     pub fn path(&self, abs: &str) -> PathBuf {
         self.0.join(abs.trim_start_matches('/'))
