@@ -665,6 +665,102 @@ mod tests {
         }
     }
 
+    /// Any JSON value, a few levels deep, with the words nft uses.
+    fn arb_json() -> impl Strategy<Value = serde_json::Value> {
+        use serde_json::Value;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u16>().prop_map(Value::from),
+            proptest::sample::select(vec![
+                "accept",
+                "drop",
+                "==",
+                "!=",
+                "in",
+                "state",
+                "established",
+                "invalid",
+                "lo",
+                "l4proto",
+                "iif",
+                "tcp",
+                "udp",
+                "ip",
+                "ip6",
+                "saddr",
+                "dport",
+                "daddr",
+                "type",
+                "local",
+                "@peers4",
+                "10.0.0.1",
+                "::1",
+                "icmp",
+                "\u{1b}[2J",
+            ])
+            .prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                proptest::collection::btree_map(
+                    proptest::sample::select(vec![
+                        "match", "op", "left", "right", "payload", "protocol", "field", "meta",
+                        "key", "ct", "fib", "result", "flags", "set", "range", "prefix", "addr",
+                        "len", "accept", "drop", "jump", "counter",
+                    ])
+                    .prop_map(str::to_string),
+                    inner,
+                    0..4,
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// The captured listing with rules, chains and sets of any form
+        /// added: read (each rule known or unrecognised) or refused,
+        /// never a panic, and nothing unescaped in what it says.
+        #[test]
+        fn any_rule_chain_or_set_in_a_real_listing_is_read_or_refused(
+            exprs in proptest::collection::vec(proptest::collection::vec(arb_json(), 0..4), 0..4),
+            chain in arb_json(),
+            set in arb_json(),
+        ) {
+            let mut doc: serde_json::Value = serde_json::from_str(CAPTURED).unwrap();
+            let items = doc["nftables"].as_array_mut().unwrap();
+            for expr in exprs {
+                items.push(serde_json::json!({"rule": {"family": "inet", "table": "kiwi",
+                    "chain": "input", "expr": expr}}));
+            }
+            if let serde_json::Value::Object(mut c) = chain {
+                c.insert("family".into(), "inet".into());
+                c.insert("table".into(), "kiwi".into());
+                items.push(serde_json::json!({ "chain": c }));
+            }
+            if let serde_json::Value::Object(mut c) = set {
+                c.insert("family".into(), "inet".into());
+                c.insert("table".into(), "kiwi".into());
+                items.push(serde_json::json!({ "set": c }));
+            }
+            match parse_listing(&doc.to_string()) {
+                Ok(seen) => {
+                    let said = crate::firewall::differences(
+                        &seen.ruleset,
+                        &Ruleset::of(&captured_shape()),
+                    );
+                    for line in said {
+                        proptest::prop_assert!(!line.contains('\u{1b}'), "{}", line);
+                    }
+                }
+                Err(e) => proptest::prop_assert!(!e.to_string().contains('\u{1b}'), "{}", e),
+            }
+        }
+    }
+
     #[test]
     fn listings_of_another_form_are_errors_not_panics() {
         assert!(matches!(

@@ -1,7 +1,10 @@
 //! The host firewall every node kiwi-infra orders or reinstalls is born
-//! with: what it admits ([`FirewallShape`]), the nftables text that says so
-//! ([`render`]), and a reader of what a node's nftables reports
-//! ([`parse_listing`]).
+//! with: what it admits ([`FirewallShape`]), the typed model of the table
+//! that admits it ([`Ruleset::of`]: sets, chains, every rule), the
+//! nftables text written from that model ([`render`]), a reader of what a
+//! node's nftables reports into the same model ([`parse_listing`]), and
+//! their comparison ([`differences`]), so what is written and what is
+//! checked cannot disagree.
 //!
 //! Contabo has no firewall API, so the firewall lives on the node, in one
 //! nftables table of kiwi-infra's own, `table inet kiwi`. k3s, kube-proxy
@@ -15,8 +18,8 @@
 //! `nft -f` applies as one transaction whether or not the table exists.
 //!
 //! The module is pure (no I/O): the planner puts a node's shape into its
-//! order or reinstall step, cloud-init writes the rendered text, and the
-//! executors of later parts read a node's live sets back with
+//! order or reinstall step, cloud-init writes the rendered text, and
+//! `observe` and the firewall step read a node's live table back with
 //! [`parse_listing`]. Every value is typed (addresses, networks, port
 //! numbers), so nothing from the inventory or a saved plan can add nftables
 //! syntax to the ruleset.
