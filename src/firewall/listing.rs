@@ -152,6 +152,8 @@ pub fn parse_listing(json: &str) -> Result<ObservedFirewall, ListingError> {
     let mut chain_index: BTreeMap<String, usize> = BTreeMap::new();
     let mut rules: Vec<(String, Rule)> = Vec::new();
     let mut set_names: BTreeSet<String> = BTreeSet::new();
+    // The names as shown: two names that escape alike are duplicates too.
+    let mut chain_names: BTreeSet<String> = BTreeSet::new();
     for item in items {
         let Some((kind, object)) = item.as_object().and_then(|o| o.iter().next()) else {
             return Err(not("an entry that is not an object"));
@@ -203,9 +205,7 @@ pub fn parse_listing(json: &str) -> Result<ObservedFirewall, ListingError> {
                     .get("name")
                     .and_then(Value::as_str)
                     .ok_or_else(|| not("a chain without a name"))?;
-                if chain_index.contains_key(name)
-                    || observed.ruleset.chain(&name_text(name)).is_some()
-                {
+                if chain_index.contains_key(name) || !chain_names.insert(name_text(name)) {
                     return Err(duplicate("chain", name));
                 }
                 chain_index.insert(name.to_string(), observed.ruleset.chains.len());
