@@ -71,10 +71,9 @@ pub fn firewall_from_answer(status: Option<i32>, stdout: &str, stderr: &str) -> 
     match status {
         Some(0) => match parse_listing(stdout) {
             Ok(listing) => NodeFirewall::Present {
-                peers: listing.sets.get(crate::firewall::PEERS4).cloned(),
+                peers: listing.elements.get(crate::firewall::PEERS4).cloned(),
                 operators: listing.operator_networks(),
-                input_policy: listing.input_policy.clone().map(|p| plain_word(&p)),
-                input_rules: listing.input_rules,
+                ruleset: listing.ruleset,
             },
             Err(e) => NodeFirewall::Unreadable {
                 reason: e.to_string(),
@@ -216,16 +215,16 @@ mod tests {
     #[test]
     fn the_captured_listing_reads_as_present_with_its_peers() {
         let json = include_str!("../../tests/fixtures/firewall/nft-list-table-inet-kiwi.json");
-        let NodeFirewall::Present {
-            peers,
-            input_policy,
-            ..
-        } = firewall_from_answer(Some(0), json, "")
+        let NodeFirewall::Present { peers, ruleset, .. } = firewall_from_answer(Some(0), json, "")
         else {
             panic!("present");
         };
         assert!(!peers.unwrap().is_empty());
-        assert_eq!(input_policy.as_deref(), Some("drop"));
+        let input = ruleset.chain("input").unwrap();
+        assert_eq!(
+            input.base.as_ref().map(|b| &b.policy),
+            Some(&crate::firewall::Verdict::Drop)
+        );
     }
 
     fn sources(files: &[(&str, &str)]) -> Secret {

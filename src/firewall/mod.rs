@@ -1,7 +1,10 @@
 //! The host firewall every node kiwi-infra orders or reinstalls is born
-//! with: what it admits ([`FirewallShape`]), the nftables text that says so
-//! ([`render`]), and a reader of what a node's nftables reports
-//! ([`parse_listing`]).
+//! with: what it admits ([`FirewallShape`]), the typed model of the table
+//! that admits it ([`Ruleset::of`]: sets, chains, every rule), the
+//! nftables text written from that model ([`render`]), a reader of what a
+//! node's nftables reports into the same model ([`parse_listing`]), and
+//! their comparison ([`differences`]), so what is written and what is
+//! checked cannot disagree.
 //!
 //! Contabo has no firewall API, so the firewall lives on the node, in one
 //! nftables table of kiwi-infra's own, `table inet kiwi`. k3s, kube-proxy
@@ -15,8 +18,8 @@
 //! `nft -f` applies as one transaction whether or not the table exists.
 //!
 //! The module is pure (no I/O): the planner puts a node's shape into its
-//! order or reinstall step, cloud-init writes the rendered text, and the
-//! executors of later parts read a node's live sets back with
+//! order or reinstall step, cloud-init writes the rendered text, and
+//! `observe` and the firewall step read a node's live table back with
 //! [`parse_listing`]. Every value is typed (addresses, networks, port
 //! numbers), so nothing from the inventory or a saved plan can add nftables
 //! syntax to the ruleset.
@@ -24,10 +27,15 @@
 mod listing;
 mod ports;
 mod reserved;
+mod ruleset;
 
 pub use listing::{parse_listing, ListingError, ObservedFirewall};
 pub use ports::{FlannelBackend, PortRange, PortRule, Protocol};
 pub use reserved::{is_private_network, overlap, private_ranges, reserved_ports, ReservedPort};
+pub use ruleset::{
+    differences, priority_text, BaseChain, Chain, CtState, Family, L4Proto, Match, Rule, Ruleset,
+    SetSpec, SetType, Sources, Verdict, Word, PRIORITY_DSTNAT, PRIORITY_FILTER,
+};
 
 use ipnet::{IpNet, Ipv4Net};
 use serde::{Deserialize, Serialize};
@@ -235,22 +243,24 @@ pub fn admits_anyone(operator_networks: &[IpNet]) -> bool {
 /// `table inet kiwi` (see the module comment). Printable ASCII, indented
 /// with spaces, so it fits a cloud-init literal block.
 pub fn render(shape: &FirewallShape) -> String {
+    let model = Ruleset::of(shape);
     let operators = IpNet::aggregate(&shape.operator_networks);
-    let operators4: Vec<String> = operators
-        .iter()
-        .filter(|n| matches!(n, IpNet::V4(_)))
-        .map(|n| element(*n))
-        .collect();
-    let operators6: Vec<String> = operators
-        .iter()
-        .filter(|n| matches!(n, IpNet::V6(_)))
-        .map(|n| element(*n))
-        .collect();
-    let peers: Vec<String> = shape.peers.iter().map(Ipv4Addr::to_string).collect();
-    let cluster_networks: Vec<String> = Ipv4Net::aggregate(&shape.cluster_networks)
-        .iter()
-        .map(Ipv4Net::to_string)
-        .collect();
+    let elements = |name: &str| -> Vec<String> {
+        match name {
+            OPERATORS4 => operators
+                .iter()
+                .filter(|n| matches!(n, IpNet::V4(_)))
+                .map(|n| ruleset::element(*n))
+                .collect(),
+            OPERATORS6 => operators
+                .iter()
+                .filter(|n| matches!(n, IpNet::V6(_)))
+                .map(|n| ruleset::element(*n))
+                .collect(),
+            PEERS4 => shape.peers.iter().map(Ipv4Addr::to_string).collect(),
+            _ => Vec::new(),
+        }
+    };
 
     let mut out = String::new();
     out.push_str(
@@ -262,88 +272,14 @@ pub fn render(shape: &FirewallShape) -> String {
     let _ = writeln!(out, "table inet {TABLE}");
     let _ = writeln!(out, "delete table inet {TABLE}");
     let _ = writeln!(out, "table inet {TABLE} {{");
-    set(&mut out, OPERATORS4, "ipv4_addr", true, &operators4);
-    set(&mut out, OPERATORS6, "ipv6_addr", true, &operators6);
-    set(&mut out, PEERS4, "ipv4_addr", false, &peers);
-    // Traffic to the node that kube-proxy, k3s' service load balancer or a
-    // hostPort redirects to a pod is forwarded, never delivered to the
-    // host, so the input chain below never sees it. This chain runs before
-    // any DNAT (priority dstnat - 10) and lets strangers reach the node's
-    // own addresses only where the input chain would: routed pod and
-    // service traffic (not to a local address) passes untouched, members
-    // and the cluster's networks pass (NodePorts are theirs), everyone
-    // else reaches the operator ports (from the operator networks) and the
-    // public ports only.
-    out.push_str("  chain prerouting {\n");
-    out.push_str("    type filter hook prerouting priority dstnat - 10; policy accept;\n");
-    out.push_str("    fib daddr type != local accept\n");
-    out.push_str("    iif \"lo\" accept\n");
-    out.push_str("    ct state established,related accept\n");
-    let _ = writeln!(out, "    ip saddr @{PEERS4} accept");
-    if !cluster_networks.is_empty() {
-        let _ = writeln!(
-            out,
-            "    ip saddr {{ {} }} accept",
-            cluster_networks.join(", ")
-        );
+    for (name, spec) in &model.sets {
+        set(&mut out, name, spec, &elements(name));
     }
-    admit_strangers(&mut out, shape, operators.is_empty());
-    out.push_str("    drop\n");
-    out.push_str("  }\n");
-    out.push_str("  chain input {\n");
-    out.push_str("    type filter hook input priority filter; policy drop;\n");
-    out.push_str("    ct state established,related accept\n");
-    out.push_str("    ct state invalid drop\n");
-    out.push_str("    iif \"lo\" accept\n");
-    for (proto, ports) in [("tcp", &shape.peer_tcp), ("udp", &shape.peer_udp)] {
-        if !ports.is_empty() {
-            let _ = writeln!(
-                out,
-                "    ip saddr @{PEERS4} {proto} dport {{ {} }} accept",
-                list(ports, ", ")
-            );
-        }
+    for chain in &model.chains {
+        let _ = write!(out, "{chain}");
     }
-    if !cluster_networks.is_empty() && !shape.cluster_tcp.is_empty() {
-        let _ = writeln!(
-            out,
-            "    ip saddr {{ {} }} tcp dport {{ {} }} accept",
-            cluster_networks.join(", "),
-            list(&shape.cluster_tcp, ", ")
-        );
-    }
-    admit_strangers(&mut out, shape, operators.is_empty());
-    out.push_str("  }\n}\n");
+    out.push_str("}\n");
     out
-}
-
-/// The rules that admit anyone, member or not: ICMP, the operator ports
-/// from the operator networks (from anywhere when the inventory chose
-/// `operator_networks = []`), and the public ports. Both chains use them.
-fn admit_strangers(out: &mut String, shape: &FirewallShape, operators_open: bool) {
-    // ICMPv6 carries neighbour discovery: without it IPv6 stops working.
-    out.push_str("    meta l4proto { icmp, ipv6-icmp } accept\n");
-    if !shape.operator_tcp.is_empty() {
-        let ports = list(&shape.operator_tcp, ", ");
-        if operators_open {
-            // The inventory's explicit choice (`operator_networks = []`).
-            let _ = writeln!(out, "    tcp dport {{ {ports} }} accept");
-        } else {
-            let _ = writeln!(
-                out,
-                "    ip saddr @{OPERATORS4} tcp dport {{ {ports} }} accept"
-            );
-            let _ = writeln!(
-                out,
-                "    ip6 saddr @{OPERATORS6} tcp dport {{ {ports} }} accept"
-            );
-        }
-    }
-    for (proto, ports) in [("tcp", &shape.public_tcp), ("udp", &shape.public_udp)] {
-        if !ports.is_empty() {
-            let _ = writeln!(out, "    {proto} dport {{ {} }} accept", list(ports, ", "));
-        }
-    }
 }
 
 /// An `nft -f` transaction that makes `peers4` hold exactly `peers`,
@@ -365,26 +301,17 @@ pub fn render_peer_set(peers: &BTreeSet<Ipv4Addr>) -> String {
 
 /// A named set; nftables refuses an empty `elements`, so an empty set has
 /// none.
-fn set(out: &mut String, name: &str, kind: &str, interval: bool, elements: &[String]) {
+fn set(out: &mut String, name: &str, spec: &SetSpec, elements: &[String]) {
     let _ = writeln!(out, "  set {name} {{");
-    let _ = writeln!(out, "    type {kind}");
-    if interval {
-        out.push_str("    flags interval\n");
+    let _ = writeln!(out, "    type {}", spec.kind);
+    if !spec.flags.is_empty() {
+        let flags: Vec<&str> = spec.flags.iter().map(String::as_str).collect();
+        let _ = writeln!(out, "    flags {}", flags.join(", "));
     }
     if !elements.is_empty() {
         let _ = writeln!(out, "    elements = {{ {} }}", elements.join(", "));
     }
     out.push_str("  }\n");
-}
-
-/// A network as a set element: a host network as its address, as nftables
-/// lists it back.
-fn element(net: IpNet) -> String {
-    if net.prefix_len() == net.max_prefix_len() {
-        net.addr().to_string()
-    } else {
-        net.trunc().to_string()
-    }
 }
 
 fn list(ports: &[PortRange], sep: &str) -> String {
@@ -393,6 +320,52 @@ fn list(ports: &[PortRange], sep: &str) -> String {
         .map(PortRange::to_string)
         .collect::<Vec<_>>()
         .join(sep)
+}
+
+/// What tests of the firewall's readers share: the shape of the captured
+/// listing (`tests/fixtures/firewall/`).
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) mod test_support {
+    use ipnet::IpNet;
+    use std::collections::BTreeSet;
+    use std::net::Ipv4Addr;
+
+    /// The listing nft printed for [`captured_shape`]'s ruleset.
+    pub(crate) const CAPTURED: &str =
+        include_str!("../../tests/fixtures/firewall/nft-list-table-inet-kiwi.json");
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    /// The shape whose ruleset the fixture holds: a k3s server with
+    /// wireguard-native, public 80/443, the k3s networks, IPv4 and IPv6
+    /// operators and two peers.
+    pub(crate) fn captured_shape() -> crate::firewall::FirewallShape {
+        use crate::firewall::{
+            ClusterFirewall, FirewallShape, FlannelBackend, NodeRole, PortRange, PortRule,
+            K3S_POD_NETWORK, K3S_SERVICE_NETWORK,
+        };
+        FirewallShape::for_node(
+            NodeRole::K3sServer,
+            &ClusterFirewall {
+                public: vec![
+                    PortRule::tcp(PortRange::single(80)),
+                    PortRule::tcp(PortRange::single(443)),
+                ],
+                cni: FlannelBackend::WireguardNative.ports(),
+                cluster_networks: vec![K3S_POD_NETWORK, K3S_SERVICE_NETWORK],
+            },
+            &[
+                net("198.51.100.0/24"),
+                net("192.0.2.7/32"),
+                net("203.0.113.0/25"),
+                net("2001:db8::/48"),
+            ],
+            BTreeSet::from([Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2)]),
+        )
+    }
 }
 
 #[cfg(test)]

@@ -3,8 +3,9 @@
 //! written to `/etc/nftables.conf` (what `nftables.service` loads at boot)
 //! and loaded with `nft -f`, which replaces only `table inet kiwi` in one
 //! transaction (see [`crate::firewall`]). Then the node's own listing is
-//! read back: the step is done only when the node admits exactly the peers
-//! it should.
+//! read back: the step is done only when it is exactly the model of what
+//! was written (peers, operator networks, sets, both chains and every
+//! rule), by the planner's own comparison.
 //!
 //! A pending peer's address is the one its wait found (the session pool
 //! learned it), and in a private network also the private address its
@@ -16,7 +17,7 @@ use std::net::Ipv4Addr;
 
 use crate::cluster::firewall::{firewall_from_answer, READ_FIREWALL};
 use crate::firewall::{render, RULESET_PATH};
-use crate::plan::{NodeFirewall, NodeName, SetFirewall};
+use crate::plan::{observed_drift, NodeFirewall, NodeName, SetFirewall};
 use crate::secret::Secret;
 use crate::ssh::pool::NodeConnector;
 use crate::ssh::RemoteExec;
@@ -49,36 +50,33 @@ impl<C: NodeConnector> SshNodeExecutor<C> {
         let out = self
             .run(&exec, READ_FIREWALL, self.settings.command_timeout, &[])
             .await?;
-        let admitted = match firewall_from_answer(out.status, &out.stdout, &out.stderr) {
-            NodeFirewall::Present {
-                peers: Some(peers), ..
-            } => peers,
-            other => {
-                return Err(NodeError::Protocol {
-                    node: node.0.clone(),
-                    what: format!(
-                        "after `{LOAD_FIREWALL}` its firewall does not read back as loaded ({})",
-                        match other {
-                            NodeFirewall::Absent => "no table inet kiwi".to_string(),
-                            NodeFirewall::Unreadable { reason } => reason,
-                            NodeFirewall::Present { .. } => "no peer set".to_string(),
-                        }
-                    ),
-                })
-            }
-        };
-        let wanted: BTreeSet<ipnet::IpNet> = shape
-            .peers
-            .iter()
-            .map(|ip| ipnet::IpNet::V4(ipnet::Ipv4Net::from(*ip)))
-            .collect();
-        if admitted != wanted {
+        let listed = firewall_from_answer(out.status, &out.stdout, &out.stderr);
+        if let NodeFirewall::Absent | NodeFirewall::Unreadable { .. } = listed {
             return Err(NodeError::Protocol {
                 node: node.0.clone(),
                 what: format!(
-                    "after `{LOAD_FIREWALL}` it admits {} peers, not the {} written",
-                    admitted.len(),
-                    wanted.len()
+                    "after `{LOAD_FIREWALL}` its firewall does not read back as loaded ({})",
+                    match listed {
+                        NodeFirewall::Unreadable { reason } => reason,
+                        _ => "no table inet kiwi".to_string(),
+                    }
+                ),
+            });
+        }
+        // The listing must be exactly the model of what was written: the
+        // same comparison the planner makes, with nothing pending.
+        let drift = observed_drift(&listed, &shape, &BTreeSet::new());
+        if !drift.is_empty() {
+            let shown = drift.len().min(3);
+            return Err(NodeError::Protocol {
+                node: node.0.clone(),
+                what: format!(
+                    "after `{LOAD_FIREWALL}` its firewall is not what was written: {}{}",
+                    drift[..shown].join("; "),
+                    match drift.len() - shown {
+                        0 => String::new(),
+                        more => format!("; and {more} more"),
+                    }
                 ),
             });
         }
@@ -210,6 +208,29 @@ mod tests {
         assert!(
             text.contains("elements = { 127.0.0.2, 127.0.0.9, 127.77.0.9 }"),
             "{text}"
+        );
+    }
+
+    /// The read-back compares the whole table with what was written, not
+    /// only the peers: a node whose loaded table differs (here SSH opened
+    /// to anyone in place of the operator networks) fails the step, naming
+    /// the difference.
+    #[tokio::test]
+    async fn a_table_that_reads_back_other_than_written_fails_the_step() {
+        let (cluster, nodes) = executor();
+        cluster.machine(NODE).unwrap().put_file(
+            crate::ssh::fake_nft::REWRITE,
+            b"    ip saddr @operators4 tcp dport { 22, 6443 } accept\n    tcp dport { 22 } accept\n",
+            0o600,
+        );
+        let err = NodeSteps::run(&nodes, &acme(), &step(&[]))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not what was written"), "{err}");
+        assert!(
+            err.contains("`tcp dport { 22 } accept` where the ruleset has `ip saddr @operators4"),
+            "{err}"
         );
     }
 }

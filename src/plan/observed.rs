@@ -246,10 +246,11 @@ pub enum NodeFirewall {
         peers: Option<BTreeSet<ipnet::IpNet>>,
         /// The `operators4` and `operators6` sets' elements.
         operators: BTreeSet<ipnet::IpNet>,
-        /// The input chain's policy (`drop`); `None` without the chain.
-        input_policy: Option<String>,
-        /// Rules in the input chain.
-        input_rules: usize,
+        /// The table's sets (type, flags), chains (hook, type, priority,
+        /// policy) and every rule, in the model `render` writes from
+        /// ([`crate::firewall::Ruleset`]), compared whole with what the
+        /// plan wants.
+        ruleset: crate::firewall::Ruleset,
     },
     /// The node has no `table inet kiwi` (never loaded, or deleted by hand).
     Absent,

@@ -10,8 +10,13 @@ use crate::inventory::Desired;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// Version of the saved-plan file format.
-pub const SAVED_PLAN_FORMAT_VERSION: u32 = 4;
+/// Version of the saved-plan file format. 5: the observed fingerprint
+/// covers each node's whole firewall table (sets, chains, rules: the
+/// `ruleset` of a present firewall) instead of the input chain's policy and
+/// rule count, and firewall steps name their drift by rule; a version 4
+/// file's fingerprint and drift lines can never match, so it is refused by
+/// its version rather than as "changed".
+pub const SAVED_PLAN_FORMAT_VERSION: u32 = 5;
 
 /// A sha256 over what the planner reads from the observed state, in a
 /// canonical order (instances by id, nodes by name, taints sorted), so the

@@ -186,6 +186,60 @@ fn a_peer_added_by_hand_is_named_in_the_plan_and_removed_by_it() {
     assert!(plan::plan(&desired, &after, &PlanOptions::default()).is_empty());
 }
 
+/// Issue 18: a node whose firewall was changed by hand shows up in `plan`
+/// and is fixed by `apply`, whatever was changed: a deleted prerouting
+/// rule (strangers reach NodePorts), an input chain unhooked, an input rule
+/// replaced in place with the same rule count.
+#[test]
+fn a_hand_edited_chain_is_named_in_the_plan_and_set_again_by_it() {
+    use kiwi_infra::firewall::{Match, PortRange, Protocol, Rule, Verdict};
+    let desired = desired();
+    let node = "kiwi-acme-server-02";
+    type Edit = fn(&mut kiwi_infra::firewall::Ruleset);
+    let edits: [(&str, Edit); 3] = [
+        (
+            "its prerouting chain lacks the ruleset's rule 4: `ip saddr @peers4 accept`",
+            |r| {
+                r.chains[0].rules.remove(3);
+            },
+        ),
+        ("its input chain has no hook", |r| r.chains[1].base = None),
+        (
+            "differs: `tcp dport { 22 } accept` where the ruleset has `ip saddr @operators4",
+            |r| {
+                let input = &mut r.chains[1].rules;
+                let at = input
+                    .iter()
+                    .position(|rule| rule.to_string().starts_with("ip saddr @operators4"))
+                    .unwrap();
+                input[at] = Rule::new(
+                    vec![Match::Dport {
+                        protocol: Protocol::Tcp,
+                        ports: vec![PortRange::single(22)],
+                    }],
+                    Verdict::Accept,
+                );
+            },
+        ),
+    ];
+    for (said, edit) in edits {
+        let mut observed = with_true_firewalls(&desired);
+        let acme = observed.clusters.get_mut("acme").unwrap().as_mut().unwrap();
+        let Some(NodeFirewall::Present { ruleset, .. }) = acme.firewalls.get_mut(node) else {
+            panic!("loaded");
+        };
+        edit(ruleset);
+        let plan = plan::plan(&desired, &observed, &PlanOptions::default());
+        assert_eq!(plan.steps.len(), 1, "{said}: {}", human(&plan));
+        let step = firewall_step(&plan, &format!("firewall:{node}"));
+        assert_eq!(step.drift.len(), 1, "{said}: {:?}", step.drift);
+        assert!(step.drift[0].contains(said), "{said}: {:?}", step.drift);
+        assert!(human(&plan).contains(said), "{}", human(&plan));
+        let after = plan::simulate(&observed, &plan);
+        assert!(plan::plan(&desired, &after, &PlanOptions::default()).is_empty());
+    }
+}
+
 #[test]
 fn a_new_node_joins_only_once_every_member_admits_it() {
     let desired = desired_with(&[(

@@ -37,7 +37,9 @@ use std::net::Ipv4Addr;
 use ipnet::{IpNet, Ipv4Net};
 
 use super::Planner;
-use crate::firewall::{render, ClusterFirewall, FirewallShape, FlannelBackend, NodeRole};
+use crate::firewall::{
+    differences, ClusterFirewall, FirewallShape, FlannelBackend, NodeRole, Ruleset,
+};
 use crate::inventory::{slot_name, ClusterKind, ClusterSpec};
 use crate::plan::observed::NodeName;
 use crate::plan::observed::{ClusterObservation, NodeFirewall, ObservedBackend};
@@ -509,7 +511,10 @@ fn shape_drift(
 }
 
 /// What differs between a node's observed firewall and `wanted`, one line
-/// each; empty when it admits exactly what it should.
+/// each; empty when it admits exactly what it should: the members in
+/// `peers4`, the operator networks, and the whole table (sets' types,
+/// both chains' hook, type, priority, policy and every rule) against the
+/// model [`crate::firewall::render`] writes for `wanted` ([`Ruleset::of`]).
 pub fn observed_drift(
     observed: &NodeFirewall,
     wanted: &FirewallShape,
@@ -518,8 +523,7 @@ pub fn observed_drift(
     let NodeFirewall::Present {
         peers,
         operators,
-        input_policy,
-        input_rules,
+        ruleset,
     } = observed
     else {
         return match observed {
@@ -530,25 +534,25 @@ pub fn observed_drift(
         };
     };
     let mut out = Vec::new();
-    match peers {
-        None => out.push("its peer set (peers4) is missing".to_string()),
-        Some(peers) => {
-            let wanted_peers: BTreeSet<IpNet> = wanted.peers.iter().map(|ip| host(*ip)).collect();
-            for missing in wanted_peers.difference(peers) {
-                out.push(format!("peer {} not admitted", missing.addr()));
-            }
-            for extra in peers.difference(&wanted_peers) {
-                let shown = if extra.prefix_len() == extra.max_prefix_len() {
-                    extra.addr().to_string()
-                } else {
-                    extra.to_string()
-                };
-                out.push(format!("{shown} admitted but not a member"));
-            }
+    // A missing peers4 is said by the comparison of the sets below.
+    if let Some(peers) = peers {
+        let wanted_peers: BTreeSet<IpNet> = wanted.peers.iter().map(|ip| host(*ip)).collect();
+        for missing in wanted_peers.difference(peers) {
+            out.push(format!("peer {} not admitted", missing.addr()));
+        }
+        for extra in peers.difference(&wanted_peers) {
+            let shown = if extra.prefix_len() == extra.max_prefix_len() {
+                extra.addr().to_string()
+            } else {
+                extra.to_string()
+            };
+            out.push(format!("{shown} admitted but not a member"));
         }
     }
     out.extend(pending_lines(pending));
-    let wanted_operators: BTreeSet<IpNet> = wanted.operator_networks.iter().copied().collect();
+    let wanted_operators: BTreeSet<IpNet> = IpNet::aggregate(&wanted.operator_networks)
+        .into_iter()
+        .collect();
     for missing in wanted_operators.difference(operators) {
         out.push(format!("operator network {missing} not admitted"));
     }
@@ -557,17 +561,7 @@ pub fn observed_drift(
             "{extra} admitted to SSH and the API but not an operator network"
         ));
     }
-    match input_policy.as_deref() {
-        Some("drop") => {}
-        Some(other) => out.push(format!("its input policy is {other}, not drop")),
-        None => out.push("its input chain is missing".to_string()),
-    }
-    let expected = input_rule_count(wanted);
-    if input_policy.is_some() && *input_rules != expected {
-        out.push(format!(
-            "its input chain has {input_rules} rules, the ruleset {expected} (edited by hand?)"
-        ));
-    }
+    out.extend(differences(ruleset, &Ruleset::of(wanted)));
     out
 }
 
@@ -579,20 +573,8 @@ pub fn firewall_as_loaded(shape: &FirewallShape) -> NodeFirewall {
         operators: IpNet::aggregate(&shape.operator_networks)
             .into_iter()
             .collect(),
-        input_policy: Some("drop".to_string()),
-        input_rules: input_rule_count(shape),
+        ruleset: Ruleset::of(shape),
     }
-}
-
-/// The rules of the input chain [`render`] writes for `shape` (one a line).
-fn input_rule_count(shape: &FirewallShape) -> usize {
-    let text = render(shape);
-    text.lines()
-        .skip_while(|l| l.trim() != "chain input {")
-        .skip(1)
-        .take_while(|l| l.trim() != "}")
-        .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with("type "))
-        .count()
 }
 
 #[cfg(test)]
@@ -614,21 +596,19 @@ mod tests {
         )
     }
 
-    fn present(peers: &[&str], rules: usize) -> NodeFirewall {
+    fn present(peers: &[&str], wanted: &FirewallShape) -> NodeFirewall {
         NodeFirewall::Present {
             peers: Some(peers.iter().map(|p| p.parse().unwrap()).collect()),
             operators: ["198.51.100.0/24".parse().unwrap()].into(),
-            input_policy: Some("drop".into()),
-            input_rules: rules,
+            ruleset: Ruleset::of(wanted),
         }
     }
 
     #[test]
     fn a_hand_added_peer_and_a_missing_member_are_both_named() {
         let wanted = shape(&[[192, 0, 2, 10], [192, 0, 2, 9]]);
-        let rules = input_rule_count(&wanted);
         let drift = observed_drift(
-            &present(&["192.0.2.10/32", "198.51.100.7/32"], rules),
+            &present(&["192.0.2.10/32", "198.51.100.7/32"], &wanted),
             &wanted,
             &BTreeSet::new(),
         );
@@ -640,48 +620,224 @@ mod tests {
             ]
         );
         assert!(observed_drift(
-            &present(&["192.0.2.10/32", "192.0.2.9/32"], rules),
+            &present(&["192.0.2.10/32", "192.0.2.9/32"], &wanted),
             &wanted,
             &BTreeSet::new()
         )
         .is_empty());
-    }
-
-    #[test]
-    fn an_opened_policy_or_an_added_rule_is_drift_too() {
-        let wanted = shape(&[[192, 0, 2, 10]]);
-        let rules = input_rule_count(&wanted);
-        let NodeFirewall::Present {
-            peers, operators, ..
-        } = present(&["192.0.2.10/32"], rules)
-        else {
-            unreachable!()
-        };
-        let opened = NodeFirewall::Present {
-            peers: peers.clone(),
-            operators: operators.clone(),
-            input_policy: Some("accept".into()),
-            input_rules: rules + 1,
-        };
-        let drift = observed_drift(&opened, &wanted, &BTreeSet::new());
-        assert!(
-            drift.iter().any(|d| d.contains("policy is accept")),
-            "{drift:?}"
-        );
-        assert!(
-            drift.iter().any(|d| d.contains("edited by hand")),
-            "{drift:?}"
-        );
         assert_eq!(
             observed_drift(&NodeFirewall::Absent, &wanted, &BTreeSet::new()).len(),
             1
         );
     }
 
+    /// The real listing nft printed for the fixture's shape, edited as a
+    /// hand on the node would edit the table, and what the plan says of it.
+    fn drift_of(edit: impl FnOnce(&mut Vec<serde_json::Value>)) -> Vec<String> {
+        use crate::firewall::test_support::{captured_shape, CAPTURED};
+        let mut doc: serde_json::Value = serde_json::from_str(CAPTURED).unwrap();
+        edit(doc["nftables"].as_array_mut().unwrap());
+        let listed = crate::cluster::firewall::firewall_from_answer(Some(0), &doc.to_string(), "");
+        observed_drift(&listed, &captured_shape(), &BTreeSet::new())
+    }
+
+    /// The index of `chain`'s rule `n` (from 1) in the listing.
+    fn rule_at(items: &[serde_json::Value], chain: &str, n: usize) -> usize {
+        items
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| i["rule"]["chain"] == chain)
+            .nth(n - 1)
+            .unwrap()
+            .0
+    }
+
+    fn chain_mut<'a>(items: &'a mut [serde_json::Value], name: &str) -> &'a mut serde_json::Value {
+        items
+            .iter_mut()
+            .find(|i| i["chain"]["name"] == name)
+            .map(|i| &mut i["chain"])
+            .unwrap()
+    }
+
     #[test]
-    fn the_rule_count_matches_what_render_writes() {
-        // ct established, ct invalid, lo, icmp, operators v4 and v6, peers
-        // tcp and udp, pod networks, public tcp.
-        assert_eq!(input_rule_count(&shape(&[[192, 0, 2, 10]])), 10);
+    fn the_captured_listing_of_the_shape_is_no_drift() {
+        assert_eq!(drift_of(|_| {}), Vec::<String>::new());
+    }
+
+    /// F4: the prerouting chain keeps strangers off NodePorts; a deleted
+    /// rule of it, or the whole chain, is drift.
+    #[test]
+    fn a_deleted_prerouting_rule_or_chain_is_drift() {
+        let drift = drift_of(|items| {
+            let peers = rule_at(items, "prerouting", 4);
+            items.remove(peers);
+        });
+        assert_eq!(
+            drift,
+            ["its prerouting chain lacks the ruleset's rule 4: `ip saddr @peers4 accept`"]
+        );
+        let drift = drift_of(|items| {
+            let last = rule_at(items, "prerouting", 10);
+            items.remove(last);
+        });
+        assert_eq!(
+            drift,
+            ["its prerouting chain lacks the ruleset's rule 10: `drop`"]
+        );
+        let drift = drift_of(|items| {
+            items.retain(|i| {
+                i["chain"]["name"] != "prerouting" && i["rule"]["chain"] != "prerouting"
+            });
+        });
+        assert_eq!(drift, ["its prerouting chain is missing"]);
+    }
+
+    /// F5: an input rule replaced in place (the rule count unchanged):
+    /// SSH from anyone instead of from the operator networks.
+    #[test]
+    fn an_input_rule_replaced_in_place_is_drift() {
+        let drift = drift_of(|items| {
+            let ssh = rule_at(items, "input", 8);
+            items[ssh]["rule"]["expr"] = serde_json::json!([
+                {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 22}},
+                {"accept": null}
+            ]);
+        });
+        assert_eq!(
+            drift,
+            [
+                "input rule 8 differs: `tcp dport { 22 } accept` where the ruleset has \
+              `ip saddr @operators4 tcp dport { 22, 6443 } accept`"
+            ]
+        );
+        // A public port changed.
+        let drift = drift_of(|items| {
+            let public = rule_at(items, "input", 10);
+            items[public]["rule"]["expr"][0]["match"]["right"] =
+                serde_json::json!({"set": [80, 8080]});
+        });
+        assert_eq!(
+            drift,
+            [
+                "input rule 10 differs: `tcp dport { 80, 8080 } accept` where the ruleset has \
+              `tcp dport { 80, 443 } accept`"
+            ]
+        );
+    }
+
+    /// F6: a chain's hook, type, priority or policy.
+    #[test]
+    fn a_chain_without_its_hook_or_at_another_priority_is_drift() {
+        let drift = drift_of(|items| {
+            let input = chain_mut(items, "input");
+            for key in ["type", "hook", "prio", "policy"] {
+                input.as_object_mut().unwrap().remove(key);
+            }
+        });
+        assert_eq!(
+            drift,
+            ["its input chain has no hook (a regular chain: no packet passes through it)"]
+        );
+        let drift = drift_of(|items| {
+            let prerouting = chain_mut(items, "prerouting");
+            prerouting["prio"] = serde_json::json!(-90);
+            prerouting["hook"] = serde_json::json!("input");
+        });
+        assert_eq!(
+            drift,
+            [
+                "its prerouting chain is hooked at input, not prerouting",
+                "its prerouting chain has priority dstnat + 10, not dstnat - 10"
+            ]
+        );
+        let drift = drift_of(|items| chain_mut(items, "input")["policy"] = "accept".into());
+        assert_eq!(drift, ["its input policy is accept, not drop"]);
+    }
+
+    /// An added rule, or one kiwi-infra never writes, is drift, in
+    /// kiwi-infra's words only.
+    #[test]
+    fn an_extra_or_unrecognised_rule_is_drift_without_node_text() {
+        let drift = drift_of(|items| {
+            let at = rule_at(items, "input", 4);
+            items.insert(
+                at,
+                serde_json::json!({"rule": {"family": "inet", "table": "kiwi", "chain": "input",
+                    "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 2379}}, {"accept": null}]}}),
+            );
+        });
+        assert_eq!(
+            drift,
+            ["input rule 4 is not the ruleset's: `tcp dport { 2379 } accept`"]
+        );
+        let drift = drift_of(|items| {
+            items.push(
+                serde_json::json!({"rule": {"family": "inet", "table": "kiwi", "chain": "input",
+                "expr": [{"jump": {"target": "\u{1b}[2Jowned"}}]}}),
+            );
+        });
+        assert_eq!(
+            drift,
+            ["input rule 11 is not the ruleset's: a rule kiwi-infra does not write (a jump statement)"]
+        );
+        let drift = drift_of(|items| {
+            items.push(serde_json::json!({"chain": {"family": "inet", "table": "kiwi",
+                "name": "sneaky\u{1b}]0;x\u{7}", "type": "filter", "hook": "input", "prio": -5, "policy": "accept"}}));
+            items.push(
+                serde_json::json!({"set": {"family": "inet", "table": "kiwi",
+                "name": "extra", "type": "ipv4_addr"}}),
+            );
+            items.push(
+                serde_json::json!({"flowtable": {"family": "inet", "table": "kiwi", "name": "f"}}),
+            );
+            let peers = items
+                .iter_mut()
+                .find(|i| i["set"]["name"] == "peers4")
+                .unwrap();
+            peers["set"]["flags"] = serde_json::json!(["interval"]);
+        });
+        assert_eq!(
+            drift,
+            [
+                "its set peers4 has flags [interval], not []",
+                "an extra set extra that the ruleset does not have",
+                "an extra chain \"sneaky\\u{1b}]0;x\\u{7}\" that the ruleset does not have",
+                "its table holds a flowtable, which the ruleset does not have"
+            ]
+        );
+        assert!(drift.iter().all(|l| !l.contains('\u{1b}')));
+    }
+
+    /// F9: a listing that names a chain or set twice is never read as its
+    /// last copy.
+    #[test]
+    fn a_listing_with_a_duplicate_chain_or_set_is_not_trusted() {
+        use crate::firewall::test_support::CAPTURED;
+        for kind in ["chain", "set"] {
+            let mut doc: serde_json::Value = serde_json::from_str(CAPTURED).unwrap();
+            let items = doc["nftables"].as_array_mut().unwrap();
+            let first = items
+                .iter()
+                .find(|i| i.get(kind).is_some())
+                .unwrap()
+                .clone();
+            let mut copy = first.clone();
+            copy[kind]["policy"] = "accept".into();
+            copy[kind].as_object_mut().unwrap().remove("elem");
+            items.push(copy);
+            let listed =
+                crate::cluster::firewall::firewall_from_answer(Some(0), &doc.to_string(), "");
+            let NodeFirewall::Unreadable { reason } = listed else {
+                panic!("{kind}: {listed:?}");
+            };
+            assert!(reason.contains("twice"), "{reason}");
+        }
+    }
+
+    #[test]
+    fn what_a_loaded_shape_reads_back_as_is_no_drift() {
+        let wanted = shape(&[[192, 0, 2, 10]]);
+        assert!(observed_drift(&firewall_as_loaded(&wanted), &wanted, &BTreeSet::new()).is_empty());
     }
 }
