@@ -719,6 +719,7 @@ async fn fetch_cacerts(api: &Api, server: &str, journal: &Journal) -> Result<Str
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
