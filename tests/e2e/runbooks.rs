@@ -15,7 +15,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -24,10 +24,13 @@ use serde_json::Value;
 
 /// The runbooks, in the order they run against the one sandbox. Onboarding
 /// runs first, on a fresh sandbox, exactly as an operator rehearsing it
-/// would; the others expect a built platform, which onboarding leaves.
-const RUNBOOKS: [&str; 4] = [
+/// would; the others expect a built platform, which onboarding leaves (and
+/// core-expansion grows). The firewall runbook runs on that built platform,
+/// while every cluster is still in sync with the inventory.
+const RUNBOOKS: [&str; 5] = [
     "onboarding.md",
     "core-expansion.md",
+    "firewall.md",
     "replacing-a-node.md",
     "statuses-that-need-a-human.md",
 ];
@@ -263,32 +266,74 @@ impl Sandbox {
         live[0].clone()
     }
 
-    /// `kubectl get nodes -o json` on a k3s server, over SSH with the
-    /// operator's key and the host key kiwi-infra pinned: name → node.
-    fn k3s_nodes(&self, work: &Path, server: &str) -> BTreeMap<String, Value> {
-        let ip = self.live_instance(work, server)["ipConfig"]["v4"]["ip"]
+    /// The live instance's IPv4 address.
+    fn ip(&self, work: &Path, name: &str) -> String {
+        self.live_instance(work, name)["ipConfig"]["v4"]["ip"]
             .as_str()
             .unwrap()
-            .to_string();
+            .to_string()
+    }
+
+    /// `command` on `node`, over SSH with the operator's key and the host
+    /// key kiwi-infra pinned, as the runbooks' own ssh lines do; its stdout,
+    /// parsed as JSON.
+    fn ssh_json(&self, work: &Path, node: &str, command: &str) -> Value {
+        let ip = self.ip(work, node);
         let known_hosts = self.inventory().join("known_hosts");
         let out = self
             .command("ssh", work)
             .args(["-o", "BatchMode=yes", "-o"])
             .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
             .arg("-o")
-            .arg(format!("HostKeyAlias={server}"))
+            .arg(format!("HostKeyAlias={node}"))
             .arg("-i")
             .arg(self.var("KIWI_SSH_IDENTITY"))
             .arg(format!("kiwi@{ip}"))
-            .arg("sudo k3s kubectl get nodes -o json")
+            .arg(command)
             .output()
             .unwrap();
         assert!(
             out.status.success(),
-            "kubectl on {server}: {}",
+            "{command} on {node}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{command} on {node}: {e}: {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// The elements of set `set` of `table inet kiwi` on `node`, as nft
+    /// lists them (`sudo nft -j list set inet kiwi SET`): addresses as
+    /// `a.b.c.d`, networks as `a.b.c.d/len`.
+    fn nft_set(&self, work: &Path, node: &str, set: &str) -> BTreeSet<String> {
+        let listing = self.ssh_json(work, node, &format!("sudo nft -j list set inet kiwi {set}"));
+        listing["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|i| i.get("set"))
+            .flat_map(|s| s["elem"].as_array().cloned().unwrap_or_default())
+            .map(|e| match &e {
+                Value::String(addr) => addr.clone(),
+                _ if e["prefix"].is_object() => {
+                    format!(
+                        "{}/{}",
+                        e["prefix"]["addr"].as_str().unwrap(),
+                        e["prefix"]["len"]
+                    )
+                }
+                other => panic!("{node}: unexpected element of {set}: {other}"),
+            })
+            .collect()
+    }
+
+    /// `kubectl get nodes -o json` on a k3s server, over SSH with the
+    /// operator's key and the host key kiwi-infra pinned: name → node.
+    fn k3s_nodes(&self, work: &Path, server: &str) -> BTreeMap<String, Value> {
+        let list = self.ssh_json(work, server, "sudo k3s kubectl get nodes -o json");
         list["items"]
             .as_array()
             .unwrap()
@@ -431,6 +476,72 @@ fn assert_cluster_ready(status: &str, cluster: &str, count: usize) {
     }
 }
 
+/// Every node row of every cluster in `kiwi-infra status` shows `ok` under
+/// FIREWALL. Each cluster's table has its own column widths, so the column
+/// is found in each table's header; the Core control-plane table below the
+/// Core nodes has no FIREWALL column and is skipped.
+fn assert_every_firewall_ok(status: &str) {
+    let mut column: Option<usize> = None;
+    let mut rows = 0;
+    for line in status.lines() {
+        if line.starts_with("NODE ") {
+            let at = line.find("FIREWALL").unwrap_or_else(|| panic!("{line}"));
+            column = Some(line[..at].chars().count());
+        } else if line.starts_with("CONTROL-PLANE NODE") || line.starts_with("Cluster ") {
+            column = None;
+        } else if let (Some(col), true) = (column, line.starts_with("kiwi-")) {
+            let rest: String = line.chars().skip(col).collect();
+            let value = rest.split_whitespace().next().unwrap_or("");
+            assert_eq!(value, "ok", "firewall of:\n{line}\nin:\n{status}");
+            rows += 1;
+        }
+    }
+    // 15 nodes of the example inventory, 10 of the two onboarded customers,
+    // the Core worker core-expansion added.
+    assert_eq!(rows, 26, "node rows in:\n{status}");
+}
+
+/// The UDP ports a listed input chain (`nft -j list chain inet kiwi input`)
+/// accepts from anyone: rules with a `udp dport` match and no address match.
+fn public_udp_ports(listing: &Value) -> BTreeSet<u64> {
+    let mut ports = BTreeSet::new();
+    for rule in listing["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i.get("rule"))
+    {
+        let exprs = rule["expr"].as_array().cloned().unwrap_or_default();
+        let matches: Vec<&Value> = exprs.iter().filter_map(|e| e.get("match")).collect();
+        let by_address = matches
+            .iter()
+            .any(|m| m["left"]["payload"]["field"] == "saddr");
+        let accepts = exprs.iter().any(|e| e.get("accept").is_some());
+        if by_address || !accepts {
+            continue;
+        }
+        for m in matches {
+            let left = &m["left"]["payload"];
+            if left["protocol"] != "udp" || left["field"] != "dport" {
+                continue;
+            }
+            let right = &m["right"];
+            let values: Vec<Value> = right["set"]
+                .as_array()
+                .cloned()
+                .unwrap_or_else(|| vec![right.clone()]);
+            for v in values {
+                if let Some(p) = v.as_u64() {
+                    ports.insert(p);
+                } else if let Some([lo, hi]) = v["range"].as_array().map(Vec::as_slice) {
+                    ports.extend(lo.as_u64().unwrap()..=hi.as_u64().unwrap());
+                }
+            }
+        }
+    }
+    ports
+}
+
 fn ready(node: &Value) -> bool {
     node["status"]["conditions"].as_array().is_some_and(|cs| {
         cs.iter()
@@ -517,6 +628,59 @@ fn every_runbook_runs_against_the_sandbox() {
     let status = sandbox.kiwi(work, &["status"]);
     assert_cluster_ready(&status, "core", 6);
     assert!(status_rows(&status, "core").contains_key("kiwi-core-general-04"));
+
+    // The firewall: the new operator network on every node, the hand-made
+    // peer gone, the new public port open, every node's firewall as the
+    // plan wants it.
+    run_runbook(&sandbox, work, "firewall.md");
+    let status = sandbox.kiwi(work, &["status"]);
+    assert_every_firewall_ok(&status);
+    for node in [
+        "kiwi-stadtwerke-nord-server-01",
+        "kiwi-core-general-04",
+        "kiwi-muster-gmbh-general-01",
+    ] {
+        let operators = sandbox.nft_set(work, node, "operators4");
+        assert_eq!(
+            operators,
+            BTreeSet::from(["127.0.0.0/8".to_string(), "192.0.2.0/24".to_string()]),
+            "{node}: operators4"
+        );
+    }
+    // The hand-edited node admits exactly its cluster's members again.
+    let members: BTreeSet<String> = sandbox
+        .instances(work)
+        .iter()
+        .filter(|i| {
+            i["displayName"]
+                .as_str()
+                .unwrap()
+                .starts_with("kiwi-stadtwerke-nord-")
+                && i["cancelDate"].is_null()
+        })
+        .map(|i| i["ipConfig"]["v4"]["ip"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(members.len(), 5, "{members:?}");
+    assert_eq!(
+        sandbox.nft_set(work, "kiwi-stadtwerke-nord-server-01", "peers4"),
+        members,
+        "peers4 of kiwi-stadtwerke-nord-server-01"
+    );
+    // The Fleet customer's WireGuard endpoint is public on its nodes.
+    let table = sandbox.ssh_json(
+        work,
+        "kiwi-praxis-lindner-general-01",
+        "sudo nft -j list chain inet kiwi input",
+    );
+    assert!(
+        public_udp_ports(&table).contains(&51830),
+        "udp 51830 is not open to anyone on kiwi-praxis-lindner-general-01: {table}"
+    );
+    let inventory = std::fs::read_to_string(sandbox.inventory().join("kiwi.toml")).unwrap();
+    assert!(
+        inventory.contains("operator_networks = [\"127.0.0.0/8\", \"192.0.2.0/24\"]"),
+        "{inventory}"
+    );
 
     // The failed node comes back in place: same instance, nothing bought.
     let before = sandbox.live_instance(work, "kiwi-stadtwerke-nord-general-01");
