@@ -74,8 +74,14 @@ fn listed(ruleset: &str) -> kiwi_infra::firewall::ObservedFirewall {
         "{NFT} -f {p} && {NFT} -j list table inet kiwi",
         p = path.display()
     );
+    listing_after(&script)
+}
+
+/// Runs `script` (nft commands ending in `nft -j list table inet kiwi`) in a
+/// network namespace of its own and parses the listing it prints.
+fn listing_after(script: &str) -> kiwi_infra::firewall::ObservedFirewall {
     let out = Command::new("unshare")
-        .args(["--net", "sh", "-c", &script])
+        .args(["--net", "sh", "-c", script])
         .output()
         .unwrap();
     assert!(
@@ -334,16 +340,7 @@ fn a_peer_set_update_replaces_the_members_and_nothing_else() {
             r = ruleset.display(),
             u = update.display()
         );
-        let out = Command::new("unshare")
-            .args(["--net", "sh", "-c", &script])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        parse_listing(&String::from_utf8_lossy(&out.stdout)).unwrap()
+        listing_after(&script)
     };
     let before = list(&shape.peers);
     for wanted in [peers(0), peers(1), ips_of(&["10.9.0.1", "10.9.0.2"])] {
