@@ -167,6 +167,29 @@ pub fn parse_listing(json: &str) -> Result<ObservedFirewall, ListingError> {
                 if tables > 1 {
                     return Err(duplicate("table", TABLE));
                 }
+                // kiwi-infra's table has no flags. `dormant` (which nft
+                // 1.0.6 lists as `"flags": "inet"`) switches every chain of
+                // the table off while sets, chains and rules stay as they
+                // were; any flag is drift, and loading the ruleset again
+                // (delete and re-create) clears it.
+                let flags: Vec<String> = match object.get("flags") {
+                    None | Some(Value::Null) => Vec::new(),
+                    Some(Value::Array(words)) => words
+                        .iter()
+                        .map(|w| {
+                            w.as_str()
+                                .map_or_else(|| "?".to_string(), |w| Word::new(w).to_string())
+                        })
+                        .collect(),
+                    Some(Value::String(word)) => vec![Word::new(word).to_string()],
+                    Some(_) => vec!["?".to_string()],
+                };
+                if !flags.is_empty() {
+                    observed.ruleset.others.push(format!(
+                        "table flags ({}; a `dormant` table's chains see no packet at all)",
+                        flags.join(", ")
+                    ));
+                }
             }
             continue;
         }
@@ -408,7 +431,7 @@ fn parse_match(e: &Value) -> Result<Match, String> {
             return Err(on);
         }
         match (protocol.as_deref(), field.as_deref()) {
-            (Some(family @ ("ip" | "ip6")), Some("saddr")) => {
+            (Some(family @ ("ip" | "ip6")), Some(field @ ("saddr" | "daddr"))) => {
                 if op != "==" {
                     return Err(wrong_op());
                 }
@@ -417,11 +440,15 @@ fn parse_match(e: &Value) -> Result<Match, String> {
                 } else {
                     Family::Ip6
                 };
+                let make = |from: Sources| {
+                    if field == "saddr" {
+                        Match::Saddr { family, from }
+                    } else {
+                        Match::Daddr { family, to: from }
+                    }
+                };
                 if let Some(set) = right.as_str().and_then(|r| r.strip_prefix('@')) {
-                    return Ok(Match::Saddr {
-                        family,
-                        from: Sources::Set(name_text(set)),
-                    });
+                    return Ok(make(Sources::Set(name_text(set))));
                 }
                 let values = match right.get("set") {
                     Some(Value::Array(values)) => values.iter().collect(),
@@ -439,10 +466,7 @@ fn parse_match(e: &Value) -> Result<Match, String> {
                 if !fits || nets.is_empty() {
                     return Err(odd_value());
                 }
-                return Ok(Match::Saddr {
-                    family,
-                    from: Sources::Networks(IpNet::aggregate(&nets)),
-                });
+                return Ok(make(Sources::Networks(IpNet::aggregate(&nets))));
             }
             (Some(proto @ ("tcp" | "udp")), Some("dport")) => {
                 if op != "==" {
@@ -576,6 +600,40 @@ mod tests {
         include_str!("../../tests/fixtures/firewall/nft-list-table-inet-kiwi.json");
     const CAPTURED_RULESET: &str =
         include_str!("../../tests/fixtures/firewall/captured-ruleset.nft");
+    /// The same table made dormant by hand (see the fixtures' README).
+    const DORMANT: &str = include_str!("../../tests/fixtures/firewall/nft-list-dormant.json");
+
+    /// Found by an attacker: `flags dormant` switches the whole firewall off
+    /// while every set, chain and rule stays, and was not drift.
+    #[test]
+    fn a_dormant_table_differs_from_the_ruleset() {
+        let wanted = Ruleset::of(&captured_shape());
+        let normal = parse_listing(CAPTURED).unwrap();
+        assert!(super::super::differences(&normal.ruleset, &wanted).is_empty());
+        let dormant = parse_listing(DORMANT).unwrap();
+        let drift = super::super::differences(&dormant.ruleset, &wanted);
+        assert_eq!(drift.len(), 1, "{drift:?}");
+        assert!(
+            drift[0].contains("table flags") && drift[0].contains("dormant"),
+            "{drift:?}"
+        );
+        for flags in [
+            r#"["dormant"]"#,
+            r#""dormant""#,
+            r#"["owner", "persist"]"#,
+            "7",
+        ] {
+            let json = format!(
+                r#"{{"nftables":[{{"table":{{"family":"inet","name":"kiwi","flags":{flags}}}}}]}}"#
+            );
+            assert!(
+                !parse_listing(&json).unwrap().ruleset.others.is_empty(),
+                "{flags}"
+            );
+        }
+        let none = r#"{"nftables":[{"table":{"family":"inet","name":"kiwi","flags":[]}}]}"#;
+        assert!(parse_listing(none).unwrap().ruleset.others.is_empty());
+    }
 
     fn net(s: &str) -> IpNet {
         s.parse().unwrap()

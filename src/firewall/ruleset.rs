@@ -296,6 +296,13 @@ pub enum Match {
         /// The set or networks.
         from: Sources,
     },
+    /// `ip daddr { 10.42.0.0/15 }`: the packet is addressed there.
+    Daddr {
+        /// `ip` or `ip6`.
+        family: Family,
+        /// The set or networks.
+        to: Sources,
+    },
     /// `tcp dport { 22, 6443 }`.
     Dport {
         /// `tcp` or `udp`.
@@ -322,23 +329,27 @@ impl fmt::Display for Match {
                 "fib daddr type {}{addr_type}",
                 if *negated { "!= " } else { "" }
             ),
-            Match::Saddr { family, from } => {
-                let family = match family {
-                    Family::Ip => "ip",
-                    Family::Ip6 => "ip6",
-                };
-                match from {
-                    Sources::Set(name) => write!(f, "{family} saddr @{name}"),
-                    Sources::Networks(nets) => {
-                        let nets: Vec<String> = nets.iter().map(|n| element(*n)).collect();
-                        write!(f, "{family} saddr {{ {} }}", nets.join(", "))
-                    }
-                }
-            }
+            Match::Saddr { family, from } => address(f, *family, "saddr", from),
+            Match::Daddr { family, to } => address(f, *family, "daddr", to),
             Match::Dport { protocol, ports } => {
                 let ports: Vec<String> = ports.iter().map(PortRange::to_string).collect();
                 write!(f, "{protocol} dport {{ {} }}", ports.join(", "))
             }
+        }
+    }
+}
+
+/// `ip saddr @peers4`, `ip daddr { 10.42.0.0/15 }`.
+fn address(f: &mut fmt::Formatter<'_>, family: Family, field: &str, at: &Sources) -> fmt::Result {
+    let family = match family {
+        Family::Ip => "ip",
+        Family::Ip6 => "ip6",
+    };
+    match at {
+        Sources::Set(name) => write!(f, "{family} {field} @{name}"),
+        Sources::Networks(nets) => {
+            let nets: Vec<String> = nets.iter().map(|n| element(*n)).collect();
+            write!(f, "{family} {field} {{ {} }}", nets.join(", "))
         }
     }
 }
@@ -451,24 +462,32 @@ impl Ruleset {
         // Traffic to the node that kube-proxy, k3s' service load balancer
         // or a hostPort redirects to a pod is forwarded, never delivered to
         // the host, so the input chain never sees it. This chain runs
-        // before any DNAT (priority dstnat - 10) and lets strangers reach
-        // the node's own addresses only where the input chain would: routed
-        // pod and service traffic (not to a local address) passes
-        // untouched, members and the cluster's networks pass (NodePorts are
-        // theirs), everyone else reaches the operator ports (from the
+        // before any DNAT (priority dstnat - 10): members and the cluster's
+        // own networks pass (NodePorts and pod traffic are theirs); a
+        // stranger's packet addressed to the pod or service networks (the
+        // node used as a gateway into the cluster) is dropped; other routed
+        // traffic (not to a local address) passes untouched; to the node's
+        // own addresses strangers reach the operator ports (from the
         // operator networks) and the public ports only.
         let mut prerouting = vec![
-            accept(vec![Match::FibDaddrType {
-                negated: true,
-                addr_type: Word::new("local"),
-            }]),
             accept(vec![loopback()]),
             accept(vec![established()]),
             accept(vec![from_set(Family::Ip, PEERS4)]),
         ];
         if !cluster_networks.is_empty() {
             prerouting.push(accept(vec![from_networks()]));
+            prerouting.push(Rule::new(
+                vec![Match::Daddr {
+                    family: Family::Ip,
+                    to: Sources::Networks(cluster_networks.clone()),
+                }],
+                Verdict::Drop,
+            ));
         }
+        prerouting.push(accept(vec![Match::FibDaddrType {
+            negated: true,
+            addr_type: Word::new("local"),
+        }]));
         prerouting.extend(strangers(shape, operators_open));
         prerouting.push(Rule::new(vec![], Verdict::Drop));
 

@@ -760,3 +760,122 @@ fn ports_redirected_to_pods_are_reached_by_members_and_by_strangers_only_where_p
     assert_eq!(reached("stranger", 2), public, "what a stranger reaches");
     assert_eq!(reached("operator", 3), public, "what the operator reaches");
 }
+
+/// Found by an attacker: the prerouting chain let every routed packet pass,
+/// so a stranger who routes the pod network via a node (an L2 neighbour
+/// can) reached any pod, LDAP included. A member still reaches a pod that
+/// way (as flannel's host-gw or a private network route it), a stranger
+/// does not, and a pod reaches the outside world.
+#[test]
+fn a_stranger_cannot_use_a_node_as_a_gateway_into_the_pod_network() {
+    if !have_nft() {
+        return;
+    }
+    let mut lab = Lab::build(&[("peer", 1), ("stranger", 2), ("pod", 4)]);
+    let node = lab.ns("node");
+    // The "pod" holds 10.42.0.5 (inside k3s' pod network) behind the node.
+    lab.ip(&[
+        "-n",
+        &lab.ns("pod"),
+        "addr",
+        "add",
+        "10.42.0.5/32",
+        "dev",
+        "eth0",
+    ]);
+    lab.ip(&[
+        "-n",
+        &lab.ns("pod"),
+        "route",
+        "add",
+        "default",
+        "via",
+        "10.201.4.1",
+        "src",
+        "10.42.0.5",
+    ]);
+    lab.ip(&[
+        "-n",
+        &node,
+        "route",
+        "add",
+        "10.42.0.5/32",
+        "via",
+        "10.201.4.2",
+    ]);
+    for (role, n) in [("peer", 1), ("stranger", 2)] {
+        let gateway = format!("10.201.{n}.1");
+        lab.ip(&[
+            "-n",
+            &lab.ns(role),
+            "route",
+            "add",
+            "10.42.0.0/16",
+            "via",
+            &gateway,
+        ]);
+    }
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &node,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cluster = ClusterFirewall {
+        public: vec!["tcp/443".parse().unwrap()],
+        cni: FlannelBackend::WireguardNative.ports(),
+        cluster_networks: vec![K3S_POD_NETWORK, K3S_SERVICE_NETWORK],
+    };
+    let shape = FirewallShape::for_node(
+        NodeRole::K3sAgent,
+        &cluster,
+        &["10.201.3.0/24".parse().unwrap()],
+        BTreeSet::from([Ipv4Addr::new(10, 201, 1, 2)]),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let ours = dir.path().join("nftables.conf");
+    std::fs::write(&ours, render(&shape)).unwrap();
+    lab.load(&ours);
+    lab.listen_in("pod", &[389, 443], &[88]);
+    lab.listen_in("stranger", &[8443], &[]);
+    let every = ["tcp:389", "tcp:443", "udp:88"];
+    let reached = |role: &str| -> BTreeSet<String> {
+        lab.probe(role, "10.42.0.5", &every)
+            .into_iter()
+            .filter_map(|(spec, ok)| ok.then_some(spec))
+            .collect()
+    };
+    assert_eq!(
+        reached("peer"),
+        set(&every),
+        "what a member reaches in the pod network"
+    );
+    assert_eq!(
+        reached("stranger"),
+        BTreeSet::new(),
+        "what a stranger reaches in the pod network"
+    );
+    // The pod, from its pod address, still reaches the world through the
+    // node: the answers, addressed into the pod network, come back as
+    // established traffic.
+    let out_of_pod: BTreeSet<String> = lab
+        .probe("pod", "10.201.2.2", &["tcp:8443"])
+        .into_iter()
+        .filter_map(|(spec, ok)| ok.then_some(spec))
+        .collect();
+    assert_eq!(
+        out_of_pod,
+        set(&["tcp:8443"]),
+        "what the pod reaches outside"
+    );
+}

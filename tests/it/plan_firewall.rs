@@ -198,9 +198,9 @@ fn a_hand_edited_chain_is_named_in_the_plan_and_set_again_by_it() {
     type Edit = fn(&mut kiwi_infra::firewall::Ruleset);
     let edits: [(&str, Edit); 3] = [
         (
-            "its prerouting chain lacks the ruleset's rule 4: `ip saddr @peers4 accept`",
+            "its prerouting chain lacks the ruleset's rule 3: `ip saddr @peers4 accept`",
             |r| {
-                r.chains[0].rules.remove(3);
+                r.chains[0].rules.remove(2);
             },
         ),
         ("its input chain has no hook", |r| r.chains[1].base = None),

@@ -670,20 +670,28 @@ mod tests {
     #[test]
     fn a_deleted_prerouting_rule_or_chain_is_drift() {
         let drift = drift_of(|items| {
-            let peers = rule_at(items, "prerouting", 4);
+            let peers = rule_at(items, "prerouting", 3);
             items.remove(peers);
         });
         assert_eq!(
             drift,
-            ["its prerouting chain lacks the ruleset's rule 4: `ip saddr @peers4 accept`"]
+            ["its prerouting chain lacks the ruleset's rule 3: `ip saddr @peers4 accept`"]
         );
         let drift = drift_of(|items| {
-            let last = rule_at(items, "prerouting", 10);
+            let gateway = rule_at(items, "prerouting", 5);
+            items.remove(gateway);
+        });
+        assert_eq!(
+            drift,
+            ["its prerouting chain lacks the ruleset's rule 5: `ip daddr { 10.42.0.0/15 } drop`"]
+        );
+        let drift = drift_of(|items| {
+            let last = rule_at(items, "prerouting", 11);
             items.remove(last);
         });
         assert_eq!(
             drift,
-            ["its prerouting chain lacks the ruleset's rule 10: `drop`"]
+            ["its prerouting chain lacks the ruleset's rule 11: `drop`"]
         );
         let drift = drift_of(|items| {
             items.retain(|i| {
