@@ -692,7 +692,7 @@ fn warning(w: &Warning) -> String {
              servers one at a time (`sudo systemctl restart k3s`), then k3s-agent on the \
              agents; then remove the old interface (`sudo ip link delete flannel.1`) or reboot \
              each node. Pod traffic is interrupted while the nodes disagree.",
-            running.as_deref().unwrap_or("(unreadable)")
+            running.as_deref().unwrap_or("(unknown: none k3s documents, or unreadable)")
         ),
         Warning::FlannelBackendsMixed { cluster, servers } => format!(
             "cluster {cluster}: its k3s servers name different flannel backends ({}), which \
