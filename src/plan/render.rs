@@ -714,7 +714,12 @@ fn warning(w: &Warning) -> String {
              changes nothing on it.",
             escape_for_terminal(reason)
         ),
-        Warning::OperatorNetworksOpen => "operator_networks in kiwi.toml is [] or holds a /0 network: the firewall of \
+        Warning::OperatorNetworksWide { covered } => format!(
+            "operator_networks in kiwi.toml cover {covered}: the firewall of every node this \
+             plan orders or reinstalls admits SSH and the Kubernetes API from a very large part \
+             of the internet. Name the networks you administer from."
+        ),
+        Warning::OperatorNetworksOpen => "operator_networks in kiwi.toml is [] or covers every IPv4 or IPv6 address (a /0, whole or in parts): the firewall of \
             every node this plan orders or reinstalls leaves SSH and the Kubernetes API open to \
             the internet. Name the networks you administer from to close them."
             .to_string(),
