@@ -30,8 +30,7 @@ pub(super) fn validate(global: &GlobalArgs) -> Result<(), CliError> {
         .flat_map(|c| &c.pools)
         .map(|p| p.count as usize)
         .sum();
-    if let Some(what) =
-        crate::firewall::open_to_anyone_because(&desired.provider.operator_networks)
+    if let Some(what) = crate::firewall::open_to_anyone_because(&desired.provider.operator_networks)
     {
         eprintln!(
             "warning: {what} in {}: every node's firewall leaves SSH and the \

@@ -197,9 +197,9 @@ fn read_sources(answer: &Secret) -> Option<ObservedBackend> {
 fn has_merge_key(value: &serde_norway::Value) -> bool {
     use serde_norway::Value;
     match value {
-        Value::Mapping(map) => map.iter().any(|(k, v)| {
-            k.as_str() == Some("<<") || has_merge_key(k) || has_merge_key(v)
-        }),
+        Value::Mapping(map) => map
+            .iter()
+            .any(|(k, v)| k.as_str() == Some("<<") || has_merge_key(k) || has_merge_key(v)),
         Value::Sequence(items) => items.iter().any(has_merge_key),
         Value::Tagged(tagged) => {
             tagged.tag.to_string().contains("merge") || has_merge_key(&tagged.value)
@@ -451,7 +451,8 @@ mod tests {
             assert_eq!(seen, ObservedBackend::Other(None));
             assert!(!format!("{seen:?}").contains(token));
         }
-        let unit = format!("[Service]\nExecStart=/usr/local/bin/k3s server --flannel-backend={token}\n");
+        let unit =
+            format!("[Service]\nExecStart=/usr/local/bin/k3s server --flannel-backend={token}\n");
         let seen = backend_from_sources(&sources(&[(K3S_UNIT, &unit)]));
         assert_eq!(seen, ObservedBackend::Other(None));
     }
@@ -553,9 +554,13 @@ mod tests {
         };
         assert_eq!(read(&[]), wg);
         // A drop-in that resets ExecStart and sets another command wins.
-        let vxlan_dropin = "[Service]\nExecStart=\nExecStart=/usr/local/bin/k3s server -flannel-backend vxlan\n";
+        let vxlan_dropin =
+            "[Service]\nExecStart=\nExecStart=/usr/local/bin/k3s server -flannel-backend vxlan\n";
         assert_eq!(
-            read(&[("/etc/systemd/system/k3s.service.d/override.conf", vxlan_dropin)]),
+            read(&[(
+                "/etc/systemd/system/k3s.service.d/override.conf",
+                vxlan_dropin
+            )]),
             vx
         );
         // Without a flag, the config files' value applies again.

@@ -1194,11 +1194,12 @@ fn not_ipv4_mapped(net: IpNet) -> Result<IpNet, String> {
         return Ok(net);
     }
     let overlaps = |range: ipnet::Ipv6Net| range.contains(&v6) || v6.contains(&range);
-    let v4_hint = |to_v4: fn(&std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr>| {
-        match (to_v4(&v6.addr()), v6.prefix_len().checked_sub(96)) {
-            (Some(v4), Some(len)) => format!("; expected the IPv4 network \"{v4}/{len}\""),
-            _ => "; expected the IPv4 or IPv6 networks it was meant to name".to_string(),
-        }
+    let v4_hint = |to_v4: fn(&std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr>| match (
+        to_v4(&v6.addr()),
+        v6.prefix_len().checked_sub(96),
+    ) {
+        (Some(v4), Some(len)) => format!("; expected the IPv4 network \"{v4}/{len}\""),
+        _ => "; expected the IPv4 or IPv6 networks it was meant to name".to_string(),
     };
     let mapped = ipnet::Ipv6Net::new(std::net::Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0, 0), 96);
     if mapped.is_ok_and(overlaps) {

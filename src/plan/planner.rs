@@ -195,7 +195,8 @@ impl<'a> Planner<'a> {
             self.warnings.push(Warning::OperatorNetworksOpen);
         }
         if let Some(covered) = self.desired.provider.operators_wide() {
-            self.warnings.push(Warning::OperatorNetworksWide { covered });
+            self.warnings
+                .push(Warning::OperatorNetworksWide { covered });
         }
         let held = std::mem::take(&mut self.held);
         for (cluster, slots) in held {

@@ -609,8 +609,10 @@ fn a_whole_address_family_as_operator_network_is_warned_about_like_an_empty_list
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{stderr}");
         assert!(
-            stderr.contains(&format!("warning: {} in operator_networks", open.rsplit('"').nth(1).unwrap()))
-                && stderr.contains("open to the internet"),
+            stderr.contains(&format!(
+                "warning: {} in operator_networks",
+                open.rsplit('"').nth(1).unwrap()
+            )) && stderr.contains("open to the internet"),
             "{open}: {stderr}"
         );
     }
@@ -693,7 +695,10 @@ fn operator_networks_covering_a_very_large_part_of_the_internet_are_warned_about
     }
     // `[]` and a /0 are "anyone", not "wide": one warning, not two.
     let open = KIWI.replace("\"2001:db8::/48\"", "\"::/0\"");
-    assert_eq!(load(&write(&open, &[])).unwrap().provider.operators_wide(), None);
+    assert_eq!(
+        load(&write(&open, &[])).unwrap().provider.operators_wide(),
+        None
+    );
 }
 
 /// Found by an attacker: only networks inside `::ffff:0:0/96` were
@@ -727,7 +732,13 @@ fn ipv6_operator_networks_no_packet_comes_from_are_refused() {
         assert_eq!(out.lines().count(), 1, "{out}");
     }
     // The node itself, 6to4 networks and `::/0` (anyone, warned) are kept.
-    for kept in ["::1/128", "2002::/16", "2002:c633:6400::/40", "::/0", "64:ff9b::/96"] {
+    for kept in [
+        "::1/128",
+        "2002::/16",
+        "2002:c633:6400::/40",
+        "::/0",
+        "64:ff9b::/96",
+    ] {
         let kiwi = KIWI.replace("\"2001:db8::/48\"", &format!("\"{kept}\""));
         assert!(load(&write(&kiwi, &[])).is_ok(), "{kept}");
     }

@@ -777,7 +777,10 @@ mod tests {
         assert_eq!(merged.get("flannel-backend"), Some("host-gw"));
         let dashed = K3sConfig::load(
             &root,
-            &["-flannel-backend".to_string(), "wireguard-native".to_string()],
+            &[
+                "-flannel-backend".to_string(),
+                "wireguard-native".to_string(),
+            ],
         )
         .unwrap();
         assert_eq!(dashed.get("flannel-backend"), Some("wireguard-native"));
