@@ -273,7 +273,7 @@ fn split_command(command: &str) -> Option<Vec<Word>> {
                     None => return None,
                 }
             }
-            word.plain &= chars.peek().map_or(true, |c| c.is_whitespace());
+            word.plain &= chars.peek().is_none_or(|c| c.is_whitespace());
         } else {
             while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
                 word.plain &= !matches!(c, '\\' | '$' | '%' | '\'' | '"');
