@@ -30,16 +30,20 @@ pub(super) fn validate(global: &GlobalArgs) -> Result<(), CliError> {
         .flat_map(|c| &c.pools)
         .map(|p| p.count as usize)
         .sum();
-    if desired.provider.operators_open_to_anyone() {
-        let what = if desired.provider.operator_networks.is_empty() {
-            "operator_networks = []"
-        } else {
-            "a /0 network in operator_networks"
-        };
+    if let Some(what) = crate::firewall::open_to_anyone_because(&desired.provider.operator_networks)
+    {
         eprintln!(
             "warning: {what} in {}: every node's firewall leaves SSH and the \
              Kubernetes API open to the internet; name the networks you administer from to close \
              them",
+            global.inventory.join(inventory::MAIN_FILE).display()
+        );
+    }
+    if let Some(covered) = desired.provider.operators_wide() {
+        eprintln!(
+            "warning: operator_networks in {} cover {covered}: every node's firewall admits SSH \
+             and the Kubernetes API from a very large part of the internet; name the networks \
+             you administer from",
             global.inventory.join(inventory::MAIN_FILE).display()
         );
     }

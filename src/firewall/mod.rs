@@ -233,10 +233,77 @@ impl FirewallShape {
 /// Networks that together cover a whole family (`0.0.0.0/1` and
 /// `128.0.0.0/1`) count as one.
 pub fn admits_anyone(operator_networks: &[IpNet]) -> bool {
-    operator_networks.is_empty()
-        || IpNet::aggregate(&operator_networks.to_vec())
-            .iter()
-            .any(|n| n.prefix_len() == 0)
+    open_to_anyone_because(operator_networks).is_some()
+}
+
+/// Why `operator_networks` let anyone reach the operator ports, in the
+/// operator's terms (`operator_networks = []`, `0.0.0.0/0 in
+/// operator_networks`, `operator_networks that together make 0.0.0.0/0`);
+/// `None` when they do not.
+pub fn open_to_anyone_because(operator_networks: &[IpNet]) -> Option<String> {
+    if operator_networks.is_empty() {
+        return Some("operator_networks = []".to_string());
+    }
+    let whole = IpNet::aggregate(&operator_networks.to_vec())
+        .into_iter()
+        .filter(|n| n.prefix_len() == 0)
+        .collect::<Vec<_>>();
+    let first = whole.first()?;
+    let named = whole
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(" and ");
+    Some(if operator_networks.contains(first) && whole.len() == 1 {
+        format!("{named} in operator_networks")
+    } else {
+        format!("operator_networks that together make {named}")
+    })
+}
+
+/// More IPv4 addresses than this (a /8) are "a very large part of the
+/// internet" for operator networks.
+const WIDE_IPV4: u128 = 1 << 24;
+/// As many IPv6 addresses as this (a /16: all of 6to4's `2002::/16`, which
+/// holds a network for every IPv4 address) or more are too.
+const WIDE_IPV6: u128 = 1 << 112;
+
+/// When `operator_networks` are not [`admits_anyone`] but still cover a
+/// very large part of the internet (more than a /8 of IPv4, a /16 of IPv6,
+/// counted over all of them together): how much, in the operator's terms
+/// ("33554432 IPv4 addresses (0.78% of all)").
+pub fn wide_operator_networks(operator_networks: &[IpNet]) -> Option<String> {
+    if admits_anyone(operator_networks) {
+        return None;
+    }
+    let mut v4: u128 = 0;
+    let mut v6: u128 = 0;
+    for net in IpNet::aggregate(&operator_networks.to_vec()) {
+        match net {
+            IpNet::V4(n) => v4 += 1u128 << (32 - u32::from(n.prefix_len())),
+            // prefix_len > 0 here, so the shift stays below 128.
+            IpNet::V6(n) => v6 += 1u128 << (128 - u32::from(n.prefix_len())),
+        }
+    }
+    let mut parts = Vec::new();
+    if v4 > WIDE_IPV4 {
+        #[allow(clippy::cast_precision_loss)]
+        let share = v4 as f64 / (1u64 << 32) as f64 * 100.0;
+        parts.push(format!("{v4} IPv4 addresses ({share:.2}% of all)"));
+    }
+    if v6 >= WIDE_IPV6 {
+        let bits = 127 - v6.leading_zeros();
+        let shown = if v6.is_power_of_two() {
+            format!("2^{bits}")
+        } else {
+            format!("more than 2^{bits}")
+        };
+        parts.push(format!(
+            "{shown} IPv6 addresses (as many as a /{} or more)",
+            128 - bits
+        ));
+    }
+    (!parts.is_empty()).then(|| parts.join(" and "))
 }
 
 /// The nftables ruleset of a node: `nft -f` loads it, replacing only

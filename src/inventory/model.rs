@@ -140,6 +140,13 @@ impl Provider {
     pub fn operators_open_to_anyone(&self) -> bool {
         crate::firewall::admits_anyone(&self.operator_networks)
     }
+
+    /// How much of the internet the operator networks cover when that is a
+    /// very large part without being everyone (warned about):
+    /// [`crate::firewall::wide_operator_networks`].
+    pub fn operators_wide(&self) -> Option<String> {
+        crate::firewall::wide_operator_networks(&self.operator_networks)
+    }
 }
 
 /// The whole desired state.

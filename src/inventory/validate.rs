@@ -1177,24 +1177,66 @@ fn catalog_hint() -> String {
 
 /// A network in CIDR form (`198.51.100.0/24`, `2001:db8::/48`, a single
 /// host as `/32` or `/128`), without host bits set.
-/// Refuses an IPv4-mapped IPv6 network (`::ffff:198.51.100.0/120`): IPv4
-/// packets never carry such a source, so the firewall's IPv6 set would
-/// admit nobody and the operator would be locked out without a word.
+/// Refuses an IPv6 network no packet from another host carries as its
+/// source, which the firewall's IPv6 set would silently admit nobody from
+/// (the operator locked out without a word):
+/// - one that overlaps the IPv4-mapped range `::ffff:0:0/96`, inside it
+///   (`::ffff:198.51.100.0/120`: IPv4 packets are matched by IPv4
+///   networks) or holding it (`::/64`, `::fffe:0:0/95`, `::/1`);
+/// - one that overlaps the deprecated IPv4-compatible range `::/96`
+///   (`::198.51.100.0/120`, `::/95`), except `::1/128`, the node itself.
+///
+/// `::/0` stays "anyone" (warned about); a 6to4 network (`2002::/16`) is a
+/// real IPv6 source and is kept.
 fn not_ipv4_mapped(net: IpNet) -> Result<IpNet, String> {
     let IpNet::V6(v6) = net else { return Ok(net) };
-    let mapped = ipnet::Ipv6Net::new(std::net::Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0, 0), 96)
-        .is_ok_and(|mapped| mapped.contains(&v6));
-    if !mapped {
+    if v6.prefix_len() == 0 || v6 == ipnet::Ipv6Net::from(std::net::Ipv6Addr::LOCALHOST) {
         return Ok(net);
     }
-    let hint = match (v6.addr().to_ipv4_mapped(), v6.prefix_len().checked_sub(96)) {
+    let overlaps = |range: ipnet::Ipv6Net| range.contains(&v6) || v6.contains(&range);
+    let v4_hint = |to_v4: fn(&std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr>| match (
+        to_v4(&v6.addr()),
+        v6.prefix_len().checked_sub(96),
+    ) {
         (Some(v4), Some(len)) => format!("; expected the IPv4 network \"{v4}/{len}\""),
-        _ => "; expected the IPv4 networks it was meant to name".to_string(),
+        _ => "; expected the IPv4 or IPv6 networks it was meant to name".to_string(),
     };
-    Err(format!(
-        "{v6} is an IPv4-mapped IPv6 network, which no packet's source ever is (IPv4 \
-         traffic is matched by IPv4 networks){hint}"
-    ))
+    let mapped = ipnet::Ipv6Net::new(std::net::Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0, 0), 96);
+    if mapped.is_ok_and(overlaps) {
+        let what = if v6.prefix_len() >= 96 {
+            "is an IPv4-mapped IPv6 network"
+        } else {
+            "holds the IPv4-mapped IPv6 network ::ffff:0:0/96"
+        };
+        return Err(format!(
+            "{v6} {what}, which no packet's source ever is (IPv4 traffic is matched by IPv4 \
+             networks){}",
+            v4_hint(std::net::Ipv6Addr::to_ipv4_mapped)
+        ));
+    }
+    let compatible = ipnet::Ipv6Net::new(std::net::Ipv6Addr::UNSPECIFIED, 96);
+    if compatible.is_ok_and(overlaps) {
+        let what = if v6.prefix_len() >= 96 {
+            "is an IPv4-compatible IPv6 network"
+        } else {
+            "holds the IPv4-compatible IPv6 network ::/96"
+        };
+        let hint = if v6.prefix_len() >= 96 {
+            v4_hint(|addr| {
+                let &[a, b, c, d] = &addr.octets()[12..] else {
+                    return None;
+                };
+                Some(std::net::Ipv4Addr::new(a, b, c, d))
+            })
+        } else {
+            v4_hint(|_| None)
+        };
+        return Err(format!(
+            "{v6} {what} (deprecated), which no packet from another host carries as its \
+             source{hint}"
+        ));
+    }
+    Ok(net)
 }
 
 pub(crate) fn parse_network(s: &str) -> Result<IpNet, String> {

@@ -13,7 +13,8 @@ mod steps;
 
 pub use observed::{
     tags, ClusterObservation, ImageId, Instance, InstanceId, InstanceStatus, Node, NodeFirewall,
-    NodeName, Observed, ObservedBackend, ResolvedImage, SecretId, TagId, MANAGED_LABELS_ANNOTATION,
+    NodeName, Observed, ObservedBackend, OtherBackend, ResolvedImage, SecretId, TagId,
+    MANAGED_LABELS_ANNOTATION,
 };
 pub use planner::{
     cluster_tags_to_check, firewall_as_loaded, needs_order_inputs, node_addresses, observed_drift,

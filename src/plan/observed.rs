@@ -268,9 +268,49 @@ pub enum NodeFirewall {
 pub enum ObservedBackend {
     /// One kiwi-infra knows.
     Known(crate::firewall::FlannelBackend),
-    /// Another one (`host-gw`, `none`, …): its name, if it is a plain
-    /// word, else `None`.
-    Other(Option<String>),
+    /// Another one: its name when it is one k3s documents as a flannel
+    /// backend, else `None` (shown as unknown: whatever else the node's
+    /// config holds there, perhaps the cluster's token, is never shown).
+    Other(Option<OtherBackend>),
+}
+
+/// A flannel backend k3s documents (`k3s server --help`, docs.k3s.io
+/// "Basic Network Options") that kiwi-infra does not run. The only names
+/// of a node's backend that are ever shown to people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OtherBackend {
+    /// `none`: flannel off, another CNI.
+    None,
+    /// `host-gw`: routes between nodes, unencapsulated.
+    HostGw,
+    /// `ipsec`: strongSwan, removed in k3s v1.27.
+    Ipsec,
+    /// `wireguard`: the userspace WireGuard backend, removed in k3s v1.26.
+    Wireguard,
+}
+
+impl OtherBackend {
+    /// The name k3s takes; `None` for any other text.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "none" => Some(OtherBackend::None),
+            "host-gw" => Some(OtherBackend::HostGw),
+            "ipsec" => Some(OtherBackend::Ipsec),
+            "wireguard" => Some(OtherBackend::Wireguard),
+            _ => Option::None,
+        }
+    }
+
+    /// The name k3s takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OtherBackend::None => "none",
+            OtherBackend::HostGw => "host-gw",
+            OtherBackend::Ipsec => "ipsec",
+            OtherBackend::Wireguard => "wireguard",
+        }
+    }
 }
 
 /// One Kubernetes node.

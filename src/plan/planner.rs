@@ -194,6 +194,10 @@ impl<'a> Planner<'a> {
         if self.desired.provider.operators_open_to_anyone() {
             self.warnings.push(Warning::OperatorNetworksOpen);
         }
+        if let Some(covered) = self.desired.provider.operators_wide() {
+            self.warnings
+                .push(Warning::OperatorNetworksWide { covered });
+        }
         let held = std::mem::take(&mut self.held);
         for (cluster, slots) in held {
             let cluster = (!self.owners.hold_all_orders).then_some(cluster);

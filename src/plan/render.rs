@@ -692,7 +692,7 @@ fn warning(w: &Warning) -> String {
              servers one at a time (`sudo systemctl restart k3s`), then k3s-agent on the \
              agents; then remove the old interface (`sudo ip link delete flannel.1`) or reboot \
              each node. Pod traffic is interrupted while the nodes disagree.",
-            running.as_deref().unwrap_or("(unreadable)")
+            running.as_deref().unwrap_or("(unknown: none k3s documents, or unreadable)")
         ),
         Warning::FlannelBackendsMixed { cluster, servers } => format!(
             "cluster {cluster}: its k3s servers name different flannel backends ({}), which \
@@ -714,7 +714,12 @@ fn warning(w: &Warning) -> String {
              changes nothing on it.",
             escape_for_terminal(reason)
         ),
-        Warning::OperatorNetworksOpen => "operator_networks in kiwi.toml is [] or holds a /0 network: the firewall of \
+        Warning::OperatorNetworksWide { covered } => format!(
+            "operator_networks in kiwi.toml cover {covered}: the firewall of every node this \
+             plan orders or reinstalls admits SSH and the Kubernetes API from a very large part \
+             of the internet. Name the networks you administer from."
+        ),
+        Warning::OperatorNetworksOpen => "operator_networks in kiwi.toml is [] or covers every IPv4 or IPv6 address (a /0, whole or in parts): the firewall of \
             every node this plan orders or reinstalls leaves SSH and the Kubernetes API open to \
             the internet. Name the networks you administer from to close them."
             .to_string(),

@@ -766,9 +766,17 @@ pub enum Warning {
         /// Why (kiwi-infra's words).
         reason: String,
     },
-    /// `[provider] operator_networks = []`: every node's firewall leaves SSH
-    /// and the Kubernetes API open to anyone, as the inventory chose.
+    /// `[provider] operator_networks = []`, or networks that make up a whole
+    /// address family: every node's firewall leaves SSH and the Kubernetes
+    /// API open to anyone, as the inventory chose.
     OperatorNetworksOpen,
+    /// `[provider] operator_networks` cover a very large part of the
+    /// internet without being everyone
+    /// ([`crate::firewall::wide_operator_networks`]).
+    OperatorNetworksWide {
+        /// How much, in kiwi-infra's words.
+        covered: String,
+    },
     /// A node of a cluster with `private_network = true` that is not a
     /// working member of the cluster's private network: joining it needs
     /// the add-on and a reinstall, which rebuilds the node, so kiwi-infra

@@ -295,5 +295,31 @@ fn every_node_gets_the_firewall_of_its_step_and_the_nftables_service() {
             !text.contains("flush ruleset"),
             "{node}: only our table is replaced"
         );
+        // Found by an attacker: the unit's own ExecStop empties the whole
+        // ruleset, k3s', kube-proxy's and flannel's tables with ours, on
+        // `systemctl stop|restart nftables`. A drop-in stops with deleting
+        // only our table, and systemd reads it before the unit starts.
+        let drop_in = file(&doc, "/etc/systemd/system/nftables.service.d/kiwi.conf");
+        let content = drop_in["content"].as_str().unwrap();
+        let lines: Vec<&str> = content
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "[Service]",
+                "ExecStop=",
+                "ExecStop=-/usr/sbin/nft delete table inet kiwi"
+            ],
+            "{node}"
+        );
+        assert_eq!(drop_in["permissions"].as_str(), Some("0644"), "{node}");
+        let runcmd = strings(&doc["runcmd"]);
+        let position = |c: &str| runcmd.iter().position(|r| r == c).unwrap();
+        assert!(
+            position("systemctl daemon-reload") < position("systemctl enable --now nftables"),
+            "{node}"
+        );
     }
 }

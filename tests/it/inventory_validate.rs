@@ -609,10 +609,138 @@ fn a_whole_address_family_as_operator_network_is_warned_about_like_an_empty_list
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{stderr}");
         assert!(
-            stderr.contains("warning: a /0 network in operator_networks")
-                && stderr.contains("open to the internet"),
+            stderr.contains(&format!(
+                "warning: {} in operator_networks",
+                open.rsplit('"').nth(1).unwrap()
+            )) && stderr.contains("open to the internet"),
             "{open}: {stderr}"
         );
+    }
+}
+
+fn validate_stderr(kiwi: &str) -> (bool, String) {
+    let dir = write(kiwi, &[("acme", ACME)]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiwi-infra"))
+        .arg("--inventory")
+        .arg(dir.path())
+        .arg("validate")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Found by an attacker: halves of the IPv4 space were warned about as "a
+/// /0 network", which the operator never wrote.
+#[test]
+fn halves_of_an_address_family_are_warned_about_as_what_they_make() {
+    let halves = KIWI.replace(
+        "\"198.51.100.0/24\", \"2001:db8::/48\"",
+        "\"0.0.0.0/1\", \"128.0.0.0/1\"",
+    );
+    let (ok, stderr) = validate_stderr(&halves);
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("warning: operator_networks that together make 0.0.0.0/0 in ")
+            && !stderr.contains("a /0 network"),
+        "{stderr}"
+    );
+}
+
+/// Found by an attacker: operator networks that cover a very large part of
+/// the internet without being everyone (`0.0.0.0/1` alone, a /7) were
+/// silent. Warned with how much they cover, counted over all of them.
+#[test]
+fn operator_networks_covering_a_very_large_part_of_the_internet_are_warned_about() {
+    for (wide, says) in [
+        ("\"0.0.0.0/1\"", "2147483648 IPv4 addresses (50.00% of all)"),
+        ("\"64.0.0.0/7\"", "33554432 IPv4 addresses (0.78% of all)"),
+        // Together: two /8s are more than a /8.
+        ("\"64.0.0.0/8\", \"66.0.0.0/8\"", "33554432 IPv4 addresses"),
+        ("\"198.51.100.0/24\", \"2002::/16\"", "2^112 IPv6 addresses"),
+        ("\"198.51.100.0/24\", \"2000::/3\"", "2^125 IPv6 addresses"),
+    ] {
+        let kiwi = KIWI.replace("\"198.51.100.0/24\", \"2001:db8::/48\"", wide);
+        let desired = load(&write(&kiwi, &[])).unwrap();
+        assert!(!desired.provider.operators_open_to_anyone(), "{wide}");
+        assert!(
+            desired.provider.operators_wide().unwrap().contains(says),
+            "{wide}: {:?}",
+            desired.provider.operators_wide()
+        );
+        let (ok, stderr) = validate_stderr(&kiwi);
+        assert!(ok, "{stderr}");
+        assert!(
+            stderr.contains("warning: operator_networks in ")
+                && stderr.contains(says)
+                && stderr.contains("a very large part of the internet"),
+            "{wide}: {stderr}"
+        );
+    }
+    for narrow in [
+        "\"10.0.0.0/8\"",
+        "\"198.51.100.0/24\", \"2001:db8::/32\"",
+        "\"198.51.100.0/24\", \"2002:c633:6400::/40\"",
+    ] {
+        let kiwi = KIWI.replace("\"198.51.100.0/24\", \"2001:db8::/48\"", narrow);
+        assert_eq!(
+            load(&write(&kiwi, &[])).unwrap().provider.operators_wide(),
+            None,
+            "{narrow}"
+        );
+        let (ok, stderr) = validate_stderr(&kiwi);
+        assert!(ok && !stderr.contains("warning"), "{narrow}: {stderr}");
+    }
+    // `[]` and a /0 are "anyone", not "wide": one warning, not two.
+    let open = KIWI.replace("\"2001:db8::/48\"", "\"::/0\"");
+    assert_eq!(
+        load(&write(&open, &[])).unwrap().provider.operators_wide(),
+        None
+    );
+}
+
+/// Found by an attacker: only networks inside `::ffff:0:0/96` were
+/// refused; one holding it (`::fffe:0:0/95`, `::/64`) or an IPv4-compatible
+/// one (`::198.51.100.0/120`) names no source a packet from another host
+/// carries, and the operator would be locked out without a word.
+#[test]
+fn ipv6_operator_networks_no_packet_comes_from_are_refused() {
+    for (net, says) in [
+        ("::fffe:0:0/95", "holds the IPv4-mapped IPv6 network ::ffff:0:0/96"),
+        ("::/64", "holds the IPv4-mapped IPv6 network ::ffff:0:0/96"),
+        ("::/1", "holds the IPv4-mapped IPv6 network ::ffff:0:0/96"),
+        ("::ffff:0:0/96", "is an IPv4-mapped IPv6 network"),
+        (
+            "::198.51.100.0/120",
+            "is an IPv4-compatible IPv6 network (deprecated), which no packet from another host carries as its source; expected the IPv4 network \"198.51.100.0/24\"",
+        ),
+        ("::/96", "is an IPv4-compatible IPv6 network"),
+        ("::/127", "is an IPv4-compatible IPv6 network"),
+        ("::/95", "holds the IPv4-compatible IPv6 network ::/96"),
+    ] {
+        let kiwi = KIWI.replace("\"2001:db8::/48\"", &format!("\"{net}\""));
+        let out = errors(&kiwi, &[]);
+        assert!(
+            out.contains(&format!(
+                "operator network {} {says}",
+                net.parse::<ipnet::IpNet>().unwrap()
+            )),
+            "{net}: {out}"
+        );
+        assert_eq!(out.lines().count(), 1, "{out}");
+    }
+    // The node itself, 6to4 networks and `::/0` (anyone, warned) are kept.
+    for kept in [
+        "::1/128",
+        "2002::/16",
+        "2002:c633:6400::/40",
+        "::/0",
+        "64:ff9b::/96",
+    ] {
+        let kiwi = KIWI.replace("\"2001:db8::/48\"", &format!("\"{kept}\""));
+        assert!(load(&write(&kiwi, &[])).is_ok(), "{kept}");
     }
 }
 

@@ -108,7 +108,10 @@ impl K3sConfig {
         }
         for config_path in files {
             if let Some(text) = root.read_opt(&config_path).map_err(|e| e.render())? {
-                let doc: serde_norway::Value = serde_norway::from_str(&text)
+                let mut doc: serde_norway::Value = serde_norway::from_str(&text)
+                    .map_err(|e| format!("Error: failed to parse {config_path}: {e}"))?;
+                // k3s' go-yaml applies `<<` merge keys.
+                doc.apply_merge()
                     .map_err(|e| format!("Error: failed to parse {config_path}: {e}"))?;
                 if let Some(map) = doc.as_mapping() {
                     for (k, v) in map {
@@ -763,6 +766,24 @@ mod tests {
         .unwrap();
         let cfg = K3sConfig::load(&root, &[]).unwrap();
         assert_eq!(cfg.get("flannel-backend"), Some("vxlan"));
+        // go-yaml applies merge keys, and Go's flags take one dash too.
+        root.write(
+            "/etc/rancher/k3s/config.yaml.d/40-merge.yaml",
+            "<<: {flannel-backend: host-gw}\n",
+            0o644,
+        )
+        .unwrap();
+        let merged = K3sConfig::load(&root, &[]).unwrap();
+        assert_eq!(merged.get("flannel-backend"), Some("host-gw"));
+        let dashed = K3sConfig::load(
+            &root,
+            &[
+                "-flannel-backend".to_string(),
+                "wireguard-native".to_string(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(dashed.get("flannel-backend"), Some("wireguard-native"));
         assert_eq!(cfg.get("token"), Some("t"));
         let flagged =
             K3sConfig::load(&root, &["--flannel-backend=wireguard-native".to_string()]).unwrap();

@@ -9,7 +9,7 @@
 //!
 //! Everything is decided by the host's real `nft` (`/usr/sbin/nft`, Debian's `nftables`), run
 //! only inside a fresh network namespace (`unshare -n`) that lives for one command:
-//! - an input (`-f FILE`, `-f -`, `add|delete element …`, `flush ruleset`) is checked by
+//! - an input (`-f FILE`, `-f -`, `add|delete element …`, `delete table …`, `flush ruleset`) is checked by
 //!   replaying the journal into a fresh namespace, then `nft -c -f` on the input, then loading
 //!   it there; only if all of that succeeds is it appended to the journal (with `-c`, nothing is
 //!   appended). Real nft's error text and exit status are passed on.
@@ -36,7 +36,7 @@ pub const JOURNAL_DIR: &str = "/run/kiwi-sim/nft";
 const MAX_INPUT: usize = 1 << 20;
 
 const SUPPORTED: &str = "the kiwi-sim nft stand-in supports: [-c] -f FILE|-, [-c] add|delete \
-                         element …, flush ruleset, [-j] list ruleset|tables|table|set|chain …";
+                         element …, delete table FAMILY NAME, flush ruleset, [-j] list ruleset|tables|table|set|chain …";
 
 fn unsupported(what: &str) -> StandinError {
     StandinError::tool(format!("nft: {what} is not simulated; {SUPPORTED}"))
@@ -132,6 +132,16 @@ fn parse(root: &Root, args: &[String]) -> Result<Request> {
                 return Err(unsupported(&format!("`{}`", words.join(" "))));
             }
             Ok(Request::List { json, words })
+        }
+        (Some("delete"), Some("table")) => {
+            // `delete table FAMILY NAME`, names only.
+            if words.len() != 4 || !words.iter().all(|w| is_name(w)) {
+                return Err(unsupported(&format!("`{}`", words.join(" "))));
+            }
+            Ok(Request::Input {
+                text: format!("{}\n", words.join(" ")),
+                check,
+            })
         }
         (Some("add" | "delete"), Some("element")) | (Some("flush"), Some("ruleset")) => {
             let text = format!("{}\n", words.join(" "));
@@ -367,7 +377,17 @@ mod tests {
                 check: false
             }
         );
+        // The firewall's nftables.service drop-in stops with this.
+        assert_eq!(
+            parse(&root, &words("delete table inet kiwi")).unwrap(),
+            Request::Input {
+                text: "delete table inet kiwi\n".into(),
+                check: false
+            }
+        );
         for refused in [
+            "delete table inet kiwi ; flush ruleset",
+            "delete table inet",
             "list ruleset ; flush ruleset",
             "add rule inet kiwi input accept",
             "-i",

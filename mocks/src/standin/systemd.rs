@@ -9,7 +9,9 @@
 //!
 //! `nftables` is the one oneshot unit (Debian's `nftables.service`, `RemainAfterExit=yes`):
 //! starting it loads `/etc/nftables.conf` with the stand-in `nft` ([`super::nft`]), stopping it
-//! flushes the node's ruleset, and it stays `active` after a successful start until stopped.
+//! flushes the node's ruleset (or runs the `ExecStop=` of a drop-in
+//! `/etc/systemd/system/nftables.service.d/*.conf` with the stand-in `nft`, as the node's
+//! firewall cloud-init writes one), and it stays `active` after a successful start until stopped.
 
 use std::fs::OpenOptions;
 use std::os::unix::process::CommandExt;
@@ -317,8 +319,11 @@ pub fn start_unit(root: &Root, unit: &str) -> Result<()> {
 /// Stops a unit's daemon: SIGTERM, then SIGKILL after [`STOP_TIMEOUT`].
 pub fn stop_unit(root: &Root, unit: &str) -> Result<()> {
     if oneshot_file(unit).is_some() && root.exists(&format!("{ONESHOT_DIR}/{unit}")) {
-        // nftables.service's ExecStop=/usr/sbin/nft flush ruleset.
-        super::nft::clear(root)?;
+        match exec_stop_drop_in(root, unit)? {
+            // nftables.service's own ExecStop=/usr/sbin/nft flush ruleset.
+            None => super::nft::clear(root)?,
+            Some(commands) => run_exec_stop(root, unit, &commands)?,
+        }
         root.remove(&format!("{ONESHOT_DIR}/{unit}"))?;
         log_systemd(
             root,
@@ -348,6 +353,73 @@ pub fn stop_unit(root: &Root, unit: &str) -> Result<()> {
     }
     root.remove(&pid_path(unit))?;
     root.remove(&format!("{READY_DIR}/{unit}"))
+}
+
+/// The `ExecStop=` commands of `unit` when a drop-in
+/// (`/etc/systemd/system/UNIT.service.d/*.conf`, in name order) sets them, as systemd composes
+/// them (an empty `ExecStop=` clears the list); `None` when no drop-in sets any, so the unit's
+/// own apply. Other drop-in keys are not simulated.
+fn exec_stop_drop_in(root: &Root, unit: &str) -> Result<Option<Vec<String>>> {
+    let dir = format!("/etc/systemd/system/{unit}.service.d");
+    let mut names: Vec<String> = match std::fs::read_dir(root.path(&dir)) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".conf"))
+            .collect(),
+        Err(_) => return Ok(None),
+    };
+    names.sort();
+    let mut commands: Option<Vec<String>> = None;
+    for name in names {
+        let text = root.read_opt(&format!("{dir}/{name}"))?.unwrap_or_default();
+        let mut in_service = false;
+        for line in text.replace("\\\n", " ").lines().map(str::trim) {
+            if line.starts_with('[') {
+                in_service = line == "[Service]";
+                continue;
+            }
+            let Some(value) = line.strip_prefix("ExecStop=").filter(|_| in_service) else {
+                continue;
+            };
+            let list = commands.get_or_insert_with(Vec::new);
+            if value.trim().is_empty() {
+                list.clear();
+            } else {
+                list.push(value.trim().to_string());
+            }
+        }
+    }
+    Ok(commands)
+}
+
+/// Runs a drop-in's `ExecStop=` commands; only the stand-in `nft` is simulated (a `-` prefix
+/// ignores its failure, as systemd does), anything else is refused honestly.
+fn run_exec_stop(root: &Root, unit: &str, commands: &[String]) -> Result<()> {
+    for command in commands {
+        let ignore_failure = command.starts_with('-');
+        let mut words = command
+            .trim_start_matches(['-', '@', '+', '!', ':'])
+            .split_whitespace()
+            .map(str::to_string);
+        let program = words.next().unwrap_or_default();
+        if program != "/usr/sbin/nft" {
+            return Err(StandinError::Parse {
+                path: root.path(&format!("/etc/systemd/system/{unit}.service.d")),
+                message: format!("ExecStop={command} is not simulated (only /usr/sbin/nft is)"),
+            });
+        }
+        let code = super::nft::main(words.collect())?;
+        if code != 0 && !ignore_failure {
+            log_systemd(
+                root,
+                unit,
+                &format!(
+                    "{unit}.service: Control process exited, code=exited, status={code}/FAILURE"
+                ),
+            );
+        }
+    }
+    Ok(())
 }
 
 const WANTS: &str = "/etc/systemd/system/multi-user.target.wants";
@@ -612,4 +684,43 @@ pub fn journalctl(args: &[String]) -> Result<i32> {
         println!("{line}");
     }
     Ok(0)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// The firewall cloud-init's drop-in replaces nftables.service's `nft flush ruleset`; the
+    /// stand-in reads it as systemd composes it.
+    #[test]
+    fn an_exec_stop_drop_in_is_read_as_systemd_composes_it() {
+        let dir = std::env::temp_dir().join(format!("kiwi-systemd-dropin-{}", std::process::id()));
+        let root = Root::at(dir.clone());
+        assert_eq!(exec_stop_drop_in(&root, "nftables").unwrap(), None);
+        let d = "/etc/systemd/system/nftables.service.d";
+        root.write(
+            &format!("{d}/kiwi.conf"),
+            "[Service]\nExecStop=\nExecStop=-/usr/sbin/nft delete table inet kiwi\n",
+            0o644,
+        )
+        .unwrap();
+        root.write(
+            &format!("{d}/00-other.conf"),
+            "[Service]\nExecStop=/usr/sbin/nft flush ruleset\n[Unit]\nExecStop=/bin/false\n",
+            0o644,
+        )
+        .unwrap();
+        root.write(
+            &format!("{d}/notes.txt"),
+            "[Service]\nExecStop=/bin/false\n",
+            0o644,
+        )
+        .unwrap();
+        assert_eq!(
+            exec_stop_drop_in(&root, "nftables").unwrap(),
+            Some(vec!["-/usr/sbin/nft delete table inet kiwi".to_string()])
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

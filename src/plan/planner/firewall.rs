@@ -109,7 +109,7 @@ impl<'a> Planner<'a> {
             (Some(ObservedBackend::Other(name)), None) => {
                 self.warnings.push(Warning::FlannelBackendDiffers {
                     cluster: cluster.name.clone(),
-                    running: name.clone(),
+                    running: name.map(|n| n.as_str().to_string()),
                     wanted,
                 });
                 Err(())
@@ -121,7 +121,7 @@ impl<'a> Planner<'a> {
                     .map(|(node, b)| {
                         let name = match b {
                             ObservedBackend::Known(k) => k.as_str().to_string(),
-                            ObservedBackend::Other(Some(w)) => w.clone(),
+                            ObservedBackend::Other(Some(w)) => w.as_str().to_string(),
                             ObservedBackend::Other(None) => "?".to_string(),
                         };
                         (node.clone(), name)
