@@ -10,13 +10,27 @@ use super::observed::{
 use super::private_network::{MemberStatus, NetworkMember, PrivateNetwork};
 use super::steps::{InstanceRef, K3sJoin, Plan, StepKind};
 use chrono::{DateTime, NaiveDate, Utc};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The observed state after every step of `plan` succeeded. New ids follow
 /// the highest existing ones; dates are fixed, since the model has no clock.
 pub fn simulate(observed: &Observed, plan: &Plan) -> Observed {
     let mut state = observed.clone();
+    // The instance this plan's steps use for a slot: with duplicates of a
+    // name (a past double order) the planner picks one, and only its steps
+    // say which.
+    let mut used: BTreeMap<String, InstanceId> = BTreeMap::new();
     for step in &plan.steps {
+        let named = match &step.kind {
+            StepKind::AssignTag { instance, .. }
+            | StepKind::AssignPrivateNetwork { instance, .. }
+            | StepKind::WaitForRunning { instance, .. } => Some(instance),
+            StepKind::ReinstallInstance(r) => Some(&r.instance),
+            _ => None,
+        };
+        if let Some(i) = named.and_then(|r| find_instance(&mut state, r)) {
+            used.insert(i.display_name.clone(), i.id);
+        }
         match &step.kind {
             StepKind::EnsureSecret { name } => {
                 let id = next_id(state.secrets.values().map(|s| s.0));
@@ -28,6 +42,7 @@ pub fn simulate(observed: &Observed, plan: &Plan) -> Observed {
             }
             StepKind::OrderInstance(order) => {
                 let id = next_id(state.instances.iter().map(|i| i.id.0));
+                used.insert(order.slot.0.clone(), InstanceId(id));
                 state.instances.push(Instance {
                     id: InstanceId(id),
                     display_name: order.slot.0.clone(),
@@ -144,11 +159,10 @@ pub fn simulate(observed: &Observed, plan: &Plan) -> Observed {
                 // one and, in a cluster with a private network, its private
                 // one (as the planner counts a member's addresses).
                 for slot in &f.pending_peers {
-                    let Some(instance) = state
-                        .instances
-                        .iter()
-                        .find(|i| &i.display_name == slot && !i.is_cancelled())
-                    else {
+                    let Some(instance) = state.instances.iter().find(|i| match used.get(slot) {
+                        Some(id) => &i.id == id,
+                        None => &i.display_name == slot && !i.is_cancelled(),
+                    }) else {
                         continue;
                     };
                     shape.peers.extend(instance.ipv4);
