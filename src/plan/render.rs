@@ -709,6 +709,15 @@ fn warning(w: &Warning) -> String {
              (`flannel-backend` in /etc/rancher/k3s/config.yaml); the ports its nodes' \
              firewalls must open are unknown, so they are unverified and not changed."
         ),
+        Warning::PublicPortReserved {
+            cluster,
+            port,
+            what,
+        } => format!(
+            "cluster {cluster}: its public port {port} is what its nodes keep for {what}, which \
+             its running servers use; opening it to anyone would undo the firewall, so no \
+             firewall opens it. Drop it from the cluster's [firewall]."
+        ),
         Warning::FirewallUnreadable { node, reason } => format!(
             "{node}: its host firewall could not be read ({}); it is unverified and this plan \
              changes nothing on it.",

@@ -758,6 +758,19 @@ pub enum Warning {
         /// Cluster.
         cluster: String,
     },
+    /// A cluster's public ports open what its nodes keep for operators or
+    /// members (SSH, the API, etcd, the kubelet, the CNI its servers run):
+    /// the inventory was checked against the backend it names, the running
+    /// cluster uses another. The port is left out of every firewall the plan
+    /// sets or a new node is born with.
+    PublicPortReserved {
+        /// Cluster.
+        cluster: String,
+        /// The public port, as the inventory names it (`udp/8472`).
+        port: String,
+        /// What the firewall keeps it for (`flannel's vxlan backend`).
+        what: String,
+    },
     /// A node's firewall could not be read: it is unverified, and the plan
     /// changes nothing on it.
     FirewallUnreadable {

@@ -445,3 +445,75 @@ fn an_unreadable_firewall_is_unverified_and_nothing_is_planned_on_it() {
         |w| matches!(w, Warning::FirewallUnreadable { node, .. } if node.0 == "kiwi-acme-server-01")
     ));
 }
+
+/// Found by an attacker: the inventory's public ports are checked against
+/// the backend it names (wireguard-native), so `udp/8472` passed on a
+/// cluster whose servers run vxlan, and every firewall opened VXLAN's
+/// unauthenticated pod traffic to anyone.
+#[test]
+fn a_public_port_the_running_backend_uses_is_never_opened_and_is_warned() {
+    let mut observed = without_firewalls();
+    let acme = observed.clusters.get_mut("acme").unwrap().as_mut().unwrap();
+    for server in &ACME[..3] {
+        acme.flannel_backends.insert(
+            server.to_string(),
+            ObservedBackend::Known(FlannelBackend::Vxlan),
+        );
+    }
+    let desired = desired_with(&[
+        (
+            "customers/acme.toml",
+            "[servers]\nclass = \"vps\"\nproduct = \"V94\"\ncount = 3",
+            "[servers]\nclass = \"vps\"\nproduct = \"V94\"\ncount = 5",
+        ),
+        (
+            "customers/acme.toml",
+            "tier = \"mesh\"\n",
+            "tier = \"mesh\"\n\n[firewall]\npublic_tcp_ports = [80, 443]\npublic_udp_ports = [3478, 8472]\n",
+        ),
+    ]);
+    let plan = plan::plan(&desired, &observed, &PlanOptions::default());
+    assert!(
+        plan.warnings.contains(&Warning::PublicPortReserved {
+            cluster: "acme".into(),
+            port: "udp/8472".into(),
+            what: "flannel's vxlan backend".into(),
+        }),
+        "{}",
+        human(&plan)
+    );
+    assert!(human(&plan)
+        .contains("public port udp/8472 is what its nodes keep for flannel's vxlan backend"));
+    let vxlan = PortRange::single(8472);
+    // Not on the running nodes' firewalls...
+    let step = firewall_step(&plan, "firewall:kiwi-acme-server-01");
+    assert_eq!(step.wanted.peer_udp, [vxlan]);
+    assert!(
+        !step.wanted.public_udp.contains(&vxlan),
+        "{:?}",
+        step.wanted
+    );
+    // ...while the other public ports stay (a TURN server's 3478).
+    assert!(step.wanted.public_udp.contains(&PortRange::single(3478)));
+    // ...nor on a node born into the cluster.
+    let order = plan
+        .steps
+        .iter()
+        .find_map(|s| match &s.kind {
+            StepKind::OrderInstance(o) if o.slot.0 == "kiwi-acme-server-04" => Some(o),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{}", human(&plan)));
+    assert!(
+        !order.firewall.public_udp.contains(&vxlan),
+        "{:?}",
+        order.firewall
+    );
+    let rendered = kiwi_infra::firewall::render(&step.wanted);
+    let vxlan_rules: Vec<&str> = rendered.lines().filter(|l| l.contains("8472")).collect();
+    assert!(!vxlan_rules.is_empty(), "{rendered}");
+    assert!(
+        vxlan_rules.iter().all(|l| l.contains("@peers4")),
+        "{rendered}"
+    );
+}

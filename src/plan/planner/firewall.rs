@@ -38,7 +38,8 @@ use ipnet::{IpNet, Ipv4Net};
 
 use super::Planner;
 use crate::firewall::{
-    differences, ClusterFirewall, FirewallShape, FlannelBackend, NodeRole, Ruleset,
+    differences, overlap, reserved_ports, ClusterFirewall, FirewallShape, FlannelBackend, NodeRole,
+    PortRule, Ruleset,
 };
 use crate::inventory::{slot_name, ClusterKind, ClusterSpec};
 use crate::plan::observed::NodeName;
@@ -140,12 +141,16 @@ impl<'a> Planner<'a> {
     /// the CNI ports of the flannel backend its servers run when they agree
     /// on one (a node born into a running vxlan cluster must admit vxlan).
     pub(super) fn firewall_settings(&self, cluster: &ClusterSpec) -> ClusterFirewall {
-        match (&cluster.kind, self.backend_for_new_servers(cluster)) {
-            (ClusterKind::K3s { .. }, Some(backend)) => {
-                with_backend(cluster.firewall.clone(), backend)
-            }
-            _ => cluster.firewall.clone(),
-        }
+        let (settings, name) = match (&cluster.kind, self.backend_for_new_servers(cluster)) {
+            (ClusterKind::K3s { .. }, Some(backend)) => (
+                with_backend(cluster.firewall.clone(), backend),
+                flannel_name(backend),
+            ),
+            _ => (cluster.firewall.clone(), CORE_CNI.to_string()),
+        };
+        // Never born opening a kept port to anyone (the plan warns of it
+        // with the cluster's firewall steps).
+        without_reserved(cluster, settings, &name).0
     }
 
     /// The backend new servers of `cluster` are configured with: the one
@@ -247,12 +252,17 @@ impl<'a> Planner<'a> {
             None => return false,
         };
         let mut settings = cluster.firewall.clone();
+        let mut cni_name = CORE_CNI.to_string();
         if let ClusterKind::K3s {
             flannel_backend, ..
         } = &cluster.kind
         {
+            cni_name = flannel_name(*flannel_backend);
             match self.running_backend(cluster, observation, *flannel_backend) {
-                Ok(Some(running)) => settings = with_backend(settings, running),
+                Ok(Some(running)) => {
+                    cni_name = flannel_name(running);
+                    settings = with_backend(settings, running);
+                }
                 // Servers run, but their backend was not read: never guess
                 // the ports a running cluster's pod network needs.
                 Ok(None) if has_server_nodes(cluster, observation) => {
@@ -269,6 +279,14 @@ impl<'a> Planner<'a> {
                 Ok(None) => {}
                 Err(()) => return false,
             }
+        }
+        let (settings, dropped) = without_reserved(cluster, settings, &cni_name);
+        for (port, what) in dropped {
+            self.warnings.push(Warning::PublicPortReserved {
+                cluster: cluster.name.clone(),
+                port: port.to_string(),
+                what,
+            });
         }
         let members = self.members(cluster, observation);
         let operators = self.desired.provider.operator_networks.clone();
@@ -468,6 +486,41 @@ fn is_join(step: &Step) -> bool {
 }
 
 /// `settings` with the CNI ports of flannel's `backend`.
+/// `settings` without the public ports that open what `cluster`'s nodes
+/// keep for operators or members under `settings`' CNI ports (those of the
+/// running servers' backend, which may not be the one the inventory was
+/// checked against; named `cni_name`), and what was dropped: the public
+/// port and what it is kept for. No ruleset that admits strangers to them is
+/// ever planned.
+fn without_reserved(
+    cluster: &ClusterSpec,
+    settings: ClusterFirewall,
+    cni_name: &str,
+) -> (ClusterFirewall, Vec<(PortRule, String)>) {
+    let roles = match &cluster.kind {
+        ClusterKind::K3s { .. } => [NodeRole::K3sServer, NodeRole::K3sAgent],
+        ClusterKind::Kubeadm { .. } => [NodeRole::KubeadmControlPlane, NodeRole::KubeadmWorker],
+    };
+    let reserved = reserved_ports(&roles, &settings.cni, cni_name);
+    let mut dropped = Vec::new();
+    let mut public = Vec::new();
+    for port in settings.public {
+        match overlap(&port, &reserved) {
+            Some(used) => dropped.push((port, used.what.clone())),
+            None => public.push(port),
+        }
+    }
+    (ClusterFirewall { public, ..settings }, dropped)
+}
+
+/// How a k3s cluster's CNI is named in messages: by its flannel backend.
+fn flannel_name(backend: FlannelBackend) -> String {
+    format!("flannel's {backend} backend")
+}
+
+/// How a kubeadm cluster's CNI is named in messages.
+const CORE_CNI: &str = "the CNI (cni_ports)";
+
 fn with_backend(settings: ClusterFirewall, backend: FlannelBackend) -> ClusterFirewall {
     ClusterFirewall {
         cni: backend.ports(),
